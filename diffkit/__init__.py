@@ -1,0 +1,66 @@
+"""diffkit: touch Stable Diffusion to learn how it works, and audit it for gender bias.
+
+The public API, by topic:
+
+- noise schedules: :mod:`diffkit.schedules` (``get_schedule``, ``from_diffusers``, ``NoiseSchedule``)
+- the forward chain: :mod:`diffkit.forward` (``q_sample``, ``q_step``, ``q_sample_all``, ``markov_trajectory``, the two-pixel toy)
+- pipelines: ``load_pipeline`` (hub id, local folder, or ``"tiny"``)
+- plots: :mod:`diffkit.plots`
+- sample images: :mod:`diffkit.samples`
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .forward import (
+    TWO_PIXEL_IMAGE,
+    TwoPixelChains,
+    forward_latents,
+    markov_trajectory,
+    optimal_denoiser,
+    q_sample,
+    q_sample_all,
+    q_step,
+    step_density,
+    to_model_range,
+    to_pil,
+    two_pixel_chains,
+    two_pixel_reverse,
+)
+from .pipeline import SCHEDULERS, load_pipeline, make_scheduler
+from .samples import SAMPLE_NAMES, sample_image
+from .schedules import (
+    SCHEDULE_NAMES,
+    NoiseSchedule,
+    from_diffusers,
+    get_schedule,
+    schedules_frame,
+)
+
+__all__ = [
+    "SAMPLE_NAMES",
+    "SCHEDULERS",
+    "SCHEDULE_NAMES",
+    "TWO_PIXEL_IMAGE",
+    "NoiseSchedule",
+    "TwoPixelChains",
+    "__version__",
+    "forward_latents",
+    "from_diffusers",
+    "get_schedule",
+    "load_pipeline",
+    "make_scheduler",
+    "markov_trajectory",
+    "optimal_denoiser",
+    "q_sample",
+    "q_sample_all",
+    "q_step",
+    "sample_image",
+    "schedules_frame",
+    "step_density",
+    "to_model_range",
+    "to_pil",
+    "two_pixel_chains",
+    "two_pixel_reverse",
+]

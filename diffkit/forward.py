@@ -1,0 +1,460 @@
+"""The forward chain: Gaussian noise added step by step, and its closed form.
+
+One Markov step adds a little Gaussian noise and shrinks the signal a little
+(Ho et al. 2020, eq. 2):
+
+    q(x_t | x_{t−1}) = N(x_t; √α_t · x_{t−1}, β_t · I)
+
+Each step depends only on the previous one. Chaining them gives a closed form that
+jumps straight from the clean image to any step (eq. 4):
+
+    q(x_t | x_0) = N(x_t; √ᾱ_t · x_0, (1 − ᾱ_t) · I),  i.e.  x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+
+Images enter the chain as tensors with values in ``[-1, 1]`` (the DDPM convention);
+:func:`to_model_range` converts PIL images, NumPy arrays and torch tensors. Timesteps are
+0-based as in diffusers: ``t = 0`` is one step of noise, ``t = T − 1`` the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .schedules import NoiseSchedule, get_schedule
+
+__all__ = [
+    "TWO_PIXEL_IMAGE",
+    "TwoPixelChains",
+    "forward_latents",
+    "markov_trajectory",
+    "optimal_denoiser",
+    "q_sample",
+    "q_sample_all",
+    "q_step",
+    "step_density",
+    "to_model_range",
+    "to_pil",
+    "two_pixel_chains",
+    "two_pixel_reverse",
+]
+
+TWO_PIXEL_IMAGE: tuple[int, int] = (170, 150)
+"""The seed article's image: two grey pixels with values 170 and 150 (0–255)."""
+
+ImageLike = Any  # PIL.Image.Image | np.ndarray | torch.Tensor
+
+
+def _as_schedule(schedule: NoiseSchedule | str) -> NoiseSchedule:
+    return get_schedule(schedule) if isinstance(schedule, str) else schedule
+
+
+def _generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator | None:
+    if seed is None or isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def _check_finite(x: torch.Tensor, what: str = "x") -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} contains NaN or inf; clean the input (e.g. torch.nan_to_num) first")
+
+
+def to_model_range(image: ImageLike, *, value_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """Convert an RGB image to a float32 tensor ``(3, H, W)`` (or ``(B, 3, H, W)``) in ``[-1, 1]``.
+
+    Accepted inputs and the value ranges assumed unless *value_range* says otherwise:
+
+    - ``PIL.Image`` in mode ``"RGB"``: 0–255.
+    - NumPy ``(H, W, 3)`` or ``(B, H, W, 3)``: ``uint8`` is 0–255, floats are 0–1.
+    - torch ``(3, H, W)`` or ``(B, 3, H, W)``: ``uint8`` is 0–255, floats are 0–1.
+
+    Other modes, shapes, NaN values or values outside the range raise ``ValueError``.
+    """
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            raise ValueError(
+                f"expected an RGB image, got mode {image.mode!r}; convert it with image.convert('RGB')"
+            )
+        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    elif isinstance(image, np.ndarray):
+        if image.ndim not in (3, 4) or image.shape[-1] != 3:
+            raise ValueError(
+                f"expected a NumPy RGB image of shape (H, W, 3) or (B, H, W, 3), got {image.shape}; "
+                "stack grey images to 3 channels or drop alpha with image[..., :3]"
+            )
+        x = torch.from_numpy(np.array(image, copy=True, order="C"))
+        x = x.permute(2, 0, 1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    elif isinstance(image, torch.Tensor):
+        if image.ndim not in (3, 4) or image.shape[-3] != 3:
+            raise ValueError(
+                f"expected a torch RGB image of shape (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}; "
+                "channels come first in torch (use x.permute(2, 0, 1))"
+            )
+        x = image.detach().cpu()
+    else:
+        raise ValueError(
+            f"expected a PIL image, NumPy array or torch tensor, got {type(image).__name__}"
+        )
+    if x.dtype == torch.bool or x.dtype.is_complex:
+        raise ValueError(f"unsupported image dtype {x.dtype}; use uint8 (0–255) or float (0–1)")
+    if value_range is None:
+        value_range = (0.0, 255.0) if x.dtype == torch.uint8 else (0.0, 1.0)
+    lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+    x = x.to(torch.float32)
+    _check_finite(x, "image")
+    tol = 1e-6 * (hi - lo)
+    if x.numel() and (x.min() < lo - tol or x.max() > hi + tol):
+        raise ValueError(
+            f"image values span [{x.min():.4g}, {x.max():.4g}], outside the assumed range [{lo:g}, {hi:g}]; "
+            "pass value_range=(low, high), e.g. (0, 255) for floats holding 8-bit values"
+        )
+    return ((x - lo) / (hi - lo) * 2.0 - 1.0).clamp_(-1.0, 1.0)
+
+
+def to_pil(x: torch.Tensor) -> Any:
+    """A ``(3, H, W)`` tensor in ``[-1, 1]`` as an RGB ``PIL.Image`` (values outside are clipped)."""
+    from PIL import Image
+
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) tensor, got {tuple(x.shape)}")
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(arr.permute(1, 2, 0).numpy(), mode="RGB")
+
+
+def _coef(values: np.ndarray, t: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """Gather schedule values at t and shape them to broadcast against a batch like *like*."""
+    c = torch.as_tensor(values[t], dtype=like.dtype, device=like.device)
+    if t.ndim == 0:
+        return c
+    return c.reshape(c.shape + (1,) * (like.ndim - 1))
+
+
+def q_sample(
+    x0: torch.Tensor,
+    t: int | Sequence[int] | torch.Tensor,
+    schedule: NoiseSchedule | str = "linear",
+    *,
+    noise: torch.Tensor | None = None,
+    seed: int | torch.Generator | None = None,
+) -> torch.Tensor:
+    """Closed form of the forward chain: x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε (Ho et al. 2020, eq. 4).
+
+    *x0* is any tensor (an image in ``[-1, 1]``, SD latents, a two-pixel point). A scalar
+    *t* applies to all of it; a 1-D *t* gives one timestep per item of the batch (first axis).
+    """
+    s = _as_schedule(schedule)
+    _check_finite(x0, "x0")
+    tt = s.check_timestep(t)
+    if tt.ndim > 1 or (tt.ndim == 1 and tt.shape[0] != x0.shape[0]):
+        raise ValueError(
+            f"t must be a scalar or have one entry per item of x0 ({x0.shape[0]}), got shape {tt.shape}"
+        )
+    x0 = x0 if x0.is_floating_point() else x0.float()
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=_generator(seed, x0.device), device=x0.device, dtype=x0.dtype)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    return _coef(s.sqrt_alphas_cumprod, tt, x0) * x0 + _coef(s.sqrt_one_minus_alphas_cumprod, tt, x0) * noise
+
+
+def q_step(
+    x_prev: torch.Tensor,
+    t: int,
+    schedule: NoiseSchedule | str = "linear",
+    *,
+    noise: torch.Tensor | None = None,
+    seed: int | torch.Generator | None = None,
+) -> torch.Tensor:
+    """One Markov step q(x_t | x_{t−1}) = N(√α_t x_{t−1}, β_t I) (Ho et al. 2020, eq. 2).
+
+    For ``t = 0`` the previous state is the clean image x_0.
+    """
+    s = _as_schedule(schedule)
+    _check_finite(x_prev, "x_prev")
+    tt = s.check_timestep(t)
+    if tt.ndim != 0:
+        raise ValueError(f"q_step takes one timestep, got {t!r}; loop over steps for a trajectory")
+    x_prev = x_prev if x_prev.is_floating_point() else x_prev.float()
+    if noise is None:
+        noise = torch.randn(
+            x_prev.shape, generator=_generator(seed, x_prev.device), device=x_prev.device, dtype=x_prev.dtype
+        )
+    return float(np.sqrt(s.alphas[tt])) * x_prev + float(np.sqrt(s.betas[tt])) * noise
+
+
+def step_density(x_prev: np.ndarray | Sequence[float], t: int, schedule: NoiseSchedule | str = "linear") -> tuple[np.ndarray, float]:
+    """The bell of one Markov step: mean √α_t · x_{t−1} and standard deviation √β_t."""
+    s = _as_schedule(schedule)
+    tt = int(s.check_timestep(t))
+    return np.sqrt(s.alphas[tt]) * np.asarray(x_prev, dtype=np.float64), float(np.sqrt(s.betas[tt]))
+
+
+def _timesteps_arg(s: NoiseSchedule, timesteps: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    if timesteps is None:
+        return np.arange(s.num_train_timesteps)
+    tt = s.check_timestep(timesteps)
+    if tt.ndim != 1:
+        raise ValueError(f"timesteps must be a 1-D list of timesteps, got shape {tt.shape}")
+    return tt
+
+
+def _check_budget(n_frames: int, x0: torch.Tensor, dtype: torch.dtype, max_bytes: int) -> None:
+    need = n_frames * x0.numel() * torch.empty((), dtype=dtype).element_size()
+    if need > max_bytes:
+        raise ValueError(
+            f"{n_frames} frames of shape {tuple(x0.shape)} need {need / 2**20:.0f} MiB, over max_bytes="
+            f"{max_bytes / 2**20:.0f} MiB; pass fewer timesteps (e.g. timesteps=range(0, T, 10)), "
+            "a smaller image, dtype=torch.float16, or a larger max_bytes"
+        )
+
+
+def markov_trajectory(
+    x0: torch.Tensor,
+    schedule: NoiseSchedule | str = "linear",
+    *,
+    seed: int | torch.Generator | None = 0,
+    timesteps: Sequence[int] | np.ndarray | None = None,
+    max_bytes: int = 2**30,
+) -> torch.Tensor:
+    """Iterate the Markov chain from x_0 and keep the states at *timesteps* (default: all T).
+
+    Returns a tensor ``(len(timesteps), *x0.shape)``. Each state is drawn from the previous one
+    only, with fresh noise each step, so this is the chain itself (slow: T steps).
+    """
+    s = _as_schedule(schedule)
+    keep = _timesteps_arg(s, timesteps)
+    _check_finite(x0, "x0")
+    x = x0 if x0.is_floating_point() else x0.float()
+    _check_budget(len(keep), x, x.dtype, max_bytes)
+    gen = _generator(seed, x.device)
+    out = torch.empty((len(keep), *x.shape), dtype=x.dtype, device=x.device)
+    slot = {int(t): i for i, t in enumerate(keep)}
+    sqrt_a, sqrt_b = np.sqrt(s.alphas), np.sqrt(s.betas)
+    eps = torch.empty_like(x)
+    for t in range(int(keep.max()) + 1 if len(keep) else 0):
+        eps.normal_(generator=gen)
+        x = x * float(sqrt_a[t]) + eps * float(sqrt_b[t])
+        if t in slot:
+            out[slot[t]] = x
+    return out
+
+
+def q_sample_all(
+    x0: torch.Tensor,
+    schedule: NoiseSchedule | str = "linear",
+    *,
+    timesteps: Sequence[int] | np.ndarray | None = None,
+    noise: torch.Tensor | None = None,
+    seed: int | torch.Generator | None = 0,
+    dtype: torch.dtype | None = None,
+    max_bytes: int = 2**30,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x_t for every timestep at once, vectorised: ``(len(timesteps), *x0.shape)``.
+
+    One noise draw ε serves all t, so scrubbing a slider shows the same noise growing
+    while the image fades (each frame is still an exact draw from q(x_t | x_0)). *dtype*
+    (e.g. ``torch.float16``) and *max_bytes* keep big images within memory; *out* reuses a
+    buffer (a slider that re-noises the same image size allocates once).
+    """
+    s = _as_schedule(schedule)
+    tt = _timesteps_arg(s, timesteps)
+    _check_finite(x0, "x0")
+    x0 = x0 if x0.is_floating_point() else x0.float()
+    out_dtype = out.dtype if out is not None else (dtype or x0.dtype)
+    if out is None:
+        _check_budget(len(tt), x0, out_dtype, max_bytes)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=_generator(seed, x0.device), device=x0.device, dtype=x0.dtype)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    a = torch.as_tensor(s.sqrt_alphas_cumprod[tt], dtype=x0.dtype, device=x0.device)
+    b = torch.as_tensor(s.sqrt_one_minus_alphas_cumprod[tt], dtype=x0.dtype, device=x0.device)
+    # x_t for all t is one matrix product: [√ᾱ_t, √(1−ᾱ_t)] (n, 2) @ [x_0; ε] (2, numel)
+    coef = torch.stack([a, b], dim=1)
+    basis = torch.stack([x0.reshape(-1), noise.reshape(-1)])
+    shape = (len(tt), x0.numel())
+    if out is None:
+        out = torch.empty((len(tt), *x0.shape), dtype=out_dtype, device=x0.device)
+    elif tuple(out.shape) != (len(tt), *x0.shape) or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous tensor of shape {(len(tt), *x0.shape)}, got {tuple(out.shape)}")
+    flat = out.view(shape)
+    if flat.dtype == x0.dtype:
+        torch.mm(coef, basis, out=flat)
+    else:  # e.g. float16 frames: compute in x0's precision a chunk at a time
+        for i in range(0, len(tt), 64):
+            flat[i : i + 64] = coef[i : i + 64] @ basis
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The two-pixel toy (the seed article's picture): an image of two pixels is a point in the
+# plane; the forward chain moves it step by step, the exact optimal denoiser brings it back.
+# ---------------------------------------------------------------------------------------
+
+
+def _pixels_to_model(pixels: Any) -> torch.Tensor:
+    p = torch.as_tensor(np.asarray(pixels, dtype=np.float64))
+    if p.shape[-1:] != (2,):
+        raise ValueError(f"a two-pixel image has 2 values, got shape {tuple(p.shape)}")
+    if not torch.isfinite(p).all() or p.min() < 0 or p.max() > 255:
+        raise ValueError(f"pixel values must lie in [0, 255], got {pixels!r}")
+    return p / 127.5 - 1.0
+
+
+@dataclass(frozen=True)
+class TwoPixelChains:
+    """Many forward chains of a two-pixel image, in model units ``[-1, 1]``.
+
+    ``points`` has shape ``(T + 1, n_chains, 2)``; row 0 is the clean image x_0 and row
+    ``k + 1`` the state after timestep k (0-based, like every diffusers timestep).
+    """
+
+    start: tuple[float, float]
+    schedule: NoiseSchedule
+    points: np.ndarray
+
+    def at(self, t: int) -> np.ndarray:
+        """States after timestep *t* (0-based), shape ``(n_chains, 2)``."""
+        return self.points[int(self.schedule.check_timestep(t)) + 1]
+
+    @staticmethod
+    def to_pixels(x: np.ndarray) -> np.ndarray:
+        """Model units back to 0–255 pixel units (not clipped: noise can leave the range)."""
+        return (np.asarray(x) + 1.0) * 127.5
+
+
+def two_pixel_chains(
+    pixels: Sequence[float] = TWO_PIXEL_IMAGE,
+    schedule: NoiseSchedule | str = "linear",
+    *,
+    n_chains: int = 200,
+    seed: int = 0,
+) -> TwoPixelChains:
+    """Run *n_chains* forward chains from the two-pixel image *pixels* (0–255 values).
+
+    The points wander off the image and all end near N(0, I), whatever they started from.
+    """
+    if isinstance(n_chains, bool) or not isinstance(n_chains, (int, np.integer)) or n_chains < 1:
+        raise ValueError(f"n_chains must be ≥ 1, got {n_chains!r}")
+    s = _as_schedule(schedule)
+    x0 = _pixels_to_model(pixels).reshape(1, 2).expand(n_chains, 2).contiguous()
+    traj = markov_trajectory(x0, s, seed=seed)
+    pts = torch.cat([x0[None], traj]).numpy()
+    return TwoPixelChains(start=tuple(float(p) for p in np.asarray(pixels, float)), schedule=s, points=pts)
+
+
+def optimal_denoiser(
+    x_t: torch.Tensor, t: int, data: torch.Tensor, schedule: NoiseSchedule | str = "linear"
+) -> torch.Tensor:
+    """E[x_0 | x_t] when the data are exactly the points *data* ``(N, D)`` (the ideal U-Net).
+
+    For an empirical data distribution the posterior over which point was noised is a
+    softmax of Gaussian log-likelihoods: w_i ∝ exp(−‖x_t − √ᾱ_t y_i‖² / (2(1 − ᾱ_t))),
+    and the optimal x̂_0 = Σ w_i y_i (Karras et al. 2022, App. B.3; Kadkhodaie et al. 2024).
+    *x_t* is ``(M, D)``; returns ``(M, D)``.
+    """
+    s = _as_schedule(schedule)
+    tt = int(s.check_timestep(t))
+    ab = float(s.alphas_cumprod[tt])
+    d2 = torch.cdist(x_t.double(), data.double() * ab**0.5) ** 2  # (M, N)
+    w = torch.softmax(-d2 / (2 * (1 - ab)), dim=1)
+    return (w @ data.double()).to(x_t.dtype)
+
+
+def two_pixel_reverse(
+    data_pixels: Sequence[Sequence[float]],
+    schedule: NoiseSchedule | str = "linear",
+    *,
+    n_chains: int = 200,
+    seed: int = 0,
+    eta: float = 1.0,
+) -> np.ndarray:
+    """Run the reverse chain with the exact optimal denoiser for the two-pixel images *data_pixels*.
+
+    Starts from N(0, I) and applies DDPM ancestral steps (eta = 1, Ho et al. 2020, eq. 6–7) or
+    deterministic DDIM steps (eta = 0, Song et al. 2021, eq. 12) over all T timesteps. Returns
+    ``(T + 1, n_chains, 2)`` in model units, from pure noise (row 0) to the end (row T); the
+    points flow back onto the data.
+    """
+    s = _as_schedule(schedule)
+    data = _pixels_to_model(data_pixels).reshape(-1, 2)
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1] (1 = DDPM, 0 = DDIM), got {eta}")
+    gen = torch.Generator().manual_seed(int(seed))
+    x = torch.randn((n_chains, 2), generator=gen, dtype=torch.float64)
+    out = [x.clone()]
+    ab = s.alphas_cumprod
+    for t in range(s.num_train_timesteps - 1, -1, -1):
+        x0_hat = optimal_denoiser(x, t, data, s)
+        ab_t = ab[t]
+        ab_prev = ab[t - 1] if t > 0 else 1.0
+        eps_hat = (x - ab_t**0.5 * x0_hat) / (1 - ab_t) ** 0.5
+        # DDIM (eq. 12) with σ_t = η √((1−ᾱ_{t−1})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1}); η = 1 is DDPM
+        sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5
+        x = ab_prev**0.5 * x0_hat + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps_hat
+        if sigma > 0:
+            x = x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        out.append(x.clone())
+    return torch.stack(out).numpy()
+
+
+# ---------------------------------------------------------------------------------------
+# Latent space: what Stable Diffusion actually noises.
+# ---------------------------------------------------------------------------------------
+
+
+def forward_latents(
+    pipe: Any,
+    image: ImageLike,
+    timesteps: Sequence[int],
+    *,
+    seed: int = 0,
+    decode: bool = True,
+) -> dict[str, Any]:
+    """Noise an image in a Stable Diffusion pipeline's latent space with its own scheduler.
+
+    VAE-encode the image (the latent mean times ``vae.config.scaling_factor``), add noise with
+    ``pipe.scheduler.add_noise`` at each timestep (one ε for all, as :func:`q_sample_all`),
+    then (optionally) VAE-decode each noisy latent to see it. Returns a dict with
+    ``latents0 (C, h, w)``, ``noisy (n, C, h, w)``, ``timesteps`` and ``images`` (``(n, 3, H, W)``
+    in ``[-1, 1]``, or ``None``).
+    """
+    vae, sched = pipe.vae, pipe.scheduler
+    x = to_model_range(image)
+    x = x[None] if x.ndim == 3 else x
+    if x.shape[0] != 1:
+        raise ValueError("forward_latents takes one image")
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if x.shape[-1] % factor or x.shape[-2] % factor:
+        raise ValueError(
+            f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {factor}; resize or crop it"
+        )
+    T = int(sched.config.num_train_timesteps)
+    ts = NoiseSchedule.check_timestep(_dummy_schedule(T), timesteps)
+    if ts.ndim != 1:
+        raise ValueError("timesteps must be a list of timesteps")
+    device, dtype = vae.device, vae.dtype
+    with torch.no_grad():
+        lat0 = vae.encode(x.to(device, dtype)).latent_dist.mean * vae.config.scaling_factor
+        noise = torch.randn(lat0.shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+        tt = torch.as_tensor(ts, device=device)
+        noisy = sched.add_noise(lat0.expand(len(ts), -1, -1, -1), noise.expand(len(ts), -1, -1, -1), tt)
+        images = None
+        if decode:
+            images = torch.cat(
+                [vae.decode(n[None] / vae.config.scaling_factor).sample for n in noisy]
+            ).float().clamp(-1, 1).cpu()
+    return {"latents0": lat0[0].float().cpu(), "noisy": noisy.float().cpu(), "timesteps": ts, "images": images}
+
+
+def _dummy_schedule(T: int) -> NoiseSchedule:
+    return get_schedule("linear", T)

@@ -1,0 +1,221 @@
+"""Loading Stable Diffusion pipelines: hub ids, local folders and the embedded ``"tiny"``.
+
+One code path for all three: ``diffusers.DiffusionPipeline.from_pretrained`` with
+safetensors only. Hub ids are looked up in the Hugging Face cache first and fetched only
+when the hub is reachable; a clear error names the fix otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "SCHEDULERS",
+    "PickledWeightsError",
+    "PipelineNotAvailableError",
+    "default_device_and_dtype",
+    "load_pipeline",
+    "make_scheduler",
+    "scheduler_name",
+]
+
+SCHEDULERS: dict[str, str] = {
+    "ddpm": "DDPMScheduler",
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_ancestral": "EulerAncestralDiscreteScheduler",
+    "dpm_solver": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "heun": "HeunDiscreteScheduler",
+}
+"""Short scheduler names and the diffusers classes they stand for."""
+
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+
+class PipelineNotAvailableError(OSError):
+    """The weights are neither in a local folder, nor cached, nor reachable."""
+
+
+class PickledWeightsError(ValueError):
+    """The pipeline ships only pickled weights, which diffkit refuses to load."""
+
+
+def default_device_and_dtype(
+    device: str | torch.device | None = None, dtype: torch.dtype | str | None = None
+) -> tuple[torch.device, torch.dtype]:
+    """CUDA with float16 when a GPU is there, else Apple MPS with float16, else CPU with float32."""
+    if device is None:
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    device = torch.device(device)
+    if isinstance(dtype, str):
+        try:
+            dtype = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+                     "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+        except KeyError:
+            raise ValueError(
+                f"unknown dtype {dtype!r}; use 'float32', 'float16' or 'bfloat16'"
+            ) from None
+    if dtype is None:
+        dtype = torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    if device.type == "cpu" and dtype == torch.float16:
+        warnings.warn("float16 on the CPU is slow and lossy; float32 is the usual choice there", stacklevel=3)
+    return device, dtype
+
+
+def scheduler_name(scheduler: Any) -> str:
+    """The short name of a scheduler instance or class (``"ddim"``), or its class name."""
+    cls = scheduler if isinstance(scheduler, type) else type(scheduler)
+    for short, name in SCHEDULERS.items():
+        if cls.__name__ == name:
+            return short
+    return cls.__name__
+
+
+def make_scheduler(name: str, config: Any) -> Any:
+    """A scheduler called *name* (see :data:`SCHEDULERS`, or a diffusers class name) built from
+    another scheduler's *config*, the way diffusers swaps schedulers (``from_config``)."""
+    import diffusers
+
+    cls_name = SCHEDULERS.get(name, name)
+    if cls_name not in SCHEDULERS.values():
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+    return getattr(diffusers, cls_name).from_config(config)
+
+
+def _check_local_folder(path: Path) -> None:
+    if not (path / "model_index.json").is_file():
+        raise PipelineNotAvailableError(
+            f"{path} is not a diffusers pipeline folder (no model_index.json); save one with "
+            "pipe.save_pretrained(folder) or pass a Hugging Face hub id"
+        )
+    pickled = []
+    for folder in [path, *(p for p in path.iterdir() if p.is_dir())]:
+        files = [p for p in folder.iterdir() if p.is_file()]
+        if not any(p.suffix == ".safetensors" for p in files):
+            pickled += [str(p.relative_to(path)) for p in files if p.suffix in _PICKLE_SUFFIXES]
+    if pickled:
+        raise PickledWeightsError(
+            f"{path} holds pickled weights with no safetensors beside them ({', '.join(sorted(pickled)[:4])}); pickles can run code, so "
+            "diffkit loads safetensors only. Convert them once: "
+            "DiffusionPipeline.from_pretrained(folder, use_safetensors=False).save_pretrained(new_folder, "
+            "safe_serialization=True)"
+        )
+
+
+def _resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, whether it is a local folder)."""
+    if str(name_or_path) == "tiny":
+        try:
+            from .tiny import pipeline_path
+        except ImportError as e:  # pragma: no cover - tiny is part of the package
+            raise PipelineNotAvailableError(f"the embedded diffkit-tiny model is not available: {e}") from e
+        return str(pipeline_path()), True
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        return str(p), True
+    s = str(name_or_path)
+    if s.startswith((".", "/", "~")) or s.count("/") > 1 or os.sep in s and os.sep != "/":
+        raise PipelineNotAvailableError(f"no such folder: {p}; check the path")
+    return s, False
+
+
+def load_pipeline(
+    name_or_path: str | os.PathLike = "tiny",
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    scheduler: str | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+    local_files_only: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Load a Stable Diffusion pipeline from a hub id, a local folder, or ``"tiny"``.
+
+    Parameters
+    ----------
+    name_or_path
+        ``"tiny"`` (diffkit's embedded model, offline), a Hugging Face hub id such as
+        ``"stable-diffusion-v1-5/stable-diffusion-v1-5"``, or a folder written by ``save_pretrained``.
+    device, dtype
+        Default: CUDA with float16 when available, else CPU with float32.
+    scheduler
+        Swap the pipeline's scheduler for another by short name (see :data:`SCHEDULERS`).
+    revision, variant
+        Passed to ``from_pretrained`` (e.g. ``variant="fp16"``).
+    local_files_only
+        Never touch the network. Default: true when ``HF_HUB_OFFLINE`` is set.
+    **kwargs
+        Passed to ``DiffusionPipeline.from_pretrained``.
+
+    Only safetensors are loaded: a pipeline with pickled weights alone raises
+    :class:`PickledWeightsError`. Weights neither cached nor reachable raise
+    :class:`PipelineNotAvailableError` with the fix.
+    """
+    from diffusers import DiffusionPipeline
+
+    if "use_safetensors" in kwargs and not kwargs.pop("use_safetensors"):
+        raise PickledWeightsError("diffkit loads safetensors only; use_safetensors=False is refused")
+    device, dtype = default_device_and_dtype(device, dtype)
+    source, is_local = _resolve(name_or_path)
+    if local_files_only is None:
+        local_files_only = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if is_local:
+        _check_local_folder(Path(source))
+    try:
+        pipe = DiffusionPipeline.from_pretrained(
+            source,
+            dtype=dtype,
+            use_safetensors=True,
+            revision=revision,
+            variant=variant,
+            local_files_only=local_files_only or is_local,
+            **kwargs,
+        )
+    except OSError as e:
+        msg = str(e)
+        if "safetensors" in msg.lower() and ("not found" in msg.lower() or "could not find" in msg.lower()):
+            raise PickledWeightsError(
+                f"{name_or_path!r} has no safetensors weights; diffkit refuses pickled weights. "
+                "Pick a repository or revision that ships .safetensors files"
+            ) from e
+        if is_local:
+            raise
+        hint = (
+            "the hub is unreachable or offline mode is on" if local_files_only
+            else "it could not be fetched from the Hugging Face hub"
+        )
+        raise PipelineNotAvailableError(
+            f"could not load {str(name_or_path)!r}: it is not in the Hugging Face cache "
+            f"({_hf_cache()}) and {hint}. Fix: on a machine with network run "
+            f"`huggingface-cli download {name_or_path}` (or load_pipeline({str(name_or_path)!r}) once) "
+            "to fill the cache, or pass a local folder saved with save_pretrained; "
+            "load_pipeline('tiny') always works offline"
+        ) from e
+    if scheduler is not None:
+        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _hf_cache() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+    except Exception:  # pragma: no cover
+        return "~/.cache/huggingface/hub"

@@ -1,0 +1,183 @@
+"""Figures for the forward half of the story: schedules, forward strips, the two-pixel toy.
+
+Every function returns a ``matplotlib.figure.Figure`` and never calls ``plt.show``;
+Jupyter displays the returned figure, scripts ``fig.savefig(...)`` it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .forward import (
+    TWO_PIXEL_IMAGE,
+    TwoPixelChains,
+    q_sample_all,
+    to_model_range,
+    two_pixel_chains,
+)
+from .schedules import NoiseSchedule, get_schedule, schedules_frame
+
+__all__ = ["image_grid", "plot_forward_strip", "plot_schedules", "plot_two_pixel", "strip_timesteps"]
+
+_QUANTITIES = {
+    "beta": "β_t (noise added per step)",
+    "alpha_bar": "ᾱ_t (signal kept)",
+    "log_snr": "log SNR_t",
+    "sqrt_alpha_bar": "√ᾱ_t",
+    "sqrt_one_minus_alpha_bar": "√(1 − ᾱ_t)",
+    "snr": "SNR_t",
+    "sigma": "σ_t",
+}
+
+
+def _schedules(schedules: Iterable[NoiseSchedule | str] | NoiseSchedule | str) -> list[NoiseSchedule]:
+    if isinstance(schedules, (str, NoiseSchedule)):
+        schedules = [schedules]
+    out = [get_schedule(s) if isinstance(s, str) else s for s in schedules]
+    if not out:
+        raise ValueError("give at least one schedule, e.g. ['linear', 'cosine']")
+    return out
+
+
+def plot_schedules(
+    schedules: Iterable[NoiseSchedule | str] | NoiseSchedule | str = ("linear", "scaled_linear", "cosine"),
+    *,
+    quantities: Sequence[str] = ("beta", "alpha_bar", "log_snr"),
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """β_t, ᾱ_t and log-SNR against t for several schedules overlaid (one panel per quantity)."""
+    import seaborn as sns
+
+    bad = [q for q in quantities if q not in _QUANTITIES]
+    if bad or not quantities:
+        raise ValueError(f"unknown quantities {bad}; choose from {list(_QUANTITIES)}")
+    frame = schedules_frame(_schedules(schedules))
+    fig = Figure(figsize=figsize or (4.2 * len(quantities), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(quantities), squeeze=False)[0]
+    for ax, q in zip(axes, quantities):
+        sns.lineplot(data=frame, x="t", y=q, hue="schedule", ax=ax, legend=ax is axes[-1])
+        ax.set_title(_QUANTITIES[q])
+        ax.set_xlabel("timestep t")
+        ax.set_ylabel("")
+        if q in ("beta", "snr", "sigma"):
+            ax.set_yscale("log")
+    if axes[-1].get_legend() is not None:
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    return fig
+
+
+def strip_timesteps(num_train_timesteps: int = 1000, n: int = 10) -> list[int]:
+    """Timesteps for a forward strip: every T/n steps, ending at the last (99, 199, …, 999 for T = 1000)."""
+    if n < 1:
+        raise ValueError(f"n must be ≥ 1, got {n}")
+    return [int(round(num_train_timesteps * (i + 1) / n)) - 1 for i in range(n)]
+
+
+def plot_forward_strip(
+    image: object,
+    schedule: NoiseSchedule | str = "linear",
+    *,
+    timesteps: Sequence[int] | None = None,
+    seed: int = 0,
+    panel_size: float = 1.6,
+) -> Figure:
+    """One image at x_0 and at several timesteps of the forward chain (default: every 100 of 1,000).
+
+    Titles give the 0-based timestep t and ᾱ_t. All frames share one ε, as :func:`q_sample_all`.
+    """
+    s = get_schedule(schedule) if isinstance(schedule, str) else schedule
+    ts = list(timesteps) if timesteps is not None else strip_timesteps(s.num_train_timesteps)
+    x0 = to_model_range(image)
+    if x0.ndim != 3:
+        raise ValueError("plot_forward_strip takes one image, not a batch")
+    frames = q_sample_all(x0, s, timesteps=ts, seed=seed)
+    n = len(ts) + 1
+    fig = Figure(figsize=(panel_size * n, panel_size + 0.5), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, x, title in zip(
+        axes,
+        [x0, *frames],
+        ["x₀ (clean)"] + [f"t={t}\nᾱ={s.alphas_cumprod[t]:.3f}" for t in ts],
+    ):
+        ax.imshow(((x.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(f"forward chain, {s.name} schedule", fontsize=10)
+    return fig
+
+
+def plot_two_pixel(
+    chains: TwoPixelChains | None = None,
+    *,
+    timesteps: Sequence[int] = (0, 9, 99, 299, 999),
+    show_paths: int = 3,
+    pixels: Sequence[float] = TWO_PIXEL_IMAGE,
+) -> Figure:
+    """The two-pixel image as a point in the plane, and where many forward chains take it.
+
+    Left: the first Markov step's Gaussian bell around the image (contours at 1, 2, 3 σ) with a
+    few paths. Right: the cloud of chains at several timesteps drifting to N(0, I).
+    Axes are in pixel units (0–255 maps to [−1, 1] in the model).
+    """
+    ch = chains if chains is not None else two_pixel_chains(pixels, n_chains=300)
+    s = ch.schedule
+    px = TwoPixelChains.to_pixels
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    ax0, ax1 = fig.subplots(1, 2)
+    start = px(ch.points[0, 0])
+    sd = float(np.sqrt(s.betas[0])) * 127.5  # one-step std in pixel units
+    for k in (1, 2, 3):
+        ax0.add_patch(_circle(start, k * sd, alpha=0.25 / k))
+    for i in range(min(show_paths, ch.points.shape[1])):
+        path = px(ch.points[:60, i])
+        ax0.plot(path[:, 0], path[:, 1], "-", lw=0.8, alpha=0.8)
+    ax0.plot(*start, "k*", ms=12, label=f"x₀ = ({start[0]:.0f}, {start[1]:.0f})")
+    ax0.set_title(f"one Markov step: bell of width √β₀ = {sd:.2f} px\nand the first 60 steps of {show_paths} chains")
+    ax0.set_xlabel("pixel 1")
+    ax0.set_ylabel("pixel 2")
+    ax0.set_aspect("equal")
+    ax0.legend(loc="lower right", fontsize=8)
+    cmap = __import__("matplotlib").colormaps["viridis"]
+    for j, t in enumerate(timesteps):
+        pts = px(ch.at(t))
+        ax1.scatter(pts[:, 0], pts[:, 1], s=5, color=cmap(j / max(1, len(timesteps) - 1)), label=f"t={t}")
+    g = np.linspace(0, 2 * np.pi, 200)
+    ax1.plot(127.5 + 127.5 * 2 * np.cos(g), 127.5 + 127.5 * 2 * np.sin(g), "k--", lw=0.8, label="N(0, I), 2σ")
+    ax1.plot(*start, "k*", ms=12)
+    ax1.set_title(f"{ch.points.shape[1]} chains drift to N(0, I)")
+    ax1.set_xlabel("pixel 1")
+    ax1.set_aspect("equal")
+    ax1.legend(loc="upper left", fontsize=7, markerscale=2)
+    return fig
+
+
+def _circle(center: np.ndarray, radius: float, alpha: float):
+    from matplotlib.patches import Circle
+
+    return Circle(tuple(center), radius, color="tab:green", alpha=alpha, lw=0)
+
+
+def image_grid(images: Sequence[object], *, titles: Sequence[str] | None = None, ncols: int = 8,
+               panel_size: float = 1.4) -> Figure:
+    """A grid of images (PIL, NumPy HWC uint8, or torch (3, H, W) in [−1, 1]) with optional titles."""
+    if not images:
+        raise ValueError("no images to show")
+    n = len(images)
+    nrows = (n + ncols - 1) // ncols
+    fig = Figure(figsize=(panel_size * min(n, ncols), (panel_size + 0.3) * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, min(n, ncols), squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        img = images[i]
+        if isinstance(img, torch.Tensor):
+            img = ((img.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+        ax.imshow(img)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    return fig

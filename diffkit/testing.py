@@ -1,0 +1,145 @@
+"""Tiny random Stable Diffusion pipelines built from configs, for tests and benchmarks.
+
+The same recipe diffusers' own tests use (``block_out_channels=(32, 64)``, a 5-layer
+32-wide text encoder), except that the tokenizer carries CLIP's real BPE vocabulary, built
+offline (:mod:`diffkit._clip_vocab`). They run on a CPU in milliseconds and save with
+``save_pretrained`` so that :func:`diffkit.load_pipeline` loads them back through the same
+path a hub id takes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ._clip_vocab import CLIP_VOCAB_SIZE, write_clip_tokenizer_files
+
+__all__ = ["save_tiny_random_pipeline", "tiny_random_pipeline"]
+
+
+def _text_config(**extra: Any) -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=CLIP_VOCAB_SIZE,
+        max_position_embeddings=77,
+        **extra,
+    )
+
+
+def _vae() -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        sample_size=64,
+    )
+
+
+def tiny_random_pipeline(
+    kind: Literal["sd", "sdxl"] = "sd",
+    *,
+    seed: int = 0,
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
+    tokenizer_dir: str | Path | None = None,
+) -> Any:
+    """A random ``StableDiffusionPipeline`` (``"sd"``) or ``StableDiffusionXLPipeline`` (``"sdxl"``).
+
+    The VAE downsamples by 2 (so a 64×64 image has 32×32 latents); weights are seeded.
+    """
+    from diffusers import (
+        DDIMScheduler,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    tok_dir = Path(tokenizer_dir or tempfile.mkdtemp(prefix="diffkit-tok-"))
+    write_clip_tokenizer_files(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+    if kind == "sd":
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            norm_num_groups=32,
+        )
+        scheduler = DDIMScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
+        )
+        torch.manual_seed(seed + 1)
+        vae = _vae()
+        torch.manual_seed(seed + 2)
+        text_encoder = CLIPTextModel(_text_config())
+        return StableDiffusionPipeline(
+            unet=unet, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+    if kind == "sdxl":
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=80,  # 6 * 8 + 32
+            cross_attention_dim=64,
+            norm_num_groups=1,
+        )
+        scheduler = EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            steps_offset=1, timestep_spacing="leading", prediction_type=prediction_type,
+        )
+        torch.manual_seed(seed + 1)
+        vae = _vae()
+        torch.manual_seed(seed + 2)
+        text_encoder = CLIPTextModel(_text_config(hidden_act="gelu", projection_dim=32))
+        torch.manual_seed(seed + 3)
+        text_encoder_2 = CLIPTextModelWithProjection(_text_config(hidden_act="gelu", projection_dim=32))
+        return StableDiffusionXLPipeline(
+            unet=unet, scheduler=scheduler, vae=vae,
+            text_encoder=text_encoder, tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
+        )
+    raise ValueError(f"kind must be 'sd' or 'sdxl', got {kind!r}")
+
+
+def save_tiny_random_pipeline(folder: str | Path, kind: Literal["sd", "sdxl"] = "sd", **kwargs: Any) -> Path:
+    """Build :func:`tiny_random_pipeline` and ``save_pretrained`` it (safetensors) into *folder*."""
+    folder = Path(folder)
+    pipe = tiny_random_pipeline(kind, **kwargs)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    """A tiny random StableDiffusionPipeline saved with save_pretrained (safetensors)."""
+    from diffkit.testing import save_tiny_random_pipeline
+
+    return save_tiny_random_pipeline(tmp_path_factory.mktemp("tiny-sd") / "pipe", "sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_sd_dir):
+    """The tiny random pipeline, loaded back through diffkit.load_pipeline like a hub id."""
+    from diffkit import load_pipeline
+
+    return load_pipeline(tiny_sd_dir, device="cpu")

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from diffkit import SCHEDULERS, load_pipeline, make_scheduler
+from diffkit.pipeline import (
+    PickledWeightsError,
+    PipelineNotAvailableError,
+    default_device_and_dtype,
+    scheduler_name,
+)
+
+
+def test_round_trip_through_load_pipeline(tiny_sd_dir, tiny_sd):
+    from diffkit.testing import tiny_random_pipeline
+
+    assert type(tiny_sd).__name__ == "StableDiffusionPipeline"
+    assert tiny_sd.device.type == "cpu" and tiny_sd.unet.dtype == torch.float32
+    # the weights are the ones we saved
+    ref = tiny_random_pipeline("sd")
+    for (n, a), (_, b) in zip(ref.unet.state_dict().items(), tiny_sd.unet.state_dict().items()):
+        assert torch.equal(a, b), n
+    # and only safetensors were written
+    assert list(tiny_sd_dir.rglob("*.safetensors"))
+    assert not [p for p in tiny_sd_dir.rglob("*") if p.suffix in (".bin", ".ckpt", ".pt")]
+
+
+def test_generated_image_matches_the_in_memory_pipeline(tiny_sd):
+    from diffkit.testing import tiny_random_pipeline
+
+    ref = tiny_random_pipeline("sd")
+    kw = dict(num_inference_steps=2, height=32, width=32, output_type="np")
+    a = tiny_sd("a red circle", generator=torch.Generator().manual_seed(0), **kw).images
+    b = ref("a red circle", generator=torch.Generator().manual_seed(0), **kw).images
+    assert abs(a - b).max() < 1e-5
+
+
+def test_sdxl_round_trip(tmp_path):
+    from diffkit.testing import save_tiny_random_pipeline
+
+    pipe = load_pipeline(save_tiny_random_pipeline(tmp_path / "xl", "sdxl"), device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline"
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    from diffkit.testing import tiny_random_pipeline
+
+    tiny_random_pipeline("sd").save_pretrained(tmp_path / "pkl", safe_serialization=False)
+    with pytest.raises(PickledWeightsError, match=r"safetensors only.*safe_serialization=True"):
+        load_pipeline(tmp_path / "pkl")
+    with pytest.raises(PickledWeightsError, match="safetensors only"):
+        load_pipeline("some/model", use_safetensors=False)
+
+
+def test_missing_hub_model_names_the_fix():
+    with pytest.raises(PipelineNotAvailableError, match=r"not in the Hugging Face cache.*huggingface-cli download"):
+        load_pipeline("diffkit-does-not-exist/nothing-here", local_files_only=True)
+
+
+def test_not_a_pipeline_folder(tmp_path):
+    with pytest.raises(PipelineNotAvailableError, match="model_index.json"):
+        load_pipeline(tmp_path)
+    with pytest.raises(PipelineNotAvailableError, match="no such folder"):
+        load_pipeline(tmp_path / "nope")
+
+
+def test_scheduler_swap_by_name(tiny_sd_dir):
+    pipe = load_pipeline(tiny_sd_dir, device="cpu", scheduler="euler_ancestral")
+    assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    assert scheduler_name(pipe.scheduler) == "euler_ancestral"
+    for name in SCHEDULERS:
+        s = make_scheduler(name, pipe.scheduler.config)
+        assert scheduler_name(s) == name
+        assert s.config.beta_schedule == "scaled_linear"
+    with pytest.raises(ValueError, match=r"unknown scheduler 'fast'.*'ddim'"):
+        make_scheduler("fast", pipe.scheduler.config)
+
+
+def test_default_device_and_dtype():
+    dev, dt = default_device_and_dtype()
+    if torch.cuda.is_available():
+        assert dev.type == "cuda" and dt == torch.float16
+    else:
+        assert dt == (torch.float16 if dev.type == "mps" else torch.float32)
+    assert default_device_and_dtype("cpu", "bf16") == (torch.device("cpu"), torch.bfloat16)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        default_device_and_dtype("cpu", "float8")
+
+
+def test_corrupt_model_index_is_reported(tiny_sd_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_sd_dir, bad)
+    (bad / "model_index.json").write_text(json.dumps({"_class_name": "NoSuchPipeline"}))
+    with pytest.raises(Exception, match="NoSuchPipeline"):
+        load_pipeline(bad)
