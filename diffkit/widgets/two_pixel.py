@@ -1,0 +1,228 @@
+"""TwoPixelExplorer: the seed article's picture of diffusion as a point wandering in the plane."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+
+from ..forward import (
+    TWO_PIXEL_IMAGE,
+    TwoPixelChains,
+    q_step,
+    step_density,
+    two_pixel_chains,
+    two_pixel_reverse,
+)
+from ..schedules import NoiseSchedule, get_schedule
+from ._common import Explorer, figure_png, guarded
+
+__all__ = ["TwoPixelExplorer", "parse_points"]
+
+_DEFAULT_DATA = ((170, 150), (60, 200), (210, 40))
+
+
+def parse_points(text: str) -> list[tuple[float, float]]:
+    """Parse ``"170,150; 60,200"`` into two-pixel images (values 0–255)."""
+    pts = []
+    for chunk in text.replace("\n", ";").split(";"):
+        if not chunk.strip():
+            continue
+        try:
+            a, b = (float(v) for v in chunk.replace("(", "").replace(")", "").split(","))
+        except ValueError:
+            raise ValueError(f"could not read {chunk.strip()!r}; write points as 170,150; 60,200") from None
+        if not (0 <= a <= 255 and 0 <= b <= 255):
+            raise ValueError(f"pixel values must lie in [0, 255], got ({a:g}, {b:g})")
+        pts.append((a, b))
+    if not pts:
+        raise ValueError("give at least one two-pixel image, e.g. 170,150")
+    return pts
+
+
+class TwoPixelExplorer(Explorer):
+    """A two-pixel image (170, 150) is a point in the plane.
+
+    *One step*: the next point is drawn from a Gaussian bell around it (its width is a control);
+    likely draws (within 2σ) are green, unlikely ones red. *Many chains*: 1,000 steps of the
+    linear schedule take every chain to N(0, I). *Backwards*: for a few two-pixel "training
+    images" the exact optimal denoiser runs the reverse chain and the points flow back to the data,
+    which is what a U-Net is trained to approximate.
+    """
+
+    def __init__(
+        self,
+        pixels: Sequence[float] = TWO_PIXEL_IMAGE,
+        *,
+        data: Sequence[Sequence[float]] = _DEFAULT_DATA,
+        schedule: str | NoiseSchedule = "linear",
+        n_chains: int = 300,
+        seed: int = 0,
+    ) -> None:
+        self.pixels = tuple(float(p) for p in pixels)
+        self.schedule = get_schedule(schedule) if isinstance(schedule, str) else schedule
+        self.seed = seed
+        self._gen = torch.Generator().manual_seed(seed)
+        # -- one step
+        self.width = W.FloatSlider(value=3.0, min=0.5, max=40.0, step=0.5, description="bell width (px)",
+                                   style={"description_width": "initial"})
+        self.step_button = W.Button(description="one step", icon="step-forward")
+        self.reset_button = W.Button(description="reset", icon="undo")
+        self.step_plot = W.Image(format="png")
+        self.step_readout = W.HTML()
+        self.path: list[np.ndarray] = [np.asarray(self.pixels)]
+        self.likely: list[bool] = []
+        # -- many chains
+        self.n_chains = W.BoundedIntText(value=n_chains, min=1, max=5000, description="chains")
+        self.run_chains = W.Button(description="run the chains", icon="play")
+        self.chain_t = W.IntSlider(value=0, min=0, max=self.schedule.num_train_timesteps - 1, description="t",
+                                   layout=W.Layout(width="420px"))
+        self.chain_play = W.Play(min=0, max=self.schedule.num_train_timesteps - 1, step=10, interval=60)
+        W.jslink((self.chain_play, "value"), (self.chain_t, "value"))
+        self.chain_plot = W.Image(format="png")
+        self.chains: TwoPixelChains | None = None
+        # -- backwards
+        self.data_text = W.Text(value="; ".join(f"{a:g},{b:g}" for a, b in data), description="data",
+                                layout=W.Layout(width="420px"))
+        self.eta = W.ToggleButtons(options=[("DDPM (random)", 1.0), ("DDIM (deterministic)", 0.0)], value=1.0)
+        self.run_reverse = W.Button(description="run backwards", icon="backward")
+        self.rev_step = W.IntSlider(value=0, min=0, max=self.schedule.num_train_timesteps, description="step",
+                                    layout=W.Layout(width="420px"))
+        self.rev_play = W.Play(min=0, max=self.schedule.num_train_timesteps, step=10, interval=60)
+        W.jslink((self.rev_play, "value"), (self.rev_step, "value"))
+        self.rev_plot = W.Image(format="png")
+        self.reverse: np.ndarray | None = None
+
+        tabs = W.Tab(children=[
+            W.VBox([W.HBox([self.width, self.step_button, self.reset_button]), self.step_plot, self.step_readout]),
+            W.VBox([W.HBox([self.n_chains, self.run_chains]), W.HBox([self.chain_play, self.chain_t]),
+                    self.chain_plot]),
+            W.VBox([self.data_text, W.HBox([self.eta, self.run_reverse]), W.HBox([self.rev_play, self.rev_step]),
+                    self.rev_plot]),
+        ])
+        for i, title in enumerate(["one step", "many chains", "backwards"]):
+            tabs.set_title(i, title)
+        self.tabs = tabs
+        super().__init__([tabs])
+        self.step_button.on_click(self._on_step)
+        self.reset_button.on_click(self._on_reset)
+        self.width.observe(self._draw_step, names="value")
+        self.run_chains.on_click(self._on_chains)
+        self.chain_t.observe(self._draw_chains, names="value")
+        self.run_reverse.on_click(self._on_reverse)
+        self.rev_step.observe(self._draw_reverse, names="value")
+        self._draw_step()
+        self._on_chains()
+        self._on_reverse()
+
+    # -- one step ------------------------------------------------------------------------
+    def step_schedule(self) -> NoiseSchedule:
+        """A constant-β schedule whose one-step bell has the chosen width (in pixel units)."""
+        beta = min((self.width.value / 127.5) ** 2, 0.999)
+        return NoiseSchedule.from_betas(np.full(2, beta), name=f"constant β={beta:.2e}")
+
+    @guarded
+    def _on_step(self, button: Any = None) -> None:
+        s = self.step_schedule()
+        x = torch.as_tensor(self.path[-1] / 127.5 - 1.0)
+        nxt = q_step(x, 0, s, seed=self._gen)
+        mean, sd = step_density(x.numpy(), 0, s)
+        z = float(np.linalg.norm((nxt.numpy() - mean) / sd))
+        self.likely.append(z < 2.0)
+        self.path.append(TwoPixelChains.to_pixels(nxt.numpy()))
+        self._draw_step()
+
+    @guarded
+    def _on_reset(self, button: Any = None) -> None:
+        self.path = [np.asarray(self.pixels)]
+        self.likely = []
+        self._draw_step()
+
+    @guarded
+    def _draw_step(self, change: Any = None) -> None:
+        s = self.step_schedule()
+        cur = self.path[-1]
+        mean, sd = step_density(cur / 127.5 - 1.0, 0, s)
+        mean_px, sd_px = TwoPixelChains.to_pixels(mean), sd * 127.5
+        fig = Figure(figsize=(4.6, 4.2), layout="constrained")
+        ax = fig.subplots()
+        for k in (1, 2, 3):
+            ax.add_patch(Circle(tuple(mean_px), k * sd_px, color="tab:blue", alpha=0.22 / k, lw=0))
+        path = np.asarray(self.path)
+        ax.plot(path[:, 0], path[:, 1], "-", color="0.6", lw=0.8)
+        for p, ok in zip(path[1:], self.likely):
+            ax.plot(*p, "o", color="tab:green" if ok else "tab:red", ms=5)
+        ax.plot(*path[0], "k*", ms=12)
+        span = max(4 * sd_px, 10, np.abs(path - path[0]).max() * 1.2)
+        ax.set_xlim(path[0][0] - span, path[0][0] + span)
+        ax.set_ylim(path[0][1] - span, path[0][1] + span)
+        ax.set_aspect("equal")
+        ax.set_xlabel("pixel 1")
+        ax.set_ylabel("pixel 2")
+        ax.set_title("next point ~ N(√α·x, β·I): green likely (< 2σ), red unlikely", fontsize=8)
+        self.step_plot.value = figure_png(fig)
+        self.step_readout.value = (
+            f"<small>now at ({cur[0]:.1f}, {cur[1]:.1f}) after {len(self.path) - 1} step(s); "
+            f"bell centre ({mean_px[0]:.1f}, {mean_px[1]:.1f}), width √β = {sd_px:.2f} px "
+            f"(β = {s.betas[0]:.2e})</small>"
+        )
+
+    # -- many chains -------------------------------------------------------------------
+    @guarded
+    def _on_chains(self, button: Any = None) -> None:
+        self.chains = two_pixel_chains(self.pixels, self.schedule, n_chains=int(self.n_chains.value), seed=self.seed)
+        self._draw_chains()
+
+    @guarded
+    def _draw_chains(self, change: Any = None) -> None:
+        if self.chains is None:
+            return
+        t = int(self.chain_t.value)
+        pts = TwoPixelChains.to_pixels(self.chains.at(t))
+        fig = Figure(figsize=(4.6, 4.2), layout="constrained")
+        ax = fig.subplots()
+        g = np.linspace(0, 2 * np.pi, 200)
+        ax.plot(127.5 + 255 * np.cos(g), 127.5 + 255 * np.sin(g), "k--", lw=0.8, label="N(0, I), 2σ")
+        ax.scatter(pts[:, 0], pts[:, 1], s=5, alpha=0.6, label=f"{len(pts)} chains at t={t}")
+        ax.plot(*self.pixels, "k*", ms=12)
+        ax.set_xlim(-300, 560)
+        ax.set_ylim(-300, 560)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper left", fontsize=7)
+        ab = self.schedule.alphas_cumprod[t]
+        ax.set_title(f"ᾱ_t = {ab:.4f}: centre {ab**0.5:.3f}·x₀, width {(1 - ab) ** 0.5:.3f}", fontsize=8)
+        self.chain_plot.value = figure_png(fig)
+
+    # -- backwards ---------------------------------------------------------------------
+    @guarded
+    def _on_reverse(self, button: Any = None) -> None:
+        self.data = parse_points(self.data_text.value)
+        self.reverse = two_pixel_reverse(self.data, self.schedule, n_chains=int(self.n_chains.value),
+                                         seed=self.seed, eta=float(self.eta.value))
+        self._draw_reverse()
+
+    @guarded
+    def _draw_reverse(self, change: Any = None) -> None:
+        if self.reverse is None:
+            return
+        k = int(self.rev_step.value)
+        T = self.schedule.num_train_timesteps
+        pts = TwoPixelChains.to_pixels(self.reverse[k])
+        fig = Figure(figsize=(4.6, 4.2), layout="constrained")
+        ax = fig.subplots()
+        d = np.asarray(self.data)
+        ax.plot(d[:, 0], d[:, 1], "*", ms=16, mfc="none", mec="k", label="training images", zorder=1)
+        ax.scatter(pts[:, 0], pts[:, 1], s=5, alpha=0.6, color="tab:purple", zorder=2)
+        ax.set_xlim(-300, 560)
+        ax.set_ylim(-300, 560)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper left", fontsize=7)
+        # row k holds x_t for t = T − 1 − k; the last row is the clean x_0 the chain ends on
+        t_label = "x₀, the end" if k == T else f"x_t, t = {T - 1 - k}" + (" (pure noise)" if k == 0 else "")
+        ax.set_title(f"reverse step {k}/{T} ({t_label}) with the exact optimal denoiser", fontsize=8)
+        self.rev_plot.value = figure_png(fig)
