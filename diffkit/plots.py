@@ -66,7 +66,10 @@ def plot_schedules(
         if q in ("beta", "snr", "sigma"):
             ax.set_yscale("log")
     if axes[-1].get_legend() is not None:
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+        # (not sns.move_legend: it keeps every figure it touched alive)
+        handles, labels = axes[-1].get_legend_handles_labels()
+        axes[-1].legend(handles, labels, title="schedule", loc="upper left", bbox_to_anchor=(1.02, 1),
+                        frameon=False)
     return fig
 
 

@@ -131,11 +131,36 @@ def guarded(method: F) -> F:
 
 
 class Explorer(W.VBox):
-    """Base of the explorers: a VBox with an error panel at the bottom."""
+    """Base of the explorers: a VBox with an error panel at the bottom.
+
+    ``close()`` closes every widget inside too, so an explorer that is done with leaves
+    nothing behind in the kernel (ipywidgets keeps every open widget in a registry).
+    """
 
     def __init__(self, children: Sequence[W.Widget], **kwargs: Any) -> None:
         self.error = ErrorPanel()
         super().__init__([*children, self.error], **kwargs)
+
+    def close(self) -> None:
+        stack: list[W.Widget] = list(self.children)
+        seen: set[int] = set()
+        while stack:
+            w = stack.pop()
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
+            stack.extend(getattr(w, "children", ()) or ())
+            stack.extend(x for x in (getattr(w, "layout", None), getattr(w, "style", None))
+                         if isinstance(x, W.Widget))
+            w.close()
+        from ipywidgets.widgets.widget import _instances
+
+        for link in [w for w in list(_instances.values()) if isinstance(w, W.widgets.widget_link.Link)]:
+            if id(link.source[0]) in seen or id(link.target[0]) in seen:
+                link.close()  # the jslinks between a Play and its slider
+        for x in (self.layout, self.error.layout, self.error.style):
+            x.close()
+        super().close()
 
 
 def labelled(widget: W.Widget, text: str) -> W.VBox:

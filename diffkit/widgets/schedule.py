@@ -102,9 +102,11 @@ class ScheduleExplorer(Explorer):
         height = self._base.shape[0]
         # where t falls on each panel, in image pixels (matplotlib's origin is bottom-left)
         self._axes_x = []
-        for ax in fig.axes:
+        for ax in fig.axes:  # keep numbers only, so the figure can be freed
             bb = ax.get_window_extent()
-            self._axes_x.append((ax.transData, height - bb.y1, height - bb.y0))
+            lo, hi = ax.get_xlim()
+            self._axes_x.append((bb.x0, bb.x1, lo, hi, height - bb.y1, height - bb.y0))
+        fig.clear()
         self.images.children = [
             W.VBox([W.Image(format="jpeg", layout=W.Layout(width="160px")), W.HTML()],
                    layout=W.Layout(align_items="center"))
@@ -131,8 +133,8 @@ class ScheduleExplorer(Explorer):
         if self._base is not None:
             img = Image.fromarray(self._base)
             d = ImageDraw.Draw(img)
-            for transform, top, bottom in self._axes_x:
-                x = float(transform.transform((t, 0.5))[0])
+            for px0, px1, lo, hi, top, bottom in self._axes_x:
+                x = px0 + (t - lo) / (hi - lo) * (px1 - px0)
                 d.line([(x, top), (x, bottom)], fill=(0, 0, 0), width=1)
             self.plot.value = encode_image(np.asarray(img), "png")
         rows = self.values_at(t)

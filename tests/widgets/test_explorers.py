@@ -138,3 +138,31 @@ def test_parse_points():
         parse_points("oops")
     with pytest.raises(ValueError, match="at least one"):
         parse_points(" ; ")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ScheduleExplorer(image_size=16),
+    lambda: ForwardChainExplorer(sample_image("coffee", 16), pipe=None, image_size=16),
+    lambda: TwoPixelExplorer(n_chains=10),
+])
+def test_explorers_leave_nothing_behind_when_closed(make):
+    import gc
+    import tracemalloc
+
+    from ipywidgets.widgets.widget import _instances
+
+    make().close()  # warm caches (fonts, imports) before measuring
+    gc.collect()
+    n0 = len(_instances)
+    tracemalloc.start()
+    gc.collect()
+    base = tracemalloc.get_traced_memory()[0]
+    for _ in range(5):
+        e = make()
+        e.close()
+        del e
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert len(_instances) == n0  # every widget was closed
+    assert grown < 2 * 2**20, f"{grown / 2**20:.1f} MiB kept after 5 explorers"
