@@ -57,6 +57,7 @@ class ForwardChainExplorer(Explorer):
             self.space.disabled = True
             self.space.tooltip = "pass pipe=load_pipeline(...) to noise in latent space"
         self.t = W.IntSlider(value=0, min=0, max=999, description="t", layout=W.Layout(width="420px"))
+        self.t.add_class("diffkit-t")  # a handle for browser tests and custom CSS
         self.play = W.Play(min=0, max=999, step=5, interval=50)
         W.jslink((self.play, "value"), (self.t, "value"))
         self.step_button = W.Button(description="one Markov step", icon="plus",

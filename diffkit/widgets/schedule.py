@@ -64,6 +64,7 @@ class ScheduleExplorer(Explorer):
         self.use_defaults = W.Checkbox(value=True, description="each schedule's own β range")
         self.t = W.IntSlider(value=num_train_timesteps // 4, min=0, max=num_train_timesteps - 1,
                              description="t", continuous_update=True, layout=W.Layout(width="420px"))
+        self.t.add_class("diffkit-t")  # a handle for browser tests and custom CSS
         self.play = W.Play(min=0, max=num_train_timesteps - 1, step=10, interval=60)
         W.jslink((self.play, "value"), (self.t, "value"))
         self.plot = W.Image(format="png")

@@ -1,0 +1,183 @@
+"""The explorers in a real browser: JupyterLab on loopback, driven by Playwright in Chromium.
+
+Starts JupyterLab on 127.0.0.1 with a token, opens a notebook that displays each explorer,
+runs it, drives a slider and a button, and checks the rendered image changed. Screenshots are
+kept in ``out/browser-screenshots/`` (or ``$DIFFKIT_SCREENSHOTS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("DIFFKIT_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(os.environ.get("DIFFKIT_SCREENSHOTS", Path(__file__).resolve().parents[2] / "out" / "browser-screenshots"))
+
+CELLS = {
+    "schedule": "from diffkit.widgets import ScheduleExplorer\nexplorer = ScheduleExplorer(image_size=64)\nexplorer",
+    "forward": ("from diffkit.widgets import ForwardChainExplorer\n"
+                "explorer = ForwardChainExplorer(image_size=64, pipe=None)\nexplorer"),
+    "two_pixel": "from diffkit.widgets import TwoPixelExplorer\nexplorer = TwoPixelExplorer(n_chains=100)\nexplorer",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _notebook(code: str) -> dict:
+    return {
+        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                   "source": code}],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium (apt-get install chromium)")
+    pytest.importorskip("jupyterlab")
+    root = tmp_path_factory.mktemp("lab")
+    for name, code in CELLS.items():
+        (root / f"{name}.ipynb").write_text(json.dumps(_notebook(code)))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "JUPYTER_RUNTIME_DIR": str(root / ".rt"),
+           "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--ServerApp.open_browser=False", "--allow-root", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
+         "jupyterlab.NeverCheckForUpdate"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode(errors="replace")[-3000:])
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("JupyterLab did not start within 120 s")
+    yield url, token
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+                  "--no-first-run", "--disable-component-update", "--disable-sync"],
+        )
+        yield b
+        b.close()
+
+
+def _open_and_run(browser, lab, name):
+    url, token = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    # a workspace of its own, so tabs from the other tests do not come back
+    page.goto(f"{url}/lab/workspaces/{name}/tree/{name}.ipynb?token={token}&reset")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
+    no_news = page.get_by_role("button", name="No", exact=True)
+    if no_news.count():
+        no_news.first.click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_text("Run All Cells", exact=True).click()
+    try:
+        page.wait_for_selector(".jp-OutputArea-output .widget-image img, .jp-OutputArea-output img",
+                               timeout=180_000)
+    except Exception:
+        _shot(page, f"{name}_failed")
+        raise
+    page.wait_for_timeout(1500)
+    return page
+
+
+def _image_sources(page) -> list[str]:
+    return page.eval_on_selector_all(".jp-OutputArea-output img", "els => els.map(e => e.src)")
+
+
+def _shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _drive_slider(page, css_class="diffkit-t"):
+    handle = page.locator(f".jp-OutputArea-output .{css_class} .noUi-handle").first
+    handle.focus()
+    for _ in range(3):
+        page.keyboard.press("PageUp")
+    page.keyboard.press("ArrowRight")
+
+
+def _wait_changed(page, before, timeout=60_000):
+    deadline = time.time() + timeout / 1000
+    while time.time() < deadline:
+        if _image_sources(page) != before:
+            return True
+        page.wait_for_timeout(250)
+    return False
+
+
+def test_schedule_explorer_in_jupyterlab(browser, lab):
+    page = _open_and_run(browser, lab, "schedule")
+    _shot(page, "schedule_before")
+    before = _image_sources(page)
+    _drive_slider(page)
+    assert _wait_changed(page, before), "moving the t slider did not change the rendered images"
+    _shot(page, "schedule_after")
+    page.close()
+
+
+def test_forward_chain_explorer_in_jupyterlab(browser, lab):
+    page = _open_and_run(browser, lab, "forward")
+    before = _image_sources(page)
+    _drive_slider(page)
+    assert _wait_changed(page, before), "moving the t slider did not change the image"
+    before = _image_sources(page)
+    page.get_by_role("button", name="one Markov step").click()
+    assert _wait_changed(page, before), "the Markov step button did not change the image"
+    _shot(page, "forward_chain")
+    page.close()
+
+
+def test_two_pixel_explorer_in_jupyterlab(browser, lab):
+    page = _open_and_run(browser, lab, "two_pixel")
+    before = _image_sources(page)
+    page.get_by_role("button", name="one step").click()
+    assert _wait_changed(page, before), "the one-step button did not change the plot"
+    _shot(page, "two_pixel")
+    page.close()
+
+
+def teardown_module():
+    shutil.rmtree(Path.home() / ".cache" / "ms-playwright-diffkit", ignore_errors=True)
