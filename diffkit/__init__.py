@@ -5,6 +5,7 @@ The public API, by topic:
 - noise schedules: :mod:`diffkit.schedules` (``get_schedule``, ``from_diffusers``, ``NoiseSchedule``)
 - the forward chain: :mod:`diffkit.forward` (``q_sample``, ``q_step``, ``q_sample_all``, ``markov_trajectory``, the two-pixel toy)
 - pipelines: ``load_pipeline`` (hub id, local folder, or ``"tiny"``)
+- the reverse chain: :mod:`diffkit.reverse` (``ReverseChain``, ``Trajectory``, ``StepRecord``, ``tokenize_prompt``)
 - plots: :mod:`diffkit.plots`
 - sample images: :mod:`diffkit.samples`
 """
@@ -29,6 +30,7 @@ from .forward import (
     two_pixel_reverse,
 )
 from .pipeline import SCHEDULERS, load_pipeline, make_scheduler
+from .reverse import ReverseChain, StepRecord, Trajectory, tokenize_prompt
 from .samples import SAMPLE_NAMES, sample_image
 from .schedules import (
     SCHEDULE_NAMES,
@@ -44,6 +46,9 @@ __all__ = [
     "SCHEDULE_NAMES",
     "TWO_PIXEL_IMAGE",
     "NoiseSchedule",
+    "ReverseChain",
+    "StepRecord",
+    "Trajectory",
     "TwoPixelChains",
     "__version__",
     "forward_latents",
@@ -61,6 +66,7 @@ __all__ = [
     "step_density",
     "to_model_range",
     "to_pil",
+    "tokenize_prompt",
     "two_pixel_chains",
     "two_pixel_reverse",
 ]

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diffkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_demo(sub)
+    from .reverse.cli import add_commands as add_reverse
+
+    add_reverse(sub)
     try:
         from .audit.cli import add_commands as add_audit
     except ImportError:  # the audit sub-package is optional at this stage

@@ -1,0 +1,113 @@
+"""Reverse-chain overheads, as ratios measured in one run on the same pipeline, settings and seed.
+
+1. time of ``ReverseChain(...).run()`` (every record kept) / time of ``pipe(...)``, with
+   attention capture off (target ≤ 1.10) and on;
+2. memory of the records of a 50-step run with SD-sized 64×64×4 latents (target ≤ 20 MB),
+   measured on the run's own tensors and checked against the byte count.
+
+Runs offline on a tiny random pipeline built from configs; its VAE downsamples by 2, so
+``--size 128`` gives SD's 64×64 latents. Usage::
+
+    python benchmarks/bench_reverse.py [--kind sd|sdxl] [--size 128] [--steps 20] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffkit.reverse import ReverseChain  # noqa: E402
+from diffkit.testing import tiny_random_pipeline  # noqa: E402
+
+
+def _time(fn) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds). CPU time is the steadier figure on a shared
+    machine: other processes' load stretches wall time but not the work done here."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c0, time.perf_counter() - w0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kind", choices=["sd", "sdxl"], default="sd")
+    ap.add_argument("--size", type=int, default=128, help="image side in pixels (128 → 64×64 latents)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--scheduler", default="ddim")
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--full-memory", action="store_true", help="run all 50 steps for the memory figure (else 5, extrapolated)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from diffkit.pipeline import make_scheduler
+
+    pipe = tiny_random_pipeline(args.kind)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    prompt = "a photo of an astronaut riding a horse on the moon"
+    common = dict(guidance_scale=args.guidance)
+
+    def plain():
+        pipe(prompt, num_inference_steps=args.steps, height=args.size, width=args.size,
+             generator=torch.Generator().manual_seed(0), output_type="np", **common)
+
+    def chain(capture: bool):
+        ReverseChain(pipe, prompt, steps=args.steps, height=args.size, width=args.size, seed=0,
+                     capture_attention=capture, **common).run()
+
+    plain(), chain(False), chain(True)  # warm up
+    t_plain, t_off, t_on = [], [], []
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit all three alike
+        t_plain.append(_time(plain))
+        t_off.append(_time(lambda: chain(False)))
+        t_on.append(_time(lambda: chain(True)))
+    med = {k: [statistics.median(t[j] for t in ts) for j in (0, 1)]
+           for k, ts in (("plain", t_plain), ("off", t_off), ("on", t_on))}
+    (cp, wp), (coff, woff), (con, won) = med["plain"], med["off"], med["on"]
+    print(f"pipeline: tiny random {args.kind}, {args.size}x{args.size} px, {args.steps} steps, "
+          f"{args.scheduler}, guidance {args.guidance}, {args.threads} thread(s), median of {args.repeats}")
+    print("                                   CPU time   ratio |  wall time   ratio")
+    print(f"  pipe()                          {cp * 1e3:8.1f} ms  1.000 | {wp * 1e3:8.1f} ms  1.000")
+    print(f"  ReverseChain.run(), capture off {coff * 1e3:8.1f} ms  {coff / cp:.3f} | {woff * 1e3:8.1f} ms  "
+          f"{woff / wp:.3f}   (target <= 1.10)")
+    print(f"  ReverseChain.run(), capture on  {con * 1e3:8.1f} ms  {con / cp:.3f} | {won * 1e3:8.1f} ms  {won / wp:.3f}")
+    moff, mp = coff, cp
+
+    # memory of a 50-step run with 64×64×4 latents (measured on the records themselves)
+    lat = 64 * pipe.vae_scale_factor
+    c = ReverseChain(pipe, prompt, steps=50, height=lat, width=lat, seed=0, **common)
+    n_run = 50 if args.full_memory else 5
+    for _ in range(n_run):
+        next(c)
+    traj = c.trajectory
+    shape = tuple(traj[0].latents.shape)
+    per = 1
+    for s in shape:
+        per *= s
+    first = per * 2  # x_t of step 0, float16
+    measured = first + (traj.nbytes() - first) * 50 / n_run
+    analytic = (1 + 5 * 50) * per * 2  # x_t once, then ε̂_u, ε̂_c, ε̂, x̂_0, x_{t−1} per step, float16
+    how = "measured" if n_run == 50 else f"measured over {n_run} steps, scaled to 50"
+    print(f"records of a 50-step run, latents {shape}: {measured / 2**20:.2f} MB {how}; "
+          f"{analytic / 2**20:.2f} MB by count (target <= 20 MB)")
+    c2 = ReverseChain(pipe, prompt, steps=50, height=lat, width=lat, seed=0, capture_attention=True, **common)
+    for _ in range(3):
+        next(c2)
+    att = (c2.trajectory.nbytes(attention=True) - c2.trajectory.nbytes()) / 3
+    print(f"  attention maps (capture on, {c2.tokens.n_tokens} prompt tokens): {att / 2**20:.3f} MB per step "
+          "on this tiny U-Net")
+    ok = moff / mp <= 1.10 and measured <= 20 * 2**20
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

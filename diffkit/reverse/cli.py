@@ -1,0 +1,88 @@
+"""``diffkit reverse "a prompt"``: walk the reverse chain and write what each step saw.
+
+Writes into ``--out``: ``strip.png`` (x̂_0 at evenly spaced steps, then the final image),
+``steps.gif`` (x̂_0 at every step), ``final.png``, ``steps.csv`` (the tidy per-step table of
+:meth:`~diffkit.reverse.trace.Trajectory.to_frame`) and ``tokens.csv`` (the tokenizer's view).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["add_commands", "run_reverse"]
+
+
+def run_reverse(
+    prompt: str,
+    *,
+    out: str | Path = "out/reverse",
+    model: str = "tiny",
+    steps: int = 25,
+    scheduler: str | None = None,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    negative_prompt: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    preview: str = "exact",
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Run a :class:`~diffkit.reverse.trace.ReverseChain` and write its files into *out*; returns their paths."""
+    from ..pipeline import load_pipeline
+    from .previews import to_uint8
+    from .trace import ReverseChain
+
+    pipe = load_pipeline(model)
+    chain = ReverseChain(
+        pipe, prompt, steps=steps, scheduler=scheduler, guidance_scale=guidance_scale, seed=seed,
+        negative_prompt=negative_prompt, height=height, width=width,
+    )
+    traj = chain.run(callback=lambda r: log(f"step {r.index + 1}/{len(chain)}  t={r.timestep}  σ={r.sigma:.3f}"))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    final = out / "final.png"
+    Image.fromarray(to_uint8(traj.image)).save(final)
+    written = [
+        traj.save_strip(out / "strip.png", mode=preview),
+        traj.save_gif(out / "steps.gif", mode=preview),
+        final,
+    ]
+    traj.to_frame().to_csv(out / "steps.csv", index=False)
+    traj.tokens.to_frame().to_csv(out / "tokens.csv", index=False)
+    written += [out / "steps.csv", out / "tokens.csv"]
+    for p in written:
+        log(f"wrote {p}")
+    return written
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``diffkit reverse``."""
+    from ..pipeline import SCHEDULERS
+
+    p = sub.add_parser("reverse", help="step through the reverse chain for a prompt and save what each step saw")
+    p.add_argument("prompt", help="the text prompt")
+    p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id, or a pipeline folder")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's own")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--negative", default=None, help="negative prompt")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--preview", choices=["exact", "fast"], default="exact", help="how frames are drawn")
+    p.add_argument("--out", default="out/reverse", help="folder to write into (default: out/reverse)")
+
+    def _run(a: argparse.Namespace) -> int:
+        run_reverse(
+            a.prompt, out=a.out, model=a.model, steps=a.steps, scheduler=a.scheduler,
+            guidance_scale=a.guidance, seed=a.seed, negative_prompt=a.negative,
+            height=a.height, width=a.width, preview=a.preview,
+        )
+        print(f"reverse chain written to {Path(a.out).resolve()}")
+        return 0
+
+    p.set_defaults(func=_run)

@@ -1,0 +1,160 @@
+"""Per-step records of the reverse chain, and x̂_0 from a model output.
+
+A :class:`StepRecord` is what one U-Net call of :class:`~diffkit.reverse.trace.ReverseChain`
+saw and produced; :func:`predicted_x0` is the formula for the clean latents a prediction
+implies (used where a scheduler's ``step()`` returns none, and tested against those that do).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+__all__ = ["QUANTITIES", "StepRecord", "predicted_x0"]
+
+QUANTITIES: dict[str, str] = {
+    "x_t": "latents",
+    "eps_uncond": "noise_pred_uncond",
+    "eps_text": "noise_pred_text",
+    "eps": "noise_pred",
+    "guidance": "guidance_delta",
+    "x0_hat": "pred_original_sample",
+    "x_prev": "prev_sample",
+}
+"""Short names of the per-step tensors and the :class:`StepRecord` attributes they stand for."""
+
+_LATENT_LIKE = ("latents", "pred_original_sample", "prev_sample")
+
+
+# ---------------------------------------------------------------------------------------
+# x̂_0 from a model output
+# ---------------------------------------------------------------------------------------
+
+
+def predicted_x0(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    *,
+    prediction_type: str = "epsilon",
+    alpha_bar: float | None = None,
+    sigma: float | None = None,
+) -> torch.Tensor:
+    """The clean latents x̂_0 implied by a model output (Ho et al. 2020, eq. 15; Salimans & Ho 2022 for v).
+
+    Give exactly one of:
+
+    - ``alpha_bar`` for variance-preserving latents x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (DDPM, DDIM,
+      PNDM, DPM-Solver, UniPC): ε-prediction x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, v-prediction
+      x̂_0 = √ᾱ_t x_t − √(1−ᾱ_t) v̂.
+    - ``sigma`` for σ-scaled latents x = x_0 + σ ε (Euler, Euler ancestral, LMS, Heun):
+      ε-prediction x̂_0 = x − σ ε̂, v-prediction x̂_0 = −σ/√(σ²+1) v̂ + x/(σ²+1).
+
+    ``prediction_type="sample"`` returns the model output itself.
+    """
+    if (alpha_bar is None) == (sigma is None):
+        raise ValueError("give exactly one of alpha_bar (variance-preserving latents) or sigma (σ-scaled latents)")
+    if prediction_type == "sample":
+        return model_output
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
+    if alpha_bar is not None:
+        a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
+        if prediction_type == "epsilon":
+            return (sample - s * model_output) / a
+        return a * sample - s * model_output
+    if prediction_type == "epsilon":
+        return sample - sigma * model_output
+    return model_output * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What happened in one U-Net call of the reverse chain (see the table in :mod:`diffkit.reverse.trace`).
+
+    Tensors are ``(C, h, w)`` compact copies (float16 on the CPU unless the chain was told
+    otherwise); ``noise_pred_uncond`` is None when guidance ≤ 1 skips the unconditional branch.
+    ``prev_sample`` of one record is the same tensor object as ``latents`` of the next.
+    """
+
+    index: int
+    timestep: float
+    sigma: float
+    alpha_bar: float
+    stage: str
+    guidance_scale: float
+    sigma_scaled: bool
+    latents: torch.Tensor = field(repr=False)
+    noise_pred_uncond: torch.Tensor | None = field(repr=False)
+    noise_pred_text: torch.Tensor = field(repr=False)
+    noise_pred: torch.Tensor = field(repr=False)
+    pred_original_sample: torch.Tensor = field(repr=False)
+    prev_sample: torch.Tensor = field(repr=False)
+    x0_source: Literal["scheduler", "formula"] = "scheduler"
+    stats: Mapping[str, float] = field(default_factory=dict, repr=False)
+    attention: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    # short names, as in DESIGN.md's notation table
+    @property
+    def x_t(self) -> torch.Tensor:
+        """x_t, the latents entering this step."""
+        return self.latents
+
+    @property
+    def eps_uncond(self) -> torch.Tensor | None:
+        """ε̂_u (None without the unconditional branch)."""
+        return self.noise_pred_uncond
+
+    @property
+    def eps_text(self) -> torch.Tensor:
+        """ε̂_c."""
+        return self.noise_pred_text
+
+    @property
+    def eps(self) -> torch.Tensor:
+        """ε̂, the guided prediction."""
+        return self.noise_pred
+
+    @property
+    def x0_hat(self) -> torch.Tensor:
+        """x̂_0."""
+        return self.pred_original_sample
+
+    @property
+    def x_prev(self) -> torch.Tensor:
+        """x_{t−1}."""
+        return self.prev_sample
+
+    @property
+    def guidance_delta(self) -> torch.Tensor | None:
+        """ε̂_c − ε̂_u, the direction classifier-free guidance pushes along (float32)."""
+        if self.noise_pred_uncond is None:
+            return None
+        return self.noise_pred_text.float() - self.noise_pred_uncond.float()
+
+    def get(self, quantity: str) -> torch.Tensor | None:
+        """A tensor by attribute name or short name (:data:`QUANTITIES`: ``"x_t"``, ``"eps"``, ``"x0_hat"``, …)."""
+        name = QUANTITIES.get(quantity, quantity)
+        if name not in QUANTITIES.values():
+            raise ValueError(f"unknown quantity {quantity!r}; choose one of {sorted(QUANTITIES)}")
+        return getattr(self, name)
+
+    def vp_latents(self, quantity: str = "x_t") -> torch.Tensor:
+        """Latents on the variance-preserving scale √ᾱ x_0 + √(1−ᾱ) ε, comparable across schedulers.
+
+        σ-schedulers (Euler, LMS, Heun) carry x_0 + σ ε, whose size grows with σ; this divides
+        ``latents`` by √(σ² + 1) (what ``scale_model_input`` feeds the U-Net). Other latents are
+        returned as they are.
+        """
+        x = self.get(quantity)
+        if QUANTITIES.get(quantity, quantity) == "latents" and self.sigma_scaled:
+            return x.float() / math.sqrt(self.sigma**2 + 1)
+        return x

@@ -1,0 +1,170 @@
+"""The text side: what the tokenizer makes of a prompt before the U-Net ever sees it.
+
+CLIP's tokenizer splits a prompt into byte-pair tokens (``"astronaut</w>"``; ``</w>`` marks
+the end of a word), wraps them in ``<|startoftext|>`` … ``<|endoftext|>`` and pads the
+sequence to the model's limit (77 for CLIP). Every position gets an embedding, and the
+U-Net's cross-attention looks at all 77, padding included. Words past the limit are
+silently dropped by the pipeline; :func:`tokenize_prompt` names them in a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["PromptTokens", "PromptTruncatedWarning", "tokenize_prompt"]
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt is longer than the text encoder's token limit; the tail is dropped."""
+
+
+def _clean(token: str) -> str:
+    return token.replace("</w>", "")
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """The tokenizer's view of one prompt, padded to the model's limit.
+
+    Attributes
+    ----------
+    prompt
+        The text as given.
+    tokens
+        ``max_length`` token strings as the tokenizer spells them (``"cat</w>"``, padding included).
+    ids
+        The matching vocabulary ids.
+    n_tokens
+        How many positions carry the prompt: ``<|startoftext|>``, the kept tokens and
+        ``<|endoftext|>``. Positions from ``n_tokens`` on are padding.
+    max_length
+        The model's limit (77 for CLIP).
+    dropped
+        The text that did not fit (``""`` when nothing was dropped).
+    """
+
+    prompt: str
+    tokens: tuple[str, ...]
+    ids: tuple[int, ...]
+    n_tokens: int
+    max_length: int
+    dropped: str = ""
+
+    @property
+    def truncated(self) -> bool:
+        """Whether words were dropped."""
+        return bool(self.dropped)
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """Readable labels of the prompt positions ``0 … n_tokens − 1`` (``</w>`` removed)."""
+        return tuple(_clean(t) for t in self.tokens[: self.n_tokens])
+
+    @property
+    def attention_mask(self) -> tuple[int, ...]:
+        """1 for prompt positions, 0 for padding."""
+        return tuple(1 if i < self.n_tokens else 0 for i in range(self.max_length))
+
+    def index(self, token: int | str) -> int:
+        """The position of *token*: an int is checked and returned; a word finds its first
+        occurrence among the prompt positions (``"cat"`` matches ``"cat</w>"``)."""
+        if isinstance(token, int):
+            if not 0 <= token < self.max_length:
+                raise ValueError(f"token position {token} is outside [0, {self.max_length})")
+            return token
+        want = _clean(str(token)).lower()
+        for i, w in enumerate(self.words):
+            if w.lower() == want:
+                return i
+        raise ValueError(
+            f"{token!r} is not a token of this prompt; choose one of {list(self.words)} "
+            "or pass a position"
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per position: ``position, token, word, id, is_padding``."""
+        return pd.DataFrame(
+            {
+                "position": range(self.max_length),
+                "token": self.tokens,
+                "word": [_clean(t) for t in self.tokens],
+                "id": self.ids,
+                "is_padding": [i >= self.n_tokens for i in range(self.max_length)],
+            }
+        )
+
+
+def _tokenizer_of(pipe_or_tokenizer: Any) -> Any:
+    tok = getattr(pipe_or_tokenizer, "tokenizer", None)
+    if tok is None and getattr(pipe_or_tokenizer, "tokenizer_2", None) is not None:
+        tok = pipe_or_tokenizer.tokenizer_2
+    if tok is None:
+        tok = pipe_or_tokenizer
+    if not callable(tok) or not hasattr(tok, "convert_ids_to_tokens"):
+        raise ValueError(
+            f"{type(pipe_or_tokenizer).__name__} is neither a tokenizer nor a pipeline with one; "
+            "pass a diffusers pipeline or a transformers tokenizer"
+        )
+    return tok
+
+
+def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True) -> PromptTokens:
+    """Tokenize *prompt* the way the pipeline does: padded (and truncated) to the model's limit.
+
+    Parameters
+    ----------
+    pipe_or_tokenizer
+        A diffusers pipeline (its ``tokenizer``) or a transformers tokenizer.
+    prompt
+        The text.
+    warn
+        Emit a :class:`PromptTruncatedWarning` naming the dropped words when the prompt is too long.
+
+    Examples
+    --------
+    >>> from diffkit.testing import tiny_random_pipeline
+    >>> view = tokenize_prompt(tiny_random_pipeline("sd"), "a photo of a cat")
+    >>> view.words
+    ('<|startoftext|>', 'a', 'photo', 'of', 'a', 'cat', '<|endoftext|>')
+    >>> len(view.ids)
+    77
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    tok = _tokenizer_of(pipe_or_tokenizer)
+    max_length = int(tok.model_max_length)
+    full = list(tok(prompt, truncation=False, add_special_tokens=True).input_ids)
+    ids = list(
+        tok(prompt, padding="max_length", max_length=max_length, truncation=True).input_ids
+    )
+    # full = [BOS] + content + [EOS]; max_length − 2 content tokens fit.
+    content = full[1:-1]
+    room = max_length - 2
+    dropped = ""
+    if len(content) > room:
+        kept_last = tok.convert_ids_to_tokens([content[room - 1]])[0]
+        dropped = tok.decode(content[room:]).strip()
+        if not kept_last.endswith("</w>"):  # the cut falls inside a word
+            dropped = f"…{dropped}"
+        if warn:
+            warnings.warn(
+                PromptTruncatedWarning(
+                    f"the prompt has {len(content)} tokens but the text encoder takes {room} "
+                    f"(plus start and end); these words are dropped: {dropped!r}. "
+                    "Shorten the prompt or move the important words to the front"
+                ),
+                stacklevel=2,
+            )
+    n_tokens = min(len(content), room) + 2
+    return PromptTokens(
+        prompt=prompt,
+        tokens=tuple(tok.convert_ids_to_tokens(ids)),
+        ids=tuple(int(i) for i in ids),
+        n_tokens=n_tokens,
+        max_length=max_length,
+        dropped=dropped,
+    )
