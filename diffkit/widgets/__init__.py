@@ -11,7 +11,14 @@ Importing this module needs no display and no kernel.
 from __future__ import annotations
 
 from .forward_chain import ForwardChainExplorer
+from .reverse_chain import ReverseChainCompare, ReverseChainExplorer
 from .schedule import ScheduleExplorer
 from .two_pixel import TwoPixelExplorer
 
-__all__ = ["ForwardChainExplorer", "ScheduleExplorer", "TwoPixelExplorer"]
+__all__ = [
+    "ForwardChainExplorer",
+    "ReverseChainCompare",
+    "ReverseChainExplorer",
+    "ScheduleExplorer",
+    "TwoPixelExplorer",
+]

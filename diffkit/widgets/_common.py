@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import ipywidgets as W
 import numpy as np
 import torch
+from ipywidgets.widgets.widget import _instances
+from ipywidgets.widgets.widget_link import Link
 from PIL import Image, ImageDraw
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -153,9 +155,7 @@ class Explorer(W.VBox):
             stack.extend(x for x in (getattr(w, "layout", None), getattr(w, "style", None))
                          if isinstance(x, W.Widget))
             w.close()
-        from ipywidgets.widgets.widget import _instances
-
-        for link in [w for w in list(_instances.values()) if isinstance(w, W.widgets.widget_link.Link)]:
+        for link in [w for w in list(_instances.values()) if isinstance(w, Link)]:
             if id(link.source[0]) in seen or id(link.target[0]) in seen:
                 link.close()  # the jslinks between a Play and its slider
         for x in (self.layout, self.error.layout, self.error.style):

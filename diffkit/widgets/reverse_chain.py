@@ -1,0 +1,302 @@
+"""ReverseChainExplorer: run a Stable Diffusion pipeline, then walk its reverse chain step by step."""
+
+from __future__ import annotations
+
+import html
+import threading
+import warnings
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+from PIL import Image
+
+from ..pipeline import SCHEDULERS, scheduler_name
+from ..reverse import ReverseChain, Trajectory
+from ._common import Explorer, encode_image, guarded
+
+__all__ = ["ReverseChainCompare", "ReverseChainExplorer"]
+
+_NOISE_PANELS = (
+    ("eps_uncond", "ε̂_u (no text)"),
+    ("eps_text", "ε̂_c (with text)"),
+    ("eps", "ε̂ guided"),
+    ("guidance", "ε̂_c − ε̂_u"),
+)
+
+
+def _resize(arr: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None or (arr.shape[0] == size and arr.shape[1] == size):
+        return arr
+    return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR))
+
+
+class ReverseChainExplorer(Explorer):
+    """Type a prompt, press Run, then scrub the reverse chain one denoising step at a time.
+
+    Panels: the noisy latents x_t (fast preview), the clean image the U-Net implies x̂_0 (fast,
+    or the exact VAE decode, cached), the noise predictions without and with the text, the
+    guided one and the guidance direction ε̂_c − ε̂_u, the cross-attention of a chosen prompt
+    word, and the step's numbers. Everything shown comes from :class:`diffkit.ReverseChain`
+    and its :class:`diffkit.Trajectory`.
+
+    Parameters
+    ----------
+    pipe
+        Any pipeline :func:`diffkit.load_pipeline` returns; default diffkit-tiny.
+    prompt, negative_prompt, steps, guidance_scale, seed, scheduler, size
+        Initial values of the controls.
+    display_size
+        Side, in screen pixels, of the x_t and x̂_0 panels (default: the image size).
+    run
+        Start a run at once (in the background).
+    """
+
+    def __init__(
+        self,
+        pipe: Any = None,
+        *,
+        prompt: str = "a red circle",
+        negative_prompt: str = "",
+        steps: int = 25,
+        guidance_scale: float = 7.5,
+        seed: int = 0,
+        scheduler: str | None = None,
+        size: int | None = None,
+        display_size: int | None = None,
+        capture_attention: bool = True,
+        run: bool = False,
+    ) -> None:
+        if pipe is None:
+            from ..pipeline import load_pipeline
+
+            pipe = load_pipeline("tiny")
+        self.pipe = pipe
+        factor = int(getattr(pipe, "vae_scale_factor", 8))
+        default_size = int(pipe.unet.config.sample_size) * factor
+        sizes = sorted({default_size, *(s for s in (32, 64, 128, 256, 512, 768, 1024) if s % factor == 0)})
+        self.prompt = W.Textarea(value=prompt, description="prompt", rows=2, layout=W.Layout(width="460px"))
+        self.negative = W.Text(value=negative_prompt, description="negative", layout=W.Layout(width="460px"))
+        self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="180px"))
+        self.steps = W.IntSlider(value=steps, min=1, max=100, description="steps")
+        self.guidance = W.FloatSlider(value=guidance_scale, min=0.0, max=15.0, step=0.5, description="guidance")
+        self.scheduler = W.Dropdown(
+            options=list(SCHEDULERS), value=scheduler or _short_name(pipe.scheduler), description="scheduler"
+        )
+        self.size = W.Dropdown(options=sizes, value=size or default_size, description="size")
+        self.capture = W.Checkbox(value=capture_attention, description="capture attention")
+        self.run_button = W.Button(description="Run", icon="play", button_style="primary")
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="240px"))
+        self.status = W.HTML()
+        self.step = W.IntSlider(value=0, min=0, max=0, description="step", disabled=True,
+                                layout=W.Layout(width="420px"))
+        self.step.add_class("diffkit-step")
+        self.play = W.Play(min=0, max=0, interval=250, disabled=True)
+        W.jslink((self.play, "value"), (self.step, "value"))
+        self.next_button = W.Button(description="next step", icon="step-forward",
+                                    tooltip="run one more U-Net call of a new chain, or move the slider on")
+        self.exact = W.Checkbox(value=False, description="exact x̂₀ (VAE decode)")
+        self.display_size = display_size
+        self.x_t = W.Image(format="jpeg")
+        self.x0 = W.Image(format="jpeg")
+        self.noise = [W.Image(format="jpeg") for _ in _NOISE_PANELS]
+        self.token = W.Dropdown(options=[], description="word")
+        self.attention = W.Image(format="jpeg")
+        self.table = W.HTML()
+        self.chain: ReverseChain | None = None
+        self.trajectory: Trajectory | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._notes = ""
+        self._cancelled = False
+
+        def panel(img: W.Image, title: str) -> W.VBox:
+            return W.VBox([W.HTML(f"<small><b>{html.escape(title)}</b></small>"), img],
+                          layout=W.Layout(align_items="center"))
+
+        super().__init__([
+            W.VBox([self.prompt, self.negative]),
+            W.HBox([self.seed, self.steps, self.guidance]),
+            W.HBox([self.scheduler, self.size, self.capture]),
+            W.HBox([self.run_button, self.cancel_button, self.progress, self.status]),
+            W.HBox([self.play, self.step, self.next_button, self.exact]),
+            W.HBox([panel(self.x_t, "x_t (noisy latents, fast preview)"), panel(self.x0, "x̂₀ (predicted clean image)"),
+                    W.VBox([self.token, self.attention])]),
+            W.HBox([panel(img, title) for img, (_, title) in zip(self.noise, _NOISE_PANELS)]),
+            self.table,
+        ])
+        self.run_button.on_click(self._on_run)
+        self.cancel_button.on_click(self._on_cancel)
+        self.next_button.on_click(self._on_next)
+        self.step.observe(self._on_step, names="value")
+        self.exact.observe(self._on_step, names="value")
+        self.token.observe(self._on_step, names="value")
+        if run:
+            self.run()
+
+    # -- running ---------------------------------------------------------------------------
+    def _new_chain(self) -> ReverseChain:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            chain = ReverseChain(
+                self.pipe, self.prompt.value, negative_prompt=self.negative.value or None,
+                steps=int(self.steps.value), guidance_scale=float(self.guidance.value), seed=int(self.seed.value),
+                scheduler=self.scheduler.value, height=int(self.size.value), width=int(self.size.value),
+                capture_attention=bool(self.capture.value),
+            )
+        self._notes = "".join(f"<div style='color:#a60'>{html.escape(str(w.message))}</div>" for w in caught)
+        self.status.value = self._notes
+        self._cancelled = False
+        return chain
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self, *, wait: bool = False) -> None:
+        """Start a run in the background (what the Run button does); *wait* blocks until it ends."""
+        with self._lock:
+            if self.running:
+                raise ValueError("a run is already going; press Cancel first (two never run at once)")
+            chain = self._new_chain()  # bad settings fail here, before any thread starts
+            self.chain = chain
+            self.trajectory = chain.trajectory
+            self.progress.max, self.progress.value = len(chain), 0
+            self.run_button.disabled, self.cancel_button.disabled = True, False
+            self._thread = threading.Thread(target=self._worker, args=(chain,), daemon=True)
+            self._thread.start()
+        if wait:
+            self.wait()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the current run has ended (tests and scripts)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _worker(self, chain: ReverseChain) -> None:
+        try:
+            chain.run(callback=lambda rec: setattr(self.progress, "value", rec.index + 1))
+        except Exception as e:  # noqa: BLE001 - shown in the widget
+            self.error.show(e)
+        finally:
+            self.run_button.disabled, self.cancel_button.disabled = False, True
+        self._show_trajectory(chain)
+
+    def _show_trajectory(self, chain: ReverseChain) -> None:
+        traj = chain.trajectory
+        n = len(traj)
+        if chain.done:
+            done = f"done: {n} U-Net calls"
+        elif self._cancelled:
+            done = f"cancelled after {n} of {len(chain)} U-Net calls"
+        else:
+            done = f"stepping by hand: {n} of {len(chain)} U-Net calls"
+        self.status.value = self._notes + f"<small>{done}</small>"
+        if n == 0:
+            return
+        self.token.options = [(f"{i}: {w}", i) for i, w in enumerate(traj.tokens.tokens[: traj.tokens.n_tokens])
+                              ] if traj.records[0].attention else []
+        self.step.max = self.play.max = n - 1
+        self.step.disabled = self.play.disabled = False
+        if self.step.value != n - 1:
+            self.step.value = n - 1  # renders
+        else:
+            self.render(n - 1)
+
+    @guarded
+    def _on_run(self, button: Any = None) -> None:
+        self.status.value = ""
+        self.run()
+
+    @guarded
+    def _on_cancel(self, button: Any = None) -> None:
+        if self.chain is not None:
+            self._cancelled = True
+            self.chain.cancel()
+
+    @guarded
+    def _on_next(self, button: Any = None) -> None:
+        """Step a chain by hand: one U-Net call at a time (a new chain if none is going)."""
+        if self.running:
+            raise ValueError("a run is going; wait for it or press Cancel")
+        if self.chain is None or self.chain.done:
+            self.chain = self._new_chain()
+            self.trajectory = self.chain.trajectory
+            self.progress.max, self.progress.value = len(self.chain), 0
+        rec = self.chain.step()
+        self.progress.value = rec.index + 1
+        self._show_trajectory(self.chain)
+
+    # -- showing a step ----------------------------------------------------------------------
+    @guarded
+    def _on_step(self, change: Any = None) -> None:
+        if self.trajectory is not None and len(self.trajectory):
+            self.render(int(self.step.value))
+
+    def render(self, k: int) -> None:
+        """Show record *k* of the current trajectory in every panel."""
+        traj = self.trajectory
+        if traj is None or not len(traj):
+            raise ValueError("nothing to show yet; press Run")
+        rec = traj[k]
+        ds = self.display_size
+        full = None if ds is None else (ds, ds)
+        half = None if ds is None else (max(ds // 2, 32),) * 2
+        self.x_t.value = encode_image(traj.preview(k, "x_t", "fast", size=full))
+        if self.exact.value:  # the VAE decode is cached per step by the trajectory
+            self.x0.value = encode_image(_resize(traj.preview(k, "x0_hat", "exact"), ds))
+        else:
+            self.x0.value = encode_image(traj.preview(k, "x0_hat", "fast", size=full))
+        for img, (q, _) in zip(self.noise, _NOISE_PANELS):
+            if rec.noise_pred_uncond is None and q in ("eps_uncond", "guidance"):
+                img.value = b""  # guidance ≤ 1: no unconditional branch was run
+                continue
+            img.value = encode_image(traj.preview(k, q, "fast", size=half))
+        if self.token.value is not None and rec.attention:
+            self.attention.value = encode_image(_resize(traj.attention_overlay(self.token.value, index=k), ds))
+        self.table.value = _step_table(traj, k)
+
+
+class ReverseChainCompare(W.HBox):
+    """Two reverse-chain explorers side by side on one pipeline, their step sliders linked.
+
+    Give each side its own settings (different scheduler, guidance, seed or prompt), e.g.
+    ``ReverseChainCompare(pipe, left=dict(scheduler="ddim"), right=dict(scheduler="euler"))``.
+    """
+
+    def __init__(self, pipe: Any = None, *, left: dict | None = None, right: dict | None = None, **common: Any):
+        if pipe is None:
+            from ..pipeline import load_pipeline
+
+            pipe = load_pipeline("tiny")
+        self.left = ReverseChainExplorer(pipe, **{**common, **(left or {})})
+        self.right = ReverseChainExplorer(pipe, **{**common, **(right or {})})
+        self._link = W.jslink((self.left.step, "value"), (self.right.step, "value"))
+        super().__init__([self.left, self.right])
+
+    def run(self, *, wait: bool = False) -> None:
+        """Run both sides (one after the other when *wait*, else both in the background)."""
+        self.left.run(wait=wait)
+        self.right.run(wait=wait)
+
+    def close(self) -> None:
+        self._link.close()
+        self.left.close()
+        self.right.close()
+        super().close()
+
+
+def _short_name(scheduler: Any) -> str:
+    name = scheduler_name(scheduler)
+    return name if name in SCHEDULERS else "ddim"
+
+
+def _step_table(traj: Trajectory, k: int) -> str:
+    rec = traj[k]
+    rows = [("step", f"{k + 1} of {len(traj)} ({rec.stage})"), ("timestep t", f"{rec.timestep:g}"),
+            ("σ_t", f"{rec.sigma:.4f}"), ("ᾱ_t", f"{rec.alpha_bar:.4f}"),
+            ("guidance w", f"{rec.guidance_scale:g}")]
+    rows += [(f"rms {name}", f"{value:.4f}") for name, value in rec.stats.items()]
+    body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in rows)
+    return f"<table style='font-size:small'>{body}</table>"

@@ -1,0 +1,125 @@
+"""ReverseChainExplorer driven headlessly: Run, Cancel, the step slider, errors in the widget."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+from diffkit.reverse import ReverseChain
+from diffkit.widgets import ReverseChainCompare, ReverseChainExplorer
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from diffkit.testing import tiny_random_pipeline
+
+    torch.set_num_threads(1)
+    return tiny_random_pipeline("sd")
+
+
+def test_run_then_scrub_the_steps(pipe):
+    e = ReverseChainExplorer(pipe, prompt="a red circle", steps=3, size=32, seed=1)
+    e.run(wait=True)
+    assert e.error.value == "" and "done" in e.status.value
+    traj = e.trajectory
+    assert len(traj) == 3 and e.step.max == 2 and e.step.value == 2
+    # the explorer's run is the library's run: same final latents as a fresh ReverseChain
+    ref = ReverseChain(pipe, "a red circle", steps=3, height=32, width=32, seed=1, scheduler=e.scheduler.value,
+                       capture_attention=True).run()
+    assert torch.equal(traj[-1].prev_sample, ref[-1].prev_sample)
+    shown = e.x_t.value
+    e.step.value = 0
+    assert e.x_t.value != shown
+    assert f"{traj[0].sigma:.4f}" in e.table.value
+    assert f"{traj[0].stats['eps_text']:.4f}" in e.table.value
+    for img in e.noise:
+        assert img.value
+    # exact x̂_0 and the attention of one word
+    fast = e.x0.value
+    e.exact.value = True
+    assert e.x0.value != fast and e.error.value == ""
+    words = [label for label, _ in e.token.options]
+    assert any("red" in w for w in words)
+    e.token.value = 2
+    assert e.attention.value and e.error.value == ""
+    e.close()
+
+
+def test_next_step_walks_one_unet_call_at_a_time(pipe):
+    e = ReverseChainExplorer(pipe, steps=3, size=32)
+    e.next_button.click()
+    assert len(e.trajectory) == 1 and "stepping by hand: 1 of 3" in e.status.value
+    e.next_button.click()
+    assert len(e.trajectory) == 2 and e.step.value == 1
+    e.close()
+
+
+def test_guidance_one_has_no_unconditional_panels(pipe):
+    e = ReverseChainExplorer(pipe, steps=2, size=32, guidance_scale=1.0)
+    e.run(wait=True)
+    assert e.error.value == ""
+    assert e.noise[0].value == b"" and e.noise[3].value == b""  # ε̂_u and ε̂_c − ε̂_u do not exist
+    assert e.noise[1].value and e.noise[2].value
+    e.close()
+
+
+def test_cancel_and_one_run_at_a_time(pipe):
+    e = ReverseChainExplorer(pipe, steps=40, size=32)
+    e.run()
+    e.run_button.click()  # a second Run while one runs is refused, in the widget
+    assert "already going" in e.error.value
+    e.cancel_button.click()
+    e.wait(60)
+    assert not e.running
+    assert len(e.trajectory) < 40 and "cancelled" in e.status.value
+    assert not e.run_button.disabled and e.cancel_button.disabled
+    e.close()
+
+
+def test_errors_show_in_the_widget(pipe):
+    e = ReverseChainExplorer(pipe, steps=2, size=32)
+    e.scheduler.options = [*e.scheduler.options, "warp_drive"]
+    e.scheduler.value = "warp_drive"
+    e.run_button.click()
+    assert "unknown scheduler" in e.error.value and "ddim" in e.error.value
+    e.scheduler.value = "ddim"
+    e.prompt.value = " ".join(["red"] * 90)  # over CLIP's 77 tokens: a warning naming the dropped words
+    e.run(wait=True)
+    assert "red" in e.status.value.lower() and "drop" in e.status.value.lower()
+    e.close()
+
+
+def test_compare_mode_links_the_step_sliders(pipe):
+    c = ReverseChainCompare(pipe, steps=2, size=32, left=dict(scheduler="ddim"), right=dict(scheduler="euler"))
+    c.run(wait=True)
+    assert c.left.error.value == "" and c.right.error.value == ""
+    assert c.left.trajectory[0].sigma_scaled is False and c.right.trajectory[0].sigma_scaled is True
+    c.close()
+
+
+def test_twenty_runs_keep_memory_flat(pipe):
+    import tracemalloc
+
+    from ipywidgets.widgets.widget import _instances
+
+    def once():
+        e = ReverseChainExplorer(pipe, steps=2, size=32, capture_attention=True)
+        e.run(wait=True)
+        e.close()
+
+    once()
+    gc.collect()
+    n0 = len(_instances)
+    tracemalloc.start()
+    sizes = []
+    for _ in range(20):
+        once()
+        gc.collect()
+        sizes.append(tracemalloc.get_traced_memory()[0])
+    tracemalloc.stop()
+    assert len(_instances) == n0
+    growth = sizes[-1] - sizes[4]  # after warm-up, runs 5 → 20
+    assert growth < 1 * 2**20, f"memory grew {growth / 2**20:.2f} MiB over 15 runs: {np.diff(sizes)}"
