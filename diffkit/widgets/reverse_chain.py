@@ -195,8 +195,14 @@ class ReverseChainExplorer(Explorer):
         self.status.value = self._notes + f"<small>{done}</small>"
         if n == 0:
             return
-        self.token.options = [(f"{i}: {w}", i) for i, w in enumerate(traj.tokens.tokens[: traj.tokens.n_tokens])
-                              ] if traj.records[0].attention else []
+        if traj.records[0].attention:
+            options = [(f"{i}: {w}", i) for i, w in enumerate(traj.tokens.tokens[: traj.tokens.n_tokens])]
+            if [o for _, o in options] != [o for _, o in self.token.options]:
+                self.token.options = options
+                self.token.value = 1 if len(options) > 2 else 0  # the first word of the prompt
+        else:
+            self.token.options = []
+        self.attention.layout.visibility = "visible" if self.token.options else "hidden"
         self.step.max = self.play.max = n - 1
         self.step.disabled = self.play.disabled = False
         if self.step.value != n - 1:
@@ -251,7 +257,9 @@ class ReverseChainExplorer(Explorer):
         for img, (q, _) in zip(self.noise, _NOISE_PANELS):
             if rec.noise_pred_uncond is None and q in ("eps_uncond", "guidance"):
                 img.value = b""  # guidance ≤ 1: no unconditional branch was run
+                img.layout.visibility = "hidden"
                 continue
+            img.layout.visibility = "visible"
             img.value = encode_image(traj.preview(k, q, "fast", size=half))
         if self.token.value is not None and rec.attention:
             self.attention.value = encode_image(_resize(traj.attention_overlay(self.token.value, index=k), ds))

@@ -30,6 +30,10 @@ CELLS = {
     "forward": ("from diffkit.widgets import ForwardChainExplorer\n"
                 "explorer = ForwardChainExplorer(image_size=64, pipe=None)\nexplorer"),
     "two_pixel": "from diffkit.widgets import TwoPixelExplorer\nexplorer = TwoPixelExplorer(n_chains=100)\nexplorer",
+    "reverse": ("from diffkit.testing import tiny_random_pipeline\n"
+                "from diffkit.widgets import ReverseChainExplorer\n"
+                "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), steps=4, size=32,\n"
+                "                                display_size=128, run=True)\nexplorer"),
 }
 
 
@@ -176,6 +180,19 @@ def test_two_pixel_explorer_in_jupyterlab(browser, lab):
     page.get_by_role("button", name="one step").click()
     assert _wait_changed(page, before), "the one-step button did not change the plot"
     _shot(page, "two_pixel")
+    page.close()
+
+
+def test_reverse_chain_explorer_in_jupyterlab(browser, lab):
+    page = _open_and_run(browser, lab, "reverse")
+    page.get_by_text("done: 4 U-Net calls").wait_for(timeout=120_000)
+    page.wait_for_timeout(1000)
+    before = _image_sources(page)
+    handle = page.locator(".jp-OutputArea-output .diffkit-step .noUi-handle").first
+    handle.focus()
+    page.keyboard.press("Home")
+    assert _wait_changed(page, before), "moving the step slider did not change the panels"
+    _shot(page, "reverse_chain")
     page.close()
 
 
