@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.diffkit-installed
 OUT ?= out/demo
 
-.PHONY: demo test lint bench clean-venv chromium
+.PHONY: demo test docs lint bench clean-venv chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ chromium:
 
 lint: $(STAMP)
 	$(PY) -m ruff check diffkit tests benchmarks
+
+# The site: notebooks rendered with their outputs (executed copies from `make test` when present).
+docs: $(STAMP)
+	@mkdir -p docs/notebooks && cp notebooks/[0-9][0-9]_*.ipynb docs/notebooks/
+	@cp out/notebooks/[0-9][0-9]_*.ipynb docs/notebooks/ 2>/dev/null || true
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

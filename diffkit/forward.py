@@ -30,6 +30,8 @@ __all__ = [
     "TWO_PIXEL_IMAGE",
     "TwoPixelChains",
     "forward_latents",
+    "landing_share",
+    "paint_drop",
     "markov_trajectory",
     "optimal_denoiser",
     "q_sample",
@@ -405,6 +407,28 @@ def two_pixel_reverse(
             x = x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype)
         out.append(x.clone())
     return torch.stack(out).numpy()
+
+
+def landing_share(points: np.ndarray, data_pixels: Sequence[Sequence[float]], *, radius_px: float = 5.0) -> float:
+    """Share of two-pixel points (model units, ``(N, 2)``) within *radius_px* pixels of a data point."""
+    d = _pixels_to_model(data_pixels).reshape(-1, 2).numpy()
+    dist = np.min(np.linalg.norm(np.asarray(points)[:, None] - d[None], axis=2), axis=1) * 127.5
+    return float(np.mean(dist <= radius_px))
+
+
+def paint_drop(n_particles: int = 2000, steps: int = 400, *, step_size: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A drop of paint spreading in water: *n_particles* pigment particles doing a random walk.
+
+    Each step moves every particle by an independent Gaussian kick of standard deviation
+    *step_size* per axis (Brownian motion, the physics behind diffusion). After k steps the cloud
+    is Gaussian with standard deviation ``step_size · √k``. Returns positions ``(steps + 1, n, 2)``
+    starting at the origin.
+    """
+    if n_particles < 1 or steps < 1:
+        raise ValueError(f"n_particles and steps must be ≥ 1, got {n_particles} and {steps}")
+    rng = np.random.default_rng(seed)
+    kicks = rng.normal(0.0, step_size, size=(steps, n_particles, 2))
+    return np.concatenate([np.zeros((1, n_particles, 2)), np.cumsum(kicks, axis=0)])
 
 
 # ---------------------------------------------------------------------------------------

@@ -161,9 +161,12 @@ def load_pipeline(
     **kwargs
         Passed to ``DiffusionPipeline.from_pretrained``.
 
-    Only safetensors are loaded: a pipeline with pickled weights alone raises
-    :class:`PickledWeightsError`. Weights neither cached nor reachable raise
-    :class:`PipelineNotAvailableError` with the fix.
+    Raises
+    ------
+    PickledWeightsError
+        The pipeline ships pickled weights only (diffkit loads safetensors only).
+    PipelineNotAvailableError
+        The weights are neither cached nor reachable; the message names the fix.
     """
     from diffusers import DiffusionPipeline
 

@@ -21,7 +21,15 @@ from .forward import (
 )
 from .schedules import NoiseSchedule, get_schedule, schedules_frame
 
-__all__ = ["image_grid", "plot_forward_strip", "plot_schedules", "plot_two_pixel", "strip_timesteps"]
+__all__ = [
+    "image_grid",
+    "plot_forward_strip",
+    "plot_gaussian_bells",
+    "plot_paint_drop",
+    "plot_schedules",
+    "plot_two_pixel",
+    "strip_timesteps",
+]
 
 _QUANTITIES = {
     "beta": "β_t (noise added per step)",
@@ -183,4 +191,61 @@ def image_grid(images: Sequence[object], *, titles: Sequence[str] | None = None,
         ax.imshow(img)
         if titles is not None:
             ax.set_title(titles[i], fontsize=7)
+    return fig
+
+
+def plot_paint_drop(positions: np.ndarray, *, steps: Sequence[int] = (0, 10, 100, 400), step_size: float = 1.0) -> Figure:
+    """Snapshots of :func:`diffkit.forward.paint_drop`: the drop spreads, its width grows as √steps.
+
+    Each panel draws the particles and a dashed circle of radius 2·step_size·√k (where about 86%
+    of a 2-D Gaussian cloud lies).
+    """
+    steps = [k for k in steps if k < len(positions)]
+    if not steps:
+        raise ValueError(f"steps must be below {len(positions)}, the length of the simulation")
+    lim = 2.5 * step_size * np.sqrt(max(steps)) + 1
+    fig = Figure(figsize=(2.6 * len(steps), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(steps), squeeze=False)[0]
+    g = np.linspace(0, 2 * np.pi, 200)
+    for ax, k in zip(axes, steps):
+        p = positions[k]
+        ax.scatter(p[:, 0], p[:, 1], s=2, alpha=0.4, color="tab:purple")
+        r = 2 * step_size * np.sqrt(k)
+        ax.plot(r * np.cos(g), r * np.sin(g), "k--", lw=0.8)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"step {k}: width {p.std():.1f} (√{k}·{step_size:g} = {step_size * np.sqrt(k):.1f})", fontsize=8)
+    return fig
+
+
+def plot_gaussian_bells(centre: float = 170.0, widths: Sequence[float] = (2.0, 5.0, 15.0), *,
+                        draws: Sequence[float] = (173.0, 190.0)) -> Figure:
+    """Gaussian bells around one pixel value: the narrower the bell, the likelier a draw near it.
+
+    *draws* are marked green when within two widths of the centre for the narrowest bell (likely),
+    red otherwise (unlikely), as in the seed article's (173, 152) example.
+    """
+    from scipy.stats import norm
+
+    if not widths or min(widths) <= 0:
+        raise ValueError(f"widths must be positive numbers, got {widths}")
+    span = 4 * max(widths)
+    x = np.linspace(centre - span, centre + span, 600)
+    fig = Figure(figsize=(6.5, 3.0), layout="constrained")
+    ax = fig.subplots()
+    for w in widths:
+        ax.plot(x, norm.pdf(x, centre, w), label=f"width σ = {w:g}")
+    w0 = min(widths)
+    for d in draws:
+        likely = abs(d - centre) <= 2 * w0
+        ax.axvline(d, color="tab:green" if likely else "tab:red", ls=":", lw=1.5)
+        ax.text(d, ax.get_ylim()[1] * 0.9, f" {d:g} ({'likely' if likely else 'unlikely'})", fontsize=8,
+                color="tab:green" if likely else "tab:red")
+    ax.axvline(centre, color="k", lw=0.8)
+    ax.set_xlabel("pixel value")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8, loc="upper left")
     return fig

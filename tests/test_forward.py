@@ -237,3 +237,27 @@ def test_forward_latents_uses_the_pipeline_scheduler(tiny_sd):
     assert out["images"].shape == (3, 3, 32, 32)
     with pytest.raises(ValueError, match="multiple of the VAE factor"):
         forward_latents(tiny_sd, sample_image("astronaut", 33), [0])
+
+
+def test_paint_drop_spreads_as_the_square_root_of_time():
+    from diffkit import paint_drop
+
+    pos = paint_drop(4000, 400, step_size=1.0, seed=0)
+    assert pos.shape == (401, 4000, 2)
+    assert np.all(pos[0] == 0)
+    for k in (4, 100, 400):
+        assert pos[k].std(axis=0) == pytest.approx([np.sqrt(k)] * 2, rel=0.05)
+    with pytest.raises(ValueError, match="≥ 1"):
+        paint_drop(0, 10)
+
+
+def test_landing_share_and_why_many_small_steps():
+    from diffkit import landing_share
+
+    data = [(170, 150), (60, 200), (210, 40)]
+    assert landing_share(np.asarray(data) / 127.5 - 1, data) == 1.0
+    assert landing_share(np.zeros((3, 2)), data) == 0.0
+    # with only 5 big steps, even the exact denoiser leaves most chains between the images
+    few = two_pixel_reverse(data, get_schedule("cosine", 5), n_chains=300, seed=0)[-1]
+    many = two_pixel_reverse(data, get_schedule("cosine", 100), n_chains=300, seed=0)[-1]
+    assert landing_share(few, data) < 0.6 < 0.99 < landing_share(many, data)

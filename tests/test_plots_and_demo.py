@@ -55,3 +55,16 @@ def test_cli_demo_writes_the_figures(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 1000
         assert name in out
     assert str(tmp_path.resolve()) in out
+
+
+def test_story_plots():
+    from diffkit import paint_drop
+    from diffkit.plots import plot_gaussian_bells, plot_paint_drop
+
+    fig = plot_paint_drop(paint_drop(200, 50), steps=(0, 10, 50))
+    assert len(fig.axes) == 3 and "step 50" in fig.axes[2].get_title()
+    fig = plot_gaussian_bells(170, (2, 5), draws=(173, 190))
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any("173 (likely)" in t for t in texts) and any("190 (unlikely)" in t for t in texts)
+    with pytest.raises(ValueError):
+        plot_gaussian_bells(170, ())
