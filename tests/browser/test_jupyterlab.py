@@ -78,7 +78,7 @@ def lab(tmp_path_factory):
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode(errors="replace")[-3000:])
+                raise RuntimeError(proc.stdout.read().decode(errors="replace")[-3000:]) from None
             time.sleep(0.5)
     else:
         proc.kill()
