@@ -16,7 +16,8 @@ demo: $(STAMP)
 	$(PY) -m diffkit demo --out $(OUT)
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q
+	$(PY) -m ruff check diffkit tests benchmarks
+	$(PY) -m pytest -q --durations=15
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 chromium:
