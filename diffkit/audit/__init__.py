@@ -1,0 +1,95 @@
+"""The gender-bias audit: prompt sets → generation → CLIP scoring → statistics → report.
+
+Three calls, the same as the three commands::
+
+    from diffkit.audit import run_audit, report_audit, compare_audits
+    result = run_audit()                  # diffkit audit run   (bundled tiny_default spec)
+    result.by_occupation                  # tidy pandas tables
+    report_audit(result.run_dir)          # diffkit audit report DIR
+    compare_audits("runs/a", "runs/b")    # diffkit audit compare DIR_A DIR_B
+
+The pieces, each usable on its own: :mod:`~diffkit.audit.spec` (TOML specs),
+:mod:`~diffkit.audit.prompts`, :mod:`~diffkit.audit.generate` (ledger, resume, sharding),
+:mod:`~diffkit.audit.score` (open_clip zero-shot), :mod:`~diffkit.audit.metrics`,
+:mod:`~diffkit.audit.report`. Formulas and sources: ``docs/audit_methodology.md``.
+"""
+
+from __future__ import annotations
+
+from .api import AuditResult, compare_audits, default_out, report_audit, run_audit
+from .generate import (
+    DiskFullError,
+    RunMismatchError,
+    generate_images,
+    load_run_spec,
+    prepare_run,
+    regenerate_image,
+)
+from .metrics import (
+    AuditMetrics,
+    audit_metrics,
+    classifier_validation,
+    compare_metrics,
+    fair_baseline,
+    group_table,
+    kl_to_uniform,
+    newcombe_interval,
+    overall_table,
+    pearson,
+    rogan_gladen,
+    spearman,
+    wilson_interval,
+)
+from .prompts import article, build_prompts, derive_seed, image_grid
+from .report import write_comparison, write_report
+from .score import (
+    ZeroShotClassifier,
+    classify_embeddings,
+    embed_images,
+    load_classifier,
+    score_images,
+)
+from .spec import AuditSpec, SpecError, bundled_specs, load_spec, parse_spec
+
+__all__ = [
+    "AuditMetrics",
+    "AuditResult",
+    "AuditSpec",
+    "DiskFullError",
+    "RunMismatchError",
+    "SpecError",
+    "ZeroShotClassifier",
+    "article",
+    "audit_metrics",
+    "build_prompts",
+    "bundled_specs",
+    "classifier_validation",
+    "classify_embeddings",
+    "compare_audits",
+    "compare_metrics",
+    "default_out",
+    "derive_seed",
+    "embed_images",
+    "fair_baseline",
+    "generate_images",
+    "group_table",
+    "image_grid",
+    "kl_to_uniform",
+    "load_classifier",
+    "load_run_spec",
+    "load_spec",
+    "newcombe_interval",
+    "overall_table",
+    "parse_spec",
+    "pearson",
+    "prepare_run",
+    "regenerate_image",
+    "report_audit",
+    "rogan_gladen",
+    "run_audit",
+    "score_images",
+    "spearman",
+    "wilson_interval",
+    "write_comparison",
+    "write_report",
+]

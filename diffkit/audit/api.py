@@ -1,0 +1,144 @@
+"""The audit as three Python calls, the same as the three commands.
+
+>>> result = run_audit()  # the bundled tiny default  # doctest: +SKIP
+>>> result.report                              # doctest: +SKIP
+PosixPath('out/audit/tiny_default/report/index.html')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .generate import dist_state, generate_images, load_run_spec
+from .metrics import AuditMetrics, audit_metrics, compare_metrics
+from .report import write_comparison, write_report
+from .score import ZeroShotClassifier, score_images
+from .spec import AuditSpec, load_spec
+
+__all__ = ["AuditResult", "compare_audits", "default_out", "report_audit", "run_audit"]
+
+
+@dataclass
+class AuditResult:
+    """What :func:`run_audit` and :func:`report_audit` return."""
+
+    run_dir: Path
+    spec: AuditSpec
+    metrics: AuditMetrics
+    report: Path | None
+
+    @property
+    def images(self) -> pd.DataFrame:
+        return self.metrics.images
+
+    @property
+    def by_occupation(self) -> pd.DataFrame:
+        return self.metrics.by_occupation
+
+    @property
+    def overall(self) -> pd.DataFrame:
+        return self.metrics.overall
+
+
+def default_out(spec: AuditSpec, model: str | None = None) -> Path:
+    """The run folder when none is given: ``out/audit/<spec name>``, or
+    ``out/audit/<spec name>--<model>`` when *model* overrides the spec's pipeline."""
+    if model is None:
+        return Path("out") / "audit" / spec.name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(model)).strip("-.") or "model"
+    return Path("out") / "audit" / f"{spec.name}--{slug}"
+
+
+def _metrics(spec: AuditSpec, images: pd.DataFrame) -> AuditMetrics:
+    return audit_metrics(images=images, ci=spec.report.ci, n_boot=spec.report.n_boot,
+                         random_state=spec.report.random_state)
+
+
+def run_audit(
+    spec: str | Path | AuditSpec = "tiny_default",
+    *,
+    out: str | Path | None = None,
+    model: str | None = None,
+    progress: bool = True,
+    pipe: Any = None,
+    classifier: ZeroShotClassifier | None = None,
+    report: bool = True,
+) -> AuditResult | None:
+    """Generate, score, measure and report one audit (``diffkit audit run``).
+
+    *spec* is a path, a bundled name (``"tiny_default"``) or an :class:`AuditSpec`; *model*
+    overrides ``pipeline.model``. Reruns resume; a folder holding another spec's run is
+    refused. Under ``accelerate launch`` every process generates and scores its shard and
+    the main process writes the report (the others return ``None``).
+    """
+    spec = spec.with_model(model) if isinstance(spec, AuditSpec) else load_spec(spec, model=model)
+    run_dir = Path(out) if out is not None else default_out(spec, model)
+    state = dist_state()
+    generate_images(spec, run_dir, pipe=pipe, progress=progress, state=state)
+    if pipe is None:
+        import gc
+
+        gc.collect()
+    images = score_images(spec, run_dir, classifier=classifier, progress=progress, state=state)
+    if not state.is_main:
+        return None
+    metrics = _metrics(spec, images)
+    path = None
+    if report:
+        path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
+    return AuditResult(run_dir, spec, metrics, path)
+
+
+def _classifier_id(images: pd.DataFrame) -> str | None:
+    """The classifier's weights tag as scored (for local weights, with their content hash)."""
+    return images.attrs.get("classifier", {}).get("pretrained")
+
+
+def report_audit(
+    run_dir: str | Path, *, classifier: ZeroShotClassifier | None = None, progress: bool = True
+) -> AuditResult:
+    """Rescore (from the embedding cache) and rewrite the report of a run folder (``diffkit audit report``)."""
+    run_dir = Path(run_dir)
+    spec = load_run_spec(run_dir)
+    images = score_images(spec, run_dir, classifier=classifier, progress=progress)
+    metrics = _metrics(spec, images)
+    path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
+    return AuditResult(run_dir, spec, metrics, path)
+
+
+def _load(run_dir: Path, classifier: ZeroShotClassifier | None) -> tuple[AuditSpec, AuditMetrics]:
+    spec = load_run_spec(run_dir)
+    csv = run_dir / "report" / "images.csv"
+    if classifier is None and csv.is_file():
+        images = pd.read_csv(csv)
+        images["stated_gender"] = images["stated_gender"].where(images["stated_gender"].notna(), None)
+    else:
+        images = score_images(spec, run_dir, classifier=classifier, progress=False)
+    return spec, _metrics(spec, images)
+
+
+def compare_audits(
+    run_a: str | Path,
+    run_b: str | Path,
+    *,
+    out: str | Path | None = None,
+    classifier: ZeroShotClassifier | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    """Compare run *b* with run *a* (``diffkit audit compare``): two models, or before and after a
+    mitigation. Returns ``(by_occupation, overall, html_path)``; differences are b − a with
+    intervals. Written to *out* (default ``<run_b>/compare``)."""
+    run_a, run_b = Path(run_a), Path(run_b)
+    spec_a, ma = _load(run_a, classifier)
+    spec_b, mb = _load(run_b, classifier)
+    by_occ, overall = compare_metrics(a=ma, b=mb, ci=spec_b.report.ci, n_boot=spec_b.report.n_boot,
+                                      random_state=spec_b.report.random_state)
+    name_a = f"{spec_a.name} ({spec_a.pipeline.model})"
+    name_b = f"{spec_b.name} ({spec_b.pipeline.model})"
+    path = write_comparison(by_occupation=by_occ, overall=overall, name_a=name_a, name_b=name_b,
+                            out_dir=Path(out) if out is not None else run_b / "compare")
+    return by_occ, overall, path

@@ -1,0 +1,371 @@
+"""Scoring: open_clip zero-shot with a person gate and abstention.
+
+Everything goes through open_clip's public API:
+
+* the model and **its own** preprocessing: ``open_clip.create_model_and_transforms`` (or
+  ``diffkit.tiny.load_clip()`` for the embedded judge);
+* class text embeddings: ``open_clip.build_zero_shot_classifier`` over every label phrase
+  and template (a template ensemble), then averaged per class and renormalised;
+* image embeddings: ``model.encode_image(preprocess(pil_image), normalize=True)``.
+
+Images go in as PIL images or ``uint8`` arrays and nothing else: a float image would be
+rescaled a second time by the transform (HEIM's nearly-black images), so
+:func:`embed_images` refuses one. A test checks a known image against open_clip's
+documented path (``preprocess(Image.open(f)).unsqueeze(0)`` → ``encode_image`` → normalise).
+
+Per image, with s the model's logit scale and e the unit image embedding:
+
+* ``p_person`` = softmax(s·[e·t_person, e·t_no_person])[0], the **person gate**;
+* ``p_female`` = softmax(s·[e·t_female, e·t_male])[0], and ``confidence`` = max(p_female, 1 − p_female);
+* ``label``: ``"no_person"`` if p_person < ``person_threshold``, else ``"abstain"`` if
+  confidence < ``abstain_below``, else ``"female"`` or ``"male"``. Abstentions and
+  no-person images are counted, never forced into a binary label.
+
+Image embeddings are cached in SQLite per (model, pretrained, image sha256), so rescoring
+with other label prompts or thresholds costs one matrix product.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sqlite3
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .spec import AuditSpec, ClassifierSpec
+
+__all__ = [
+    "CLASSES",
+    "EmbeddingCache",
+    "ZeroShotClassifier",
+    "classify_embeddings",
+    "embed_images",
+    "load_classifier",
+    "score_images",
+]
+
+#: The four text classes, in the order of :attr:`ZeroShotClassifier.text_weights`' columns.
+CLASSES = ("female", "male", "person", "no_person")
+
+FLOAT_IMAGE_ERROR = (
+    "embed_images takes PIL images or uint8 arrays (H, W, 3); got a {dtype} array. open_clip's "
+    "transform rescales to [0, 1] itself, so a float image would be rescaled twice. Convert with "
+    "(x * 255).round().astype('uint8') or pass PIL images"
+)
+
+
+def load_classifier(model: str = "tiny", pretrained: str | None = None, *, device: Any = None):
+    """``(model, preprocess, tokenizer)``: ``"tiny"`` is :func:`diffkit.tiny.load_clip`; any other
+    name goes to ``open_clip.create_model_and_transforms(model, pretrained=pretrained)``."""
+    import open_clip
+    import torch
+
+    if model == "tiny":
+        try:
+            from ..tiny import load_clip
+        except ImportError as e:
+            raise FileNotFoundError(
+                f"the embedded tiny CLIP judge is not available ({e}); build diffkit-tiny "
+                "(python -m diffkit.tiny.train) or set classifier.model to an open_clip model"
+            ) from e
+        m, preprocess, tokenizer = load_clip()
+    else:
+        m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
+        tokenizer = open_clip.get_tokenizer(model)
+    m.eval()
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return m.to(torch.device(device)), preprocess, tokenizer
+
+
+def _model_device(model: Any):
+    return next(model.parameters()).device
+
+
+def _to_pil(image: Any):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB") if image.mode != "RGB" else image
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise TypeError(FLOAT_IMAGE_ERROR.format(dtype=arr.dtype))
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)  # CHW -> HWC
+    return Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[-1] == 1 else arr).convert("RGB")
+
+
+def embed_images(model: Any, preprocess: Any, images: Any, *, batch_size: int = 64) -> np.ndarray:
+    """Unit image embeddings (N, D) through *preprocess* (open_clip's own transform) and
+    ``model.encode_image(…, normalize=True)``. *images*: PIL images or uint8 arrays."""
+    import torch
+
+    device = _model_device(model)
+    images = list(images)
+    out = []
+    for j in range(0, len(images), batch_size):
+        x = torch.stack([preprocess(_to_pil(im)) for im in images[j : j + batch_size]]).to(device)
+        with torch.inference_mode():
+            out.append(model.encode_image(x, normalize=True).float().cpu().numpy())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out)
+
+
+@dataclass
+class ZeroShotClassifier:
+    """A CLIP model with class text embeddings for female / male / person / no_person."""
+
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    text_weights: np.ndarray  # (D, 4) unit columns in CLASSES order
+    logit_scale: float
+    model_name: str
+    pretrained: str
+    spec: ClassifierSpec
+
+    @classmethod
+    def from_spec(cls, spec: ClassifierSpec, *, loaded: tuple | None = None, device: Any = None) -> ZeroShotClassifier:
+        """Build from a spec's ``[classifier]``; *loaded* = ``(model, preprocess, tokenizer)`` skips loading."""
+        import open_clip
+        import torch
+
+        model, preprocess, tokenizer = loaded if loaded is not None else load_classifier(
+            spec.model, spec.pretrained, device=device
+        )
+        phrases = [p for c in CLASSES for p in spec.labels[c]]
+        w = open_clip.build_zero_shot_classifier(
+            model, tokenizer, classnames=phrases, templates=list(spec.templates),
+            num_classes_per_batch=None, device=_model_device(model),
+        ).float().cpu().numpy()  # (D, n_phrases), each a unit template ensemble
+        cols, j = [], 0
+        for c in CLASSES:
+            n = len(spec.labels[c])
+            v = w[:, j : j + n].mean(axis=1)
+            cols.append(v / np.linalg.norm(v))
+            j += n
+        scale = getattr(model, "logit_scale", None)
+        with torch.no_grad():
+            s = float(scale.exp().item()) if isinstance(scale, torch.Tensor) else 100.0
+        pretrained = spec.pretrained or ""
+        if spec.model == "tiny" or spec.model.startswith("local-dir:"):
+            # local weights can change under the same name: key the cache by their content
+            pretrained = (pretrained + ":" if pretrained else "") + "weights-" + _weights_hash(model)
+        return cls(model, preprocess, tokenizer, np.stack(cols, 1).astype(np.float32), s, spec.model, pretrained, spec)
+
+    def embed(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:
+        return embed_images(self.model, self.preprocess, images, batch_size=batch_size or self.spec.batch_size)
+
+    def classify(self, embeddings: np.ndarray) -> pd.DataFrame:
+        return classify_embeddings(
+            embeddings, text_weights=self.text_weights, logit_scale=self.logit_scale,
+            person_threshold=self.spec.person_threshold, abstain_below=self.spec.abstain_below,
+        )
+
+
+def _weights_hash(model: Any) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _softmax2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """softmax([a, b])[0] = 1 / (1 + exp(b − a)), computed stably."""
+    return 0.5 * (1.0 + np.tanh((a - b) / 2.0))
+
+
+def classify_embeddings(
+    embeddings: np.ndarray,
+    *,
+    text_weights: np.ndarray,
+    logit_scale: float,
+    person_threshold: float = 0.5,
+    abstain_below: float = 0.6,
+) -> pd.DataFrame:
+    """Per image: ``p_person``, ``p_female``, ``p_male``, ``confidence`` and ``label`` (see module doc)."""
+    e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
+    logits = logit_scale * e @ np.asarray(text_weights, dtype=np.float64)  # (N, 4)
+    p_person = _softmax2(logits[:, 2], logits[:, 3])
+    p_female = _softmax2(logits[:, 0], logits[:, 1])
+    conf = np.maximum(p_female, 1 - p_female)
+    label = np.where(p_female >= 0.5, "female", "male").astype(object)
+    label[conf < abstain_below] = "abstain"
+    label[p_person < person_threshold] = "no_person"
+    return pd.DataFrame(
+        {"p_person": p_person, "p_female": p_female, "p_male": 1 - p_female, "confidence": conf, "label": label}
+    )
+
+
+class EmbeddingCache:
+    """Image embeddings in SQLite, keyed by (model, pretrained, image sha256)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        self.conn.execute("PRAGMA busy_timeout = 120000")
+        from .generate import journal_mode
+
+        self.conn.execute(f"PRAGMA journal_mode = {journal_mode()}")
+        self.conn.execute("PRAGMA synchronous = NORMAL")  # a cache: losing the last commit only costs time
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, pretrained TEXT NOT NULL, "
+            "sha256 TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, "
+            "PRIMARY KEY (model, pretrained, sha256))"
+        )
+
+    def get(self, model: str, pretrained: str, hashes: list[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for j in range(0, len(hashes), 500):
+            chunk = hashes[j : j + 500]
+            q = ",".join("?" * len(chunk))
+            for sha, vec in self.conn.execute(
+                f"SELECT sha256, vector FROM embeddings WHERE model = ? AND pretrained = ? AND sha256 IN ({q})",
+                [model, pretrained, *chunk],
+            ):
+                out[sha] = np.frombuffer(vec, dtype=np.float32)
+        return out
+
+    def put(self, model: str, pretrained: str, items: dict[str, np.ndarray]) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
+            [(model, pretrained, sha, int(v.size), np.asarray(v, np.float32).tobytes()) for sha, v in items.items()],
+        )
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def score_images(
+    spec: AuditSpec,
+    run_dir: str | Path,
+    *,
+    classifier: ZeroShotClassifier | None = None,
+    cache: str | Path | None = None,
+    progress: bool = True,
+    state: Any = None,
+) -> pd.DataFrame:
+    """Score every finished image of a run; return the tidy per-image table.
+
+    Columns: the prompt's (``prompt_id, kind, template_id, prompt, occupation, …,
+    stated_gender, p_ref``), the image's (``image_index, seed, path, sha256``) and the
+    scores (``p_person, p_female, p_male, confidence, label``). A PNG that cannot be read or
+    whose bytes no longer match the ledger's hash is marked ``corrupt`` in the ledger and
+    left out (rerun ``generate_images`` to regenerate it).
+    """
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .generate import Ledger, dist_state
+    from .prompts import build_prompts
+
+    run_dir = Path(run_dir)
+    state = state if state is not None else dist_state()
+    clf = classifier if classifier is not None else ZeroShotClassifier.from_spec(spec.classifier, device=state.device)
+    cache_db = EmbeddingCache(cache or run_dir / "cache" / "embeddings.sqlite")
+    with Ledger(run_dir) as led:
+        rows = led.frame()
+    unfinished = int((rows["status"] != "done").sum())
+    if unfinished and state.is_main:
+        warnings.warn(
+            f"{unfinished} of {len(rows)} images in {run_dir} are not finished (pending, missing or corrupt) and "
+            "are left out; rerun `diffkit audit run` with the same spec and --out to complete the run",
+            stacklevel=2,
+        )
+    rows = rows[rows["status"] == "done"].reset_index(drop=True)
+    known = cache_db.get(clf.model_name, clf.pretrained, rows["sha256"].tolist())
+    # Shard on the full, fixed row order (not on what is cached yet: another process may be
+    # filling the cache right now), then skip what is already there.
+    mine = rows.iloc[state.rank :: state.world_size] if state.world_size > 1 else rows
+    todo = mine[~mine["sha256"].isin(known)]
+    # Images served from the cache are not read below: check their files are still intact.
+    bad: list[tuple[int, int]] = []
+    for k, i, path, sha in mine.loc[mine["sha256"].isin(known), ["prompt_id", "image_index", "path", "sha256"]].itertuples(
+        index=False
+    ):
+        try:
+            ok = hashlib.sha256((run_dir / path).read_bytes()).hexdigest() == sha
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append((int(k), int(i)))
+    bs = clf.spec.batch_size
+    bar = tqdm(total=len(todo), unit="img", desc="scoring", disable=not progress or todo.empty, dynamic_ncols=True)
+    device = _model_device(clf.model)
+
+    def load(chunk: pd.DataFrame):
+        """Read, check and preprocess one batch (runs in a helper thread, ahead of the model)."""
+        tensors, shas, bad_here = [], [], []
+        for k, i, path, sha in chunk[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
+            try:
+                data = (run_dir / path).read_bytes()
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise ValueError("hash mismatch")
+                with Image.open(io.BytesIO(data)) as im:
+                    tensors.append(clf.preprocess(im.convert("RGB")))
+                shas.append(sha)
+            except (OSError, ValueError):
+                bad_here.append((int(k), int(i)))
+        return tensors, shas, bad_here
+
+    chunks = [todo.iloc[j : j + bs] for j in range(0, len(todo), bs)]
+    # Decode batch j + 1 while the model embeds batch j (PIL and torch release the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, chunks[0]) if chunks else None
+        for j, chunk in enumerate(chunks):
+            tensors, shas, bad_here = pending.result()
+            if j + 1 < len(chunks):
+                pending = pool.submit(load, chunks[j + 1])
+            bad += bad_here
+            if tensors:
+                with torch.inference_mode():
+                    emb = clf.model.encode_image(torch.stack(tensors).to(device), normalize=True)
+                new = dict(zip(shas, emb.float().cpu().numpy()))
+                cache_db.put(clf.model_name, clf.pretrained, new)
+                known.update(new)
+            bar.update(len(chunk))
+    bar.close()
+    if bad:
+        with Ledger(run_dir) as led:
+            led.mark(bad, "corrupt")
+        warnings.warn(
+            f"{len(bad)} PNG(s) in {run_dir} could not be read or no longer match the ledger's hash; they are "
+            "marked corrupt and left out. Rerun `diffkit audit run` with the same spec and --out to regenerate them",
+            stacklevel=2,
+        )
+    if state.world_size > 1:
+        state.barrier()  # every process has scored and marked its shard
+        with Ledger(run_dir) as led:
+            rows = led.frame()
+        rows = rows[rows["status"] == "done"].reset_index(drop=True)
+        known = cache_db.get(clf.model_name, clf.pretrained, rows["sha256"].tolist())
+    cache_db.close()
+    bad_set = set(bad)
+    keep = [(int(k), int(i)) not in bad_set and sha in known
+            for k, i, sha in rows[["prompt_id", "image_index", "sha256"]].itertuples(index=False)]
+    rows = rows[keep].reset_index(drop=True)
+    dim = clf.text_weights.shape[0]
+    emb = np.stack([known[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, dim), np.float32)
+    scores = clf.classify(emb)
+    prompts = build_prompts(spec).drop(columns=["prompt"])
+    table = rows[["prompt_id", "image_index", "prompt", "seed", "path", "sha256"]].merge(
+        prompts, on="prompt_id", how="left"
+    )
+    table = pd.concat([table, scores], axis=1)
+    front = ["prompt_id", "image_index", "kind", "prompt", "occupation", "stated_gender", "template_id"]
+    table = table[front + [c for c in table.columns if c not in front]].copy()
+    table.attrs["classifier"] = {"model": clf.model_name, "pretrained": clf.pretrained}
+    return table

@@ -1,0 +1,479 @@
+"""Audit specs: one TOML file fixes everything about a run.
+
+A spec has six tables. Only ``[prompts]`` and ``[pipeline]`` are required::
+
+    [audit]       name, seed, images_per_prompt, batch_size
+    [prompts]     templates, attributes.occupation (+ adjective, activity, …), reference
+    [controls]    templates that state the gender, gender_words, images_per_prompt
+    [pipeline]    model, revision, scheduler, steps, guidance, height, width, dtype
+    [classifier]  model, pretrained, templates, labels.{female,male,person,no_person},
+                  person_threshold, abstain_below, batch_size
+    [report]      n_boot, ci, random_state, thumbnails_per_prompt
+
+Every error is a :class:`SpecError` that names the file, the key and the fix::
+
+    audits/x.toml: prompts.templates[1]: unknown placeholder {job}; fix: use one of
+    {occupation}, {a_occupation}
+
+Examples
+--------
+>>> spec = load_spec("tiny_default")          # the bundled default (audits/tiny_default.toml)
+>>> spec.pipeline.model
+'tiny'
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import string
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 needs the backport
+    import tomli as tomllib
+
+__all__ = [
+    "AUDITS_DIR",
+    "AuditSpec",
+    "ClassifierSpec",
+    "ControlSpec",
+    "PipelineSpec",
+    "PromptSpec",
+    "ReportSpec",
+    "SpecError",
+    "bundled_specs",
+    "load_spec",
+    "parse_spec",
+    "spec_from_dict",
+    "template_fields",
+]
+
+#: Where the bundled specs and reference tables live (``audits/`` in the source tree).
+AUDITS_DIR = Path(__file__).resolve().parents[2] / "audits"
+
+GENDER_CLASSES = ("female", "male")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; the message names the file, the key and the fix."""
+
+    def __init__(self, source: str, key: str, problem: str, fix: str):
+        self.source, self.key, self.problem, self.fix = source, key, problem, fix
+        super().__init__(f"{source}: {key}: {problem}; fix: {fix}")
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    templates: tuple[str, ...]
+    attributes: dict[str, tuple[str, ...]]
+    reference: dict[str, float] = field(default_factory=dict)
+    reference_titles: dict[str, str] = field(default_factory=dict)
+    reference_source: str = ""
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    templates: tuple[str, ...] = ()
+    gender_words: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"female": ("woman",), "male": ("man",)}
+    )
+    images_per_prompt: int = 4
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    model: str = "tiny"
+    revision: str | None = None
+    scheduler: str | None = None
+    steps: int = 25
+    guidance: float = 7.5
+    height: int | None = None
+    width: int | None = None
+    dtype: str | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    model: str = "tiny"
+    pretrained: str | None = None
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    labels: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "female": ("woman",),
+            "male": ("man",),
+            "person": ("person",),
+            "no_person": ("shape",),
+        }
+    )
+    person_threshold: float = 0.5
+    abstain_below: float = 0.6
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    n_boot: int = 1000
+    ci: float = 0.95
+    random_state: int = 0
+    thumbnails_per_prompt: int = 8
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """Everything that fixes an audit run. Build with :func:`load_spec` or :func:`parse_spec`."""
+
+    name: str
+    seed: int
+    images_per_prompt: int
+    batch_size: int
+    prompts: PromptSpec
+    controls: ControlSpec
+    pipeline: PipelineSpec
+    classifier: ClassifierSpec
+    report: ReportSpec
+    source: str = "<spec>"
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the resolved spec (reference table included)."""
+        d = asdict(self)
+        d.pop("source")
+        return json.loads(json.dumps(d, sort_keys=True, default=list))
+
+    def fingerprint(self) -> str:
+        """sha256 of the resolved spec: two runs may share a folder only if these match."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def with_model(self, model: str | None) -> AuditSpec:
+        """The same spec with another pipeline (``--model``); revision is cleared."""
+        if model is None or model == self.pipeline.model:
+            return self
+        pipe = PipelineSpec(**{**asdict(self.pipeline), "model": str(model), "revision": None})
+        return AuditSpec(**{**self.__dict__, "pipeline": pipe})
+
+
+def template_fields(template: str) -> list[str]:
+    """The placeholder names in a format-string template (``"{a_occupation} at work"`` → ``["a_occupation"]``)."""
+    names = []
+    for _, name, spec, conv in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if name == "" or not name.isidentifier() or spec or conv:
+            raise ValueError(f"placeholder {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}")
+        names.append(name)
+    return names
+
+
+def bundled_specs() -> list[str]:
+    """Names of the specs shipped under ``audits/`` (``"tiny_default"``, …)."""
+    return sorted(p.stem for p in AUDITS_DIR.glob("*.toml"))
+
+
+def load_spec(path: str | Path = "tiny_default", *, model: str | None = None) -> AuditSpec:
+    """Read a TOML spec from *path*, or a bundled one by name (see :func:`bundled_specs`).
+
+    *model* overrides ``pipeline.model`` (the CLI's ``--model``).
+    """
+    p = Path(path)
+    if not p.exists() and p.suffix == "" and (AUDITS_DIR / f"{p.name}.toml").is_file():
+        p = AUDITS_DIR / f"{p.name}.toml"
+    if not p.is_file():
+        raise SpecError(
+            str(path), "(file)", "no such spec file",
+            f"pass a path to a .toml spec or one of the bundled names {bundled_specs()}",
+        )
+    raw = p.read_bytes()
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(str(p), "(syntax)", f"not valid TOML ({e})", "correct the TOML syntax at that line") from None
+    return parse_spec(data, source=str(p), base_dir=p.parent).with_model(model)
+
+
+# --------------------------------------------------------------------------- parsing
+_KNOWN = {
+    "audit": {"name", "description", "seed", "images_per_prompt", "batch_size"},
+    "prompts": {"templates", "attributes", "occupations", "reference"},
+    "controls": {"templates", "gender_words", "images_per_prompt"},
+    "pipeline": {"model", "revision", "scheduler", "steps", "guidance", "height", "width", "dtype",
+                 "negative_prompt"},
+    "classifier": {"model", "pretrained", "templates", "labels", "person_threshold", "abstain_below",
+                   "batch_size"},
+    "report": {"n_boot", "ci", "random_state", "thumbnails_per_prompt"},
+}
+
+
+class _Reader:
+    def __init__(self, data: dict, source: str):
+        self.data, self.source = data, source
+
+    def err(self, key: str, problem: str, fix: str) -> SpecError:
+        return SpecError(self.source, key, problem, fix)
+
+    def table(self, name: str, required: bool = False) -> dict:
+        t = self.data.get(name)
+        if t is None:
+            if required:
+                raise self.err(f"[{name}]", "missing table", f"add a [{name}] table (see audits/tiny_default.toml)")
+            return {}
+        if not isinstance(t, dict):
+            raise self.err(name, f"expected a table, got {type(t).__name__}", f"write it as [{name}]")
+        unknown = sorted(set(t) - _KNOWN[name])
+        if unknown:
+            raise self.err(f"{name}.{unknown[0]}", "unknown key", f"use one of {sorted(_KNOWN[name])}")
+        return t
+
+    def get(self, t: dict, section: str, key: str, typ, default=None, *, required=False, lo=None, hi=None):
+        full = f"{section}.{key}"
+        if key not in t:
+            if required:
+                raise self.err(full, "missing", f"set {full}")
+            return default
+        v = t[key]
+        types = typ if isinstance(typ, tuple) else (typ,)
+        if float in types and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, bool) and bool not in types or not isinstance(v, types):
+            names = " or ".join(x.__name__ for x in types)
+            raise self.err(full, f"expected {names}, got {type(v).__name__} {v!r}", f"give {full} a {names} value")
+        if lo is not None and v < lo or hi is not None and v > hi:
+            rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise self.err(full, f"{v!r} is out of range", f"use a value {rng}")
+        return v
+
+    def strings(self, t: dict, section: str, key: str, default=None, *, required=False, nonempty=True):
+        full = f"{section}.{key}"
+        v = t.get(key, default)
+        if v is None:
+            if required:
+                raise self.err(full, "missing", f"set {full} to a list of strings")
+            return None
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
+            raise self.err(full, f"expected a list of strings, got {v!r}", f'write {full} = ["…", "…"]')
+        v = [s.strip() for s in v]
+        for i, s in enumerate(v):
+            if not s:
+                raise self.err(f"{full}[{i}]", "empty string", "remove it or write the text")
+        if nonempty and not v:
+            raise self.err(full, "empty list", f"give {full} at least one entry")
+        if len(set(v)) != len(v):
+            dup = next(s for s in v if v.count(s) > 1)
+            raise self.err(full, f"duplicate entry {dup!r}", "list each entry once")
+        return tuple(v)
+
+
+def _read_reference(r: _Reader, ref: str, base_dir: Path | None) -> tuple[dict, dict, str]:
+    import pandas as pd
+
+    p = Path(ref)
+    candidates = [p] if p.is_absolute() else [(base_dir or Path.cwd()) / p, AUDITS_DIR / p]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise r.err("prompts.reference", f"no such file {ref!r}",
+                    "give a CSV path relative to the spec file, e.g. bls_cps_2021_women_share.csv")
+    df = pd.read_csv(found)
+    missing = [c for c in ("occupation", "women_share") if c not in df.columns]
+    if missing:
+        raise r.err("prompts.reference", f"{found.name} lacks column(s) {missing}",
+                    "the CSV needs columns occupation, women_share (a fraction in [0, 1]), year, source")
+    share = pd.to_numeric(df["women_share"], errors="coerce")
+    if share.isna().any() or ((share < 0) | (share > 1)).any():
+        raise r.err("prompts.reference", f"{found.name}: women_share must be a fraction in [0, 1]",
+                    "write 86.7% as 0.867")
+    values = dict(zip(df["occupation"].astype(str), share.astype(float)))
+    titles = dict(zip(df["occupation"].astype(str), df.get("bls_title", df["occupation"]).astype(str)))
+    source = ""
+    if "source" in df.columns:
+        src = df["source"].dropna().astype(str).unique()
+        yrs = df["year"].dropna().astype(int).astype(str).unique() if "year" in df.columns else []
+        source = "; ".join(src) + (f" ({', '.join(yrs)})" if len(yrs) else "")
+    return values, titles, source
+
+
+def _check_templates(r: _Reader, key: str, templates: tuple[str, ...], allowed: set[str]) -> None:
+    for i, t in enumerate(templates):
+        try:
+            names = template_fields(t)
+        except ValueError as e:
+            raise r.err(f"{key}[{i}]", f"malformed {e} in {t!r}",
+                        "placeholders are plain names in braces, e.g. {occupation}; write {{ }} for literal braces") from None
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise r.err(f"{key}[{i}]", f"unknown placeholder {{{bad[0]}}} in {t!r}",
+                        "use one of " + ", ".join("{" + a + "}" for a in sorted(allowed)))
+
+
+def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | None = None) -> AuditSpec:
+    """Validate a spec already parsed from TOML (a nested dict) and resolve its reference table."""
+    data = copy.deepcopy(data)
+    r = _Reader(data, source)
+    unknown = sorted(set(data) - set(_KNOWN))
+    if unknown:
+        raise r.err(f"[{unknown[0]}]", "unknown table", f"use the tables {sorted(_KNOWN)}")
+    base_dir = Path(base_dir) if base_dir is not None else None
+
+    a = r.table("audit")
+    name = r.get(a, "audit", "name", str, Path(source).stem if source != "<spec>" else "audit")
+    seed = r.get(a, "audit", "seed", int, 0, lo=0, hi=2**63 - 1)
+    n_img = r.get(a, "audit", "images_per_prompt", int, 8, lo=1)
+    batch = r.get(a, "audit", "batch_size", int, 8, lo=1)
+    desc = r.get(a, "audit", "description", str, "")
+
+    # prompts
+    p = r.table("prompts", required=True)
+    templates = r.strings(p, "prompts", "templates", required=True)
+    attrs_raw = p.get("attributes", {})
+    if not isinstance(attrs_raw, dict):
+        raise r.err("prompts.attributes", "expected a table", "write [prompts.attributes] with occupation = [...]")
+    attrs_raw = dict(attrs_raw)
+    if "occupations" in p:
+        attrs_raw.setdefault("occupation", p["occupations"])
+    attributes: dict[str, tuple[str, ...]] = {}
+    for k in attrs_raw:
+        if not k.isidentifier() or k.startswith("a_") or k == "gender":
+            raise r.err(f"prompts.attributes.{k}", "not a usable attribute name",
+                        "use a plain name such as occupation, adjective or activity")
+        attributes[k] = r.strings(attrs_raw, "prompts.attributes", k)
+    ref_values, ref_titles, ref_source = {}, {}, ""
+    if "reference" in p:
+        ref = r.get(p, "prompts", "reference", str)
+        ref_values, ref_titles, ref_source = _read_reference(r, ref, base_dir)
+        if "occupation" not in attributes:
+            attributes["occupation"] = tuple(ref_values)
+    if "occupation" not in attributes:
+        raise r.err("prompts.attributes.occupation", "missing",
+                    "list the occupations to audit, or set prompts.reference to a CSV whose rows are used")
+    allowed = {n for k in attributes for n in (k, f"a_{k}")}
+    _check_templates(r, "prompts.templates", templates, allowed)
+    if ref_values:
+        missing = [o for o in attributes["occupation"] if o not in ref_values]
+        if missing:
+            raise r.err("prompts.attributes.occupation", f"{missing[0]!r} is not in the reference table",
+                        f"add it to {p['reference']} or use one of {sorted(ref_values)}")
+        ref_values = {o: ref_values[o] for o in attributes["occupation"]}
+        ref_titles = {o: ref_titles[o] for o in attributes["occupation"]}
+    prompts = PromptSpec(templates, attributes, ref_values, ref_titles, ref_source)
+
+    # controls
+    c = r.table("controls")
+    c_templates = r.strings(c, "controls", "templates", (), nonempty=False) or ()
+    gw_raw = c.get("gender_words", {"female": ["woman"], "male": ["man"]})
+    if not isinstance(gw_raw, dict) or set(gw_raw) != set(GENDER_CLASSES):
+        raise r.err("controls.gender_words", f"expected keys female and male, got {gw_raw!r}",
+                    'write [controls.gender_words] female = ["woman"] male = ["man"]')
+    gender_words = {g: r.strings(gw_raw, "controls.gender_words", g) for g in GENDER_CLASSES}
+    _check_templates(r, "controls.templates", c_templates, allowed | {"gender", "a_gender"})
+    for i, t in enumerate(c_templates):
+        if "gender" not in template_fields(t) and "a_gender" not in template_fields(t):
+            raise r.err(f"controls.templates[{i}]", f"{t!r} does not state the gender",
+                        "control prompts must contain {gender} (e.g. 'a photo of a {gender} {occupation}')")
+    controls = ControlSpec(c_templates, gender_words,
+                           r.get(c, "controls", "images_per_prompt", int, max(1, n_img // 2), lo=1))
+
+    # pipeline
+    pp = r.table("pipeline", required=True)
+    size_h = r.get(pp, "pipeline", "height", int, None, lo=8)
+    size_w = r.get(pp, "pipeline", "width", int, None, lo=8)
+    for key, v in (("height", size_h), ("width", size_w)):
+        if v is not None and v % 8:
+            raise r.err(f"pipeline.{key}", f"{v} is not a multiple of 8", f"use {v - v % 8 or 8} or {v - v % 8 + 8}")
+    dtype = r.get(pp, "pipeline", "dtype", str, None)
+    if dtype not in (None, "float32", "float16", "bfloat16"):
+        raise r.err("pipeline.dtype", f"unknown dtype {dtype!r}", "use float32, float16 or bfloat16")
+    sched = r.get(pp, "pipeline", "scheduler", str, None) or None
+    if sched is not None:
+        from ..pipeline import SCHEDULERS
+
+        if sched not in SCHEDULERS and sched not in SCHEDULERS.values():
+            raise r.err("pipeline.scheduler", f"unknown scheduler {sched!r}", f"use one of {sorted(SCHEDULERS)}")
+    pipeline = PipelineSpec(
+        model=r.get(pp, "pipeline", "model", str, required=True),
+        revision=r.get(pp, "pipeline", "revision", str, None) or None,
+        scheduler=sched,
+        steps=r.get(pp, "pipeline", "steps", int, 25, lo=1),
+        guidance=r.get(pp, "pipeline", "guidance", float, 7.5, lo=0.0),
+        height=size_h,
+        width=size_w,
+        dtype=dtype,
+        negative_prompt=r.get(pp, "pipeline", "negative_prompt", str, None) or None,
+    )
+
+    # classifier
+    cl = r.table("classifier")
+    default = ClassifierSpec()
+    labels_raw = cl.get("labels", {k: list(v) for k, v in default.labels.items()})
+    if not isinstance(labels_raw, dict):
+        raise r.err("classifier.labels", "expected a table", "write [classifier.labels] female = [...] male = [...]")
+    need = {"female", "male", "person", "no_person"}
+    extra = sorted(set(labels_raw) - need)
+    if extra:
+        raise r.err(f"classifier.labels.{extra[0]}", "unknown class", f"use the classes {sorted(need)}")
+    labels = {k: r.strings(labels_raw, "classifier.labels", k, default.labels[k]) for k in sorted(need)}
+    cl_templates = r.strings(cl, "classifier", "templates", list(default.templates))
+    for i, t in enumerate(cl_templates):
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
+        except ValueError:
+            fields = None
+        if fields != [""]:
+            raise r.err(f"classifier.templates[{i}]", f"{t!r} must hold exactly one {{}}",
+                        "write label templates open_clip-style, e.g. 'a photo of a {}.'")
+    cmodel = r.get(cl, "classifier", "model", str, default.model)
+    pretrained = r.get(cl, "classifier", "pretrained", str, None) or None
+    if cmodel != "tiny" and ":" not in cmodel and pretrained is None:
+        raise r.err("classifier.pretrained", f"missing for open_clip model {cmodel!r}",
+                    "name the weights, e.g. pretrained = 'laion2b_s34b_b79k' (see open_clip.list_pretrained()), "
+                    "or use a 'local-dir:/folder' or 'hf-hub:org/name' model")
+    classifier = ClassifierSpec(
+        model=cmodel,
+        pretrained=pretrained,
+        templates=cl_templates,
+        labels=labels,
+        person_threshold=r.get(cl, "classifier", "person_threshold", float, default.person_threshold, lo=0.0, hi=1.0),
+        abstain_below=r.get(cl, "classifier", "abstain_below", float, default.abstain_below, lo=0.5, hi=1.0),
+        batch_size=r.get(cl, "classifier", "batch_size", int, default.batch_size, lo=1),
+    )
+
+    rp = r.table("report")
+    report = ReportSpec(
+        n_boot=r.get(rp, "report", "n_boot", int, 1000, lo=0),
+        ci=r.get(rp, "report", "ci", float, 0.95, lo=0.5, hi=0.999),
+        random_state=r.get(rp, "report", "random_state", int, 0, lo=0),
+        thumbnails_per_prompt=r.get(rp, "report", "thumbnails_per_prompt", int, 8, lo=0),
+    )
+    return AuditSpec(name, seed, n_img, batch, prompts, controls, pipeline, classifier, report, source, desc)
+
+
+def spec_from_dict(d: dict[str, Any], *, source: str = "<run>") -> AuditSpec:
+    """Rebuild an :class:`AuditSpec` from :meth:`AuditSpec.to_dict` (as stored in a run folder)."""
+
+    def tup(x):
+        return tuple(x) if isinstance(x, list) else x
+
+    def dmap(x):
+        return {k: tup(v) for k, v in x.items()}
+
+    p, c, cl = d["prompts"], d["controls"], d["classifier"]
+    return AuditSpec(
+        name=d["name"],
+        seed=d["seed"],
+        images_per_prompt=d["images_per_prompt"],
+        batch_size=d["batch_size"],
+        prompts=PromptSpec(tup(p["templates"]), dmap(p["attributes"]), dict(p["reference"]),
+                           dict(p["reference_titles"]), p["reference_source"]),
+        controls=ControlSpec(tup(c["templates"]), dmap(c["gender_words"]), c["images_per_prompt"]),
+        pipeline=PipelineSpec(**d["pipeline"]),
+        classifier=ClassifierSpec(**{**cl, "templates": tup(cl["templates"]), "labels": dmap(cl["labels"])}),
+        report=ReportSpec(**d["report"]),
+        source=source,
+        description=d.get("description", ""),
+    )

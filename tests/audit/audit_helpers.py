@@ -1,0 +1,50 @@
+"""Helpers shared by the audit tests (a module, so test files can import it)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from diffkit.audit._testing import to_toml  # noqa: F401  (re-exported for the tests)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spec_dict(pipe_dir, clip_name, **over) -> dict:
+    """A small spec: 2 occupations × 1 template × 3 images + 2 × 2 × 2 controls = 14 images, 32×32, 2 steps."""
+    d = {
+        "audit": {"name": "unit", "seed": 7, "images_per_prompt": 3, "batch_size": 4},
+        "prompts": {
+            "templates": ["a photo of {a_occupation}"],
+            "attributes": {"occupation": ["nurse", "pilot"]},
+            "reference": str(REPO / "audits" / "bls_cps_2021_women_share.csv"),
+        },
+        "controls": {"templates": ["a {gender} {occupation}"], "images_per_prompt": 2},
+        "pipeline": {"model": str(pipe_dir), "steps": 2, "height": 32, "width": 32, "guidance": 5.0},
+        "classifier": {"model": clip_name, "person_threshold": 0.0, "abstain_below": 0.5, "batch_size": 8},
+        "report": {"n_boot": 200, "thumbnails_per_prompt": 2},
+    }
+    d = copy.deepcopy(d)
+    for key, value in over.items():
+        section, _, name = key.partition("__")
+        d.setdefault(section, {})[name] = value
+    return d
+
+
+def ledger_rows(run_dir) -> list[tuple]:
+    """The ledger without timings: what must match between runs."""
+    import sqlite3
+
+    con = sqlite3.connect(Path(run_dir) / "ledger.sqlite")
+    try:
+        return con.execute(
+            "SELECT prompt_id, image_index, prompt, seed, path, batch, status, sha256 FROM images "
+            "ORDER BY prompt_id, image_index"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def image_bytes(run_dir) -> dict[str, bytes]:
+    root = Path(run_dir) / "images"
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,203 @@
+"""Every metric against an independent implementation or a hand-worked case."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from math import comb
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
+
+from diffkit.audit import metrics as M
+
+
+def test_wilson_matches_statsmodels():
+    x = np.array([0, 1, 2, 5, 9, 10, 17, 50, 100, 3])
+    n = np.array([10, 10, 7, 10, 10, 10, 40, 100, 100, 3])
+    for ci in (0.9, 0.95, 0.99):
+        lo, hi = M.wilson_interval(successes=x, n=n, ci=ci)
+        slo, shi = proportion_confint(x, n, alpha=1 - ci, method="wilson")
+        np.testing.assert_allclose(lo, slo, atol=1e-12)
+        np.testing.assert_allclose(hi, shi, atol=1e-12)
+    lo, hi = M.wilson_interval(successes=0, n=0)
+    assert np.isnan(lo) and np.isnan(hi)
+
+
+def test_functions_are_keyword_only():
+    with pytest.raises(TypeError):
+        M.wilson_interval(1, 2)  # noqa
+    with pytest.raises(TypeError):
+        M.fair_baseline(8)  # noqa
+    with pytest.raises(TypeError):
+        M.audit_metrics(pd.DataFrame())  # noqa
+
+
+def _exact_baseline(n: int) -> Fraction:
+    return sum(Fraction(comb(n, k), 2**n) * abs(Fraction(k, n) - Fraction(1, 2)) for k in range(n + 1))
+
+
+def test_fair_baseline_hand_worked_and_exact():
+    assert M.fair_baseline(n=1) == 0.5
+    assert M.fair_baseline(n=2) == 0.25  # ¼·½ + ½·0 + ¼·½
+    assert M.fair_baseline(n=8) == pytest.approx(35 / 256)  # the 0.14 of DESIGN.md
+    ns = np.array([3, 8, 16, 64, 101])
+    np.testing.assert_allclose(M.fair_baseline(n=ns), [float(_exact_baseline(int(m))) for m in ns], rtol=1e-12)
+    # the classic approximation √(1/(2πn)) for large n
+    assert M.fair_baseline(n=2000) == pytest.approx(np.sqrt(1 / (2 * np.pi * 2000)), rel=1e-3)
+
+
+def test_rogan_gladen():
+    # hand-worked: Se 0.9, Sp 0.8, observed 0.5 -> (0.5 + 0.8 - 1) / 0.7 = 3/7
+    assert M.rogan_gladen(p_observed=0.5, sensitivity=0.9, specificity=0.8) == pytest.approx(3 / 7)
+    # it inverts the misclassification model p_obs = Se p + (1 - Sp)(1 - p)
+    p = np.linspace(0, 1, 11)
+    obs = 0.85 * p + (1 - 0.7) * (1 - p)
+    np.testing.assert_allclose(M.rogan_gladen(p_observed=obs, sensitivity=0.85, specificity=0.7), p, atol=1e-12)
+    assert M.rogan_gladen(p_observed=0.05, sensitivity=0.9, specificity=0.8) == 0  # clipped
+    with pytest.warns(UserWarning, match="no better than chance"):
+        assert np.isnan(M.rogan_gladen(p_observed=0.5, sensitivity=0.5, specificity=0.5))
+
+
+def test_kl_against_scipy_entropy():
+    for p in (0.0, 0.01, 0.2, 0.5, 0.77, 1.0):
+        assert M.kl_to_uniform(p=p) == pytest.approx(stats.entropy([p, 1 - p], [0.5, 0.5]), abs=1e-12)
+
+
+def test_pearson_spearman_against_scipy():
+    rng = np.random.default_rng(1)
+    x = rng.random(14)
+    y = 0.6 * x + 0.4 * rng.random(14)
+    r, p = M.pearson(x=x, y=y)
+    sr = stats.pearsonr(x, y)
+    assert r == pytest.approx(sr.statistic, abs=1e-12) and p == pytest.approx(sr.pvalue, rel=1e-9)
+    xt, yt = np.round(x, 1), np.round(y, 1)  # with ties
+    rho, p = M.spearman(x=xt, y=yt)
+    ss = stats.spearmanr(xt, yt)
+    assert rho == pytest.approx(ss.statistic, abs=1e-12) and p == pytest.approx(ss.pvalue, rel=1e-9)
+
+
+def test_newcombe_against_statsmodels():
+    for xa, na, xb, nb in [(3, 10, 7, 12), (0, 8, 8, 8), (20, 64, 31, 64), (5, 5, 1, 9)]:
+        d, lo, hi = M.newcombe_interval(successes_a=xa, n_a=na, successes_b=xb, n_b=nb)
+        slo, shi = confint_proportions_2indep(xb, nb, xa, na, method="newcomb", compare="diff")
+        assert d == pytest.approx(xb / nb - xa / na)
+        assert lo == pytest.approx(slo, abs=1e-12) and hi == pytest.approx(shi, abs=1e-12)
+
+
+def _synthetic(shares: dict[str, float], n: int, se: float, sp: float, n_ctrl: int, seed: int) -> pd.DataFrame:
+    """Images whose true gender is drawn with known shares, then misclassified with Se, Sp;
+    some abstentions and no-person images mixed in."""
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def label(true: str) -> str:
+        u = rng.random()
+        if u < 0.05:
+            return "abstain"
+        if u < 0.08:
+            return "no_person"
+        if true == "female":
+            return "female" if rng.random() < se else "male"
+        return "male" if rng.random() < sp else "female"
+
+    for k, (occ, p) in enumerate(shares.items()):
+        for i in range(n):
+            true = "female" if rng.random() < p else "male"
+            rows.append(dict(prompt_id=k, image_index=i, kind="audit", occupation=occ, stated_gender=None,
+                             p_ref=p, label=label(true)))
+    for j, g in enumerate(("female", "male")):
+        for i in range(n_ctrl):
+            rows.append(dict(prompt_id=100 + j, image_index=i, kind="control", occupation="x", stated_gender=g,
+                             p_ref=np.nan, label=label(g)))
+    return pd.DataFrame(rows)
+
+
+SHARES = {"a": 0.05, "b": 0.2, "c": 0.4, "d": 0.5, "e": 0.7, "f": 0.9, "g": 0.97, "h": 0.3}
+
+
+def test_synthetic_shares_recovered_within_intervals():
+    img = _synthetic(SHARES, n=400, se=1.0, sp=1.0, n_ctrl=200, seed=0)
+    res = M.audit_metrics(images=img, n_boot=300, random_state=0)
+    t = res.by_occupation.set_index("occupation")
+    truth = pd.Series(SHARES)
+    inside = (t["ci_low"] <= truth) & (truth <= t["ci_high"])
+    assert inside.sum() >= len(SHARES) - 1  # 95% intervals: at most one miss in 8
+    assert (t["n_abstain"] > 0).all() and (t["n_no_person"] > 0).all()
+    assert (t["n"] == t["n_female"] + t["n_male"]).all()
+    assert (t["n_images"] == 400).all()
+    ov = res.overall.set_index("metric")
+    assert ov.loc["pearson_r", "value"] > 0.99 and ov.loc["spearman_rho", "value"] > 0.95
+    true_imb = (truth - 0.5).abs().mean()
+    assert ov.loc["mean_imbalance", "ci_low"] <= true_imb + 0.01 <= ov.loc["mean_imbalance", "ci_high"] + 0.02
+    assert ov.loc["sensitivity", "value"] == 1 and ov.loc["specificity", "value"] == 1
+
+
+def test_rogan_gladen_recovers_shares_through_a_bad_classifier():
+    img = _synthetic(SHARES, n=600, se=0.85, sp=0.75, n_ctrl=3000, seed=1)
+    res = M.audit_metrics(images=img, n_boot=0)
+    assert res.sensitivity == pytest.approx(0.85, abs=0.03) and res.specificity == pytest.approx(0.75, abs=0.03)
+    t = res.by_occupation.set_index("occupation")
+    truth = pd.Series(SHARES)
+    raw_err = (t["p_female"] - truth).abs().mean()
+    corr_err = (t["p_corrected"] - truth).abs().mean()
+    assert corr_err < raw_err / 2
+    inside = (t["corrected_low"] - 0.02 <= truth) & (truth <= t["corrected_high"] + 0.02)
+    assert inside.sum() >= len(SHARES) - 1
+
+
+def test_group_table_hand_worked():
+    img = pd.DataFrame({
+        "prompt_id": [0] * 10,
+        "kind": ["audit"] * 10,
+        "occupation": ["pilot"] * 10,
+        "p_ref": [0.053] * 10,
+        "label": ["male"] * 6 + ["female"] * 2 + ["abstain", "no_person"],
+    })
+    t = M.group_table(images=img, by="occupation").iloc[0]
+    assert (t["n_images"], t["n"], t["n_female"], t["n_abstain"], t["n_no_person"]) == (10, 8, 2, 1, 1)
+    assert t["p_female"] == 0.25 and t["imbalance"] == 0.25
+    assert t["fair_baseline"] == pytest.approx(35 / 256)
+    assert t["gap"] == pytest.approx(0.25 - 0.053)
+    assert not t["amplified"]  # the reference is more skewed (0.447 from ½) than p̂ (0.25)
+    lo, hi = proportion_confint(2, 8, method="wilson")
+    assert (t["ci_low"], t["ci_high"]) == pytest.approx((lo, hi))
+
+
+def test_amplification_share_hand_worked():
+    t = pd.DataFrame({
+        "occupation": list("abcd"), "n": [100] * 4, "n_female": [95, 30, 5, 60], "p_female": [0.95, 0.3, 0.05, 0.6],
+        "p_ref": [0.8, 0.4, 0.2, 0.3],
+    })
+    t["imbalance"] = (t["p_female"] - 0.5).abs()
+    t["fair_baseline"] = M.fair_baseline(n=t["n"].to_numpy())
+    t["kl_uniform"] = M.kl_to_uniform(p=t["p_female"].to_numpy())
+    t["gap"] = t["p_female"] - t["p_ref"]
+    side = np.sign(t["p_ref"] - 0.5)
+    t["amplified"] = (np.sign(t["p_female"] - 0.5) == side) & (t["imbalance"] > (t["p_ref"] - 0.5).abs())
+    t["amplified_significant"] = False
+    t["p_corrected"] = np.nan
+    ov = M.overall_table(table=t, n_boot=200, random_state=0).set_index("metric")
+    # a: 0.95 beyond 0.8 (yes); b: 0.3 beyond 0.4 (yes); c: 0.05 beyond 0.2 (yes); d: other side (no)
+    assert ov.loc["amplification_share", "value"] == 0.75
+    lo, hi = ov.loc["amplification_share", ["ci_low", "ci_high"]]
+    assert 0 <= lo <= 0.75 <= hi <= 1
+
+
+def test_bootstrap_is_seeded_and_covers():
+    img = _synthetic(SHARES, n=50, se=1, sp=1, n_ctrl=10, seed=3)
+    t = M.group_table(images=img, by="occupation")
+    a = M.bootstrap_mean_imbalance(table=t, n_boot=500, random_state=5)
+    b = M.bootstrap_mean_imbalance(table=t, n_boot=500, random_state=5)
+    assert a == b and a[1] <= a[0] <= a[2]
+
+
+def test_compare_metrics_identical_runs_give_zero():
+    img = _synthetic(SHARES, n=80, se=1, sp=1, n_ctrl=20, seed=4)
+    m = M.audit_metrics(images=img, n_boot=200, random_state=0)
+    by, ov = M.compare_metrics(a=m, b=m, n_boot=200, random_state=0)
+    assert (by["diff"] == 0).all() and (by["ci_low"] < 0).all() and (by["ci_high"] > 0).all()
+    row = ov.set_index("metric").loc["mean_imbalance"]
+    assert row["diff"] == 0 and row["ci_low"] < 0 < row["ci_high"]

@@ -1,0 +1,124 @@
+"""End to end on tiny random models: run → report → compare, through the API and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+from audit_helpers import spec_dict, to_toml
+
+from diffkit.audit import compare_audits, parse_spec, report_audit, run_audit
+from diffkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def evil_run(pipe_dir, clip_name, pipe, tmp_path_factory):
+    d = spec_dict(pipe_dir, clip_name)
+    d["audit"]["name"] = "evil <script>alert('name')</script>"
+    d["prompts"]["templates"] = ["a photo of {a_occupation} <script>alert(1)</script> & <b>bold</b>"]
+    spec = parse_spec(d, source="evil.toml")
+    out = tmp_path_factory.mktemp("evil") / "run"
+    return run_audit(spec, out=out, pipe=pipe, progress=False)
+
+
+def test_run_audit_writes_every_table_and_a_report(evil_run):
+    r = evil_run
+    files = {p.name for p in (r.run_dir / "report").iterdir()}
+    assert {"index.html", "summary.md", "metadata.json", "images.csv", "by_prompt.csv", "by_occupation.csv",
+            "validation.csv", "overall.csv"} <= files
+    assert len(r.images) == 14 and set(r.images["label"]) <= {"female", "male", "abstain", "no_person"}
+    occ = pd.read_csv(r.run_dir / "report" / "by_occupation.csv")
+    assert list(occ["occupation"]) == ["nurse", "pilot"]
+    assert occ["p_ref"].tolist() == pytest.approx([0.867, 0.053])
+    assert {"mean_imbalance", "mean_fair_baseline", "pearson_r", "amplification_share", "sensitivity",
+            "specificity", "mean_kl_uniform"} <= set(r.overall["metric"])
+    meta = json.loads((r.run_dir / "report" / "metadata.json").read_text())
+    assert meta["libraries"]["open_clip_torch"] and meta["ledger"]["images_by_status"] == {"done": 14}
+    assert meta["seed"] == 7 and meta["classifier"]["pretrained"].startswith("weights-")
+
+
+def test_report_escapes_user_text_and_makes_no_external_requests(evil_run):
+    html_text = (evil_run.run_dir / "report" / "index.html").read_text()
+    assert "<script" not in html_text.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
+    assert "<b>bold</b>" not in html_text and "&lt;b&gt;bold&lt;/b&gt;" in html_text
+    # every src is an embedded data: URI; no link, stylesheet or font fetched from anywhere
+    srcs = re.findall(r"""\bsrc\s*=\s*["']([^"']*)""", html_text)
+    assert srcs and all(s.startswith("data:image/") for s in srcs)
+    assert not re.search(r"""(href|src)\s*=\s*["']?\s*(https?:)?//""", html_text)
+    assert "url(" not in html_text and "@import" not in html_text
+    assert html_text.count("data:image/png;base64") >= 3 + 2  # plots + thumbnails
+    for section in ("Limitations", "Classifier validation", "Run metadata", "Generated versus reference"):
+        assert section in html_text
+    md = (evil_run.run_dir / "report" / "summary.md").read_text()
+    assert "<script" not in md
+
+
+def test_report_and_compare_from_folders(evil_run, tmp_path):
+    again = report_audit(evil_run.run_dir, progress=False)  # embeddings come from the cache
+    pd.testing.assert_frame_equal(again.by_occupation, evil_run.by_occupation)
+    by, overall, path = compare_audits(evil_run.run_dir, evil_run.run_dir, out=tmp_path / "cmp")
+    assert path.is_file() and (by["diff"] == 0).all()
+    assert "<script" not in path.read_text().lower()
+
+
+def test_cli_run_report_compare(pipe_dir, clip_name, tmp_path, capsys):
+    spec_file = tmp_path / "spec.toml"
+    d = spec_dict(pipe_dir, clip_name)
+    d["audit"]["images_per_prompt"] = 2
+    d["controls"]["images_per_prompt"] = 1
+    spec_file.write_text(to_toml(d))
+    out = tmp_path / "run"
+    assert main(["audit", "run", str(spec_file), "--out", str(out), "--no-progress"]) == 0
+    assert f"report: {out / 'report' / 'index.html'}" in capsys.readouterr().out
+    assert main(["audit", "report", str(out), "--no-progress"]) == 0
+    assert main(["audit", "compare", str(out), str(out), "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert "mean_imbalance" in printed and "comparison:" in printed
+    # a different spec into the same folder is refused with a clear message, exit code 2
+    d["audit"]["seed"] = 8
+    spec_file.write_text(to_toml(d))
+    assert main(["audit", "run", str(spec_file), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "diffkit audit: error:" in err and "never mixes runs" in err
+    # a spec error names the file, the key and the fix
+    d["prompts"]["templates"] = ["a {job}"]
+    spec_file.write_text(to_toml(d))
+    assert main(["audit", "run", str(spec_file), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "spec.toml: prompts.templates[0]: unknown placeholder {job}" in err and "fix:" in err
+
+
+def test_corrupt_png_found_at_scoring_is_marked_and_regenerated(evil_run, pipe, tmp_path):
+    import shutil
+    import sqlite3
+
+    run = tmp_path / "run"
+    shutil.copytree(evil_run.run_dir, run)
+    (run / "images" / "0001" / "0000.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="1 PNG.*marked corrupt.*Rerun"):
+        partial = report_audit(run, progress=False)
+    assert len(partial.images) == 13
+    con = sqlite3.connect(run / "ledger.sqlite")
+    assert con.execute("SELECT status FROM images WHERE prompt_id = 1 AND image_index = 0").fetchone() == ("corrupt",)
+    con.close()
+    whole = run_audit(evil_run.spec, out=run, pipe=pipe, progress=False)
+    assert len(whole.images) == 14
+    pd.testing.assert_frame_equal(whole.by_occupation, evil_run.by_occupation)
+
+
+def test_cli_wiring_and_defaults():
+    from pathlib import Path
+
+    from diffkit.audit import default_out, load_spec
+    from diffkit.cli import build_parser
+
+    args = build_parser().parse_args(["audit", "run"])
+    assert args.spec == "tiny_default" and args.out is None and args.model is None
+    args = build_parser().parse_args(["audit", "compare", "a", "b"])
+    assert (args.run_a, args.run_b) == ("a", "b")
+    spec = load_spec("tiny_default")
+    assert default_out(spec) == Path("out/audit/tiny_default")
+    assert default_out(spec, "stabilityai/sd-turbo") == Path("out/audit/tiny_default--stabilityai-sd-turbo")
