@@ -50,6 +50,7 @@ from .score import (
     score_images,
 )
 from .spec import AuditSpec, SpecError, bundled_specs, load_spec, parse_spec
+from .truth import oracle_check
 
 __all__ = [
     "AuditMetrics",
@@ -79,6 +80,7 @@ __all__ = [
     "load_run_spec",
     "load_spec",
     "newcombe_interval",
+    "oracle_check",
     "overall_table",
     "parse_spec",
     "pearson",

@@ -28,39 +28,24 @@ def _tiny_or_skip():
         tiny.load_clip()
     except Exception as e:
         pytest.skip(f"the diffkit-tiny CLIP judge does not load: {e}")
-    from diffkit.tiny import oracle
-
-    return tiny, oracle
+    return tiny
 
 
 @pytest.mark.slow
 def test_tiny_default_agrees_with_the_pixel_oracle(tmp_path):
     import time
 
-    from PIL import Image
+    from diffkit.audit import oracle_check, run_audit
 
-    from diffkit.audit import run_audit
-    from diffkit.audit.metrics import group_table
-
-    _, oracle = _tiny_or_skip()
+    _tiny_or_skip()
     t0 = time.perf_counter()
     result = run_audit("tiny_default", out=tmp_path / "run", progress=False)
     elapsed = time.perf_counter() - t0
-    images = result.images.copy()
-    readings = [oracle.read(Image.open(result.run_dir / p)) for p in images["path"]]
-    truth = images.assign(label=["female" if r.gender == "woman" else "male" if r.gender == "man" else "no_person"
-                                 for r in readings])
+    check = oracle_check(result).set_index("occupation")
     audit = result.by_occupation.set_index("occupation")
-    oracle_share = group_table(images=truth, by="occupation").set_index("occupation")["p_female"]
-    inside = (audit["ci_low"] <= oracle_share) & (oracle_share <= audit["ci_high"])
     # the audit's own 95% intervals hold the oracle's share of the same images (one miss allowed in 10)
-    assert inside.sum() >= len(inside) - 1, pd_table(audit, oracle_share)
+    assert check["inside"].sum() >= len(check) - 1, "\n" + check.to_string()
     # the world's known skew shows: nurse and housekeeper lean female, pilot and electrician male
     assert audit.loc["nurse", "p_female"] > 0.5 > audit.loc["electrician", "p_female"]
     assert result.overall.set_index("metric").loc["pearson_r", "value"] > 0.5
     assert elapsed < 600, f"the embedded default took {elapsed:.0f} s (target: 300 s on a 2-core CPU)"
-
-
-def pd_table(audit, oracle_share) -> str:
-    t = audit[["n", "p_female", "ci_low", "ci_high"]].assign(oracle=oracle_share)
-    return "\n" + t.to_string()
