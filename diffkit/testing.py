@@ -52,6 +52,17 @@ def _vae() -> Any:
     )
 
 
+_UNET_COMMON = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+)
+
+
 def tiny_random_pipeline(
     kind: Literal["sd", "sdxl"] = "sd",
     *,
@@ -77,17 +88,7 @@ def tiny_random_pipeline(
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
     if kind == "sd":
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            block_out_channels=(32, 64),
-            layers_per_block=2,
-            sample_size=32,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            norm_num_groups=32,
-        )
+        unet = UNet2DConditionModel(**_UNET_COMMON, cross_attention_dim=32, norm_num_groups=32)
         scheduler = DDIMScheduler(
             beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
             clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
@@ -103,13 +104,7 @@ def tiny_random_pipeline(
     if kind == "sdxl":
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64),
-            layers_per_block=2,
-            sample_size=32,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            **_UNET_COMMON,
             attention_head_dim=(2, 4),
             use_linear_projection=True,
             addition_embed_type="text_time",

@@ -190,10 +190,7 @@ class TwoPixelExplorer(Explorer):
         ax.plot(127.5 + 255 * np.cos(g), 127.5 + 255 * np.sin(g), "k--", lw=0.8, label="N(0, I), 2σ")
         ax.scatter(pts[:, 0], pts[:, 1], s=5, alpha=0.6, label=f"{len(pts)} chains at t={t}")
         ax.plot(*self.pixels, "k*", ms=12)
-        ax.set_xlim(-300, 560)
-        ax.set_ylim(-300, 560)
-        ax.set_aspect("equal")
-        ax.legend(loc="upper left", fontsize=7)
+        _finish_plane(ax)
         ab = self.schedule.alphas_cumprod[t]
         ax.set_title(f"ᾱ_t = {ab:.4f}: centre {ab**0.5:.3f}·x₀, width {(1 - ab) ** 0.5:.3f}", fontsize=8)
         self.chain_plot.value = figure_png(fig)
@@ -218,11 +215,16 @@ class TwoPixelExplorer(Explorer):
         d = np.asarray(self.data)
         ax.plot(d[:, 0], d[:, 1], "*", ms=16, mfc="none", mec="k", label="training images", zorder=1)
         ax.scatter(pts[:, 0], pts[:, 1], s=5, alpha=0.6, color="tab:purple", zorder=2)
-        ax.set_xlim(-300, 560)
-        ax.set_ylim(-300, 560)
-        ax.set_aspect("equal")
-        ax.legend(loc="upper left", fontsize=7)
+        _finish_plane(ax)
         # row k holds x_t for t = T − 1 − k; the last row is the clean x_0 the chain ends on
         t_label = "x₀, the end" if k == T else f"x_t, t = {T - 1 - k}" + (" (pure noise)" if k == 0 else "")
         ax.set_title(f"reverse step {k}/{T} ({t_label}) with the exact optimal denoiser", fontsize=8)
         self.rev_plot.value = figure_png(fig)
+
+
+def _finish_plane(ax) -> None:
+    """The view of the plane shared by the chain plots: wide enough for N(0, I) in pixel units."""
+    ax.set_xlim(-300, 560)
+    ax.set_ylim(-300, 560)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", fontsize=7)
