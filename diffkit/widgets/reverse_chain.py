@@ -67,13 +67,17 @@ class ReverseChainExplorer(Explorer):
         capture_attention: bool = True,
         run: bool = False,
     ) -> None:
+        load_error = None
         if pipe is None:
             from ..pipeline import load_pipeline
 
-            pipe = load_pipeline("tiny")
+            try:
+                pipe = load_pipeline("tiny")
+            except (OSError, ValueError) as e:  # shown in the widget, with the fix
+                load_error = e
         self.pipe = pipe
         factor = int(getattr(pipe, "vae_scale_factor", 8))
-        default_size = int(pipe.unet.config.sample_size) * factor
+        default_size = int(pipe.unet.config.sample_size) * factor if pipe is not None else 64
         sizes = sorted({default_size, *(s for s in (32, 64, 128, 256, 512, 768, 1024) if s % factor == 0)})
         self.prompt = W.Textarea(value=prompt, description="prompt", rows=2, layout=W.Layout(width="460px"))
         self.negative = W.Text(value=negative_prompt, description="negative", layout=W.Layout(width="460px"))
@@ -81,7 +85,8 @@ class ReverseChainExplorer(Explorer):
         self.steps = W.IntSlider(value=steps, min=1, max=100, description="steps")
         self.guidance = W.FloatSlider(value=guidance_scale, min=0.0, max=15.0, step=0.5, description="guidance")
         self.scheduler = W.Dropdown(
-            options=list(SCHEDULERS), value=scheduler or _short_name(pipe.scheduler), description="scheduler"
+            options=list(SCHEDULERS), value=scheduler or (_short_name(pipe.scheduler) if pipe is not None else "ddim"),
+            description="scheduler",
         )
         self.size = W.Dropdown(options=sizes, value=size or default_size, description="size")
         self.capture = W.Checkbox(value=capture_attention, description="capture attention")
@@ -132,7 +137,11 @@ class ReverseChainExplorer(Explorer):
         self.step.observe(self._on_step, names="value")
         self.exact.observe(self._on_step, names="value")
         self.token.observe(self._on_step, names="value")
-        if run:
+        if load_error is not None:
+            self.run_button.disabled = self.next_button.disabled = True
+            self.error.show(ValueError(f"no pipeline to run: {load_error}. Or pass one: "
+                                       "ReverseChainExplorer(load_pipeline('a hub id or folder'))"))
+        elif run:
             self.run()
 
     # -- running ---------------------------------------------------------------------------

@@ -123,3 +123,16 @@ def test_twenty_runs_keep_memory_flat(pipe):
     assert len(_instances) == n0
     growth = sizes[-1] - sizes[4]  # after warm-up, runs 5 → 20
     assert growth < 1 * 2**20, f"memory grew {growth / 2**20:.2f} MiB over 15 runs: {np.diff(sizes)}"
+
+
+def test_a_missing_model_shows_in_the_widget(monkeypatch):
+    import diffkit.pipeline as P
+
+    def missing(*a, **k):
+        raise P.PipelineNotAvailableError("could not load 'tiny': weights missing; rebuild with python -m diffkit.tiny.train")
+
+    monkeypatch.setattr(P, "load_pipeline", missing)
+    e = ReverseChainExplorer()
+    assert "no pipeline to run" in e.error.value and "diffkit.tiny.train" in e.error.value
+    assert e.run_button.disabled
+    e.close()
