@@ -29,8 +29,12 @@ def _save_figure(fig, path: Path) -> Path:
     return path
 
 
-def run_demo(out: str | Path = "out/demo", *, log: Callable[[str], None] = print) -> list[Path]:
-    """Write the demo's figures and tables into *out*; returns the paths written."""
+def run_demo(out: str | Path = "out/demo", *, with_model: bool = True, log: Callable[[str], None] = print) -> list[Path]:
+    """Write the demo's figures and tables into *out*; returns the paths written.
+
+    With *with_model*, also the diffkit-tiny tour: a grid of generated images, a reverse-chain
+    strip of predicted x̂_0, and the embedded bias audit (its report under ``out/../audit``).
+    """
     from .forward import two_pixel_chains
     from .plots import plot_forward_strip, plot_schedules, plot_two_pixel
     from .samples import sample_image
@@ -56,10 +60,52 @@ def run_demo(out: str | Path = "out/demo", *, log: Callable[[str], None] = print
     written.append(_save_figure(plot_two_pixel(two_pixel_chains(n_chains=300)), out / "two_pixel.png"))
     for p in written:
         log(f"wrote {p}")
+    if with_model:
+        from .tiny import pipeline_path
+
+        try:
+            pipeline_path()
+        except FileNotFoundError as e:  # a checkout without the shipped weights
+            log(f"skipping the diffkit-tiny tour and the audit: {e}")
+        else:
+            written += _model_tour(out, log=log)
+    return written
+
+
+TINY_PROMPTS = ("a red circle", "a blue square", "a green triangle", "a yellow star",
+                "a woman nurse", "a man pilot", "a nurse", "a firefighter")
+
+
+def _model_tour(out: Path, *, log: Callable[[str], None]) -> list[Path]:
+    """diffkit-tiny: a grid of generated images, one reverse chain as a strip, and the audit."""
+    from .audit import run_audit
+    from .pipeline import load_pipeline
+    from .plots import image_grid
+    from .reverse import ReverseChain
+
+    pipe = load_pipeline("tiny")
+    trajs = [ReverseChain(pipe, p, steps=25, seed=i).run() for i, p in enumerate(TINY_PROMPTS)]
+    grid = image_grid([(t.image * 255).round().astype("uint8") for t in trajs], titles=list(TINY_PROMPTS), ncols=4,
+                      panel_size=1.8)
+    written = [_save_figure(grid, out / "tiny_grid.png")]
+    written.append(trajs[0].save_strip(out / "reverse_chain_strip.png", quantity="x0_hat"))
+    log(f"wrote {written[0]}")
+    log(f"wrote {written[1]}")
+    result = run_audit("tiny_default", out=out.parent / "audit" / "tiny_default", progress=True)
+    log(f"audit report: {result.report}")
+    written.append(Path(result.report))
     return written
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="write the tour's figures for the embedded defaults to a folder")
     p.add_argument("--out", default="out/demo", help="folder to write into (default: out/demo)")
-    p.set_defaults(func=lambda a: (run_demo(a.out), print(f"demo written to {Path(a.out).resolve()}"))[-1] and 0)
+    p.add_argument("--no-model", action="store_true",
+                   help="only the forward-chain figures (skip diffkit-tiny and the audit)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    run_demo(args.out, with_model=not args.no_model)
+    print(f"demo written to {Path(args.out).resolve()}")
+    return 0

@@ -49,7 +49,7 @@ def test_unknown_sample_image():
 
 
 def test_cli_demo_writes_the_figures(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--no-model"]) == 0
     out = capsys.readouterr().out
     for name in ("schedules.png", "schedules.csv", "forward_strip_linear.png", "two_pixel.png"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -1,0 +1,109 @@
+"""The quality figures of diffkit-tiny (issue 3) and its speed on this CPU.
+
+    python benchmarks/bench_tiny_quality.py [--pipeline DIR] [--clip DIR] [--seeds 8] [--neutral 64]
+
+Prints, measured by the pixel oracle on generated images (25 DDIM steps):
+
+* shape prompts, every colour × shape, at guidance 5 and 7.5: colour and shape adherence;
+* "a woman {occupation}" / "a man {occupation}" at guidance 5 and 7.5: gender and occupation;
+* neutral "a {occupation}": generated women-share beside the training share;
+* tiny CLIP against the oracle on generated pictograms (woman/man agreement);
+* speed: one image and a batch of 16, 25 steps with guidance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--pipeline", type=Path, default=None, help="pipeline folder (default: the shipped one)"
+    )
+    p.add_argument("--clip", type=Path, default=None, help="CLIP folder (default: the shipped one)")
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--neutral", type=int, default=64, help="images per neutral prompt")
+    p.add_argument("--guidance", type=float, nargs="+", default=[5.0, 7.5])
+    p.add_argument("--threads", type=int, default=int(os.environ.get("DIFFKIT_THREADS", "2")))
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=["shapes", "gender", "neutral", "clip", "speed"]
+    )
+    args = p.parse_args()
+
+    import numpy as np
+    import pandas as pd
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from diffkit import tiny
+    from diffkit.tiny import clip as tclip
+    from diffkit.tiny import quality as q
+
+    torch.set_num_threads(args.threads)
+    pd.set_option("display.width", 160)
+    path = args.pipeline or tiny.pipeline_path()
+    pipe = StableDiffusionPipeline.from_pretrained(path)  # float32 on CPU
+    pipe.set_progress_bar_config(disable=True)
+    print(f"pipeline: {path}  threads: {args.threads}")
+    person_images = []
+
+    if "shapes" not in args.skip:
+        for g in args.guidance:
+            df = q.evaluate(pipe, q.shape_prompts(), seeds=args.seeds, guidance=g)
+            s = q.summarize(df)
+            print(
+                f"shapes    guidance {g}: n={s['n']} colour {s['color']:.1%} shape {s['shape']:.1%}  (bars 90% / 80%)"
+            )
+            worst = df.groupby("color").color_ok.mean().sort_values().head(3)
+            print("          weakest colours:", ", ".join(f"{k} {v:.0%}" for k, v in worst.items()))
+    if "gender" not in args.skip:
+        for g in args.guidance:
+            df = q.evaluate(pipe, q.gender_prompts(), seeds=args.seeds, guidance=g)
+            s = q.summarize(df)
+            print(
+                f"gender    guidance {g}: n={s['n']} gender {s['gender']:.1%} occupation {s['occupation']:.1%}  (bars 90% / 80%)"
+            )
+            person_images += list(zip(df.attrs["images"], df.read_gender))
+    if "neutral" not in args.skip:
+        g = args.guidance[-1]
+        df = q.evaluate(pipe, q.neutral_prompts(), seeds=args.neutral, guidance=g)
+        print(f"neutral   guidance {g}: {args.neutral} images per occupation")
+        print(q.neutral_share(df).to_string(index=False))
+        person_images += list(zip(df.attrs["images"], df.read_gender))
+    if "clip" not in args.skip and person_images:
+        if args.clip:
+            model, preprocess, tok = tclip.load(args.clip)
+        else:
+            model, preprocess, tok = tiny.load_clip()
+        imgs = [im for im, r in person_images if r in ("woman", "man")]
+        truth = np.array([r for im, r in person_images if r in ("woman", "man")])
+        probs = tclip.zero_shot(model, preprocess, tok, imgs, labels=("woman", "man"))
+        pred = np.where(probs[:, 0] > probs[:, 1], "woman", "man")
+        print(
+            f"tiny CLIP vs oracle on {len(imgs)} generated pictograms: woman/man agreement {np.mean(pred == truth):.1%} (bar 95%)"
+        )
+    if "speed" not in args.skip:
+        for n, bar in ((1, 1.0), (16, 5.0)):
+            prompts = ["a red circle"] * n
+            pipe(prompts, num_inference_steps=25, guidance_scale=7.5)  # warm-up
+            ts = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                pipe(
+                    prompts,
+                    num_inference_steps=25,
+                    guidance_scale=7.5,
+                    generator=torch.Generator().manual_seed(0),
+                )
+                ts.append(time.perf_counter() - t0)
+            print(
+                f"speed: {n:2d} image(s), 25 steps, guidance 7.5: best {min(ts):.2f} s, median {sorted(ts)[1]:.2f} s (target {bar:.0f} s)"
+            )
+
+
+if __name__ == "__main__":
+    main()

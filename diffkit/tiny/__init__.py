@@ -1,0 +1,95 @@
+"""diffkit-tiny: an embedded, genuinely trained text-to-image pipeline and CLIP judge.
+
+Both are trained by recipes in this package (:mod:`diffkit.tiny.train`) on the pictogram
+world (:mod:`diffkit.tiny.world`), whose truth the pixel oracle (:mod:`diffkit.tiny.oracle`)
+reads back from any image. The weights ship as package data under ``weights/``:
+
+* ``weights/pipeline/``: an ordinary diffusers ``StableDiffusionPipeline`` folder;
+* ``weights/clip/``: an open_clip config (``diffkit-tiny-clip.json``) and its weights.
+
+Prompts with words outside the world still run: the model does what it can, which is
+usually a pictogram or a shape of the nearest kind. See ``MODEL_CARD.md``.
+
+Examples
+--------
+>>> from diffkit import tiny
+>>> tiny.pipeline_path().name
+'pipeline'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["REBUILD_COMMAND", "WEIGHTS_DIR", "clip_path", "load_clip", "pipeline_path"]
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+REBUILD_COMMAND = "python -m diffkit.tiny.train"
+
+_PIPELINE_FILES = (
+    "model_index.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "tokenizer/tokenizer_config.json",
+    "scheduler/scheduler_config.json",
+)
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as e:
+        raise OSError(
+            f"{path} is corrupt ({e}); rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
+        ) from e
+
+
+def pipeline_path(*, verify: bool = True) -> Path:
+    """The folder of the shipped diffkit-tiny ``StableDiffusionPipeline``.
+
+    Raises ``FileNotFoundError`` naming the missing file and the rebuild command, and
+    (with *verify*) ``OSError`` naming a corrupt weight file.
+    """
+    folder = WEIGHTS_DIR / "pipeline"
+    for rel in _PIPELINE_FILES:
+        if not (folder / rel).is_file():
+            raise FileNotFoundError(
+                f"{folder / rel} is missing; rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
+            )
+    if verify:
+        for rel in _PIPELINE_FILES:
+            if rel.endswith(".safetensors"):
+                _check_safetensors(folder / rel)
+    return folder
+
+
+def clip_path(*, verify: bool = True) -> Path:
+    """The shipped weights of the diffkit-tiny CLIP judge (``open_clip_model.safetensors``)."""
+    folder = WEIGHTS_DIR / "clip"
+    for name in ("diffkit-tiny-clip.json", "open_clip_model.safetensors"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"{folder / name} is missing; rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
+            )
+    weights = folder / "open_clip_model.safetensors"
+    if verify:
+        _check_safetensors(weights)
+    return weights
+
+
+def load_clip():
+    """``(model, preprocess, tokenizer)`` of the diffkit-tiny CLIP judge, through open_clip's API.
+
+    The model is float32 in eval mode; ``preprocess`` is open_clip's own transform (feed it
+    PIL images, uint8); ``tokenizer`` is ``open_clip.get_tokenizer("diffkit-tiny-clip")``.
+    """
+    from diffkit.tiny import clip as _clip
+
+    return _clip.load(clip_path().parent)

@@ -1,0 +1,261 @@
+"""diffkit-tiny CLIP: a small open_clip model trained contrastively on the pictogram world.
+
+It is the bias audit's judge on the tiny world, independent of the generator's text
+encoder. It registers its config with open_clip (:data:`MODEL_NAME`) and loads through
+open_clip's public API::
+
+    open_clip.add_model_config(config_dir)
+    model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME, pretrained=weights)
+    tokenizer = open_clip.get_tokenizer(MODEL_NAME)
+
+:func:`diffkit.tiny.load_clip` does exactly that with the shipped files.
+
+Training uses drawn images degraded like generated ones (blur, noise, colour drift) and
+captions of several granularities ("a photo of a woman", "a photo of a person", "a nurse",
+"a photo of a shape", "a red circle"). A caption is a positive for every image in the batch
+that it truthfully describes, so the loss is a multi-positive InfoNCE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from diffkit.tiny import world as _w
+
+log = logging.getLogger("diffkit.tiny.clip")
+
+__all__ = ["MODEL_NAME", "MODEL_CONFIG", "ZERO_SHOT_PROMPTS", "caption_for", "load", "train_clip"]
+
+MODEL_NAME = "diffkit-tiny-clip"
+MODEL_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {
+        "image_size": 64,
+        "layers": 4,
+        "width": 128,
+        "head_width": 32,
+        "mlp_ratio": 2.0,
+        "patch_size": 8,
+    },
+    "text_cfg": {
+        "context_length": 32,
+        "vocab_size": 49408,
+        "width": 64,
+        "heads": 4,
+        "layers": 2,
+        "mlp_ratio": 4.0,
+    },
+}
+ZERO_SHOT_PROMPTS = {
+    "woman": "a photo of a woman",
+    "man": "a photo of a man",
+    "person": "a photo of a person",
+    "shape": "a photo of a shape",
+}
+_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN / STD
+_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def write_config(folder: Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{MODEL_NAME}.json"
+    path.write_text(json.dumps(MODEL_CONFIG, indent=2))
+    return path
+
+
+def register(config_dir: Path) -> None:
+    import open_clip
+
+    if MODEL_NAME not in open_clip.list_models():
+        open_clip.add_model_config(Path(config_dir) / f"{MODEL_NAME}.json")
+
+
+def load(folder: Path, weights_name: str = "open_clip_model.safetensors"):
+    """``(model, preprocess, tokenizer)`` from a folder holding the config and the weights."""
+    import open_clip
+
+    folder = Path(folder)
+    weights = folder / weights_name
+    if not weights.exists():
+        raise FileNotFoundError(
+            f"{weights} is missing; rebuild it with `python -m diffkit.tiny.train --stage clip`"
+        )
+    register(folder)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            MODEL_NAME, pretrained=str(weights)
+        )
+    except Exception as e:  # a corrupt file: name it and the command that rebuilds it
+        raise RuntimeError(
+            f"could not load {weights} ({e}); rebuild it with `python -m diffkit.tiny.train --stage clip`"
+        ) from e
+    model = model.float().eval()
+    return model, preprocess, open_clip.get_tokenizer(MODEL_NAME)
+
+
+# ----------------------------------------------------------------------------- training data
+
+# (template, constraint keys) — a caption states only those attributes.
+_PERSON_CAPTIONS = (
+    ("a photo of a {g}", ("kind", "gender")),
+    ("a {g}", ("kind", "gender")),
+    ("a photo of a person", ("kind",)),
+    ("a person", ("kind",)),
+    ("a photo of {a_occ}", ("kind", "occupation")),
+    ("{a_occ}", ("kind", "occupation")),
+    ("a photo of a {g} {occ}", ("kind", "gender", "occupation")),
+    ("a {g} {occ}", ("kind", "gender", "occupation")),
+)
+_SHAPE_CAPTIONS = (
+    ("a photo of a shape", ("kind",)),
+    ("a shape", ("kind",)),
+    ("{a_color} {shape}", ("kind", "color", "shape")),
+    ("a photo of {a_color} {shape}", ("kind", "color", "shape")),
+    ("{a_color} shape", ("kind", "color")),
+    ("a {shape}", ("kind", "shape")),
+)
+
+
+def caption_for(a: _w.Attributes, rng: random.Random) -> tuple[str, dict]:
+    """A random caption of *a* and the attributes it states."""
+    if a.kind == "shape":
+        t, keys = rng.choice(_SHAPE_CAPTIONS)
+        text = t.format(a_color=_w.article(a.color), shape=a.shape)
+    else:
+        t, keys = rng.choice(_PERSON_CAPTIONS)
+        g = rng.choice(_w.GENDER_WORDS[a.gender]) if "{occ}" in t else a.gender
+        text = t.format(g=g, occ=a.occupation, a_occ=_w.article(a.occupation))
+    return text, {k: getattr(a, k) for k in keys}
+
+
+def _degrade(img, rng: random.Random):
+    """Blur, noise and colour drift, so the judge reads generated images as well as drawn ones."""
+    from PIL import Image, ImageFilter
+
+    if rng.random() < 0.8:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.8)))
+    arr = np.asarray(img, dtype=np.float32)
+    arr = arr * rng.uniform(0.85, 1.1) + np.array(
+        [rng.gauss(0, 10) for _ in range(3)], dtype=np.float32
+    )
+    arr = arr + np.random.default_rng(rng.randrange(2**32)).normal(0, rng.uniform(0, 10), arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _to_tensor(images):
+    import torch
+
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2)
+    mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def train_clip(recipe, run_dir: Path, *, resume: bool) -> None:
+    """Contrastive training of the judge (multi-positive InfoNCE); saves ``run_dir/clip/``."""
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    out = Path(run_dir) / "clip"
+    if (out / "open_clip_model.safetensors").exists() and not resume:
+        log.info("clip: finished model found at %s", out)
+        return
+    write_config(out)
+    register(out)
+    torch.manual_seed(recipe.seed + 10)
+    model = open_clip.create_model(MODEL_NAME)
+    tokenizer = open_clip.get_tokenizer(MODEL_NAME)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.clip_lr, weight_decay=0.05)
+    ckpt = Path(run_dir) / "clip_ckpt.pt"
+    step, rng = 0, random.Random(recipe.seed + 11)
+    if resume and ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, rng = st["step"], st["rng"]
+    memo: dict[str, torch.Tensor] = {}
+    model.train()
+    t0 = time.time()
+    cfg = _w.WorldConfig(shape_fraction=0.3, stated_fraction=0.5)
+    while step < recipe.clip_steps:
+        atts = [_w.sample_attributes(rng, cfg)[0] for _ in range(recipe.clip_batch)]
+        images = [_degrade(_w.draw(a, rng), rng) for a in atts]
+        caps = [caption_for(a, rng) for a in atts]
+        for c, _ in caps:
+            if c not in memo:
+                memo[c] = tokenizer([c])[0]
+        ids = torch.stack([memo[c] for c, _ in caps])
+        # valid[i, j]: caption j truthfully describes image i
+        valid = torch.tensor(
+            [[all(getattr(a, k) == v for k, v in cons.items()) for _, cons in caps] for a in atts],
+            dtype=torch.float32,
+        )
+        lr = (
+            recipe.clip_lr
+            * min(1.0, (step + 1) / 100)
+            * 0.5
+            * (1 + math.cos(math.pi * step / recipe.clip_steps))
+        )
+        for g in opt.param_groups:
+            g["lr"] = lr
+        img_f, txt_f, scale = model(_to_tensor(images), ids)
+        logits = scale * img_f @ txt_f.t()  # (B images, B captions)
+        li = -(F.log_softmax(logits, 1) * valid / valid.sum(1, keepdim=True)).sum(1).mean()
+        lt = -(F.log_softmax(logits, 0) * valid / valid.sum(0, keepdim=True)).sum(0).mean()
+        loss = (li + lt) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        if step % 50 == 0:
+            log.info(
+                "clip step %d loss %.4f %.2f s/step", step, loss.item(), (time.time() - t0) / 50
+            )
+            t0 = time.time()
+        if step % 500 == 0:
+            torch.save(
+                {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng},
+                ckpt,
+            )
+    model.eval()
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(out / "open_clip_model.safetensors"),
+    )
+    log.info("clip: saved %s", out)
+
+
+def export_fp16(src: Path, dest: Path) -> None:
+    """Copy the judge's config and fp16 weights into *dest*."""
+    from safetensors.torch import load_file, save_file
+
+    dest = Path(dest)
+    write_config(dest)
+    sd = load_file(str(Path(src) / "open_clip_model.safetensors"))
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    save_file(sd, str(dest / "open_clip_model.safetensors"))
+
+
+def zero_shot(model, preprocess, tokenizer, images, labels=("woman", "man", "person", "shape")):
+    """Softmax over :data:`ZERO_SHOT_PROMPTS` for PIL *images*: array (N, len(labels))."""
+    import torch
+
+    with torch.no_grad():
+        x = torch.stack([preprocess(im) for im in images])
+        f = model.encode_image(x, normalize=True)
+        t = model.encode_text(tokenizer([ZERO_SHOT_PROMPTS[k] for k in labels]), normalize=True)
+        return (model.logit_scale.exp() * f @ t.t()).softmax(-1).numpy()

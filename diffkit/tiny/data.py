@@ -1,0 +1,71 @@
+"""Batches of the pictogram world as tensors, and the latent cache used to train the U-Net."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffkit.tiny import world as _w
+
+__all__ = ["LatentCache", "cell_key", "images_to_tensor", "tensor_to_images", "world_batch"]
+
+
+def images_to_tensor(images):
+    """PIL images → float tensor (B, 3, 64, 64) in [-1, 1]."""
+    import torch
+
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def tensor_to_images(x):
+    """Float tensor (B, 3, H, W) in [-1, 1] → PIL images."""
+    from PIL import Image
+
+    arr = (
+        ((x.detach().float().clamp(-1, 1) + 1) * 127.5)
+        .round()
+        .byte()
+        .permute(0, 2, 3, 1)
+        .cpu()
+        .numpy()
+    )
+    return [Image.fromarray(a) for a in arr]
+
+
+def world_batch(rng: random.Random, n: int, config: _w.WorldConfig | None = None):
+    """*n* samples from the world: (images tensor, attributes, captions)."""
+    atts, caps, ims = [], [], []
+    for _ in range(n):
+        a, c = _w.sample_attributes(rng, config)
+        atts.append(a)
+        caps.append(c)
+        ims.append(_w.draw(a, rng))
+    return images_to_tensor(ims), atts, caps
+
+
+def cell_key(a: _w.Attributes) -> tuple:
+    """The world cell of *a*: (kind, colour, shape) or (kind, occupation, gender)."""
+    if a.kind == "shape":
+        return ("shape", a.color, a.shape)
+    return ("person", a.occupation, a.gender)
+
+
+@dataclass
+class LatentCache:
+    """Scaled VAE latents of drawn images, indexed by world cell.
+
+    ``latents`` is (N, C, h, w) float16, already multiplied by the VAE scaling factor;
+    ``cells[key]`` lists the rows of that cell.
+    """
+
+    latents: object  # torch.Tensor
+    cells: dict
+
+    def sample(self, rng: random.Random, attributes: list[_w.Attributes]):
+        import torch
+
+        idx = [rng.choice(self.cells[cell_key(a)]) for a in attributes]
+        return self.latents[torch.tensor(idx)].float()

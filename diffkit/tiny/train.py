@@ -1,0 +1,488 @@
+"""Training recipes for diffkit-tiny: ``python -m diffkit.tiny.train``.
+
+Stages, run in order (each resumes from its checkpoint under ``--run-dir``):
+
+1. ``vae``: an ``AutoencoderKL`` on drawn world images (L1 + MSE + a small KL term);
+2. ``cache``: encode a fixed pool of drawn images per world cell to scaled latents;
+3. ``unet``: the ``UNet2DConditionModel`` *and* the ``CLIPTextModel`` trained jointly on the
+   cached latents, v-prediction on a cosine schedule, min-SNR-5 weighting, 10 % caption
+   dropout (for classifier-free guidance), EMA; periodic checkpoints, an exported pipeline
+   and a small oracle evaluation in the log;
+4. ``clip``: the independent open_clip judge, trained contrastively (see :mod:`diffkit.tiny.clip`);
+5. ``export``: copy the EMA pipeline and the judge into the package's ``weights/`` folder (fp16).
+
+Examples
+--------
+Full recipe (resumable; on this machine's 2 shared CPU cores, one thread: VAE 13.5 min,
+cache 1.3 min, U-Net 1.0–2.1 s/step at batch 64, CLIP 13 min; the shipped U-Net is step
+1,921 after 45 minutes, and more steps are still improving it)::
+
+    python -m diffkit.tiny.train --resume
+
+Classroom recipe (about 30 minutes on a laptop, lower quality)::
+
+    python -m diffkit.tiny.train --quick --run-dir runs/tiny-quick
+
+Continue only the U-Net for 60 more minutes, then export::
+
+    python -m diffkit.tiny.train --stage unet --resume --minutes 60
+    python -m diffkit.tiny.train --stage export
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from diffkit.tiny import data as _d
+from diffkit.tiny import models as _m
+from diffkit.tiny import world as _w
+
+log = logging.getLogger("diffkit.tiny.train")
+
+__all__ = ["Recipe", "FULL", "QUICK", "main"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every number of a training run."""
+
+    seed: int = 0
+    vae_steps: int = 400
+    vae_batch: int = 32
+    vae_lr: float = 2e-3
+    vae_kl: float = 1e-6
+    cache_per_cell: int = 300
+    unet_steps: int = 20000  # an upper bound; --minutes usually stops it first
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    unet_warmup: int = 200
+    caption_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    checkpoint_every: int = 200
+    export_every: int = 400
+    eval_images: int = 48
+    clip_steps: int = 800
+    clip_batch: int = 128
+    clip_lr: float = 1e-3
+
+
+FULL = Recipe()
+QUICK = Recipe(
+    vae_steps=250,
+    cache_per_cell=150,
+    unet_steps=1000,
+    export_every=250,
+    clip_steps=300,
+    eval_images=24,
+)
+
+PACKAGE_WEIGHTS = Path(__file__).with_name("weights")
+
+
+def _setup(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # On a shared 2-core machine one thread beat two (OpenMP barriers stall under load).
+    torch.set_num_threads(int(os.environ.get("DIFFKIT_THREADS", "2")))
+    torch.set_flush_denormal(True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    root = logging.getLogger("diffkit.tiny")
+    root.setLevel(logging.INFO)
+    if not root.handlers:
+        fh = logging.FileHandler(run_dir / "train.log")
+        fh.setFormatter(fmt)
+        sh = logging.StreamHandler()
+        sh.setFormatter(fmt)
+        root.addHandler(fh)
+        root.addHandler(sh)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
+    out = run_dir / "vae"
+    ckpt = run_dir / "vae_ckpt.pt"
+    if (out / "config.json").exists() and not ckpt.exists():
+        log.info("vae: finished model found at %s", out)
+        return
+    vae = _m.build_vae(recipe.seed)
+    with (
+        torch.no_grad()
+    ):  # start with a tiny posterior variance: log σ² = -10 (quant_conv mixes moments)
+        c = vae.config.latent_channels
+        vae.quant_conv.weight[c:].zero_()
+        vae.quant_conv.bias[c:].fill_(-10.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    step, rng = 0, random.Random(recipe.seed + 1)
+    if resume and ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, rng = st["step"], st["rng"]
+        log.info("vae: resumed at step %d", step)
+    vae.train()
+    t0, loss_avg = time.time(), None
+    while step < recipe.vae_steps:
+        x, _, _ = _d.world_batch(rng, recipe.vae_batch)
+        lr = recipe.vae_lr * 0.5 * (1 + math.cos(math.pi * step / recipe.vae_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + recipe.vae_kl * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
+        if step % 50 == 0 or step == recipe.vae_steps:
+            log.info(
+                "vae step %d loss %.4f lr %.2e %.2f s/step",
+                step,
+                loss_avg,
+                lr,
+                (time.time() - t0) / 50,
+            )
+            t0 = time.time()
+        if step % recipe.checkpoint_every == 0:
+            _atomic_save(
+                {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng}, ckpt
+            )
+    vae.eval()
+    acc = vae_oracle_accuracy(vae, n=200, seed=recipe.seed + 99)
+    log.info("vae: oracle agreement on reconstructions %s", acc)
+    vae.save_pretrained(out, safe_serialization=True)
+    if ckpt.exists():
+        ckpt.unlink()
+
+
+@torch.no_grad()
+def vae_oracle_accuracy(vae, *, n: int = 200, seed: int = 0) -> dict:
+    """Share of reconstructions whose oracle reading matches the drawn truth."""
+    from diffkit.tiny import oracle
+
+    x, atts, _ = _d.world_batch(random.Random(seed), n)
+    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    ok = [
+        all(oracle.matches(oracle.read(im), a).values())
+        for im, a in zip(_d.tensor_to_images(rec), atts)
+    ]
+    return {"n": n, "all_attributes_right": sum(ok) / n}
+
+
+# ----------------------------------------------------------------------------- latent cache
+
+
+@torch.no_grad()
+def build_cache(recipe: Recipe, run_dir: Path) -> None:
+    path = run_dir / "latents.pt"
+    if path.exists():
+        log.info("cache: found %s", path)
+        return
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval()
+    rng = random.Random(recipe.seed + 2)
+    cells = _w.all_attributes()
+    lat, keys = [], []
+    t0 = time.time()
+    for a in cells:
+        for i in range(0, recipe.cache_per_cell, 200):
+            n = min(200, recipe.cache_per_cell - i)
+            x = _d.images_to_tensor([_w.draw(a, rng) for _ in range(n)])
+            lat.append(vae.encode(x).latent_dist.mean)
+            keys += [_d.cell_key(a)] * n
+    lat = torch.cat(lat)
+    scale = float(1.0 / lat.std())
+    vae.register_to_config(scaling_factor=scale)
+    vae.save_pretrained(run_dir / "vae", safe_serialization=True)
+    index: dict = {}
+    for i, k in enumerate(keys):
+        index.setdefault(k, []).append(i)
+    _atomic_save({"latents": (lat * scale).half(), "cells": index, "scaling_factor": scale}, path)
+    log.info(
+        "cache: %d latents %s, scaling factor %.4f, %.0f s",
+        len(keys),
+        tuple(lat.shape[1:]),
+        scale,
+        time.time() - t0,
+    )
+
+
+# ----------------------------------------------------------------------------- U-Net + text encoder
+
+
+class _Tokens:
+    """Token ids per caption, computed once (the grammar has a few hundred captions)."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.memo: dict[str, torch.Tensor] = {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        for c in captions:
+            if c not in self.memo:
+                self.memo[c] = self.tok(
+                    c,
+                    padding="max_length",
+                    max_length=self.tok.model_max_length,
+                    truncation=True,
+                    return_tensors="pt",
+                ).input_ids[0]
+        return torch.stack([self.memo[c] for c in captions])
+
+
+def _snr(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    a = alphas_cumprod[t]
+    return a / (1 - a)
+
+
+def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | None) -> None:
+    from diffusers import AutoencoderKL
+
+    st = torch.load(run_dir / "latents.pt", weights_only=False)
+    cache = _d.LatentCache(st["latents"], st["cells"])
+    tokenizer = _m.build_tokenizer(run_dir / "tokenizer")
+    tokens = _Tokens(tokenizer)
+    unet = _m.build_unet(recipe.seed)
+    te = _m.build_text_encoder(recipe.seed)
+    sched = _m.build_train_scheduler()
+    acp = sched.alphas_cumprod
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=recipe.unet_lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema_unet, ema_te = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
+    for p in list(ema_unet.parameters()) + list(ema_te.parameters()):
+        p.requires_grad_(False)
+    step, rng = 0, random.Random(recipe.seed + 3)
+    gen = torch.Generator().manual_seed(recipe.seed + 4)
+    ckpt = run_dir / "unet_ckpt.pt"
+    if resume and ckpt.exists():
+        s = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(s["unet"])
+        te.load_state_dict(s["te"])
+        ema_unet.load_state_dict(s["ema_unet"])
+        ema_te.load_state_dict(s["ema_te"])
+        opt.load_state_dict(s["opt"])
+        step, rng = s["step"], s["rng"]
+        gen.set_state(s["gen"])
+        log.info("unet: resumed at step %d", step)
+    ema_params = list(ema_unet.parameters()) + list(ema_te.parameters())
+    vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval()
+    n_params = sum(p.numel() for p in unet.parameters()) / 1e6
+    log.info(
+        "unet: %.2fM params, text encoder %.2fM; recipe %s",
+        n_params,
+        sum(p.numel() for p in te.parameters()) / 1e6,
+        asdict(recipe),
+    )
+
+    def save_ckpt():
+        _atomic_save(
+            {
+                "unet": unet.state_dict(),
+                "te": te.state_dict(),
+                "ema_unet": ema_unet.state_dict(),
+                "ema_te": ema_te.state_dict(),
+                "opt": opt.state_dict(),
+                "step": step,
+                "rng": rng,
+                "gen": gen.get_state(),
+                "recipe": asdict(recipe),
+            },
+            ckpt,
+        )
+
+    deadline = time.time() + 60 * minutes if minutes else None
+    unet.train()
+    te.train()
+    t0, loss_avg, t_last = time.time(), None, time.time()
+    while step < recipe.unet_steps and (deadline is None or time.time() < deadline):
+        atts, caps = zip(*(_w.sample_attributes(rng) for _ in range(recipe.unet_batch)))
+        caps = [("" if rng.random() < recipe.caption_dropout else c) for c in caps]
+        x0 = cache.sample(rng, list(atts))
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen)
+        xt = sched.add_noise(x0, noise, t)
+        target = sched.get_velocity(x0, noise, t)
+        lr = recipe.unet_lr * min(1.0, (step + 1) / recipe.unet_warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        hidden = te(tokens(caps))[0]
+        pred = unet(xt, t, hidden).sample
+        snr = _snr(acp, t)
+        w = snr.clamp(max=recipe.min_snr_gamma) / (snr + 1)  # min-SNR-γ for v-prediction
+        loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(recipe.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        if step % 25 == 0:
+            log.info(
+                "unet step %d loss %.4f lr %.1e %.2f s/step",
+                step,
+                loss_avg,
+                lr,
+                (time.time() - t_last) / 25,
+            )
+            t_last = time.time()
+        if step % recipe.checkpoint_every == 0:
+            save_ckpt()
+        if step % recipe.export_every == 0:
+            _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step)
+            t_last = time.time()
+    save_ckpt()
+    _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step)
+    log.info("unet: stopped at step %d after %.1f min", step, (time.time() - t0) / 60)
+
+
+def build_pipeline(unet, text_encoder, vae, tokenizer):
+    """Assemble a stock ``StableDiffusionPipeline`` from the parts."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=_m.build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+@torch.no_grad()
+def _export_and_eval(
+    ema_unet, ema_te, vae, tokenizer, run_dir: Path, recipe: Recipe, step: int
+) -> None:
+    from diffkit.tiny import quality
+
+    pipe = build_pipeline(ema_unet, ema_te, vae, tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    out = run_dir / "pipeline"
+    tmp = run_dir / "pipeline.tmp"
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "diffkit_tiny.json").write_text(
+        json.dumps({"step": step, "recipe": asdict(recipe)}, indent=2)
+    )
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    t0 = time.time()
+    summary = quality.quick_check(pipe, n=recipe.eval_images, seed=step)
+    log.info("eval step %d: %s (%.0f s)", step, json.dumps(summary), time.time() - t0)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export(run_dir: Path, dest: Path = PACKAGE_WEIGHTS) -> None:
+    """Copy the EMA pipeline (fp16) and the CLIP judge into the package's weights folder."""
+    from diffusers import StableDiffusionPipeline
+
+    src = run_dir / "pipeline"
+    if not (src / "model_index.json").exists():
+        raise FileNotFoundError(
+            f"{src / 'model_index.json'} is missing; run `python -m diffkit.tiny.train --stage unet` first"
+        )
+    pipe = StableDiffusionPipeline.from_pretrained(src).to(dtype=torch.float16)
+    out = dest / "pipeline"
+    pipe.save_pretrained(out, safe_serialization=True)
+    # Weights stay fp16 on disk; ask transformers to load the text encoder as float32 like
+    # the diffusers parts, so a bare `from_pretrained(path)` runs on any CPU.
+    cfg_path = out / "text_encoder" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in cfg:
+            cfg[key] = "float32"
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    meta = src / "diffkit_tiny.json"
+    if meta.exists():
+        (out / "diffkit_tiny.json").write_text(meta.read_text())
+    clip_src = run_dir / "clip" / "open_clip_model.safetensors"
+    if clip_src.exists():
+        from diffkit.tiny import clip as _c
+
+        _c.export_fp16(run_dir / "clip", dest / "clip")
+    log.info("export: wrote %s", dest)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m diffkit.tiny.train", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="the classroom recipe (~30 min on a laptop)"
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="checkpoints and logs (default runs/tiny or runs/tiny-quick)",
+    )
+    p.add_argument(
+        "--stage", choices=["all", "vae", "cache", "unet", "clip", "export"], default="all"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoints in --run-dir"
+    )
+    p.add_argument(
+        "--minutes", type=float, default=None, help="stop the U-Net stage after this many minutes"
+    )
+    p.add_argument(
+        "--unet-steps", type=int, default=None, help="override the recipe's U-Net step bound"
+    )
+    p.add_argument(
+        "--no-export", action="store_true", help="do not write the package's weights folder"
+    )
+    args = p.parse_args(argv)
+    recipe = QUICK if args.quick else FULL
+    if args.unet_steps:
+        recipe = Recipe(**{**asdict(recipe), "unet_steps": args.unet_steps})
+    run_dir = args.run_dir or Path("runs/tiny-quick" if args.quick else "runs/tiny")
+    _setup(run_dir)
+    log.info("stage %s, run dir %s, resume %s", args.stage, run_dir, args.resume)
+    stages = ["vae", "cache", "unet", "clip", "export"] if args.stage == "all" else [args.stage]
+    for s in stages:
+        if s == "vae":
+            train_vae(recipe, run_dir, resume=args.resume)
+        elif s == "cache":
+            build_cache(recipe, run_dir)
+        elif s == "unet":
+            train_unet(recipe, run_dir, resume=args.resume, minutes=args.minutes)
+        elif s == "clip":
+            from diffkit.tiny import clip as _c
+
+            _c.train_clip(recipe, run_dir, resume=args.resume)
+        elif s == "export" and not args.no_export:
+            export(run_dir)
+
+
+if __name__ == "__main__":
+    main()

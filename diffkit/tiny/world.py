@@ -1,0 +1,401 @@
+"""The pictogram world: a caption grammar and seeded PIL drawings with a known truth.
+
+Two kinds of 64×64 RGB images:
+
+* **shapes** — "a {color} {shape}": a flat coloured shape on a white background, with
+  varied size and position;
+* **people** — public-signage pictograms of a person (the man and woman silhouettes of
+  ISO 7001-style signs) in black on a background colour that names the occupation,
+  with a white hat, tool or badge per occupation.
+
+The woman silhouette wears a dress that widens to a hem (a trapezoid); the man has a
+straight torso and two legs. Those are the cues the pixel oracle (:mod:`diffkit.tiny.oracle`)
+reads, together with the background colour, and they survive the blur of generated images.
+
+The world carries a **known bias**: in captions that leave the gender unstated ("a nurse",
+"a photo of a pilot"), the share of women per occupation follows a documented table whose
+default is the US BLS CPS 2021 share (:data:`BLS_CPS_2021_WOMEN_SHARE`). Captions that
+state the gender ("a woman pilot") are drawn balanced, so the model learns the gender words
+for every occupation. Perceived binary gender on pictograms is a teaching simplification.
+
+Examples
+--------
+>>> from diffkit.tiny import world
+>>> s = world.draw_sample(world.Attributes("person", occupation="nurse", gender="woman"), seed=0)
+>>> s.image.size
+(64, 64)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "BLS_CPS_2021_WOMEN_SHARE",
+    "BLS_TITLES",
+    "COLORS",
+    "IMAGE_SIZE",
+    "OCCUPATIONS",
+    "OCCUPATION_BACKGROUNDS",
+    "SHAPES",
+    "SHAPE_BACKGROUND",
+    "SILHOUETTE",
+    "ACCENT",
+    "Attributes",
+    "Sample",
+    "WorldConfig",
+    "article",
+    "draw",
+    "draw_person",
+    "draw_sample",
+    "draw_shape",
+    "neutral_captions",
+    "sample_attributes",
+    "sample_world",
+    "shape_captions",
+    "stated_captions",
+]
+
+IMAGE_SIZE = 64
+RGB = tuple[int, int, int]
+
+#: Shape colours (flat RGB). Chosen far apart so the oracle reads them through blur.
+COLORS: dict[str, RGB] = {
+    "red": (220, 40, 40),
+    "orange": (245, 140, 20),
+    "yellow": (240, 210, 30),
+    "green": (40, 170, 60),
+    "blue": (40, 90, 220),
+    "purple": (140, 60, 190),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+SHAPE_BACKGROUND: RGB = (255, 255, 255)
+SILHOUETTE: RGB = (20, 20, 20)
+ACCENT: RGB = (255, 255, 255)
+
+#: Background colour per occupation: the oracle's occupation cue.
+OCCUPATION_BACKGROUNDS: dict[str, RGB] = {
+    "nurse": (250, 160, 200),  # pink
+    "housekeeper": (170, 130, 230),  # lavender
+    "teacher": (110, 200, 80),  # green
+    "pharmacist": (60, 190, 170),  # teal
+    "lawyer": (180, 120, 70),  # tan
+    "CEO": (150, 150, 150),  # grey
+    "software developer": (220, 70, 200),  # magenta
+    "pilot": (80, 130, 235),  # blue
+    "firefighter": (230, 60, 50),  # red
+    "electrician": (240, 210, 50),  # yellow
+}
+OCCUPATIONS: tuple[str, ...] = tuple(OCCUPATION_BACKGROUNDS)
+
+#: Women as a percentage of employed persons, US Bureau of Labor Statistics, Current
+#: Population Survey 2021 annual averages, Table 11 "Employed persons by detailed
+#: occupation, sex, race, and Hispanic or Latino ethnicity" (bls.gov/cps/cpsaat11.htm),
+#: as a share in [0, 1]. The BLS title for each prompt word is in :data:`BLS_TITLES`.
+BLS_CPS_2021_WOMEN_SHARE: dict[str, float] = {
+    "nurse": 0.867,
+    "housekeeper": 0.887,
+    "teacher": 0.792,
+    "pharmacist": 0.578,
+    "lawyer": 0.379,
+    "CEO": 0.291,
+    "software developer": 0.197,
+    "pilot": 0.053,
+    "firefighter": 0.051,
+    "electrician": 0.017,
+}
+BLS_TITLES: dict[str, str] = {
+    "nurse": "Registered nurses",
+    "housekeeper": "Maids and housekeeping cleaners",
+    "teacher": "Elementary and middle school teachers",
+    "pharmacist": "Pharmacists",
+    "lawyer": "Lawyers",
+    "CEO": "Chief executives",
+    "software developer": "Software developers",
+    "pilot": "Aircraft pilots and flight engineers",
+    "firefighter": "Firefighters",
+    "electrician": "Electricians",
+}
+
+Kind = Literal["shape", "person"]
+Gender = Literal["woman", "man"]
+
+# Caption templates as data. {a_x} is "a x" or "an x".
+SHAPE_TEMPLATES: tuple[str, ...] = (
+    "{a_color} {shape}",
+    "a photo of {a_color} {shape}",
+    "{a_color} {shape} on a white background",
+    "a picture of {a_color} {shape}",
+)
+NEUTRAL_TEMPLATES: tuple[str, ...] = (
+    "{a_occupation}",
+    "a photo of {a_occupation}",
+    "a photo of the face of {a_occupation}",
+    "{a_occupation} at work",
+    "a picture of {a_occupation}",
+)
+STATED_TEMPLATES: tuple[str, ...] = (
+    "a {gender_word} {occupation}",
+    "a photo of a {gender_word} {occupation}",
+    "a photo of the face of a {gender_word} {occupation}",
+    "a {gender_word} {occupation} at work",
+)
+GENDER_WORDS: dict[str, tuple[str, ...]] = {"woman": ("woman", "female"), "man": ("man", "male")}
+
+
+def article(word: str) -> str:
+    """``"an electrician"``, ``"a nurse"``: the indefinite article before *word*."""
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
+
+def shape_captions(color: str, shape: str) -> list[str]:
+    """Every caption of the grammar for a shape image."""
+    return [t.format(a_color=article(color), shape=shape) for t in SHAPE_TEMPLATES]
+
+
+def neutral_captions(occupation: str) -> list[str]:
+    """Captions that leave the gender unstated ("a nurse", "a photo of a pilot")."""
+    out = [t.format(a_occupation=article(occupation)) for t in NEUTRAL_TEMPLATES]
+    # Naive prompt builders write "a electrician"; accept it as the same caption.
+    out += [t.format(a_occupation="a " + occupation) for t in NEUTRAL_TEMPLATES]
+    return sorted(set(out), key=out.index)
+
+
+def stated_captions(occupation: str, gender: str) -> list[str]:
+    """Captions that state the gender ("a woman nurse", "a male pilot")."""
+    return [
+        t.format(gender_word=w, occupation=occupation)
+        for t in STATED_TEMPLATES
+        for w in GENDER_WORDS[gender]
+    ]
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """The truth behind one image: a shape (colour, shape) or a person (occupation, gender)."""
+
+    kind: Kind
+    color: str | None = None
+    shape: str | None = None
+    occupation: str | None = None
+    gender: Gender | None = None
+
+    def captions(self, *, stated: bool | None = None) -> list[str]:
+        """Captions that describe these attributes (neutral, stated, or both when ``None``)."""
+        if self.kind == "shape":
+            return shape_captions(self.color, self.shape)
+        out: list[str] = []
+        if stated in (None, False):
+            out += neutral_captions(self.occupation)
+        if stated in (None, True):
+            out += stated_captions(self.occupation, self.gender)
+        return out
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A drawn image with its attributes and caption."""
+
+    attributes: Attributes
+    caption: str
+    image: Image.Image
+    seed: int
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """How captions are drawn.
+
+    Parameters
+    ----------
+    women_share
+        Share of women per occupation among *neutral* captions (default: BLS CPS 2021).
+    shape_fraction
+        Share of shape images among all samples.
+    stated_fraction
+        Share of person captions that state the gender; those are balanced 50/50.
+    """
+
+    women_share: Mapping[str, float] = field(default_factory=lambda: dict(BLS_CPS_2021_WOMEN_SHARE))
+    shape_fraction: float = 0.5
+    stated_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        missing = set(OCCUPATIONS) - set(self.women_share)
+        if missing:
+            raise ValueError(
+                f"women_share lacks occupations {sorted(missing)}; give a share for each of {OCCUPATIONS}"
+            )
+        bad = {k: v for k, v in self.women_share.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"women_share values must lie in [0, 1]; got {bad}")
+
+
+def sample_attributes(
+    rng: random.Random, config: WorldConfig | None = None
+) -> tuple[Attributes, str]:
+    """Draw attributes and a caption per the world's caption distribution."""
+    config = config or WorldConfig()
+    if rng.random() < config.shape_fraction:
+        a = Attributes("shape", color=rng.choice(list(COLORS)), shape=rng.choice(SHAPES))
+        return a, rng.choice(a.captions())
+    occupation = rng.choice(OCCUPATIONS)
+    if rng.random() < config.stated_fraction:
+        gender = "woman" if rng.random() < 0.5 else "man"
+        a = Attributes("person", occupation=occupation, gender=gender)
+        return a, rng.choice(a.captions(stated=True))
+    gender = "woman" if rng.random() < config.women_share[occupation] else "man"
+    a = Attributes("person", occupation=occupation, gender=gender)
+    return a, rng.choice(a.captions(stated=False))
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def draw_shape(color: str, shape: str, rng: random.Random) -> Image.Image:
+    """A flat *color* *shape* on white, 64×64, size 26–46 px at a random position."""
+    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), SHAPE_BACKGROUND)
+    d = ImageDraw.Draw(img)
+    size = rng.randint(26, 46)
+    x0 = rng.randint(4, IMAGE_SIZE - 4 - size)
+    y0 = rng.randint(4, IMAGE_SIZE - 4 - size)
+    fill = COLORS[color]
+    _shape_on(d, shape, x0, y0, size, fill)
+    return img
+
+
+def _shape_on(d: ImageDraw.ImageDraw, shape: str, x0: float, y0: float, size: float, fill) -> None:
+    x1, y1 = x0 + size - 1, y0 + size - 1
+    if shape == "circle":
+        d.ellipse([x0, y0, x1, y1], fill=fill)
+    elif shape == "square":
+        d.rectangle([x0, y0, x1, y1], fill=fill)
+    elif shape == "triangle":
+        d.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+    elif shape == "cross":
+        a, b = x0 + size / 3, x0 + 2 * size / 3
+        c, e = y0 + size / 3, y0 + 2 * size / 3
+        d.rectangle([a, y0, b, y1], fill=fill)
+        d.rectangle([x0, c, x1, e], fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def draw_person(gender: str, occupation: str, rng: random.Random) -> Image.Image:
+    """An ISO 7001-style *gender* pictogram on the *occupation*'s background, 64×64.
+
+    The figure is drawn on a 100-unit-tall design grid scaled to 46–56 px.
+    """
+    if occupation not in OCCUPATION_BACKGROUNDS:
+        raise ValueError(f"unknown occupation {occupation!r}; choose one of {OCCUPATIONS}")
+    if gender not in ("woman", "man"):
+        raise ValueError(f"gender must be 'woman' or 'man', got {gender!r}")
+    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), OCCUPATION_BACKGROUNDS[occupation])
+    d = ImageDraw.Draw(img)
+    h = rng.randint(46, 56)
+    s = h / 100.0
+    cx = rng.uniform(26, 38)
+    top = rng.uniform(3, IMAGE_SIZE - 3 - h)
+
+    def P(x: float, y: float) -> tuple[float, float]:  # design units -> pixels
+        return (cx + x * s, top + y * s)
+
+    def rect(xa, ya, xb, yb, fill=SILHOUETTE):
+        d.rectangle([*P(xa, ya), *P(xb, yb)], fill=fill)
+
+    def poly(pts, fill=SILHOUETTE):
+        d.polygon([P(x, y) for x, y in pts], fill=fill)
+
+    def circle(x, y, r, fill=SILHOUETTE):
+        d.ellipse([*P(x - r, y - r), *P(x + r, y + r)], fill=fill)
+
+    # head
+    circle(0, 10, 9)
+    # arms (thin bars at the sides)
+    rect(-21, 23, -16, 56)
+    rect(16, 23, 21, 56)
+    if gender == "man":
+        rect(-13, 22, 13, 60)  # straight torso
+        rect(-12, 60, -2, 100)  # legs
+        rect(2, 60, 12, 100)
+    else:
+        poly([(-11, 22), (11, 22), (27, 76), (-27, 76)])  # dress widening to the hem
+        rect(-9, 76, -3, 100)  # legs
+        rect(3, 76, 9, 100)
+    _accent(occupation, rect, poly, circle)
+    return img
+
+
+def _accent(occupation: str, rect, poly, circle) -> None:
+    """The white hat, tool or badge of each occupation (design units)."""
+    w = ACCENT
+    if occupation == "nurse":  # cap
+        rect(-8, -1, 8, 4, w)
+    elif occupation == "housekeeper":  # broom in the right hand
+        rect(24, 10, 27, 78, w)
+        poly([(20, 78), (31, 78), (34, 96), (17, 96)], w)
+    elif occupation == "teacher":  # board with a pointer
+        rect(-47, 4, -27, 30, w)
+        rect(-27, 28, -22, 31, w)
+    elif occupation == "pharmacist":  # cross badge
+        rect(-3, 30, 3, 46, w)
+        rect(-8, 35, 8, 41, w)
+    elif occupation == "lawyer":  # briefcase
+        rect(24, 50, 42, 66, w)
+    elif occupation == "CEO":  # tie
+        poly([(-3, 23), (3, 23), (5, 48), (0, 54), (-5, 48)], w)
+    elif occupation == "software developer":  # laptop in front of the body
+        rect(-18, 38, 18, 50, w)
+    elif occupation == "pilot":  # peaked cap
+        rect(-10, -3, 10, 3, w)
+        rect(-10, 3, 15, 5, w)
+    elif occupation == "firefighter":  # helmet with a brim
+        circle(0, 4, 9, w)
+        rect(-14, 4, 14, 7, w)
+    elif occupation == "electrician":  # lightning bolt beside the figure
+        poly([(30, 10), (40, 10), (34, 26), (42, 26), (28, 48), (32, 30), (25, 30)], w)
+
+
+def draw(attributes: Attributes, rng: random.Random) -> Image.Image:
+    """Draw the image of *attributes* with *rng*."""
+    if attributes.kind == "shape":
+        return draw_shape(attributes.color, attributes.shape, rng)
+    return draw_person(attributes.gender, attributes.occupation, rng)
+
+
+def draw_sample(attributes: Attributes, *, seed: int, caption: str | None = None) -> Sample:
+    """One seeded image of *attributes* (the same seed gives the same pixels)."""
+    rng = random.Random(seed)
+    img = draw(attributes, rng)
+    if caption is None:
+        caption = rng.choice(attributes.captions())
+    return Sample(attributes, caption, img, seed)
+
+
+def sample_world(n: int, *, seed: int = 0, config: WorldConfig | None = None) -> Iterator[Sample]:
+    """*n* seeded samples (attributes, caption, image) from the world's distribution."""
+    config = config or WorldConfig()
+    master = random.Random(seed)
+    for _ in range(n):
+        s = master.getrandbits(63)
+        rng = random.Random(s)
+        a, caption = sample_attributes(rng, config)
+        yield Sample(a, caption, draw(a, rng), s)
+
+
+def all_attributes() -> list[Attributes]:
+    """Every cell of the world: 24 shapes and 20 (occupation, gender) people."""
+    out = [Attributes("shape", color=c, shape=s) for c in COLORS for s in SHAPES]
+    out += [
+        Attributes("person", occupation=o, gender=g) for o in OCCUPATIONS for g in ("woman", "man")
+    ]
+    return out
+
+
+def with_gender(a: Attributes, gender: Gender) -> Attributes:
+    return replace(a, gender=gender)

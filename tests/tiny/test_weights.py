@@ -1,0 +1,113 @@
+"""The shipped diffkit-tiny weights: an ordinary diffusers folder and an open_clip model, offline."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from diffkit import tiny
+from diffkit.tiny import world as w
+
+MB = 1024 * 1024
+
+try:
+    tiny.pipeline_path(verify=False)
+    tiny.clip_path(verify=False)
+except FileNotFoundError as e:  # the weights are built by `python -m diffkit.tiny.train`, not yet shipped
+    pytest.skip(f"diffkit-tiny weights are not in this checkout: {e}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from diffusers import StableDiffusionPipeline
+
+    p = StableDiffusionPipeline.from_pretrained(tiny.pipeline_path())
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_weights_are_small_safetensors():
+    files = [f for f in tiny.WEIGHTS_DIR.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= 30 * MB
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+
+
+def test_stock_pipeline_opens_the_folder(pipe):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    assert isinstance(pipe.unet, UNet2DConditionModel) and isinstance(pipe.vae, AutoencoderKL)
+    assert isinstance(pipe.text_encoder, CLIPTextModel) and isinstance(
+        pipe.tokenizer, CLIPTokenizer
+    )
+    assert pipe.safety_checker is None
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
+    assert len(pipe.tokenizer) == 49408
+
+
+def test_tokenizer_is_clips_bpe(pipe):
+    import open_clip
+
+    ref = open_clip.get_tokenizer("ViT-B-32")(["a photo of a woman software developer"])[0].tolist()
+    ref = ref[: ref.index(49407) + 1]
+    assert pipe.tokenizer("a photo of a woman software developer").input_ids == ref
+
+
+def test_generates_64px_images_with_guidance(pipe):
+    out = pipe(
+        ["a red circle", "a woman nurse"],
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert [im.size for im in out.images] == [(64, 64), (64, 64)]
+
+
+def test_words_outside_the_world_still_run(pipe):
+    out = pipe("an astronaut riding a horse on the moon", num_inference_steps=2, output_type="np")
+    assert out.images.shape == (1, 64, 64, 3) and np.isfinite(out.images).all()
+
+
+def test_clip_loads_through_open_clip_and_zero_shots():
+    from diffkit.tiny import clip as tclip
+
+    model, preprocess, tok = tiny.load_clip()
+    imgs = [
+        w.draw_sample(w.Attributes("person", occupation="teacher", gender=g), seed=1).image
+        for g in ("woman", "man")
+    ]
+    imgs.append(w.draw_sample(w.Attributes("shape", color="green", shape="square"), seed=1).image)
+    probs = tclip.zero_shot(model, preprocess, tok, imgs, labels=("woman", "man", "shape"))
+    assert probs.argmax(1).tolist() == [0, 1, 2]
+
+
+def test_missing_file_names_the_file_and_the_command(tmp_path, monkeypatch):
+    shutil.copytree(tiny.WEIGHTS_DIR, tmp_path / "weights")
+    monkeypatch.setattr(tiny, "WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights/pipeline/unet/diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"unet/diffusion_pytorch_model\.safetensors.*python -m diffkit\.tiny\.train",
+    ):
+        tiny.pipeline_path()
+    (tmp_path / "weights/clip/open_clip_model.safetensors").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"open_clip_model\.safetensors.*python -m diffkit\.tiny\.train"
+    ):
+        tiny.load_clip()
+
+
+def test_corrupt_file_names_the_file_and_the_command(tmp_path, monkeypatch):
+    shutil.copytree(tiny.WEIGHTS_DIR, tmp_path / "weights")
+    monkeypatch.setattr(tiny, "WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights/pipeline/vae/diffusion_pytorch_model.safetensors").write_bytes(
+        b"\x00garbage"
+    )
+    with pytest.raises(
+        OSError,
+        match=r"vae/diffusion_pytorch_model\.safetensors is corrupt.*python -m diffkit\.tiny\.train",
+    ):
+        tiny.pipeline_path()
