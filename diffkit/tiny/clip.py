@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffkit.tiny import data as _d
 from diffkit.tiny import world as _w
 
 log = logging.getLogger("diffkit.tiny.clip")
@@ -180,10 +181,7 @@ def train_clip(recipe, run_dir: Path, *, resume: bool) -> None:
     ckpt = Path(run_dir) / "clip_ckpt.pt"
     step, rng = 0, random.Random(recipe.seed + 11)
     if resume and ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step, rng = st["step"], st["rng"]
+        step, rng = _d.load_checkpoint(ckpt, model, opt)
     memo: dict[str, torch.Tensor] = {}
     model.train()
     t0 = time.time()
@@ -227,10 +225,7 @@ def train_clip(recipe, run_dir: Path, *, resume: bool) -> None:
             )
             t0 = time.time()
         if step % 500 == 0:
-            torch.save(
-                {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng},
-                ckpt,
-            )
+            _d.save_checkpoint(ckpt, model, opt, step, rng)
     model.eval()
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()},

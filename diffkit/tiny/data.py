@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -69,3 +71,27 @@ class LatentCache:
 
         idx = [rng.choice(self.cells[cell_key(a)]) for a in attributes]
         return self.latents[torch.tensor(idx)].float()
+
+
+def atomic_save(obj, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename: never a half-written file."""
+    import torch
+
+    tmp = Path(path).with_suffix(Path(path).suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, model, opt, step: int, rng: random.Random) -> None:
+    """Write a resumable checkpoint of *model* and *opt* (atomically)."""
+    atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng}, path)
+
+
+def load_checkpoint(path: Path, model, opt) -> tuple[int, random.Random]:
+    """Restore *model* and *opt* from :func:`save_checkpoint`; returns ``(step, rng)``."""
+    import torch
+
+    st = torch.load(path, weights_only=False)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["opt"])
+    return st["step"], st["rng"]

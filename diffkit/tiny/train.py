@@ -108,12 +108,6 @@ def _setup(run_dir: Path) -> None:
         root.addHandler(sh)
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- VAE
 
 
@@ -133,10 +127,7 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     step, rng = 0, random.Random(recipe.seed + 1)
     if resume and ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
-        vae.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step, rng = st["step"], st["rng"]
+        step, rng = _d.load_checkpoint(ckpt, vae, opt)
         log.info("vae: resumed at step %d", step)
     vae.train()
     t0, loss_avg = time.time(), None
@@ -164,9 +155,7 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
             )
             t0 = time.time()
         if step % recipe.checkpoint_every == 0:
-            _atomic_save(
-                {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng}, ckpt
-            )
+            _d.save_checkpoint(ckpt, vae, opt, step, rng)
     vae.eval()
     acc = vae_oracle_accuracy(vae, n=200, seed=recipe.seed + 99)
     log.info("vae: oracle agreement on reconstructions %s", acc)
@@ -218,7 +207,7 @@ def build_cache(recipe: Recipe, run_dir: Path) -> None:
     index: dict = {}
     for i, k in enumerate(keys):
         index.setdefault(k, []).append(i)
-    _atomic_save({"latents": (lat * scale).half(), "cells": index, "scaling_factor": scale}, path)
+    _d.atomic_save({"latents": (lat * scale).half(), "cells": index, "scaling_factor": scale}, path)
     log.info(
         "cache: %d latents %s, scaling factor %.4f, %.0f s",
         len(keys),
@@ -296,7 +285,7 @@ def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | 
     )
 
     def save_ckpt():
-        _atomic_save(
+        _d.atomic_save(
             {
                 "unet": unet.state_dict(),
                 "te": te.state_dict(),
