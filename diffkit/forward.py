@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .schedules import NoiseSchedule, get_schedule
+from .schedules import NoiseSchedule, from_diffusers, get_schedule
 
 __all__ = [
     "TWO_PIXEL_IMAGE",
@@ -462,8 +462,7 @@ def forward_latents(
         raise ValueError(
             f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {factor}; resize or crop it"
         )
-    T = int(sched.config.num_train_timesteps)
-    ts = NoiseSchedule.check_timestep(_dummy_schedule(T), timesteps)
+    ts = from_diffusers(sched).check_timestep(timesteps)
     if ts.ndim != 1:
         raise ValueError("timesteps must be a list of timesteps")
     device, dtype = vae.device, vae.dtype
@@ -478,7 +477,3 @@ def forward_latents(
                 [vae.decode(n[None] / vae.config.scaling_factor).sample for n in noisy]
             ).float().clamp(-1, 1).cpu()
     return {"latents0": lat0[0].float().cpu(), "noisy": noisy.float().cpu(), "timesteps": ts, "images": images}
-
-
-def _dummy_schedule(T: int) -> NoiseSchedule:
-    return get_schedule("linear", T)
