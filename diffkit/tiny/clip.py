@@ -138,11 +138,34 @@ def caption_for(a: _w.Attributes, rng: random.Random) -> tuple[str, dict]:
 
 
 def _degrade(img, rng: random.Random):
-    """Blur, noise and colour drift, so the judge reads generated images as well as drawn ones."""
-    from PIL import Image, ImageFilter
+    """Distort a drawn image the ways generated ones go wrong, so the judge reads both.
 
+    A small affine warp (generated figures are rarely upright and centred like drawn ones),
+    stray white blobs (a hat or badge drawn in the wrong place), blur, noise and colour drift.
+    """
+    from PIL import Image, ImageDraw, ImageFilter
+
+    bg = img.getpixel((0, 0))
+    if rng.random() < 0.6:
+        img = img.rotate(
+            rng.uniform(-8, 8),
+            resample=Image.BILINEAR,
+            translate=(rng.uniform(-3, 3), rng.uniform(-3, 3)),
+            fillcolor=bg,
+        )
+        sx, sy = rng.uniform(0.88, 1.12), rng.uniform(0.88, 1.12)
+        w, h = img.size
+        img = img.resize((round(w * sx), round(h * sy)), Image.BILINEAR)
+        canvas = Image.new("RGB", (w, h), bg)
+        canvas.paste(img, ((w - img.size[0]) // 2, (h - img.size[1]) // 2))
+        img = canvas
+    if rng.random() < 0.3:
+        d = ImageDraw.Draw(img)
+        for _ in range(rng.randint(1, 2)):
+            x, y, r = rng.uniform(4, 60), rng.uniform(4, 60), rng.uniform(2, 5)
+            d.ellipse([x - r, y - r, x + r, y + r], fill=_w.ACCENT)
     if rng.random() < 0.8:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.8)))
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 2.2)))
     arr = np.asarray(img, dtype=np.float32)
     arr = arr * rng.uniform(0.85, 1.1) + np.array(
         [rng.gauss(0, 10) for _ in range(3)], dtype=np.float32

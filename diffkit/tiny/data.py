@@ -11,7 +11,15 @@ import numpy as np
 
 from diffkit.tiny import world as _w
 
-__all__ = ["LatentCache", "cell_key", "images_to_tensor", "tensor_to_images", "world_batch"]
+__all__ = [
+    "LatentCache",
+    "cell_key",
+    "figure_mask",
+    "images_to_tensor",
+    "latent_masks",
+    "tensor_to_images",
+    "world_batch",
+]
 
 
 def images_to_tensor(images):
@@ -55,22 +63,58 @@ def cell_key(a: _w.Attributes) -> tuple:
     return ("person", a.occupation, a.gender)
 
 
+def background_of(a: _w.Attributes) -> tuple[int, int, int]:
+    """The flat background colour an image of *a* is drawn on."""
+    return _w.SHAPE_BACKGROUND if a.kind == "shape" else _w.OCCUPATION_BACKGROUNDS[a.occupation]
+
+
+def figure_mask(image, a: _w.Attributes) -> np.ndarray:
+    """Boolean (H, W): the pixels of the figure (shape, or silhouette and accent), not background."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return np.abs(arr - np.array(background_of(a), dtype=np.int16)).max(axis=-1) > 24
+
+
+def latent_masks(images, attributes, *, factor: int = 4):
+    """Figure masks at latent resolution, grown by one latent pixel: uint8 (B, 1, H/f, W/f).
+
+    A latent pixel is marked when any image pixel under it belongs to the figure; growing
+    the mask by one latent pixel covers where the *other* silhouette would differ (a dress
+    is wider than a torso).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    m = np.stack([figure_mask(im, a) for im, a in zip(images, attributes)])
+    m = torch.from_numpy(m).float().unsqueeze(1)
+    m = F.max_pool2d(m, factor)
+    m = F.max_pool2d(m, 3, stride=1, padding=1)
+    return m.to(torch.uint8)
+
+
 @dataclass
 class LatentCache:
     """Scaled VAE latents of drawn images, indexed by world cell.
 
     ``latents`` is (N, C, h, w) float16, already multiplied by the VAE scaling factor;
-    ``cells[key]`` lists the rows of that cell.
+    ``cells[key]`` lists the rows of that cell; ``masks`` (N, 1, h, w) uint8 marks the
+    figure's latent pixels (see :func:`latent_masks`), or is ``None`` for an older cache.
     """
 
     latents: object  # torch.Tensor
     cells: dict
+    masks: object = None  # torch.Tensor | None
 
     def sample(self, rng: random.Random, attributes: list[_w.Attributes]):
+        """Latents (float32) of one random cached image per attribute."""
+        return self.sample_with_masks(rng, attributes)[0]
+
+    def sample_with_masks(self, rng: random.Random, attributes: list[_w.Attributes]):
+        """``(latents, masks)`` of one random cached image per attribute (masks may be None)."""
         import torch
 
-        idx = [rng.choice(self.cells[cell_key(a)]) for a in attributes]
-        return self.latents[torch.tensor(idx)].float()
+        idx = torch.tensor([rng.choice(self.cells[cell_key(a)]) for a in attributes])
+        masks = None if self.masks is None else self.masks[idx].float()
+        return self.latents[idx].float(), masks
 
 
 def atomic_save(obj, path: Path) -> None:
