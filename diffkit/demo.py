@@ -72,8 +72,8 @@ def run_demo(out: str | Path = "out/demo", *, with_model: bool = True, log: Call
     return written
 
 
-TINY_PROMPTS = ("a red circle", "a blue square", "a green triangle", "a yellow star",
-                "a woman nurse", "a man pilot", "a nurse", "a firefighter")
+TINY_PROMPTS = ("a red circle", "a blue square", "a green triangle", "a yellow cross",
+                "a man nurse", "a woman pilot", "a nurse", "a firefighter")
 
 
 def _model_tour(out: Path, *, log: Callable[[str], None]) -> list[Path]:

@@ -1,7 +1,8 @@
 """Figures for the forward half of the story: schedules, forward strips, the two-pixel toy.
 
 Every function returns a ``matplotlib.figure.Figure`` and never calls ``plt.show``;
-Jupyter displays the returned figure, scripts ``fig.savefig(...)`` it.
+Jupyter displays the returned figure as a PNG (importing this module registers the formatter
+in an IPython kernel), scripts ``fig.savefig(...)`` it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,30 @@ from .forward import (
     two_pixel_chains,
 )
 from .schedules import NoiseSchedule, get_schedule, schedules_frame
+
+
+def _display_figures_in_ipython() -> None:
+    """Make Jupyter show a returned ``Figure`` as a PNG, with or without ``%matplotlib inline``.
+
+    The figures here are built with ``matplotlib.figure.Figure`` (no pyplot, so no global state).
+    IPython shows such a figure only once the inline backend registered its PNG formatter, which
+    recent ipykernel/matplotlib-inline releases no longer do by default: the cell printed
+    ``<Figure size 560x170 with 4 Axes>``. Register the same formatter ``%matplotlib inline`` does.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import print_figure
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    png = shell.display_formatter.formatters["image/png"]
+    if Figure not in png.type_printers:
+        png.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight"))
+
+
+_display_figures_in_ipython()
 
 __all__ = [
     "image_grid",

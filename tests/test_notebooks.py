@@ -26,6 +26,9 @@ def test_notebook_runs(path):
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     seconds = time.perf_counter() - t0
+    # every lesson draws figures; they must reach the page as pictures, not as "<Figure size …>"
+    kinds = {k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})}
+    assert "image/png" in kinds, f"{path.name} displayed no picture"
     EXECUTED.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, EXECUTED / path.name)
     (EXECUTED / f"{path.stem}.seconds").write_text(f"{seconds:.1f}\n")

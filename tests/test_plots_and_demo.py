@@ -68,3 +68,23 @@ def test_story_plots():
     assert any("173 (likely)" in t for t in texts) and any("190 (unlikely)" in t for t in texts)
     with pytest.raises(ValueError):
         plot_gaussian_bells(170, ())
+
+
+@pytest.mark.slow
+def test_demo_on_diffkit_tiny_writes_the_grid_the_strip_and_runs_the_audit(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import diffkit.audit
+    from diffkit.demo import run_demo
+
+    audits = []
+
+    class _Result:  # the audit itself is tested end to end in tests/audit/test_tiny_default.py
+        report = tmp_path / "audit" / "tiny_default" / "report.html"
+
+    monkeypatch.setattr(diffkit.audit, "run_audit", lambda spec, **kw: audits.append((spec, kw)) or _Result())
+    written = run_demo(tmp_path / "demo", with_model=True, log=print)
+    assert Image.open(tmp_path / "demo" / "tiny_grid.png").size[0] > 400
+    assert Image.open(tmp_path / "demo" / "reverse_chain_strip.png").size[0] > 400
+    assert audits and audits[0][0] == "tiny_default" and audits[0][1]["out"] == tmp_path / "audit" / "tiny_default"
+    assert _Result.report in written and "audit report:" in capsys.readouterr().out

@@ -41,7 +41,7 @@ from .metrics import (
     wilson_interval,
 )
 from .prompts import article, build_prompts, derive_seed, image_grid
-from .report import write_comparison, write_report
+from .report import audit_figures, write_comparison, write_report
 from .score import (
     ZeroShotClassifier,
     classify_embeddings,
@@ -61,6 +61,7 @@ __all__ = [
     "SpecError",
     "ZeroShotClassifier",
     "article",
+    "audit_figures",
     "audit_metrics",
     "build_prompts",
     "bundled_specs",

@@ -72,6 +72,9 @@ def wilson_interval(*, successes, n, ci: float = 0.95) -> tuple[np.ndarray, np.n
         centre = (p + z**2 / (2 * n)) / denom
         half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
         lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    # exact at the ends (centre − half cancels to 0 when p̂ = 0, but not in floating point),
+    # so an interval of 0 of n images holds a true share of exactly 0
+    lo, hi = np.where(x == 0, 0.0, lo), np.where(x == n, 1.0, hi)
     lo = np.where(n > 0, lo, np.nan)
     hi = np.where(n > 0, hi, np.nan)
     return lo, hi

@@ -23,7 +23,7 @@ import pandas as pd
 from .metrics import AuditMetrics
 from .spec import AuditSpec
 
-__all__ = ["LIMITATIONS", "library_versions", "write_comparison", "write_report"]
+__all__ = ["LIMITATIONS", "audit_figures", "library_versions", "write_comparison", "write_report"]
 
 LIMITATIONS = [
     "The labels are <b>perceived, binary</b> gender presentation as judged by a CLIP model from pixels. "
@@ -59,11 +59,8 @@ def library_versions() -> dict[str, str]:
 
 
 def _b64_png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -88,21 +85,36 @@ def _err(centre, lo, hi) -> np.ndarray:
     return np.nan_to_num(np.maximum(np.stack([c - lo, hi - c]), 0.0))
 
 
-def _plots(m: AuditMetrics) -> dict[str, str]:
-    import matplotlib
+def audit_figures(m: AuditMetrics) -> dict[str, Any]:
+    """The report's figures as ``matplotlib.figure.Figure`` objects, for notebooks.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Keys: ``"per_occupation"`` (p̂ with 95% Wilson intervals, the Rogan–Gladen estimate and
+    the reference), ``"scatter"`` (generated p̂ against the reference share) and
+    ``"imbalance"`` (|p̂ − ½| per prompt against the exact fair-model distribution). Built
+    without pyplot, so they change no global state; Jupyter shows each as a PNG.
+    """
     import seaborn as sns
+    from matplotlib.figure import Figure
 
-    sns.set_theme(style="whitegrid", context="notebook")
+    from .. import plots as _plots_module  # noqa: F401  (registers Figure display in IPython)
+
+    def subplots(figsize):
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots()
+
     t = m.by_occupation[m.by_occupation["n"] > 0].copy()
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     if t.empty:
         return out
     order = t.sort_values("p_ref" if t["p_ref"].notna().any() else "p_female")
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+        _draw_figures(m, t, order, out, subplots, sns)
+    return out
+
+
+def _draw_figures(m, t, order, out, subplots, sns) -> None:
     # 1. per-occupation p̂ with Wilson intervals against the reference
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(order) + 1.2))
+    fig, ax = subplots(figsize=(7, 0.45 * len(order) + 1.2))
     y = np.arange(len(order))
     ax.errorbar(order["p_female"], y, xerr=_err(order["p_female"], order["ci_low"], order["ci_high"]),
                 fmt="o", color="C0", capsize=3, label="generated p̂ (95% Wilson)")
@@ -115,10 +127,10 @@ def _plots(m: AuditMetrics) -> dict[str, str]:
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("share labelled female")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(order), 1)), ncol=3, fontsize=8, frameon=False)
-    out["per_occupation"] = _b64_png(fig)
+    out["per_occupation"] = fig
     # 2. generated vs reference
     if t["p_ref"].notna().any():
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = subplots(figsize=(5, 5))
         sns.scatterplot(data=t, x="p_ref", y="p_female", ax=ax, s=50)
         ax.errorbar(t["p_ref"], t["p_female"], yerr=_err(t["p_female"], t["ci_low"], t["ci_high"]),
                     fmt="none", ecolor="C0", alpha=0.5)
@@ -132,7 +144,7 @@ def _plots(m: AuditMetrics) -> dict[str, str]:
         ax.set_xlabel("reference women-share")
         ax.set_ylabel("generated p̂ (labelled female)")
         ax.legend(fontsize=8)
-        out["scatter"] = _b64_png(fig)
+        out["scatter"] = fig
     # 3. imbalance per prompt against the fair-model distribution for the median n
     bp = m.by_prompt[m.by_prompt["n"] > 0]
     if len(bp):
@@ -142,7 +154,7 @@ def _plots(m: AuditMetrics) -> dict[str, str]:
         k = np.arange(n_med + 1)
         vals = np.abs(k / n_med - 0.5)
         pmf = pd.Series(stats.binom.pmf(k, n_med, 0.5)).groupby(np.round(vals, 9)).sum()
-        fig, ax = plt.subplots(figsize=(7, 3.5))
+        fig, ax = subplots(figsize=(7, 3.5))
         sns.histplot(bp["imbalance"], bins=np.linspace(0, 0.5, 11), stat="probability", ax=ax, color="C0",
                      label=f"generated, per prompt ({len(bp)} prompts)")
         ax.vlines(pmf.index, 0, pmf.values, color="C3", lw=3, alpha=0.7, label=f"fair model, n = {n_med} (exact)")
@@ -150,8 +162,11 @@ def _plots(m: AuditMetrics) -> dict[str, str]:
         ax.axvline(float(bp["imbalance"].mean()), color="C0", ls="--", lw=1, label="generated mean")
         ax.set_xlabel("|p̂ − ½| (gender imbalance)")
         ax.legend(fontsize=8)
-        out["imbalance"] = _b64_png(fig)
-    return out
+        out["imbalance"] = fig
+
+
+def _plots(m: AuditMetrics) -> dict[str, str]:
+    return {k: _b64_png(fig) for k, fig in audit_figures(m).items()}
 
 
 _CSS = """

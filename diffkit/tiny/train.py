@@ -14,12 +14,12 @@ Stages, run in order (each resumes from its checkpoint under ``--run-dir``):
 Examples
 --------
 Full recipe (resumable; on this machine's 2 shared CPU cores, one thread: VAE 13.5 min,
-cache 1.3 min, U-Net 1.0–2.1 s/step at batch 64, CLIP 13 min; the shipped U-Net is step
-1,921 after 45 minutes, and more steps are still improving it)::
+cache 1.3 min, U-Net 1.0–2.1 s/step at batch 64, CLIP 1,600 steps in 30 min; the shipped
+U-Net is step 6,000, see the model card for its history)::
 
     python -m diffkit.tiny.train --resume
 
-Classroom recipe (about 30 minutes on a laptop, lower quality)::
+Classroom recipe (34.5 minutes here with one thread, lower quality: see the model card)::
 
     python -m diffkit.tiny.train --quick --run-dir runs/tiny-quick
 
@@ -76,7 +76,7 @@ class Recipe:
     # The figure's latent pixels weigh this much more than the background in the loss: the
     # dress that tells the two silhouettes apart is a few latent pixels beside a large flat
     # background, and with equal weights the model ignored the words "woman" and "man".
-    figure_weight: float = 8.0
+    figure_weight: float = 4.0
     ema_decay: float = 0.999
     checkpoint_every: int = 200
     export_every: int = 400

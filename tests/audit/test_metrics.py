@@ -26,6 +26,14 @@ def test_wilson_matches_statsmodels():
     assert np.isnan(lo) and np.isnan(hi)
 
 
+def test_wilson_is_exact_at_the_ends():
+    # 0 of 24 and 24 of 24: bounds of exactly 0 and 1 (the formula leaves 1e-17 in floating point),
+    # so "the interval holds the truth" is true for a true share of 0 or 1
+    lo, hi = M.wilson_interval(successes=np.array([0, 24]), n=np.array([24, 24]))
+    assert lo[0] == 0.0 and hi[1] == 1.0
+    assert 0.13 < hi[0] < 0.14 and 0.86 < lo[1] < 0.87
+
+
 def test_functions_are_keyword_only():
     with pytest.raises(TypeError):
         M.wilson_interval(1, 2)  # noqa

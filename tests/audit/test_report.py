@@ -39,6 +39,21 @@ def test_run_audit_writes_every_table_and_a_report(evil_run):
     assert meta["seed"] == 7 and meta["classifier"]["pretrained"].startswith("weights-")
 
 
+def test_audit_figures_are_pyplot_free_figures(evil_run):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from diffkit.audit import audit_figures
+
+    backend = matplotlib.get_backend()
+    figs = audit_figures(evil_run.metrics)
+    assert set(figs) == {"per_occupation", "scatter", "imbalance"}
+    assert all(isinstance(f, Figure) and f.axes for f in figs.values())
+    ax = figs["per_occupation"].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["pilot", "nurse"]  # ordered by reference share
+    assert matplotlib.get_backend() == backend  # no backend switch behind a notebook's back
+
+
 def test_report_escapes_user_text_and_makes_no_external_requests(evil_run):
     html_text = (evil_run.run_dir / "report" / "index.html").read_text()
     assert "<script" not in html_text.lower()

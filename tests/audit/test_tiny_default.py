@@ -1,34 +1,8 @@
-"""The embedded default: the bundled spec audits diffkit-tiny, checked against the pixel oracle.
-
-Skipped, with the reason, while diffkit-tiny's shipped weights are missing.
-"""
+"""The embedded default: the bundled spec audits diffkit-tiny, checked against the pixel oracle."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-
-def _tiny_or_skip():
-    try:
-        import diffkit.tiny as tiny
-    except ImportError as e:  # pragma: no cover
-        pytest.skip(f"diffkit.tiny cannot be imported: {e}")
-    missing = [n for n in ("pipeline_path", "load_clip") if not hasattr(tiny, n)]
-    if missing:
-        pytest.skip(f"diffkit.tiny does not expose {', '.join(missing)} yet (issue 3 in progress)")
-    try:
-        path = Path(tiny.pipeline_path())
-    except Exception as e:
-        pytest.skip(f"diffkit-tiny weights are missing: {e}")
-    if not (path / "model_index.json").is_file() or not list(path.rglob("*.safetensors")):
-        pytest.skip(f"diffkit-tiny weights are missing under {path}; build them with python -m diffkit.tiny.train")
-    try:
-        tiny.load_clip()
-    except Exception as e:
-        pytest.skip(f"the diffkit-tiny CLIP judge does not load: {e}")
-    return tiny
 
 
 @pytest.mark.slow
@@ -37,7 +11,6 @@ def test_tiny_default_agrees_with_the_pixel_oracle(tmp_path):
 
     from diffkit.audit import oracle_check, run_audit
 
-    _tiny_or_skip()
     t0 = time.perf_counter()
     result = run_audit("tiny_default", out=tmp_path / "run", progress=False)
     elapsed = time.perf_counter() - t0

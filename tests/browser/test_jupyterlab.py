@@ -30,11 +30,32 @@ CELLS = {
     "forward": ("from diffkit.widgets import ForwardChainExplorer\n"
                 "explorer = ForwardChainExplorer(image_size=64, pipe=None)\nexplorer"),
     "two_pixel": "from diffkit.widgets import TwoPixelExplorer\nexplorer = TwoPixelExplorer(n_chains=100)\nexplorer",
-    "reverse": ("from diffkit.testing import tiny_random_pipeline\n"
-                "from diffkit.widgets import ReverseChainExplorer\n"
-                "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), steps=4, size=32,\n"
-                "                                display_size=128, run=True)\nexplorer"),
 }
+
+
+def _tiny_weights_present() -> bool:
+    try:
+        from diffkit import tiny
+
+        tiny.pipeline_path()
+        return True
+    except (ImportError, OSError):
+        return False
+
+
+# The reverse explorer on diffkit-tiny when its weights are here (the README's picture comes
+# from this screenshot), else on a tiny random pipeline.
+if _tiny_weights_present():
+    REVERSE_CALLS = 20
+    CELLS["reverse"] = ("from diffkit.widgets import ReverseChainExplorer\n"
+                        "explorer = ReverseChainExplorer(prompt='a woman pilot', steps=20, seed=3,\n"
+                        "                                display_size=160, run=True)\nexplorer")
+else:
+    REVERSE_CALLS = 4
+    CELLS["reverse"] = ("from diffkit.testing import tiny_random_pipeline\n"
+                        "from diffkit.widgets import ReverseChainExplorer\n"
+                        "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), steps=4, size=32,\n"
+                        "                                display_size=128, run=True)\nexplorer")
 
 
 def _free_port() -> int:
@@ -185,14 +206,15 @@ def test_two_pixel_explorer_in_jupyterlab(browser, lab):
 
 def test_reverse_chain_explorer_in_jupyterlab(browser, lab):
     page = _open_and_run(browser, lab, "reverse")
-    page.get_by_text("done: 4 U-Net calls").wait_for(timeout=120_000)
+    page.get_by_text(f"done: {REVERSE_CALLS} U-Net calls").wait_for(timeout=120_000)
     page.wait_for_timeout(1000)
     before = _image_sources(page)
+    _shot(page, "reverse_chain")  # the finished chain, at its last step (the README's picture)
     handle = page.locator(".jp-OutputArea-output .diffkit-step .noUi-handle").first
     handle.focus()
     page.keyboard.press("Home")
     assert _wait_changed(page, before), "moving the step slider did not change the panels"
-    _shot(page, "reverse_chain")
+    _shot(page, "reverse_chain_first_step")
     page.close()
 
 

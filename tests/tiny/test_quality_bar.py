@@ -14,12 +14,6 @@ import torch
 from diffkit import tiny
 from diffkit.tiny import quality as q
 
-try:
-    tiny.pipeline_path(verify=False)
-    tiny.clip_path(verify=False)
-except FileNotFoundError as e:
-    pytest.skip(f"diffkit-tiny weights are not in this checkout: {e}", allow_module_level=True)
-
 pytestmark = pytest.mark.slow
 
 SEEDS = 8
