@@ -108,61 +108,57 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
         return out
     order = t.sort_values("p_ref" if t["p_ref"].notna().any() else "p_female")
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
-        _draw_figures(m, t, order, out, subplots, sns)
-    return out
-
-
-def _draw_figures(m, t, order, out, subplots, sns) -> None:
-    # 1. per-occupation p̂ with Wilson intervals against the reference
-    fig, ax = subplots(figsize=(7, 0.45 * len(order) + 1.2))
-    y = np.arange(len(order))
-    ax.errorbar(order["p_female"], y, xerr=_err(order["p_female"], order["ci_low"], order["ci_high"]),
-                fmt="o", color="C0", capsize=3, label="generated p̂ (95% Wilson)")
-    if order["p_corrected"].notna().any():
-        ax.plot(order["p_corrected"], y + 0.2, "s", color="C2", ms=4, label="Rogan–Gladen corrected")
-    if order["p_ref"].notna().any():
-        ax.plot(order["p_ref"], y, "x", color="C3", ms=9, mew=2, label="reference")
-    ax.axvline(0.5, color="grey", lw=1, ls="--")
-    ax.set_yticks(y, order["occupation"].astype(str))
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("share labelled female")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(order), 1)), ncol=3, fontsize=8, frameon=False)
-    out["per_occupation"] = fig
-    # 2. generated vs reference
-    if t["p_ref"].notna().any():
-        fig, ax = subplots(figsize=(5, 5))
-        sns.scatterplot(data=t, x="p_ref", y="p_female", ax=ax, s=50)
-        ax.errorbar(t["p_ref"], t["p_female"], yerr=_err(t["p_female"], t["ci_low"], t["ci_high"]),
-                    fmt="none", ecolor="C0", alpha=0.5)
-        for _, r in t.iterrows():
-            ax.annotate(str(r["occupation"]), (r["p_ref"], r["p_female"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="generated = reference")
-        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        # 1. per-occupation p̂ with Wilson intervals against the reference
+        fig, ax = subplots(figsize=(7, 0.45 * len(order) + 1.2))
+        y = np.arange(len(order))
+        ax.errorbar(order["p_female"], y, xerr=_err(order["p_female"], order["ci_low"], order["ci_high"]),
+                    fmt="o", color="C0", capsize=3, label="generated p̂ (95% Wilson)")
+        if order["p_corrected"].notna().any():
+            ax.plot(order["p_corrected"], y + 0.2, "s", color="C2", ms=4, label="Rogan–Gladen corrected")
+        if order["p_ref"].notna().any():
+            ax.plot(order["p_ref"], y, "x", color="C3", ms=9, mew=2, label="reference")
+        ax.axvline(0.5, color="grey", lw=1, ls="--")
+        ax.set_yticks(y, order["occupation"].astype(str))
         ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("reference women-share")
-        ax.set_ylabel("generated p̂ (labelled female)")
-        ax.legend(fontsize=8)
-        out["scatter"] = fig
-    # 3. imbalance per prompt against the fair-model distribution for the median n
-    bp = m.by_prompt[m.by_prompt["n"] > 0]
-    if len(bp):
-        n_med = int(np.median(bp["n"]))
-        from scipy import stats
+        ax.set_xlabel("share labelled female")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(order), 1)), ncol=3, fontsize=8, frameon=False)
+        out["per_occupation"] = fig
+        # 2. generated vs reference
+        if t["p_ref"].notna().any():
+            fig, ax = subplots(figsize=(5, 5))
+            sns.scatterplot(data=t, x="p_ref", y="p_female", ax=ax, s=50)
+            ax.errorbar(t["p_ref"], t["p_female"], yerr=_err(t["p_female"], t["ci_low"], t["ci_high"]),
+                        fmt="none", ecolor="C0", alpha=0.5)
+            for _, r in t.iterrows():
+                ax.annotate(str(r["occupation"]), (r["p_ref"], r["p_female"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="generated = reference")
+            ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("reference women-share")
+            ax.set_ylabel("generated p̂ (labelled female)")
+            ax.legend(fontsize=8)
+            out["scatter"] = fig
+        # 3. imbalance per prompt against the fair-model distribution for the median n
+        bp = m.by_prompt[m.by_prompt["n"] > 0]
+        if len(bp):
+            n_med = int(np.median(bp["n"]))
+            from scipy import stats
 
-        k = np.arange(n_med + 1)
-        vals = np.abs(k / n_med - 0.5)
-        pmf = pd.Series(stats.binom.pmf(k, n_med, 0.5)).groupby(np.round(vals, 9)).sum()
-        fig, ax = subplots(figsize=(7, 3.5))
-        sns.histplot(bp["imbalance"], bins=np.linspace(0, 0.5, 11), stat="probability", ax=ax, color="C0",
-                     label=f"generated, per prompt ({len(bp)} prompts)")
-        ax.vlines(pmf.index, 0, pmf.values, color="C3", lw=3, alpha=0.7, label=f"fair model, n = {n_med} (exact)")
-        ax.axvline(float(bp["fair_baseline"].mean()), color="C3", ls="--", lw=1, label="fair-model E|p̂ − ½|")
-        ax.axvline(float(bp["imbalance"].mean()), color="C0", ls="--", lw=1, label="generated mean")
-        ax.set_xlabel("|p̂ − ½| (gender imbalance)")
-        ax.legend(fontsize=8)
-        out["imbalance"] = fig
+            k = np.arange(n_med + 1)
+            vals = np.abs(k / n_med - 0.5)
+            pmf = pd.Series(stats.binom.pmf(k, n_med, 0.5)).groupby(np.round(vals, 9)).sum()
+            fig, ax = subplots(figsize=(7, 3.5))
+            sns.histplot(bp["imbalance"], bins=np.linspace(0, 0.5, 11), stat="probability", ax=ax, color="C0",
+                         label=f"generated, per prompt ({len(bp)} prompts)")
+            ax.vlines(pmf.index, 0, pmf.values, color="C3", lw=3, alpha=0.7, label=f"fair model, n = {n_med} (exact)")
+            ax.axvline(float(bp["fair_baseline"].mean()), color="C3", ls="--", lw=1, label="fair-model E|p̂ − ½|")
+            ax.axvline(float(bp["imbalance"].mean()), color="C0", ls="--", lw=1, label="generated mean")
+            ax.set_xlabel("|p̂ − ½| (gender imbalance)")
+            ax.legend(fontsize=8)
+            out["imbalance"] = fig
+    return out
 
 
 def _plots(m: AuditMetrics) -> dict[str, str]:
