@@ -56,10 +56,18 @@ def test_schedule_explorer_controls():
     assert e.error.value == ""
 
 
-def test_forward_chain_explorer_closed_form_and_markov_step():
+def test_forward_chain_explorer_uses_diffkit_tiny_for_latents_by_default():
+    e = ForwardChainExplorer(sample_image("coffee", 32), image_size=32)
+    assert type(e.pipe).__name__ == "StableDiffusionPipeline" and not e.space.disabled
+
+
+def test_forward_chain_explorer_closed_form_and_markov_step(monkeypatch):
+    import diffkit.widgets.forward_chain as fc
+
+    monkeypatch.setattr(fc, "_default_pipe", lambda: None)  # as when diffkit-tiny cannot load
     img = sample_image("coffee", 32)
     e = ForwardChainExplorer(img, pipe=None)
-    assert e.space.disabled  # no pipeline: latent space is off, and says why
+    assert e.space.disabled and "load_pipeline" in e.space.tooltip  # latent space is off, and says why
     first = e.view.value
     e.t.value = 250
     assert e.view.value != first
