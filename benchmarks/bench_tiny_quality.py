@@ -34,7 +34,6 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    import numpy as np
     import pandas as pd
     import torch
     from diffusers import StableDiffusionPipeline
@@ -75,17 +74,9 @@ def main() -> None:
         print(q.neutral_share(df).to_string(index=False))
         person_images += list(zip(df.attrs["images"], df.read_gender))
     if "clip" not in args.skip and person_images:
-        if args.clip:
-            model, preprocess, tok = tclip.load(args.clip)
-        else:
-            model, preprocess, tok = tiny.load_clip()
-        imgs = [im for im, r in person_images if r in ("woman", "man")]
-        truth = np.array([r for im, r in person_images if r in ("woman", "man")])
-        probs = tclip.zero_shot(model, preprocess, tok, imgs, labels=("woman", "man"))
-        pred = np.where(probs[:, 0] > probs[:, 1], "woman", "man")
-        print(
-            f"tiny CLIP vs oracle on {len(imgs)} generated pictograms: woman/man agreement {np.mean(pred == truth):.1%} (bar 95%)"
-        )
+        judge = tclip.load(args.clip) if args.clip else tiny.load_clip()
+        agree, n = q.judge_agreement(*zip(*person_images), judge)
+        print(f"tiny CLIP vs oracle on {n} generated pictograms: woman/man agreement {agree:.1%} (bar 95%)")
     if "speed" not in args.skip:
         for n, bar in ((1, 1.0), (16, 5.0)):
             prompts = ["a red circle"] * n

@@ -18,6 +18,7 @@ __all__ = [
     "generate",
     "evaluate",
     "gender_prompts",
+    "judge_agreement",
     "neutral_prompts",
     "neutral_share",
     "quick_check",
@@ -163,6 +164,24 @@ def neutral_share(df, *, women_share=None):
             }
         )
     return pd.DataFrame(rows)
+
+
+def judge_agreement(images, oracle_genders, judge) -> tuple[float, int]:
+    """Share of images where a CLIP judge's woman/man call matches the oracle's reading.
+
+    *judge* is ``(model, preprocess, tokenizer)`` as :func:`diffkit.tiny.load_clip` returns;
+    images the oracle read as no person are left out. Returns ``(agreement, n compared)``.
+    """
+    import numpy as np
+
+    from diffkit.tiny import clip as _c
+
+    pairs = [(im, g) for im, g in zip(images, oracle_genders) if g in ("woman", "man")]
+    if not pairs:
+        return float("nan"), 0
+    probs = _c.zero_shot(*judge, [im for im, _ in pairs], labels=("woman", "man"))
+    pred = np.where(probs[:, 0] > probs[:, 1], "woman", "man")
+    return float(np.mean(pred == np.array([g for _, g in pairs]))), len(pairs)
 
 
 def quick_check(pipe, *, n: int = 48, seed: int = 0, guidance: float = 7.5) -> dict:

@@ -7,7 +7,6 @@ with the neutral prompts' women-share beside the training share).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -55,12 +54,6 @@ def test_stated_gender_and_occupation_are_drawn_as_asked(people):
 
 
 def test_the_clip_judge_agrees_with_the_oracle_on_generated_pictograms(people):
-    from diffkit.tiny import clip as tclip
-
-    read = people[people.read_gender.isin(["woman", "man"])]
-    assert len(read) >= 0.9 * len(people), "the oracle found no person in too many images"
-    images = [people.attrs["images"][i] for i in read.index]
-    model, preprocess, tok = tiny.load_clip()
-    probs = tclip.zero_shot(model, preprocess, tok, images, labels=("woman", "man"))
-    pred = np.where(probs[:, 0] > probs[:, 1], "woman", "man")
-    assert (pred == read.read_gender.to_numpy()).mean() >= 0.95
+    agree, n = q.judge_agreement(people.attrs["images"], people.read_gender, tiny.load_clip())
+    assert n >= 0.9 * len(people), "the oracle found no person in too many images"
+    assert agree >= 0.95
