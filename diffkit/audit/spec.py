@@ -30,6 +30,7 @@ import json
 import string
 import sys
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,10 @@ __all__ = [
     "template_fields",
 ]
 
-#: Where the bundled specs and reference tables live (``audits/`` in the source tree).
-AUDITS_DIR = Path(__file__).resolve().parents[2] / "audits"
+#: Where the bundled specs and reference tables live: package data (``diffkit/audits/``, read through
+#: :mod:`importlib.resources`, so an installed wheel has them); ``audits/`` at the top of a checkout
+#: is a link to the same folder.
+AUDITS_DIR = Path(str(resources.files("diffkit") / "audits"))
 
 GENDER_CLASSES = ("female", "male")
 
