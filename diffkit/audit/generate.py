@@ -1,9 +1,9 @@
 """Generation at scale: batched, deterministic, resumable, shardable.
 
-The run folder::
+The run folder (owned by :mod:`diffkit.audit.rundir`)::
 
     spec.json                 the resolved spec (its sha256 is the run's fingerprint)
-    ledger.sqlite             one row per image (SQLite in write-ahead-log mode)
+    ledger.sqlite             one row per image (SQLite in write-ahead-log mode), the spec and the weights
     images/KKKK/IIII.png      image i of prompt k
 
 How the guarantees are kept:
@@ -15,43 +15,63 @@ How the guarantees are kept:
 * **Crash-safe.** A PNG is encoded in memory, written to a temporary file, flushed, fsynced
   and renamed into place (atomic on POSIX). The ledger rows of a batch are committed in one
   transaction after its files. Killing the process at any moment loses at most the batch in
-  flight; a rerun skips finished rows (``INSERT … ON CONFLICT DO UPDATE``: never a duplicate).
+  flight; a rerun regenerates only rows whose status is not ``done`` (an ``UPDATE`` of the
+  existing row: never a duplicate) and removes the temporary files the killed run left.
+* **One model per run.** The ledger records the weights (a digest of the pipeline's files,
+  or the hub commit); a rerun with other weights is refused, naming both.
+* **One writer per folder.** The main process holds the folder's lock while it generates; a
+  second run on the same folder is refused at once (:class:`~diffkit.errors.RunBusyError`).
 * **Verified.** On resume each finished row's file is re-hashed; a missing or corrupt PNG
   is marked ``missing``/``corrupt`` and its batch regenerated.
 * **Full disk.** ``ENOSPC`` while writing removes the temporary file and raises
   :class:`DiskFullError`; the ledger keeps only whole batches.
+* **Prompts that fit.** Before generating, every prompt is tokenized; one longer than the
+  text encoder reads is refused (:func:`check_prompt_lengths`) instead of being cut off.
 * **Sharded.** Under ``accelerate launch`` (or ``torchrun``) batch b goes to process
   ``b % world_size``; all processes share the ledger. The result equals a one-process run
   (bit for bit when every process runs the same number of threads). Across machines the
-  run folder must sit on a shared filesystem with POSIX locks (see :func:`journal_mode`).
+  run folder must sit on a shared filesystem with POSIX locks (see :func:`~diffkit.audit.rundir.journal_mode`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
-import json
 import os
-import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .prompts import build_prompts, derive_seed, image_grid
-from .spec import AuditSpec, spec_from_dict
+from .prompts import build_prompts, derive_seed
+from .rundir import (
+    LEDGER_NAME,
+    SPEC_NAME,
+    DiskFullError,
+    Ledger,
+    RunMismatchError,
+    clean_orphans,
+    journal_mode,
+    load_run_spec,
+    now,
+    prepare_run,
+    record_weights,
+    run_lock,
+    verify_files,
+    weights_identity,
+    write_atomic,
+)
+from .spec import AuditSpec, SpecError
 
 __all__ = [
     "DiskFullError",
     "DistState",
     "Ledger",
     "RunMismatchError",
+    "check_prompt_lengths",
     "dist_state",
     "generate_images",
     "load_pipeline_for",
@@ -60,35 +80,9 @@ __all__ = [
     "regenerate_image",
 ]
 
-LEDGER_NAME = "ledger.sqlite"
-SPEC_NAME = "spec.json"
-STATUSES = ("pending", "done", "missing", "corrupt")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS images (
-    prompt_id   INTEGER NOT NULL,
-    image_index INTEGER NOT NULL,
-    prompt      TEXT    NOT NULL,
-    seed        INTEGER NOT NULL,
-    path        TEXT    NOT NULL,
-    batch       INTEGER NOT NULL,
-    status      TEXT    NOT NULL DEFAULT 'pending',
-    sha256      TEXT,
-    seconds     REAL,
-    rank        INTEGER,
-    finished_at TEXT,
-    PRIMARY KEY (prompt_id, image_index)
-);
-"""
-
-
-class RunMismatchError(ValueError):
-    """The output folder holds another spec's run; diffkit never mixes runs."""
-
-
-class DiskFullError(OSError):
-    """The disk filled up while writing an image; nothing half-written was kept."""
+# The run folder (ledger, spec, hashes, atomic writes) is owned by .rundir; these names stay here
+# for code that imported them from this module.
+_ = (LEDGER_NAME, SPEC_NAME, journal_mode)
 
 
 @dataclass(frozen=True)
@@ -124,192 +118,27 @@ def dist_state() -> DistState:
     return DistState(state.process_index, state.num_processes, state.device, state)
 
 
-# --------------------------------------------------------------------------- ledger
-def journal_mode() -> str:
-    """``"WAL"``, unless the processes of a sharded run sit on several machines.
+def check_prompt_lengths(spec: AuditSpec, tokenizer: Any, prompts: pd.DataFrame | None = None) -> None:
+    """Refuse prompts longer than the text encoder reads (``tokenizer.model_max_length`` tokens).
 
-    SQLite's write-ahead log needs shared memory, so every process must be on one host;
-    across machines (``WORLD_SIZE`` > ``LOCAL_WORLD_SIZE``) the ledger falls back to the
-    rollback journal (``"DELETE"``), which needs a shared filesystem with working POSIX locks.
+    A longer prompt is cut off silently by the pipeline, so the end of the template (often the
+    occupation itself) would never reach the model while the report still names it. Raises
+    :class:`~diffkit.audit.SpecError` naming the template, the prompt and its length.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    return "DELETE" if world > local else "WAL"
-
-
-class Ledger:
-    """The run's SQLite ledger (WAL mode; safe for several processes)."""
-
-    def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / LEDGER_NAME
-        self.conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-        self.conn.execute("PRAGMA busy_timeout = 120000")
-        self.conn.execute(f"PRAGMA journal_mode = {journal_mode()}")
-        self.conn.execute("PRAGMA synchronous = FULL")
-        self.conn.executescript(_SCHEMA)
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    def meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def frame(self) -> pd.DataFrame:
-        """Every row, ordered by (prompt_id, image_index)."""
-        return pd.read_sql_query("SELECT * FROM images ORDER BY prompt_id, image_index", self.conn)
-
-    def mark(self, keys: list[tuple[int, int]], status: str) -> None:
-        with self.transaction() as c:
-            c.executemany(
-                "UPDATE images SET status = ?, sha256 = NULL WHERE prompt_id = ? AND image_index = ?",
-                [(status, k, i) for k, i in keys],
+    limit = getattr(tokenizer, "model_max_length", None)
+    if tokenizer is None or not isinstance(limit, int) or limit <= 0 or limit > 100_000:
+        return
+    prompts = build_prompts(spec) if prompts is None else prompts
+    for kind, tid, text in prompts[["kind", "template_id", "prompt"]].itertuples(index=False):
+        n = len(tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"])
+        if n > limit:
+            key = f"{'prompts' if kind == 'audit' else 'controls'}.templates[{int(tid)}]"
+            raise SpecError(
+                spec.source, key,
+                f"the prompt {text!r} is {n} tokens, over the text encoder's limit of {limit}: its end "
+                "(the occupation word, perhaps) would be cut off before the model sees it",
+                f"shorten the template to at most {limit} tokens with the longest attribute filled in",
             )
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write *data* to *path* through a temporary file and a rename; on error nothing stays."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                e.errno,
-                f"disk full while writing {path}; nothing half-written was kept and the ledger holds "
-                "only finished batches. Free some space and rerun the same command to resume",
-            ) from e
-        raise
-
-
-@contextlib.contextmanager
-def _disk_full_as_error(run_dir: Path) -> Iterator[None]:
-    """SQLite's "database or disk is full" as a :class:`DiskFullError` (the transaction is rolled back)."""
-    try:
-        yield
-    except sqlite3.OperationalError as e:
-        if "full" in str(e).lower():
-            raise DiskFullError(
-                errno.ENOSPC,
-                f"disk full while recording a batch in {run_dir / LEDGER_NAME}; the batch was rolled back and "
-                "the ledger holds only finished batches. Free some space and rerun the same command to resume",
-            ) from e
-        raise
-
-
-def _spec_json(spec: AuditSpec) -> str:
-    return json.dumps(spec.to_dict(), indent=2, sort_keys=True)
-
-
-def load_run_spec(run_dir: str | Path) -> AuditSpec:
-    """The spec a run folder was made with (from its ``spec.json``)."""
-    p = Path(run_dir) / SPEC_NAME
-    if not p.is_file():
-        raise FileNotFoundError(f"{run_dir} is not an audit run folder (no {SPEC_NAME}); run `diffkit audit run` first")
-    return spec_from_dict(json.loads(p.read_text()), source=str(p))
-
-
-def prepare_run(spec: AuditSpec, run_dir: str | Path) -> Path:
-    """Create (or reopen) a run folder for *spec*: write ``spec.json`` and the ledger's pending rows.
-
-    Refuses (:class:`RunMismatchError`) a folder that holds another spec's run, or files that
-    are not a diffkit run. Safe to call from several processes at once.
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fp = spec.fingerprint()
-    if not (run_dir / LEDGER_NAME).exists():
-        foreign = [p.name for p in run_dir.iterdir() if not p.name.startswith(LEDGER_NAME)]
-        if foreign:
-            raise RunMismatchError(
-                f"{run_dir} is not empty ({', '.join(sorted(foreign)[:3])}…) and holds no audit ledger; "
-                "choose an empty or new output folder (--out)"
-            )
-    prompts = build_prompts(spec)
-    grid = image_grid(spec, prompts)
-    grid["batch"] = [j // spec.batch_size for j in range(len(grid))]
-    with Ledger(run_dir) as led, led.transaction() as c:
-        old = led.meta("fingerprint")
-        if old is not None and old != fp:
-            stored = json.loads(led.meta("spec") or "{}")
-            diff = _first_difference(stored, spec.to_dict())
-            raise RunMismatchError(
-                f"{run_dir} holds a run of another spec ({stored.get('name', '?')!r}; first difference: {diff}). "
-                "diffkit never mixes runs: pass a new --out folder, or delete this one to start over"
-            )
-        if old is None:
-            from .. import __version__
-
-            c.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("fingerprint", fp), ("spec", json.dumps(spec.to_dict(), sort_keys=True)),
-                 ("created_at", _now()), ("diffkit_version", __version__)],
-            )
-            c.executemany(
-                "INSERT OR IGNORE INTO images (prompt_id, image_index, prompt, seed, path, batch) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                grid[["prompt_id", "image_index", "prompt", "seed", "path", "batch"]].itertuples(index=False),
-            )
-            _atomic_write(run_dir / SPEC_NAME, _spec_json(spec).encode())
-    return run_dir
-
-
-def _first_difference(a: Any, b: Any, key: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
-    return f"{key or '(spec)'}: {a!r} there, {b!r} now"
-
-
-def _sha256_file(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def _verify(led: Ledger, run_dir: Path, rows: pd.DataFrame) -> int:
-    """Mark finished rows whose file is missing or altered; return how many were marked."""
-    bad_missing, bad_corrupt = [], []
-    for k, i, path, sha in rows[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
-        p = run_dir / path
-        if not p.is_file():
-            bad_missing.append((int(k), int(i)))
-        elif _sha256_file(p) != sha:
-            bad_corrupt.append((int(k), int(i)))
-    if bad_missing:
-        led.mark(bad_missing, "missing")
-    if bad_corrupt:
-        led.mark(bad_corrupt, "corrupt")
-    return len(bad_missing) + len(bad_corrupt)
 
 
 def load_pipeline_for(spec: AuditSpec, *, device: Any = None) -> Any:
@@ -404,58 +233,69 @@ def generate_images(
 
     state = state if state is not None else dist_state()
     run_dir = Path(run_dir)
-    # The main process creates the folder first; the others then reopen it.
-    if state.is_main:
-        prepare_run(spec, run_dir)
-    state.barrier()
-    if not state.is_main:
-        prepare_run(spec, run_dir)
-    with Ledger(run_dir) as led:
-        rows = led.frame()
-        mine = rows[rows["batch"] % state.world_size == state.rank]
-        if verify:
-            done = mine[mine["status"] == "done"]
-            if _verify(led, run_dir, done):
-                rows = led.frame()
-                mine = rows[rows["batch"] % state.world_size == state.rank]
-        todo_batches = sorted(mine.loc[mine["status"] != "done", "batch"].unique())
-        if max_batches is not None:
-            todo_batches = todo_batches[:max_batches]
-        n_done = int((mine["status"] == "done").sum())
-        if todo_batches:
-            if pipe is None:
-                pipe = load_pipeline_for(spec, device=state.device)
-            bar = tqdm(
-                total=len(mine), initial=n_done, unit="img", disable=not progress,
-                desc="generating" + (f" [{state.rank + 1}/{state.world_size}]" if state.world_size > 1 else ""),
-                position=state.rank if state.world_size > 1 else None, dynamic_ncols=True,
-            )
-            by_batch = {b: g for b, g in mine.groupby("batch")}
-            try:
-                for b in todo_batches:
-                    batch = by_batch[b]
-                    t0 = time.perf_counter()
-                    images = _call_pipeline(pipe, spec, batch["prompt"].tolist(), batch["seed"].tolist())
-                    per_image = (time.perf_counter() - t0) / len(batch)
-                    updates = []
-                    for img, (k, i, path, status) in zip(
-                        images, batch[["prompt_id", "image_index", "path", "status"]].itertuples(index=False)
-                    ):
-                        if status == "done":  # recomputed only to keep the batch whole
-                            continue
-                        data = _png_bytes(img)
-                        _atomic_write(run_dir / path, data)
-                        updates.append((hashlib.sha256(data).hexdigest(), per_image, state.rank, _now(),
-                                        int(k), int(i)))
-                    with _disk_full_as_error(run_dir), led.transaction() as c:
-                        c.executemany(
-                            "UPDATE images SET status = 'done', sha256 = ?, seconds = ?, rank = ?, "
-                            "finished_at = ? WHERE prompt_id = ? AND image_index = ?",
-                            updates,
-                        )
-                    bar.update(len(updates))
-            finally:
-                bar.close()
-    state.barrier()
+    weights = weights_identity(spec.pipeline.model, spec.pipeline.revision)
+    lock = run_lock(run_dir) if state.is_main else contextlib.nullcontext()
+    with lock:
+        # The main process creates the folder first; the others then reopen it.
+        if state.is_main:
+            prepare_run(spec, run_dir, weights=weights)
+            clean_orphans(run_dir)
+        state.barrier()
+        if not state.is_main:
+            prepare_run(spec, run_dir, weights=weights)
+        with Ledger(run_dir) as led:
+            rows = led.frame()
+            mine = rows[rows["batch"] % state.world_size == state.rank]
+            if verify:
+                done = mine[mine["status"] == "done"]
+                if verify_files(led, run_dir, done):
+                    rows = led.frame()
+                    mine = rows[rows["batch"] % state.world_size == state.rank]
+            todo_batches = sorted(mine.loc[mine["status"] != "done", "batch"].unique())
+            if max_batches is not None:
+                todo_batches = todo_batches[:max_batches]
+            n_done = int((mine["status"] == "done").sum())
+            if todo_batches:
+                if pipe is None:
+                    pipe = load_pipeline_for(spec, device=state.device)
+                check_prompt_lengths(spec, getattr(pipe, "tokenizer", None))
+                if weights is None:  # a hub id that was not cached before the load
+                    record_weights(run_dir, spec, weights_identity(spec.pipeline.model, spec.pipeline.revision))
+                _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progress, tqdm)
+        state.barrier()
     with Ledger(run_dir) as led:
         return led.frame()
+
+
+def _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progress, tqdm) -> None:
+    """Generate the batches *todo_batches* of this process's rows *mine*, one transaction each."""
+    bar = tqdm(
+        total=len(mine), initial=n_done, unit="img", disable=not progress,
+        desc="generating" + (f" [{state.rank + 1}/{state.world_size}]" if state.world_size > 1 else ""),
+        position=state.rank if state.world_size > 1 else None, dynamic_ncols=True,
+    )
+    by_batch = {b: g for b, g in mine.groupby("batch")}
+    try:
+        for b in todo_batches:
+            batch = by_batch[b]
+            t0 = time.perf_counter()
+            images = _call_pipeline(pipe, spec, batch["prompt"].tolist(), batch["seed"].tolist())
+            per_image = (time.perf_counter() - t0) / len(batch)
+            updates = []
+            for img, (k, i, path, status) in zip(
+                images, batch[["prompt_id", "image_index", "path", "status"]].itertuples(index=False)
+            ):
+                if status == "done":  # recomputed only to keep the batch whole
+                    continue
+                data = _png_bytes(img)
+                write_atomic(run_dir / path, data)
+                updates.append((hashlib.sha256(data).hexdigest(), per_image, state.rank, now(), int(k), int(i)))
+            with led.transaction() as c:  # a batch's rows are committed together, after its files
+                c.executemany(
+                    "UPDATE images SET status = 'done', sha256 = ?, seconds = ?, rank = ?, "
+                    "finished_at = ? WHERE prompt_id = ? AND image_index = ?",
+                    updates,
+                )
+            bar.update(len(updates))
+    finally:
+        bar.close()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import string
 import sys
 from dataclasses import asdict, dataclass, field
@@ -61,6 +62,10 @@ __all__ = [
 AUDITS_DIR = Path(str(resources.files("diffkit") / "audits"))
 
 GENDER_CLASSES = ("female", "male")
+
+# audit.name becomes a folder name (out/audit/<name>): no separators, no "..", nothing hidden.
+_NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_NAME_JUNK = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class SpecError(ValueError):
@@ -325,7 +330,12 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
     base_dir = Path(base_dir) if base_dir is not None else None
 
     a = r.table("audit")
-    name = r.get(a, "audit", "name", str, Path(source).stem if source != "<spec>" else "audit")
+    default_name = _NAME_JUNK.sub("-", Path(source).stem).strip("-.") if source != "<spec>" else ""
+    name = r.get(a, "audit", "name", str, default_name or "audit")
+    if not _NAME_OK.fullmatch(name) or name in (".", ".."):
+        slug = _NAME_JUNK.sub("-", name).strip("-.") or "my_audit"
+        raise r.err("audit.name", f"{name!r} is not a plain folder name (it names the run folder out/audit/<name>)",
+                    f"use letters, digits, '.', '_' and '-' only, at most 100, e.g. name = {slug[:100]!r}")
     seed = r.get(a, "audit", "seed", int, 0, lo=0, hi=2**63 - 1)
     n_img = r.get(a, "audit", "images_per_prompt", int, 8, lo=1)
     batch = r.get(a, "audit", "batch_size", int, 8, lo=1)

@@ -1,0 +1,488 @@
+"""The run folder, in one place: its ledger, its spec, its files and who may write into it.
+
+A run folder holds::
+
+    spec.json        the resolved spec, a readable copy of the ledger's own
+    ledger.sqlite    one row per image (SQLite, write-ahead log), and a ``meta`` table:
+                     fingerprint (sha256 of the spec), spec, weights, created_at, diffkit_version
+    .diffkit.lock    held (``flock``) by the process that generates into the folder
+    images/KKKK/IIII.png
+
+The ledger is the source of truth. ``spec.json`` is checked against it whenever a run is
+reopened (an edited copy is refused, a deleted one restored), and the run's *weights* (a
+sha256 of the pipeline's safetensors and configs, or the hub commit it resolved to) are
+recorded beside the spec, so a resumed run never mixes two models.
+
+Everything written into the folder goes through :func:`write_atomic`; a full disk becomes
+:class:`DiskFullError` with nothing half-written left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .._files import atomic_write_bytes, is_disk_full
+from ..errors import DiffkitError, RunBusyError, RunFolderError
+from .spec import AuditSpec, spec_from_dict
+
+__all__ = [
+    "LEDGER_NAME",
+    "LOCK_NAME",
+    "SPEC_NAME",
+    "DiskFullError",
+    "Ledger",
+    "RunBusyError",
+    "RunFolderError",
+    "RunMismatchError",
+    "clean_orphans",
+    "first_difference",
+    "journal_mode",
+    "load_run_spec",
+    "prepare_run",
+    "run_lock",
+    "sha256_file",
+    "verify_files",
+    "weights_identity",
+    "write_atomic",
+]
+
+LEDGER_NAME = "ledger.sqlite"
+SPEC_NAME = "spec.json"
+LOCK_NAME = ".diffkit.lock"
+STATUSES = ("pending", "done", "missing", "corrupt")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    prompt_id   INTEGER NOT NULL,
+    image_index INTEGER NOT NULL,
+    prompt      TEXT    NOT NULL,
+    seed        INTEGER NOT NULL,
+    path        TEXT    NOT NULL,
+    batch       INTEGER NOT NULL,
+    status      TEXT    NOT NULL DEFAULT 'pending',
+    sha256      TEXT,
+    seconds     REAL,
+    rank        INTEGER,
+    finished_at TEXT,
+    PRIMARY KEY (prompt_id, image_index)
+);
+"""
+
+
+class RunMismatchError(DiffkitError, ValueError):
+    """The output folder holds another spec's (or another model's) run; diffkit never mixes runs."""
+
+
+class DiskFullError(DiffkitError, OSError):
+    """The disk filled up while writing; nothing half-written was kept."""
+
+
+def now() -> str:
+    """The time as an ISO string in UTC, to the second (what the ledger records)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- files
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write *data* to *path* through a unique temporary file and a rename (see :mod:`diffkit._files`).
+
+    A full disk raises :class:`DiskFullError`; the temporary file is gone and *path* untouched.
+    """
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(
+                e.errno,
+                f"disk full while writing {path}; nothing half-written was kept and the ledger holds "
+                "only finished batches. Fix: free some space and rerun the same command to resume",
+            ) from e
+        raise
+
+
+def sha256_file(path: Path) -> str | None:
+    """The sha256 of *path*'s bytes, or ``None`` when it cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def clean_orphans(run_dir: str | Path) -> list[Path]:
+    """Remove the temporary files (``.*.tmp``) a killed writer left in *run_dir*; return them.
+
+    Call it only while holding :func:`run_lock` (no live writer then owns a temporary file).
+    """
+    run_dir = Path(run_dir)
+    found = [p for p in (*run_dir.glob(".*.tmp"), *run_dir.glob("images/*/.*.tmp")) if p.is_file()]
+    for p in found:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return found
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run folder's lock (``flock`` on ``.diffkit.lock``) for the block.
+
+    A second process that asks while the first holds it gets :class:`RunBusyError` at once:
+    two runs never generate into one folder. The lock goes with the process (a killed run
+    leaves nothing to clean up).
+    """
+    import fcntl
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RunBusyError(
+                errno.EWOULDBLOCK,
+                f"{run_dir} is in use by another diffkit run (pid {holder}); fix: wait for it to finish "
+                "and rerun the same command (it resumes), or pass another --out folder",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+# --------------------------------------------------------------------------- ledger
+def journal_mode() -> str:
+    """``"WAL"``, unless the processes of a sharded run sit on several machines.
+
+    SQLite's write-ahead log needs shared memory, so every process must be on one host;
+    across machines (``WORLD_SIZE`` > ``LOCAL_WORLD_SIZE``) the ledger falls back to the
+    rollback journal (``"DELETE"``), which needs a shared filesystem with working POSIX locks.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return "DELETE" if world > local else "WAL"
+
+
+class Ledger:
+    """The run's SQLite ledger (WAL mode; safe for several processes).
+
+    A file that is not a diffkit ledger raises :class:`RunFolderError` naming the fix.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LEDGER_NAME
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        except sqlite3.Error as e:
+            raise RunFolderError(f"cannot open {self.path} ({e}); fix: check the folder exists and is writable") from e
+        try:
+            self.conn.execute("PRAGMA busy_timeout = 120000")
+            self.conn.execute(f"PRAGMA journal_mode = {journal_mode()}")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self.conn.executescript(_SCHEMA)
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(images)")}
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            if "full" in str(e).lower():
+                raise DiskFullError(errno.ENOSPC, f"disk full while opening {self.path}; fix: free some space "
+                                    "and rerun the same command") from e
+            raise RunFolderError(
+                f"{self.path} is not a diffkit ledger ({e}); fix: pass a new --out folder, or move this "
+                "folder aside and rerun to start the run over"
+            ) from e
+        missing = {"prompt_id", "image_index", "path", "status", "sha256", "batch"} - cols
+        if missing:
+            self.conn.close()
+            raise RunFolderError(
+                f"{self.path} is not a diffkit ledger (its images table lacks {sorted(missing)}); fix: pass a "
+                "new --out folder, or move this folder aside and rerun to start the run over"
+            )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back on any error. A full disk is :class:`DiskFullError`."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if "full" in str(e).lower():
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise DiskFullError(
+                    errno.ENOSPC,
+                    f"disk full while recording in {self.path}; the batch was rolled back and the ledger "
+                    "holds only finished batches. Fix: free some space and rerun the same command to resume",
+                ) from e
+            raise
+
+    def meta(self, key: str) -> str | None:
+        """The ``meta`` table's value for *key* (``fingerprint``, ``spec``, ``weights``, …)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def frame(self) -> pd.DataFrame:
+        """Every row, ordered by (prompt_id, image_index)."""
+        return pd.read_sql_query("SELECT * FROM images ORDER BY prompt_id, image_index", self.conn)
+
+    def mark(self, keys: list[tuple[int, int]], status: str) -> None:
+        """Set *status* (``missing``/``corrupt``/``pending``) on the rows *keys* and forget their hashes."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; use one of {STATUSES}")
+        with self.transaction() as c:
+            c.executemany(
+                "UPDATE images SET status = ?, sha256 = NULL WHERE prompt_id = ? AND image_index = ?",
+                [(status, k, i) for k, i in keys],
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def verify_files(led: Ledger, run_dir: str | Path, rows: pd.DataFrame) -> int:
+    """Re-hash the files of finished *rows*; mark missing or altered ones; return how many were marked."""
+    run_dir = Path(run_dir)
+    bad_missing, bad_corrupt = [], []
+    for k, i, path, sha in rows[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
+        p = run_dir / path
+        if not p.is_file():
+            bad_missing.append((int(k), int(i)))
+        elif sha256_file(p) != sha:
+            bad_corrupt.append((int(k), int(i)))
+    if bad_missing:
+        led.mark(bad_missing, "missing")
+    if bad_corrupt:
+        led.mark(bad_corrupt, "corrupt")
+    return len(bad_missing) + len(bad_corrupt)
+
+
+# --------------------------------------------------------------------------- weights
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _hash_cached(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        _HASH_CACHE[key] = sha256_file(path) or "unreadable"
+    return _HASH_CACHE[key]
+
+
+def _folder_digest(folder: Path) -> str:
+    """sha256 over (relative path, sha256) of every safetensors and JSON file under *folder*."""
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))
+    for p in files:
+        h.update(f"{p.relative_to(folder).as_posix()}\0{_hash_cached(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _hub_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit *revision* of *repo_id* resolves to in the local Hugging Face cache, if cached."""
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, "model_index.json", revision=revision or "main")
+    except Exception:  # noqa: BLE001 - an id the hub library rejects is simply not cached
+        return None
+    if isinstance(hit, str):
+        return Path(hit).parent.name  # …/snapshots/<commit>/model_index.json
+    return None
+
+
+def weights_identity(model: str, revision: str | None = None) -> str | None:
+    """What pins the weights of *model*: a digest of its files, or the hub commit it resolves to.
+
+    ``"tiny"`` and local folders give ``"sha256:<digest of the safetensors and JSON files>"``; a
+    hub id gives ``"<id>@<commit>"`` from the local cache, or ``None`` when it is not cached yet.
+    """
+    if str(model) == "tiny":
+        from ..tiny import pipeline_path
+
+        return "sha256:" + _folder_digest(pipeline_path(verify=False))
+    p = Path(str(model)).expanduser()
+    if p.is_dir():
+        return "sha256:" + _folder_digest(p)
+    commit = _hub_commit(str(model), revision)
+    return f"{model}@{commit}" if commit else None
+
+
+# --------------------------------------------------------------------------- the run's spec
+def spec_json(spec: AuditSpec) -> str:
+    """``spec.json``'s text: the resolved spec, indented, keys sorted."""
+    return json.dumps(spec.to_dict(), indent=2, sort_keys=True)
+
+
+def first_difference(a: Any, b: Any, key: str = "") -> str:
+    """The first key where two nested dicts differ, as ``"key: a there, b now"``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+    return f"{key or '(spec)'}: {a!r} there, {b!r} now"
+
+
+def load_run_spec(run_dir: str | Path) -> AuditSpec:
+    """The spec a run folder was made with: the ledger's own copy.
+
+    ``spec.json`` is checked against it: a missing ``spec.json`` is restored, an edited one is
+    refused (:class:`RunMismatchError` naming the first difference). A folder that is not a
+    run raises :class:`RunFolderError`.
+    """
+    run_dir = Path(run_dir)
+    sj = run_dir / SPEC_NAME
+    if not (run_dir / LEDGER_NAME).is_file():
+        what = f"has {SPEC_NAME} but no {LEDGER_NAME}" if sj.is_file() else f"has no {LEDGER_NAME}"
+        raise RunFolderError(
+            f"{run_dir} is not an audit run folder (it {what}); fix: pass the folder `diffkit audit run` wrote "
+            "(e.g. out/audit/tiny_default), or run `diffkit audit run` first"
+        )
+    with Ledger(run_dir) as led:
+        stored = led.meta("spec")
+    if stored is None:
+        raise RunFolderError(
+            f"{run_dir / LEDGER_NAME} holds no spec (the run never started); fix: rerun `diffkit audit run` "
+            "with this --out folder"
+        )
+    try:
+        data = json.loads(stored)
+        spec = spec_from_dict(data, source=str(sj))
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunFolderError(
+            f"{run_dir / LEDGER_NAME}: the stored spec is damaged ({type(e).__name__}: {e}); fix: rerun the audit "
+            "into a new --out folder"
+        ) from e
+    if not sj.is_file():
+        write_atomic(sj, spec_json(spec).encode())
+        return spec
+    try:
+        on_disk = json.loads(sj.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RunMismatchError(
+            f"{sj} is not valid JSON ({e}); the run's spec is in its ledger. Fix: delete {sj} "
+            "(the next `diffkit audit report` restores it)"
+        ) from None
+    if on_disk != data:
+        raise RunMismatchError(
+            f"{sj} differs from the spec this run was generated with ({first_difference(data, on_disk)}). "
+            f"A report always uses the run's own spec. Fix: delete {sj} (it is restored from the ledger), or "
+            "run the edited spec into a new folder with `diffkit audit run SPEC --out NEW`"
+        )
+    return spec
+
+
+def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = None) -> Path:
+    """Create (or reopen) a run folder for *spec*: write ``spec.json`` and the ledger's pending rows.
+
+    Refuses (:class:`RunMismatchError`) a folder that holds another spec's run or a run of
+    other *weights* (see :func:`weights_identity`), and files that are not a diffkit run.
+    A run that never finished an image (a model that failed to load, a template that was
+    too long) is started over with the new spec. Safe to call from several processes at once.
+    """
+    from .prompts import build_prompts, image_grid
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fp = spec.fingerprint()
+    if not (run_dir / LEDGER_NAME).exists():
+        foreign = [p.name for p in run_dir.iterdir() if not p.name.startswith((LEDGER_NAME, LOCK_NAME))]
+        if foreign:
+            raise RunMismatchError(
+                f"{run_dir} is not empty ({', '.join(sorted(foreign)[:3])}…) and holds no audit ledger; "
+                "fix: choose an empty or new output folder (--out)"
+            )
+    prompts = build_prompts(spec)
+    grid = image_grid(spec, prompts)
+    grid["batch"] = [j // spec.batch_size for j in range(len(grid))]
+    with Ledger(run_dir) as led, led.transaction() as c:
+        old = led.meta("fingerprint")
+        n_done = c.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0]
+        if old is not None and old != fp:
+            if n_done:
+                stored = json.loads(led.meta("spec") or "{}")
+                diff = first_difference(stored, spec.to_dict())
+                raise RunMismatchError(
+                    f"{run_dir} holds a run of another spec ({stored.get('name', '?')!r}; first difference: {diff}). "
+                    "diffkit never mixes runs: fix: pass a new --out folder, or delete this one to start over"
+                )
+            c.execute("DELETE FROM images")  # nothing was finished: start over with this spec
+            c.execute("DELETE FROM meta")
+            old = None
+        old_weights = led.meta("weights")
+        if weights is not None and old_weights is not None and old_weights != weights:
+            if n_done:
+                raise RunMismatchError(
+                    f"{run_dir} was generated with other weights of {spec.pipeline.model!r} ({old_weights} there, "
+                    f"{weights} now; the model changed since). diffkit never mixes models in one run: fix: pass a "
+                    "new --out folder, or restore the old weights (pin pipeline.revision for a hub model)"
+                )
+            c.execute("DELETE FROM meta WHERE key = 'weights'")
+            old_weights = None
+        if weights is not None and old_weights is None:
+            c.execute("INSERT INTO meta (key, value) VALUES ('weights', ?)", (weights,))
+        if old is None:
+            from .. import __version__
+
+            c.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("fingerprint", fp), ("spec", json.dumps(spec.to_dict(), sort_keys=True)),
+                 ("created_at", now()), ("diffkit_version", __version__)],
+            )
+            # Fresh ledger: the rows are new (IGNORE only guards a second process racing here).
+            c.executemany(
+                "INSERT OR IGNORE INTO images (prompt_id, image_index, prompt, seed, path, batch) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                grid[["prompt_id", "image_index", "prompt", "seed", "path", "batch"]].itertuples(index=False),
+            )
+    if old is None or not (run_dir / SPEC_NAME).is_file():
+        write_atomic(run_dir / SPEC_NAME, spec_json(spec).encode())
+    return run_dir
+
+
+def record_weights(run_dir: str | Path, spec: AuditSpec, weights: str | None) -> None:
+    """Check *weights* against the ledger's and record them when it has none (see :func:`prepare_run`)."""
+    if weights is None:
+        return
+    with Ledger(run_dir) as led, led.transaction() as c:
+        old = led.meta("weights")
+        if old is None:
+            c.execute("INSERT INTO meta (key, value) VALUES ('weights', ?)", (weights,))
+        elif old != weights:
+            n_done = c.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0]
+            if n_done:
+                raise RunMismatchError(
+                    f"{run_dir} was generated with other weights of {spec.pipeline.model!r} ({old} there, "
+                    f"{weights} now). diffkit never mixes models in one run: fix: pass a new --out folder, or pin "
+                    "pipeline.revision to the old commit"
+                )
+            c.execute("UPDATE meta SET value = ? WHERE key = 'weights'", (weights,))
