@@ -23,7 +23,7 @@ __all__ = [
 
 
 def images_to_tensor(images):
-    """PIL images → float tensor (B, 3, 64, 64) in [-1, 1]."""
+    """PIL images → float tensor (B, 3, H, W) in [-1, 1]."""
     import torch
 
     arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
@@ -45,27 +45,34 @@ def tensor_to_images(x):
     return [Image.fromarray(a) for a in arr]
 
 
-def world_batch(rng: random.Random, n: int, config: _w.WorldConfig | None = None):
-    """*n* samples from the world: (images tensor, attributes, captions)."""
+def world_batch(
+    rng: random.Random, n: int, config: _w.WorldConfig | None = None, *, size: int = _w.IMAGE_SIZE
+):
+    """*n* samples from the world at *size*² pixels: (images tensor, attributes, captions)."""
     atts, caps, ims = [], [], []
     for _ in range(n):
         a, c = _w.sample_attributes(rng, config)
         atts.append(a)
         caps.append(c)
-        ims.append(_w.draw(a, rng))
+        ims.append(_w.draw(a, rng, size=size))
     return images_to_tensor(ims), atts, caps
 
 
 def cell_key(a: _w.Attributes) -> tuple:
-    """The world cell of *a*: (kind, colour, shape) or (kind, occupation, gender)."""
+    """The world cell of *a*: (kind, colour, shape), (kind, occupation, gender), or
+    ``("pair",)`` for every two-object scene (one pool; each row keeps its own attributes)."""
     if a.kind == "shape":
         return ("shape", a.color, a.shape)
+    if a.kind == "pair":
+        return ("pair",)
     return ("person", a.occupation, a.gender)
 
 
 def background_of(a: _w.Attributes) -> tuple[int, int, int]:
     """The flat background colour an image of *a* is drawn on."""
-    return _w.SHAPE_BACKGROUND if a.kind == "shape" else _w.OCCUPATION_BACKGROUNDS[a.occupation]
+    if a.kind in ("shape", "pair"):
+        return _w.SHAPE_BACKGROUND
+    return _w.OCCUPATION_BACKGROUNDS[a.occupation]
 
 
 def figure_mask(image, a: _w.Attributes) -> np.ndarray:
@@ -98,21 +105,56 @@ class LatentCache:
     ``latents`` is (N, C, h, w) float16, already multiplied by the VAE scaling factor;
     ``cells[key]`` lists the rows of that cell; ``masks`` (N, 1, h, w) uint8 marks the
     figure's latent pixels (see :func:`latent_masks`), or is ``None`` for an older cache.
+    ``pairs`` maps each row of the ``("pair",)`` pool to its own :class:`~diffkit.tiny.world.Attributes`.
     """
 
     latents: object  # torch.Tensor
     cells: dict
     masks: object = None  # torch.Tensor | None
+    pairs: dict | None = None
+
+    def resolve_pairs(self, rng: random.Random, attributes: list, captions: list):
+        """Swap each two-object sample for a random row of the pair pool.
+
+        The pool is i.i.d. draws of the world's pair distribution, so a random row and a
+        random caption of *its* attributes are a sample of the same distribution. Returns
+        ``(rows, captions)``: the chosen row per pair sample (``None`` elsewhere) and the
+        captions with the pair ones replaced.
+        """
+        rows, caps = [], []
+        for a, c in zip(attributes, captions):
+            if a.kind == "pair":
+                if not self.pairs:
+                    raise RuntimeError(
+                        "the latent cache has no two-object scenes; rebuild it with "
+                        "`python -m diffkit.tiny.train --recipe tiny2 --stage cache`"
+                    )
+                row = rng.choice(self.cells[("pair",)])
+                rows.append(row)
+                caps.append(rng.choice(self.pairs[row].captions()))
+            else:
+                rows.append(None)
+                caps.append(c)
+        return rows, caps
 
     def sample(self, rng: random.Random, attributes: list[_w.Attributes]):
         """Latents (float32) of one random cached image per attribute."""
         return self.sample_with_masks(rng, attributes)[0]
 
-    def sample_with_masks(self, rng: random.Random, attributes: list[_w.Attributes]):
-        """``(latents, masks)`` of one random cached image per attribute (masks may be None)."""
+    def sample_with_masks(self, rng: random.Random, attributes: list[_w.Attributes], rows=None):
+        """``(latents, masks)`` of one random cached image per attribute (masks may be None).
+
+        *rows* (from :meth:`resolve_pairs`) fixes the row where it is not ``None``.
+        """
         import torch
 
-        idx = torch.tensor([rng.choice(self.cells[cell_key(a)]) for a in attributes])
+        rows = rows or [None] * len(attributes)
+        idx = torch.tensor(
+            [
+                rng.choice(self.cells[cell_key(a)]) if r is None else r
+                for a, r in zip(attributes, rows)
+            ]
+        )
         masks = None if self.masks is None else self.masks[idx].float()
         return self.latents[idx].float(), masks
 
@@ -128,7 +170,9 @@ def atomic_save(obj, path: Path) -> None:
 
 def save_checkpoint(path: Path, model, opt, step: int, rng: random.Random) -> None:
     """Write a resumable checkpoint of *model* and *opt* (atomically)."""
-    atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng}, path)
+    atomic_save(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng}, path
+    )
 
 
 def load_checkpoint(path: Path, model, opt) -> tuple[int, random.Random]:

@@ -184,9 +184,19 @@ def judge_agreement(images, oracle_genders, judge) -> tuple[float, int]:
     return float(np.mean(pred == np.array([g for _, g in pairs]))), len(pairs)
 
 
-def quick_check(pipe, *, n: int = 48, seed: int = 0, guidance: float = 7.5) -> dict:
-    """A small random slice of the bars, for training logs: half shapes, half stated gender."""
+def quick_check(
+    pipe, *, n: int = 48, seed: int = 0, guidance: float = 7.5, grid=None, batch: int = 16
+) -> dict:
+    """A small random slice of the bars, for training logs: half shapes, half stated gender.
+
+    With *grid* (a path), the images are also saved there as one PNG, 8 per row, in the
+    order of the cases (shapes first), so a training run can be looked at.
+    """
     rng = random.Random(seed)
     cases = rng.choices(shape_prompts(), k=n // 2) + rng.choices(gender_prompts(), k=n - n // 2)
-    df = evaluate(pipe, cases, seeds=[rng.randrange(10**6)], guidance=guidance, batch=n)
+    df = evaluate(pipe, cases, seeds=[rng.randrange(10**6)], guidance=guidance, batch=batch)
+    if grid is not None:
+        from diffkit.tiny.train import _save_grid
+
+        _save_grid(df.attrs["images"], 8, grid)
     return summarize(df)

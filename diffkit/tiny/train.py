@@ -27,6 +27,14 @@ Continue only the U-Net for 60 more minutes, then export::
 
     python -m diffkit.tiny.train --stage unet --resume --minutes 60
     python -m diffkit.tiny.train --stage export
+
+diffkit-tiny 2 (issue 11, SD 1.x's design at 128², see :mod:`diffkit.tiny.models`):
+``--recipe tiny2`` runs the stages vae, cache and unet into ``--run-dir`` (default
+``runs/tiny2``) and never writes the package's weights; ``--stage export --export-to DIR``
+copies its pipeline out once it meets the bars::
+
+    python -m diffkit.tiny.train --recipe tiny2 --run-dir /root/diffkit-tiny2-run --resume
+    python -m diffkit.tiny.train --recipe tiny2 --quick   # the classroom variant
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -50,7 +58,7 @@ from diffkit.tiny import world as _w
 
 log = logging.getLogger("diffkit.tiny.train")
 
-__all__ = ["Recipe", "FULL", "QUICK", "main"]
+__all__ = ["Recipe", "FULL", "QUICK", "RECIPES", "TINY2", "TINY2_QUICK", "main"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,21 @@ class Recipe:
     clip_steps: int = 1600
     clip_batch: int = 128
     clip_lr: float = 1e-3
+    # --- added for diffkit-tiny 2; the defaults leave diffkit-tiny 1's recipe unchanged
+    arch: str = "tiny1"  # the architecture (diffkit.tiny.models.ARCHS)
+    pair_fraction: float = 0.0  # share of shape images that are two-object scenes
+    cache_pairs: int = 0  # two-object scenes in the latent cache's pair pool
+    offset_noise: float = 0.0  # std of a per-channel constant added to the training noise
+    eps_weight_cap: float = 20.0  # ε-prediction: cap of min(SNR + 1, γ) / SNR at high noise
+    vae_checkpoint_every: int = 200
+
+    def world_config(self) -> _w.WorldConfig:
+        """The caption distribution the recipe trains on."""
+        return _w.WorldConfig(pair_fraction=self.pair_fraction)
+
+    @property
+    def image_size(self) -> int:
+        return _m.arch(self.arch).image_size
 
 
 FULL = Recipe()
@@ -95,6 +118,39 @@ QUICK = Recipe(
     clip_steps=300,
     eval_images=24,
 )
+#: diffkit-tiny 2: SD 1.x's design at 128² (see :mod:`diffkit.tiny.models`), ε-prediction
+#: on SD 1.5's scaled_linear schedule with min(SNR + 1, 5) / SNR weighting (the x̂₀ weight
+#: of tiny 1's recipe), offset noise 0.1, figure weight 4, EMA; 30 % of shape images are
+#: two-object scenes so that each object's pixels must find their own words.
+TINY2 = Recipe(
+    arch="tiny2",
+    vae_steps=600,
+    vae_batch=16,
+    vae_lr=2e-3,
+    cache_per_cell=300,
+    cache_pairs=6000,
+    pair_fraction=0.3,
+    offset_noise=0.1,
+    unet_steps=6000,
+    checkpoint_every=100,
+    vae_checkpoint_every=100,
+    export_every=500,
+)
+TINY2_QUICK = replace(
+    TINY2,
+    vae_steps=250,
+    cache_per_cell=100,
+    cache_pairs=1500,
+    unet_steps=1000,
+    export_every=250,
+    eval_images=24,
+)
+RECIPES: dict[tuple[str, bool], Recipe] = {
+    ("tiny1", False): FULL,
+    ("tiny1", True): QUICK,
+    ("tiny2", False): TINY2,
+    ("tiny2", True): TINY2_QUICK,
+}
 
 PACKAGE_WEIGHTS = Path(__file__).with_name("weights")
 
@@ -125,7 +181,7 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
     if (out / "config.json").exists() and not ckpt.exists():
         log.info("vae: finished model found at %s", out)
         return
-    vae = _m.build_vae(recipe.seed)
+    vae = _m.build_vae(recipe.seed, arch_name=recipe.arch)
     with (
         torch.no_grad()
     ):  # start with a tiny posterior variance: log σ² = -10 (quant_conv mixes moments)
@@ -139,8 +195,9 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
         log.info("vae: resumed at step %d", step)
     vae.train()
     t0, loss_avg = time.time(), None
+    wcfg = recipe.world_config()
     while step < recipe.vae_steps:
-        x, _, _ = _d.world_batch(rng, recipe.vae_batch)
+        x, _, _ = _d.world_batch(rng, recipe.vae_batch, wcfg, size=recipe.image_size)
         lr = recipe.vae_lr * 0.5 * (1 + math.cos(math.pi * step / recipe.vae_steps))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -162,28 +219,59 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
                 (time.time() - t0) / 50,
             )
             t0 = time.time()
-        if step % recipe.checkpoint_every == 0:
+        if step % recipe.vae_checkpoint_every == 0:
             _d.save_checkpoint(ckpt, vae, opt, step, rng)
     vae.eval()
-    acc = vae_oracle_accuracy(vae, n=200, seed=recipe.seed + 99)
+    acc = vae_oracle_accuracy(vae, n=200, seed=recipe.seed + 99, size=recipe.image_size)
     log.info("vae: oracle agreement on reconstructions %s", acc)
+    save_reconstructions(vae, run_dir / "vae_reconstructions.png", recipe)
     vae.save_pretrained(out, safe_serialization=True)
     if ckpt.exists():
         ckpt.unlink()
 
 
 @torch.no_grad()
-def vae_oracle_accuracy(vae, *, n: int = 200, seed: int = 0) -> dict:
-    """Share of reconstructions whose oracle reading matches the drawn truth."""
+def vae_oracle_accuracy(vae, *, n: int = 200, seed: int = 0, size: int = _w.IMAGE_SIZE) -> dict:
+    """Share of reconstructions whose oracle reading matches the drawn truth (one-object images)."""
     from diffkit.tiny import oracle
 
-    x, atts, _ = _d.world_batch(random.Random(seed), n)
+    x, atts, _ = _d.world_batch(random.Random(seed), n, size=size)
     rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
     ok = [
         all(oracle.matches(oracle.read(im), a).values())
         for im, a in zip(_d.tensor_to_images(rec), atts)
     ]
     return {"n": n, "all_attributes_right": sum(ok) / n}
+
+
+@torch.no_grad()
+def save_reconstructions(vae, path: Path, recipe: Recipe, n: int = 8) -> None:
+    """A PNG to look at: drawn images (top row) over their VAE reconstructions (bottom row)."""
+
+    x, _, _ = _d.world_batch(
+        random.Random(recipe.seed + 98), n, recipe.world_config(), size=recipe.image_size
+    )
+    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    ims = _d.tensor_to_images(x) + _d.tensor_to_images(rec)
+    _save_grid(ims, n, path)
+
+
+def _save_grid(images, cols: int, path: Path) -> None:
+    """Tile PIL *images* row by row, *cols* per row, into a PNG at *path* (atomically)."""
+    import io
+
+    from PIL import Image
+
+    from diffkit._files import atomic_write_bytes
+
+    w, h = images[0].size
+    rows = (len(images) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * w, rows * h), (0, 0, 0))
+    for i, im in enumerate(images):
+        grid.paste(im, ((i % cols) * w, (i // cols) * h))
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- latent cache
@@ -193,23 +281,34 @@ def vae_oracle_accuracy(vae, *, n: int = 200, seed: int = 0) -> dict:
 def _cache_draws(recipe: Recipe):
     """The cache's images, cell by cell, in chunks: ``(cell, images)``; deterministic."""
     rng = random.Random(recipe.seed + 2)
+    size = recipe.image_size
     for a in _w.all_attributes():
         for i in range(0, recipe.cache_per_cell, 200):
             n = min(200, recipe.cache_per_cell - i)
-            yield a, [_w.draw(a, rng) for _ in range(n)]
+            yield a, [_w.draw(a, rng, size=size) for _ in range(n)]
+    # the pair pool: i.i.d. two-object scenes, each with its own attributes
+    cfg = _w.WorldConfig(shape_fraction=1.0, pair_fraction=1.0)
+    for i in range(0, recipe.cache_pairs, 200):
+        atts = [_w.sample_attributes(rng, cfg)[0] for _ in range(min(200, recipe.cache_pairs - i))]
+        yield atts, [_w.draw(a, rng, size=size) for a in atts]
 
 
 def build_cache(recipe: Recipe, run_dir: Path) -> None:
     path = run_dir / "latents.pt"
     if path.exists():
         st = torch.load(path, weights_only=False)
+        if st.get("arch", "tiny1") != recipe.arch:
+            raise RuntimeError(
+                f"{path} holds {st.get('arch', 'tiny1')} latents but the recipe is {recipe.arch}; "
+                "use another --run-dir"
+            )
         if "masks" in st:
             log.info("cache: found %s", path)
             return
         # A cache from before the figure masks: the draws are deterministic, so redraw the
         # same images and add their masks without encoding them again.
         st["masks"] = torch.cat(
-            [_d.latent_masks(ims, [a] * len(ims)) for a, ims in _cache_draws(recipe)]
+            [_d.latent_masks(ims, _cell_atts(a, ims)) for a, ims in _cache_draws(recipe)]
         )
         if len(st["masks"]) != len(st["latents"]):
             raise RuntimeError(
@@ -222,15 +321,20 @@ def build_cache(recipe: Recipe, run_dir: Path) -> None:
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval()
-    lat, masks, keys = [], [], []
+    factor = _m.arch(recipe.arch).vae_factor
+    lat, masks, keys, pairs = [], [], [], {}
     t0 = time.time()
     for a, ims in _cache_draws(recipe):
+        atts = _cell_atts(a, ims)
         with torch.no_grad():
             lat.append(vae.encode(_d.images_to_tensor(ims)).latent_dist.mean)
-        masks.append(_d.latent_masks(ims, [a] * len(ims)))
-        keys += [_d.cell_key(a)] * len(ims)
+        masks.append(_d.latent_masks(ims, atts, factor=factor))
+        for b in atts:
+            if b.kind == "pair":
+                pairs[len(keys)] = b
+            keys.append(_d.cell_key(b))
     lat = torch.cat(lat)
-    scale = float(1.0 / lat.std())
+    scale = _m.scaling_factor(lat)
     vae.register_to_config(scaling_factor=scale)
     vae.save_pretrained(run_dir / "vae", safe_serialization=True)
     index: dict = {}
@@ -241,17 +345,29 @@ def build_cache(recipe: Recipe, run_dir: Path) -> None:
             "latents": (lat * scale).half(),
             "masks": torch.cat(masks),
             "cells": index,
+            "pairs": pairs,
             "scaling_factor": scale,
+            "arch": recipe.arch,
         },
         path,
     )
     log.info(
-        "cache: %d latents %s, scaling factor %.4f, %.0f s",
+        "cache: %d latents %s (%d two-object scenes), unscaled mean %.4f std %.4f, "
+        "per-channel std %s, scaling factor %.5f, %.0f s",
         len(keys),
         tuple(lat.shape[1:]),
+        len(pairs),
+        float(lat.mean()),
+        float(lat.std()),
+        [round(float(v), 4) for v in lat.std(dim=(0, 2, 3))],
         scale,
         time.time() - t0,
     )
+
+
+def _cell_atts(a, ims) -> list:
+    """The attributes of a chunk from :func:`_cache_draws`: one cell's, or the pairs' own."""
+    return list(a) if isinstance(a, list) else [a] * len(ims)
 
 
 # ----------------------------------------------------------------------------- U-Net + text encoder
@@ -283,38 +399,51 @@ def _snr(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def loss_weights(snr: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """Per-sample weights on the v-prediction MSE.
+    """Per-sample weights on the prediction's MSE (v for tiny 1, ε for tiny 2).
 
-    With α² + σ² = 1, the x̂₀ error is σ times the v error, so a weight *w* on ‖v̂ − v‖²
-    is a weight w / (SNR + 1) on ‖x̂₀ − x₀‖². ``"min-snr"`` puts min(SNR, γ) on x̂₀
+    Both modes are stated as a weight on ‖x̂₀ − x₀‖². ``"min-snr"`` puts min(SNR, γ) on x̂₀
     (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy");
     ``"min-snr+1"`` puts min(SNR + 1, γ) on it: the same cap at low noise, but a floor of 1
     at high noise, where min-SNR's weight fades to 0 and the model stops listening to the text.
+
+    v-prediction: with α² + σ² = 1, the x̂₀ error is σ times the v error, so a weight *w* on
+    ‖v̂ − v‖² is a weight w / (SNR + 1) on ‖x̂₀ − x₀‖². ε-prediction: the x̂₀ error is σ/α
+    times the ε error, so *w* on ‖ε̂ − ε‖² is w / SNR on x̂₀; the ε weight min(SNR + 1, γ) / SNR
+    is capped at ``recipe.eps_weight_cap`` (SD's schedule ends at SNR ≈ 0.005, where it would
+    be 200).
     """
     g = recipe.min_snr_gamma
-    if recipe.loss_weighting == "min-snr":
-        return snr.clamp(max=g) / (snr + 1)
-    if recipe.loss_weighting == "min-snr+1":
-        return (g / (snr + 1)).clamp(max=1.0)
-    raise ValueError(
-        f"loss_weighting must be 'min-snr' or 'min-snr+1', got {recipe.loss_weighting!r}"
-    )
+    if recipe.loss_weighting not in ("min-snr", "min-snr+1"):
+        raise ValueError(
+            f"loss_weighting must be 'min-snr' or 'min-snr+1', got {recipe.loss_weighting!r}"
+        )
+    x0_weight = snr.clamp(max=g) if recipe.loss_weighting == "min-snr" else (snr + 1).clamp(max=g)
+    if _m.arch(recipe.arch).prediction_type == "epsilon":
+        return (x0_weight / snr).clamp(max=recipe.eps_weight_cap)
+    return x0_weight / (snr + 1)
 
 
 def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | None) -> None:
     from diffusers import AutoencoderKL
 
     st = torch.load(run_dir / "latents.pt", weights_only=False)
-    cache = _d.LatentCache(st["latents"], st["cells"], st.get("masks"))
+    if st.get("arch", "tiny1") != recipe.arch:
+        raise RuntimeError(
+            f"{run_dir / 'latents.pt'} holds {st.get('arch', 'tiny1')} latents but the recipe is "
+            f"{recipe.arch}; use another --run-dir"
+        )
+    cache = _d.LatentCache(st["latents"], st["cells"], st.get("masks"), st.get("pairs"))
     if cache.masks is None and recipe.figure_weight != 1.0:
         raise RuntimeError(
             f"{run_dir / 'latents.pt'} has no figure masks; run `--stage cache` to add them"
         )
-    tokenizer = _m.build_tokenizer(run_dir / "tokenizer")
+    an = recipe.arch
+    tokenizer = _m.build_tokenizer(run_dir / "tokenizer", arch_name=an)
     tokens = _Tokens(tokenizer)
-    unet = _m.build_unet(recipe.seed)
-    te = _m.build_text_encoder(recipe.seed)
-    sched = _m.build_train_scheduler()
+    unet = _m.build_unet(recipe.seed, arch_name=an)
+    te = _m.build_text_encoder(recipe.seed, arch_name=an)
+    sched = _m.build_train_scheduler(arch_name=an)
+    eps = sched.config.prediction_type == "epsilon"
     acp = sched.alphas_cumprod
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.unet_lr, weight_decay=0.01, betas=(0.9, 0.99))
@@ -326,6 +455,14 @@ def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | 
     ckpt = run_dir / "unet_ckpt.pt"
     if resume and ckpt.exists():
         s = torch.load(ckpt, weights_only=False)
+        saved = {k: v for k, v in s.get("recipe", {}).items() if k != "unet_steps"}
+        now = {k: v for k, v in asdict(recipe).items() if k != "unet_steps"}
+        diff = {k: (saved.get(k), v) for k, v in now.items() if saved and saved.get(k, v) != v}
+        if diff:
+            raise RuntimeError(
+                f"{ckpt} was trained with another recipe (saved, now): {diff}; resume with the "
+                "same --recipe/--quick, or use another --run-dir"
+            )
         unet.load_state_dict(s["unet"])
         te.load_state_dict(s["te"])
         ema_unet.load_state_dict(s["ema_unet"])
@@ -364,14 +501,24 @@ def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | 
     unet.train()
     te.train()
     t0, loss_avg, t_last = time.time(), None, time.time()
+    wcfg = recipe.world_config()
     while step < recipe.unet_steps and (deadline is None or time.time() < deadline):
-        atts, caps = zip(*(_w.sample_attributes(rng) for _ in range(recipe.unet_batch)))
+        atts, caps = zip(*(_w.sample_attributes(rng, wcfg) for _ in range(recipe.unet_batch)))
+        rows = None
+        if recipe.pair_fraction > 0:
+            rows, caps = cache.resolve_pairs(rng, list(atts), list(caps))
         caps = [("" if rng.random() < recipe.caption_dropout else c) for c in caps]
-        x0, masks = cache.sample_with_masks(rng, list(atts))
+        x0, masks = cache.sample_with_masks(rng, list(atts), rows)
         noise = torch.randn(x0.shape, generator=gen)
+        if recipe.offset_noise:
+            # offset noise: a per-image, per-channel constant, so the model can learn to
+            # move the image's mean colour, which pure white noise barely lets it change
+            noise = noise + recipe.offset_noise * torch.randn(
+                (x0.shape[0], x0.shape[1], 1, 1), generator=gen
+            )
         t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen)
         xt = sched.add_noise(x0, noise, t)
-        target = sched.get_velocity(x0, noise, t)
+        target = noise if eps else sched.get_velocity(x0, noise, t)
         lr = recipe.unet_lr * min(1.0, (step + 1) / recipe.unet_warmup)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -408,11 +555,15 @@ def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | 
             _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step)
             t_last = time.time()
     save_ckpt()
-    _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step)
+    if (
+        not (run_dir / "pipeline" / "diffkit_tiny.json").exists()
+        or json.loads((run_dir / "pipeline" / "diffkit_tiny.json").read_text()).get("step") != step
+    ):
+        _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step)
     log.info("unet: stopped at step %d after %.1f min", step, (time.time() - t0) / 60)
 
 
-def build_pipeline(unet, text_encoder, vae, tokenizer):
+def build_pipeline(unet, text_encoder, vae, tokenizer, *, arch_name: str = "tiny1"):
     """Assemble a stock ``StableDiffusionPipeline`` from the parts."""
     from diffusers import StableDiffusionPipeline
 
@@ -421,7 +572,7 @@ def build_pipeline(unet, text_encoder, vae, tokenizer):
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=_m.build_scheduler(),
+        scheduler=_m.build_scheduler(arch_name=arch_name),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -434,7 +585,7 @@ def _export_and_eval(
 ) -> None:
     from diffkit.tiny import quality
 
-    pipe = build_pipeline(ema_unet, ema_te, vae, tokenizer)
+    pipe = build_pipeline(ema_unet, ema_te, vae, tokenizer, arch_name=recipe.arch)
     pipe.set_progress_bar_config(disable=True)
     out = run_dir / "pipeline"
     tmp = run_dir / "pipeline.tmp"
@@ -448,7 +599,8 @@ def _export_and_eval(
         shutil.rmtree(out)
     os.replace(tmp, out)
     t0 = time.time()
-    summary = quality.quick_check(pipe, n=recipe.eval_images, seed=step)
+    grid = run_dir / f"samples_step{step:05d}.png" if recipe.arch != "tiny1" else None
+    summary = quality.quick_check(pipe, n=recipe.eval_images, seed=step, grid=grid)
     log.info("eval step %d: %s (%.0f s)", step, json.dumps(summary), time.time() - t0)
 
 
@@ -491,6 +643,12 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m diffkit.tiny.train", description=__doc__.split("\n\n")[0]
     )
     p.add_argument(
+        "--recipe",
+        choices=["tiny1", "tiny2"],
+        default="tiny1",
+        help="tiny1: the shipped model; tiny2: SD 1.x's design at 128² (issue 11, in training)",
+    )
+    p.add_argument(
         "--quick", action="store_true", help="the classroom recipe (35 min here, lower quality)"
     )
     p.add_argument(
@@ -514,14 +672,41 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--no-export", action="store_true", help="do not write the package's weights folder"
     )
+    p.add_argument(
+        "--export-to",
+        type=Path,
+        default=None,
+        help="--stage export writes here (tiny1's default: the package's weights folder; "
+        "tiny2 needs it stated, so a run in training never replaces the shipped model)",
+    )
     args = p.parse_args(argv)
-    recipe = QUICK if args.quick else FULL
+    # import every module a later stage needs now: a run lasts hours, and the working tree
+    # may be edited meanwhile (a half-written file must not be imported mid-run)
+    from diffkit import _files  # noqa: F401
+    from diffkit.tiny import clip, oracle, quality  # noqa: F401
+
+    recipe = RECIPES[(args.recipe, args.quick)]
     if args.unet_steps:
-        recipe = Recipe(**{**asdict(recipe), "unet_steps": args.unet_steps})
-    run_dir = args.run_dir or Path("runs/tiny-quick" if args.quick else "runs/tiny")
+        recipe = replace(recipe, unet_steps=args.unet_steps)
+    default_dir = {"tiny1": "runs/tiny", "tiny2": "runs/tiny2"}[args.recipe]
+    run_dir = args.run_dir or Path(default_dir + ("-quick" if args.quick else ""))
+    if args.recipe == "tiny2" and args.stage == "export" and args.export_to is None:
+        p.error("--recipe tiny2 --stage export needs --export-to DIR")
     _setup(run_dir)
-    log.info("stage %s, run dir %s, resume %s", args.stage, run_dir, args.resume)
-    stages = ["vae", "cache", "unet", "clip", "export"] if args.stage == "all" else [args.stage]
+    log.info(
+        "recipe %s%s, stage %s, run dir %s, resume %s",
+        args.recipe,
+        " (quick)" if args.quick else "",
+        args.stage,
+        run_dir,
+        args.resume,
+    )
+    if args.stage != "all":
+        stages = [args.stage]
+    elif args.recipe == "tiny2":  # the judge stays tiny 1's; export is a separate, stated step
+        stages = ["vae", "cache", "unet"]
+    else:
+        stages = ["vae", "cache", "unet", "clip", "export"]
     for s in stages:
         if s == "vae":
             train_vae(recipe, run_dir, resume=args.resume)
@@ -534,7 +719,7 @@ def main(argv: list[str] | None = None) -> None:
 
             _c.train_clip(recipe, run_dir, resume=args.resume)
         elif s == "export" and not args.no_export:
-            export(run_dir)
+            export(run_dir, dest=args.export_to or PACKAGE_WEIGHTS)
 
 
 if __name__ == "__main__":

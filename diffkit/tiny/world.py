@@ -1,9 +1,13 @@
 """The pictogram world: a caption grammar and seeded PIL drawings with a known truth.
 
-Two kinds of 64×64 RGB images:
+Images are 64×64 RGB (diffkit-tiny 1) or 128×128 (diffkit-tiny 2, ``size=128``: the same
+drawing scaled up, at SD 1.x's geometry a quarter of the side). Three kinds:
 
 * **shapes** — "a {color} {shape}": a flat coloured shape on a white background, with
   varied size and position;
+* **pairs** — "a red circle and a blue square": two smaller shapes of different colours at
+  random, non-overlapping places (only when :attr:`WorldConfig.pair_fraction` > 0). Each
+  object's pixels must find their own words, which gives cross-attention a reason to localise;
 * **people** — public-signage pictograms of a person (the man and woman silhouettes of
   ISO 7001-style signs) in black on a background colour that names the occupation,
   with a white hat, tool or badge per occupation.
@@ -33,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "BLS_TITLES",
     "COLORS",
     "IMAGE_SIZE",
+    "IMAGE_SIZES",
     "OCCUPATIONS",
     "OCCUPATION_BACKGROUNDS",
     "SHAPES",
@@ -51,17 +57,22 @@ __all__ = [
     "WorldConfig",
     "article",
     "draw",
+    "draw_pair",
     "draw_person",
     "draw_sample",
     "draw_shape",
     "neutral_captions",
+    "pair_boxes",
+    "pair_captions",
     "sample_attributes",
     "sample_world",
     "shape_captions",
     "stated_captions",
 ]
 
-IMAGE_SIZE = 64
+IMAGE_SIZE = 64  # the design grid every drawing is specified on (and diffkit-tiny 1's size)
+#: Image sizes the world draws at: 64 (diffkit-tiny 1) and 128 (diffkit-tiny 2).
+IMAGE_SIZES: tuple[int, ...] = (64, 128)
 RGB = tuple[int, int, int]
 
 #: Shape colours (flat RGB). Chosen far apart so the oracle reads them through blur.
@@ -122,7 +133,7 @@ BLS_TITLES: dict[str, str] = {
     "electrician": "Electricians",
 }
 
-Kind = Literal["shape", "person"]
+Kind = Literal["shape", "pair", "person"]
 Gender = Literal["woman", "man"]
 
 # Caption templates as data. {a_x} is "a x" or "an x".
@@ -146,6 +157,12 @@ STATED_TEMPLATES: tuple[str, ...] = (
     "a {gender_word} {occupation} at work",
 )
 GENDER_WORDS: dict[str, tuple[str, ...]] = {"woman": ("woman", "female"), "man": ("man", "male")}
+PAIR_TEMPLATES: tuple[str, ...] = (
+    "{a} and {b}",
+    "a photo of {a} and {b}",
+    "{a} and {b} on a white background",
+    "a picture of {a} and {b}",
+)
 
 
 def article(word: str) -> str:
@@ -156,6 +173,13 @@ def article(word: str) -> str:
 def shape_captions(color: str, shape: str) -> list[str]:
     """Every caption of the grammar for a shape image."""
     return [t.format(a_color=article(color), shape=shape) for t in SHAPE_TEMPLATES]
+
+
+def pair_captions(color: str, shape: str, color2: str, shape2: str) -> list[str]:
+    """Captions of a two-object scene, naming the objects in either order."""
+    a = f"{article(color)} {shape}"
+    b = f"{article(color2)} {shape2}"
+    return [t.format(a=x, b=y) for x, y in ((a, b), (b, a)) for t in PAIR_TEMPLATES]
 
 
 def neutral_captions(occupation: str) -> list[str]:
@@ -177,18 +201,23 @@ def stated_captions(occupation: str, gender: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Attributes:
-    """The truth behind one image: a shape (colour, shape) or a person (occupation, gender)."""
+    """The truth behind one image: a shape (colour, shape), a pair of shapes (colour, shape,
+    colour2, shape2) or a person (occupation, gender)."""
 
     kind: Kind
     color: str | None = None
     shape: str | None = None
     occupation: str | None = None
     gender: Gender | None = None
+    color2: str | None = None
+    shape2: str | None = None
 
     def captions(self, *, stated: bool | None = None) -> list[str]:
         """Captions that describe these attributes (neutral, stated, or both when ``None``)."""
         if self.kind == "shape":
             return shape_captions(self.color, self.shape)
+        if self.kind == "pair":
+            return pair_captions(self.color, self.shape, self.color2, self.shape2)
         out: list[str] = []
         if stated in (None, False):
             out += neutral_captions(self.occupation)
@@ -219,11 +248,16 @@ class WorldConfig:
         Share of shape images among all samples.
     stated_fraction
         Share of person captions that state the gender; those are balanced 50/50.
+    pair_fraction
+        Share of the shape images that are two-object scenes (two different colours,
+        shapes at random). 0 (diffkit-tiny 1) draws no pairs and leaves the random stream
+        exactly as before.
     """
 
     women_share: Mapping[str, float] = field(default_factory=lambda: dict(BLS_CPS_2021_WOMEN_SHARE))
     shape_fraction: float = 0.5
     stated_fraction: float = 0.5
+    pair_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         missing = set(OCCUPATIONS) - set(self.women_share)
@@ -234,6 +268,10 @@ class WorldConfig:
         bad = {k: v for k, v in self.women_share.items() if not 0.0 <= v <= 1.0}
         if bad:
             raise ValueError(f"women_share values must lie in [0, 1]; got {bad}")
+        for name in ("shape_fraction", "stated_fraction", "pair_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1]; got {v}")
 
 
 def sample_attributes(
@@ -242,6 +280,13 @@ def sample_attributes(
     """Draw attributes and a caption per the world's caption distribution."""
     config = config or WorldConfig()
     if rng.random() < config.shape_fraction:
+        # with pair_fraction 0 no extra number is drawn: diffkit-tiny 1's stream is unchanged
+        if config.pair_fraction > 0 and rng.random() < config.pair_fraction:
+            c1, c2 = rng.sample(list(COLORS), 2)
+            a = Attributes(
+                "pair", color=c1, shape=rng.choice(SHAPES), color2=c2, shape2=rng.choice(SHAPES)
+            )
+            return a, rng.choice(a.captions())
         a = Attributes("shape", color=rng.choice(list(COLORS)), shape=rng.choice(SHAPES))
         return a, rng.choice(a.captions())
     occupation = rng.choice(OCCUPATIONS)
@@ -257,16 +302,85 @@ def sample_attributes(
 # ----------------------------------------------------------------------------- drawing
 
 
-def draw_shape(color: str, shape: str, rng: random.Random) -> Image.Image:
-    """A flat *color* *shape* on white, 64×64, size 26–46 px at a random position."""
-    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), SHAPE_BACKGROUND)
+def _check_size(size: int) -> float:
+    """The scale from the 64-unit design grid to *size* pixels."""
+    if size not in IMAGE_SIZES:
+        raise ValueError(f"size must be one of {IMAGE_SIZES}, got {size!r}")
+    return size / IMAGE_SIZE
+
+
+def _check_color(color: str) -> None:
+    if color not in COLORS:
+        raise ValueError(f"unknown color {color!r}; choose one of {tuple(COLORS)}")
+
+
+def draw_shape(
+    color: str, shape: str, rng: random.Random, *, size: int = IMAGE_SIZE
+) -> Image.Image:
+    """A flat *color* *shape* on white, *size*² pixels; 26–46 of 64 units wide at a random position."""
+    k = _check_size(size)
+    _check_color(color)
+    img = Image.new("RGB", (size, size), SHAPE_BACKGROUND)
     d = ImageDraw.Draw(img)
-    size = rng.randint(26, 46)
-    x0 = rng.randint(4, IMAGE_SIZE - 4 - size)
-    y0 = rng.randint(4, IMAGE_SIZE - 4 - size)
+    side = rng.randint(26, 46)
+    x0 = rng.randint(4, IMAGE_SIZE - 4 - side)
+    y0 = rng.randint(4, IMAGE_SIZE - 4 - side)
     fill = COLORS[color]
-    _shape_on(d, shape, x0, y0, size, fill)
+    if k == 1:  # integer coordinates, exactly as diffkit-tiny 1 was trained on
+        _shape_on(d, shape, x0, y0, side, fill)
+    else:
+        _shape_on(d, shape, x0 * k, y0 * k, side * k, fill)
     return img
+
+
+def pair_boxes(rng: random.Random) -> list[tuple[int, int, int]]:
+    """Two non-overlapping squares ``(x0, y0, side)`` on the 64-unit grid, sides 18–26.
+
+    The squares are at least 2 units apart along x or y, and 3 units from the edges.
+    """
+    for _ in range(1000):
+        boxes = []
+        for _ in range(2):
+            side = rng.randint(18, 26)
+            boxes.append(
+                (rng.randint(3, IMAGE_SIZE - 3 - side), rng.randint(3, IMAGE_SIZE - 3 - side), side)
+            )
+        (x1, y1, s1), (x2, y2, s2) = boxes
+        apart_x = x1 + s1 + 2 <= x2 or x2 + s2 + 2 <= x1
+        apart_y = y1 + s1 + 2 <= y2 or y2 + s2 + 2 <= y1
+        if apart_x or apart_y:
+            return boxes
+    raise RuntimeError("no non-overlapping placement found in 1000 tries")  # pragma: no cover
+
+
+def draw_pair(
+    color: str,
+    shape: str,
+    color2: str,
+    shape2: str,
+    rng: random.Random,
+    *,
+    size: int = IMAGE_SIZE,
+    layers: bool = False,
+):
+    """Two flat shapes on white at random, non-overlapping places (see :func:`pair_boxes`).
+
+    With *layers*, returns ``(image, [mask1, mask2])``: each object's own pixels as a
+    boolean (size, size) array, the truth the attention bar compares the words' maps with.
+    """
+    k = _check_size(size)
+    for c in (color, color2):
+        _check_color(c)
+    img = Image.new("RGB", (size, size), SHAPE_BACKGROUND)
+    d = ImageDraw.Draw(img)
+    masks = []
+    for (x0, y0, side), c, s in zip(pair_boxes(rng), (color, color2), (shape, shape2)):
+        _shape_on(d, s, x0 * k, y0 * k, side * k, COLORS[c])
+        if layers:
+            m = Image.new("L", (size, size), 0)
+            _shape_on(ImageDraw.Draw(m), s, x0 * k, y0 * k, side * k, 255)
+            masks.append(np.asarray(m) > 0)
+    return (img, masks) if layers else img
 
 
 def _shape_on(d: ImageDraw.ImageDraw, shape: str, x0: float, y0: float, size: float, fill) -> None:
@@ -286,21 +400,26 @@ def _shape_on(d: ImageDraw.ImageDraw, shape: str, x0: float, y0: float, size: fl
         raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
 
 
-def draw_person(gender: str, occupation: str, rng: random.Random) -> Image.Image:
-    """An ISO 7001-style *gender* pictogram on the *occupation*'s background, 64×64.
+def draw_person(
+    gender: str, occupation: str, rng: random.Random, *, size: int = IMAGE_SIZE
+) -> Image.Image:
+    """An ISO 7001-style *gender* pictogram on the *occupation*'s background, *size*² pixels.
 
-    The figure is drawn on a 100-unit-tall design grid scaled to 46–56 px.
+    The figure is drawn on a 100-unit-tall design grid scaled to 46–56 of the image's 64 units.
     """
+    k = _check_size(size)
     if occupation not in OCCUPATION_BACKGROUNDS:
         raise ValueError(f"unknown occupation {occupation!r}; choose one of {OCCUPATIONS}")
     if gender not in ("woman", "man"):
         raise ValueError(f"gender must be 'woman' or 'man', got {gender!r}")
-    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), OCCUPATION_BACKGROUNDS[occupation])
+    img = Image.new("RGB", (size, size), OCCUPATION_BACKGROUNDS[occupation])
     d = ImageDraw.Draw(img)
     h = rng.randint(46, 56)
-    s = h / 100.0
     cx = rng.uniform(26, 38)
     top = rng.uniform(3, IMAGE_SIZE - 3 - h)
+    if k != 1:
+        cx, top = cx * k, top * k
+    s = h * k / 100.0
 
     def P(x: float, y: float) -> tuple[float, float]:  # design units -> pixels
         return (cx + x * s, top + y * s)
@@ -361,23 +480,30 @@ def _accent(occupation: str, rect, poly, circle) -> None:
         poly([(30, 10), (40, 10), (34, 26), (42, 26), (28, 48), (32, 30), (25, 30)], w)
 
 
-def draw(attributes: Attributes, rng: random.Random) -> Image.Image:
-    """Draw the image of *attributes* with *rng*."""
-    if attributes.kind == "shape":
-        return draw_shape(attributes.color, attributes.shape, rng)
-    return draw_person(attributes.gender, attributes.occupation, rng)
+def draw(attributes: Attributes, rng: random.Random, *, size: int = IMAGE_SIZE) -> Image.Image:
+    """Draw the image of *attributes* with *rng*, *size*² pixels."""
+    a = attributes
+    if a.kind == "shape":
+        return draw_shape(a.color, a.shape, rng, size=size)
+    if a.kind == "pair":
+        return draw_pair(a.color, a.shape, a.color2, a.shape2, rng, size=size)
+    return draw_person(a.gender, a.occupation, rng, size=size)
 
 
-def draw_sample(attributes: Attributes, *, seed: int, caption: str | None = None) -> Sample:
+def draw_sample(
+    attributes: Attributes, *, seed: int, caption: str | None = None, size: int = IMAGE_SIZE
+) -> Sample:
     """One seeded image of *attributes* (the same seed gives the same pixels)."""
     rng = random.Random(seed)
-    img = draw(attributes, rng)
+    img = draw(attributes, rng, size=size)
     if caption is None:
         caption = rng.choice(attributes.captions())
     return Sample(attributes, caption, img, seed)
 
 
-def sample_world(n: int, *, seed: int = 0, config: WorldConfig | None = None) -> Iterator[Sample]:
+def sample_world(
+    n: int, *, seed: int = 0, config: WorldConfig | None = None, size: int = IMAGE_SIZE
+) -> Iterator[Sample]:
     """*n* seeded samples (attributes, caption, image) from the world's distribution."""
     config = config or WorldConfig()
     master = random.Random(seed)
@@ -385,7 +511,7 @@ def sample_world(n: int, *, seed: int = 0, config: WorldConfig | None = None) ->
         s = master.getrandbits(63)
         rng = random.Random(s)
         a, caption = sample_attributes(rng, config)
-        yield Sample(a, caption, draw(a, rng), s)
+        yield Sample(a, caption, draw(a, rng, size=size), s)
 
 
 def all_attributes() -> list[Attributes]:

@@ -1,0 +1,268 @@
+"""diffkit-tiny 2 (issue 11): SD 1.x's design at 128², its world and its recipe, on toy budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from diffkit.tiny import data as D
+from diffkit.tiny import models as M
+from diffkit.tiny import train as T
+from diffkit.tiny import world as W
+
+# ----------------------------------------------------------------------------- the world at 128²
+
+
+@pytest.mark.parametrize(
+    "a",
+    [
+        W.Attributes("shape", color="green", shape="triangle"),
+        W.Attributes("person", occupation="firefighter", gender="woman"),
+        W.Attributes("pair", color="red", shape="circle", color2="blue", shape2="square"),
+    ],
+    ids=["shape", "person", "pair"],
+)
+def test_world_draws_at_128_the_same_layout_as_at_64(a):
+    big = np.asarray(W.draw(a, random.Random(5), size=128))
+    small = np.asarray(W.draw(a, random.Random(5), size=64))
+    assert big.shape == (128, 128, 3) and small.shape == (64, 64, 3)
+    # the same random draws place the figure: the 128² image shrunk is the 64² one, up to edges
+    shrunk = big.reshape(64, 2, 64, 2, 3).mean(axis=(1, 3))
+    assert np.mean(np.abs(shrunk - small.astype(float)).max(-1) > 60) < 0.05
+    assert (np.asarray(W.draw(a, random.Random(5), size=128)) == big).all()  # seeded
+
+
+def test_world_at_64_is_unchanged_by_the_size_parameter():
+    """tiny 1 was trained on these pixels: the default must still draw exactly them."""
+    for a in W.all_attributes():
+        x = np.asarray(W.draw(a, random.Random(3)))
+        y = np.asarray(W.draw(a, random.Random(3), size=64))
+        assert (x == y).all()
+    with pytest.raises(ValueError, match="size must be one of"):
+        W.draw_shape("red", "circle", random.Random(0), size=100)
+    with pytest.raises(ValueError, match="unknown color"):
+        W.draw_shape("teal", "circle", random.Random(0))
+
+
+def test_pair_fraction_zero_leaves_the_caption_stream_unchanged():
+    a = random.Random(7)
+    b = random.Random(7)
+    for _ in range(500):
+        assert W.sample_attributes(a) == W.sample_attributes(b, W.WorldConfig(pair_fraction=0.0))
+    with pytest.raises(ValueError, match="pair_fraction must lie"):
+        W.WorldConfig(pair_fraction=1.5)
+
+
+def test_two_object_scenes_are_drawn_apart_and_captioned_in_either_order():
+    cfg = W.WorldConfig(shape_fraction=1.0, pair_fraction=0.3)
+    rng = random.Random(0)
+    kinds = [W.sample_attributes(rng, cfg)[0].kind for _ in range(4000)]
+    assert abs(kinds.count("pair") / 4000 - 0.3) < 0.03
+    assert set(kinds) == {"shape", "pair"}
+    a = W.Attributes("pair", color="red", shape="circle", color2="blue", shape2="square")
+    caps = a.captions()
+    assert "a red circle and a blue square" in caps and "a blue square and a red circle" in caps
+    assert "a photo of a blue square and a red circle" in caps
+    seen_left = set()
+    for seed in range(40):
+        img, (m1, m2) = W.draw_pair(
+            "red", "circle", "blue", "square", random.Random(seed), size=128, layers=True
+        )
+        arr = np.asarray(img)
+        assert m1.any() and m2.any() and not (m1 & m2).any()
+        # each object is painted its own colour, and the rest is white
+        assert (arr[m1] == W.COLORS["red"]).all() and (arr[m2] == W.COLORS["blue"]).all()
+        assert (arr[~(m1 | m2)] == 255).all()
+        seen_left.add(np.where(m1.any(0))[0].mean() < np.where(m2.any(0))[0].mean())
+        # the plain drawing is the same image
+        assert (np.asarray(W.draw(a, random.Random(seed), size=128)) == arr).all()
+    assert seen_left == {True, False}  # the first-named object is not always on the left
+    # the pair's two colours always differ
+    for _ in range(300):
+        p = W.sample_attributes(rng, W.WorldConfig(shape_fraction=1.0, pair_fraction=1.0))[0]
+        assert p.kind == "pair" and p.color != p.color2
+
+
+def test_latent_masks_at_factor_8_cover_both_objects():
+    a = W.Attributes("pair", color="yellow", shape="cross", color2="purple", shape2="circle")
+    img, (m1, m2) = W.draw_pair(
+        a.color, a.shape, a.color2, a.shape2, random.Random(1), size=128, layers=True
+    )
+    m = D.latent_masks([img], [a], factor=8)
+    assert m.shape == (1, 1, 16, 16)
+    up = m[0, 0].repeat_interleave(8, 0).repeat_interleave(8, 1).numpy().astype(bool)
+    assert up[m1].all() and up[m2].all()
+    assert D.cell_key(a) == ("pair",)
+
+
+# ----------------------------------------------------------------------------- the configs
+
+
+def test_tiny2_is_sd15s_geometry_and_scheduler():
+    from diffusers import DDIMScheduler, PNDMScheduler
+
+    arch = M.arch("tiny2")
+    assert arch.image_size == 128 and arch.vae_factor == 8
+    vae = M.build_vae(arch_name="tiny2")
+    unet = M.build_unet(arch_name="tiny2")
+    x = torch.zeros(1, 3, 128, 128)
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mean
+    assert z.shape == (1, 4, 16, 16)
+    assert unet.config.sample_size * 8 == 128 and unet.config.in_channels == 4
+    # the folder's default scheduler is SD 1.5's, key for key
+    sched = M.build_scheduler(arch_name="tiny2")
+    assert isinstance(sched, PNDMScheduler)
+    sd15 = {
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "clip_sample": False,
+        "num_train_timesteps": 1000,
+        "set_alpha_to_one": False,
+        "skip_prk_steps": True,
+        "steps_offset": 1,
+        "trained_betas": None,
+    }
+    assert {k: sched.config[k] for k in sd15} == sd15
+    assert sched.config.prediction_type == "epsilon"
+    # a DDIM built from it (as the explorers swap samplers) keeps clip_sample off
+    assert DDIMScheduler.from_config(sched.config).config.clip_sample is False
+    train = M.build_train_scheduler(arch_name="tiny2")
+    assert train.config.prediction_type == "epsilon"
+    torch.testing.assert_close(train.alphas_cumprod, sched.alphas_cumprod)
+    # SD's ᾱ at the last step: terminal SNR about 0.0047, not zero
+    snr_T = float(train.alphas_cumprod[-1] / (1 - train.alphas_cumprod[-1]))
+    assert 0.004 < snr_T < 0.006
+
+
+def test_tiny2_takes_77_tokens_of_clips_vocabulary(tmp_path):
+    tok = M.build_tokenizer(tmp_path / "tok", arch_name="tiny2")
+    te = M.build_text_encoder(arch_name="tiny2")
+    assert tok.model_max_length == 77 and len(tok) == 49408
+    assert te.config.max_position_embeddings == 77
+    ids = tok(
+        ["a red circle and a blue square"], padding="max_length", return_tensors="pt"
+    ).input_ids
+    assert ids.shape == (1, 77)
+    with torch.no_grad():
+        assert te(ids)[0].shape == (1, 77, M.UNET_CONFIG_TINY2["cross_attention_dim"])
+    # tiny 1 keeps its 32
+    assert M.build_tokenizer(tmp_path / "tok1").model_max_length == 32
+
+
+def test_tiny2_text_enters_only_through_cross_attention():
+    """No pooled-text path: changing the text can change the output only via attn2/encoder states."""
+    unet = M.build_unet(arch_name="tiny2").eval()
+    cfg = unet.config
+    assert cfg.addition_embed_type is None and cfg.class_embed_type is None
+    assert cfg.encoder_hid_dim is None and not cfg.only_cross_attention
+    assert getattr(unet, "add_embedding", None) is None and unet.class_embedding is None
+    # cross-attention at 16×16 (the first down block and the last up block) and lower
+    assert cfg.down_block_types[0] == "CrossAttnDownBlock2D"
+    assert cfg.up_block_types[-1] == "CrossAttnUpBlock2D"
+    cross = [n for n, m in unet.named_modules() if getattr(m, "is_cross_attention", False)]
+    assert any(n.startswith("down_blocks.0.") for n in cross)
+    assert any(n.startswith("mid_block.") for n in cross)
+    # SD's transformer block: self-attention (attn1) then cross-attention (attn2)
+    blk = unet.down_blocks[0].attentions[0].transformer_blocks[0]
+    assert not blk.attn1.is_cross_attention and blk.attn2.is_cross_attention
+    # with every cross-attention's output zeroed, the text has no way in
+    torch.manual_seed(0)
+    for p in unet.parameters():  # the stock init zeroes proj_out; give it weights
+        p.data.normal_(0, 0.05)
+    x, t = torch.randn(1, 4, 16, 16), torch.tensor(500)
+    h1, h2 = torch.randn(1, 77, 64), torch.randn(1, 77, 64)
+    with torch.no_grad():
+        assert not torch.allclose(unet(x, t, h1).sample, unet(x, t, h2).sample)
+        for m in unet.modules():
+            if getattr(m, "is_cross_attention", False):
+                m.to_out[0].weight.zero_()
+                m.to_out[0].bias.zero_()
+        torch.testing.assert_close(unet(x, t, h1).sample, unet(x, t, h2).sample)
+
+
+def test_scaling_factor_gives_unit_variance():
+    z = torch.randn(500, 4, 16, 16) * 5.3 + 0.2
+    s = M.scaling_factor(z)
+    assert abs(float((z * s).std()) - 1.0) < 1e-5
+    assert abs(s - 1 / 5.3) < 0.01
+    with pytest.raises(ValueError, match="retrain it"):
+        M.scaling_factor(torch.zeros(2, 4, 16, 16))
+
+
+def test_eps_loss_weight_is_the_x0_weight_divided_by_snr():
+    snr = torch.tensor([0.0047, 0.05, 0.5, 1.0, 4.0, 10.0, 1175.0])
+    r = T.TINY2
+    w = T.loss_weights(snr, r)
+    x0 = (snr + 1).clamp(max=r.min_snr_gamma)
+    torch.testing.assert_close(w, (x0 / snr).clamp(max=r.eps_weight_cap))
+    assert float(w[0]) == r.eps_weight_cap  # capped at SD's terminal step
+    assert float(w[-1]) < 0.01  # near-clean steps weigh little, as min-SNR's do
+
+
+def test_recipes_are_bounded_and_tiny1_is_unchanged():
+    assert T.RECIPES[("tiny1", False)] is T.FULL and T.FULL.arch == "tiny1"
+    assert T.FULL.pair_fraction == 0 and T.FULL.offset_noise == 0
+    for r in (T.TINY2, T.TINY2_QUICK):
+        assert r.arch == "tiny2" and r.image_size == 128 and r.pair_fraction > 0
+        assert 0 < r.unet_steps <= 6000 and r.cache_pairs > 0
+    assert T.TINY2_QUICK.unet_steps < T.TINY2.unet_steps
+    with pytest.raises(SystemExit):
+        T.main(["--recipe", "tiny2", "--stage", "export"])  # needs --export-to
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+@pytest.mark.slow
+def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from PIL import Image
+
+    monkeypatch.setattr("diffkit.tiny.quality.quick_check", lambda pipe, **kw: {"n": 0})
+    run = tmp_path / "run"
+    T._setup(run)
+    r = dataclasses.replace(
+        T.TINY2_QUICK,
+        vae_steps=2,
+        vae_batch=2,
+        cache_per_cell=1,
+        cache_pairs=3,
+        unet_steps=2,
+        unet_batch=6,
+        checkpoint_every=1,
+        vae_checkpoint_every=1,
+        export_every=100,
+    )
+    T.train_vae(r, run, resume=False)
+    assert Image.open(run / "vae_reconstructions.png").size == (8 * 128, 2 * 128)
+    T.build_cache(r, run)
+    st = torch.load(run / "latents.pt", weights_only=False)
+    n = len(W.all_attributes()) + 3
+    assert st["latents"].shape == (n, 4, 16, 16) and st["masks"].shape == (n, 1, 16, 16)
+    assert st["arch"] == "tiny2" and len(st["pairs"]) == 3 == len(st["cells"][("pair",)])
+    assert all(a.kind == "pair" for a in st["pairs"].values())
+    # the stored scaling factor gives the cached latents unit variance
+    assert abs(float(st["latents"].float().std()) - 1.0) < 0.01
+    from diffusers import AutoencoderKL
+
+    assert AutoencoderKL.from_pretrained(run / "vae").config.scaling_factor == st["scaling_factor"]
+    T.train_unet(r, run, resume=False, minutes=None)
+    T.train_unet(dataclasses.replace(r, unet_steps=3), run, resume=True, minutes=None)
+    assert "unet: resumed at step 2" in (run / "train.log").read_text()
+    with pytest.raises(RuntimeError, match="another recipe"):
+        T.train_unet(
+            dataclasses.replace(r, unet_steps=4, offset_noise=0.0), run, resume=True, minutes=None
+        )
+    pipe = StableDiffusionPipeline.from_pretrained(run / "pipeline")
+    assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.tokenizer.model_max_length == 77
+    out = pipe(["a red circle and a blue square"], num_inference_steps=2, output_type="np")
+    assert out.images.shape == (1, 128, 128, 3)
+    # a tiny-1 recipe refuses this run folder's latents
+    with pytest.raises(RuntimeError, match="another --run-dir"):
+        T.build_cache(dataclasses.replace(r, arch="tiny1"), run)
