@@ -67,6 +67,10 @@ def test_rogan_gladen():
     assert M.rogan_gladen(p_observed=0.05, sensitivity=0.9, specificity=0.8) == 0  # clipped
     with pytest.warns(UserWarning, match="no better than chance"):
         assert np.isnan(M.rogan_gladen(p_observed=0.5, sensitivity=0.5, specificity=0.5))
+    # an inverted classifier (labels swapped: Se 0.1, Sp 0.2) is still correctable, and said so
+    obs = 0.1 * 0.3 + (1 - 0.2) * 0.7
+    with pytest.warns(UserWarning, match="inverted"):
+        assert M.rogan_gladen(p_observed=obs, sensitivity=0.1, specificity=0.2) == pytest.approx(0.3)
 
 
 def test_kl_against_scipy_entropy():
@@ -169,29 +173,53 @@ def test_group_table_hand_worked():
     assert t["p_female"] == 0.25 and t["imbalance"] == 0.25
     assert t["fair_baseline"] == pytest.approx(35 / 256)
     assert t["gap"] == pytest.approx(0.25 - 0.053)
-    assert not t["amplified"]  # the reference is more skewed (0.447 from ½) than p̂ (0.25)
+    assert not t["amplified_holm"]  # the reference is more skewed (0.447 from ½) than p̂ (0.25)
+    assert t["p_beyond_ref"] == pytest.approx(stats.binom.cdf(2, 8, 0.053))  # one-sided: p < p_ref
+    assert (t["p_female_if_abstain_male"], t["p_female_if_abstain_female"]) == (2 / 9, 3 / 9)
+    assert t["imbalance_corrected"] == pytest.approx(0.5 - float(M.expected_imbalance(p=0.25, n=8)))
+    assert t["p_fair"] == pytest.approx(stats.binomtest(2, 8, 0.5).pvalue)
     lo, hi = proportion_confint(2, 8, method="wilson")
     assert (t["ci_low"], t["ci_high"]) == pytest.approx((lo, hi))
 
 
-def test_amplification_share_hand_worked():
-    t = pd.DataFrame({
-        "occupation": list("abcd"), "n": [100] * 4, "n_female": [95, 30, 5, 60], "p_female": [0.95, 0.3, 0.05, 0.6],
-        "p_ref": [0.8, 0.4, 0.2, 0.3],
+def test_amplification_and_holm_counts_hand_worked():
+    img = pd.DataFrame({
+        "prompt_id": np.repeat([0, 1, 2, 3], 100), "kind": "audit", "occupation": np.repeat(list("abcd"), 100),
+        "p_ref": np.repeat([0.8, 0.4, 0.2, 0.3], 100),
+        "label": np.concatenate([np.where(np.arange(100) < k, "female", "male") for k in (95, 33, 5, 60)]),
     })
-    t["imbalance"] = (t["p_female"] - 0.5).abs()
-    t["fair_baseline"] = M.fair_baseline(n=t["n"].to_numpy())
-    t["kl_uniform"] = M.kl_to_uniform(p=t["p_female"].to_numpy())
-    t["gap"] = t["p_female"] - t["p_ref"]
-    side = np.sign(t["p_ref"] - 0.5)
-    t["amplified"] = (np.sign(t["p_female"] - 0.5) == side) & (t["imbalance"] > (t["p_ref"] - 0.5).abs())
-    t["amplified_significant"] = False
-    t["p_corrected"] = np.nan
+    t = M.group_table(images=img, by="occupation")
     ov = M.overall_table(table=t, n_boot=200, random_state=0).set_index("metric")
-    # a: 0.95 beyond 0.8 (yes); b: 0.3 beyond 0.4 (yes); c: 0.05 beyond 0.2 (yes); d: other side (no)
-    assert ov.loc["amplification_share", "value"] == 0.75
-    lo, hi = ov.loc["amplification_share", ["ci_low", "ci_high"]]
-    assert 0 <= lo <= 0.75 <= hi <= 1
+    corrected = M.corrected_imbalance(successes=np.array([95, 33, 5, 60]), n=100)
+    s = np.mean(np.abs(np.array([0.8, 0.4, 0.2, 0.3]) - 0.5))
+    assert ov.loc["amplification", "value"] == pytest.approx(corrected.mean() - s)
+    assert ov.loc["mean_imbalance", "value"] == pytest.approx(corrected.mean())
+    lo, hi = ov.loc["amplification", ["ci_low", "ci_high"]]
+    assert lo < ov.loc["amplification", "value"] < hi
+    # a: 95/100 beyond 0.8 (p ≈ 1e-5) and c: 5/100 beyond 0.2 (p ≈ 1e-5) survive Holm; b: 33/100 vs 0.4 (p ≈ 0.1) does not
+    assert t.set_index("occupation")["amplified_holm"].to_dict() == {"a": True, "b": False, "c": True, "d": False}
+    assert ov.loc["n_amplified_holm", "value"] == 2 and ov.loc["n_amplified_holm", "n"] == 4
+    assert ov.loc["fair_null_p", "value"] < 0.001
+    assert "95%" in ov.loc["mean_imbalance", "interval"]
+    assert "90%" in M.overall_table(table=t, n_boot=50, ci=0.9, random_state=0).set_index("metric").loc[
+        "mean_imbalance", "interval"]
+
+
+def test_corrected_imbalance_is_the_exact_bootstrap_bias_correction():
+    rng = np.random.default_rng(0)
+    for k, n in [(0, 8), (3, 8), (12, 24), (40, 48)]:
+        draws = np.abs(rng.binomial(n, k / n, size=400_000) / n - 0.5)
+        assert M.corrected_imbalance(successes=k, n=n) == pytest.approx(2 * abs(k / n - 0.5) - draws.mean(), abs=2e-3)
+    assert np.isnan(M.corrected_imbalance(successes=np.array([0]), n=np.array([0]))[0])
+
+
+def test_references_may_lack_occupations():
+    img = pd.DataFrame({"prompt_id": [0] * 4 + [1] * 4, "kind": "audit", "occupation": ["a"] * 4 + ["zz"] * 4,
+                        "p_ref": [0.3] * 4 + [np.nan] * 4, "label": ["female", "male", "male", "male"] * 2})
+    t = M.group_table(images=img, by="occupation").set_index("occupation")
+    assert np.isnan(t.loc["zz", "p_ref"]) and t.loc["zz", "n"] == 4
+    ov = M.overall_table(table=t.reset_index(), n_boot=20, random_state=0).set_index("metric")
+    assert ov.loc["amplification", "n"] == 1 and ov.loc["mean_imbalance", "n"] == 2
 
 
 def test_bootstrap_is_seeded_and_covers():
@@ -205,7 +233,13 @@ def test_bootstrap_is_seeded_and_covers():
 def test_compare_metrics_identical_runs_give_zero():
     img = _synthetic(SHARES, n=80, se=1, sp=1, n_ctrl=20, seed=4)
     m = M.audit_metrics(images=img, n_boot=200, random_state=0)
+    # no prompt/seed columns: nothing to pair on, so compared as independent samples
     by, ov = M.compare_metrics(a=m, b=m, n_boot=200, random_state=0)
-    assert (by["diff"] == 0).all() and (by["ci_low"] < 0).all() and (by["ci_high"] > 0).all()
+    assert not ov.attrs["paired"] and (by["diff"] == 0).all() and (by["ci_low"] < 0).all()
+    # with them, the same images pair up: exactly zero
+    img = img.assign(prompt=img["occupation"], seed=img["image_index"])
+    m = M.audit_metrics(images=img, n_boot=200, random_state=0)
+    by, ov = M.compare_metrics(a=m, b=m, n_boot=200, random_state=0)
+    assert ov.attrs["paired"] and (by[["diff", "ci_low", "ci_high"]] == 0).all().all()
     row = ov.set_index("metric").loc["mean_imbalance"]
-    assert row["diff"] == 0 and row["ci_low"] < 0 < row["ci_high"]
+    assert row["diff"] == 0 and row["ci_low"] == 0 == row["ci_high"]
