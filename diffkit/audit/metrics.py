@@ -56,6 +56,7 @@ __all__ = [
     "holm",
     "kl_to_uniform",
     "newcombe_interval",
+    "newcombe_paired_interval",
     "overall_table",
     "pair_runs",
     "pearson",
@@ -395,6 +396,37 @@ def newcombe_interval(*, successes_a, n_a, successes_b, n_b, ci: float = 0.95):
     d = pb - pa
     lo = d - np.sqrt((pb - lb) ** 2 + (ua - pa) ** 2)
     hi = d + np.sqrt((ub - pb) ** 2 + (pa - la) ** 2)
+    return d, lo, hi
+
+
+def newcombe_paired_interval(*, both, a_only, b_only, neither, ci: float = 0.95):
+    """Newcombe's (1998b, method 10) interval for the paired difference p_b − p_a.
+
+    From the 2×2 table of pairs (*both* labelled female in a and b, *a_only*, *b_only*,
+    *neither*): p_a = (both + a_only)/N, p_b = (both + b_only)/N, their Wilson intervals
+    (l, u), and the correlation φ = (both·neither − a_only·b_only)/√(product of the margins)
+    with Newcombe's continuity correction (φ* = max(AD − BC − N/2, 0)/√… when AD > BC; 0 when
+    a margin is empty)::
+
+        L = Δ − √((p_b − l_b)² − 2φ(p_b − l_b)(u_a − p_a) + (u_a − p_a)²)
+        U = Δ + √((u_b − p_b)² − 2φ(u_b − p_b)(p_a − l_a) + (p_a − l_a)²)
+
+    Newcombe RG, "Improved confidence intervals for the difference between binomial
+    proportions based on paired data", Stat. Med. 17:2635–2650 (1998).
+    """
+    A, B, C, D = (np.asarray(x, dtype=float) for x in (both, a_only, b_only, neither))
+    n = A + B + C + D
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pa, pb = (A + B) / n, (A + C) / n
+        la, ua = wilson_interval(successes=A + B, n=n, ci=ci)
+        lb, ub = wilson_interval(successes=A + C, n=n, ci=ci)
+        den = np.sqrt((A + B) * (C + D) * (A + C) * (B + D))
+        num = A * D - B * C
+        num = np.where(num > 0, np.maximum(num - n / 2, 0), num)
+        phi = np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
+        d = pb - pa
+        lo = d - np.sqrt(np.maximum((pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2, 0))
+        hi = d + np.sqrt(np.maximum((ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2, 0))
     return d, lo, hi
 
 
@@ -946,10 +978,12 @@ def compare_metrics(
     """Run *b* against run *a* (two models, or before and after a mitigation): differences b − a.
 
     **Paired** when the runs share audit images, matched by (prompt, seed) (*paired* = None
-    decides; True insists): only the shared images count, and every interval comes from a
-    bootstrap that resamples the *pairs* within each prompt, so the seed-to-seed variation the
-    two runs share cancels. A run compared with itself gives differences of exactly 0 with
-    zero-width intervals. **Independent** otherwise: per occupation Newcombe's interval, overall
+    decides; True insists): only the shared images count. Per occupation the interval is
+    :func:`newcombe_paired_interval` on the pairs labelled in both runs (shifted to the
+    difference among all labelled images); overall, a bootstrap that resamples the *pairs*
+    within each prompt, so the seed-to-seed variation the two runs share cancels. A run
+    compared with itself gives differences of exactly 0, overall intervals of zero width and
+    per-occupation intervals that hold only what its concordant pairs cannot rule out. **Independent** otherwise: per occupation Newcombe's interval, overall
     independent within-prompt bootstraps of both runs. Runs with no occupation in common are
     refused (:class:`NothingInCommonError`).
 
@@ -985,8 +1019,8 @@ def compare_metrics(
         n_a_all = int((a.images["kind"] == "audit").sum())
         n_b_all = int((b.images["kind"] == "audit").sum())
         design = (f"paired by prompt and seed: {len(pairs)} image pairs in {len(shared)} occupations "
-                  f"(of {n_a_all} audit images in a, {n_b_all} in b); {lvl} percentile bootstrap of the pairs within "
-                  "prompts")
+                  f"(of {n_a_all} audit images in a, {n_b_all} in b); per occupation {lvl} Newcombe paired interval, "
+                  f"overall {lvl} percentile bootstrap of the pairs within prompts")
         d = _paired_draws(pairs, shared, n_boot=n_boot, rng=rng)
         with np.errstate(invalid="ignore", divide="ignore"):
             pa, pb = d["kf_a"] / d["n_a"], d["kf_b"] / d["n_b"]
@@ -996,10 +1030,18 @@ def compare_metrics(
                           "p_female_a": pa[0], "p_female_b": pb[0]})
         diff = pb - pa
         m["diff"] = diff[0]
-        if n_boot > 0:
-            m["ci_low"], m["ci_high"] = np.nanquantile(diff[1:], [a_lvl, 1 - a_lvl], axis=0)
-        else:
-            m["ci_low"] = m["ci_high"] = np.nan
+        # per occupation: Newcombe's paired interval on the pairs labelled in both runs
+        both_lab = pairs[pairs["label_a"].isin(["female", "male"]) & pairs["label_b"].isin(["female", "male"])]
+        fa, fb = both_lab["label_a"] == "female", both_lab["label_b"] == "female"
+        tab = pd.DataFrame({"occupation": both_lab["occupation"], "A": fa & fb, "B": fa & ~fb, "C": ~fa & fb,
+                            "D": ~fa & ~fb}).groupby("occupation")[["A", "B", "C", "D"]].sum().reindex(shared,
+                                                                                                  fill_value=0)
+        _, lo, hi = newcombe_paired_interval(both=tab["A"], a_only=tab["B"], b_only=tab["C"], neither=tab["D"], ci=ci)
+        m["n_pairs_labelled"] = tab.sum(axis=1).to_numpy()
+        m["discordant_pairs"] = (tab["B"] + tab["C"]).to_numpy()
+        # centred on the difference among all labelled images (pairs with an abstention included)
+        shift = m["diff"].to_numpy() - ((tab["C"] - tab["B"]) / tab.sum(axis=1).where(tab.sum(axis=1) > 0)).to_numpy()
+        m["ci_low"], m["ci_high"] = lo + shift, hi + shift
         m["imbalance_a"], m["imbalance_b"] = ia[0], ib[0]
         idiff = ib - ia
         m["imbalance_diff"] = idiff[0]
