@@ -14,7 +14,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "audit", help="audit a text-to-image model for gender bias",
         description="Generate prompt sets, classify perceived gender with CLIP, report honest statistics.",
     )
-    sub = audit.add_subparsers(dest="audit_command", required=True, metavar="{run,report,compare}")
+    sub = audit.add_subparsers(dest="audit_command", required=True, metavar="{run,report,compare,plan}")
 
     run = sub.add_parser(
         "run", help="generate, score and report one audit (resumes an interrupted run)",
@@ -38,6 +38,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cmp_.add_argument("run_b", metavar="DIR_B")
     cmp_.add_argument("--out", metavar="DIR", help="where to write compare.html (default: DIR_B/compare)")
     cmp_.set_defaults(func=_compare)
+
+    plan = sub.add_parser(
+        "plan", help="images per prompt for a chosen interval half-width, or for a chosen power",
+        description="How many images an audit needs (exact binomial arithmetic; see diffkit.audit.plan). "
+        "Give --half-width, or --power with --imbalance.",
+    )
+    plan.add_argument("--half-width", type=float, help="Wilson interval half-width per occupation, e.g. 0.1")
+    plan.add_argument("--power", type=float, help="power of the exact test of p = ½ per occupation, e.g. 0.8")
+    plan.add_argument("--imbalance", type=float, help="|p − ½| to detect with --power, e.g. 0.2")
+    plan.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95)")
+    plan.add_argument("--occupations", type=int, default=1, help="occupations audited (Bonferroni for --power)")
+    plan.add_argument("--templates", type=int, default=1, help="prompt templates per occupation")
+    plan.add_argument("--unlabelled-rate", type=float, default=0.0,
+                      help="expected share of abstentions and no-person images, e.g. 0.05")
+    plan.set_defaults(func=_plan)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,7 +82,22 @@ def _compare(args: argparse.Namespace) -> int:
     for _, r in overall.iterrows():
         ci = "" if r["ci_low"] != r["ci_low"] else f"  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         print(f"{r['metric']:>22}: a {r['a']:.3f}  b {r['b']:.3f}  b − a {r['diff']:+.3f}{ci}")
+    print(f"design: {overall.attrs.get('design', 'unknown')}")
     print(f"comparison: {path}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import plan_sample_size
+
+    p = plan_sample_size(half_width=args.half_width, power=args.power, imbalance=args.imbalance, ci=args.ci,
+                         occupations=args.occupations, templates=args.templates,
+                         unlabelled_rate=args.unlabelled_rate)
+    print(f"goal: {p.goal} (achieved {p.achieved:.3f})")
+    print(f"labelled images per occupation: {p.labelled_per_occupation}")
+    print(f"images per prompt: {p.images_per_prompt}  ({p.templates} template(s), {p.occupations} occupation(s), "
+          f"{p.total_images} audit images in all)")
+    print(f"rule: {p.rule}")
     return 0
 
 
@@ -75,7 +105,7 @@ def _print_headline(result) -> None:
     ov = {r["metric"]: r for _, r in result.overall.iterrows()}
     if os.environ.get("DIFFKIT_QUIET"):
         return
-    for name in ("mean_imbalance", "mean_fair_baseline", "pearson_r", "amplification_share", "sensitivity",
+    for name in ("mean_imbalance", "fair_null_p", "amplification", "n_amplified_holm", "pearson_r", "sensitivity",
                  "specificity"):
         if name in ov:
             r = ov[name]

@@ -1,0 +1,138 @@
+"""How many images an audit needs: per occupation, then per prompt (``diffkit audit plan``).
+
+Two questions, both answered exactly from the binomial distribution:
+
+* **precision**: the smallest number of labelled images per occupation whose Wilson interval
+  for the share of women has half-width at most ``half_width`` whatever the share (the widest
+  case, p̂ = ½, unless ``p`` is given);
+* **power**: the smallest number whose exact two-sided binomial test of "p = ½" (at level
+  α = 1 − ci, divided by the number of occupations when ``occupations`` > 1: Bonferroni, which
+  Holm's procedure never does worse than) rejects with probability at least ``power`` when the
+  true share is ½ + ``imbalance``.
+
+Labelled images are what count: abstentions and no-person images are lost, so the number of
+images per prompt is the labelled count divided by (1 − ``unlabelled_rate``) and by the number of
+templates, rounded up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+from .metrics import _z
+
+__all__ = ["SamplePlan", "plan_sample_size", "power_exact", "wilson_half_width"]
+
+_MAX_N = 100_000
+
+
+def wilson_half_width(*, n, p: float = 0.5, ci: float = 0.95) -> np.ndarray:
+    """Half-width of the Wilson interval at p̂ = *p* with *n* labelled images."""
+    n = np.asarray(n, dtype=float)
+    z = _z(ci)
+    return z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+
+
+def power_exact(*, n: int, p: float, alpha: float = 0.05) -> float:
+    """Power of the exact two-sided binomial test of p = ½ at level *alpha* with *n* images when
+    the true share is *p* (the rejection region of scipy's ``binomtest``: outcomes whose
+    probability under ½ is at most that of the observed one, total ≤ alpha)."""
+    k = np.arange(n + 1)
+    pm0 = stats.binom.pmf(k, n, 0.5)
+    # two-sided p-value of each outcome under p = ½ (symmetric: sum of the tails beyond |k − n/2|)
+    order = np.sort(pm0)
+    cum = np.cumsum(order)
+    pval = cum[np.searchsorted(order, pm0 * (1 + 1e-7), side="right") - 1]
+    reject = pval <= alpha
+    return float(stats.binom.pmf(k[reject], n, p).sum())
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """What :func:`plan_sample_size` returns."""
+
+    labelled_per_occupation: int
+    images_per_occupation: int
+    images_per_prompt: int
+    templates: int
+    occupations: int
+    total_images: int
+    achieved: float
+    goal: str
+    rule: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_sample_size(
+    *,
+    half_width: float | None = None,
+    power: float | None = None,
+    imbalance: float | None = None,
+    ci: float = 0.95,
+    p: float = 0.5,
+    occupations: int = 1,
+    templates: int = 1,
+    unlabelled_rate: float = 0.0,
+) -> SamplePlan:
+    """Images per prompt for a chosen interval half-width, or for a chosen power against an imbalance.
+
+    Give either *half_width* (precision of each occupation's share at level *ci*, at true share
+    *p*) or *power* and *imbalance* (|p − ½| to detect per occupation, exact test, Bonferroni
+    over *occupations*). *templates* prompts per occupation share the images; *unlabelled_rate*
+    is the expected share of abstentions and no-person images (read it off a pilot run's report).
+
+    >>> plan_sample_size(half_width=0.1).labelled_per_occupation
+    93
+    >>> plan_sample_size(power=0.8, imbalance=0.3, occupations=10, templates=2).images_per_prompt
+    20
+    """
+    if (half_width is None) == (power is None):
+        raise ValueError("give exactly one goal: half_width=… (e.g. 0.1) or power=… with imbalance=… (e.g. 0.8, 0.2)")
+    if not 0 <= unlabelled_rate < 1:
+        raise ValueError(f"unlabelled_rate must be in [0, 1), got {unlabelled_rate}; use e.g. 0.05 for 5%")
+    if templates < 1 or occupations < 1:
+        raise ValueError("templates and occupations must be at least 1")
+    _z(ci)
+    if half_width is not None:
+        if not 0 < half_width < 0.5:
+            raise ValueError(f"half_width must be in (0, 0.5), got {half_width}; e.g. 0.1 for ±10 points")
+        if not 0 < p < 1:
+            raise ValueError(f"p must be in (0, 1), got {p}")
+        ns = np.arange(1, _MAX_N + 1)
+        ok = np.flatnonzero(wilson_half_width(n=ns, p=p, ci=ci) <= half_width)
+        n = int(ns[ok[0]])
+        achieved = float(wilson_half_width(n=n, p=p, ci=ci))
+        goal = f"Wilson {100 * ci:.10g}% half-width ≤ {half_width} at p = {p}"
+        rule = "smallest n with z√(p(1−p)/n + z²/4n²)/(1 + z²/n) ≤ half-width"
+    else:
+        if imbalance is None or not 0 < imbalance < 0.5:
+            raise ValueError("power needs imbalance=|p − ½| in (0, 0.5), e.g. imbalance=0.2 (a 70/30 split)")
+        if not 0 < power < 1:
+            raise ValueError(f"power must be in (0, 1), got {power}; e.g. 0.8")
+        alpha = (1 - ci) / occupations
+        n = None
+        # exact power saw-tooths in n: take the smallest n from which it stays ≥ power for 10 steps
+        lo = 1
+        while lo < _MAX_N:
+            if power_exact(n=lo, p=0.5 + imbalance, alpha=alpha) >= power and all(
+                power_exact(n=m, p=0.5 + imbalance, alpha=alpha) >= power for m in range(lo + 1, lo + 11)
+            ):
+                n = lo
+                break
+            lo += 1
+        if n is None:
+            raise ValueError(f"more than {_MAX_N} images per occupation would be needed; ask for less power")
+        achieved = power_exact(n=n, p=0.5 + imbalance, alpha=alpha)
+        goal = (f"power ≥ {power} against |p − ½| = {imbalance}, exact two-sided binomial test at α = "
+                f"{alpha:.4g}" + (f" ({1 - ci:.3g}/{occupations} occupations, Bonferroni)" if occupations > 1 else ""))
+        rule = "smallest n from which the exact test's power stays ≥ the goal for 10 further n"
+    per_occ = math.ceil(n / (1 - unlabelled_rate))
+    per_prompt = math.ceil(per_occ / templates)
+    return SamplePlan(n, per_prompt * templates, per_prompt, templates, occupations,
+                      per_prompt * templates * occupations, achieved, goal, rule)
