@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.diffkit-installed
 OUT ?= out/demo
 
-.PHONY: demo test docs lint bench clean-venv chromium
+.PHONY: demo test wheel-check docs lint bench clean-venv chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(STAMP)
 test: $(STAMP) chromium
 	$(PY) -m ruff check diffkit tests benchmarks
 	$(PY) -m pytest -q --durations=15
+
+# The wheel as a user gets it: built, installed with its dependencies in a fresh venv outside
+# the repository, then `diffkit demo` and a small `diffkit audit run` from an empty folder (~6 min).
+wheel-check: $(STAMP)
+	bash .ci/wheel_check.sh $(PY)
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 chromium:

@@ -55,10 +55,34 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     plan.set_defaults(func=_plan)
 
 
+def _judge(spec):
+    """The spec's CLIP judge, loaded before any image is generated, so a judge that cannot be
+    loaded (offline, not cached, a typo) fails first, as :class:`~diffkit.errors.ModelUnavailableError`."""
+    from ..errors import ModelUnavailableError
+    from .generate import dist_state
+    from .score import ZeroShotClassifier
+
+    c = spec.classifier
+    try:
+        return ZeroShotClassifier.from_spec(c, device=dist_state().device)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - open_clip and the hub raise many types for "cannot load"
+        what = f"{c.model!r}" + (f" with pretrained {c.pretrained!r}" if c.pretrained else "")
+        raise ModelUnavailableError(
+            f"could not load the CLIP judge {what} ({type(e).__name__}: {e}); fix: on a machine with network "
+            "load it once to fill the cache (open_clip.create_model_and_transforms), point classifier.model at "
+            "a 'local-dir:/folder' copy, or use the embedded judge (classifier.model = 'tiny')"
+        ) from e
+
+
 def _run(args: argparse.Namespace) -> int:
     from .api import run_audit
+    from .spec import load_spec
 
-    result = run_audit(args.spec, out=args.out, model=args.model, progress=not args.no_progress)
+    spec = load_spec(args.spec)
+    result = run_audit(spec, out=args.out, model=args.model, progress=not args.no_progress,
+                       classifier=_judge(spec))
     if result is None:  # a non-main process of a sharded run
         return 0
     _print_headline(result)
@@ -68,8 +92,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from .api import report_audit
+    from .rundir import load_run_spec
 
-    result = report_audit(args.run_dir, progress=not args.no_progress)
+    spec = load_run_spec(args.run_dir)
+    result = report_audit(args.run_dir, progress=not args.no_progress, classifier=_judge(spec))
     _print_headline(result)
     print(f"report: {result.report}")
     return 0

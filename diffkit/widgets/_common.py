@@ -144,6 +144,10 @@ class Explorer(W.VBox):
         super().__init__([*children, self.error], **kwargs)
 
     def close(self) -> None:
+        if "error" not in self.__dict__:
+            # A constructor that failed before Explorer.__init__ (a bad argument): ipywidgets still
+            # calls close() from __del__; there is nothing of ours to close, and no noise to print.
+            return
         stack: list[W.Widget] = list(self.children)
         seen: set[int] = set()
         while stack:

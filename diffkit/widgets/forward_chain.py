@@ -13,6 +13,7 @@ from PIL import Image
 from ..forward import q_sample, q_step, to_model_range
 from ..samples import SAMPLE_NAMES, sample_image
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, from_diffusers, get_schedule
+from ._checks import check_choice, check_int, check_seed
 from ._common import Explorer, encode_image, guarded, histogram_image, to_uint8
 
 __all__ = ["ForwardChainExplorer"]
@@ -46,8 +47,9 @@ class ForwardChainExplorer(Explorer):
         image_size: int = 128,
         seed: int = 0,
     ) -> None:
-        self.seed = seed
-        self.image_size = image_size
+        self.seed = check_seed(seed)
+        self.image_size = check_int("image_size", image_size, lo=8, hi=1024, hint="128 is the default")
+        check_choice("schedule", schedule, SCHEDULE_NAMES)
         self.pipe = pipe if pipe is not None else _default_pipe()
         self.sample = W.Dropdown(options=list(SAMPLE_NAMES), value="astronaut", description="sample")
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="your image")

@@ -11,8 +11,10 @@ import ipywidgets as W
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
 from ..pipeline import SCHEDULERS, scheduler_name
 from ..reverse import ReverseChain, Trajectory
+from ._checks import check_choice, check_float, check_int, check_seed
 from ._common import Explorer, encode_image, guarded
 
 __all__ = ["ReverseChainCompare", "ReverseChainExplorer"]
@@ -67,6 +69,17 @@ class ReverseChainExplorer(Explorer):
         capture_attention: bool = True,
         run: bool = False,
     ) -> None:
+        steps = check_int("steps", steps, lo=1, hi=1000, hint="25 is usual")
+        guidance_scale = check_float("guidance_scale", guidance_scale, lo=0.0, hi=50.0,
+                                     hint="7.5 is usual; 0 or 1 turns guidance off")
+        seed = check_seed(seed)
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if not isinstance(text, str):
+                raise InputError(f"{name}={text!r} is not text; fix: pass a string such as 'a red circle'")
+        if scheduler is not None:
+            scheduler = check_choice("scheduler", _SCHEDULER_ALIASES.get(scheduler, scheduler), SCHEDULERS)
+        if display_size is not None:
+            display_size = check_int("display_size", display_size, lo=16, hi=4096, hint="screen pixels")
         load_error = None
         if pipe is None:
             from ..pipeline import load_pipeline
@@ -78,12 +91,21 @@ class ReverseChainExplorer(Explorer):
         self.pipe = pipe
         factor = int(getattr(pipe, "vae_scale_factor", 8))
         default_size = int(pipe.unet.config.sample_size) * factor if pipe is not None else 64
-        sizes = sorted({default_size, *(s for s in (32, 64, 128, 256, 512, 768, 1024) if s % factor == 0)})
+        if size is not None:
+            size = check_int("size", size, lo=factor, hi=2048, hint=f"the model's own size is {default_size}")
+            if size % factor:
+                raise InputError(
+                    f"size={size} is not a multiple of {factor} (the VAE's scale factor); fix: pass "
+                    f"{max(factor, size - size % factor)} or {size - size % factor + factor}"
+                )
+        sizes = sorted({default_size, *(s for s in (32, 64, 128, 256, 512, 768, 1024) if s % factor == 0),
+                        *((size,) if size else ())})
         self.prompt = W.Textarea(value=prompt, description="prompt", rows=2, layout=W.Layout(width="460px"))
         self.negative = W.Text(value=negative_prompt, description="negative", layout=W.Layout(width="460px"))
         self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="180px"))
-        self.steps = W.IntSlider(value=steps, min=1, max=100, description="steps")
-        self.guidance = W.FloatSlider(value=guidance_scale, min=0.0, max=15.0, step=0.5, description="guidance")
+        self.steps = W.IntSlider(value=steps, min=1, max=max(100, steps), description="steps")
+        self.guidance = W.FloatSlider(value=guidance_scale, min=0.0, max=max(15.0, guidance_scale), step=0.5,
+                                      description="guidance")
         self.scheduler = W.Dropdown(
             options=list(SCHEDULERS), value=scheduler or (_short_name(pipe.scheduler) if pipe is not None else "ddim"),
             description="scheduler",
@@ -302,6 +324,9 @@ class ReverseChainCompare(W.HBox):
         self.left.close()
         self.right.close()
         super().close()
+
+
+_SCHEDULER_ALIASES = {cls: short for short, cls in SCHEDULERS.items()}  # "DDIMScheduler" → "ddim"
 
 
 def _short_name(scheduler: Any) -> str:

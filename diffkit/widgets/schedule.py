@@ -12,10 +12,12 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image, ImageDraw
 
+from ..errors import InputError
 from ..forward import q_sample, to_model_range
 from ..plots import plot_schedules
 from ..samples import sample_image
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, get_schedule
+from ._checks import check_choice, check_int, check_seed
 from ._common import Explorer, encode_image, guarded, to_uint8
 
 __all__ = ["ScheduleExplorer"]
@@ -48,6 +50,14 @@ class ScheduleExplorer(Explorer):
         image_size: int = 128,
         seed: int = 0,
     ) -> None:
+        image_size = check_int("image_size", image_size, lo=8, hi=1024, hint="128 is the default")
+        num_train_timesteps = check_int("num_train_timesteps", num_train_timesteps, lo=10, hi=4000,
+                                        hint="1000 is what Stable Diffusion uses")
+        seed = check_seed(seed)
+        if isinstance(schedules, str) or not all(isinstance(n, str) for n in schedules):
+            raise InputError(f"schedules={schedules!r} is not a list of names; fix: pass e.g. ('linear', 'cosine')")
+        for n in schedules:
+            check_choice("schedules", n, SCHEDULE_NAMES)
         self.x0 = to_model_range(image if image is not None else sample_image("astronaut", image_size))
         if self.x0.ndim != 3:
             raise ValueError("ScheduleExplorer shows one image, not a batch")

@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
+from ..errors import InputError
 from ..forward import (
     TWO_PIXEL_IMAGE,
     TwoPixelChains,
@@ -19,7 +20,8 @@ from ..forward import (
     two_pixel_chains,
     two_pixel_reverse,
 )
-from ..schedules import NoiseSchedule, get_schedule
+from ..schedules import SCHEDULE_NAMES, NoiseSchedule, get_schedule
+from ._checks import check_choice, check_int, check_seed
 from ._common import Explorer, figure_png, guarded
 
 __all__ = ["TwoPixelExplorer", "parse_points"]
@@ -45,6 +47,19 @@ def parse_points(text: str) -> list[tuple[float, float]]:
     return pts
 
 
+def _check_pixels(pixels: Any, *, name: str = "pixels") -> tuple[float, float]:
+    """Two finite values in [0, 255] (a two-pixel image), else :class:`~diffkit.errors.InputError`."""
+    try:
+        values = tuple(float(p) for p in pixels)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 2 or not all(np.isfinite(v) and 0 <= v <= 255 for v in values):
+        raise InputError(
+            f"{name} holds {pixels!r}, not a two-pixel image; fix: pass two values in [0, 255], e.g. (170, 150)"
+        )
+    return values
+
+
 class TwoPixelExplorer(Explorer):
     """A two-pixel image (170, 150) is a point in the plane.
 
@@ -64,9 +79,19 @@ class TwoPixelExplorer(Explorer):
         n_chains: int = 300,
         seed: int = 0,
     ) -> None:
-        self.pixels = tuple(float(p) for p in pixels)
-        self.schedule = get_schedule(schedule) if isinstance(schedule, str) else schedule
-        self.seed = seed
+        self.pixels = _check_pixels(pixels)
+        for point in data if isinstance(data, (list, tuple)) else [None]:
+            _check_pixels(point, name="data")
+        if not data:
+            raise InputError("data=() holds no two-pixel image; fix: pass at least one, e.g. data=[(170, 150)]")
+        if isinstance(schedule, str):
+            schedule = get_schedule(check_choice("schedule", schedule, SCHEDULE_NAMES))
+        elif not isinstance(schedule, NoiseSchedule):
+            raise InputError(f"schedule={schedule!r} is not a schedule; fix: pass a name from {list(SCHEDULE_NAMES)} "
+                             "or a NoiseSchedule")
+        self.schedule = schedule
+        n_chains = check_int("n_chains", n_chains, lo=1, hi=5000, hint="300 is the default")
+        self.seed = seed = check_seed(seed)
         self._gen = torch.Generator().manual_seed(seed)
         # -- one step
         self.width = W.FloatSlider(value=3.0, min=0.5, max=40.0, step=0.5, description="bell width (px)",

@@ -1,0 +1,154 @@
+"""The run folder: weights in the run's identity, the ledger's spec, the lock, orphans, restarts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+from audit_helpers import image_bytes, ledger_rows, spec_dict
+
+from diffkit.audit import RunMismatchError, SpecError, generate_images, parse_spec
+from diffkit.audit.generate import DistState
+from diffkit.audit.rundir import (
+    LOCK_NAME,
+    clean_orphans,
+    load_run_spec,
+    run_lock,
+    weights_identity,
+)
+from diffkit.errors import RunBusyError, RunFolderError
+from diffkit.pipeline import PipelineNotAvailableError
+
+ONE = DistState()
+
+
+def _gen(spec, out, pipe=None, **kw):
+    return generate_images(spec, out, pipe=pipe, progress=False, state=ONE, **kw)
+
+
+@pytest.fixture
+def small(make_spec):
+    return make_spec(audit__images_per_prompt=1, controls__images_per_prompt=1, audit__batch_size=2)
+
+
+@pytest.fixture
+def small_run(small, pipe, tmp_path):
+    out = tmp_path / "run"
+    _gen(small, out, pipe)
+    return out
+
+
+def test_weights_identity_follows_the_files(pipe_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(pipe_dir, copy)
+    assert weights_identity(str(copy)) == weights_identity(str(pipe_dir)) is not None
+    (copy / "unet" / "config.json").write_text((copy / "unet" / "config.json").read_text() + " ")
+    assert weights_identity(str(copy)) != weights_identity(str(pipe_dir))
+    assert weights_identity("tiny").startswith("sha256:")
+    assert weights_identity("nobody/not-cached-anywhere") is None  # a hub id resolves only once cached
+    assert weights_identity("org/x", "0123456789abcdef0123456789abcdef01234567").endswith("@0123456789abcdef0123456789abcdef01234567")
+
+
+def test_resume_refuses_weights_retrained_in_place(pipe_dir, clip_name, tmp_path):
+    from diffkit.testing import save_tiny_random_pipeline
+
+    model = tmp_path / "model"
+    shutil.copytree(pipe_dir, model)
+    spec = parse_spec(spec_dict(model, clip_name, audit__images_per_prompt=2, audit__batch_size=2), source="u.toml")
+    out = tmp_path / "run"
+    _gen(spec, out, max_batches=2)  # half the run, then the model is retrained in place
+    before = weights_identity(str(model))
+    shutil.rmtree(model)
+    save_tiny_random_pipeline(model, seed=5)
+    with pytest.raises(RunMismatchError, match=r"other weights.*" + before[:20] + r".*there.*now.*new --out"):
+        _gen(spec, out)
+    rows = ledger_rows(out)
+    assert sum(r[6] == "done" for r in rows) == 4  # nothing generated with the new weights
+
+
+def test_a_run_that_never_finished_an_image_starts_over(make_spec, pipe, tmp_path):
+    out = tmp_path / "run"
+    bad = make_spec(pipeline__model=str(tmp_path / "no-such-model"))
+    with pytest.raises(PipelineNotAvailableError, match="no such folder"):
+        _gen(bad, out)
+    good = make_spec()
+    led = _gen(good, out, pipe)  # the corrected rerun on the same folder is not refused
+    assert (led["status"] == "done").all()
+    assert load_run_spec(out).pipeline.model == good.pipeline.model
+
+
+def test_report_uses_the_ledgers_spec_and_restores_spec_json(small, small_run):
+    sj = small_run / "spec.json"
+    sj.unlink()
+    assert load_run_spec(small_run) == load_run_spec(small_run)
+    assert json.loads(sj.read_text()) == small.to_dict()  # restored from the ledger
+    edited = json.loads(sj.read_text())
+    edited["prompts"]["attributes"]["occupation"].append("lawyer")
+    sj.write_text(json.dumps(edited))
+    with pytest.raises(RunMismatchError, match=r"differs from the spec this run was generated with.*occupation.*delete"):
+        load_run_spec(small_run)
+    sj.write_text("{not json")
+    with pytest.raises(RunMismatchError, match="not valid JSON.*delete"):
+        load_run_spec(small_run)
+
+
+def test_report_audit_builds_from_the_ledger(small, small_run, clip_name):
+    from diffkit.audit import report_audit
+
+    sj = small_run / "spec.json"
+    sj.unlink()
+    result = report_audit(small_run, progress=False)
+    assert result.spec.to_dict() == small.to_dict() and sj.is_file()
+
+
+def test_damaged_run_folders_name_the_fix(small_run, tmp_path):
+    not_run = tmp_path / "empty"
+    not_run.mkdir()
+    with pytest.raises(RunFolderError, match="not an audit run folder.*fix"):
+        load_run_spec(not_run)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "ledger.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(RunFolderError, match="not a diffkit ledger.*fix"):
+        load_run_spec(garbage)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    con = sqlite3.connect(foreign / "ledger.sqlite")
+    con.execute("CREATE TABLE images (x INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(RunFolderError, match="lacks"):
+        load_run_spec(foreign)
+
+
+def test_orphaned_tmp_files_are_cleaned_on_resume(small, small_run, pipe, tmp_path):
+    clean = image_bytes(small_run)
+    orphan = small_run / "images" / "0000" / ".0000.png.12345.tmp"
+    orphan.write_bytes(b"half a png")
+    top = small_run / ".spec.json.999.tmp"
+    top.write_bytes(b"{")
+    _gen(small, small_run, pipe)
+    assert not orphan.exists() and not top.exists()
+    assert image_bytes(small_run) == clean
+    assert clean_orphans(small_run) == []
+
+
+def test_a_second_run_on_the_same_folder_is_refused(small, small_run, pipe):
+    before = ledger_rows(small_run)
+    with run_lock(small_run), pytest.raises(RunBusyError, match=r"in use by another diffkit run \(pid \d+\).*fix"):
+        _gen(small, small_run, pipe)
+    assert ledger_rows(small_run) == before
+    with run_lock(small_run):  # released: the lock goes with its holder
+        pass
+    assert (small_run / LOCK_NAME).is_file()
+
+
+def test_templates_past_the_token_limit_are_refused(make_spec, pipe, tmp_path):
+    long = "a photo of " + "very " * 80 + "{a_occupation}"
+    spec = make_spec(prompts__templates=[long])
+    with pytest.raises(SpecError, match=r"prompts\.templates\[0\].*tokens, over the text encoder's limit of 77.*shorten"):
+        _gen(spec, tmp_path / "run", pipe)
+    ok = make_spec(prompts__templates=["a photo of " + "very " * 60 + "{a_occupation}"])
+    _gen(ok, tmp_path / "run", pipe, max_batches=0)  # fits: accepted (and the refused run started over)
