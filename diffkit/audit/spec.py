@@ -368,12 +368,9 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
     allowed = {n for k in attributes for n in (k, f"a_{k}")}
     _check_templates(r, "prompts.templates", templates, allowed)
     if ref_values:
-        missing = [o for o in attributes["occupation"] if o not in ref_values]
-        if missing:
-            raise r.err("prompts.attributes.occupation", f"{missing[0]!r} is not in the reference table",
-                        f"add it to {p['reference']} or use one of {sorted(ref_values)}")
-        ref_values = {o: ref_values[o] for o in attributes["occupation"]}
-        ref_titles = {o: ref_titles[o] for o in attributes["occupation"]}
+        # an occupation the reference lacks is audited and reported without a reference (p_ref NaN)
+        ref_values = {o: ref_values[o] for o in attributes["occupation"] if o in ref_values}
+        ref_titles = {o: ref_titles[o] for o in attributes["occupation"] if o in ref_titles}
     prompts = PromptSpec(templates, attributes, ref_values, ref_titles, ref_source)
 
     # controls

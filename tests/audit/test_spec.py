@@ -59,8 +59,6 @@ def _err(pipe_dir, clip_name, mutate) -> SpecError:
         (lambda d: d["pipeline"].__setitem__("scheduler", "fancy"), "pipeline.scheduler", "unknown scheduler"),
         (lambda d: d["controls"].__setitem__("templates", ["a {occupation}"]), "controls.templates[0]",
          "does not state the gender"),
-        (lambda d: d["prompts"]["attributes"].__setitem__("occupation", ["astronaut"]),
-         "prompts.attributes.occupation", "not in the reference table"),
         (lambda d: d["prompts"].__setitem__("reference", "nope.csv"), "prompts.reference", "no such file"),
         (lambda d: d["classifier"].__setitem__("templates", ["a photo"]), "classifier.templates[0]",
          "exactly one {}"),
@@ -97,3 +95,13 @@ def test_fingerprint_and_round_trip(make_spec):
     assert a.with_model("other").fingerprint() != a.fingerprint()
     again = spec_from_dict(a.to_dict())
     assert again.fingerprint() == a.fingerprint() and again.prompts.templates == a.prompts.templates
+
+
+
+def test_occupations_the_reference_lacks_are_audited_without_one(pipe_dir, clip_name):
+    d = spec_dict(pipe_dir, clip_name)
+    d["prompts"]["attributes"]["occupation"] = ["nurse", "astronaut"]
+    spec = parse_spec(d, source="unit.toml")
+    assert spec.prompts.reference == {"nurse": pytest.approx(0.867)}
+    p = build_prompts(spec).groupby("occupation")["p_ref"].first()
+    assert p["nurse"] == pytest.approx(0.867) and p.isna()["astronaut"]
