@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .errors import DiffkitError, ModelUnavailableError
+
 __all__ = [
     "SCHEDULERS",
     "PickledWeightsError",
@@ -40,11 +42,11 @@ SCHEDULERS: dict[str, str] = {
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
 
-class PipelineNotAvailableError(OSError):
+class PipelineNotAvailableError(ModelUnavailableError):
     """The weights are neither in a local folder, nor cached, nor reachable."""
 
 
-class PickledWeightsError(ValueError):
+class PickledWeightsError(DiffkitError, ValueError):
     """The pipeline ships only pickled weights, which diffkit refuses to load."""
 
 
@@ -204,7 +206,8 @@ def load_pipeline(
         raise PipelineNotAvailableError(
             f"could not load {str(name_or_path)!r}: it is not in the Hugging Face cache "
             f"({_hf_cache()}) and {hint}. Fix: on a machine with network run "
-            f"`huggingface-cli download {name_or_path}` (or load_pipeline({str(name_or_path)!r}) once) "
+            f"`hf download {name_or_path}{f' --revision {revision}' if revision else ''}` (the command of "
+            f"huggingface_hub; in Python: huggingface_hub.snapshot_download({str(name_or_path)!r})) "
             "to fill the cache, or pass a local folder saved with save_pretrained; "
             "load_pipeline('tiny') always works offline"
         ) from e

@@ -57,7 +57,7 @@ def test_pickled_weights_are_refused(tmp_path):
 
 
 def test_missing_hub_model_names_the_fix():
-    with pytest.raises(PipelineNotAvailableError, match=r"not in the Hugging Face cache.*huggingface-cli download"):
+    with pytest.raises(PipelineNotAvailableError, match=r"not in the Hugging Face cache.*`hf download .*snapshot_download"):
         load_pipeline("diffkit-does-not-exist/nothing-here", local_files_only=True)
 
 
