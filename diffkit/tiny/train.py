@@ -99,6 +99,10 @@ class Recipe:
     offset_noise: float = 0.0  # std of a per-channel constant added to the training noise
     eps_weight_cap: float = 20.0  # ε-prediction: cap of min(SNR + 1, γ) / SNR at high noise
     vae_checkpoint_every: int = 200
+    # weight of the VAE's linear-preview loss: a 4 → 3 linear map (+ bias) of the latents,
+    # learnt jointly, must match the image averaged over each latent pixel's f × f block.
+    # It keeps the explorers' fast preview (one linear map per latent pixel) faithful.
+    vae_preview_weight: float = 0.0
 
     def world_config(self) -> _w.WorldConfig:
         """The caption distribution the recipe trains on."""
@@ -131,6 +135,7 @@ TINY2 = Recipe(
     cache_pairs=6000,
     pair_fraction=0.3,
     offset_noise=0.1,
+    vae_preview_weight=1.0,
     unet_steps=6000,
     checkpoint_every=100,
     vae_checkpoint_every=100,
@@ -188,13 +193,17 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
         c = vae.config.latent_channels
         vae.quant_conv.weight[c:].zero_()
         vae.quant_conv.bias[c:].fill_(-10.0)
-    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    # with the preview loss, the checkpoint holds the VAE and the linear map together
+    preview = torch.nn.Linear(vae.config.latent_channels, 3) if recipe.vae_preview_weight else None
+    model = torch.nn.ModuleDict({"vae": vae, "preview": preview}) if preview else vae
+    factor = _m.arch(recipe.arch).vae_factor
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     step, rng = 0, random.Random(recipe.seed + 1)
     if resume and ckpt.exists():
-        step, rng = _d.load_checkpoint(ckpt, vae, opt)
+        step, rng = _d.load_checkpoint(ckpt, model, opt)
         log.info("vae: resumed at step %d", step)
     vae.train()
-    t0, loss_avg = time.time(), None
+    t0, loss_avg, prev_avg, every = time.time(), None, 0.0, 25
     wcfg = recipe.world_config()
     while step < recipe.vae_steps:
         x, _, _ = _d.world_batch(rng, recipe.vae_batch, wcfg, size=recipe.image_size)
@@ -202,25 +211,34 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
+        z = post.sample()
+        rec = vae.decode(z).sample
         loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + recipe.vae_kl * post.kl().mean()
+        if preview is not None:
+            target = torch.nn.functional.avg_pool2d(x, factor)
+            prev = preview(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            prev_loss = (prev - target).pow(2).mean()
+            loss = loss + recipe.vae_preview_weight * prev_loss
+            prev_avg = 0.95 * prev_avg + 0.05 * prev_loss.item() if step else prev_loss.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
         loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
-        if step % 50 == 0 or step == recipe.vae_steps:
+        if step % every == 0 or step == recipe.vae_steps:
             log.info(
-                "vae step %d loss %.4f lr %.2e %.2f s/step",
+                "vae step %d loss %.4f (preview RMS %.3f) latent std %.3f lr %.2e %.2f s/step",
                 step,
                 loss_avg,
+                prev_avg**0.5,
+                float(post.mean.std()),
                 lr,
-                (time.time() - t0) / 50,
+                (time.time() - t0) / every,
             )
             t0 = time.time()
         if step % recipe.vae_checkpoint_every == 0:
-            _d.save_checkpoint(ckpt, vae, opt, step, rng)
+            _d.save_checkpoint(ckpt, model, opt, step, rng)
     vae.eval()
     acc = vae_oracle_accuracy(vae, n=200, seed=recipe.seed + 99, size=recipe.image_size)
     log.info("vae: oracle agreement on reconstructions %s", acc)
