@@ -140,5 +140,5 @@ def compare_audits(
     name_a = f"{spec_a.name} ({spec_a.pipeline.model})"
     name_b = f"{spec_b.name} ({spec_b.pipeline.model})"
     path = write_comparison(by_occupation=by_occ, overall=overall, name_a=name_a, name_b=name_b,
-                            out_dir=Path(out) if out is not None else run_b / "compare")
+                            out_dir=Path(out) if out is not None else run_b / "compare", ci=spec_b.report.ci)
     return by_occ, overall, path

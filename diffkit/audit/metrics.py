@@ -66,10 +66,6 @@ __all__ = [
     "wilson_interval",
 ]
 
-#: The headline metrics, in the order the CLI and the report show them.
-HEADLINE = ("mean_imbalance", "fair_null_p", "amplification", "n_amplified_holm", "n_unfair_holm")
-
-
 def _z(ci: float) -> float:
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
@@ -513,7 +509,7 @@ def controls_by_occupation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.Data
     return out
 
 
-def reliability_table(*, images: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
+def reliability_table(*, images: pd.DataFrame, bins: int = 10, ci: float = 0.95) -> pd.DataFrame:
     """A reliability diagram's data from the control prompts: per bin of the classifier's
     ``p_female``, the number of control images, their mean ``p_female`` and the share whose
     prompt stated "female" (with a Wilson interval). A calibrated classifier has the share
@@ -532,7 +528,7 @@ def reliability_table(*, images: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
         sel = idx == b
         n = int(sel.sum())
         k = int(y[sel].sum())
-        lo, hi = wilson_interval(successes=k, n=n)
+        lo, hi = wilson_interval(successes=k, n=n, ci=ci)
         rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "n": n,
                      "mean_p_female": float(p[sel].mean()) if n else np.nan,
                      "share_stated_female": k / n if n else np.nan, "ci_low": float(lo), "ci_high": float(hi)})
@@ -609,6 +605,8 @@ def group_table(
     ``p_ref``, ``gap`` (p̂ − p_ref), ``p_beyond_ref`` and ``p_beyond_ref_holm`` (one-sided exact test
     that p is further from ½ than p_ref on its side, Holm-adjusted), ``amplified_holm`` (that
     test rejects at α = 1 − ci), ``p_differs_ref_holm`` (two-sided exact test of p = p_ref, Holm),
+    ``p_female_no_abstention`` (Fair Diffusion's and HEIM's way: the share with classifier
+    ``p_female`` ≥ ½ among every image past the person gate, no abstention; NaN without scores),
     and Rogan–Gladen ``p_corrected, corrected_low, corrected_high`` with ``se_sp_source``
     (``"occupation"`` or ``"pooled"``), from the control prompts in *images* (*controls*:
     ``"auto"`` uses an occupation's own controls when both stated genders have at least
@@ -641,6 +639,13 @@ def group_table(
         t["p_female_if_abstain_male"] = np.where(m_all > 0, t["n_female"] / m_all.where(m_all > 0, 1), np.nan)
         t["p_female_if_abstain_female"] = np.where(
             m_all > 0, (t["n_female"] + t["n_abstain"]) / m_all.where(m_all > 0, 1), np.nan)
+    if "p_female" in df.columns:  # Fair Diffusion's way: every image past the gate, nobody abstains
+        gated = df[df["label"] != "no_person"]
+        share = (gated["p_female"] >= 0.5).groupby([gated[c] for c in by]).mean()
+        t["p_female_no_abstention"] = share.reindex(pd.MultiIndex.from_frame(t[by]) if len(by) > 1
+                                                    else pd.Index(t[by[0]])).to_numpy(dtype=float)
+    else:
+        t["p_female_no_abstention"] = np.nan
     t["imbalance"] = (t["p_female"] - 0.5).abs()
     t["imbalance_corrected"] = corrected_imbalance(successes=t["n_female"].to_numpy(), n=t["n"].to_numpy())
     t["fair_baseline"] = fair_baseline(n=t["n"].to_numpy())
@@ -929,7 +934,7 @@ def audit_metrics(
             "values mean pooled Se/Sp misdescribe some occupations"}])], ignore_index=True)
     return AuditMetrics(images, by_prompt, by_occ, val, overall, se, sp,
                         {"ci": ci, "n_boot": n_boot, "random_state": random_state, "min_controls": min_controls},
-                        validation_by_occupation=vocc, reliability=reliability_table(images=images),
+                        validation_by_occupation=vocc, reliability=reliability_table(images=images, ci=ci),
                         thresholds=suggest_thresholds(images=images))
 
 

@@ -2,8 +2,11 @@
 
 The HTML embeds everything (thumbnails and seaborn plots as base64 ``data:`` URIs, inline
 CSS, no scripts, no external requests) so it can be mailed, attached to a paper or shown
-offline. Every user-supplied string (prompts, names, spec values) is escaped with
-:func:`html.escape`; tables go through ``DataFrame.to_html(escape=True)``.
+offline. It is rendered by a jinja2 template with autoescaping on, so every user-supplied
+string (prompts, names, spec values) is escaped by the template engine; tables go through
+``DataFrame.to_html(escape=True)``. Every file is written atomically (a unique temporary
+name, then a rename) and every CSV is spreadsheet-safe (:func:`diffkit._files.write_csv`).
+Every interval label carries the spec's confidence level (``report.ci``).
 """
 
 from __future__ import annotations
@@ -20,28 +23,42 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .metrics import AuditMetrics
+from .._files import atomic_write_text, write_csv
+from .metrics import AuditMetrics, pct
 from .spec import AuditSpec
 
-__all__ = ["LIMITATIONS", "audit_figures", "library_versions", "write_comparison", "write_report"]
+__all__ = ["audit_figures", "limitations", "library_versions", "write_comparison", "write_report"]
 
-LIMITATIONS = [
-    "The labels are <b>perceived, binary</b> gender presentation as judged by a CLIP model from pixels. "
-    "They say nothing about anyone's gender identity and leave out non-binary presentation; images "
-    "the classifier is unsure about are counted as abstentions, not forced into a class.",
-    "CLIP carries its own biases (it learned from web captions). The control prompts, which state the "
-    "gender, measure its sensitivity and specificity on <i>this</i> generator's images, and the "
-    "Rogan–Gladen column corrects for them; the correction assumes the error rates on neutral prompts "
-    "equal those on the controls, and its interval is conditional on the measured rates.",
-    "The reference (US BLS CPS Table 11) counts employed people in the United States in one year by "
-    "survey-reported sex. It is not the \"right\" answer for an image model: it describes one country's "
-    "labour market, not how occupations should be depicted, and its titles differ from prompt words "
-    "(the BLS title is shown beside each).",
-    "Small samples look biased: a perfectly fair model shows E|p̂ − ½| of about 0.14 with 8 images. "
-    "Compare every imbalance with its fair-model baseline and read the intervals.",
-    "Intervals are 95% unless stated: Wilson for shares, Newcombe for differences, two-stage "
-    "percentile bootstrap (prompts, then images) for means over prompts.",
-]
+
+def limitations(ci: float = 0.95) -> list[str]:
+    """The report's limitations section (trusted HTML: written here, no user text)."""
+    lvl = pct(ci)
+    return [
+        "The labels are <b>perceived, binary</b> gender presentation as judged by a CLIP model from pixels. "
+        "They say nothing about anyone's gender identity and leave out non-binary presentation; images "
+        "the classifier is unsure about are counted as abstentions, not forced into a class, and the "
+        "abstention bounds show how far they could move each share.",
+        "CLIP carries its own biases (it learned from web captions). The control prompts, which state the "
+        "gender, measure sensitivity and specificity on <i>this</i> generator's images. What they measure is the "
+        "generator's <i>compliance</i> (did it draw a woman for \"a woman nurse\"?) times the classifier's "
+        "accuracy: a generator that ignores the gender word is booked as classifier error and then "
+        "\"corrected\" away. On diffkit-tiny the pixel oracle separates the two "
+        "(<code>diffkit.audit.oracle_check</code>); on a real model, look at the control thumbnails. The "
+        "Rogan–Gladen correction also assumes the error rates on neutral prompts equal those on the controls.",
+        "The reference (US BLS CPS Table 11) counts employed people in the United States in one year by "
+        "survey-reported sex. It is not the \"right\" answer for an image model: it describes one country's "
+        "labour market, not how occupations should be depicted, and its titles differ from prompt words "
+        "(the BLS title is shown beside each). Occupations it lacks are reported without a reference.",
+        "Small samples look biased: a perfectly fair model shows E|p̂ − ½| of about 0.14 with 8 images. "
+        "The headline mean imbalance is bias-corrected; with several occupations at or near parity and few "
+        "images its interval under-covers (docs/audit_methodology.md gives the simulated coverage).",
+        f"Intervals are {lvl}: Wilson for each share (pointwise), Clopper–Pearson at {lvl} ÷ G for the "
+        "simultaneous band over the G occupations, percentile bootstrap of the images within each prompt "
+        "(the occupation list held fixed) for means over occupations, a posterior interval carrying the "
+        "control-prompt uncertainty for Rogan–Gladen. Counts of significant occupations are Holm-adjusted.",
+        "The published Fair Diffusion shares (Friedrich et al. 2023) are Stable Diffusion 1.5 judged by FairFace on "
+        "faces found by a face detector: their protocol and classifier differ from this run's.",
+    ]
 
 
 def library_versions() -> dict[str, str]:
@@ -50,7 +67,7 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for name in ("diffkit", "torch", "diffusers", "transformers", "open_clip_torch", "accelerate", "numpy",
-                 "pandas", "scipy", "seaborn", "pillow"):
+                 "pandas", "scipy", "seaborn", "pillow", "jinja2"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -85,51 +102,76 @@ def _err(centre, lo, hi) -> np.ndarray:
     return np.nan_to_num(np.maximum(np.stack([c - lo, hi - c]), 0.0))
 
 
+def _ci_of(m: AuditMetrics) -> float:
+    return float(m.params.get("ci", 0.95))
+
+
 def audit_figures(m: AuditMetrics) -> dict[str, Any]:
     """The report's figures as ``matplotlib.figure.Figure`` objects, for notebooks.
 
-    Keys: ``"per_occupation"`` (p̂ with 95% Wilson intervals, the Rogan–Gladen estimate and
-    the reference), ``"scatter"`` (generated p̂ against the reference share) and
-    ``"imbalance"`` (|p̂ − ½| per prompt against the exact fair-model distribution). Built
-    without pyplot, so they change no global state; Jupyter shows each as a PNG.
+    Keys: ``"per_occupation"`` (p̂ with pointwise Wilson and simultaneous intervals, the
+    Rogan–Gladen estimate with its interval, the abstention bounds, the reference and the
+    published Fair Diffusion share where it has the occupation), ``"scatter"`` (generated p̂
+    against the reference share), ``"imbalance"`` (|p̂ − ½| per prompt against the exact
+    fair-model distribution) and, with control prompts, ``"reliability"`` (the classifier's
+    ``p_female`` against the share of control images whose prompt said "woman"). Built without
+    pyplot, so they change no global state; Jupyter shows each as a PNG. Labels carry the
+    audit's confidence level.
     """
     import seaborn as sns
     from matplotlib.figure import Figure
 
     from .. import plots as _plots_module  # noqa: F401  (registers Figure display in IPython)
+    from .published import published_overlay
 
     def subplots(figsize):
         fig = Figure(figsize=figsize)
         return fig, fig.subplots()
 
+    lvl = pct(_ci_of(m))
     t = m.by_occupation[m.by_occupation["n"] > 0].copy()
     out: dict[str, Any] = {}
     if t.empty:
         return out
-    order = t.sort_values("p_ref" if t["p_ref"].notna().any() else "p_female")
+    order = t.sort_values("p_ref" if t["p_ref"].notna().any() else "p_female", na_position="last")
+    pub = published_overlay(order, ci=_ci_of(m)).set_index("occupation")
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
-        # 1. per-occupation p̂ with Wilson intervals against the reference
-        fig, ax = subplots(figsize=(7, 0.45 * len(order) + 1.2))
+        # 1. per-occupation p̂ with its intervals against the reference
+        fig, ax = subplots(figsize=(7.5, 0.5 * len(order) + 1.6))
         y = np.arange(len(order))
+        if "sim_low" in order:
+            ax.errorbar(order["p_female"], y, xerr=_err(order["p_female"], order["sim_low"], order["sim_high"]),
+                        fmt="none", ecolor="C0", alpha=0.35, lw=5, label=f"simultaneous {lvl} (all occupations)")
         ax.errorbar(order["p_female"], y, xerr=_err(order["p_female"], order["ci_low"], order["ci_high"]),
-                    fmt="o", color="C0", capsize=3, label="generated p̂ (95% Wilson)")
+                    fmt="o", color="C0", capsize=3, label=f"generated p̂ ({lvl} Wilson)")
+        if "p_female_if_abstain_male" in order and (order["n_abstain"] > 0).any():
+            ax.hlines(y - 0.25, order["p_female_if_abstain_male"], order["p_female_if_abstain_female"], color="grey",
+                      lw=2, label="if every abstention were male … female")
         if order["p_corrected"].notna().any():
-            ax.plot(order["p_corrected"], y + 0.2, "s", color="C2", ms=4, label="Rogan–Gladen corrected")
+            ax.errorbar(order["p_corrected"], y + 0.25,
+                        xerr=_err(order["p_corrected"], order["corrected_low"], order["corrected_high"]),
+                        fmt="s", color="C2", ms=4, capsize=2, lw=1, label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)")
         if order["p_ref"].notna().any():
-            ax.plot(order["p_ref"], y, "x", color="C3", ms=9, mew=2, label="reference")
+            ax.plot(order["p_ref"], y, "x", color="C3", ms=9, mew=2, label="reference (BLS)")
+        if len(pub):
+            py = np.array([list(order["occupation"]).index(o) for o in pub.index])
+            ax.plot(pub["published_p_female"], py, "D", color="C4", ms=5, mfc="none",
+                    label="Fair Diffusion, SD 1.5, FairFace (published)")
         ax.axvline(0.5, color="grey", lw=1, ls="--")
         ax.set_yticks(y, order["occupation"].astype(str))
         ax.set_xlim(-0.02, 1.02)
         ax.set_xlabel("share labelled female")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(order), 1)), ncol=3, fontsize=8, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.4 / max(len(order), 1)), ncol=2, fontsize=8,
+                  frameon=False)
         out["per_occupation"] = fig
         # 2. generated vs reference
-        if t["p_ref"].notna().any():
+        tr = t[t["p_ref"].notna()]
+        if len(tr):
             fig, ax = subplots(figsize=(5, 5))
-            sns.scatterplot(data=t, x="p_ref", y="p_female", ax=ax, s=50)
-            ax.errorbar(t["p_ref"], t["p_female"], yerr=_err(t["p_female"], t["ci_low"], t["ci_high"]),
+            sns.scatterplot(data=tr, x="p_ref", y="p_female", ax=ax, s=50)
+            ax.errorbar(tr["p_ref"], tr["p_female"], yerr=_err(tr["p_female"], tr["ci_low"], tr["ci_high"]),
                         fmt="none", ecolor="C0", alpha=0.5)
-            for _, r in t.iterrows():
+            for _, r in tr.iterrows():
                 ax.annotate(str(r["occupation"]), (r["p_ref"], r["p_female"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
             ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="generated = reference")
@@ -137,7 +179,7 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             ax.set_xlim(-0.02, 1.02)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel("reference women-share")
-            ax.set_ylabel("generated p̂ (labelled female)")
+            ax.set_ylabel(f"generated p̂ (labelled female, {lvl} Wilson)")
             ax.legend(fontsize=8)
             out["scatter"] = fig
         # 3. imbalance per prompt against the fair-model distribution for the median n
@@ -154,28 +196,148 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
                          label=f"generated, per prompt ({len(bp)} prompts)")
             ax.vlines(pmf.index, 0, pmf.values, color="C3", lw=3, alpha=0.7, label=f"fair model, n = {n_med} (exact)")
             ax.axvline(float(bp["fair_baseline"].mean()), color="C3", ls="--", lw=1, label="fair-model E|p̂ − ½|")
-            ax.axvline(float(bp["imbalance"].mean()), color="C0", ls="--", lw=1, label="generated mean")
+            ax.axvline(float(bp["imbalance"].mean()), color="C0", ls="--", lw=1, label="generated mean (plug-in)")
             ax.set_xlabel("|p̂ − ½| (gender imbalance)")
             ax.legend(fontsize=8)
             out["imbalance"] = fig
+        # 4. reliability diagram on the control prompts
+        rel = m.reliability
+        if isinstance(rel, pd.DataFrame) and len(rel) and (rel["n"] > 0).any():
+            r = rel[rel["n"] > 0]
+            fig, ax = subplots(figsize=(5, 5))
+            ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
+            ax.errorbar(r["mean_p_female"], r["share_stated_female"],
+                        yerr=_err(r["share_stated_female"], r["ci_low"], r["ci_high"]), fmt="o-", color="C0",
+                        capsize=3, label=f"control images ({lvl} Wilson)")
+            for _, row in r.iterrows():
+                ax.annotate(f"n={int(row['n'])}", (row["mean_p_female"], row["share_stated_female"]), fontsize=7,
+                            xytext=(4, -10), textcoords="offset points")
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("classifier p_female (mean in bin)")
+            ax.set_ylabel("share of control prompts stating 'female'")
+            ax.legend(fontsize=8)
+            out["reliability"] = fig
     return out
 
 
-def _plots(m: AuditMetrics) -> dict[str, str]:
-    return {k: _b64_png(fig) for k, fig in audit_figures(m).items()}
-
-
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .5em;text-align:right}
+table{border-collapse:collapse;font-size:.8em;margin:.5em 0}td,th{border:1px solid #ddd;padding:.2em .45em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:6px;margin:.3em 0 1em}.cell{text-align:center;font-size:.72em;width:100px}
 .cell img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc}
 .female{color:#a0306a}.male{color:#2a5db0}.abstain,.no_person{color:#777}
 .key{background:#f7f7f7;border-left:4px solid #4a7;padding:.5em 1em}code,pre{background:#f4f4f4;font-size:.85em}
-pre{padding:.6em;overflow:auto;max-height:24em}.small{font-size:.8em;color:#555}
+pre{padding:.6em;overflow:auto;max-height:24em}.small{font-size:.8em;color:#555}.scroll{overflow-x:auto}
 """
+
+_REPORT = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>diffkit audit: {{ spec.name }}</title><style>{{ css }}</style></head><body>
+<h1>Gender-bias audit: {{ spec.name }}</h1>
+<p>{{ spec.description }}</p>
+<p>Generator <code>{{ pl.model }}</code> (revision {{ pl.revision or 'default' }}, scheduler
+{{ pl.scheduler or 'the pipeline default' }}, {{ pl.steps }} steps, guidance {{ pl.guidance }}); classifier
+open_clip <code>{{ spec.classifier.model }}</code> / <code>{{ classifier_id }}</code>.
+Reference: {{ spec.prompts.reference_source or 'none' }}.</p>
+<div class="key">
+<p><b>Mean gender imbalance</b>, the mean over the {{ n_occ }} occupations of |p − ½| (bias-corrected):
+<b>{{ v.mean_imbalance }}</b> ({{ lvl }} interval: {{ how.mean_imbalance }}).
+The test that the model is fair in every occupation gives p = {{ v.fair_null_p }}.
+As measured (plug-in, biased upward) {{ v.mean_imbalance_plugin }}; a perfectly fair model would show
+{{ v.mean_fair_baseline }} at these sample sizes.</p>
+{% if 'amplification' in v %}<p><b>Amplification</b>, the mean over occupations with a reference of
+|p − ½| − |p_ref − ½|: <b>{{ v.amplification }}</b>. Above 0 the model is more skewed than the reference on
+average; 0 means it copies the reference's skew.
+<b>{{ v.n_amplified_holm }}</b> of {{ n.n_amplified_holm }} occupations are significantly more skewed than
+their reference on its side, and {{ v.n_differs_ref_holm }} of {{ n.n_differs_ref_holm }} differ from it either way
+(exact binomial tests, Holm-adjusted: family-wise error ≤ {{ alpha }}).</p>{% endif %}
+<p><b>{{ v.n_unfair_holm }}</b> of {{ n.n_unfair_holm }} occupations differ significantly from parity (exact tests,
+Holm-adjusted).{% if 'heim_gender_imbalance' in v %} HEIM's gender imbalance computed HEIM's way (per prompt, no
+gate, no abstention): {{ v.heim_gender_imbalance }}.{% endif %}</p>
+<p><b>Classifier on the control prompts</b>: sensitivity {{ v.sensitivity }}, specificity {{ v.specificity }}
+({{ lvl }} Wilson). Abstention rate {{ v.abstain_rate }}, no-person rate {{ v.no_person_rate }}.</p></div>
+
+<h2>Per occupation, against the reference</h2>
+<p>Thick pale bars: the {{ lvl }} simultaneous band (all {{ n_occ }} occupations hold their true shares together at
+least {{ lvl }} of the time); thin bars: each occupation's own {{ lvl }} Wilson interval. Grey lines: the share if every
+abstention were male, or female. {% if published_n %}Purple diamonds: Fair Diffusion's published Stable Diffusion 1.5
+shares for the {{ published_n }} occupations they also audited ({{ published_source }}).{% endif %}</p>
+{{ img('per_occupation', 'share labelled female per occupation with intervals, the reference and the published shares') }}
+<div class="scroll">{{ tables.by_occupation }}</div>
+
+{% if 'scatter' in plots %}<h2>Generated versus reference</h2>
+{{ img('scatter', 'generated share against reference share') }}{% endif %}
+
+<h2>Imbalance against the fair-model baseline</h2>
+<p>A fair model (p = ½) still shows |p̂ − ½| &gt; 0 from sampling alone; the red bars are its exact
+distribution for the median number of labelled images per prompt.</p>
+{{ img('imbalance', 'distribution of per-prompt imbalance against the fair-model baseline') }}
+
+<h2>Overall metrics</h2>
+<p>Each row names its estimand and, where there is one, the interval's method (column <i>interval</i>).</p>
+<div class="scroll">{{ tables.overall }}</div>
+
+<h2>Classifier validation (control prompts)</h2>
+<p>The control prompts state the gender; the classifier's accuracy on them is its sensitivity (female) and
+specificity (male) on this generator's own images, which drive the Rogan–Gladen correction. They measure
+generator compliance times classifier accuracy (see the limitations).</p>
+{{ tables.validation }}
+{% if tables.validation_by_occupation %}<h3>Per occupation</h3>
+<p>Rogan–Gladen uses an occupation's own Se and Sp where both stated genders have at least {{ min_controls }}
+labelled controls, the pooled ones otherwise (column <i>se_sp_source</i> above).
+{% if 'se_sp_homogeneity_p' in v %}Test that Se and Sp are the same in every occupation: p = {{ v.se_sp_homogeneity_p }}.{% endif %}</p>
+<div class="scroll">{{ tables.validation_by_occupation }}</div>{% endif %}
+{% if 'reliability' in plots %}<h3>Reliability diagram</h3>
+<p>Control images binned by the classifier's p_female: a calibrated classifier's points lie on the diagonal.
+Points near 0 and 1 only, with confidence piled at the ends, mean the abstention rule cannot act.</p>
+{{ img('reliability', 'reliability diagram of the classifier on the control images') }}{% endif %}
+{% if thresholds %}<h3>Thresholds the controls suggest</h3>
+<p>Rule: <i>abstain_below</i> is the smallest confidence threshold at which the kept control images disagree with
+their stated gender at most 5% of the time (here {{ thresholds.abstain_below }}, keeping {{ thresholds.kept }} of the
+controls, error {{ thresholds.error }}); <i>person_threshold</i> is the 1st percentile of p_person over the control
+images, which all show a person (here {{ thresholds.person_threshold }}). This run used abstain_below =
+{{ spec.classifier.abstain_below }} and person_threshold = {{ spec.classifier.person_threshold }}. To apply others, edit
+<code>[classifier]</code> and rerun <code>diffkit audit report</code> (the embeddings are cached).</p>{% endif %}
+
+<h2>Per prompt</h2>
+<div class="scroll">{{ tables.by_prompt }}</div>
+<h2>Images</h2>
+<p>The first {{ spec.report.thumbnails_per_prompt }} images of each prompt with the classifier's label and
+confidence (max(p_female, p_male)); <i>abstain</i> and <i>no_person</i> are never forced into a class.</p>
+{% for g in grids %}<h4>{{ g.prompt }} <span class="small">({{ g.kind }}, prompt {{ g.pid }})</span></h4>
+<div class="grid">{% for c in g.cells %}<div class="cell">{% if c.src %}<img src="{{ c.src }}" alt="image {{ c.index }}">{% else %}<i>unreadable</i>{% endif %}<br>
+<span class="{{ c.label }}">{{ c.label }}</span> {{ c.conf }}<br><span class="small">p_person {{ c.p_person }}</span></div>{% endfor %}</div>
+{% else %}<p>No thumbnails (report.thumbnails_per_prompt = 0).</p>{% endfor %}
+<h2>Limitations</h2>
+<ul>{% for x in limits %}<li>{{ x }}</li>{% endfor %}</ul>
+<h2>Run metadata</h2>
+<pre>{{ meta_json }}</pre>
+<h3>Spec</h3>
+<pre>{{ spec_json }}</pre>
+<p class="small">Written by diffkit {{ version }}. Estimands, intervals, assumptions and sources:
+docs/audit_methodology.md.</p>
+</body></html>
+"""
+
+_COMPARE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<title>diffkit audit comparison</title><style>{{ css }}</style></head><body>
+<h1>{{ name_b }} versus {{ name_a }}</h1>
+<p>Differences are b − a. <b>Design</b>: {{ design }}.</p>
+<h2>Overall</h2>{{ overall }}
+<h2>Per occupation</h2><img src="{{ plot }}" alt="differences per occupation" style="max-width:100%">
+<div class="scroll">{{ by_occupation }}</div>
+<p class="small">The mean imbalance is bias-corrected in both runs (docs/audit_methodology.md, section 4).</p>
+</body></html>"""
+
+
+def _env():
+    import jinja2
+
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
 
 
 def _fmt(x: Any, nd: int = 3) -> str:
@@ -184,15 +346,19 @@ def _fmt(x: Any, nd: int = 3) -> str:
             return "–"
         return f"{float(x):.{nd}f}"
     except (TypeError, ValueError):
-        return html.escape(str(x))
+        return str(x)
 
 
-def _table_html(df: pd.DataFrame, float_fmt: str = "{:.3f}") -> str:
-    return df.to_html(index=False, escape=True, na_rep="–", float_format=float_fmt.format, border=0)
+def _table_html(df: pd.DataFrame, float_fmt: str = "{:.3f}"):
+    from markupsafe import Markup
+
+    if df is None or df.empty:
+        return ""
+    return Markup(df.to_html(index=False, escape=True, na_rep="–", float_format=float_fmt.format, border=0))
 
 
 def _ledger_info(run_dir: Path) -> dict[str, Any]:
-    from .generate import Ledger
+    from .rundir import Ledger
 
     with Ledger(run_dir) as led:
         rows = led.frame()
@@ -205,6 +371,24 @@ def _ledger_info(run_dir: Path) -> dict[str, Any]:
     return info
 
 
+def _ov(m: AuditMetrics) -> dict[str, pd.Series]:
+    return {r["metric"]: r for _, r in m.overall.iterrows()}
+
+
+def _value_strings(m: AuditMetrics) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
+    """Per overall metric: the value with its interval as text, its n, its interval method."""
+    v, n, how = {}, {}, {}
+    for name, r in _ov(m).items():
+        is_count = name.startswith("n_")
+        s = f"{int(r['value'])}" if is_count and np.isfinite(r["value"]) else _fmt(r["value"])
+        if name.endswith("_p") and np.isfinite(r["value"]):
+            s = f"{r['value']:.3g}"
+        if np.isfinite(r["ci_low"]):
+            s += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+        v[name], n[name], how[name] = s, int(r["n"]), str(r.get("interval", "") or "")
+    return v, n, how
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -214,48 +398,42 @@ def write_report(
     classifier_id: str | None = None,
 ) -> Path:
     """Write ``index.html``, ``summary.md``, ``metadata.json`` and one CSV per tidy table
-    into *out_dir* (default ``run_dir/report``); return the HTML path."""
+    into *out_dir* (default ``run_dir/report``), each atomically; return the HTML path."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     for name, df in metrics.tables().items():
-        df.to_csv(out / f"{name}.csv", index=False)
+        write_csv(df, out / f"{name}.csv")
+    from .published import published_overlay
+
+    pub = published_overlay(metrics.by_occupation, ci=_ci_of(metrics))
+    write_csv(pub, out / "published_fair_diffusion.csv")
     meta = {
         "spec_name": spec.name,
         "pipeline": spec.to_dict()["pipeline"],
         "classifier": {"model": spec.classifier.model, "pretrained": classifier_id or spec.classifier.pretrained},
         "seed": spec.seed,
         "reference_source": spec.prompts.reference_source,
+        "published_overlay_source": pub.attrs.get("source") if len(pub) else None,
         "report_created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "ledger": _ledger_info(run_dir),
         "libraries": library_versions(),
         "metrics_params": metrics.params,
+        "suggested_thresholds": metrics.thresholds,
     }
-    (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
-    (out / "summary.md").write_text(_summary_md(spec, metrics, meta))
-    html_text = _html(run_dir, spec, metrics, meta)
+    atomic_write_text(out / "metadata.json", json.dumps(meta, indent=2, default=str))
+    atomic_write_text(out / "summary.md", _summary_md(spec, metrics, meta))
     path = out / "index.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(html_text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, _html(run_dir, spec, metrics, meta, pub))
     return path
 
 
-def _ov(m: AuditMetrics) -> dict[str, pd.Series]:
-    return {r["metric"]: r for _, r in m.overall.iterrows()}
-
-
 def _summary_md(spec: AuditSpec, m: AuditMetrics, meta: dict) -> str:
-    ov = _ov(m)
+    v, n, _ = _value_strings(m)
+    lvl = pct(_ci_of(m))
 
-    def v(name, nd=3):
-        r = ov.get(name)
-        if r is None:
-            return "–"
-        s = _fmt(r["value"], nd)
-        if np.isfinite(r["ci_low"]):
-            s += f" [{_fmt(r['ci_low'], nd)}, {_fmt(r['ci_high'], nd)}]"
-        return s
+    def g(name):
+        return v.get(name, "–")
 
     def md(x: Any) -> str:  # user text: no raw HTML, no table breaks
         return html.escape(str(x)).replace("|", "\\|").replace("`", "'")
@@ -268,173 +446,142 @@ def _summary_md(spec: AuditSpec, m: AuditMetrics, meta: dict) -> str:
         f"{spec.pipeline.steps} steps, guidance {spec.pipeline.guidance}, seed {spec.seed}",
         f"- classifier: open_clip `{md(spec.classifier.model)}` / `{md(meta['classifier']['pretrained'])}`",
         f"- images: {int(t['n_images'].sum())} audit images, {int(t['n'].sum())} labelled, "
-        f"abstention rate {v('abstain_rate')}, no-person rate {v('no_person_rate')}",
-        f"- mean gender imbalance |p̂ − ½|: {v('mean_imbalance')} against a fair-model baseline of "
-        f"{v('mean_fair_baseline')} (excess {v('mean_excess_imbalance')})",
-        f"- Pearson r with the reference: {v('pearson_r')}; Spearman ρ: {v('spearman_rho')}",
-        f"- amplification share: {v('amplification_share')} "
-        f"(significant: {v('amplification_share_significant')})",
-        f"- classifier on control prompts: sensitivity {v('sensitivity')}, specificity {v('specificity')}",
+        f"abstention rate {g('abstain_rate')}, no-person rate {g('no_person_rate')}",
+        f"- mean gender imbalance |p − ½| over occupations (bias-corrected, {lvl} interval): {g('mean_imbalance')}; "
+        f"fair-null test p = {g('fair_null_p')}; plug-in {g('mean_imbalance_plugin')} against a fair-model "
+        f"baseline of {g('mean_fair_baseline')}",
+        f"- amplification, mean |p − ½| − |p_ref − ½| ({lvl} interval): {g('amplification')}; "
+        f"significantly beyond the reference (Holm): {g('n_amplified_holm')} of {n.get('n_amplified_holm', '–')}",
+        f"- occupations differing from parity (Holm): {g('n_unfair_holm')} of {n.get('n_unfair_holm', '–')}; "
+        f"HEIM's gender imbalance (their way): {g('heim_gender_imbalance')}",
+        f"- Pearson r with the reference: {g('pearson_r')}; Spearman ρ: {g('spearman_rho')} (descriptive)",
+        f"- classifier on control prompts: sensitivity {g('sensitivity')}, specificity {g('specificity')}",
         "",
-        "| occupation | n | p̂ female | 95% CI | reference | gap | corrected |",
-        "|---|---|---|---|---|---|---|",
+        f"| occupation | n | p̂ female | {lvl} CI | {lvl} simultaneous | abstentions → all male … all female "
+        "| reference | beyond reference (Holm) | Rogan–Gladen |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in t.iterrows():
-        occ = md(r["occupation"])
         lines.append(
-            f"| {occ} | {int(r['n'])} | {_fmt(r['p_female'], 2)} | [{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}] "
-            f"| {_fmt(r['p_ref'], 3)} | {_fmt(r['gap'], 2)} | {_fmt(r['p_corrected'], 2)} |"
+            f"| {md(r['occupation'])} | {int(r['n'])} | {_fmt(r['p_female'], 2)} | "
+            f"[{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}] | [{_fmt(r['sim_low'], 2)}, {_fmt(r['sim_high'], 2)}] "
+            f"| {_fmt(r['p_female_if_abstain_male'], 2)} … {_fmt(r['p_female_if_abstain_female'], 2)} "
+            f"| {_fmt(r['p_ref'], 3)} | {'yes' if r['amplified_holm'] else 'no'} "
+            f"| {_fmt(r['p_corrected'], 2)} [{_fmt(r['corrected_low'], 2)}, {_fmt(r['corrected_high'], 2)}] |"
         )
     lines += ["", "Perceived, binary labels from CLIP; see the HTML report's limitations section.", ""]
     return "\n".join(lines)
 
 
-def _grids(run_dir: Path, spec: AuditSpec, m: AuditMetrics) -> str:
-    e = html.escape
+def _grids(run_dir: Path, spec: AuditSpec, m: AuditMetrics) -> list[dict]:
     k = spec.report.thumbnails_per_prompt
     if k <= 0 or m.images.empty:
-        return "<p>No thumbnails (report.thumbnails_per_prompt = 0).</p>"
-    parts = []
+        return []
+    out = []
     for pid, g in m.images.sort_values(["prompt_id", "image_index"]).groupby("prompt_id", sort=True):
         g = g.head(k)
         first = g.iloc[0]
-        kind = "control" if first["kind"] == "control" else "audit"
-        cells = []
-        for _, r in g.iterrows():
-            src = _thumb(run_dir / str(r["path"]))
-            img = f'<img src="{src}" alt="image {int(r["image_index"])}">' if src else "<i>unreadable</i>"
-            lab = str(r["label"])
-            cells.append(
-                f'<div class="cell">{img}<br><span class="{e(lab)}">{e(lab)}</span> '
-                f'{_fmt(r["confidence"], 2)}<br><span class="small">p_person {_fmt(r["p_person"], 2)}</span></div>'
-            )
-        parts.append(f"<h4>{e(str(first['prompt']))} <span class='small'>({kind}, prompt {int(pid)})</span></h4>"
-                     f"<div class='grid'>{''.join(cells)}</div>")
-    return "\n".join(parts)
+        cells = [{"src": _thumb(run_dir / str(r["path"])), "index": int(r["image_index"]), "label": str(r["label"]),
+                  "conf": _fmt(r["confidence"], 2), "p_person": _fmt(r["p_person"], 2)} for _, r in g.iterrows()]
+        out.append({"prompt": str(first["prompt"]), "kind": "control" if first["kind"] == "control" else "audit",
+                    "pid": int(pid), "cells": cells})
+    return out
 
 
-def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict) -> str:
-    e = html.escape
-    plots = _plots(m)
-    ov = _ov(m)
+_OCC_COLS = ["occupation", "reference title", "n_images", "n_no_person", "n_abstain", "n", "p_female", "ci_low",
+             "ci_high", "sim_low", "sim_high", "p_female_if_abstain_male", "p_female_if_abstain_female",
+             "imbalance", "imbalance_corrected", "fair_baseline", "p_fair_holm", "p_ref", "gap", "p_beyond_ref_holm",
+             "amplified_holm", "p_corrected", "corrected_low", "corrected_high", "se_sp_source",
+             "p_female_no_abstention", "published_p_female"]
+
+
+def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.DataFrame) -> str:
+    from markupsafe import Markup
+
+    ci = _ci_of(m)
+    lvl = pct(ci)
+    plots = {k: _b64_png(fig) for k, fig in audit_figures(m).items()}
+    v, n, how = _value_strings(m)
 
     def img(key, alt):
-        return f'<img src="{plots[key]}" alt="{e(alt)}" style="max-width:100%">' if key in plots else ""
-
-    def v(name):
-        r = ov.get(name)
-        if r is None:
-            return "–"
-        s = _fmt(r["value"])
-        if np.isfinite(r["ci_low"]):
-            s += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
-        return s
+        if key not in plots:
+            return ""
+        return Markup('<img src="{}" alt="{}" style="max-width:100%">').format(plots[key], alt)
 
     occ = m.by_occupation.copy()
     titles = spec.prompts.reference_titles
     if titles:
         occ.insert(1, "reference title", occ["occupation"].map(titles))
-    occ_cols = [c for c in ["occupation", "reference title", "n_images", "n_no_person", "n_abstain", "n", "p_female",
-                            "ci_low", "ci_high", "imbalance", "fair_baseline", "p_ref", "gap", "p_corrected",
-                            "corrected_low", "corrected_high", "amplified"] if c in occ.columns]
+    if len(pub):
+        occ = occ.merge(pub[["occupation", "published_p_female"]], on="occupation", how="left")
+    occ = occ[[c for c in _OCC_COLS if c in occ.columns]]
     prompt_cols = [c for c in ["prompt_id", "prompt", "occupation", "n_images", "n_no_person", "n_abstain", "n",
-                               "p_female", "ci_low", "ci_high", "imbalance", "fair_baseline", "p_ref", "gap"]
-                   if c in m.by_prompt.columns]
+                               "p_female", "ci_low", "ci_high", "sim_low", "sim_high", "imbalance",
+                               "fair_baseline", "p_fair_holm", "p_ref", "gap"] if c in m.by_prompt.columns]
     val_cols = ["stated_gender", "measure", "n_images", "n_no_person", "n_abstain", "n_labelled", "n_correct",
                 "accuracy", "ci_low", "ci_high"]
-    pl = spec.pipeline
-    key = (
-        f"<div class='key'><p><b>Mean gender imbalance</b> |p̂ − ½| over occupations: {v('mean_imbalance')} "
-        f"— a perfectly fair model would show {v('mean_fair_baseline')} at these sample sizes "
-        f"(excess: {v('mean_excess_imbalance')}).</p>"
-        f"<p><b>Correlation with the reference</b>: Pearson r {v('pearson_r')}, Spearman ρ {v('spearman_rho')}. "
-        f"<b>Amplification</b>: {v('amplification_share')} of occupations skewed beyond the reference in the same "
-        f"direction ({v('amplification_share_significant')} with the interval excluding the reference).</p>"
-        f"<p><b>Classifier on the control prompts</b>: sensitivity {v('sensitivity')}, specificity "
-        f"{v('specificity')}. Abstention rate {v('abstain_rate')}, no-person rate {v('no_person_rate')}.</p></div>"
+    overall = m.overall.rename(columns={"ci_low": f"{lvl} low", "ci_high": f"{lvl} high"})
+    th = m.thresholds or {}
+    thresholds = None
+    if th and np.isfinite(th.get("person_threshold", np.nan)):
+        thresholds = {"abstain_below": _fmt(th.get("abstain_below"), 4), "kept": _fmt(th.get("kept_at_suggestion"), 3),
+                      "error": _fmt(th.get("error_at_suggestion"), 3),
+                      "person_threshold": _fmt(th.get("person_threshold"), 4)}
+    tables = {
+        "by_occupation": _table_html(occ),
+        "overall": _table_html(overall),
+        "validation": _table_html(m.validation[val_cols]) if len(m.validation) else "",
+        "validation_by_occupation": _table_html(m.validation_by_occupation),
+        "by_prompt": _table_html(m.by_prompt[prompt_cols]),
+    }
+    return _env().from_string(_REPORT).render(
+        css=Markup(_CSS), spec=spec, pl=spec.pipeline, classifier_id=str(meta["classifier"]["pretrained"]),
+        v=v, n=n, how=how, lvl=lvl, alpha=f"{100 * (1 - ci):.3g}%", n_occ=int((m.by_occupation["n"] > 0).sum()),
+        plots=plots, img=img, tables=tables, published_n=len(pub), published_source=pub.attrs.get("source", ""),
+        min_controls=m.params.get("min_controls", 20), thresholds=thresholds, grids=_grids(run_dir, spec, m),
+        limits=[Markup(x) for x in limitations(ci)], meta_json=json.dumps(meta, indent=2, default=str),
+        spec_json=json.dumps(spec.to_dict(), indent=2, sort_keys=True),
+        version=meta["libraries"].get("diffkit", "?"),
     )
-    body = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>diffkit audit: {e(spec.name)}</title><style>{_CSS}</style></head><body>
-<h1>Gender-bias audit: {e(spec.name)}</h1>
-<p>{e(spec.description)}</p>
-<p>Generator <code>{e(pl.model)}</code> (revision {e(str(pl.revision or 'default'))}, scheduler
-{e(str(pl.scheduler or 'the pipeline default'))}, {pl.steps} steps, guidance {pl.guidance}); classifier
-open_clip <code>{e(spec.classifier.model)}</code> / <code>{e(str(meta['classifier']['pretrained']))}</code>.
-Reference: {e(spec.prompts.reference_source or 'none')}.</p>
-{key}
-<h2>Per occupation, against the reference</h2>
-{img('per_occupation', 'share labelled female per occupation with 95% intervals and the reference')}
-{_table_html(occ[occ_cols])}
-<h2>Generated versus reference</h2>
-{img('scatter', 'generated share against reference share')}
-<h2>Imbalance against the fair-model baseline</h2>
-<p>A fair model (p = ½) still shows |p̂ − ½| &gt; 0 from sampling alone; the red bars are its exact
-distribution for the median number of labelled images per prompt.</p>
-{img('imbalance', 'distribution of per-prompt imbalance against the fair-model baseline')}
-<h2>Overall metrics</h2>
-{_table_html(m.overall)}
-<h2>Classifier validation (control prompts)</h2>
-<p>The control prompts state the gender; the classifier's accuracy on them is its sensitivity
-(female) and specificity (male) on this generator's own images. These drive the Rogan–Gladen correction.</p>
-{_table_html(m.validation[val_cols])}
-<h2>Per prompt</h2>
-{_table_html(m.by_prompt[prompt_cols])}
-<h2>Images</h2>
-<p>The first {spec.report.thumbnails_per_prompt} images of each prompt with the classifier's label and
-confidence (max(p_female, p_male)); <i>abstain</i> and <i>no_person</i> are never forced into a class.</p>
-{_grids(run_dir, spec, m)}
-<h2>Limitations</h2>
-<ul>{''.join(f'<li>{x}</li>' for x in LIMITATIONS)}</ul>
-<h2>Run metadata</h2>
-<pre>{e(json.dumps(meta, indent=2, default=str))}</pre>
-<h3>Spec</h3>
-<pre>{e(json.dumps(spec.to_dict(), indent=2, sort_keys=True))}</pre>
-<p class="small">Written by diffkit {e(meta['libraries'].get('diffkit', '?'))}. Formulas and sources:
-docs/audit_methodology.md.</p>
-</body></html>
-"""
-    return body
 
 
 def write_comparison(
-    *, by_occupation: pd.DataFrame, overall: pd.DataFrame, name_a: str, name_b: str, out_dir: str | Path
+    *, by_occupation: pd.DataFrame, overall: pd.DataFrame, name_a: str, name_b: str, out_dir: str | Path,
+    ci: float = 0.95,
 ) -> Path:
     """Write a comparison of two runs (``compare.html``, ``compare_by_occupation.csv``,
-    ``compare_overall.csv``, ``compare.md``) into *out_dir*; return the HTML path."""
-    import matplotlib
+    ``compare_overall.csv``, ``compare.md``) into *out_dir*, atomically; return the HTML path.
+    The design (paired by prompt and seed, or independent) is stated in every file."""
+    from markupsafe import Markup
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    e = html.escape
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    by_occupation.to_csv(out / "compare_by_occupation.csv", index=False)
-    overall.to_csv(out / "compare_overall.csv", index=False)
+    design = str(overall.attrs.get("design", "unknown"))
+    lvl = pct(ci)
+    write_csv(by_occupation, out / "compare_by_occupation.csv")
+    write_csv(overall, out / "compare_overall.csv")
     t = by_occupation.sort_values("diff")
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) + 1.2))
+    fig = Figure(figsize=(7, 0.45 * len(t) + 1.2))
+    ax = fig.subplots()
     y = np.arange(len(t))
+    paired = bool(overall.attrs.get("paired", False))
     ax.errorbar(t["diff"], y, xerr=_err(t["diff"], t["ci_low"], t["ci_high"]), fmt="o", capsize=3)
     ax.axvline(0, color="grey", ls="--", lw=1)
     ax.set_yticks(y, t["occupation"].astype(str))
-    ax.set_xlabel(f"p̂ female: {name_b} − {name_a} (95% Newcombe)")
+    ax.set_xlabel(f"p̂ female: b − a ({lvl} {'Newcombe paired' if paired else 'Newcombe'})")
     plot = _b64_png(fig)
-    md = [f"# {name_b} versus {name_a}", "", "| metric | a | b | b − a | 95% CI |", "|---|---|---|---|---|"]
+    md_lines = [f"# {html.escape(name_b)} versus {html.escape(name_a)}", "", f"Design: {html.escape(design)}.", "",
+                f"| metric | a | b | b − a | {lvl} CI |", "|---|---|---|---|---|"]
     for _, r in overall.iterrows():
-        md.append(f"| {r['metric']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['diff'])} | "
-                  f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] |")
-    (out / "compare.md").write_text("\n".join(md) + "\n")
-    doc = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
-<title>diffkit audit comparison</title><style>{_CSS}</style></head><body>
-<h1>{e(name_b)} versus {e(name_a)}</h1>
-<p>Differences are b − a. Per occupation: Newcombe's hybrid score interval; overall: independent
-two-stage bootstraps of both runs.</p>
-<h2>Overall</h2>{_table_html(overall)}
-<h2>Per occupation</h2><img src="{plot}" alt="differences per occupation" style="max-width:100%">
-{_table_html(by_occupation)}
-</body></html>"""
+        md_lines.append(f"| {r['metric']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['diff'])} | "
+                        f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] |")
+    atomic_write_text(out / "compare.md", "\n".join(md_lines) + "\n")
+    doc = _env().from_string(_COMPARE).render(
+        css=Markup(_CSS), name_a=name_a, name_b=name_b, design=design, plot=plot,
+        overall=_table_html(overall.rename(columns={"ci_low": f"{lvl} low", "ci_high": f"{lvl} high"})),
+        by_occupation=_table_html(by_occupation),
+    )
     path = out / "compare.html"
-    path.write_text(doc, encoding="utf-8")
+    atomic_write_text(path, doc)
     return path

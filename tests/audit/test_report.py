@@ -16,7 +16,8 @@ from diffkit.cli import main
 @pytest.fixture(scope="module")
 def evil_run(pipe_dir, clip_name, pipe, tmp_path_factory):
     d = spec_dict(pipe_dir, clip_name)
-    d["audit"]["name"] = "evil <script>alert('name')</script>"
+    d["audit"]["name"] = "evil"  # names are folder names (checked by the spec); the description is free text
+    d["audit"]["description"] = "evil <script>alert('name')</script>"
     d["prompts"]["templates"] = ["a photo of {a_occupation} <script>alert(1)</script> & <b>bold</b>"]
     spec = parse_spec(d, source="evil.toml")
     out = tmp_path_factory.mktemp("evil") / "run"
@@ -27,13 +28,21 @@ def test_run_audit_writes_every_table_and_a_report(evil_run):
     r = evil_run
     files = {p.name for p in (r.run_dir / "report").iterdir()}
     assert {"index.html", "summary.md", "metadata.json", "images.csv", "by_prompt.csv", "by_occupation.csv",
-            "validation.csv", "overall.csv"} <= files
+            "validation.csv", "validation_by_occupation.csv", "reliability.csv", "overall.csv",
+            "published_fair_diffusion.csv"} <= files
+    assert not [f for f in files if f.endswith(".tmp")]  # atomic writes leave no temporary files
     assert len(r.images) == 14 and set(r.images["label"]) <= {"female", "male", "abstain", "no_person"}
     occ = pd.read_csv(r.run_dir / "report" / "by_occupation.csv")
     assert list(occ["occupation"]) == ["nurse", "pilot"]
     assert occ["p_ref"].tolist() == pytest.approx([0.867, 0.053])
-    assert {"mean_imbalance", "mean_fair_baseline", "pearson_r", "amplification_share", "sensitivity",
-            "specificity", "mean_kl_uniform"} <= set(r.overall["metric"])
+    assert {"mean_imbalance", "fair_null_p", "mean_fair_baseline", "pearson_r", "amplification", "n_amplified_holm",
+            "n_unfair_holm", "heim_gender_imbalance", "sensitivity", "specificity", "mean_kl_uniform"} <= set(
+        r.overall["metric"])
+    assert "amplification_share" not in set(r.overall["metric"])  # a coin flip for an unbiased model
+    # nurse and pilot are in Fair Diffusion's published table: the report overlays them
+    pub = pd.read_csv(r.run_dir / "report" / "published_fair_diffusion.csv")
+    assert pub["occupation"].tolist() == ["nurse", "pilot"] and pub["published_p_female"].tolist() == pytest.approx(
+        [1.0, 52 / 250])
     meta = json.loads((r.run_dir / "report" / "metadata.json").read_text())
     assert meta["libraries"]["open_clip_torch"] and meta["ledger"]["images_by_status"] == {"done": 14}
     assert meta["seed"] == 7 and meta["classifier"]["pretrained"].startswith("weights-")
@@ -47,7 +56,7 @@ def test_audit_figures_are_pyplot_free_figures(evil_run):
 
     backend = matplotlib.get_backend()
     figs = audit_figures(evil_run.metrics)
-    assert set(figs) == {"per_occupation", "scatter", "imbalance"}
+    assert set(figs) == {"per_occupation", "scatter", "imbalance", "reliability"}
     assert all(isinstance(f, Figure) and f.axes for f in figs.values())
     ax = figs["per_occupation"].axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["pilot", "nurse"]  # ordered by reference share
@@ -65,8 +74,11 @@ def test_report_escapes_user_text_and_makes_no_external_requests(evil_run):
     assert not re.search(r"""(href|src)\s*=\s*["']?\s*(https?:)?//""", html_text)
     assert "url(" not in html_text and "@import" not in html_text
     assert html_text.count("data:image/png;base64") >= 3 + 2  # plots + thumbnails
-    for section in ("Limitations", "Classifier validation", "Run metadata", "Generated versus reference"):
-        assert section in html_text
+    for section in ("Limitations", "Classifier validation", "Run metadata", "Generated versus reference",
+                    "Reliability diagram", "Thresholds the controls suggest", "simultaneous", "Amplification",
+                    "Holm-adjusted", "Fair Diffusion"):
+        assert section in html_text, section
+    assert "95%" in html_text and "90%" not in html_text
     md = (evil_run.run_dir / "report" / "summary.md").read_text()
     assert "<script" not in md
 
@@ -76,7 +88,25 @@ def test_report_and_compare_from_folders(evil_run, tmp_path):
     pd.testing.assert_frame_equal(again.by_occupation, evil_run.by_occupation)
     by, overall, path = compare_audits(evil_run.run_dir, evil_run.run_dir, out=tmp_path / "cmp")
     assert path.is_file() and (by["diff"] == 0).all()
-    assert "<script" not in path.read_text().lower()
+    assert overall.attrs["paired"]  # the same seeds and prompts: paired image by image
+    ov = overall.set_index("metric")
+    assert ov.loc["mean_imbalance", ["diff", "ci_low", "ci_high"]].tolist() == [0, 0, 0]
+    text = path.read_text()
+    assert "<script" not in text.lower() and "paired by prompt and seed" in text
+
+
+def test_ci_is_honoured_in_every_label(evil_run, tmp_path):
+    import dataclasses
+
+    from diffkit.audit import audit_metrics, write_report
+
+    spec = evil_run.spec
+    spec90 = dataclasses.replace(spec, report=dataclasses.replace(spec.report, ci=0.9))
+    m = audit_metrics(images=evil_run.images, ci=0.9, n_boot=50, random_state=0)
+    path = write_report(evil_run.run_dir, spec=spec90, metrics=m, out_dir=tmp_path / "r90")
+    text = path.read_text()
+    assert "90%" in text and "95%" not in text.replace("95th", "")
+    assert "95%" not in (tmp_path / "r90" / "summary.md").read_text()
 
 
 def test_cli_run_report_compare(pipe_dir, clip_name, tmp_path, capsys):
@@ -97,7 +127,7 @@ def test_cli_run_report_compare(pipe_dir, clip_name, tmp_path, capsys):
     spec_file.write_text(to_toml(d))
     assert main(["audit", "run", str(spec_file), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "diffkit audit: error:" in err and "never mixes runs" in err
+    assert "diffkit audit" in err and "error:" in err and "never mixes runs" in err
     # a spec error names the file, the key and the fix
     d["prompts"]["templates"] = ["a {job}"]
     spec_file.write_text(to_toml(d))
