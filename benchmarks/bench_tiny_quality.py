@@ -8,7 +8,11 @@ Prints, measured by the pixel oracle on generated images (25 DDIM steps):
 * "a woman {occupation}" / "a man {occupation}" at guidance 5 and 7.5: gender and occupation;
 * neutral "a {occupation}": generated women-share beside the training share;
 * tiny CLIP against the oracle on generated pictograms (woman/man agreement);
-* speed: one image and a batch of 16, 25 steps with guidance.
+* speed: one image and a batch of 16, 25 steps with guidance;
+* with ``--schedulers all`` (or names from :data:`diffkit.SCHEDULERS`): the shape and gender
+  figures again for every scheduler the explorers offer, swapped in the way diffusers swaps
+  them (``from_config`` of the folder's scheduler), and the worst scheduler per figure
+  (issue 11's bar holds for all nine, not only the default).
 """
 
 from __future__ import annotations
@@ -31,6 +35,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("DIFFKIT_THREADS", "2")))
     p.add_argument(
         "--skip", nargs="*", default=[], choices=["shapes", "gender", "neutral", "clip", "speed"]
+    )
+    p.add_argument(
+        "--schedulers",
+        nargs="*",
+        default=[],
+        help="'all' or scheduler names: shape and gender figures per scheduler (last --guidance)",
     )
     args = p.parse_args()
 
@@ -76,7 +86,38 @@ def main() -> None:
     if "clip" not in args.skip and person_images:
         judge = tclip.load(args.clip) if args.clip else tiny.load_clip()
         agree, n = q.judge_agreement(*zip(*person_images), judge)
-        print(f"tiny CLIP vs oracle on {n} generated pictograms: woman/man agreement {agree:.1%} (bar 95%)")
+        print(
+            f"tiny CLIP vs oracle on {n} generated pictograms: woman/man agreement {agree:.1%} (bar 95%)"
+        )
+    if args.schedulers:
+        from diffkit import SCHEDULERS, make_scheduler
+
+        names = list(SCHEDULERS) if args.schedulers == ["all"] else args.schedulers
+        own = pipe.scheduler
+        g = args.guidance[-1]
+        rows = []
+        for name in names:
+            pipe.scheduler = make_scheduler(name, own.config)
+            row = {"scheduler": name}
+            row.update(
+                q.summarize(q.evaluate(pipe, q.shape_prompts(), seeds=args.seeds, guidance=g))
+            )
+            row.update(
+                q.summarize(q.evaluate(pipe, q.gender_prompts(), seeds=args.seeds, guidance=g))
+            )
+            row.pop("n")
+            rows.append(row)
+            print(
+                f"scheduler {name:15s} guidance {g}: "
+                + "  ".join(f"{k} {v:.1%}" for k, v in row.items() if k != "scheduler"),
+                flush=True,
+            )
+        pipe.scheduler = own
+        table = pd.DataFrame(rows).set_index("scheduler")
+        for col, bar in (("color", 0.95), ("shape", 0.90), ("gender", 0.95), ("occupation", 0.90)):
+            print(
+                f"worst scheduler for {col}: {table[col].idxmin()} {table[col].min():.1%} (issue 11 bar {bar:.0%})"
+            )
     if "speed" not in args.skip:
         for n, bar in ((1, 1.0), (16, 5.0)):
             prompts = ["a red circle"] * n

@@ -232,7 +232,7 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
                 step,
                 loss_avg,
                 prev_avg**0.5,
-                float(post.mean.std()),
+                float(post.mean.detach().std()),
                 lr,
                 (time.time() - t0) / every,
             )
