@@ -64,15 +64,19 @@ _UNET_COMMON = dict(
 
 
 def tiny_random_pipeline(
-    kind: Literal["sd", "sdxl"] = "sd",
+    kind: Literal["sd", "sdxl", "sd3"] = "sd",
     *,
     seed: int = 0,
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
     tokenizer_dir: str | Path | None = None,
 ) -> Any:
-    """A random ``StableDiffusionPipeline`` (``"sd"``) or ``StableDiffusionXLPipeline`` (``"sdxl"``).
+    """A random ``StableDiffusionPipeline`` (``"sd"``), ``StableDiffusionXLPipeline`` (``"sdxl"``)
+    or ``StableDiffusion3Pipeline`` (``"sd3"``).
 
-    The VAE downsamples by 2 (so a 64×64 image has 32×32 latents); weights are seeded.
+    The VAE downsamples by 2 (so a 64×64 image has 32×32 latents); weights are seeded. The SD 3
+    pipeline follows diffusers' fast tests: a one-layer MMDiT (patch size 1), two CLIP text
+    encoders with projection, no T5 (diffusers then feeds zeros in its place), a flow-matching
+    Euler scheduler, and a VAE with SD 3's ``shift_factor``. *prediction_type* applies to SD and SDXL.
     """
     from diffusers import (
         DDIMScheduler,
@@ -129,10 +133,41 @@ def tiny_random_pipeline(
             text_encoder=text_encoder, tokenizer=tokenizer,
             text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
         )
-    raise ValueError(f"kind must be 'sd' or 'sdxl', got {kind!r}")
+    if kind == "sd3":
+        from diffusers import (
+            AutoencoderKL,
+            FlowMatchEulerDiscreteScheduler,
+            SD3Transformer2DModel,
+            StableDiffusion3Pipeline,
+        )
+
+        torch.manual_seed(seed)
+        transformer = SD3Transformer2DModel(
+            sample_size=32, patch_size=1, in_channels=4, num_layers=2, attention_head_dim=8,
+            num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=64,
+            pooled_projection_dim=64, out_channels=4,
+        )
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(
+            sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64),
+            down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+            up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
+            latent_channels=4, use_quant_conv=False, use_post_quant_conv=False,
+            shift_factor=0.0609, scaling_factor=1.5035,
+        )
+        torch.manual_seed(seed + 2)
+        text_encoder = CLIPTextModelWithProjection(_text_config(hidden_act="gelu", projection_dim=32))
+        torch.manual_seed(seed + 3)
+        text_encoder_2 = CLIPTextModelWithProjection(_text_config(hidden_act="gelu", projection_dim=32))
+        return StableDiffusion3Pipeline(
+            transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+            text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
+            text_encoder_3=None, tokenizer_3=None,
+        )
+    raise ValueError(f"kind must be 'sd', 'sdxl' or 'sd3', got {kind!r}")
 
 
-def save_tiny_random_pipeline(folder: str | Path, kind: Literal["sd", "sdxl"] = "sd", **kwargs: Any) -> Path:
+def save_tiny_random_pipeline(folder: str | Path, kind: Literal["sd", "sdxl", "sd3"] = "sd", **kwargs: Any) -> Path:
     """Build :func:`tiny_random_pipeline` and ``save_pretrained`` it (safetensors) into *folder*."""
     folder = Path(folder)
     pipe = tiny_random_pipeline(kind, **kwargs)

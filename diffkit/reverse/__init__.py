@@ -1,7 +1,9 @@
 """The reverse chain: step through a real Stable Diffusion pipeline and see what the U-Net predicted.
 
-- :mod:`~diffkit.reverse.trace`: :class:`ReverseChain`, one U-Net call per step, identical to
-  ``pipe(...)``.
+- :mod:`~diffkit.reverse.trace`: :class:`ReverseChain`, one denoiser call per step; it records
+  the real ``pipe(...)``, so its image is that call's.
+- :mod:`~diffkit.reverse.recorder`: how: hooks that observe the pipeline and change nothing, and
+  one small adapter per family (SD 1.x/2.x, SDXL, SD 3).
 - :mod:`~diffkit.reverse.records`: :class:`StepRecord` (frozen, one per U-Net call) and
   :func:`predicted_x0`.
 - :mod:`~diffkit.reverse.trajectory`: :class:`Trajectory` (tidy frame, cached previews, PNG
@@ -26,6 +28,7 @@ from __future__ import annotations
 from .attention import (
     CrossAttentionStore,
     aggregate_attention,
+    attention_layers,
     capture_cross_attention,
     cross_attention_layers,
     overlay,
@@ -41,12 +44,14 @@ from .previews import (
     latent_rgb,
     to_uint8,
 )
+from .recorder import FLOW_SCHEDULERS
 from .records import QUANTITIES, StepRecord, predicted_x0
 from .text import PromptTokens, PromptTruncatedWarning, tokenize_prompt
 from .trace import SUPPORTED_PIPELINES, NonFiniteLatentsError, ReverseChain
 from .trajectory import Trajectory
 
 __all__ = [
+    "FLOW_SCHEDULERS",
     "PUBLISHED_LATENT_RGB",
     "QUANTITIES",
     "SUPPORTED_PIPELINES",
@@ -59,6 +64,7 @@ __all__ = [
     "StepRecord",
     "Trajectory",
     "aggregate_attention",
+    "attention_layers",
     "capture_cross_attention",
     "channel_grid",
     "cross_attention_layers",

@@ -31,6 +31,7 @@ import torch
 __all__ = [
     "CrossAttentionStore",
     "aggregate_attention",
+    "attention_layers",
     "capture_cross_attention",
     "cross_attention_layers",
     "overlay",
@@ -118,6 +119,30 @@ def _attention_probs(
     return scores.softmax(dim=-1).mean(dim=1)  # (B, N, T)
 
 
+def _joint_attention_probs(
+    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
+) -> torch.Tensor:
+    """SD 3's joint attention, image rows × text columns: ``(B, N_img, T)``, averaged over heads.
+
+    MMDiT attends over the concatenation [image tokens, text tokens]; each image query spreads
+    one unit over both. This keeps the part of that unit each text token receives (not
+    renormalised: a row sums to the image query's total attention on the text).
+    """
+    b = hidden_states.shape[0]
+
+    def heads(x: torch.Tensor, norm: Any) -> torch.Tensor:
+        x = x.view(b, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+        return norm(x) if norm is not None else x
+
+    q = heads(attn.to_q(hidden_states), getattr(attn, "norm_q", None))
+    k_img = heads(attn.to_k(hidden_states), getattr(attn, "norm_k", None))
+    k_txt = heads(attn.add_k_proj(encoder_hidden_states), getattr(attn, "norm_added_k", None))
+    k = torch.cat([k_img, k_txt], dim=2)
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * float(attn.scale)
+    probs = scores.softmax(dim=-1)[..., k_img.shape[2] :]
+    return probs.mean(dim=1)  # (B, N_img, T)
+
+
 class _CaptureProcessor:
     """Calls the layer's original processor, then records the explicit softmax."""
 
@@ -140,10 +165,22 @@ class _CaptureProcessor:
         )
         if encoder_hidden_states is not None:
             sl = self.store.cond_slice
+            probs_of = _joint_attention_probs if _is_joint(attn) else _attention_probs
             with torch.no_grad():
-                probs = _attention_probs(attn, hidden_states[sl], encoder_hidden_states[sl])
+                probs = probs_of(attn, hidden_states[sl], encoder_hidden_states[sl])
             self.store.add(self.name, probs)
         return out
+
+
+def _is_joint(attn: Any) -> bool:
+    """Whether *attn* is an MMDiT joint-attention layer (SD 3: text has its own projections)."""
+    return getattr(attn, "add_k_proj", None) is not None and not getattr(attn, "is_cross_attention", False)
+
+
+def attention_layers(denoiser: Any) -> list[tuple[str, Any]]:
+    """The layers where text meets image: cross-attention (U-Net) or joint attention (SD 3's MMDiT)."""
+    layers = [(n, m) for n, m in denoiser.named_modules() if hasattr(m, "set_processor") and _is_joint(m)]
+    return layers or cross_attention_layers(denoiser)
 
 
 def cross_attention_layers(unet: Any) -> list[tuple[str, Any]]:

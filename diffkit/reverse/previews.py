@@ -332,7 +332,8 @@ def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _is_sdxl(pipe: Any) -> bool:
-    return hasattr(pipe, "text_encoder_2") or hasattr(pipe, "tokenizer_2")
+    """SDXL (not SD 3, which also has a second text encoder but a transformer)."""
+    return (hasattr(pipe, "text_encoder_2") or hasattr(pipe, "tokenizer_2")) and not hasattr(pipe, "transformer")
 
 
 def decode_latents(
@@ -397,6 +398,8 @@ def _vae_decode(pipe: Any, z: torch.Tensor, *, generator: torch.Generator | None
                 mean = torch.tensor(lm).view(1, c, 1, 1).to(z.device, z.dtype)
                 std = torch.tensor(ls).view(1, c, 1, 1).to(z.device, z.dtype)
                 z = z * std / cfg.scaling_factor + mean
+            elif cfg.get("shift_factor") is not None:  # SD 3: x = z / scaling_factor + shift_factor
+                z = z / cfg.scaling_factor + cfg.shift_factor
             else:
                 z = z / cfg.scaling_factor
             if sdxl:

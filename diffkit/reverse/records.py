@@ -53,14 +53,23 @@ def predicted_x0(
     - ``sigma`` for σ-scaled latents x = x_0 + σ ε (Euler, Euler ancestral, LMS, Heun):
       ε-prediction x̂_0 = x − σ ε̂, v-prediction x̂_0 = −σ/√(σ²+1) v̂ + x/(σ²+1).
 
+    - ``prediction_type="flow"`` (SD 3's rectified flow, x_t = (1 − σ) x_0 + σ ε, the model
+      predicts v = ε − x_0) takes ``sigma`` = the flow-matching σ_t: x̂_0 = x_t − σ v̂.
+
     ``prediction_type="sample"`` returns the model output itself.
     """
     if (alpha_bar is None) == (sigma is None):
         raise ValueError("give exactly one of alpha_bar (variance-preserving latents) or sigma (σ-scaled latents)")
     if prediction_type == "sample":
         return model_output
+    if prediction_type == "flow":
+        if sigma is None:
+            raise ValueError("prediction_type='flow' needs sigma (the flow-matching σ_t), not alpha_bar")
+        return sample - sigma * model_output
     if prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}")
+        raise ValueError(
+            f"prediction_type must be 'epsilon', 'v_prediction', 'flow' or 'sample', got {prediction_type!r}"
+        )
     if alpha_bar is not None:
         a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
         if prediction_type == "epsilon":
@@ -101,6 +110,29 @@ class StepRecord:
     x0_source: Literal["scheduler", "formula"] = "scheduler"
     stats: Mapping[str, float] = field(default_factory=dict, repr=False)
     attention: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
+    prediction_type: str = "epsilon"
+    """What the model outputs: ``"epsilon"`` (ε̂), ``"v_prediction"`` (v̂ = √ᾱ ε̂ − √(1−ᾱ) x̂_0) or
+    ``"flow"`` (SD 3: v̂ = ε̂ − x̂_0); from the scheduler config, never assumed."""
+
+    @property
+    def prediction_symbol(self) -> str:
+        """How to write what the model predicted: ``"ε̂"`` or ``"v̂"``."""
+        return "ε̂" if self.prediction_type == "epsilon" else "v̂"
+
+    def implied_eps(self) -> torch.Tensor:
+        """ε̂, the noise the guided prediction implies, float32 ``(C, h, w)``, whatever the model predicts.
+
+        ε-prediction: the output itself. Otherwise from x_t and x̂_0: VP latents
+        ε̂ = (x_t − √ᾱ x̂_0)/√(1−ᾱ); σ-scaled latents ε̂ = (x − x̂_0)/σ; flow ε̂ = (x_t − (1−σ) x̂_0)/σ.
+        """
+        if self.prediction_type == "epsilon":
+            return self.noise_pred.float()
+        x, x0 = self.latents.float(), self.pred_original_sample.float()
+        if self.prediction_type == "flow":
+            return (x - (1 - self.sigma) * x0) / self.sigma
+        if self.sigma_scaled:
+            return (x - x0) / self.sigma
+        return (x - math.sqrt(self.alpha_bar) * x0) / math.sqrt(1 - self.alpha_bar)
 
     # short names, as in DESIGN.md's notation table
     @property

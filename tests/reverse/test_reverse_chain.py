@@ -1,4 +1,7 @@
-"""ReverseChain against the pipelines themselves, on tiny random SD and SDXL pipelines."""
+"""ReverseChain against the pipelines themselves, on tiny random SD and SDXL pipelines (SD 3: test_recorder.py).
+
+The chain records the real ``pipe(...)``, so every comparison with the pipeline is exact equality.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from diffkit.reverse import (
 )
 
 PROMPT = "a photo of a red cube on a table"
-ATOL = 1e-4
 
 
 def _steps(name: str) -> int:
@@ -39,7 +41,7 @@ def test_final_image_equals_pipeline(pipes, ref, kind, name):
                         height=32, width=32).run()
     assert traj.complete
     assert traj.image.shape == expected.shape
-    np.testing.assert_allclose(traj.image, expected, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
     # one record per entry of scheduler.timesteps; x̂_0 everywhere
     assert len(traj) == traj.info["n_calls"]
     assert all(torch.isfinite(r.pred_original_sample.float()).all() for r in traj)
@@ -53,7 +55,7 @@ def test_guidance_at_most_one_skips_unconditional_branch(pipes, ref, kind, w):
     chain = ReverseChain(pipe, PROMPT, steps=2, guidance_scale=w, scheduler="ddim", height=32, width=32)
     assert not chain.do_cfg
     traj = chain.run()
-    np.testing.assert_allclose(traj.image, expected, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
     r = traj[0]
     assert r.noise_pred_uncond is None and r.guidance_delta is None
     assert torch.equal(r.noise_pred, r.noise_pred_text)
@@ -71,7 +73,7 @@ def test_v_prediction_equals_pipeline(ref, kind, name):
     expected = ref(pipe, PROMPT, steps=3, guidance_scale=5.0, scheduler=name)
     traj = ReverseChain(pipe, PROMPT, steps=3, guidance_scale=5.0, scheduler=name, height=32, width=32).run()
     assert traj.info["prediction_type"] == "v_prediction"
-    np.testing.assert_allclose(traj.image, expected, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
 
 
 @pytest.mark.parametrize("kind", ["sd", "sdxl"])
@@ -81,7 +83,7 @@ def test_negative_prompt_and_guidance_rescale_equal_pipeline(pipes, ref, kind):
     expected = ref(pipe, PROMPT, steps=3, guidance_scale=6.0, scheduler="euler_ancestral", **kw)
     traj = ReverseChain(pipe, PROMPT, steps=3, guidance_scale=6.0, scheduler="euler_ancestral",
                         height=32, width=32, **kw).run()
-    np.testing.assert_allclose(traj.image, expected, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
 
 
 def test_non_square_size_and_generator_seed(sd_pipe, ref):
@@ -91,7 +93,7 @@ def test_non_square_size_and_generator_seed(sd_pipe, ref):
     expected = ref(sd_pipe, PROMPT, steps=2, guidance_scale=7.5, seed=5, scheduler="euler",
                    height=32, width=48)
     assert traj.image.shape == (32, 48, 3)
-    np.testing.assert_allclose(traj.image, expected, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ def test_img2img_equals_img2img_pipeline(pipes, ref, kind, name):
     assert traj.info["img2img"] and traj.info["strength"] == 0.6
     # int(4 × 0.6) = 2 of the 4 steps run (Heun: 2 per step but the first)
     assert len(traj) == (3 if name == "heun" else 2)
-    np.testing.assert_allclose(traj.image, expected, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
 
 
 def test_img2img_with_an_img2img_pipeline_and_default_strength(sd_pipe, ref):
@@ -135,7 +137,7 @@ def test_img2img_with_an_img2img_pipeline_and_default_strength(sd_pipe, ref):
     expected = ref(i2i, PROMPT, steps=3, guidance_scale=7.5, image=image)  # strength 0.8
     traj = ReverseChain(i2i, PROMPT, steps=3, image=image).run()
     assert traj.info["strength"] == 0.8
-    np.testing.assert_allclose(traj.image, expected, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,457 @@
+"""The recorder: watch a real ``pipe(...)`` call step by step, without changing anything it computes.
+
+:class:`~diffkit.reverse.trace.ReverseChain` used to replay the pipeline's set-up and loop by
+hand; now the pipeline runs itself and diffkit observes it. What is hooked, and why the records
+cannot drift from the pipeline:
+
+1. **A private scheduler on a shallow copy of the pipeline.** ``copy.copy(pipe)`` shares every
+   module (no weights are copied) but gets its own ``scheduler`` attribute: a fresh scheduler
+   built with ``from_config`` from the user's (or the one asked for). The copy is never built
+   through the pipeline's ``__init__``, which rewrites scheduler configs (diffusers turns
+   ``clip_sample=True`` off there). The user's pipeline and scheduler keep their state.
+   (img2img from a text-to-image pipeline uses the public ``from_pipe``, then gets the same
+   private scheduler.)
+2. **Two thin wrappers on that private scheduler instance.** ``scale_model_input`` notes the
+   latents x_t the pipeline holds; ``step`` calls the real ``step`` once and records its inputs
+   (x_t, the guided model output, t) and outputs (x_{t−1}, the scheduler's own
+   ``pred_original_sample`` when it returns one).
+3. **Hooks on the denoiser** (the U-Net or SD 3's transformer): a forward *pre*-hook is the gate
+   where the pipeline's thread waits until the next step is asked for; a forward hook reads the
+   batched output and splits it into the unconditional and text halves. They return nothing, so
+   they change nothing, and they act only in the chain's own thread (the user may call
+   ``pipe(...)`` meanwhile).
+4. **Attention processors**, only with ``capture_attention``: swapped in for the length of each
+   denoiser call; each calls the layer's original processor for the output and computes the
+   softmax a second time for the maps (:mod:`diffkit.reverse.attention`).
+
+``pipe(...)`` runs in a daemon worker thread; :meth:`Recorder.advance` lets it through one
+denoiser call at a time and waits for that call's record. Pausing at the gate (rather than
+diffusers' ``interrupt``, which ends the call for good) keeps a cancelled chain resumable.
+Everything is removed when the call ends, by success, error or :meth:`Recorder.close`.
+
+Per family, a small :class:`Family` adapter says which pipeline classes, which denoiser, and
+what the model predicts; there is no other per-family code.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import threading
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .records import StepRecord, predicted_x0
+
+__all__ = ["FAMILIES", "FLOW_SCHEDULERS", "Family", "NonFiniteLatentsError", "Recorder", "family_of", "scheduler_for", "working_pipeline"]
+
+FLOW_SCHEDULERS: dict[str, str] = {"flow_euler": "FlowMatchEulerDiscreteScheduler"}
+"""Short names of the flow-matching schedulers SD 3 pipelines accept."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """What :class:`~diffkit.reverse.trace.ReverseChain` needs to know about one pipeline family."""
+
+    name: str
+    txt2img: str
+    img2img: str
+    denoiser: str  # the pipeline attribute that predicts: "unet" or "transformer"
+    flow: bool  # flow matching: x_t = (1 − σ) x_0 + σ ε and the model predicts v = ε − x_0
+
+    @property
+    def schedulers(self) -> dict[str, str]:
+        """Short scheduler names this family accepts, and their diffusers classes."""
+        from ..pipeline import SCHEDULERS
+
+        return FLOW_SCHEDULERS if self.flow else SCHEDULERS
+
+    def size_factor(self, work: Any) -> int:
+        """Image sizes must be multiples of this: the VAE factor (× SD 3's patch size)."""
+        return int(work.vae_scale_factor) * (int(getattr(work, "patch_size", 1) or 1) if self.flow else 1)
+
+    def prediction_type(self, scheduler: Any) -> str:
+        """``"epsilon"``, ``"v_prediction"`` (from the scheduler config) or ``"flow"``."""
+        return "flow" if self.flow else str(scheduler.config.get("prediction_type", "epsilon"))
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("sd", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "unet", False),
+    Family("sdxl", "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "unet", False),
+    Family("sd3", "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "transformer", True),
+)
+"""The supported pipeline families."""
+
+
+def family_of(pipe: Any) -> tuple[Family, bool]:
+    """(the :class:`Family` of *pipe*, whether *pipe* is an img2img pipeline)."""
+    import diffusers
+
+    for fam in FAMILIES:
+        for name, img2img in ((fam.txt2img, False), (fam.img2img, True)):
+            cls = getattr(diffusers, name, None)
+            if cls is not None and isinstance(pipe, cls):
+                return fam, img2img
+    names = ", ".join(n for f in FAMILIES for n in (f.txt2img, f.img2img))
+    raise ValueError(
+        f"{type(pipe).__name__} is not supported: ReverseChain records {names}. Load one with "
+        "diffkit.load_pipeline (a Stable Diffusion 1.x/2.x, SDXL or SD 3 model, or 'tiny')"
+    )
+
+
+def scheduler_for(pipe: Any, family: Family, scheduler: str | Any | None) -> Any:
+    """A fresh scheduler for the chain: never the pipeline's own object, whose state ``set_timesteps`` changes."""
+    import diffusers
+
+    if scheduler is None:
+        return type(pipe.scheduler).from_config(pipe.scheduler.config)
+    if isinstance(scheduler, str):
+        names = family.schedulers
+        if scheduler not in names:
+            raise ValueError(
+                f"unknown scheduler {scheduler!r} for {type(pipe).__name__}; choose one of {sorted(names)}"
+            )
+        return getattr(diffusers, names[scheduler]).from_config(pipe.scheduler.config)
+    if hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "config"):
+        return type(scheduler).from_config(scheduler.config)
+    raise ValueError(f"scheduler must be a name such as 'ddim' or a diffusers scheduler, got {type(scheduler).__name__}")
+
+
+def working_pipeline(pipe: Any, family: Family, img2img: bool, scheduler: Any) -> Any:
+    """A pipeline of the right class sharing *pipe*'s modules, with *scheduler* as its own.
+
+    A shallow copy when *pipe* already has the class (no ``__init__``, so no config is
+    rewritten); otherwise diffusers' public ``from_pipe``, given a throwaway scheduler so that
+    its ``__init__`` rewrites nothing the user holds. Either way *scheduler* is then set as an
+    attribute, untouched.
+    """
+    import diffusers
+
+    cls = getattr(diffusers, family.img2img if img2img else family.txt2img)
+    if isinstance(pipe, cls):
+        work = copy.copy(pipe)
+    else:
+        work = cls.from_pipe(pipe, scheduler=type(scheduler).from_config(scheduler.config))
+    work.scheduler = scheduler
+    work.set_progress_bar_config(disable=True)
+    return work
+
+
+class NonFiniteLatentsError(ValueError):
+    """The latents became NaN or inf during the reverse chain."""
+
+
+class _Closed(BaseException):
+    """Raised in the worker thread at the gate when the chain is abandoned (unwinds ``pipe(...)``)."""
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square as a 0-d float32 tensor on x's device (no host sync)."""
+    return x.detach().float().pow(2).mean().sqrt()
+
+
+class Recorder:
+    """Runs ``work(**call_kwargs)`` in a worker thread and records it, one denoiser call per :meth:`advance`.
+
+    Parameters
+    ----------
+    work
+        The chain's pipeline (from :func:`working_pipeline`).
+    family
+        Its :class:`Family`.
+    call_kwargs
+        The keyword arguments of the pipeline call (``output_type="np"``).
+    n_tokens
+        Token positions to keep in attention maps.
+    capture_attention
+        Swap in capturing attention processors during each denoiser call.
+    record_dtype
+        Storage dtype of the records' tensors.
+    """
+
+    def __init__(
+        self,
+        work: Any,
+        family: Family,
+        call_kwargs: dict[str, Any],
+        *,
+        n_tokens: int,
+        capture_attention: bool,
+        record_dtype: torch.dtype,
+    ) -> None:
+        self.work, self.family, self.call_kwargs = work, family, call_kwargs
+        self.scheduler = work.scheduler
+        self.denoiser = getattr(work, family.denoiser)
+        self.n_tokens = n_tokens
+        self.capture_attention = capture_attention
+        self.record_dtype = record_dtype
+        self.trajectory: Any = None  # set by the chain; records are appended to it
+        self.latents: torch.Tensor | None = None
+        self.timesteps: list[Any] = []
+        self.sigma_scaled = float(getattr(self.scheduler, "init_noise_sigma", 1.0)) != 1.0
+        self.prediction_type = family.prediction_type(self.scheduler)
+        self._cond = threading.Condition()
+        self._allowed = 0  # denoiser calls the worker may start
+        self._started = 0
+        self._paused = False
+        self._finished = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._records: list[StepRecord] = []
+        self._tid: int | None = None
+        self._unscaled: torch.Tensor | None = None
+        self._output: tuple[torch.Tensor | None, torch.Tensor] | None = None
+        self._maps: Any = None
+        self._store: Any = None
+        self._attn: list[tuple[str, Any]] | None = None
+        self._originals: list[tuple[Any, Any]] = []
+        self._prev_x0: torch.Tensor | None = None
+        self._prev_latents: torch.Tensor | None = None
+
+    # -- the caller's side ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start ``pipe(...)`` and wait until it pauses before its first denoiser call (or fails)."""
+        thread = threading.Thread(target=self._main, name="diffkit-reverse-chain", daemon=True)
+        thread.start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._paused or self._finished or self._error is not None)
+        if self._error is not None:
+            thread.join()
+            raise self._error
+
+    def advance(self) -> StepRecord:
+        """Let the pipeline make its next denoiser call and scheduler step; return that step's record.
+
+        After the last step it also waits for the pipeline to decode the final image.
+        """
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            i = len(self._records)
+            n = len(self.timesteps)
+            self._allowed = i + 1
+            self._cond.notify_all()
+            self._cond.wait_for(
+                lambda: self._error is not None
+                or self._finished
+                or (len(self._records) > i and len(self._records) < n)
+            )
+            if self._error is not None:
+                raise self._error
+            if len(self._records) <= i:
+                raise RuntimeError(
+                    f"the pipeline finished after {len(self._records)} denoiser calls, where its "
+                    f"timesteps promised {n}; please report this with the pipeline and scheduler"
+                )
+            return self._records[i]
+
+    def close(self) -> None:
+        """Abandon the call: a paused worker unwinds ``pipe(...)`` and removes every hook."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # -- the worker's side ---------------------------------------------------------------
+    def _main(self) -> None:
+        self._tid = threading.get_ident()
+        sched = self.scheduler
+        hooks = [
+            self.denoiser.register_forward_pre_hook(self._before_call, with_kwargs=True),
+            self.denoiser.register_forward_hook(self._after_call, with_kwargs=True),
+        ]
+        step, scale = sched.step, getattr(sched, "scale_model_input", None)
+        sched.step = self._wrap_step(step)
+        if scale is not None:
+            sched.scale_model_input = self._wrap_scale(scale)
+        try:
+            out = self.work(**self.call_kwargs)
+            image = np.asarray(out.images[0], dtype=np.float32)
+            nsfw = getattr(out, "nsfw_content_detected", None)
+            with self._cond:
+                self.trajectory.image = image
+                self.trajectory.nsfw = None if nsfw is None else bool(nsfw[0])
+                self._finished = True
+                self._cond.notify_all()
+        except _Closed:
+            pass
+        except BaseException as e:  # handed to the caller's thread by advance()
+            with self._cond:
+                self._error = e
+                self._cond.notify_all()
+        finally:
+            for h in hooks:
+                h.remove()
+            self._restore_attention()
+            sched.step = step
+            if scale is not None:
+                sched.scale_model_input = scale
+
+    def _mine(self) -> bool:
+        return threading.get_ident() == self._tid
+
+    def _wrap_scale(self, scale: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        @functools.wraps(scale)
+        def scale_model_input(sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            if self._mine():
+                self._unscaled = sample[:1]
+            return scale(sample, *args, **kwargs)
+
+        return scale_model_input
+
+    def _before_call(self, module: Any, args: tuple, kwargs: dict) -> None:
+        if not self._mine():
+            return None
+        x_in = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+        with self._cond:
+            if self.latents is None:  # before the first call: x_T (or the noised image) as the pipeline holds it
+                self.latents = self._unscaled if self._unscaled is not None else x_in[:1]
+                # the pipeline's own count (img2img runs only the last ones of the scheduler's list)
+                n = int(self.work.num_timesteps)
+                self.timesteps = list(self.scheduler.timesteps[len(self.scheduler.timesteps) - n :])
+            self._unscaled = None
+            self._paused = True
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._closed or self._started < self._allowed)
+            self._paused = False
+            if self._closed:
+                raise _Closed
+            self._started += 1
+        if self.capture_attention:
+            self._install_attention(x_in)
+        return None
+
+    def _after_call(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        if not self._mine():
+            return None
+        out = output[0] if isinstance(output, tuple) else output.sample
+        uncond, text = out.chunk(2) if out.shape[0] == 2 else (None, out)
+        self._output = (uncond, text)
+        if self.capture_attention:
+            self._maps = types.MappingProxyType(self._store.pop())
+            self._restore_attention()
+        return None
+
+    def _install_attention(self, x_in: torch.Tensor) -> None:
+        from .attention import CrossAttentionStore, _CaptureProcessor, attention_layers
+
+        if self._attn is None:
+            self._attn = attention_layers(self.denoiser)
+        cond = slice(1, 2) if x_in.shape[0] == 2 else slice(0, 1)
+        self._store = CrossAttentionStore(self.n_tokens, tuple(self.latents.shape[-2:]), cond, dtype=torch.float16)
+        self._originals = [(m, m.processor) for _, m in self._attn]
+        for name, m in self._attn:
+            m.set_processor(_CaptureProcessor(m.processor, name, self._store))
+
+    def _restore_attention(self) -> None:
+        for m, p in self._originals:
+            m.set_processor(p)
+        self._originals = []
+
+    # -- one record per scheduler step -------------------------------------------------------
+    def _stage(self) -> str:
+        sched = self.scheduler
+        if getattr(sched, "order", 1) == 2 and hasattr(sched, "state_in_first_order"):
+            return "predictor" if sched.state_in_first_order else "corrector"
+        prk = getattr(sched, "prk_timesteps", None)
+        if prk is not None and hasattr(sched, "counter"):
+            return "prk" if sched.counter < len(prk) and not sched.config.skip_prk_steps else "plms"
+        return "step"
+
+    def _noise_level(self, t: Any) -> tuple[float, float]:
+        """(σ, ᾱ) of the point the model was just evaluated at; call after ``scheduler.step``.
+
+        σ is the scheduler's: k-diffusion's √((1 − ᾱ)/ᾱ) for DDPM-type schedules, the
+        flow-matching σ_t for SD 3 (whose ᾱ is then the VP equivalent (1−σ)²/((1−σ)² + σ²)).
+        """
+        sched = self.scheduler
+        sigmas = getattr(sched, "sigmas", None)
+        idx = getattr(sched, "step_index", None)
+        if sigmas is not None and idx is not None:
+            sigma = float(sigmas[idx - 1])
+            if self.family.flow:
+                return sigma, (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma**2)
+            return sigma, 1.0 / (1.0 + sigma**2)
+        ab = float(sched.alphas_cumprod[int(t)])
+        return math.sqrt((1.0 - ab) / ab), ab
+
+    def _wrap_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        # functools.wraps keeps step's signature visible: pipelines inspect it to decide
+        # whether to pass ``generator`` and ``eta``
+        @functools.wraps(step)
+        def wrapped(model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *args: Any,
+                    return_dict: bool = True, **kwargs: Any) -> Any:
+            if not self._mine():
+                return step(model_output, timestep, sample, *args, return_dict=return_dict, **kwargs)
+            stage = self._stage()
+            out = step(model_output, timestep, sample, *args, return_dict=True, **kwargs)
+            self._record(model_output, timestep, sample, out, stage)
+            return out if return_dict else out.to_tuple()
+
+        return wrapped
+
+    def _record(self, noise_pred: torch.Tensor, t: Any, latents: torch.Tensor, out: Any, stage: str) -> None:
+        i = len(self._records)
+        prev = out.prev_sample
+        uncond, text = self._output if self._output is not None else (None, noise_pred)
+        self._output = None
+        sigma, alpha_bar = self._noise_level(t)
+        x0 = getattr(out, "pred_original_sample", None)
+        source = "scheduler"
+        if x0 is None:
+            source = "formula"
+            kw = {"sigma": sigma} if (self.sigma_scaled or self.family.flow) else {"alpha_bar": alpha_bar}
+            x0 = predicted_x0(noise_pred, latents, prediction_type=self.prediction_type, **kw)
+        # scalars, computed on the device and fetched in one go, with the finiteness check
+        names = ["x_t", "eps_text", "eps", "x0_hat", "x_prev"]
+        vals = [_rms(latents), _rms(text), _rms(noise_pred), _rms(x0), _rms(prev)]
+        if uncond is not None:
+            names += ["eps_uncond", "guidance", "cos_eps_text_uncond"]
+            vals += [
+                _rms(uncond),
+                _rms(text.float() - uncond.float()),
+                torch.nn.functional.cosine_similarity(text.float().flatten(), uncond.float().flatten(), dim=0),
+            ]
+        if self._prev_x0 is not None:
+            names.append("x0_hat_change")
+            vals.append(_rms(x0.float() - self._prev_x0))
+        vals.append(torch.isfinite(prev).all().float())
+        values = torch.stack([v.float() for v in vals]).tolist()
+        if values.pop() != 1.0:
+            raise NonFiniteLatentsError(
+                f"the latents became NaN or inf at step {i} of {len(self.timesteps)} (t={float(t):g}); the chain "
+                "stops here. Usual causes: float16 overflow (load the pipeline in float32: "
+                "load_pipeline(..., dtype='float32')), a very large guidance_scale, or broken weights"
+            )
+        stats = dict(zip(names, values))
+        stats["x_t_vp"] = stats["x_t"] / math.sqrt(sigma**2 + 1) if self.sigma_scaled else stats["x_t"]
+        # compact copies, moved to the CPU in one transfer: (ε̂_u), ε̂_c, ε̂, x̂_0, x_{t−1}
+        parts = [text, noise_pred, x0, prev] if uncond is None else [uncond, text, noise_pred, x0, prev]
+        packed = torch.stack([x.detach()[0].to(self.record_dtype) for x in parts]).to("cpu").unbind(0)
+        if uncond is None:
+            packed = (None, *packed)
+        uncond_rec, text_rec, eps_rec, x0_rec, prev_rec = packed
+        x_t_rec = self._prev_latents
+        if x_t_rec is None:
+            x_t_rec = latents.detach()[0].to("cpu", self.record_dtype)
+        tv = float(t)
+        rec = StepRecord(
+            index=i, timestep=int(tv) if tv.is_integer() else tv, sigma=sigma, alpha_bar=alpha_bar, stage=stage,
+            guidance_scale=float(self.call_kwargs["guidance_scale"]), sigma_scaled=self.sigma_scaled,
+            latents=x_t_rec, noise_pred_uncond=uncond_rec, noise_pred_text=text_rec, noise_pred=eps_rec,
+            pred_original_sample=x0_rec, prev_sample=prev_rec, x0_source=source,
+            stats=types.MappingProxyType(stats), attention=self._maps, prediction_type=self.prediction_type,
+        )
+        self._maps = None
+        self._prev_x0 = x0.detach().float()
+        self._prev_latents = prev_rec
+        with self._cond:
+            self.latents = prev
+            self._records.append(rec)
+            self.trajectory._records.append(rec)
+            self._cond.notify_all()
