@@ -12,7 +12,10 @@ Prints, measured by the pixel oracle on generated images (25 DDIM steps):
 * with ``--schedulers all`` (or names from :data:`diffkit.SCHEDULERS`): the shape and gender
   figures again for every scheduler the explorers offer, swapped in the way diffusers swaps
   them (``from_config`` of the folder's scheduler), and the worst scheduler per figure
-  (issue 11's bar holds for all nine, not only the default).
+  (issue 11's bar holds for all nine, not only the default);
+* with ``--attention``: the colour and shape words' cross-attention per pixel inside the
+  generated object against the background, middle third of the steps, all cross-attention
+  layers, every "a {color} {shape}" × ``--attention-seeds`` (issue 11's bar: ratio ≥ 2).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def main() -> None:
         default=[],
         help="'all' or scheduler names: shape and gender figures per scheduler (last --guidance)",
     )
+    p.add_argument("--attention", action="store_true", help="the attention-localisation figure")
+    p.add_argument("--attention-seeds", type=int, default=4)
     args = p.parse_args()
 
     import pandas as pd
@@ -118,6 +123,19 @@ def main() -> None:
             print(
                 f"worst scheduler for {col}: {table[col].idxmin()} {table[col].min():.1%} (issue 11 bar {bar:.0%})"
             )
+    if args.attention:
+        g = args.guidance[-1]
+        df = q.attention_localisation(pipe, seeds=args.attention_seeds, guidance=g)
+        ok = df[df.mask_pixels > 0]
+        for word, d in ok.groupby("word"):
+            print(
+                f"attention {word:5s} guidance {g}: inside/outside per pixel {d.inside.mean() / d.outside.mean():.2f} "
+                f"(mean of per-image ratios {d.ratio.mean():.2f}; {len(d)} images; bar 2.0)"
+            )
+        print(
+            f"attention both words: {ok.inside.mean() / ok.outside.mean():.2f} "
+            f"({(df.mask_pixels == 0).sum() // 2} images without an object left out)"
+        )
     if "speed" not in args.skip:
         for n, bar in ((1, 1.0), (16, 5.0)):
             prompts = ["a red circle"] * n

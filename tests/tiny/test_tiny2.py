@@ -266,3 +266,41 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     # a tiny-1 recipe refuses this run folder's latents
     with pytest.raises(RuntimeError, match="another --run-dir"):
         T.build_cache(dataclasses.replace(r, arch="tiny1"), run)
+
+
+# ----------------------------------------------------------------------------- attention bar
+
+
+def test_word_positions_and_object_mask():
+    from PIL import Image
+
+    from diffkit.tiny import quality as Q
+
+    tok = M.build_tokenizer(arch_name="tiny2")
+    assert Q.word_positions(tok, "a red circle", "red") == [2]
+    assert Q.word_positions(tok, "a photo of an orange cross", "cross") == [6]
+    with pytest.raises(ValueError, match="not among the tokens"):
+        Q.word_positions(tok, "a red circle", "square")
+    img = W.draw_shape("yellow", "square", random.Random(0), size=128)
+    m = Q.object_mask(img)
+    arr = np.asarray(img)
+    assert (m == (arr != 255).any(-1)).all() and 0 < m.mean() < 0.6
+    assert not Q.object_mask(Image.new("RGB", (8, 8), (250, 250, 250))).any()
+
+
+def test_attention_localisation_reads_the_maps_of_the_words():
+    """On a random pipeline: one row per image and word, inside/outside taken over the mask."""
+    from diffkit.testing import tiny_random_pipeline
+    from diffkit.tiny import quality as Q
+
+    pipe = tiny_random_pipeline("sd")
+    pipe.set_progress_bar_config(disable=True)
+    case = [("a red circle", W.Attributes("shape", color="red", shape="circle"))]
+    df = Q.attention_localisation(pipe, case, seeds=[0], steps=3, guidance=7.5)
+    assert list(df.word) == ["color", "shape"] and list(df.token) == ["red", "circle"]
+    for r in df.itertuples():
+        if r.mask_pixels:
+            assert 0 < r.inside < 1 and 0 < r.outside < 1
+            assert r.ratio == pytest.approx(r.inside / r.outside)
+        else:
+            assert np.isnan(r.ratio)
