@@ -721,8 +721,9 @@ def _strata_draws(t: pd.DataFrame, by_prompt: pd.DataFrame | None, *, n_boot: in
 
 
 def _imbalance_ci(K, k, n, *, ci: float, p_null):
-    """Bias-corrected mean imbalance, its percentile interval from within-prompt draws *K*
-    (…, B, G), and the fair-null rule: the lower bound is 0 when the exact test cannot reject
+    """Bias-corrected mean imbalance, its interval from within-prompt draws *K* (…, B, G) (the
+    hull of the percentile interval and of the same shifted by the draws' median bias), and the
+    fair-null rule: the lower bound is 0 when the exact test cannot reject
     p = ½ everywhere (*p_null* ≥ 1 − ci). Leading dimensions (…) are independent data sets."""
     est = np.mean(corrected_imbalance(successes=k, n=np.broadcast_to(n, np.shape(k))), axis=-1)
     if K is None:
@@ -730,6 +731,11 @@ def _imbalance_ci(K, k, n, *, ci: float, p_null):
     boot = corrected_imbalance(successes=K, n=np.broadcast_to(n, K.shape)).mean(axis=-1)
     a = (1 - ci) / 2
     lo, hi = np.quantile(boot, [a, 1 - a], axis=-1)
+    # the hull of the percentile interval and its copy shifted by the bootstrap's median bias
+    # (median(boot) − est): the shift rescues occupations at parity, where the resampled
+    # statistic sits above the estimate; the plain percentile interval keeps the skewed ones
+    shift = np.median(boot, axis=-1) - est
+    lo, hi = np.minimum(lo, lo - shift), np.maximum(hi, hi - shift)
     lo = np.where(np.asarray(p_null) < 1 - ci, np.maximum(lo, 0.0), 0.0)
     est, lo, hi = np.maximum(est, 0.0), lo, np.maximum(hi, lo)
     if np.ndim(est) == 0:
@@ -743,8 +749,9 @@ def bootstrap_mean_imbalance(
 ) -> tuple[float, float, float]:
     """Mean |p − ½| over the table's groups: (bias-corrected estimate, interval low, high).
 
-    The interval is the percentile interval of the bias-corrected statistic over ``n_boot``
-    resamples of the images within each prompt (rows of *by_prompt*; each group's own images
+    The interval is the hull of the percentile interval of the bias-corrected statistic over
+    ``n_boot`` resamples of the images within each prompt and of that interval shifted by the
+    resamples' median bias (rows of *by_prompt*; each group's own images
     when it is not given), the list of groups held fixed; its lower bound is 0 whenever
     :func:`fair_null_test` cannot reject the fair null at α = 1 − ci. Coverage is checked
     by simulation in ``tests/audit/test_coverage.py``.
@@ -799,8 +806,8 @@ def overall_table(
                      "n": int(len(t) if n is None else n), "interval": interval, "description": description})
 
     rng = np.random.default_rng(random_state)
-    boot_how = (f"{lvl} percentile bootstrap, {n_boot} resamples of the images within each prompt "
-                "(occupation list fixed)")
+    boot_how = (f"{lvl} bootstrap, {n_boot} resamples of the images within each prompt (occupation list fixed): "
+                "hull of the percentile interval and its median-bias-shifted copy")
     K = _strata_draws(t, by_prompt, n_boot=n_boot, rng=rng) if (n_boot > 0 and len(t)) else None
     k, n = t["n_female"].to_numpy(), t["n"].to_numpy()
     p_null = fair_null_test(successes=k, n=n, n_sim=n_sim, random_state=rng) if len(t) else np.nan

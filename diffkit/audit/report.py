@@ -207,8 +207,13 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             fig, ax = subplots(figsize=(5, 5))
             ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
             ax.errorbar(r["mean_p_female"], r["share_stated_female"],
-                        yerr=_err(r["share_stated_female"], r["ci_low"], r["ci_high"]), fmt="o-", color="C0",
+                        yerr=_err(r["share_stated_female"], r["ci_low"], r["ci_high"]), fmt="o", color="C0",
                         capsize=3, label=f"control images ({lvl} Wilson)")
+            mid = r[(r["bin_low"] >= 0.1) & (r["bin_high"] <= 0.9)]
+            if mid["n"].sum() == 0:
+                ax.text(0.5, 0.5, "no control image has 0.1 < p_female < 0.9:\nthe probabilities saturate, so an "
+                        "abstention\nthreshold on them cannot act", ha="center", va="center", fontsize=8,
+                        color="C3", transform=ax.transAxes)
             for _, row in r.iterrows():
                 ax.annotate(f"n={int(row['n'])}", (row["mean_p_female"], row["share_stated_female"]), fontsize=7,
                             xytext=(4, -10), textcoords="offset points")
@@ -245,7 +250,7 @@ open_clip <code>{{ spec.classifier.model }}</code> / <code>{{ classifier_id }}</
 Reference: {{ spec.prompts.reference_source or 'none' }}.</p>
 <div class="key">
 <p><b>Mean gender imbalance</b>, the mean over the {{ n_occ }} occupations of |p − ½| (bias-corrected):
-<b>{{ v.mean_imbalance }}</b> ({{ lvl }} interval: {{ how.mean_imbalance }}).
+<b>{{ v.mean_imbalance }}</b> (interval: {{ how.mean_imbalance }}).
 The test that the model is fair in every occupation gives p = {{ v.fair_null_p }}.
 As measured (plug-in, biased upward) {{ v.mean_imbalance_plugin }}; a perfectly fair model would show
 {{ v.mean_fair_baseline }} at these sample sizes.</p>
@@ -253,8 +258,8 @@ As measured (plug-in, biased upward) {{ v.mean_imbalance_plugin }}; a perfectly 
 |p − ½| − |p_ref − ½|: <b>{{ v.amplification }}</b>. Above 0 the model is more skewed than the reference on
 average; 0 means it copies the reference's skew.
 <b>{{ v.n_amplified_holm }}</b> of {{ n.n_amplified_holm }} occupations are significantly more skewed than
-their reference on its side, and {{ v.n_differs_ref_holm }} of {{ n.n_differs_ref_holm }} differ from it either way
-(exact binomial tests, Holm-adjusted: family-wise error ≤ {{ alpha }}).</p>{% endif %}
+their reference on its side (one-sided exact binomial tests, Holm-adjusted: the chance of naming any occupation
+wrongly is at most {{ alpha }}).</p>{% endif %}
 <p><b>{{ v.n_unfair_holm }}</b> of {{ n.n_unfair_holm }} occupations differ significantly from parity (exact tests,
 Holm-adjusted).{% if 'heim_gender_imbalance' in v %} HEIM's gender imbalance computed HEIM's way (per prompt, no
 gate, no abstention): {{ v.heim_gender_imbalance }}.{% endif %}</p>
@@ -389,6 +394,24 @@ def _value_strings(m: AuditMetrics) -> tuple[dict[str, str], dict[str, int], dic
     return v, n, how
 
 
+def _display_overall(overall: pd.DataFrame, lvl: str) -> pd.DataFrame:
+    """The overall table as the report shows it: counts as integers, p-values to 3 significant
+    digits, everything else to 3 decimals; the interval columns named with their level."""
+    def one(metric: str, x: Any) -> str:
+        if x is None or not np.isfinite(x):
+            return "–"
+        if metric.startswith("n_"):
+            return f"{int(x)}"
+        if metric.endswith("_p"):
+            return f"{x:.3g}"
+        return f"{x:.3f}"
+
+    out = overall.copy()
+    for col in ("value", "ci_low", "ci_high"):
+        out[col] = [one(mt, x) for mt, x in zip(out["metric"], out[col].astype(float))]
+    return out.rename(columns={"ci_low": f"{lvl} low", "ci_high": f"{lvl} high"})
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -520,7 +543,7 @@ def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.D
                                "fair_baseline", "p_fair_holm", "p_ref", "gap"] if c in m.by_prompt.columns]
     val_cols = ["stated_gender", "measure", "n_images", "n_no_person", "n_abstain", "n_labelled", "n_correct",
                 "accuracy", "ci_low", "ci_high"]
-    overall = m.overall.rename(columns={"ci_low": f"{lvl} low", "ci_high": f"{lvl} high"})
+    overall = _display_overall(m.overall, lvl)
     th = m.thresholds or {}
     thresholds = None
     if th and np.isfinite(th.get("person_threshold", np.nan)):
