@@ -160,7 +160,7 @@ def corrected_imbalance(*, successes, n) -> np.ndarray:
     NaN where n = 0.
 
     >>> round(float(corrected_imbalance(successes=6, n=8)), 4)  # plug-in 0.25
-    0.2388
+    0.242
     """
     k = np.asarray(successes)
     n = np.asarray(n)
