@@ -13,6 +13,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ._files import write_csv
+from .errors import InputError
+
 __all__ = ["add_commands", "run_demo"]
 
 
@@ -41,16 +44,16 @@ def run_demo(out: str | Path = "out/demo", *, with_model: bool = True, log: Call
     from .schedules import schedules_frame
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as e:
+        raise InputError(f"cannot write the demo into {out} ({e.strerror}); fix: pass --out a folder you can "
+                         "write to, e.g. --out out/demo") from None
     written: list[Path] = []
 
     names = ["linear", "scaled_linear", "cosine", "sigmoid", "karras"]
     written.append(_save_figure(plot_schedules(names), out / "schedules.png"))
-    table = out / "schedules.csv"
-    tmp = table.with_suffix(".csv.tmp")
-    schedules_frame(names).to_csv(tmp, index=False)
-    os.replace(tmp, table)
-    written.append(table)
+    written.append(write_csv(schedules_frame(names), out / "schedules.csv"))
     written.append(
         _save_figure(plot_forward_strip(sample_image("astronaut", 128), "linear"), out / "forward_strip_linear.png")
     )

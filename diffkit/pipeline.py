@@ -130,7 +130,9 @@ def _resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
         return str(p), True
     s = str(name_or_path)
     if s.startswith((".", "/", "~")) or s.count("/") > 1 or os.sep in s and os.sep != "/":
-        raise PipelineNotAvailableError(f"no such folder: {p}; check the path")
+        raise PipelineNotAvailableError(
+            f"no such folder: {p}; fix: check the path, or pass a hub id such as 'org/name' or 'tiny'"
+        )
     return s, False
 
 

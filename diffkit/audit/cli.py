@@ -69,8 +69,10 @@ def _judge(spec):
         raise
     except Exception as e:  # noqa: BLE001 - open_clip and the hub raise many types for "cannot load"
         what = f"{c.model!r}" + (f" with pretrained {c.pretrained!r}" if c.pretrained else "")
+        why = str(e).split(". Available")[0]  # open_clip appends every model it knows
+        why = why if len(why) <= 300 else why[:297] + "…"
         raise ModelUnavailableError(
-            f"could not load the CLIP judge {what} ({type(e).__name__}: {e}); fix: on a machine with network "
+            f"could not load the CLIP judge {what} ({type(e).__name__}: {why}); fix: on a machine with network "
             "load it once to fill the cache (open_clip.create_model_and_transforms), point classifier.model at "
             "a 'local-dir:/folder' copy, or use the embedded judge (classifier.model = 'tiny')"
         ) from e

@@ -50,6 +50,7 @@ __all__ = [
     "first_difference",
     "journal_mode",
     "load_run_spec",
+    "make_run_dir",
     "prepare_run",
     "run_lock",
     "sha256_file",
@@ -108,7 +109,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             raise DiskFullError(
                 e.errno,
                 f"disk full while writing {path}; nothing half-written was kept and the ledger holds "
-                "only finished batches. Fix: free some space and rerun the same command to resume",
+                "only finished batches; fix: free some space and rerun the same command to resume",
             ) from e
         raise
 
@@ -123,6 +124,24 @@ def sha256_file(path: Path) -> str | None:
     except OSError:
         return None
     return h.hexdigest()
+
+
+def make_run_dir(run_dir: str | Path) -> Path:
+    """Create *run_dir* (and its parents); a path that cannot be a folder is :class:`RunFolderError`."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunFolderError(f"{run_dir} exists and is not a folder; fix: pass a folder path to --out") from None
+    except NotADirectoryError:
+        raise RunFolderError(
+            f"{run_dir} cannot be created: part of its path is a file; fix: pass a folder path to --out"
+        ) from None
+    except PermissionError:
+        raise RunFolderError(
+            f"{run_dir} cannot be created here (permission denied); fix: pass an --out folder you can write to"
+        ) from None
+    return run_dir
 
 
 def clean_orphans(run_dir: str | Path) -> list[Path]:
@@ -148,8 +167,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     """
     import fcntl
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(run_dir)
     fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -234,7 +252,7 @@ class Ledger:
                 raise DiskFullError(
                     errno.ENOSPC,
                     f"disk full while recording in {self.path}; the batch was rolled back and the ledger "
-                    "holds only finished batches. Fix: free some space and rerun the same command to resume",
+                    "holds only finished batches; fix: free some space and rerun the same command to resume",
                 ) from e
             raise
 
@@ -389,13 +407,13 @@ def load_run_spec(run_dir: str | Path) -> AuditSpec:
         on_disk = json.loads(sj.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise RunMismatchError(
-            f"{sj} is not valid JSON ({e}); the run's spec is in its ledger. Fix: delete {sj} "
+            f"{sj} is not valid JSON ({e}); the run's spec is in its ledger; fix: delete {sj} "
             "(the next `diffkit audit report` restores it)"
         ) from None
     if on_disk != data:
         raise RunMismatchError(
             f"{sj} differs from the spec this run was generated with ({first_difference(data, on_disk)}). "
-            f"A report always uses the run's own spec. Fix: delete {sj} (it is restored from the ledger), or "
+            f"A report always uses the run's own spec; fix: delete {sj} (it is restored from the ledger), or "
             "run the edited spec into a new folder with `diffkit audit run SPEC --out NEW`"
         )
     return spec
@@ -411,8 +429,7 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
     """
     from .prompts import build_prompts, image_grid
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(run_dir)
     fp = spec.fingerprint()
     if not (run_dir / LEDGER_NAME).exists():
         foreign = [p.name for p in run_dir.iterdir() if not p.name.startswith((LEDGER_NAME, LOCK_NAME))]

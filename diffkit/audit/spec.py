@@ -35,6 +35,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..errors import DiffkitError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 needs the backport
@@ -68,7 +70,7 @@ _NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _NAME_JUNK = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class SpecError(ValueError):
+class SpecError(DiffkitError, ValueError):
     """A spec that cannot run; the message names the file, the key and the fix."""
 
     def __init__(self, source: str, key: str, problem: str, fix: str):
@@ -322,6 +324,9 @@ def _check_templates(r: _Reader, key: str, templates: tuple[str, ...], allowed: 
 
 def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | None = None) -> AuditSpec:
     """Validate a spec already parsed from TOML (a nested dict) and resolve its reference table."""
+    if not isinstance(data, dict):
+        raise SpecError(source, "(spec)", f"expected a table of tables, got {type(data).__name__}",
+                        "write the spec as TOML tables [audit], [prompts], [pipeline] (see audits/tiny_default.toml)")
     data = copy.deepcopy(data)
     r = _Reader(data, source)
     unknown = sorted(set(data) - set(_KNOWN))
