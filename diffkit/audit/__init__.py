@@ -8,7 +8,8 @@ Three calls, the same as the three commands::
     report_audit(result.run_dir)          # diffkit audit report DIR
     compare_audits("runs/a", "runs/b")    # diffkit audit compare DIR_A DIR_B
 
-The pieces, each usable on its own: :mod:`~diffkit.audit.spec` (TOML specs),
+The pieces, each usable on its own: :mod:`~diffkit.audit.spec` (TOML specs), :mod:`~diffkit.audit.plan`
+(sample sizes), :mod:`~diffkit.audit.published` (published results to compare with),
 :mod:`~diffkit.audit.prompts`, :mod:`~diffkit.audit.generate` (ledger, resume, sharding),
 :mod:`~diffkit.audit.score` (open_clip zero-shot), :mod:`~diffkit.audit.metrics`,
 :mod:`~diffkit.audit.report`. Formulas and sources: ``docs/audit_methodology.md``.
@@ -27,20 +28,29 @@ from .generate import (
 )
 from .metrics import (
     AuditMetrics,
+    NothingInCommonError,
     audit_metrics,
     classifier_validation,
+    clopper_pearson_interval,
     compare_metrics,
+    corrected_imbalance,
     fair_baseline,
+    fair_null_test,
     group_table,
+    holm,
     kl_to_uniform,
     newcombe_interval,
+    newcombe_paired_interval,
     overall_table,
     pearson,
     rogan_gladen,
+    rogan_gladen_interval,
     spearman,
     wilson_interval,
 )
+from .plan import plan_sample_size
 from .prompts import article, build_prompts, derive_seed, image_grid
+from .published import fair_diffusion_sd15
 from .report import audit_figures, write_comparison, write_report
 from .score import (
     ZeroShotClassifier,
@@ -57,6 +67,7 @@ __all__ = [
     "AuditResult",
     "AuditSpec",
     "DiskFullError",
+    "NothingInCommonError",
     "RunMismatchError",
     "SpecError",
     "ZeroShotClassifier",
@@ -67,28 +78,36 @@ __all__ = [
     "bundled_specs",
     "classifier_validation",
     "classify_embeddings",
+    "clopper_pearson_interval",
     "compare_audits",
     "compare_metrics",
+    "corrected_imbalance",
     "default_out",
     "derive_seed",
     "embed_images",
     "fair_baseline",
+    "fair_diffusion_sd15",
+    "fair_null_test",
     "generate_images",
     "group_table",
+    "holm",
     "image_grid",
     "kl_to_uniform",
     "load_classifier",
     "load_run_spec",
     "load_spec",
     "newcombe_interval",
+    "newcombe_paired_interval",
     "oracle_check",
     "overall_table",
     "parse_spec",
     "pearson",
+    "plan_sample_size",
     "prepare_run",
     "regenerate_image",
     "report_audit",
     "rogan_gladen",
+    "rogan_gladen_interval",
     "run_audit",
     "score_images",
     "spearman",
