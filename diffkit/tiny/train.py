@@ -103,6 +103,7 @@ class Recipe:
     # learnt jointly, must match the image averaged over each latent pixel's f × f block.
     # It keeps the explorers' fast preview (one linear map per latent pixel) faithful.
     vae_preview_weight: float = 0.0
+    vae_eval_images: int = 200  # reconstructions the oracle reads after the VAE stage
 
     def world_config(self) -> _w.WorldConfig:
         """The caption distribution the recipe trains on."""
@@ -240,7 +241,9 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
         if step % recipe.vae_checkpoint_every == 0:
             _d.save_checkpoint(ckpt, model, opt, step, rng)
     vae.eval()
-    acc = vae_oracle_accuracy(vae, n=200, seed=recipe.seed + 99, size=recipe.image_size)
+    acc = vae_oracle_accuracy(
+        vae, n=recipe.vae_eval_images, seed=recipe.seed + 99, size=recipe.image_size
+    )
     log.info("vae: oracle agreement on reconstructions %s", acc)
     save_reconstructions(vae, run_dir / "vae_reconstructions.png", recipe)
     vae.save_pretrained(out, safe_serialization=True)

@@ -237,6 +237,7 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
         unet_batch=6,
         checkpoint_every=1,
         vae_checkpoint_every=1,
+        vae_eval_images=4,
         export_every=100,
     )
     T.train_vae(r, run, resume=False)
