@@ -145,12 +145,14 @@ def q_sample(
     schedule: NoiseSchedule | str = "linear",
     *,
     noise: torch.Tensor | None = None,
-    seed: int | torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> torch.Tensor:
     """Closed form of the forward chain: x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε (Ho et al. 2020, eq. 4).
 
     *x0* is any tensor (an image in ``[-1, 1]``, SD latents, a two-pixel point). A scalar
     *t* applies to all of it; a 1-D *t* gives one timestep per item of the batch (first axis).
+    ε is *noise* when given, else drawn with *seed*: 0 by default, like every seeded function
+    of diffkit, so a call is reproducible; ``seed=None`` draws from torch's global generator.
     """
     s = _as_schedule(schedule)
     _check_finite(x0, "x0")
@@ -173,11 +175,12 @@ def q_step(
     schedule: NoiseSchedule | str = "linear",
     *,
     noise: torch.Tensor | None = None,
-    seed: int | torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> torch.Tensor:
     """One Markov step q(x_t | x_{t−1}) = N(√α_t x_{t−1}, β_t I) (Ho et al. 2020, eq. 2).
 
-    For ``t = 0`` the previous state is the clean image x_0.
+    For ``t = 0`` the previous state is the clean image x_0. The fresh noise is drawn with
+    *seed* (default 0, as in :func:`q_sample`; ``None``: torch's global generator).
     """
     s = _as_schedule(schedule)
     _check_finite(x_prev, "x_prev")

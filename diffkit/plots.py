@@ -1,8 +1,9 @@
 """Figures for the forward half of the story: schedules, forward strips, the two-pixel toy.
 
 Every function returns a ``matplotlib.figure.Figure`` and never calls ``plt.show``;
-Jupyter displays the returned figure as a PNG (importing this module registers the formatter
-in an IPython kernel), scripts ``fig.savefig(...)`` it.
+Jupyter displays the returned figure as a PNG (the first figure built in an IPython kernel
+registers the PNG formatter, see :func:`show_figures_in_notebooks`; importing this module
+changes nothing), scripts ``fig.savefig(...)`` it.
 """
 
 from __future__ import annotations
@@ -23,28 +24,35 @@ from .forward import (
 from .schedules import NoiseSchedule, get_schedule, schedules_frame
 
 
-def _display_figures_in_ipython() -> None:
+def show_figures_in_notebooks() -> bool:
     """Make Jupyter show a returned ``Figure`` as a PNG, with or without ``%matplotlib inline``.
 
     The figures here are built with ``matplotlib.figure.Figure`` (no pyplot, so no global state).
     IPython shows such a figure only once the inline backend registered its PNG formatter, which
     recent ipykernel/matplotlib-inline releases no longer do by default: the cell printed
-    ``<Figure size 560x170 with 4 Axes>``. Register the same formatter ``%matplotlib inline`` does.
+    ``<Figure size 560x170 with 4 Axes>``. This registers the same formatter ``%matplotlib inline``
+    does, in the running IPython shell only, once. Every plotting function of diffkit calls it
+    when it builds a figure; importing a module does not. Returns whether a shell was there.
     """
     try:
         from IPython import get_ipython
         from IPython.core.pylabtools import print_figure
     except ImportError:
-        return
+        return False
     shell = get_ipython()
     if shell is None or not hasattr(shell, "display_formatter"):
-        return
+        return False
     png = shell.display_formatter.formatters["image/png"]
     if Figure not in png.type_printers:
         png.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight"))
+    return True
 
 
-_display_figures_in_ipython()
+def _figure(**kwargs) -> Figure:
+    """A new ``Figure`` that a notebook will show (see :func:`show_figures_in_notebooks`)."""
+    show_figures_in_notebooks()
+    return Figure(**kwargs)
+
 
 __all__ = [
     "image_grid",
@@ -53,6 +61,7 @@ __all__ = [
     "plot_paint_drop",
     "plot_schedules",
     "plot_two_pixel",
+    "show_figures_in_notebooks",
     "strip_timesteps",
 ]
 
@@ -89,7 +98,7 @@ def plot_schedules(
     if bad or not quantities:
         raise ValueError(f"unknown quantities {bad}; choose from {list(_QUANTITIES)}")
     frame = schedules_frame(_schedules(schedules))
-    fig = Figure(figsize=figsize or (4.2 * len(quantities), 3.4), layout="constrained")
+    fig = _figure(figsize=figsize or (4.2 * len(quantities), 3.4), layout="constrained")
     axes = fig.subplots(1, len(quantities), squeeze=False)[0]
     for ax, q in zip(axes, quantities):
         sns.lineplot(data=frame, x="t", y=q, hue="schedule", ax=ax, legend=ax is axes[-1])
@@ -132,7 +141,7 @@ def plot_forward_strip(
         raise ValueError("plot_forward_strip takes one image, not a batch")
     frames = q_sample_all(x0, s, timesteps=ts, seed=seed)
     n = len(ts) + 1
-    fig = Figure(figsize=(panel_size * n, panel_size + 0.5), layout="constrained")
+    fig = _figure(figsize=(panel_size * n, panel_size + 0.5), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, x, title in zip(
         axes,
@@ -162,7 +171,7 @@ def plot_two_pixel(
     ch = chains if chains is not None else two_pixel_chains(pixels, n_chains=300)
     s = ch.schedule
     px = TwoPixelChains.to_pixels
-    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    fig = _figure(figsize=(10, 4.6), layout="constrained")
     ax0, ax1 = fig.subplots(1, 2)
     start = px(ch.points[0, 0])
     sd = float(np.sqrt(s.betas[0])) * 127.5  # one-step std in pixel units
@@ -204,7 +213,7 @@ def image_grid(images: Sequence[object], *, titles: Sequence[str] | None = None,
         raise ValueError("no images to show")
     n = len(images)
     nrows = (n + ncols - 1) // ncols
-    fig = Figure(figsize=(panel_size * min(n, ncols), (panel_size + 0.3) * nrows), layout="constrained")
+    fig = _figure(figsize=(panel_size * min(n, ncols), (panel_size + 0.3) * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, min(n, ncols), squeeze=False)).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()
@@ -229,7 +238,7 @@ def plot_paint_drop(positions: np.ndarray, *, steps: Sequence[int] = (0, 10, 100
     if not steps:
         raise ValueError(f"steps must be below {len(positions)}, the length of the simulation")
     lim = 2.5 * step_size * np.sqrt(max(steps)) + 1
-    fig = Figure(figsize=(2.6 * len(steps), 2.8), layout="constrained")
+    fig = _figure(figsize=(2.6 * len(steps), 2.8), layout="constrained")
     axes = fig.subplots(1, len(steps), squeeze=False)[0]
     g = np.linspace(0, 2 * np.pi, 200)
     for ax, k in zip(axes, steps):
@@ -259,7 +268,7 @@ def plot_gaussian_bells(centre: float = 170.0, widths: Sequence[float] = (2.0, 5
         raise ValueError(f"widths must be positive numbers, got {widths}")
     span = 4 * max(widths)
     x = np.linspace(centre - span, centre + span, 600)
-    fig = Figure(figsize=(6.5, 3.0), layout="constrained")
+    fig = _figure(figsize=(6.5, 3.0), layout="constrained")
     ax = fig.subplots()
     for w in widths:
         ax.plot(x, norm.pdf(x, centre, w), label=f"width σ = {w:g}")

@@ -261,3 +261,13 @@ def test_landing_share_and_why_many_small_steps():
     few = two_pixel_reverse(data, get_schedule("cosine", 5), n_chains=300, seed=0)[-1]
     many = two_pixel_reverse(data, get_schedule("cosine", 100), n_chains=300, seed=0)[-1]
     assert landing_share(few, data) < 0.6 < 0.99 < landing_share(many, data)
+
+
+def test_q_sample_and_q_step_are_seeded_by_default_like_their_siblings():
+    x = torch.zeros(3, 4, 4)
+    torch.manual_seed(123)
+    a, sa = q_sample(x, 500, "linear"), q_step(x, 500, "linear")
+    torch.manual_seed(999)  # the global generator does not matter
+    assert torch.equal(a, q_sample(x, 500, "linear")) and torch.equal(sa, q_step(x, 500, "linear"))
+    assert torch.equal(a, q_sample(x, 500, "linear", seed=0))
+    assert not torch.equal(q_sample(x, 500, "linear", seed=None), q_sample(x, 500, "linear", seed=None))

@@ -121,8 +121,10 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
     import seaborn as sns
     from matplotlib.figure import Figure
 
-    from .. import plots as _plots_module  # noqa: F401  (registers Figure display in IPython)
+    from ..plots import show_figures_in_notebooks
     from .published import published_overlay
+
+    show_figures_in_notebooks()  # Jupyter shows each returned Figure as a PNG
 
     def subplots(figsize):
         fig = Figure(figsize=figsize)
