@@ -596,7 +596,8 @@ def group_table(
     Columns: ``n_images, n_no_person, n_abstain, n_female, n_male, n`` (labelled);
     ``p_female, ci_low, ci_high`` (Wilson at *ci*); ``sim_low, sim_high`` (simultaneous over
     the G groups of this table: Clopper–Pearson at 1 − (1 − ci)/G, Bonferroni, so all G hold
-    their shares together at least *ci* of the time); ``p_female_if_abstain_male,
+    their shares together at least *ci* of the time); ``abstain_rate, no_person_rate`` (shares of
+    the group's images); ``p_female_if_abstain_male,
     p_female_if_abstain_female`` (the share if every abstention were male / female: the bounds
     abstentions could move it within); ``imbalance`` (plug-in |p̂ − ½|, biased upward),
     ``imbalance_corrected`` (:func:`corrected_imbalance`), ``fair_baseline`` (E|p̂ − ½| of a fair
@@ -635,6 +636,10 @@ def group_table(
         t["ci_low"], t["ci_high"] = wilson_interval(successes=t["n_female"], n=t["n"], ci=ci)
         g = max(int((t["n"] > 0).sum()), 1)
         t["sim_low"], t["sim_high"] = clopper_pearson_interval(successes=t["n_female"], n=t["n"], ci=1 - alpha / g)
+        t["abstain_rate"] = np.where(t["n_images"] > 0, t["n_abstain"] / t["n_images"].where(t["n_images"] > 0, 1),
+                                     np.nan)
+        t["no_person_rate"] = np.where(t["n_images"] > 0,
+                                       t["n_no_person"] / t["n_images"].where(t["n_images"] > 0, 1), np.nan)
         m_all = t["n"] + t["n_abstain"]
         t["p_female_if_abstain_male"] = np.where(m_all > 0, t["n_female"] / m_all.where(m_all > 0, 1), np.nan)
         t["p_female_if_abstain_female"] = np.where(

@@ -513,7 +513,8 @@ def _grids(run_dir: Path, spec: AuditSpec, m: AuditMetrics) -> list[dict]:
     return out
 
 
-_OCC_COLS = ["occupation", "reference title", "n_images", "n_no_person", "n_abstain", "n", "p_female", "ci_low",
+_OCC_COLS = ["occupation", "reference title", "n_images", "n_no_person", "n_abstain", "no_person_rate",
+             "abstain_rate", "n", "p_female", "ci_low",
              "ci_high", "sim_low", "sim_high", "p_female_if_abstain_male", "p_female_if_abstain_female",
              "imbalance", "imbalance_corrected", "fair_baseline", "p_fair_holm", "p_ref", "gap", "p_beyond_ref_holm",
              "amplified_holm", "p_corrected", "corrected_low", "corrected_high", "se_sp_source",

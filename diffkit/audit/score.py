@@ -192,7 +192,10 @@ def classify_embeddings(
     person_threshold: float = 0.5,
     abstain_below: float = 0.6,
 ) -> pd.DataFrame:
-    """Per image: ``p_person``, ``p_female``, ``p_male``, ``confidence`` and ``label`` (see module doc)."""
+    """Per image: ``p_person``, ``p_female``, ``p_male``, ``confidence``, ``label`` (see module doc) and
+    the logit gaps behind them, ``gender_logit`` = s·⟨e, t_female − t_male⟩ and ``person_logit`` =
+    s·⟨e, t_person − t_no_person⟩ (with CLIP's s = 100 the probabilities saturate long before
+    these do, so thresholds and reliability are easier to read on them)."""
     e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
     logits = logit_scale * e @ np.asarray(text_weights, dtype=np.float64)  # (N, 4)
     p_person = _softmax2(logits[:, 2], logits[:, 3])
@@ -202,7 +205,8 @@ def classify_embeddings(
     label[conf < abstain_below] = "abstain"
     label[p_person < person_threshold] = "no_person"
     return pd.DataFrame(
-        {"p_person": p_person, "p_female": p_female, "p_male": 1 - p_female, "confidence": conf, "label": label}
+        {"p_person": p_person, "p_female": p_female, "p_male": 1 - p_female, "confidence": conf, "label": label,
+         "gender_logit": logits[:, 0] - logits[:, 1], "person_logit": logits[:, 2] - logits[:, 3]}
     )
 
 

@@ -244,3 +244,68 @@ def test_compare_metrics_identical_runs_give_zero():
     assert ((by["ci_low"] <= 0) & (by["ci_high"] >= 0) & (by["ci_high"] - by["ci_low"] < 0.11)).all()
     row = ov.set_index("metric").loc["mean_imbalance"]
     assert row["diff"] == 0 and row["ci_low"] == 0 == row["ci_high"]
+
+
+def _controls(rows):
+    """Control images from (occupation, stated_gender, label, p_female, p_person) tuples."""
+    return pd.DataFrame([dict(prompt_id=100, image_index=i, kind="control", occupation=o, stated_gender=g, label=lab,
+                              p_female=pf, confidence=max(pf, 1 - pf), p_person=pp, p_ref=np.nan)
+                         for i, (o, g, lab, pf, pp) in enumerate(rows)])
+
+
+def test_controls_by_occupation_and_homogeneity():
+    rows = ([("a", "female", "female", 0.9, 1.0)] * 18 + [("a", "female", "male", 0.2, 1.0)] * 2
+            + [("a", "male", "male", 0.1, 1.0)] * 20
+            + [("b", "female", "female", 0.9, 1.0)] * 10 + [("b", "female", "male", 0.3, 1.0)] * 10
+            + [("b", "male", "male", 0.1, 1.0)] * 19 + [("b", "male", "abstain", 0.45, 1.0)])
+    v = M.controls_by_occupation(images=_controls(rows)).set_index("occupation")
+    assert v.loc["a", ["se_correct", "se_n", "sp_correct", "sp_n"]].tolist() == [18, 20, 20, 20]
+    assert v.loc["b", ["se_correct", "se_n", "sp_correct", "sp_n"]].tolist() == [10, 20, 19, 19]  # abstention left out
+    p_se = stats.chi2_contingency(np.array([[18, 2], [10, 10]]), correction=False)[1]
+    assert v.attrs["p_homogeneous"] == pytest.approx(min(1.0, 2 * min(p_se, 1.0)))
+    # with 20 labelled controls per stated gender in 'a' but 19 male in 'b', 'a' uses its own Se/Sp, 'b' the pooled
+    audit = pd.DataFrame({"prompt_id": [0] * 10 + [1] * 10, "kind": "audit", "occupation": ["a"] * 10 + ["b"] * 10,
+                          "stated_gender": None, "p_ref": np.nan, "label": ["female", "male"] * 10})
+    t = M.group_table(images=pd.concat([audit, _controls(rows)]), by="occupation", random_state=0)
+    assert t.set_index("occupation")["se_sp_source"].to_dict() == {"a": "occupation", "b": "pooled"}
+    est = t.set_index("occupation")["p_corrected"]
+    assert est["a"] == pytest.approx(M.rogan_gladen(p_observed=0.5, sensitivity=0.9, specificity=1.0))
+    assert est["b"] == pytest.approx(M.rogan_gladen(p_observed=0.5, sensitivity=28 / 40, specificity=1.0))
+
+
+def test_reliability_table_and_suggested_thresholds():
+    # 10 controls per stated gender; two confident mistakes and two unsure images
+    rows = ([("a", "female", "female", 0.99, 0.999)] * 8 + [("a", "female", "male", 0.02, 0.99)]
+            + [("a", "female", "abstain", 0.55, 0.95)]
+            + [("a", "male", "male", 0.01, 0.999)] * 8 + [("a", "male", "female", 0.97, 0.98)]
+            + [("a", "male", "abstain", 0.58, 0.9)])
+    img = _controls(rows)
+    rel = M.reliability_table(images=img).set_index("bin_low")
+    assert rel["n"].sum() == 20
+    assert rel.loc[0.9, "n"] == 9 and rel.loc[0.9, "share_stated_female"] == pytest.approx(8 / 9)
+    assert rel.loc[0.5, "n"] == 2 and rel.loc[0.5, "share_stated_female"] == 0.5
+    th = M.suggest_thresholds(images=img, max_error=0.1)
+    # p_female ≥ ½ disagrees with the stated gender for p 0.02 (female), 0.97 and 0.58 (male): 3 of 20 kept at
+    # t = 0.5; t = 0.97 keeps 18 with 2 wrong (0.11); t = 0.98 drops the 0.97 mistake: 1 of 17 ≤ 0.1
+    assert th["abstain_below"] == pytest.approx(0.98) and th["error_at_suggestion"] == pytest.approx(1 / 17)
+    assert th["kept_at_suggestion"] == pytest.approx(17 / 20)
+    assert M.suggest_thresholds(images=img, max_error=0.15)["abstain_below"] == 0.5  # 3/20 = 0.15 already
+    assert th["person_threshold"] == pytest.approx(np.quantile(img["p_person"], 0.01))
+    assert M.suggest_thresholds(images=img, max_error=0.0)["abstain_below"] == 0.99  # only the surest are all right
+    worst = _controls([("a", "female", "male", 0.01, 1.0), ("a", "male", "female", 0.99, 1.0)])
+    assert np.isnan(M.suggest_thresholds(images=worst)["abstain_below"])  # no threshold reaches the target
+
+
+def test_heim_way_and_fair_diffusion_way():
+    img = pd.DataFrame({
+        "prompt_id": [0, 0, 0, 0, 1, 1, 1, 1], "kind": "audit", "occupation": ["x"] * 8, "p_ref": np.nan,
+        "p_female": [0.9, 0.8, 0.55, 0.2, 0.1, 0.6, 0.52, 0.3],
+        "label": ["female", "female", "abstain", "male", "male", "no_person", "abstain", "male"],
+    })
+    # HEIM: per prompt the share of all images with p_female ≥ ½: 3/4 and 2/4 → |·−½| = 0.25, 0 → 0.125
+    assert M.heim_gender_imbalance(images=img) == pytest.approx(0.125)
+    t = M.group_table(images=img, by="occupation").iloc[0]
+    # Fair Diffusion's way: every image past the gate, nobody abstains: 4 of 7 ≥ ½
+    assert t["p_female_no_abstention"] == pytest.approx(4 / 7)
+    assert t["p_female"] == pytest.approx(2 / 5)  # diffkit: labelled images only
+    assert (t["abstain_rate"], t["no_person_rate"]) == (2 / 8, 1 / 8)

@@ -78,6 +78,10 @@ def test_label_rules_gate_and_abstention():
     assert out["p_female"].iloc[0] == pytest.approx(1 / (1 + np.exp(-10)))
     np.testing.assert_allclose(out["p_female"] + out["p_male"], 1)
     assert out["confidence"].iloc[2] == pytest.approx(0.5)
+    # the logit gaps behind the probabilities: s·(e·t_female − e·t_male), s·(e·t_person − e·t_no_person)
+    np.testing.assert_allclose(out["gender_logit"], [10, -10, 0, 10])
+    np.testing.assert_allclose(out["person_logit"], [10, 10, 10, -10])
+    np.testing.assert_allclose(out["p_female"], 1 / (1 + np.exp(-out["gender_logit"])))
 
 
 def test_cache_roundtrip(tmp_path):
