@@ -24,6 +24,16 @@ test: $(STAMP) chromium
 wheel-check: $(STAMP)
 	bash .ci/wheel_check.sh $(PY)
 
+# The declared diffusers range is the tested range: the reverse chain's equality tests again on the
+# oldest diffusers pyproject.toml allows (installed beside .venv's, without touching it).
+DIFFUSERS_OLDEST := 0.35.2
+test-compat: $(STAMP)
+	@test -d .cache/diffusers-$(DIFFUSERS_OLDEST) || $(PY) -m pip install --quiet --disable-pip-version-check \
+	  --no-deps --target .cache/diffusers-$(DIFFUSERS_OLDEST) diffusers==$(DIFFUSERS_OLDEST)
+	PYTHONPATH=.cache/diffusers-$(DIFFUSERS_OLDEST) DIFFKIT_EXPECT_DIFFUSERS=$(DIFFUSERS_OLDEST) \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/reverse/test_reverse_chain.py tests/reverse/test_recorder.py \
+	  -k "equal or clip_sample or img2img or diffusers_version"
+
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \

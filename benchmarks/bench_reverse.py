@@ -1,14 +1,14 @@
 """Reverse-chain overheads, as ratios measured in one run on the same pipeline, settings and seed.
 
 1. time of ``ReverseChain(...).run()`` (every record kept) / time of ``pipe(...)``, with
-   attention capture off (target ≤ 1.10) and on;
+   attention capture off (target ≤ 1.05) and on (target ≤ 1.10), on SD and on SD 3;
 2. memory of the records of a 50-step run with SD-sized 64×64×4 latents (target ≤ 20 MB),
    measured on the run's own tensors and checked against the byte count.
 
 Runs offline on a tiny random pipeline built from configs; its VAE downsamples by 2, so
 ``--size 128`` gives SD's 64×64 latents. Usage::
 
-    python benchmarks/bench_reverse.py [--kind sd|sdxl] [--size 128] [--steps 20] [--repeats 5]
+    python benchmarks/bench_reverse.py [--kind sd sd3 sdxl] [--size 128] [--steps 20] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ def _time(fn) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kind", choices=["sd", "sdxl"], default="sd")
+    ap.add_argument("--kind", nargs="+", choices=["sd", "sdxl", "sd3"], default=["sd", "sd3"])
     ap.add_argument("--size", type=int, default=128, help="image side in pixels (128 → 64×64 latents)")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--scheduler", default="ddim")
+    ap.add_argument("--scheduler", default=None, help="default: ddim (SD, SDXL), flow_euler (SD 3)")
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--full-memory", action="store_true", help="run all 50 steps for the memory figure (else 5, extrapolated)")
@@ -48,39 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from diffkit.pipeline import make_scheduler
-
-    pipe = tiny_random_pipeline(args.kind)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-    prompt = "a photo of an astronaut riding a horse on the moon"
+    ok = True
+    pipes = []
+    for kind in args.kind:
+        ratio_off, ratio_on, p = _overhead(kind, args)
+        ok &= ratio_off <= 1.05 and ratio_on <= 1.10
+        pipes.append(p)
+    pipe = pipes[0]
+    prompt = PROMPT
     common = dict(guidance_scale=args.guidance)
-
-    def plain():
-        pipe(prompt, num_inference_steps=args.steps, height=args.size, width=args.size,
-             generator=torch.Generator().manual_seed(0), output_type="np", **common)
-
-    def chain(capture: bool):
-        ReverseChain(pipe, prompt, steps=args.steps, height=args.size, width=args.size, seed=0,
-                     capture_attention=capture, **common).run()
-
-    plain(), chain(False), chain(True)  # warm up
-    t_plain, t_off, t_on = [], [], []
-    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit all three alike
-        t_plain.append(_time(plain))
-        t_off.append(_time(lambda: chain(False)))
-        t_on.append(_time(lambda: chain(True)))
-    med = {k: [statistics.median(t[j] for t in ts) for j in (0, 1)]
-           for k, ts in (("plain", t_plain), ("off", t_off), ("on", t_on))}
-    (cp, wp), (coff, woff), (con, won) = med["plain"], med["off"], med["on"]
-    print(f"pipeline: tiny random {args.kind}, {args.size}x{args.size} px, {args.steps} steps, "
-          f"{args.scheduler}, guidance {args.guidance}, {args.threads} thread(s), median of {args.repeats}")
-    print("                                   CPU time   ratio |  wall time   ratio")
-    print(f"  pipe()                          {cp * 1e3:8.1f} ms  1.000 | {wp * 1e3:8.1f} ms  1.000")
-    print(f"  ReverseChain.run(), capture off {coff * 1e3:8.1f} ms  {coff / cp:.3f} | {woff * 1e3:8.1f} ms  "
-          f"{woff / wp:.3f}   (target <= 1.10)")
-    print(f"  ReverseChain.run(), capture on  {con * 1e3:8.1f} ms  {con / cp:.3f} | {won * 1e3:8.1f} ms  {won / wp:.3f}")
-    moff, mp = coff, cp
 
     # memory of a 50-step run with 64×64×4 latents (measured on the records themselves)
     lat = 64 * pipe.vae_scale_factor
@@ -105,8 +81,50 @@ def main(argv: list[str] | None = None) -> int:
     att = (c2.trajectory.nbytes(attention=True) - c2.trajectory.nbytes()) / 3
     print(f"  attention maps (capture on, {c2.tokens.n_tokens} prompt tokens): {att / 2**20:.3f} MB per step "
           "on this tiny U-Net")
-    ok = moff / mp <= 1.10 and measured <= 20 * 2**20
+    ok &= measured <= 20 * 2**20
     return 0 if ok else 1
+
+
+PROMPT = "a photo of an astronaut riding a horse on the moon"
+
+
+def _overhead(kind: str, args: argparse.Namespace) -> tuple[float, float, object]:
+    """(CPU-time ratio capture off, capture on, the pipeline) of ReverseChain.run() over pipe()."""
+    from diffkit.reverse.recorder import FAMILIES
+
+    pipe = tiny_random_pipeline(kind)
+    pipe.set_progress_bar_config(disable=True)
+    family = next(f for f in FAMILIES if f.name == kind)
+    scheduler = args.scheduler or ("flow_euler" if family.flow else "ddim")
+    pipe.scheduler = getattr(__import__("diffusers"), family.schedulers[scheduler]).from_config(pipe.scheduler.config)
+    common = dict(guidance_scale=args.guidance)
+
+    def plain():
+        pipe(PROMPT, num_inference_steps=args.steps, height=args.size, width=args.size,
+             generator=torch.Generator().manual_seed(0), output_type="np", **common)
+
+    def chain(capture: bool):
+        ReverseChain(pipe, PROMPT, steps=args.steps, height=args.size, width=args.size, seed=0,
+                     capture_attention=capture, **common).run()
+
+    plain(), chain(False), chain(True)  # warm up
+    t_plain, t_off, t_on = [], [], []
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit all three alike
+        t_plain.append(_time(plain))
+        t_off.append(_time(lambda: chain(False)))
+        t_on.append(_time(lambda: chain(True)))
+    med = {k: [statistics.median(t[j] for t in ts) for j in (0, 1)]
+           for k, ts in (("plain", t_plain), ("off", t_off), ("on", t_on))}
+    (cp, wp), (coff, woff), (con, won) = med["plain"], med["off"], med["on"]
+    print(f"pipeline: tiny random {kind}, {args.size}x{args.size} px, {args.steps} steps, "
+          f"{scheduler}, guidance {args.guidance}, {args.threads} thread(s), median of {args.repeats}")
+    print("                                   CPU time   ratio |  wall time   ratio")
+    print(f"  pipe()                          {cp * 1e3:8.1f} ms  1.000 | {wp * 1e3:8.1f} ms  1.000")
+    print(f"  ReverseChain.run(), capture off {coff * 1e3:8.1f} ms  {coff / cp:.3f} | {woff * 1e3:8.1f} ms  "
+          f"{woff / wp:.3f}   (target <= 1.05)")
+    print(f"  ReverseChain.run(), capture on  {con * 1e3:8.1f} ms  {con / cp:.3f} | {won * 1e3:8.1f} ms  "
+          f"{won / wp:.3f}   (target <= 1.10)")
+    return coff / cp, con / cp, pipe
 
 
 if __name__ == "__main__":

@@ -167,3 +167,17 @@ def test_no_private_diffusers_api_in_reverse():
     found = {p.name: private.findall(p.read_text()) for p in src.glob("*.py")}
     assert {k: v for k, v in found.items() if v} == {}
     assert "_get_add_time_ids" not in "".join(p.read_text() for p in src.glob("*.py"))
+
+
+def test_diffusers_version_is_the_one_under_test():
+    """``make test-compat`` sets DIFFKIT_EXPECT_DIFFUSERS: the run must really import that version."""
+    import os
+
+    import diffusers
+
+    want = os.environ.get("DIFFKIT_EXPECT_DIFFUSERS")
+    if want is not None:
+        assert diffusers.__version__ == want
+    lowest = re.search(r'"diffusers>=([\d.]+)"', (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert lowest is not None
+    assert tuple(map(int, diffusers.__version__.split(".")[:2])) >= tuple(map(int, lowest.group(1).split(".")[:2]))
