@@ -30,7 +30,7 @@ import json
 import re
 import string
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -78,26 +78,38 @@ class SpecError(DiffkitError, ValueError):
         super().__init__(f"{source}: {key}: {problem}; fix: {fix}")
 
 
-@dataclass(frozen=True)
+# The schema, once: these dataclasses. Each field is a TOML key of its table, with its default
+# here and nowhere else (parse_spec reads defaults through _default); fields marked _DERIVED are
+# filled by diffkit (from the reference table, the file name) and are not TOML keys.
+_DERIVED = {"toml": False}
+
+
+@dataclass(frozen=True, kw_only=True)
 class PromptSpec:
+    """``[prompts]``: format-string templates and the attribute lists that fill them."""
+
     templates: tuple[str, ...]
     attributes: dict[str, tuple[str, ...]]
-    reference: dict[str, float] = field(default_factory=dict)
-    reference_titles: dict[str, str] = field(default_factory=dict)
-    reference_source: str = ""
+    reference: dict[str, float] = field(default_factory=dict)  # TOML: a CSV path; here its women_share column
+    reference_titles: dict[str, str] = field(default_factory=dict, metadata=_DERIVED)
+    reference_source: str = field(default="", metadata=_DERIVED)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ControlSpec:
+    """``[controls]``: prompts that state the gender, to measure the classifier."""
+
     templates: tuple[str, ...] = ()
     gender_words: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"female": ("woman",), "male": ("man",)}
     )
-    images_per_prompt: int = 4
+    images_per_prompt: int = 4  # in a TOML spec: half of audit.images_per_prompt unless given
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PipelineSpec:
+    """``[pipeline]``: the text-to-image model and how it is called."""
+
     model: str = "tiny"
     revision: str | None = None
     scheduler: str | None = None
@@ -109,8 +121,10 @@ class PipelineSpec:
     negative_prompt: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClassifierSpec:
+    """``[classifier]``: the zero-shot CLIP judge."""
+
     model: str = "tiny"
     pretrained: str | None = None
     templates: tuple[str, ...] = ("a photo of a {}.",)
@@ -127,28 +141,36 @@ class ClassifierSpec:
     batch_size: int = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReportSpec:
+    """``[report]``: bootstrap and display settings of the report."""
+
     n_boot: int = 1000
     ci: float = 0.95
     random_state: int = 0
     thumbnails_per_prompt: int = 8
 
 
-@dataclass(frozen=True)
-class AuditSpec:
-    """Everything that fixes an audit run. Build with :func:`load_spec` or :func:`parse_spec`."""
+_TABLE = {"table": True}
 
-    name: str
-    seed: int
-    images_per_prompt: int
-    batch_size: int
-    prompts: PromptSpec
-    controls: ControlSpec
-    pipeline: PipelineSpec
-    classifier: ClassifierSpec
-    report: ReportSpec
-    source: str = "<spec>"
+
+@dataclass(frozen=True, kw_only=True)
+class AuditSpec:
+    """Everything that fixes an audit run. Build with :func:`load_spec` or :func:`parse_spec`.
+
+    The scalar fields are the ``[audit]`` table; the others are one table each.
+    """
+
+    name: str = "audit"
+    seed: int = 0
+    images_per_prompt: int = 8
+    batch_size: int = 8
+    prompts: PromptSpec = field(metadata=_TABLE)
+    controls: ControlSpec = field(default_factory=ControlSpec, metadata=_TABLE)
+    pipeline: PipelineSpec = field(metadata=_TABLE)
+    classifier: ClassifierSpec = field(default_factory=ClassifierSpec, metadata=_TABLE)
+    report: ReportSpec = field(default_factory=ReportSpec, metadata=_TABLE)
+    source: str = field(default="<spec>", metadata=_DERIVED)
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,16 +230,28 @@ def load_spec(path: str | Path = "tiny_default", *, model: str | None = None) ->
 
 
 # --------------------------------------------------------------------------- parsing
-_KNOWN = {
-    "audit": {"name", "description", "seed", "images_per_prompt", "batch_size"},
-    "prompts": {"templates", "attributes", "occupations", "reference"},
-    "controls": {"templates", "gender_words", "images_per_prompt"},
-    "pipeline": {"model", "revision", "scheduler", "steps", "guidance", "height", "width", "dtype",
-                 "negative_prompt"},
-    "classifier": {"model", "pretrained", "templates", "labels", "person_threshold", "abstain_below",
-                   "batch_size"},
-    "report": {"n_boot", "ci", "random_state", "thumbnails_per_prompt"},
-}
+_TABLES = {"prompts": PromptSpec, "controls": ControlSpec, "pipeline": PipelineSpec,
+           "classifier": ClassifierSpec, "report": ReportSpec}
+
+
+def _toml_keys(cls) -> set[str]:
+    return {f.name for f in fields(cls) if f.metadata.get("toml", True) and not f.metadata.get("table")}
+
+
+# The keys each TOML table accepts, read off the dataclasses ("occupations" is the old spelling
+# of attributes.occupation).
+_KNOWN = {"audit": _toml_keys(AuditSpec), **{k: _toml_keys(c) for k, c in _TABLES.items()}}
+_KNOWN["prompts"] |= {"occupations"}
+
+
+def _default(cls, name: str) -> Any:
+    """The default of field *name* of dataclass *cls* (the one place defaults are written)."""
+    f = next(f for f in fields(cls) if f.name == name)
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
 
 
 class _Reader:
@@ -336,15 +370,15 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
 
     a = r.table("audit")
     default_name = _NAME_JUNK.sub("-", Path(source).stem).strip("-.") if source != "<spec>" else ""
-    name = r.get(a, "audit", "name", str, default_name or "audit")
+    name = r.get(a, "audit", "name", str, default_name or _default(AuditSpec, "name"))
     if not _NAME_OK.fullmatch(name) or name in (".", ".."):
         slug = _NAME_JUNK.sub("-", name).strip("-.") or "my_audit"
         raise r.err("audit.name", f"{name!r} is not a plain folder name (it names the run folder out/audit/<name>)",
                     f"use letters, digits, '.', '_' and '-' only, at most 100, e.g. name = {slug[:100]!r}")
-    seed = r.get(a, "audit", "seed", int, 0, lo=0, hi=2**63 - 1)
-    n_img = r.get(a, "audit", "images_per_prompt", int, 8, lo=1)
-    batch = r.get(a, "audit", "batch_size", int, 8, lo=1)
-    desc = r.get(a, "audit", "description", str, "")
+    seed = r.get(a, "audit", "seed", int, _default(AuditSpec, "seed"), lo=0, hi=2**63 - 1)
+    n_img = r.get(a, "audit", "images_per_prompt", int, _default(AuditSpec, "images_per_prompt"), lo=1)
+    batch = r.get(a, "audit", "batch_size", int, _default(AuditSpec, "batch_size"), lo=1)
+    desc = r.get(a, "audit", "description", str, _default(AuditSpec, "description"))
 
     # prompts
     p = r.table("prompts", required=True)
@@ -376,12 +410,13 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
         # an occupation the reference lacks is audited and reported without a reference (p_ref NaN)
         ref_values = {o: ref_values[o] for o in attributes["occupation"] if o in ref_values}
         ref_titles = {o: ref_titles[o] for o in attributes["occupation"] if o in ref_titles}
-    prompts = PromptSpec(templates, attributes, ref_values, ref_titles, ref_source)
+    prompts = PromptSpec(templates=templates, attributes=attributes, reference=ref_values,
+                         reference_titles=ref_titles, reference_source=ref_source)
 
     # controls
     c = r.table("controls")
     c_templates = r.strings(c, "controls", "templates", (), nonempty=False) or ()
-    gw_raw = c.get("gender_words", {"female": ["woman"], "male": ["man"]})
+    gw_raw = c.get("gender_words", _default(ControlSpec, "gender_words"))
     if not isinstance(gw_raw, dict) or set(gw_raw) != set(GENDER_CLASSES):
         raise r.err("controls.gender_words", f"expected keys female and male, got {gw_raw!r}",
                     'write [controls.gender_words] female = ["woman"] male = ["man"]')
@@ -391,20 +426,20 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
         if "gender" not in template_fields(t) and "a_gender" not in template_fields(t):
             raise r.err(f"controls.templates[{i}]", f"{t!r} does not state the gender",
                         "control prompts must contain {gender} (e.g. 'a photo of a {gender} {occupation}')")
-    controls = ControlSpec(c_templates, gender_words,
-                           r.get(c, "controls", "images_per_prompt", int, max(1, n_img // 2), lo=1))
+    controls = ControlSpec(templates=c_templates, gender_words=gender_words,
+                           images_per_prompt=r.get(c, "controls", "images_per_prompt", int, max(1, n_img // 2), lo=1))
 
     # pipeline
     pp = r.table("pipeline", required=True)
-    size_h = r.get(pp, "pipeline", "height", int, None, lo=8)
-    size_w = r.get(pp, "pipeline", "width", int, None, lo=8)
+    size_h = r.get(pp, "pipeline", "height", int, _default(PipelineSpec, "height"), lo=8)
+    size_w = r.get(pp, "pipeline", "width", int, _default(PipelineSpec, "width"), lo=8)
     for key, v in (("height", size_h), ("width", size_w)):
         if v is not None and v % 8:
             raise r.err(f"pipeline.{key}", f"{v} is not a multiple of 8", f"use {v - v % 8 or 8} or {v - v % 8 + 8}")
-    dtype = r.get(pp, "pipeline", "dtype", str, None)
+    dtype = r.get(pp, "pipeline", "dtype", str, _default(PipelineSpec, "dtype"))
     if dtype not in (None, "float32", "float16", "bfloat16"):
         raise r.err("pipeline.dtype", f"unknown dtype {dtype!r}", "use float32, float16 or bfloat16")
-    sched = r.get(pp, "pipeline", "scheduler", str, None) or None
+    sched = r.get(pp, "pipeline", "scheduler", str, _default(PipelineSpec, "scheduler")) or None
     if sched is not None:
         from ..pipeline import SCHEDULERS
 
@@ -412,14 +447,14 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
             raise r.err("pipeline.scheduler", f"unknown scheduler {sched!r}", f"use one of {sorted(SCHEDULERS)}")
     pipeline = PipelineSpec(
         model=r.get(pp, "pipeline", "model", str, required=True),
-        revision=r.get(pp, "pipeline", "revision", str, None) or None,
+        revision=r.get(pp, "pipeline", "revision", str, _default(PipelineSpec, "revision")) or None,
         scheduler=sched,
-        steps=r.get(pp, "pipeline", "steps", int, 25, lo=1),
-        guidance=r.get(pp, "pipeline", "guidance", float, 7.5, lo=0.0),
+        steps=r.get(pp, "pipeline", "steps", int, _default(PipelineSpec, "steps"), lo=1),
+        guidance=r.get(pp, "pipeline", "guidance", float, _default(PipelineSpec, "guidance"), lo=0.0),
         height=size_h,
         width=size_w,
         dtype=dtype,
-        negative_prompt=r.get(pp, "pipeline", "negative_prompt", str, None) or None,
+        negative_prompt=r.get(pp, "pipeline", "negative_prompt", str, _default(PipelineSpec, "negative_prompt")) or None,
     )
 
     # classifier
@@ -443,7 +478,7 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
             raise r.err(f"classifier.templates[{i}]", f"{t!r} must hold exactly one {{}}",
                         "write label templates open_clip-style, e.g. 'a photo of a {}.'")
     cmodel = r.get(cl, "classifier", "model", str, default.model)
-    pretrained = r.get(cl, "classifier", "pretrained", str, None) or None
+    pretrained = r.get(cl, "classifier", "pretrained", str, default.pretrained) or None
     if cmodel != "tiny" and ":" not in cmodel and pretrained is None:
         raise r.err("classifier.pretrained", f"missing for open_clip model {cmodel!r}",
                     "name the weights, e.g. pretrained = 'laion2b_s34b_b79k' (see open_clip.list_pretrained()), "
@@ -460,35 +495,52 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
 
     rp = r.table("report")
     report = ReportSpec(
-        n_boot=r.get(rp, "report", "n_boot", int, 1000, lo=0),
-        ci=r.get(rp, "report", "ci", float, 0.95, lo=0.5, hi=0.999),
-        random_state=r.get(rp, "report", "random_state", int, 0, lo=0),
-        thumbnails_per_prompt=r.get(rp, "report", "thumbnails_per_prompt", int, 8, lo=0),
+        n_boot=r.get(rp, "report", "n_boot", int, _default(ReportSpec, "n_boot"), lo=0),
+        ci=r.get(rp, "report", "ci", float, _default(ReportSpec, "ci"), lo=0.5, hi=0.999),
+        random_state=r.get(rp, "report", "random_state", int, _default(ReportSpec, "random_state"), lo=0),
+        thumbnails_per_prompt=r.get(rp, "report", "thumbnails_per_prompt", int, _default(ReportSpec, "thumbnails_per_prompt"),
+                                    lo=0),
     )
-    return AuditSpec(name, seed, n_img, batch, prompts, controls, pipeline, classifier, report, source, desc)
+    return AuditSpec(name=name, seed=seed, images_per_prompt=n_img, batch_size=batch, prompts=prompts,
+                     controls=controls, pipeline=pipeline, classifier=classifier, report=report, source=source,
+                     description=desc)
+
+
+def _thaw(value: Any) -> Any:
+    """JSON lists back to the tuples the dataclasses hold (also inside dicts)."""
+    if isinstance(value, list):
+        return tuple(_thaw(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
+
+
+def _from_dict(cls, d: Any, key: str, source: str) -> Any:
+    if not isinstance(d, dict):
+        raise SpecError(source, key, f"expected a table, got {type(d).__name__}", _STORED_FIX)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name == "source" or f.name not in d:
+            continue
+        sub = _TABLES.get(f.name) if cls is AuditSpec else None
+        kwargs[f.name] = _from_dict(sub, d[f.name], f.name, source) if sub else _thaw(d[f.name])
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise SpecError(source, f"{key}.{unknown[0]}" if key else unknown[0], "unknown key", _STORED_FIX)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise SpecError(source, key or "(spec)", f"incomplete ({e})", _STORED_FIX) from None
+
+
+_STORED_FIX = "the stored spec was edited or written by another diffkit; rerun the audit into a new folder"
 
 
 def spec_from_dict(d: dict[str, Any], *, source: str = "<run>") -> AuditSpec:
-    """Rebuild an :class:`AuditSpec` from :meth:`AuditSpec.to_dict` (as stored in a run folder)."""
+    """Rebuild an :class:`AuditSpec` from :meth:`AuditSpec.to_dict` (as stored in a run folder).
 
-    def tup(x):
-        return tuple(x) if isinstance(x, list) else x
-
-    def dmap(x):
-        return {k: tup(v) for k, v in x.items()}
-
-    p, c, cl = d["prompts"], d["controls"], d["classifier"]
-    return AuditSpec(
-        name=d["name"],
-        seed=d["seed"],
-        images_per_prompt=d["images_per_prompt"],
-        batch_size=d["batch_size"],
-        prompts=PromptSpec(tup(p["templates"]), dmap(p["attributes"]), dict(p["reference"]),
-                           dict(p["reference_titles"]), p["reference_source"]),
-        controls=ControlSpec(tup(c["templates"]), dmap(c["gender_words"]), c["images_per_prompt"]),
-        pipeline=PipelineSpec(**d["pipeline"]),
-        classifier=ClassifierSpec(**{**cl, "templates": tup(cl["templates"]), "labels": dmap(cl["labels"])}),
-        report=ReportSpec(**d["report"]),
-        source=source,
-        description=d.get("description", ""),
-    )
+    Read through the same dataclasses as :func:`parse_spec`; a dict that does not fit them
+    raises :class:`SpecError`.
+    """
+    spec = _from_dict(AuditSpec, d, "", source)
+    return AuditSpec(**{**spec.__dict__, "source": source})
