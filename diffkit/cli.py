@@ -86,8 +86,11 @@ def describe_error(error: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return its exit status (0 ok, 2 a failure, 130 interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # importing torch can take a while: Ctrl-C here too
+    except KeyboardInterrupt:
+        print("\ndiffkit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     debug = bool(getattr(args, "debug", False)) or os.environ.get("DIFFKIT_DEBUG", "") not in ("", "0")
     name = " ".join(x for x in (args.command, getattr(args, "audit_command", None)) if x)
     try:
