@@ -127,8 +127,9 @@ def to_pil(x: torch.Tensor) -> Any:
 
     if x.ndim != 3 or x.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) tensor, got {tuple(x.shape)}")
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).numpy(), mode="RGB")
+    from .images import to_uint8
+
+    return Image.fromarray(to_uint8(x, value_range=(-1.0, 1.0)), mode="RGB")
 
 
 def _coef(values: np.ndarray, t: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -449,7 +450,8 @@ def forward_latents(
 ) -> dict[str, Any]:
     """Noise an image in a Stable Diffusion pipeline's latent space with its own scheduler.
 
-    VAE-encode the image (the latent mean times ``vae.config.scaling_factor``), add noise with
+    VAE-encode the image (:func:`diffkit.images.encode_image`: the latent mean, scaled as the
+    pipeline scales it), add noise with
     ``pipe.scheduler.add_noise`` at each timestep (one ε for all, as :func:`q_sample_all`),
     then (optionally) VAE-decode each noisy latent to see it. Returns a dict with
     ``latents0 (C, h, w)``, ``noisy (n, C, h, w)``, ``timesteps`` and ``images`` (``(n, 3, H, W)``
@@ -460,7 +462,9 @@ def forward_latents(
     x = x[None] if x.ndim == 3 else x
     if x.shape[0] != 1:
         raise ValueError("forward_latents takes one image")
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    from .images import decode_raw, encode_image, vae_factor
+
+    factor = vae_factor(vae)
     if x.shape[-1] % factor or x.shape[-2] % factor:
         raise ValueError(
             f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {factor}; resize or crop it"
@@ -470,13 +474,11 @@ def forward_latents(
         raise ValueError("timesteps must be a list of timesteps")
     device, dtype = vae.device, vae.dtype
     with torch.no_grad():
-        lat0 = vae.encode(x.to(device, dtype)).latent_dist.mean * vae.config.scaling_factor
+        lat0 = encode_image(vae, x)
         noise = torch.randn(lat0.shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
         tt = torch.as_tensor(ts, device=device)
         noisy = sched.add_noise(lat0.expand(len(ts), -1, -1, -1), noise.expand(len(ts), -1, -1, -1), tt)
         images = None
         if decode:
-            images = torch.cat(
-                [vae.decode(n[None] / vae.config.scaling_factor).sample for n in noisy]
-            ).float().clamp(-1, 1).cpu()
+            images = torch.cat([decode_raw(vae, n[None]) for n in noisy]).float().clamp(-1, 1).cpu()
     return {"latents0": lat0[0].float().cpu(), "noisy": noisy.float().cpu(), "timesteps": ts, "images": images}

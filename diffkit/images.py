@@ -1,4 +1,14 @@
-"""Images in, images out: what diffkit accepts as a picture, and how it reads it.
+"""Images, pixels and latents: the one place diffkit converts between them.
+
+- :func:`to_uint8`: a picture in a stated value range ([0, 1] by default, or [−1, 1]) as ``uint8`` HWC.
+- :func:`vae_factor`, :func:`to_latents`, :func:`from_latents`: the VAE's downsampling factor, and
+  the map between the VAE's own latents and the space the denoiser works in, exactly as the
+  pipelines do it (SD: × ``scaling_factor``; SDXL with ``latents_mean``/``latents_std``: standardised
+  then scaled; SD 3: ``(z − shift_factor) × scaling_factor``).
+- :func:`encode_image` (pixels → denoiser latents) and :func:`decode_latents` (denoiser latents →
+  pixels, through the pipeline's ``VaeImageProcessor.postprocess``), with the pipelines' float16
+  ``force_upcast``; :func:`decode_raw` gives the VAE's raw output.
+- :func:`prepare_init_image`: what is accepted as an img2img picture, and how it is read.
 
 :func:`prepare_init_image` turns anything a user may hold (a PIL image of any mode, a ``uint8``,
 ``uint16`` or float array, a tensor) into what a pipeline's ``VaeImageProcessor.preprocess``
@@ -28,9 +38,159 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["prepare_init_image"]
+__all__ = [
+    "decode_latents",
+    "decode_raw",
+    "encode_image",
+    "from_latents",
+    "prepare_init_image",
+    "to_latents",
+    "to_uint8",
+    "vae_factor",
+]
 
 _WHITE = (255, 255, 255)
+
+
+def to_uint8(image: Any, *, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """A picture as ``uint8`` HWC: ``(3, H, W)`` / ``(H, W, 3)`` / batches of either, values in *value_range*.
+
+    Values are clipped to the range and mapped to 0–255 (rounded half up). A ``uint8`` array is
+    returned as it is; one grey channel is repeated to three.
+    """
+    import torch
+
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        return image
+    a = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(1, 2, 0)
+    elif a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(0, 2, 3, 1)
+    lo, hi = value_range
+    if not hi > lo:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
+    a = (np.clip(a, lo, hi) - lo) / (hi - lo)
+    out = (a * 255 + 0.5).astype(np.uint8)
+    return np.repeat(out, 3, axis=-1) if out.ndim >= 3 and out.shape[-1] == 1 else out
+
+
+def _vae(pipe_or_vae: Any) -> Any:
+    vae = getattr(pipe_or_vae, "vae", pipe_or_vae)
+    if not hasattr(vae, "decode") or not hasattr(vae, "config"):
+        raise ValueError(f"{type(pipe_or_vae).__name__} has no VAE; pass a diffusers pipeline or AutoencoderKL")
+    return vae
+
+
+def vae_factor(pipe_or_vae: Any) -> int:
+    """How many pixels per latent pixel, per side: 8 for SD's VAE, 2 for the tiny test VAEs."""
+    return 2 ** (len(_vae(pipe_or_vae).config.block_out_channels) - 1)
+
+
+def _mean_std(cfg: Any, z: Any) -> tuple[Any, Any] | None:
+    import torch
+
+    lm, ls = cfg.get("latents_mean"), cfg.get("latents_std")
+    if lm is None or ls is None:
+        return None
+    c = z.shape[1]
+    return (torch.tensor(lm).view(1, c, 1, 1).to(z.device, z.dtype), torch.tensor(ls).view(1, c, 1, 1).to(z.device, z.dtype))
+
+
+def to_latents(pipe_or_vae: Any, z: Any) -> Any:
+    """The VAE's latents ``(B, C, h, w)`` → the denoiser's latent space (see the module doc)."""
+    cfg = _vae(pipe_or_vae).config
+    ms = _mean_std(cfg, z)
+    if ms is not None:
+        return (z - ms[0]) * cfg.scaling_factor / ms[1]
+    if cfg.get("shift_factor") is not None:
+        return (z - cfg.shift_factor) * cfg.scaling_factor
+    return z * cfg.scaling_factor
+
+
+def from_latents(pipe_or_vae: Any, z: Any) -> Any:
+    """The denoiser's latents → the VAE's own latent space; the inverse of :func:`to_latents`, written as the pipelines write it."""
+    cfg = _vae(pipe_or_vae).config
+    ms = _mean_std(cfg, z)
+    if ms is not None:
+        return z * ms[1] / cfg.scaling_factor + ms[0]
+    if cfg.get("shift_factor") is not None:
+        return z / cfg.scaling_factor + cfg.shift_factor
+    return z / cfg.scaling_factor
+
+
+def _upcast(pipe_or_vae: Any) -> bool:
+    """Whether the pipeline runs this float16 VAE in float32 (SDXL's ``force_upcast``)."""
+    import torch
+
+    vae = _vae(pipe_or_vae)
+    return vae.dtype == torch.float16 and bool(vae.config.get("force_upcast", False))
+
+
+def encode_image(pipe_or_vae: Any, x: Any) -> Any:
+    """Pixels ``(B, 3, H, W)`` in [−1, 1] → denoiser latents ``(B, C, H/f, W/f)`` (the posterior mean)."""
+    import torch
+
+    vae = _vae(pipe_or_vae)
+    f = vae_factor(vae)
+    if x.shape[-1] % f or x.shape[-2] % f:
+        raise ValueError(f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {f}; resize or crop it")
+    param = next(vae.parameters())
+    with torch.no_grad():
+        mean = vae.encode(x.to(param.device, param.dtype)).latent_dist.mean
+    return to_latents(vae, mean)
+
+
+def decode_raw(pipe_or_vae: Any, z: Any, *, generator: Any = None) -> Any:
+    """Denoiser latents ``(B, C, h, w)`` → the VAE's raw output ``(B, 3, H, W)`` (≈ [−1, 1], unclamped).
+
+    The pipelines' own steps: :func:`from_latents`, then ``vae.decode`` (*generator* passed where
+    given, as SD passes its own). A float16 VAE whose config says ``force_upcast`` runs in float32,
+    as SDXL's pipeline does (for SD's float16 VAE too, where it only avoids overflow).
+    """
+    import torch
+
+    vae = _vae(pipe_or_vae)
+    param = next(vae.post_quant_conv.parameters()) if getattr(vae, "post_quant_conv", None) is not None else next(vae.parameters())
+    upcast = _upcast(vae)
+    try:
+        if upcast:
+            vae.to(dtype=torch.float32)
+        z = z.to(param.device, torch.float32 if upcast else param.dtype)
+        with torch.no_grad():
+            z = from_latents(vae, z)
+            if generator is None:
+                return vae.decode(z, return_dict=False)[0]
+            return vae.decode(z, return_dict=False, generator=generator)[0]
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)
+
+
+def decode_latents(pipe: Any, latents: Any, *, batch_size: int = 4, generator: Any = None) -> np.ndarray:
+    """Decode denoiser latents exactly as the pipeline decodes its output: ``(B, H, W, 3)`` float32 in [0, 1].
+
+    :func:`decode_raw`, then ``pipe.image_processor.postprocess`` (the pipeline's
+    ``VaeImageProcessor``). ``(C, h, w)`` gives one ``(H, W, 3)`` image. The safety checker and
+    watermark are not applied (a :class:`~diffkit.reverse.ReverseChain`'s final image is the
+    pipeline's own, with them).
+    """
+    import torch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    x = torch.as_tensor(latents)
+    single = x.ndim == 3
+    if single:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"latents must be (C, h, w) or (B, C, h, w), got shape {tuple(x.shape)}")
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+        img = decode_raw(pipe, x[start : start + batch_size], generator=generator)
+        out.append(pipe.image_processor.postprocess(img, output_type="np"))
+    images = np.concatenate(out).astype(np.float32, copy=False)
+    return images[0] if single else images
 
 
 def _pil_rgb(img: Any) -> Any:

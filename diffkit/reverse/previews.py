@@ -27,6 +27,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..images import _vae, decode_latents, to_latents, to_uint8, vae_factor
+
 __all__ = [
     "PUBLISHED_LATENT_RGB",
     "LatentRGB",
@@ -120,13 +122,6 @@ PUBLISHED_LATENT_RGB: dict[str, LatentRGB] = {
 _FIT_CACHE: weakref.WeakKeyDictionary[Any, LatentRGB] = weakref.WeakKeyDictionary()
 
 
-def _vae_of(pipe_or_vae: Any) -> Any:
-    vae = getattr(pipe_or_vae, "vae", pipe_or_vae)
-    if not hasattr(vae, "decode") or not hasattr(vae, "config"):
-        raise ValueError(f"{type(pipe_or_vae).__name__} has no VAE; pass a diffusers pipeline or AutoencoderKL")
-    return vae
-
-
 def _published_key(vae: Any) -> str | None:
     """``"sd"`` or ``"sdxl"`` when *vae* has the architecture and scaling of those VAEs."""
     cfg = vae.config
@@ -138,18 +133,6 @@ def _published_key(vae: Any) -> str | None:
     if abs(sf - 0.13025) < 1e-6:
         return "sdxl"
     return None
-
-
-def _to_model_latents(vae: Any, mean: torch.Tensor) -> torch.Tensor:
-    """Encoder latents → the U-Net's latent space (scaling factor, SDXL-style mean/std if set)."""
-    cfg = vae.config
-    lm, ls = cfg.get("latents_mean"), cfg.get("latents_std")
-    if lm is not None and ls is not None:
-        c = mean.shape[1]
-        lm = torch.tensor(lm, dtype=mean.dtype, device=mean.device).view(1, c, 1, 1)
-        ls = torch.tensor(ls, dtype=mean.dtype, device=mean.device).view(1, c, 1, 1)
-        return (mean - lm) * cfg.scaling_factor / ls
-    return mean * cfg.scaling_factor
 
 
 def fit_latent_rgb(
@@ -174,11 +157,11 @@ def fit_latent_rgb(
     """
     from ..forward import to_model_range
 
-    vae = _vae_of(pipe_or_vae)
+    vae = _vae(pipe_or_vae)
     default_images = images is None
     if default_images and not refit and vae in _FIT_CACHE:
         return _FIT_CACHE[vae]
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = vae_factor(vae)
     if images is None:
         from ..samples import SAMPLE_NAMES, sample_image
 
@@ -194,7 +177,7 @@ def fit_latent_rgb(
     param = next(vae.parameters())
     with torch.no_grad():
         mean = vae.encode(x.to(param.device, param.dtype)).latent_dist.mean
-        lat = _to_model_latents(vae, mean).double().cpu()  # (B, C, h, w)
+        lat = to_latents(vae, mean).double().cpu()  # (B, C, h, w)
     target = torch.nn.functional.avg_pool2d(x.double(), factor)  # (B, 3, h, w)
     a = lat.permute(0, 2, 3, 1).reshape(-1, lat.shape[1])
     a = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype)], dim=1)
@@ -223,7 +206,7 @@ def latent_rgb(
     """
     if method in PUBLISHED_LATENT_RGB:
         return PUBLISHED_LATENT_RGB[method]
-    vae = _vae_of(pipe_or_vae)
+    vae = _vae(pipe_or_vae)
     key = _published_key(vae)
     if method == "auto":
         return PUBLISHED_LATENT_RGB[key] if key else fit_latent_rgb(vae)
@@ -319,92 +302,3 @@ def channel_grid(latents: torch.Tensor | np.ndarray, *, pad: int = 1, **kwargs: 
     for i in range(c):
         grid[:, i * (w + pad) : i * (w + pad) + w] = ch[i]
     return (grid.numpy() * 255 + 0.5).astype(np.uint8)
-
-
-def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A ``[0, 1]`` image, ``(3, H, W)`` / ``(H, W, 3)`` / batches of either, as ``uint8`` HWC."""
-    a = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
-    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
-        a = a.transpose(1, 2, 0)
-    elif a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3):
-        a = a.transpose(0, 2, 3, 1)
-    return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def _is_sdxl(pipe: Any) -> bool:
-    """SDXL (not SD 3, which also has a second text encoder but a transformer)."""
-    return (hasattr(pipe, "text_encoder_2") or hasattr(pipe, "tokenizer_2")) and not hasattr(pipe, "transformer")
-
-
-def decode_latents(
-    pipe: Any,
-    latents: torch.Tensor,
-    *,
-    batch_size: int = 4,
-    generator: torch.Generator | None = None,
-) -> np.ndarray:
-    """Decode latents with the pipeline's VAE exactly as the pipeline decodes its output.
-
-    The same steps as ``pipe(...)`` after its loop: divide by ``scaling_factor`` (SDXL: undo
-    ``latents_mean``/``latents_std`` when the VAE config has them, and run a float16 VAE with
-    ``force_upcast`` in float32), ``vae.decode``, then ``pipe.image_processor.postprocess``.
-    The safety checker and watermark are not applied (:class:`ReverseChain` applies them to
-    the final image, as the pipeline does).
-
-    Parameters
-    ----------
-    pipe
-        A Stable Diffusion (XL) pipeline.
-    latents
-        ``(C, h, w)`` or ``(B, C, h, w)`` in the U-Net's latent space (any float dtype/device).
-    batch_size
-        Latents decoded per VAE call.
-    generator
-        Passed to ``vae.decode`` as the SD pipeline does (ignored by ``AutoencoderKL``).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(B, H, W, 3)`` (or ``(H, W, 3)`` for one latent) float32 in ``[0, 1]``.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    x, single = _as_batch(latents)
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        img = _vae_decode(pipe, x[start : start + batch_size], generator=generator)
-        out.append(pipe.image_processor.postprocess(img, output_type="np"))
-    images = np.concatenate(out).astype(np.float32, copy=False)
-    return images[0] if single else images
-
-
-def _vae_decode(pipe: Any, z: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(B, C, h, w)`` U-Net latents → the VAE's raw output ``(B, 3, H, W)`` (≈ [-1, 1], unclamped),
-    with the pipeline's own steps: SD divides by ``scaling_factor`` and passes *generator*;
-    SDXL also undoes ``latents_mean``/``latents_std`` and runs a float16 ``force_upcast`` VAE in float32."""
-    vae = pipe.vae
-    cfg = vae.config
-    param = next(vae.post_quant_conv.parameters()) if hasattr(vae, "post_quant_conv") else next(vae.parameters())
-    sdxl = _is_sdxl(pipe)
-    needs_upcasting = sdxl and vae.dtype == torch.float16 and bool(cfg.get("force_upcast", False))
-    lm, ls = cfg.get("latents_mean"), cfg.get("latents_std")
-    try:
-        if needs_upcasting:
-            vae.to(dtype=torch.float32)
-        z = z.to(param.device, torch.float32 if needs_upcasting else param.dtype)
-        with torch.no_grad():
-            if sdxl and lm is not None and ls is not None:
-                c = z.shape[1]
-                mean = torch.tensor(lm).view(1, c, 1, 1).to(z.device, z.dtype)
-                std = torch.tensor(ls).view(1, c, 1, 1).to(z.device, z.dtype)
-                z = z * std / cfg.scaling_factor + mean
-            elif cfg.get("shift_factor") is not None:  # SD 3: x = z / scaling_factor + shift_factor
-                z = z / cfg.scaling_factor + cfg.shift_factor
-            else:
-                z = z / cfg.scaling_factor
-            if sdxl:
-                return vae.decode(z, return_dict=False)[0]
-            return vae.decode(z, return_dict=False, generator=generator)[0]
-    finally:
-        if needs_upcasting:
-            vae.to(dtype=torch.float16)

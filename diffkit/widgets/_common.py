@@ -20,20 +20,17 @@ from ipywidgets.widgets.widget import _instances
 from ipywidgets.widgets.widget_link import Link
 from PIL import Image, ImageDraw
 
+from ..images import to_uint8 as _to_uint8
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["ErrorPanel", "Explorer", "encode_image", "guarded", "histogram_image", "to_uint8"]
 
 
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A ``(3, H, W)`` tensor in [−1, 1] (or an ``(H, W, 3)`` uint8 array) as ``(H, W, 3)`` uint8."""
-    if isinstance(x, np.ndarray) and x.dtype == np.uint8:
-        return x
-    t = torch.as_tensor(x).detach().float().cpu()
-    if t.ndim == 3 and t.shape[0] in (1, 3):
-        t = t.permute(1, 2, 0)
-    arr = ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr
+    """A ``(3, H, W)`` tensor in [−1, 1] (or an ``(H, W, 3)`` uint8 array) as ``(H, W, 3)`` uint8
+    (:func:`diffkit.images.to_uint8` on the model's range)."""
+    return _to_uint8(x, value_range=(-1.0, 1.0))
 
 
 def encode_image(arr: np.ndarray, fmt: str = "jpeg", *, scale: int = 1) -> bytes:

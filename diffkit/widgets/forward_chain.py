@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ..forward import q_sample, q_step, to_model_range
+from ..images import decode_raw, vae_factor
 from ..samples import SAMPLE_NAMES, sample_image
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, from_diffusers, get_schedule
 from ._checks import check_choice, check_int, check_seed
@@ -120,7 +121,8 @@ class ForwardChainExplorer(Explorer):
         if self.space.value == "latents":
             from ..forward import forward_latents
 
-            side = 8 * (self.image_size // 8)
+            f = vae_factor(self.pipe)
+            side = f * (self.image_size // f)
             img = ((self.x0_pixels[:, :side, :side] + 1) / 2)
             self.x0 = forward_latents(self.pipe, img, [0], decode=False)["latents0"]
             self.decoded.layout.display = None
@@ -189,9 +191,7 @@ class ForwardChainExplorer(Explorer):
     def _decode(self, latents: torch.Tensor, t: int) -> bytes:
         key = -1 if self.markov_steps else t
         if key not in self._decode_cache:
-            vae = self.pipe.vae
-            with torch.no_grad():
-                img = vae.decode(latents[None].to(vae.device, vae.dtype) / vae.config.scaling_factor).sample[0]
+            img = decode_raw(self.pipe, latents[None])[0]
             self._decode_cache[key] = encode_image(to_uint8(img.float().cpu()), "jpeg", scale=2)
         return self._decode_cache[key]
 
