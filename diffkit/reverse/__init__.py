@@ -28,7 +28,6 @@ from __future__ import annotations
 from .attention import (
     CrossAttentionStore,
     aggregate_attention,
-    attention_layers,
     capture_cross_attention,
     cross_attention_layers,
     overlay,
@@ -64,7 +63,6 @@ __all__ = [
     "StepRecord",
     "Trajectory",
     "aggregate_attention",
-    "attention_layers",
     "capture_cross_attention",
     "channel_grid",
     "cross_attention_layers",

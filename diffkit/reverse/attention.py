@@ -31,7 +31,6 @@ import torch
 __all__ = [
     "CrossAttentionStore",
     "aggregate_attention",
-    "attention_layers",
     "capture_cross_attention",
     "cross_attention_layers",
     "overlay",
@@ -177,21 +176,15 @@ def _is_joint(attn: Any) -> bool:
     return getattr(attn, "add_k_proj", None) is not None and not getattr(attn, "is_cross_attention", False)
 
 
-def attention_layers(denoiser: Any) -> list[tuple[str, Any]]:
-    """The layers where text meets image: cross-attention (U-Net) or joint attention (SD 3's MMDiT)."""
-    layers = [(n, m) for n, m in denoiser.named_modules() if hasattr(m, "set_processor") and _is_joint(m)]
-    return layers or cross_attention_layers(denoiser)
-
-
-def cross_attention_layers(unet: Any) -> list[tuple[str, Any]]:
-    """``(name, module)`` of every cross-attention layer of a U-Net (in module-registration order)."""
-    layers = [
-        (name, m)
-        for name, m in unet.named_modules()
-        if hasattr(m, "set_processor") and getattr(m, "is_cross_attention", False)
+def cross_attention_layers(denoiser: Any) -> list[tuple[str, Any]]:
+    """``(name, module)`` of every layer where text meets image, in registration order: the
+    cross-attention layers of a U-Net, or the joint-attention layers of SD 3's MMDiT."""
+    joint = [(n, m) for n, m in denoiser.named_modules() if hasattr(m, "set_processor") and _is_joint(m)]
+    layers = joint or [
+        (n, m) for n, m in denoiser.named_modules() if hasattr(m, "set_processor") and getattr(m, "is_cross_attention", False)
     ]
     if not layers:
-        raise ValueError(f"{type(unet).__name__} has no cross-attention layers to capture")
+        raise ValueError(f"{type(denoiser).__name__} has no cross-attention layers to capture")
     return layers
 
 

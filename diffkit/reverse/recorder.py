@@ -1,40 +1,17 @@
 """The recorder: watch a real ``pipe(...)`` call step by step, without changing anything it computes.
 
-:class:`~diffkit.reverse.trace.ReverseChain` used to replay the pipeline's set-up and loop by
-hand; now the pipeline runs itself and diffkit observes it. What is hooked, and why the records
-cannot drift from the pipeline:
-
-1. **A private scheduler on a shallow copy of the pipeline.** ``copy.copy(pipe)`` shares every
-   module (no weights are copied) but gets its own ``scheduler`` attribute: a fresh scheduler
-   built with ``from_config`` from the user's (or the one asked for). The copy is never built
-   through the pipeline's ``__init__``, which rewrites scheduler configs (diffusers turns
-   ``clip_sample=True`` off there). The user's pipeline and scheduler keep their state.
-   (img2img from a text-to-image pipeline uses the public ``from_pipe``, then gets the same
-   private scheduler.)
-2. **Two thin wrappers on that private scheduler instance.** ``scale_model_input`` notes the
-   latents x_t the pipeline holds; ``step`` calls the real ``step`` once and records its inputs
-   (x_t, the guided model output, t) and outputs (x_{t−1}, the scheduler's own
-   ``pred_original_sample`` when it returns one).
-3. **Hooks on the denoiser** (the U-Net or SD 3's transformer): a forward *pre*-hook is the gate
-   where the pipeline's thread waits until the next step is asked for; a forward hook reads the
-   batched output and splits it into the unconditional and text halves. They return nothing, so
-   they change nothing, and they act only in the chain's own thread (the user may call
-   ``pipe(...)`` meanwhile).
-4. **Attention processors**, only with ``capture_attention``: swapped in for the length of each
-   denoiser call; each calls the layer's original processor for the output and computes the
-   softmax a second time for the maps (:mod:`diffkit.reverse.attention`).
-
-``pipe(...)`` runs in a daemon worker thread; :meth:`Recorder.advance` lets it through one
-denoiser call at a time and waits for that call's record. Pausing at the gate (rather than
-diffusers' ``interrupt``, which ends the call for good) keeps a cancelled chain resumable.
-Everything is removed when the call ends, by success, error or :meth:`Recorder.close`.
-
-Per family, a small :class:`Family` adapter says which pipeline classes, which denoiser, and
-what the model predicts; there is no other per-family code.
+``pipe(...)`` runs in a worker thread on a shallow copy of the pipeline that has a private
+scheduler (never rebuilt through ``__init__``, which rewrites scheduler configs). Thin wrappers on
+that scheduler's ``step`` and ``scale_model_input``, a gate (forward pre-hook) and a reader
+(forward hook) on the denoiser, and, on request, capturing attention processors record each step;
+each observes and returns nothing, acts only in the chain's thread, and is removed when the call
+ends. One small :class:`Family` adapter per family says which classes, which denoiser, and what
+the model predicts. The whole design, and why it cannot drift: ``docs/recorder.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -210,7 +187,7 @@ class Recorder:
         self._maps: Any = None
         self._store: Any = None
         self._attn: list[tuple[str, Any]] | None = None
-        self._originals: list[tuple[Any, Any]] = []
+        self._capture = contextlib.ExitStack()  # the attention processors of the call in flight
         self._prev_x0: torch.Tensor | None = None
         self._prev_latents: torch.Tensor | None = None
 
@@ -338,20 +315,16 @@ class Recorder:
         return None
 
     def _install_attention(self, x_in: torch.Tensor) -> None:
-        from .attention import CrossAttentionStore, _CaptureProcessor, attention_layers
+        from .attention import CrossAttentionStore, capture_cross_attention, cross_attention_layers
 
         if self._attn is None:
-            self._attn = attention_layers(self.denoiser)
+            self._attn = cross_attention_layers(self.denoiser)
         cond = slice(1, 2) if x_in.shape[0] == 2 else slice(0, 1)
         self._store = CrossAttentionStore(self.n_tokens, tuple(self.latents.shape[-2:]), cond, dtype=torch.float16)
-        self._originals = [(m, m.processor) for _, m in self._attn]
-        for name, m in self._attn:
-            m.set_processor(_CaptureProcessor(m.processor, name, self._store))
+        self._capture.enter_context(capture_cross_attention(self.denoiser, self._store, self._attn))
 
     def _restore_attention(self) -> None:
-        for m, p in self._originals:
-            m.set_processor(p)
-        self._originals = []
+        self._capture.close()
 
     # -- one record per scheduler step -------------------------------------------------------
     def _stage(self) -> str:

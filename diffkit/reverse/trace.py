@@ -23,18 +23,14 @@ The "noise_pred" names are diffusers'; what the model outputs is :attr:`StepReco
 flow-matching velocity v = ε − x_0 (``"flow"``, SD 3). :meth:`StepRecord.implied_eps` gives ε̂ in
 every case.
 
-**One record per denoiser call.** A record is one entry of the pipeline's timesteps: one
-(batched) U-Net/transformer call and one ``scheduler.step``. Heun's method
-(``HeunDiscreteScheduler``, ``order = 2``) evaluates the U-Net twice per step and diffusers lists
-every timestep but the first twice; ``steps=N`` gives ``2N − 1`` records. The first of a pair
-(``stage="predictor"``) is an Euler step from σ_i to σ_{i+1}; the second (``stage="corrector"``)
-evaluates the U-Net *at the Euler estimate* and returns the corrected x at σ_{i+1}. PNDM without
-``skip_prk_steps`` starts with Runge–Kutta evaluations (``stage="prk"``, then ``"plms"``). All other
-records have ``stage="step"``.
+**One record per denoiser call**: Heun's method gives ``2N − 1`` records for ``steps=N``
+(``stage="predictor"``/``"corrector"``), PNDM starts with Runge–Kutta ones (``"prk"``, then
+``"plms"``); all others have ``stage="step"`` (details in ``docs/recorder.md``).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import weakref
@@ -61,12 +57,6 @@ __all__ = ["SUPPORTED_PIPELINES", "NonFiniteLatentsError", "ReverseChain"]
 
 SUPPORTED_PIPELINES: tuple[str, ...] = tuple(n for f in FAMILIES for n in (f.txt2img, f.img2img))
 """The diffusers pipeline classes :class:`ReverseChain` records (and their subclasses)."""
-
-
-def _call_default(cls: Any, name: str) -> Any:
-    import inspect
-
-    return inspect.signature(cls.__call__).parameters[name].default
 
 
 class ReverseChain:
@@ -181,7 +171,9 @@ class ReverseChain:
         sched = scheduler_for(pipe, family, scheduler)
         work = working_pipeline(pipe, family, img2img, sched)
         if img2img:
-            strength = float(_call_default(type(work), "strength") if strength is None else strength)
+            if strength is None:  # the img2img pipeline's own default
+                strength = inspect.signature(type(work).__call__).parameters["strength"].default
+            strength = float(strength)
             if not (0.0 < strength <= 1.0):
                 raise ValueError(
                     f"strength must be in (0, 1], got {strength}: 1 noises the image completely, "
