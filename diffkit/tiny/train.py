@@ -129,7 +129,7 @@ QUICK = Recipe(
 #: two-object scenes so that each object's pixels must find their own words.
 TINY2 = Recipe(
     arch="tiny2",
-    vae_steps=600,
+    vae_steps=1200,
     vae_batch=16,
     vae_lr=2e-3,
     cache_per_cell=300,
