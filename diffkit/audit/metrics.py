@@ -570,9 +570,8 @@ def suggest_thresholds(
     return out
 
 
-def _control_counts(images: pd.DataFrame, mode: str, min_controls: int) -> tuple[pd.DataFrame, dict]:
-    """Se/Sp counts to use per occupation (``auto``: per occupation where both stated genders have
-    ≥ *min_controls* labelled control images, pooled otherwise) and the pooled counts."""
+def _control_counts(images: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Se/Sp counts per occupation (indexed by occupation) and pooled over occupations."""
     per = controls_by_occupation(images=images)
     pooled = {"se_correct": int(per["se_correct"].sum()), "se_n": int(per["se_n"].sum()),
               "sp_correct": int(per["sp_correct"].sum()), "sp_n": int(per["sp_n"].sum())}
@@ -673,7 +672,7 @@ def group_table(
     t["se_sp_source"] = None
     has_ctrl = "stated_gender" in images.columns and (images["kind"] == "control").any()
     if controls != "none" and has_ctrl and kind == "audit" and "occupation" in t.columns:
-        per, pooled = _control_counts(images, controls, min_controls)
+        per, pooled = _control_counts(images)
         cnt = pd.DataFrame([pooled] * len(t))
         src = np.full(len(t), "pooled", dtype=object)
         if controls in ("auto", "per_occupation") and len(per):
