@@ -152,3 +152,41 @@ def test_templates_past_the_token_limit_are_refused(make_spec, pipe, tmp_path):
         _gen(spec, tmp_path / "run", pipe)
     ok = make_spec(prompts__templates=["a photo of " + "very " * 60 + "{a_occupation}"])
     _gen(ok, tmp_path / "run", pipe, max_batches=0)  # fits: accepted (and the refused run started over)
+
+
+def test_ctrl_c_is_one_line_and_the_rerun_resumes(pipe_dir, clip_name, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from audit_helpers import to_toml
+
+    d = spec_dict(pipe_dir, clip_name)
+    d["audit"].update(images_per_prompt=4, batch_size=1)  # 16 batches: slow enough to interrupt
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text(to_toml(d))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "DIFFKIT_QUIET": "1"}
+    cmd = [sys.executable, "-m", "diffkit", "audit", "run", str(spec_file), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "images").is_dir() and any((out / "images").rglob("*.png")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        "diffkit audit run: interrupted; finished work is kept, rerun the same command to resume"
+    )
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = ledger_rows(out)
+    assert all(row[6] == "done" for row in rows) and len(rows) == len({(row[0], row[1]) for row in rows})
