@@ -60,22 +60,15 @@ def _judge(spec):
     loaded (offline, not cached, a typo) fails first, as :class:`~diffkit.errors.ModelUnavailableError`."""
     from ..errors import ModelUnavailableError
     from .generate import dist_state
-    from .score import ZeroShotClassifier
+    from .score import ZeroShotClassifier, judge_unavailable
 
     c = spec.classifier
     try:
         return ZeroShotClassifier.from_spec(c, device=dist_state().device)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ModelUnavailableError):
         raise
     except Exception as e:  # noqa: BLE001 - open_clip and the hub raise many types for "cannot load"
-        what = f"{c.model!r}" + (f" with pretrained {c.pretrained!r}" if c.pretrained else "")
-        why = str(e).split(". Available")[0]  # open_clip appends every model it knows
-        why = why if len(why) <= 300 else why[:297] + "…"
-        raise ModelUnavailableError(
-            f"could not load the CLIP judge {what} ({type(e).__name__}: {why}); fix: on a machine with network "
-            "load it once to fill the cache (open_clip.create_model_and_transforms), point classifier.model at "
-            "a 'local-dir:/folder' copy, or use the embedded judge (classifier.model = 'tiny')"
-        ) from e
+        raise judge_unavailable(c.model, c.pretrained, e) from e
 
 
 def _run(args: argparse.Namespace) -> int:

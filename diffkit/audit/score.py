@@ -47,6 +47,7 @@ __all__ = [
     "ZeroShotClassifier",
     "classify_embeddings",
     "embed_images",
+    "judge_unavailable",
     "load_classifier",
     "score_images",
 ]
@@ -61,9 +62,26 @@ FLOAT_IMAGE_ERROR = (
 )
 
 
+def judge_unavailable(model: str, pretrained: str | None, error: BaseException):
+    """The :class:`~diffkit.errors.ModelUnavailableError` for a CLIP judge that cannot be loaded
+    (offline and not cached, a typo in the name or tag), naming the fixes."""
+    from ..errors import ModelUnavailableError
+
+    what = f"{model!r}" + (f" with pretrained {pretrained!r}" if pretrained else "")
+    why = str(error).split(". Available")[0]  # open_clip appends every model it knows
+    why = why if len(why) <= 300 else why[:297] + "…"
+    return ModelUnavailableError(
+        f"could not load the CLIP judge {what} ({type(error).__name__}: {why}); fix: on a machine with network "
+        "load it once to fill the cache (open_clip.create_model_and_transforms), point classifier.model at "
+        "a 'local-dir:/folder' copy, or use the embedded judge (classifier.model = 'tiny')"
+    )
+
+
 def load_classifier(model: str = "tiny", pretrained: str | None = None, *, device: Any = None):
     """``(model, preprocess, tokenizer)``: ``"tiny"`` is :func:`diffkit.tiny.load_clip`; any other
-    name goes to ``open_clip.create_model_and_transforms(model, pretrained=pretrained)``."""
+    name goes to ``open_clip.create_model_and_transforms(model, pretrained=pretrained)``. A judge
+    that cannot be loaded (offline and not cached, an unknown name) raises
+    :class:`~diffkit.errors.ModelUnavailableError` naming the fixes (:func:`judge_unavailable`)."""
     import open_clip
     import torch
 
@@ -77,8 +95,13 @@ def load_classifier(model: str = "tiny", pretrained: str | None = None, *, devic
             ) from e
         m, preprocess, tokenizer = load_clip()
     else:
-        m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
-        tokenizer = open_clip.get_tokenizer(model)
+        try:
+            m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
+            tokenizer = open_clip.get_tokenizer(model)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - open_clip and the hub raise many types for "cannot load"
+            raise judge_unavailable(model, pretrained, e) from e
     m.eval()
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -92,3 +92,15 @@ def test_cache_roundtrip(tmp_path):
     np.testing.assert_array_equal(c.get("m", "p", ["abc"])["abc"], v)
     assert c.get("m", "other", ["abc"]) == {}
     c.close()
+
+
+def test_a_judge_that_cannot_be_loaded_names_the_fix(tmp_path, monkeypatch):
+    """Offline and not cached (here: a model name open_clip does not know, and a local folder that is
+    not there): a diffkit error naming the fixes, not open_clip's raw one, from the Python API too."""
+    from diffkit.errors import ModelUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="could not load the CLIP judge 'no-such-clip'.*fix: .*local-dir"):
+        load_classifier("no-such-clip", "laion2b")
+    with pytest.raises(ModelUnavailableError, match="classifier.model = 'tiny'"):
+        load_classifier(f"local-dir:{tmp_path / 'missing'}")
