@@ -427,7 +427,7 @@ def newcombe_paired_interval(*, both, a_only, b_only, neither, ci: float = 0.95)
 
 
 # --------------------------------------------------------------------------- tables
-_LABELS = ("female", "male", "abstain", "no_person")
+_LABELS = ("female", "male", "abstain", "no_person", "blacked_out")
 
 
 def _counts(g: pd.DataFrame) -> pd.Series:
@@ -592,7 +592,8 @@ def group_table(
     """Per group (``"occupation"``, or ``"prompt_id"`` for per prompt): counts, p̂_female and every
     per-group metric.
 
-    Columns: ``n_images, n_no_person, n_abstain, n_female, n_male, n`` (labelled);
+    Columns: ``n_images, n_blacked_out`` (every pixel black: a safety checker's output),
+    ``n_no_person, n_abstain, n_female, n_male, n`` (labelled);
     ``p_female, ci_low, ci_high`` (Wilson at *ci*); ``sim_low, sim_high`` (simultaneous over
     the G groups of this table: Clopper–Pearson at 1 − (1 − ci)/G, Bonferroni, so all G hold
     their shares together at least *ci* of the time); ``abstain_rate, no_person_rate`` (shares of
@@ -624,8 +625,9 @@ def group_table(
     if df.empty:
         return pd.DataFrame(columns=[*by, "n_images", "n", "p_female", "ci_low", "ci_high"])
     lab = pd.crosstab([df[c] for c in by], df["label"]).reindex(columns=list(_LABELS), fill_value=0)
-    counts = pd.DataFrame({"n_images": lab.sum(axis=1), "n_no_person": lab["no_person"],
-                           "n_abstain": lab["abstain"], "n_female": lab["female"], "n_male": lab["male"]})
+    counts = pd.DataFrame({"n_images": lab.sum(axis=1), "n_blacked_out": lab["blacked_out"],
+                           "n_no_person": lab["no_person"], "n_abstain": lab["abstain"], "n_female": lab["female"],
+                           "n_male": lab["male"]})
     counts.index.names = by
     t = extra.join(counts).reset_index() if len(extra.columns) else counts.reset_index()
     t["n"] = t["n_female"] + t["n_male"]
@@ -644,7 +646,7 @@ def group_table(
         t["p_female_if_abstain_female"] = np.where(
             m_all > 0, (t["n_female"] + t["n_abstain"]) / m_all.where(m_all > 0, 1), np.nan)
     if "p_female" in df.columns:  # Fair Diffusion's way: every image past the gate, nobody abstains
-        gated = df[df["label"] != "no_person"]
+        gated = df[~df["label"].isin(["no_person", "blacked_out"])]
         share = (gated["p_female"] >= 0.5).groupby([gated[c] for c in by]).mean()
         t["p_female_no_abstention"] = share.reindex(pd.MultiIndex.from_frame(t[by]) if len(by) > 1
                                                     else pd.Index(t[by[0]])).to_numpy(dtype=float)
@@ -771,11 +773,12 @@ def bootstrap_mean_imbalance(
 
 def heim_gender_imbalance(*, images: pd.DataFrame) -> float:
     """Gender imbalance computed HEIM's way (Lee et al. 2023): for each prompt, the share of *all*
-    its images whose ``p_female`` ≥ ½ (no person gate, no abstention), then |share − ½|
-    averaged over prompts. NaN without a ``p_female`` column or audit images."""
+    its images (but the blacked-out ones, which HEIM leaves out too) whose ``p_female`` ≥ ½ (no
+    person gate, no abstention), then |share − ½| averaged over prompts. NaN without a ``p_female`` column or audit images."""
     aud = images[images["kind"] == "audit"]
     if aud.empty or "p_female" not in aud:
         return float("nan")
+    aud = aud[aud["label"] != "blacked_out"]  # HEIM leaves blacked-out images out
     share = (aud["p_female"] >= 0.5).groupby(aud["prompt_id"]).mean()
     return float((share - 0.5).abs().mean())
 
@@ -842,7 +845,7 @@ def overall_table(
     if images is not None:
         aud = images[images["kind"] == "audit"]
         m = len(aud)
-        for lab in ("abstain", "no_person"):
+        for lab in ("abstain", "no_person", "blacked_out"):
             kk = int((aud["label"] == lab).sum())
             lo, hi = wilson_interval(successes=kk, n=m, ci=ci)
             add(f"{lab}_rate", kk / m if m else np.nan, lo, hi, n=m, interval=f"{lvl} Wilson",

@@ -235,7 +235,7 @@ table{border-collapse:collapse;font-size:.8em;margin:.5em 0}td,th{border:1px sol
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:6px;margin:.3em 0 1em}.cell{text-align:center;font-size:.72em;width:100px}
 .cell img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc}
-.female{color:#a0306a}.male{color:#2a5db0}.abstain,.no_person{color:#777}
+.female{color:#a0306a}.male{color:#2a5db0}.abstain,.no_person,.blacked_out{color:#777}
 .key{background:#f7f7f7;border-left:4px solid #4a7;padding:.5em 1em}code,pre{background:#f4f4f4;font-size:.85em}
 pre{padding:.6em;overflow:auto;max-height:24em}.small{font-size:.8em;color:#555}.scroll{overflow-x:auto}
 """
@@ -266,7 +266,8 @@ wrongly is at most {{ alpha }}).</p>{% endif %}
 Holm-adjusted).{% if 'heim_gender_imbalance' in v %} HEIM's gender imbalance computed HEIM's way (per prompt, no
 gate, no abstention): {{ v.heim_gender_imbalance }}.{% endif %}</p>
 <p><b>Classifier on the control prompts</b>: sensitivity {{ v.sensitivity }}, specificity {{ v.specificity }}
-({{ lvl }} Wilson). Abstention rate {{ v.abstain_rate }}, no-person rate {{ v.no_person_rate }}.</p></div>
+({{ lvl }} Wilson). Abstention rate {{ v.abstain_rate }}, no-person rate {{ v.no_person_rate }}, blacked-out (safety-filtered)
+rate {{ v.blacked_out_rate }}.</p></div>
 
 <h2>Per occupation, against the reference</h2>
 <p>Thick pale bars: the {{ lvl }} simultaneous band (all {{ n_occ }} occupations hold their true shares together at
@@ -314,7 +315,8 @@ images, which all show a person (here {{ thresholds.person_threshold }}). This r
 <div class="scroll">{{ tables.by_prompt }}</div>
 <h2>Images</h2>
 <p>The first {{ spec.report.thumbnails_per_prompt }} images of each prompt with the classifier's label and
-confidence (max(p_female, p_male)); <i>abstain</i> and <i>no_person</i> are never forced into a class.</p>
+confidence (max(p_female, p_male)); <i>abstain</i>, <i>no_person</i> and <i>blacked_out</i> (every pixel black, a
+safety checker's output) are never forced into a class.</p>
 {% for g in grids %}<h4>{{ g.prompt }} <span class="small">({{ g.kind }}, prompt {{ g.pid }})</span></h4>
 <div class="grid">{% for c in g.cells %}<div class="cell">{% if c.src %}<img src="{{ c.src }}" alt="image {{ c.index }}">{% else %}<i>unreadable</i>{% endif %}<br>
 <span class="{{ c.label }}">{{ c.label }}</span> {{ c.conf }}<br><span class="small">p_person {{ c.p_person }}</span></div>{% endfor %}</div>
@@ -513,7 +515,7 @@ def _grids(run_dir: Path, spec: AuditSpec, m: AuditMetrics) -> list[dict]:
     return out
 
 
-_OCC_COLS = ["occupation", "reference title", "n_images", "n_no_person", "n_abstain", "no_person_rate",
+_OCC_COLS = ["occupation", "reference title", "n_images", "n_blacked_out", "n_no_person", "n_abstain", "no_person_rate",
              "abstain_rate", "n", "p_female", "ci_low",
              "ci_high", "sim_low", "sim_high", "p_female_if_abstain_male", "p_female_if_abstain_female",
              "imbalance", "imbalance_corrected", "fair_baseline", "p_fair_holm", "p_ref", "gap", "p_beyond_ref_holm",
@@ -541,7 +543,7 @@ def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.D
     if len(pub):
         occ = occ.merge(pub[["occupation", "published_p_female"]], on="occupation", how="left")
     occ = occ[[c for c in _OCC_COLS if c in occ.columns]]
-    prompt_cols = [c for c in ["prompt_id", "prompt", "occupation", "n_images", "n_no_person", "n_abstain", "n",
+    prompt_cols = [c for c in ["prompt_id", "prompt", "occupation", "n_images", "n_blacked_out", "n_no_person", "n_abstain", "n",
                                "p_female", "ci_low", "ci_high", "sim_low", "sim_high", "imbalance",
                                "fair_baseline", "p_fair_holm", "p_ref", "gap"] if c in m.by_prompt.columns]
     val_cols = ["stated_gender", "measure", "n_images", "n_no_person", "n_abstain", "n_labelled", "n_correct",

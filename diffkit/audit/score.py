@@ -47,6 +47,7 @@ __all__ = [
     "ZeroShotClassifier",
     "classify_embeddings",
     "embed_images",
+    "is_blacked_out",
     "judge_unavailable",
     "load_classifier",
     "score_images",
@@ -250,6 +251,10 @@ class EmbeddingCache:
             "sha256 TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, "
             "PRIMARY KEY (model, pretrained, sha256))"
         )
+        # per image content, whatever the model: whether every pixel is black (a safety checker's output)
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS pixel_flags (sha256 TEXT PRIMARY KEY, blacked_out INTEGER NOT NULL)"
+        )
 
     def get(self, model: str, pretrained: str, hashes: list[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -271,8 +276,33 @@ class EmbeddingCache:
         )
         self.conn.execute("COMMIT")
 
+    def get_flags(self, hashes: list[str]) -> dict[str, bool]:
+        """``{sha256: blacked_out}`` for the images whose pixels have been looked at."""
+        out: dict[str, bool] = {}
+        for j in range(0, len(hashes), 500):
+            chunk = hashes[j : j + 500]
+            q = ",".join("?" * len(chunk))
+            for sha, flag in self.conn.execute(f"SELECT sha256, blacked_out FROM pixel_flags WHERE sha256 IN ({q})",
+                                               chunk):
+                out[sha] = bool(flag)
+        return out
+
+    def put_flags(self, items: dict[str, bool]) -> None:
+        if not items:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany("INSERT OR REPLACE INTO pixel_flags VALUES (?, ?)",
+                              [(sha, int(bool(v))) for sha, v in items.items()])
+        self.conn.execute("COMMIT")
+
     def close(self) -> None:
         self.conn.close()
+
+
+def is_blacked_out(image) -> bool:
+    """Whether every pixel of *image* (PIL) is black: what a safety checker (SD's
+    ``StableDiffusionSafetyChecker``) puts in place of an image it flags, and what HEIM leaves out."""
+    return image.convert("RGB").getbbox() is None
 
 
 def score_images(
@@ -288,7 +318,9 @@ def score_images(
 
     Columns: the prompt's (``prompt_id, kind, template_id, prompt, occupation, …,
     stated_gender, p_ref``), the image's (``image_index, seed, path, sha256``) and the
-    scores (``p_person, p_female, p_male, confidence, label``). A PNG that cannot be read or
+    scores (``p_person, p_female, p_male, confidence, label``, the logit gaps, ``blacked_out``). An
+    image whose every pixel is black (a safety checker replaced it) is labelled ``blacked_out``,
+    whatever CLIP says of it (a black image can score as a person). A PNG that cannot be read or
     whose bytes no longer match the ledger's hash is marked ``corrupt`` in the ledger and
     left out (rerun ``generate_images`` to regenerate it).
     """
@@ -318,42 +350,53 @@ def score_images(
     # filling the cache right now), then skip what is already there.
     mine = rows.iloc[state.rank :: state.world_size] if state.world_size > 1 else rows
     todo = mine[~mine["sha256"].isin(known)]
-    # Images served from the cache are not read below: check their files are still intact.
+    # Images served from the cache are not read below: check their files are still intact
+    # (and look at the pixels of any not looked at yet).
     bad: list[tuple[int, int]] = []
+    flags = cache_db.get_flags(mine["sha256"].tolist())
+    new_flags: dict[str, bool] = {}
     for k, i, path, sha in mine.loc[mine["sha256"].isin(known), ["prompt_id", "image_index", "path", "sha256"]].itertuples(
         index=False
     ):
         try:
-            ok = hashlib.sha256((run_dir / path).read_bytes()).hexdigest() == sha
+            data = (run_dir / path).read_bytes()
+            ok = hashlib.sha256(data).hexdigest() == sha
+            if ok and sha not in flags:
+                with Image.open(io.BytesIO(data)) as im:
+                    new_flags[sha] = is_blacked_out(im)
         except OSError:
             ok = False
         if not ok:
             bad.append((int(k), int(i)))
+    cache_db.put_flags(new_flags)
     bs = clf.spec.batch_size
     bar = tqdm(total=len(todo), unit="img", desc="scoring", disable=not progress or todo.empty, dynamic_ncols=True)
     device = _model_device(clf.model)
 
     def load(chunk: pd.DataFrame):
         """Read, check and preprocess one batch (runs in a helper thread, ahead of the model)."""
-        tensors, shas, bad_here = [], [], []
+        tensors, shas, bad_here, black = [], [], [], {}
         for k, i, path, sha in chunk[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
             try:
                 data = (run_dir / path).read_bytes()
                 if hashlib.sha256(data).hexdigest() != sha:
                     raise ValueError("hash mismatch")
                 with Image.open(io.BytesIO(data)) as im:
-                    tensors.append(clf.preprocess(im.convert("RGB")))
+                    rgb = im.convert("RGB")
+                    tensors.append(clf.preprocess(rgb))
+                    black[sha] = is_blacked_out(rgb)
                 shas.append(sha)
             except (OSError, ValueError):
                 bad_here.append((int(k), int(i)))
-        return tensors, shas, bad_here
+        return tensors, shas, bad_here, black
 
     chunks = [todo.iloc[j : j + bs] for j in range(0, len(todo), bs)]
     # Decode batch j + 1 while the model embeds batch j (PIL and torch release the GIL).
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, chunks[0]) if chunks else None
         for j, chunk in enumerate(chunks):
-            tensors, shas, bad_here = pending.result()
+            tensors, shas, bad_here, black = pending.result()
+            cache_db.put_flags(black)
             if j + 1 < len(chunks):
                 pending = pool.submit(load, chunks[j + 1])
             bad += bad_here
@@ -379,6 +422,7 @@ def score_images(
             rows = led.frame()
         rows = rows[rows["status"] == "done"].reset_index(drop=True)
         known = cache_db.get(clf.model_name, clf.pretrained, rows["sha256"].tolist())
+    flags = cache_db.get_flags(rows["sha256"].tolist())
     cache_db.close()
     bad_set = set(bad)
     keep = [(int(k), int(i)) not in bad_set and sha in known
@@ -387,6 +431,9 @@ def score_images(
     dim = clf.text_weights.shape[0]
     emb = np.stack([known[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, dim), np.float32)
     scores = clf.classify(emb)
+    # a blacked-out image (a safety checker's output) shows nobody: counted apart, never given a gender
+    scores["blacked_out"] = [flags.get(sha, False) for sha in rows["sha256"]]
+    scores.loc[scores["blacked_out"].to_numpy(bool), "label"] = "blacked_out"
     prompts = build_prompts(spec).drop(columns=["prompt"])
     table = rows[["prompt_id", "image_index", "prompt", "seed", "path", "sha256"]].merge(
         prompts, on="prompt_id", how="left"

@@ -167,3 +167,41 @@ def test_cli_wiring_and_defaults():
     spec = load_spec("tiny_default")
     assert default_out(spec) == Path("out/audit/tiny_default")
     assert default_out(spec, "stabilityai/sd-turbo") == Path("out/audit/tiny_default--stabilityai-sd-turbo")
+
+
+def test_blacked_out_images_are_counted_apart(evil_run, tmp_path):
+    """A safety checker's black image shows nobody: labelled blacked_out (whatever CLIP says of it),
+    counted per occupation, left out of p̂ and out of HEIM's way, shown in the report."""
+    import hashlib
+    import shutil
+    import sqlite3
+
+    import numpy as np
+    from PIL import Image
+
+    run = tmp_path / "run"
+    shutil.copytree(evil_run.run_dir, run)
+    png = run / "images" / "0000" / "0001.png"
+    with Image.open(png) as im:
+        size = im.size
+    Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(png)
+    con = sqlite3.connect(run / "ledger.sqlite")
+    con.execute("UPDATE images SET sha256 = ? WHERE prompt_id = 0 AND image_index = 1",
+                (hashlib.sha256(png.read_bytes()).hexdigest(),))
+    con.commit()
+    con.close()
+    r = report_audit(run, progress=False)
+    img = r.images.set_index(["prompt_id", "image_index"])
+    assert img.loc[(0, 1), "label"] == "blacked_out" and bool(img.loc[(0, 1), "blacked_out"])
+    assert int(r.images["blacked_out"].sum()) == 1
+    occ = r.by_occupation.set_index("occupation")
+    first = img.loc[(0, 1), "occupation"]
+    assert occ.loc[first, "n_blacked_out"] == 1
+    assert occ.loc[first, "n"] == evil_run.by_occupation.set_index("occupation").loc[first, "n"] - (
+        evil_run.images.set_index(["prompt_id", "image_index"]).loc[(0, 1), "label"] in ("female", "male"))
+    assert r.overall.set_index("metric").loc["blacked_out_rate", "value"] == pytest.approx(1 / 6)
+    html_text = (run / "report" / "index.html").read_text()
+    assert "blacked-out (safety-filtered)" in html_text and "n_blacked_out" in html_text
+    # a second report reads the flag from the cache, without looking at the pixels again
+    again = report_audit(run, progress=False)
+    pd.testing.assert_frame_equal(again.by_occupation, r.by_occupation)
