@@ -121,11 +121,12 @@ def _attention_probs(
 def _joint_attention_probs(
     attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
 ) -> torch.Tensor:
-    """SD 3's joint attention, image rows × text columns: ``(B, N_img, T)``, averaged over heads.
+    """SD 3's joint attention seen from the image: ``(B, N_img, T)``, averaged over heads.
 
-    MMDiT attends over the concatenation [image tokens, text tokens]; each image query spreads
-    one unit over both. This keeps the part of that unit each text token receives (not
-    renormalised: a row sums to the image query's total attention on the text).
+    MMDiT attends over [image tokens, text tokens] together. The map keeps each image query's
+    scores on the text keys, with the softmax taken over the text keys alone: the same quantity
+    as a U-Net's cross-attention map (which text token each pixel reads from), and it costs
+    N_img × T instead of N_img × (N_img + T).
     """
     b = hidden_states.shape[0]
 
@@ -134,12 +135,9 @@ def _joint_attention_probs(
         return norm(x) if norm is not None else x
 
     q = heads(attn.to_q(hidden_states), getattr(attn, "norm_q", None))
-    k_img = heads(attn.to_k(hidden_states), getattr(attn, "norm_k", None))
-    k_txt = heads(attn.add_k_proj(encoder_hidden_states), getattr(attn, "norm_added_k", None))
-    k = torch.cat([k_img, k_txt], dim=2)
+    k = heads(attn.add_k_proj(encoder_hidden_states), getattr(attn, "norm_added_k", None))
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * float(attn.scale)
-    probs = scores.softmax(dim=-1)[..., k_img.shape[2] :]
-    return probs.mean(dim=1)  # (B, N_img, T)
+    return scores.softmax(dim=-1).mean(dim=1)  # (B, N_img, T)
 
 
 class _CaptureProcessor:

@@ -75,7 +75,7 @@ def test_sd3_joint_attention_maps_per_token_and_step(sd3_pipe):
         assert sorted(r.attention) == ["transformer_blocks.0.attn", "transformer_blocks.1.attn"]
         for m in r.attention.values():
             assert tuple(m.shape) == (n, 16, 16)
-            # image → text part of a softmax over [image, text]: a share of one unit per pixel
+            # a softmax over the text keys (prompt positions kept): at most one unit per pixel
             assert float(m.float().sum(0).max()) <= 1.0 + 1e-3 and float(m.min()) >= 0
     red = aggregate_attention(traj, chain.tokens.index("red"))
     assert tuple(red.shape) == (16, 16)
