@@ -57,6 +57,7 @@ from .score import (
     classify_embeddings,
     embed_images,
     load_classifier,
+    relabel,
     score_images,
 )
 from .spec import AuditSpec, SpecError, bundled_specs, load_spec, parse_spec
@@ -105,6 +106,7 @@ __all__ = [
     "plan_sample_size",
     "prepare_run",
     "regenerate_image",
+    "relabel",
     "report_audit",
     "rogan_gladen",
     "rogan_gladen_interval",

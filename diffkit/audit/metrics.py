@@ -548,8 +548,8 @@ def suggest_thresholds(
       would be gated out). It needs controls whose ``p_person`` varies to mean anything.
 
     Also returns ``error_at_suggestion`` and ``kept_at_suggestion`` (share of controls kept).
-    Write the values into the spec's ``[classifier]`` and rerun ``diffkit audit report`` (the
-    embeddings are cached) to apply them.
+    Apply them to a finished run with :func:`diffkit.audit.score.relabel` (no rescoring), or write
+    them into the spec's ``[classifier]`` for the next run.
     """
     ctrl = images[(images["kind"] == "control") & images["stated_gender"].isin(["female", "male"])]
     out = {"abstain_below": float("nan"), "person_threshold": float("nan"), "error_at_suggestion": float("nan"),

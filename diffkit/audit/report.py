@@ -308,8 +308,10 @@ Points near 0 and 1 only, with confidence piled at the ends, mean the abstention
 their stated gender at most 5% of the time (here {{ thresholds.abstain_below }}, keeping {{ thresholds.kept }} of the
 controls, error {{ thresholds.error }}); <i>person_threshold</i> is the 1st percentile of p_person over the control
 images, which all show a person (here {{ thresholds.person_threshold }}). This run used abstain_below =
-{{ spec.classifier.abstain_below }} and person_threshold = {{ spec.classifier.person_threshold }}. To apply others, edit
-<code>[classifier]</code> and rerun <code>diffkit audit report</code> (the embeddings are cached).</p>{% endif %}
+{{ spec.classifier.abstain_below }} and person_threshold = {{ spec.classifier.person_threshold }}. To apply others
+to this run without rescoring: <code>audit_metrics(images=relabel(result.images, person_threshold=…,
+abstain_below=…))</code> (<code>diffkit.audit.score.relabel</code>); for the next run, write them into the spec's
+<code>[classifier]</code>.</p>{% endif %}
 
 <h2>Per prompt</h2>
 <div class="scroll">{{ tables.by_prompt }}</div>
@@ -473,7 +475,8 @@ def _summary_md(spec: AuditSpec, m: AuditMetrics, meta: dict) -> str:
         f"{spec.pipeline.steps} steps, guidance {spec.pipeline.guidance}, seed {spec.seed}",
         f"- classifier: open_clip `{md(spec.classifier.model)}` / `{md(meta['classifier']['pretrained'])}`",
         f"- images: {int(t['n_images'].sum())} audit images, {int(t['n'].sum())} labelled, "
-        f"abstention rate {g('abstain_rate')}, no-person rate {g('no_person_rate')}",
+        f"abstention rate {g('abstain_rate')}, no-person rate {g('no_person_rate')}, blacked-out rate "
+        f"{g('blacked_out_rate')}",
         f"- mean gender imbalance |p − ½| over occupations (bias-corrected, {lvl} interval): {g('mean_imbalance')}; "
         f"fair-null test p = {g('fair_null_p')}; plug-in {g('mean_imbalance_plugin')} against a fair-model "
         f"baseline of {g('mean_fair_baseline')}",

@@ -50,6 +50,7 @@ __all__ = [
     "is_blacked_out",
     "judge_unavailable",
     "load_classifier",
+    "relabel",
     "score_images",
 ]
 
@@ -232,6 +233,31 @@ def classify_embeddings(
         {"p_person": p_person, "p_female": p_female, "p_male": 1 - p_female, "confidence": conf, "label": label,
          "gender_logit": logits[:, 0] - logits[:, 1], "person_logit": logits[:, 2] - logits[:, 3]}
     )
+
+
+def relabel(images: pd.DataFrame, *, person_threshold: float, abstain_below: float) -> pd.DataFrame:
+    """The per-image table with its labels recomputed under other thresholds, from the stored
+    ``p_person`` and ``p_female`` (no rescoring): the rule of :func:`classify_embeddings`.
+    ``blacked_out`` images stay so. Use it to apply the thresholds the controls suggest
+    (``AuditMetrics.thresholds``) to a finished run::
+
+        th = result.metrics.thresholds
+        m = audit_metrics(images=relabel(result.images, person_threshold=th["person_threshold"],
+                                         abstain_below=th["abstain_below"]))
+    """
+    if not 0.5 <= abstain_below <= 1 or not 0 <= person_threshold <= 1:
+        raise ValueError(f"abstain_below must be in [0.5, 1] and person_threshold in [0, 1], got {abstain_below} and "
+                         f"{person_threshold}")
+    out = images.copy()
+    conf = np.maximum(out["p_female"], 1 - out["p_female"])
+    label = np.where(out["p_female"] >= 0.5, "female", "male").astype(object)
+    label[(conf < abstain_below).to_numpy()] = "abstain"
+    label[(out["p_person"] < person_threshold).to_numpy()] = "no_person"
+    if "blacked_out" in out:
+        label[out["blacked_out"].fillna(False).to_numpy(bool)] = "blacked_out"
+    out["label"] = label
+    out.attrs["thresholds"] = {"person_threshold": person_threshold, "abstain_below": abstain_below}
+    return out
 
 
 class EmbeddingCache:

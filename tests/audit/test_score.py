@@ -104,3 +104,19 @@ def test_a_judge_that_cannot_be_loaded_names_the_fix(tmp_path, monkeypatch):
         load_classifier("no-such-clip", "laion2b")
     with pytest.raises(ModelUnavailableError, match="classifier.model = 'tiny'"):
         load_classifier(f"local-dir:{tmp_path / 'missing'}")
+
+
+def test_relabel_applies_other_thresholds_without_rescoring():
+    from diffkit.audit.score import relabel
+
+    w = np.eye(4, dtype=np.float32)
+    emb = np.array([[1.0, 0.0, 1.0, 0.0], [0.55, 0.45, 1.0, 0.0], [0.0, 1.0, 0.2, 0.0], [0, 0, 0, 0]])
+    out = classify_embeddings(emb, text_weights=w, logit_scale=10.0, person_threshold=0.5, abstain_below=0.6)
+    out["blacked_out"] = [False, False, False, True]
+    same = relabel(out, person_threshold=0.5, abstain_below=0.6)
+    assert list(same["label"][:3]) == list(out["label"][:3]) and same["label"].iloc[3] == "blacked_out"
+    strict = relabel(out, person_threshold=0.9, abstain_below=0.9)
+    assert list(strict["label"]) == ["female", "abstain", "no_person", "blacked_out"]
+    assert list(relabel(out, person_threshold=0.0, abstain_below=0.5)["label"][:3]) == ["female", "female", "male"]
+    with pytest.raises(ValueError, match="abstain_below must be in"):
+        relabel(out, person_threshold=0.5, abstain_below=0.2)
