@@ -20,11 +20,23 @@ from ._common import Explorer, encode_image, guarded
 __all__ = ["ReverseChainCompare", "ReverseChainExplorer"]
 
 _NOISE_PANELS = (
-    ("eps_uncond", "ε̂_u (no text)"),
-    ("eps_text", "ε̂_c (with text)"),
-    ("eps", "ε̂ guided"),
-    ("guidance", "ε̂_c − ε̂_u"),
+    ("eps_uncond", "{s}_u (no text)"),
+    ("eps_text", "{s}_c (with text)"),
+    ("eps", "{s} guided"),
+    ("guidance", "{s}_c − {s}_u"),
 )
+"""The model-output panels; ``{s}`` is what the model predicts (ε̂ or v̂), read from its records."""
+
+_PREDICTS = {"epsilon": "the noise ε", "v_prediction": "v = √ᾱ ε − √(1−ᾱ) x₀", "flow": "the velocity v = ε − x₀"}
+
+
+def _prediction_type(pipe: Any) -> str:
+    """What *pipe*'s model predicts, from its scheduler config (``"epsilon"`` before a model is loaded)."""
+    from ..reverse.recorder import family_of
+
+    if pipe is None:
+        return "epsilon"
+    return family_of(pipe)[0].prediction_type(pipe.scheduler)
 
 
 def _resize(arr: np.ndarray, size: int | None) -> np.ndarray:
@@ -142,6 +154,9 @@ class ReverseChainExplorer(Explorer):
             return W.VBox([W.HTML(f"<small><b>{html.escape(title)}</b></small>"), img],
                           layout=W.Layout(align_items="center"))
 
+        self._noise_titles = [W.HTML() for _ in _NOISE_PANELS]
+        self._set_noise_titles(_prediction_type(self.pipe))
+
         super().__init__([
             W.VBox([self.prompt, self.negative]),
             W.HBox([self.seed, self.steps, self.guidance]),
@@ -150,7 +165,8 @@ class ReverseChainExplorer(Explorer):
             W.HBox([self.play, self.step, self.next_button, self.exact]),
             W.HBox([panel(self.x_t, "x_t (noisy latents, fast preview)"), panel(self.x0, "x̂₀ (predicted clean image)"),
                     W.VBox([self.token, self.attention])]),
-            W.HBox([panel(img, title) for img, (_, title) in zip(self.noise, _NOISE_PANELS)]),
+            W.HBox([W.VBox([title, img], layout=W.Layout(align_items="center"))
+                    for img, title in zip(self.noise, self._noise_titles)]),
             self.table,
         ])
         self.run_button.on_click(self._on_run)
@@ -271,12 +287,21 @@ class ReverseChainExplorer(Explorer):
         if self.trajectory is not None and len(self.trajectory):
             self.render(int(self.step.value))
 
+    def _set_noise_titles(self, prediction_type: str) -> None:
+        """Label the model-output panels with what this model predicts (never assumed to be ε)."""
+        symbol = "ε̂" if prediction_type == "epsilon" else "v̂"
+        what = _PREDICTS.get(prediction_type, prediction_type)
+        for title, (_, fmt) in zip(self._noise_titles, _NOISE_PANELS):
+            text = html.escape(fmt.format(s=symbol))
+            title.value = f"<small><b title='the model predicts {html.escape(what)}'>{text}</b></small>"
+
     def render(self, k: int) -> None:
         """Show record *k* of the current trajectory in every panel."""
         traj = self.trajectory
         if traj is None or not len(traj):
             raise ValueError("nothing to show yet; press Run")
         rec = traj[k]
+        self._set_noise_titles(rec.prediction_type)
         ds = self.display_size
         full = None if ds is None else (ds, ds)
         half = None if ds is None else (max(ds // 2, 32),) * 2

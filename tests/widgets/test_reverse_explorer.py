@@ -136,3 +136,16 @@ def test_a_missing_model_shows_in_the_widget(monkeypatch):
     assert "no pipeline to run" in e.error.value and "diffkit.tiny.train" in e.error.value
     assert e.run_button.disabled
     e.close()
+
+
+def test_model_output_panels_say_what_the_model_predicts():
+    from diffkit.testing import tiny_random_pipeline
+    from diffkit.widgets import ReverseChainExplorer
+
+    for pt, symbol in (("epsilon", "ε̂"), ("v_prediction", "v̂")):
+        e = ReverseChainExplorer(tiny_random_pipeline("sd", prediction_type=pt), steps=2, size=32)
+        try:
+            titles = [t.value for t in e._noise_titles]
+            assert all(symbol in t for t in titles) and not any(("v̂" if symbol == "ε̂" else "ε̂") in t for t in titles)
+        finally:
+            e.close()
