@@ -52,10 +52,11 @@ def limitations(ci: float = 0.95) -> list[str]:
         "Small samples look biased: a perfectly fair model shows E|p̂ − ½| of about 0.14 with 8 images. "
         "The headline mean imbalance is bias-corrected; with several occupations at or near parity and few "
         "images its interval under-covers (docs/audit_methodology.md gives the simulated coverage).",
-        f"Intervals are {lvl}: Wilson for each share (pointwise), Clopper–Pearson at {lvl} ÷ G for the "
-        "simultaneous band over the G occupations, percentile bootstrap of the images within each prompt "
-        "(the occupation list held fixed) for means over occupations, a posterior interval carrying the "
-        "control-prompt uncertainty for Rogan–Gladen. Counts of significant occupations are Holm-adjusted.",
+        f"Intervals are {lvl}: Wilson for each share (pointwise), Clopper–Pearson at level 1 − (1 − {lvl})/G for "
+        "the simultaneous band over the G occupations, a bootstrap of the images within each prompt (the "
+        "occupation list held fixed) for means over occupations, a posterior interval carrying the "
+        "control-prompt uncertainty for Rogan–Gladen, Newcombe's for differences between runs. Counts of "
+        "significant occupations are Holm-adjusted.",
         "The published Fair Diffusion shares (Friedrich et al. 2023) are Stable Diffusion 1.5 judged by FairFace on "
         "faces found by a face detector: their protocol and classifier differ from this run's.",
     ]
