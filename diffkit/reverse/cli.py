@@ -8,8 +8,12 @@ Writes into ``--out``: ``strip.png`` (x̂_0 at evenly spaced steps, then the fin
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
+
+from .._files import write_csv
+from ..errors import InputError
 
 __all__ = ["add_commands", "run_reverse"]
 
@@ -34,14 +38,20 @@ def run_reverse(
     from .previews import to_uint8
     from .trace import ReverseChain
 
+    out = Path(out)
+    try:  # before any work: a chain that cannot be saved should not run
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".diffkit-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"cannot write into --out {out} ({e.strerror or e}); choose a folder you can write to") from None
     pipe = load_pipeline(model)
     chain = ReverseChain(
         pipe, prompt, steps=steps, scheduler=scheduler, guidance_scale=guidance_scale, seed=seed,
         negative_prompt=negative_prompt, height=height, width=width,
     )
     traj = chain.run(callback=lambda r: log(f"step {r.index + 1}/{len(chain)}  t={r.timestep}  σ={r.sigma:.3f}"))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
     final = out / "final.png"
@@ -51,8 +61,8 @@ def run_reverse(
         traj.save_gif(out / "steps.gif", mode=preview),
         final,
     ]
-    traj.to_frame().to_csv(out / "steps.csv", index=False)
-    traj.tokens.to_frame().to_csv(out / "tokens.csv", index=False)
+    write_csv(traj.to_frame(), out / "steps.csv")
+    write_csv(traj.tokens.to_frame(), out / "tokens.csv")
     written += [out / "steps.csv", out / "tokens.csv"]
     for p in written:
         log(f"wrote {p}")
@@ -62,12 +72,14 @@ def run_reverse(
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``diffkit reverse``."""
     from ..pipeline import SCHEDULERS
+    from .recorder import FLOW_SCHEDULERS
 
     p = sub.add_parser("reverse", help="step through the reverse chain for a prompt and save what each step saw")
     p.add_argument("prompt", help="the text prompt")
     p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id, or a pipeline folder")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's own")
+    p.add_argument("--scheduler", choices=sorted({**SCHEDULERS, **FLOW_SCHEDULERS}), default=None,
+                   help="default: the model's own (SD 3 takes flow_euler)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--negative", default=None, help="negative prompt")
