@@ -57,3 +57,25 @@ def test_the_clip_judge_agrees_with_the_oracle_on_generated_pictograms(people):
     agree, n = q.judge_agreement(people.attrs["images"], people.read_gender, tiny.load_clip())
     assert n >= 0.9 * len(people), "the oracle found no person in too many images"
     assert agree >= 0.95
+
+
+def test_the_oracle_threshold_lies_between_generated_men_and_women(people):
+    """Issue 11: the woman/man threshold is chosen on generated images, not on drawings."""
+    from diffkit.tiny import oracle
+
+    r = [oracle.read(im).width_ratio for im in people.attrs["images"]]
+    men = [x for x, g in zip(r, people.gender) if g == "man" and x is not None]
+    women = [x for x, g in zip(r, people.gender) if g == "woman" and x is not None]
+    assert max(men) < oracle._WOMAN_WIDTH_RATIO < min(women), (max(men), min(women))
+
+
+def test_wide_generated_firefighters_are_read_as_the_men_they_are(pipe):
+    """The eight neutral "a firefighter" seeds (of 0–63) with the widest silhouettes: all men
+    when looked at (straight torso, two legs); the drawings' threshold 0.34 read them as women."""
+    from diffkit.tiny import oracle
+
+    seeds = [6, 20, 23, 25, 48, 49, 57, 61]
+    images = q.generate(pipe, ["a firefighter"] * len(seeds), seeds, guidance=GUIDANCE)
+    readings = [oracle.read(im) for im in images]
+    assert [r.gender for r in readings] == ["man"] * len(seeds), [r.width_ratio for r in readings]
+    assert max(r.width_ratio for r in readings) > 0.34  # the case the old threshold got wrong
