@@ -559,6 +559,10 @@ W_CASES_SPEC = [
     ("ReverseChainExplorer", {"negative_prompt": 5}, "not text"),
     ("ReverseChainExplorer", {"display_size": 0}, "out of range"),
     ("ReverseChainExplorer", {"display_size": 10**6}, "out of range"),
+    ("ReverseChainCompare", {"left": "ddim"}, "is not a dict"),
+    ("ReverseChainCompare", {"right": {"sampler": "ddim"}}, "unknown setting 'sampler'"),
+    ("ReverseChainCompare", {"guidance": 3.0}, "unknown setting 'guidance'"),
+    ("ReverseChainCompare", {"left": {"steps": 0}}, "steps=0 is out of range"),
     ("TwoPixelExplorer", {"pixels": (1, 2, 3)}, "not a two-pixel image"),
     ("TwoPixelExplorer", {"pixels": (1,)}, "not a two-pixel image"),
     ("TwoPixelExplorer", {"pixels": (300, 0)}, "not a two-pixel image"),
@@ -613,7 +617,7 @@ def _widget_kwargs(case: Case, request) -> tuple[Any, dict]:
 
     cls, kw = case.run
     kw = dict(kw)
-    if cls == "ReverseChainExplorer":
+    if cls in ("ReverseChainExplorer", "ReverseChainCompare"):
         kw["pipe"] = request.getfixturevalue("tiny_pipe")  # the size is checked against the VAE's factor
     return getattr(widgets, cls), kw
 

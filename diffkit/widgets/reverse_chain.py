@@ -330,6 +330,15 @@ class ReverseChainCompare(W.HBox):
     """
 
     def __init__(self, pipe: Any = None, *, left: dict | None = None, right: dict | None = None, **common: Any):
+        import inspect
+
+        allowed = set(inspect.signature(ReverseChainExplorer.__init__).parameters) - {"self", "pipe"}
+        for name, settings in (("common settings", common), ("left", left or {}), ("right", right or {})):
+            if not isinstance(settings, dict):
+                raise InputError(f"{name}={settings!r} is not a dict; fix: pass e.g. {name}=dict(scheduler='ddim')")
+            unknown = sorted(set(settings) - allowed)
+            if unknown:
+                raise InputError(f"{name} has the unknown setting {unknown[0]!r}; fix: use any of {sorted(allowed)}")
         if pipe is None:
             from ..pipeline import load_pipeline
 
@@ -345,6 +354,8 @@ class ReverseChainCompare(W.HBox):
         self.right.run(wait=wait)
 
     def close(self) -> None:
+        if "error" not in self.__dict__:  # a constructor that failed: nothing was built (see Explorer.close)
+            return
         self._link.close()
         self.left.close()
         self.right.close()
