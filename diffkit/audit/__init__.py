@@ -10,17 +10,20 @@ Three calls, the same as the three commands::
 
 The pieces, each usable on its own: :mod:`~diffkit.audit.spec` (TOML specs), :mod:`~diffkit.audit.plan`
 (sample sizes), :mod:`~diffkit.audit.published` (published results to compare with),
-:mod:`~diffkit.audit.prompts`, :mod:`~diffkit.audit.generate` (ledger, resume, sharding),
+:mod:`~diffkit.audit.prompts`, :mod:`~diffkit.audit.generate` (resume, sharding),
+:mod:`~diffkit.audit.rundir` (the run folder: ledger, spec, weights, lock),
 :mod:`~diffkit.audit.score` (open_clip zero-shot), :mod:`~diffkit.audit.metrics`,
 :mod:`~diffkit.audit.report`. Formulas and sources: ``docs/audit_methodology.md``.
 """
 
 from __future__ import annotations
 
+from ..errors import RunBusyError, RunFolderError
 from .api import AuditResult, compare_audits, default_out, report_audit, run_audit
 from .generate import (
     DiskFullError,
     RunMismatchError,
+    check_prompt_lengths,
     generate_images,
     load_run_spec,
     prepare_run,
@@ -69,6 +72,8 @@ __all__ = [
     "AuditSpec",
     "DiskFullError",
     "NothingInCommonError",
+    "RunBusyError",
+    "RunFolderError",
     "RunMismatchError",
     "SpecError",
     "ZeroShotClassifier",
@@ -76,6 +81,7 @@ __all__ = [
     "audit_figures",
     "audit_metrics",
     "build_prompts",
+    "check_prompt_lengths",
     "bundled_specs",
     "classifier_validation",
     "classify_embeddings",
