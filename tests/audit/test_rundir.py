@@ -190,3 +190,34 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(pipe_dir, clip_name, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = ledger_rows(out)
     assert all(row[6] == "done" for row in rows) and len(rows) == len({(row[0], row[1]) for row in rows})
+
+
+def test_an_unpinned_hub_id_is_pinned_to_the_commit_it_resolved_to(make_spec, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from diffkit.audit.rundir import prepare_run
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    repo = cache / "models--someone--model"
+
+    def publish(commit: str) -> None:  # what `hf download` leaves: refs/main and a snapshot
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "model_index.json").write_text("{}")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+
+    assert weights_identity("someone/model") is None  # not cached yet
+    old, new = "a" * 40, "b" * 40
+    publish(old)
+    assert weights_identity("someone/model") == f"someone/model@{old}"
+    spec = make_spec(pipeline__model="someone/model")
+    run = tmp_path / "run"
+    prepare_run(spec, run, weights=weights_identity("someone/model"))
+    con = sqlite3.connect(run / "ledger.sqlite")
+    con.execute("UPDATE images SET status = 'done' WHERE prompt_id = 0 AND image_index = 0")
+    con.commit()
+    con.close()
+    publish(new)  # the hub's main moved on: the same name is now other weights
+    with pytest.raises(RunMismatchError, match=f"{old}.*there.*{new}.*now"):
+        prepare_run(spec, run, weights=weights_identity("someone/model"))
