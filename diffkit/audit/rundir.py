@@ -481,8 +481,13 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 grid[["prompt_id", "image_index", "prompt", "seed", "path", "batch"]].itertuples(index=False),
             )
-    if old is None or not (run_dir / SPEC_NAME).is_file():
-        write_atomic(run_dir / SPEC_NAME, spec_json(spec).encode())
+    text = spec_json(spec)  # the ledger's spec (the fingerprints match): restore a missing or edited copy
+    try:
+        current = (run_dir / SPEC_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != text:
+        write_atomic(run_dir / SPEC_NAME, text.encode())
     return run_dir
 
 

@@ -94,6 +94,14 @@ def test_report_uses_the_ledgers_spec_and_restores_spec_json(small, small_run):
         load_run_spec(small_run)
 
 
+def test_a_resumed_run_restores_an_edited_spec_json(small, small_run, pipe):
+    sj = small_run / "spec.json"
+    good = sj.read_text()
+    sj.write_text(good.replace('"nurse"', '"lawyer"'))
+    _gen(small, small_run, pipe)  # the same spec resumes; its ledger is the truth
+    assert sj.read_text() == good and load_run_spec(small_run) == load_run_spec(small_run)
+
+
 def test_report_audit_builds_from_the_ledger(small, small_run, clip_name):
     from diffkit.audit import report_audit
 
