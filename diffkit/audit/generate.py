@@ -141,14 +141,39 @@ def check_prompt_lengths(spec: AuditSpec, tokenizer: Any, prompts: pd.DataFrame 
             )
 
 
-def load_pipeline_for(spec: AuditSpec, *, device: Any = None) -> Any:
-    """The spec's pipeline through :func:`diffkit.load_pipeline` (``"tiny"``, hub id or folder)."""
+def load_pipeline_for(spec: AuditSpec, *, device: Any = None, progress: bool = True) -> Any:
+    """The spec's pipeline through :func:`diffkit.load_pipeline` (``"tiny"``, hub id or folder).
+
+    With ``progress=False`` the loading bars of diffusers and transformers stay hidden too
+    (``--no-progress``); their global setting is restored afterwards.
+    """
     from ..pipeline import load_pipeline
 
-    return load_pipeline(
-        spec.pipeline.model, device=device, dtype=spec.pipeline.dtype,
-        scheduler=spec.pipeline.scheduler, revision=spec.pipeline.revision,
-    )
+    with contextlib.ExitStack() as stack:
+        if not progress:
+            stack.enter_context(_quiet_loading())
+        return load_pipeline(
+            spec.pipeline.model, device=device, dtype=spec.pipeline.dtype,
+            scheduler=spec.pipeline.scheduler, revision=spec.pipeline.revision,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """Hide diffusers' and transformers' loading bars for the block, then restore their setting."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()
 
 
 def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[int]) -> list:
@@ -257,7 +282,7 @@ def generate_images(
             n_done = int((mine["status"] == "done").sum())
             if todo_batches:
                 if pipe is None:
-                    pipe = load_pipeline_for(spec, device=state.device)
+                    pipe = load_pipeline_for(spec, device=state.device, progress=progress)
                 check_prompt_lengths(spec, getattr(pipe, "tokenizer", None))
                 if weights is None:  # a hub id that was not cached before the load
                     record_weights(run_dir, spec, weights_identity(spec.pipeline.model, spec.pipeline.revision))

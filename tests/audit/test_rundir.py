@@ -229,3 +229,14 @@ def test_an_unpinned_hub_id_is_pinned_to_the_commit_it_resolved_to(make_spec, tm
     publish(new)  # the hub's main moved on: the same name is now other weights
     with pytest.raises(RunMismatchError, match=f"{old}.*there.*{new}.*now"):
         prepare_run(spec, run, weights=weights_identity("someone/model"))
+
+
+def test_no_progress_hides_the_loading_bars_too(small, tmp_path, capfd):
+    from diffusers.utils import logging as dlog
+
+    capfd.readouterr()
+    led = generate_images(small, tmp_path / "run", progress=False, state=ONE, max_batches=1)
+    err = capfd.readouterr().err
+    assert (led["status"] == "done").any()
+    assert "Loading pipeline components" not in err and "Loading weights" not in err, err
+    assert dlog.is_progress_bar_enabled()  # the global setting is restored
