@@ -92,7 +92,7 @@ class CrossAttentionStore:
 
 
 def _attention_probs(
-    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
+    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, n_tokens: int | None = None
 ) -> torch.Tensor:
     """``softmax(Q Kᵀ · scale)`` averaged over heads: ``(B, N, T)``, computed explicitly in float32."""
     hs = hidden_states
@@ -114,12 +114,12 @@ def _attention_probs(
         q = attn.norm_q(q)
     if getattr(attn, "norm_k", None) is not None:
         k = attn.norm_k(k)
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * float(attn.scale)
-    return scores.softmax(dim=-1).mean(dim=1)  # (B, N, T)
+    scores = torch.matmul(q.float() * float(attn.scale), k.float().transpose(-1, -2))  # scale the (N, d) side
+    return scores.softmax(dim=-1)[..., :n_tokens].mean(dim=1)  # (B, N, n_tokens): heads averaged after the cut
 
 
 def _joint_attention_probs(
-    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
+    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, n_tokens: int | None = None
 ) -> torch.Tensor:
     """SD 3's joint attention seen from the image: ``(B, N_img, T)``, averaged over heads.
 
@@ -136,8 +136,8 @@ def _joint_attention_probs(
 
     q = heads(attn.to_q(hidden_states), getattr(attn, "norm_q", None))
     k = heads(attn.add_k_proj(encoder_hidden_states), getattr(attn, "norm_added_k", None))
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * float(attn.scale)
-    return scores.softmax(dim=-1).mean(dim=1)  # (B, N_img, T)
+    scores = torch.matmul(q.float() * float(attn.scale), k.float().transpose(-1, -2))  # scale the (N, d) side
+    return scores.softmax(dim=-1)[..., :n_tokens].mean(dim=1)  # (B, N_img, n_tokens)
 
 
 class _CaptureProcessor:
@@ -164,7 +164,7 @@ class _CaptureProcessor:
             sl = self.store.cond_slice
             probs_of = _joint_attention_probs if _is_joint(attn) else _attention_probs
             with torch.no_grad():
-                probs = probs_of(attn, hidden_states[sl], encoder_hidden_states[sl])
+                probs = probs_of(attn, hidden_states[sl], encoder_hidden_states[sl], self.store.n_tokens)
             self.store.add(self.name, probs)
         return out
 

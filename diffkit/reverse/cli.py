@@ -2,7 +2,7 @@
 
 Writes into ``--out``: ``strip.png`` (x̂_0 at evenly spaced steps, then the final image),
 ``steps.gif`` (x̂_0 at every step), ``final.png``, ``steps.csv`` (the tidy per-step table of
-:meth:`~diffkit.reverse.trace.Trajectory.to_frame`) and ``tokens.csv`` (the tokenizer's view).
+:meth:`~diffkit.reverse.trajectory.Trajectory.to_frame`) and ``tokens.csv`` (the tokenizer's view).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Stable Diffusion denoises *latents*: 4 channels at 1/8 of the image size (1/2 fo
 test pipelines). To see them:
 
 - **exact**: the VAE decoder, exactly as the pipeline decodes its final latents
-  (:func:`decode_latents`; batched; :class:`~diffkit.reverse.trace.Trajectory` caches it per step).
+  (:func:`decode_latents`; batched; :class:`~diffkit.reverse.trajectory.Trajectory` caches it per step).
 - **fast**: one linear map per pixel, latent (4) → RGB (3) plus a bias (:func:`fast_preview`).
   Published coefficients exist for the SD 1.x/2.x VAE and the SDXL VAE (ComfyUI
   ``comfy/latent_formats.py``, classes ``SD15`` and ``SDXL``; AUTOMATIC1111

@@ -134,7 +134,7 @@ class StepRecord:
             return (x - x0) / self.sigma
         return (x - math.sqrt(self.alpha_bar) * x0) / math.sqrt(1 - self.alpha_bar)
 
-    # short names, as in DESIGN.md's notation table
+    # short names, as in the notation table of docs/concepts.md
     @property
     def x_t(self) -> torch.Tensor:
         """x_t, the latents entering this step."""

@@ -1,4 +1,4 @@
-"""Every headline interval gets a seeded coverage test (DESIGN.md, "Statistics").
+"""Every headline interval gets a seeded coverage test (docs/audit_methodology.md).
 
 The simulations run the library's own arithmetic (the functions ``overall_table`` and
 ``compare_metrics`` call), vectorised over many simulated audits at once, so each scenario
@@ -15,7 +15,7 @@ import pytest
 
 import diffkit.audit.metrics as M
 
-# the ten occupations of the tiny_default spec, BLS CPS 2021 women-share (DESIGN.md)
+# the ten occupations of the tiny_default spec, BLS CPS 2021 women-share (diffkit/audits/bls_cps_2021_women_share.csv)
 REF = np.array([0.867, 0.887, 0.792, 0.578, 0.379, 0.291, 0.197, 0.053, 0.051, 0.017])
 
 

@@ -50,7 +50,7 @@ def _exact_baseline(n: int) -> Fraction:
 def test_fair_baseline_hand_worked_and_exact():
     assert M.fair_baseline(n=1) == 0.5
     assert M.fair_baseline(n=2) == 0.25  # ¼·½ + ½·0 + ¼·½
-    assert M.fair_baseline(n=8) == pytest.approx(35 / 256)  # the 0.14 of DESIGN.md
+    assert M.fair_baseline(n=8) == pytest.approx(35 / 256)  # E|p̂ − ½| of a fair model at n = 8: 35/256 ≈ 0.14
     ns = np.array([3, 8, 16, 64, 101])
     np.testing.assert_allclose(M.fair_baseline(n=ns), [float(_exact_baseline(int(m))) for m in ns], rtol=1e-12)
     # the classic approximation √(1/(2πn)) for large n
