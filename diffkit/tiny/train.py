@@ -169,12 +169,18 @@ def _setup(run_dir: Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     root = logging.getLogger("diffkit.tiny")
     root.setLevel(logging.INFO)
-    if not root.handlers:
-        fh = logging.FileHandler(run_dir / "train.log")
+    log_file = str((run_dir / "train.log").resolve())
+    for h in list(root.handlers):  # one run's log per process: a second run dir gets its own train.log
+        if isinstance(h, logging.FileHandler) and h.baseFilename != log_file:
+            root.removeHandler(h)
+            h.close()
+    if not any(isinstance(h, logging.FileHandler) for h in root.handlers):
+        fh = logging.FileHandler(log_file)
         fh.setFormatter(fmt)
+        root.addHandler(fh)
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
         sh = logging.StreamHandler()
         sh.setFormatter(fmt)
-        root.addHandler(fh)
         root.addHandler(sh)
 
 

@@ -173,7 +173,7 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(pipe_dir, clip_name, tmp_path)
     from audit_helpers import to_toml
 
     d = spec_dict(pipe_dir, clip_name)
-    d["audit"].update(images_per_prompt=4, batch_size=1)  # 16 batches: slow enough to interrupt
+    d["audit"].update(images_per_prompt=40, batch_size=1)  # 160 batches: the interrupt lands mid-generation even on an idle machine
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text(to_toml(d))
     out = tmp_path / "run"
