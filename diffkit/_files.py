@@ -8,7 +8,8 @@ never a mix, and two writers never share a temporary file.
 :func:`write_csv` also neutralises spreadsheet formulas. A cell that starts with ``=``, ``+``,
 ``-``, ``@``, a tab or a carriage return is prefixed with a single quote, as OWASP's "CSV
 Injection" page recommends, so ``=HYPERLINK(...)`` is shown as text rather than run. Numbers
-are written as numbers (a negative number is not a formula).
+are written as numbers (a negative number is not a formula). :func:`read_csv` reads such a file
+back to the values that were written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "is_disk_full",
+    "read_csv",
     "safe_cell",
     "write_csv",
 ]
@@ -66,10 +68,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def safe_cell(value):
-    """*value* with a leading ``'`` when it is a string a spreadsheet would run as a formula."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    """*value* with a leading ``'`` when it is a string a spreadsheet would run as a formula.
+
+    A string that already starts with ``'`` gets one more, so :func:`read_csv` can undo the
+    escaping exactly (it strips one leading ``'`` from every text cell that has one).
+    """
+    if isinstance(value, str) and value.startswith((*FORMULA_PREFIXES, "'")):
         return "'" + value
     return value
+
+
+def _unescape(value):
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
+
+
+def read_csv(path: str | os.PathLike, **read_csv_kwargs):
+    """Read a CSV written by :func:`write_csv` back to the values it was given (the escaping undone)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, **read_csv_kwargs)
+    for col in frame.columns:
+        if pd.api.types.is_object_dtype(frame[col]) or pd.api.types.is_string_dtype(frame[col]):
+            frame[col] = frame[col].map(_unescape)
+    frame.columns = [_unescape(c) for c in frame.columns]
+    return frame
 
 
 def write_csv(frame, path: str | os.PathLike, **to_csv_kwargs) -> Path:

@@ -42,3 +42,12 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path, monkeypatch):
         atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_read_csv_gives_back_exactly_what_was_written(tmp_path):
+    from diffkit._files import read_csv
+
+    cells = ["=HYPERLINK(\"x\")", "'quoted", "''twice", "+1", "-x", "@a", "a nurse", "it's"]
+    df = pd.DataFrame({"occupation": cells, "n": range(len(cells))})
+    back = read_csv(write_csv(df, tmp_path / "t.csv"))
+    assert back["occupation"].tolist() == cells and back["n"].tolist() == list(range(len(cells)))

@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from .._files import read_csv
+
 from .generate import dist_state, generate_images, load_run_spec
 from .metrics import AuditMetrics, audit_metrics, compare_metrics
 from .report import write_comparison, write_report
@@ -115,7 +117,7 @@ def _load(run_dir: Path, classifier: ZeroShotClassifier | None) -> tuple[AuditSp
     spec = load_run_spec(run_dir)
     csv = run_dir / "report" / "images.csv"
     if classifier is None and csv.is_file():
-        images = pd.read_csv(csv)
+        images = read_csv(csv)  # undoes write_csv's spreadsheet escaping
         images["stated_gender"] = images["stated_gender"].where(images["stated_gender"].notna(), None)
     else:
         images = score_images(spec, run_dir, classifier=classifier, progress=False)
