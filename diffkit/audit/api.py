@@ -15,7 +15,6 @@ from typing import Any
 import pandas as pd
 
 from .._files import read_csv
-
 from .generate import dist_state, generate_images, load_run_spec
 from .metrics import AuditMetrics, audit_metrics, compare_metrics
 from .report import write_comparison, write_report
