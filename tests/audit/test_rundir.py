@@ -180,7 +180,10 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(pipe_dir, clip_name, tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
            "DIFFKIT_QUIET": "1"}
     cmd = [sys.executable, "-m", "diffkit", "audit", "run", str(spec_file), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell that starts a job in the background (as CI may) leaves SIGINT ignored, and Python keeps an
+    # ignored SIGINT ignored: give the child the default disposition a terminal's Ctrl-C meets
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if (out / "images").is_dir() and any((out / "images").rglob("*.png")):
