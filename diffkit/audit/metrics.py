@@ -1061,13 +1061,6 @@ def compare_metrics(
         # centred on the difference among all labelled images (pairs with an abstention included)
         shift = m["diff"].to_numpy() - ((tab["C"] - tab["B"]) / tab.sum(axis=1).where(tab.sum(axis=1) > 0)).to_numpy()
         m["ci_low"], m["ci_high"] = lo + shift, hi + shift
-        m["imbalance_a"], m["imbalance_b"] = ia[0], ib[0]
-        idiff = ib - ia
-        m["imbalance_diff"] = idiff[0]
-        if n_boot > 0:
-            m["imbalance_diff_low"], m["imbalance_diff_high"] = np.nanquantile(idiff[1:], [a_lvl, 1 - a_lvl], axis=0)
-        else:
-            m["imbalance_diff_low"] = m["imbalance_diff_high"] = np.nan
         mean_a, mean_b = np.nanmean(ia, axis=1), np.nanmean(ib, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             pool_a = d["kf_a"].sum(1) / d["n_a"].sum(1)
@@ -1089,16 +1082,17 @@ def compare_metrics(
                         corrected_imbalance(successes=ka, n=np.broadcast_to(na, ka.shape))])
         ib = np.vstack([corrected_imbalance(successes=tb["n_female"].to_numpy(), n=nb),
                         corrected_imbalance(successes=kb, n=np.broadcast_to(nb, kb.shape))])
-        m["imbalance_a"], m["imbalance_b"] = ia[0], ib[0]
-        idiff = ib - ia
-        m["imbalance_diff"] = idiff[0]
-        if n_boot > 0:
-            m["imbalance_diff_low"], m["imbalance_diff_high"] = np.quantile(idiff[1:], [a_lvl, 1 - a_lvl], axis=0)
-        else:
-            m["imbalance_diff_low"] = m["imbalance_diff_high"] = np.nan
         pool_a = np.concatenate([[ta["n_female"].sum() / na.sum()], ka.sum(1) / na.sum()])
         pool_b = np.concatenate([[tb["n_female"].sum() / nb.sum()], kb.sum(1) / nb.sum()])
         draws = {"mean_imbalance": (ia.mean(1), ib.mean(1)), "pooled_p_female": (pool_a, pool_b)}
+    # both designs: each occupation's bias-corrected imbalance and its change, ia/ib (draw 0 = the data)
+    m["imbalance_a"], m["imbalance_b"] = ia[0], ib[0]
+    idiff = ib - ia
+    m["imbalance_diff"] = idiff[0]
+    if n_boot > 0:
+        m["imbalance_diff_low"], m["imbalance_diff_high"] = np.nanquantile(idiff[1:], [a_lvl, 1 - a_lvl], axis=0)
+    else:
+        m["imbalance_diff_low"] = m["imbalance_diff_high"] = np.nan
     m.insert(1, "reference", ta["p_ref"].to_numpy())
     rows = []
     for name, (va, vb) in draws.items():
