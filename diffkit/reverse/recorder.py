@@ -180,7 +180,6 @@ class Recorder:
         self._finished = False
         self._closed = False
         self._error: BaseException | None = None
-        self._records: list[StepRecord] = []
         self._tid: int | None = None
         self._unscaled: torch.Tensor | None = None
         self._output: tuple[torch.Tensor | None, torch.Tensor] | None = None
@@ -210,23 +209,24 @@ class Recorder:
         with self._cond:
             if self._error is not None:
                 raise self._error
-            i = len(self._records)
+            records = self.trajectory._records  # the one list of records, the trajectory's
+            i = len(records)
             n = len(self.timesteps)
             self._allowed = i + 1
             self._cond.notify_all()
             self._cond.wait_for(
                 lambda: self._error is not None
                 or self._finished
-                or (len(self._records) > i and len(self._records) < n)
+                or (len(records) > i and len(records) < n)
             )
             if self._error is not None:
                 raise self._error
-            if len(self._records) <= i:
+            if len(records) <= i:
                 raise RuntimeError(
-                    f"the pipeline finished after {len(self._records)} denoiser calls, where its "
+                    f"the pipeline finished after {len(records)} denoiser calls, where its "
                     f"timesteps promised {n}; please report this with the pipeline and scheduler"
                 )
-            return self._records[i]
+            return records[i]
 
     def close(self) -> None:
         """Abandon the call: a paused worker unwinds ``pipe(...)`` and removes every hook."""
@@ -369,7 +369,7 @@ class Recorder:
         return wrapped
 
     def _record(self, noise_pred: torch.Tensor, t: Any, latents: torch.Tensor, out: Any, stage: str) -> None:
-        i = len(self._records)
+        i = len(self.trajectory._records)
         prev = out.prev_sample
         uncond, text = self._output if self._output is not None else (None, noise_pred)
         self._output = None
@@ -425,6 +425,5 @@ class Recorder:
         self._prev_latents = prev_rec
         with self._cond:
             self.latents = prev
-            self._records.append(rec)
             self.trajectory._records.append(rec)
             self._cond.notify_all()
