@@ -47,6 +47,11 @@ def main() -> None:
     )
     p.add_argument("--attention", action="store_true", help="the attention-localisation figure")
     p.add_argument("--attention-seeds", type=int, default=4)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where to generate (the figures; speed is this CPU's bar, so --skip speed elsewhere)",
+    )
     args = p.parse_args()
 
     import pandas as pd
@@ -60,9 +65,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pd.set_option("display.width", 160)
     path = args.pipeline or tiny.pipeline_path()
-    pipe = StableDiffusionPipeline.from_pretrained(path)  # float32 on CPU
+    pipe = StableDiffusionPipeline.from_pretrained(path).to(args.device)  # float32
     pipe.set_progress_bar_config(disable=True)
-    print(f"pipeline: {path}  threads: {args.threads}")
+    print(f"pipeline: {path}  threads: {args.threads}  device: {args.device}")
     person_images = []
 
     if "shapes" not in args.skip:

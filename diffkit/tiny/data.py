@@ -175,11 +175,11 @@ def save_checkpoint(path: Path, model, opt, step: int, rng: random.Random) -> No
     )
 
 
-def load_checkpoint(path: Path, model, opt) -> tuple[int, random.Random]:
+def load_checkpoint(path: Path, model, opt, map_location=None) -> tuple[int, random.Random]:
     """Restore *model* and *opt* from :func:`save_checkpoint`; returns ``(step, rng)``."""
     import torch
 
-    st = torch.load(path, weights_only=False)
+    st = torch.load(path, weights_only=False, map_location=map_location)
     model.load_state_dict(st["model"])
     opt.load_state_dict(st["opt"])
     return st["step"], st["rng"]

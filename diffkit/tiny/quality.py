@@ -294,7 +294,7 @@ def attention_localisation(
             mid = per_step[lo:hi] or per_step
             mask = torch.from_numpy(object_mask(image))
             for k, p in pos.items():
-                m = aggregate_attention(mid, token=p, size=tuple(mask.shape))
+                m = aggregate_attention(mid, token=p, size=tuple(mask.shape)).float().cpu()
                 m = m.sum(0) if m.ndim == 3 else m  # a word of several tokens: their sum
                 ok = 0 < int(mask.sum()) < mask.numel()
                 inside = float(m[mask].mean()) if ok else float("nan")

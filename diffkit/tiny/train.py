@@ -187,7 +187,7 @@ def _setup(run_dir: Path) -> None:
 # ----------------------------------------------------------------------------- VAE
 
 
-def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
+def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool, device: str = "cpu") -> None:
     out = run_dir / "vae"
     ckpt = run_dir / "vae_ckpt.pt"
     if (out / "config.json").exists() and not ckpt.exists():
@@ -204,16 +204,18 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool) -> None:
     preview = torch.nn.Linear(vae.config.latent_channels, 3) if recipe.vae_preview_weight else None
     model = torch.nn.ModuleDict({"vae": vae, "preview": preview}) if preview else vae
     factor = _m.arch(recipe.arch).vae_factor
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     step, rng = 0, random.Random(recipe.seed + 1)
     if resume and ckpt.exists():
-        step, rng = _d.load_checkpoint(ckpt, model, opt)
+        step, rng = _d.load_checkpoint(ckpt, model, opt, map_location=device)
         log.info("vae: resumed at step %d", step)
     vae.train()
     t0, loss_avg, prev_avg, every = time.time(), None, 0.0, 25
     wcfg = recipe.world_config()
     while step < recipe.vae_steps:
         x, _, _ = _d.world_batch(rng, recipe.vae_batch, wcfg, size=recipe.image_size)
+        x = x.to(device)
         lr = recipe.vae_lr * 0.5 * (1 + math.cos(math.pi * step / recipe.vae_steps))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -263,7 +265,8 @@ def vae_oracle_accuracy(vae, *, n: int = 200, seed: int = 0, size: int = _w.IMAG
     from diffkit.tiny import oracle
 
     x, atts, _ = _d.world_batch(random.Random(seed), n, size=size)
-    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    x = x.to(vae.device)
+    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.cpu()
     ok = [
         all(oracle.matches(oracle.read(im), a).values())
         for im, a in zip(_d.tensor_to_images(rec), atts)
@@ -278,7 +281,7 @@ def save_reconstructions(vae, path: Path, recipe: Recipe, n: int = 8) -> None:
     x, _, _ = _d.world_batch(
         random.Random(recipe.seed + 98), n, recipe.world_config(), size=recipe.image_size
     )
-    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    rec = vae.decode(vae.encode(x.to(vae.device)).latent_dist.mode()).sample.cpu()
     ims = _d.tensor_to_images(x) + _d.tensor_to_images(rec)
     _save_grid(ims, n, path)
 
@@ -320,7 +323,7 @@ def _cache_draws(recipe: Recipe):
         yield atts, [_w.draw(a, rng, size=size) for a in atts]
 
 
-def build_cache(recipe: Recipe, run_dir: Path) -> None:
+def build_cache(recipe: Recipe, run_dir: Path, *, device: str = "cpu") -> None:
     path = run_dir / "latents.pt"
     if path.exists():
         st = torch.load(path, weights_only=False)
@@ -347,14 +350,14 @@ def build_cache(recipe: Recipe, run_dir: Path) -> None:
         return
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval().to(device)
     factor = _m.arch(recipe.arch).vae_factor
     lat, masks, keys, pairs = [], [], [], {}
     t0 = time.time()
     for a, ims in _cache_draws(recipe):
         atts = _cell_atts(a, ims)
         with torch.no_grad():
-            lat.append(vae.encode(_d.images_to_tensor(ims)).latent_dist.mean)
+            lat.append(vae.encode(_d.images_to_tensor(ims).to(device)).latent_dist.mean.cpu())
         masks.append(_d.latent_masks(ims, atts, factor=factor))
         for b in atts:
             if b.kind == "pair":
@@ -450,7 +453,9 @@ def loss_weights(snr: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     return x0_weight / (snr + 1)
 
 
-def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | None) -> None:
+def train_unet(
+    recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | None, device: str = "cpu"
+) -> None:
     from diffusers import AutoencoderKL
 
     st = torch.load(run_dir / "latents.pt", weights_only=False)
@@ -469,6 +474,8 @@ def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | 
     tokens = _Tokens(tokenizer)
     unet = _m.build_unet(recipe.seed, arch_name=an)
     te = _m.build_text_encoder(recipe.seed, arch_name=an)
+    unet.to(device)
+    te.to(device)
     sched = _m.build_train_scheduler(arch_name=an)
     eps = sched.config.prediction_type == "epsilon"
     acp = sched.alphas_cumprod
@@ -481,7 +488,7 @@ def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | 
     gen = torch.Generator().manual_seed(recipe.seed + 4)
     ckpt = run_dir / "unet_ckpt.pt"
     if resume and ckpt.exists():
-        s = torch.load(ckpt, weights_only=False)
+        s = torch.load(ckpt, weights_only=False, map_location=device)
         saved = {k: v for k, v in s.get("recipe", {}).items() if k != "unet_steps"}
         now = {k: v for k, v in asdict(recipe).items() if k != "unet_steps"}
         diff = {k: (saved.get(k), v) for k, v in now.items() if saved and saved.get(k, v) != v}
@@ -496,10 +503,10 @@ def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | 
         ema_te.load_state_dict(s["ema_te"])
         opt.load_state_dict(s["opt"])
         step, rng = s["step"], s["rng"]
-        gen.set_state(s["gen"])
+        gen.set_state(s["gen"].cpu())  # map_location moved it with the weights
         log.info("unet: resumed at step %d", step)
     ema_params = list(ema_unet.parameters()) + list(ema_te.parameters())
-    vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval().to(device)
     n_params = sum(p.numel() for p in unet.parameters()) / 1e6
     log.info(
         "unet: %.2fM params, text encoder %.2fM; recipe %s",
@@ -536,6 +543,7 @@ def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | 
             rows, caps = cache.resolve_pairs(rng, list(atts), list(caps))
         caps = [("" if rng.random() < recipe.caption_dropout else c) for c in caps]
         x0, masks = cache.sample_with_masks(rng, list(atts), rows)
+        # every random draw is made on the CPU, so a run on a GPU sees the same numbers
         noise = torch.randn(x0.shape, generator=gen)
         if recipe.offset_noise:
             # offset noise: a per-image, per-channel constant, so the model can learn to
@@ -544,14 +552,17 @@ def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | 
                 (x0.shape[0], x0.shape[1], 1, 1), generator=gen
             )
         t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen)
+        w = loss_weights(_snr(acp, t), recipe).to(device)
+        x0, noise, t = x0.to(device), noise.to(device), t.to(device)
+        if masks is not None:
+            masks = masks.to(device)
         xt = sched.add_noise(x0, noise, t)
         target = noise if eps else sched.get_velocity(x0, noise, t)
         lr = recipe.unet_lr * min(1.0, (step + 1) / recipe.unet_warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        hidden = te(tokens(caps))[0]
+        hidden = te(tokens(caps).to(device))[0]
         pred = unet(xt, t, hidden).sample
-        w = loss_weights(_snr(acp, t), recipe)
         err = (pred - target).pow(2)
         if recipe.figure_weight != 1.0:
             # the figure's latent pixels count figure_weight times the background's
@@ -706,7 +717,17 @@ def main(argv: list[str] | None = None) -> None:
         help="--stage export writes here (tiny1's default: the package's weights folder; "
         "tiny2 needs it stated, so a run in training never replaces the shipped model)",
     )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where to train (cpu, cuda, cuda:1, mps); the random draws stay on the CPU, so "
+        "the recipe is the same everywhere, though GPU arithmetic rounds differently",
+    )
     args = p.parse_args(argv)
+    try:
+        torch.empty(0, device=args.device)
+    except (RuntimeError, AssertionError) as e:
+        p.error(f"--device {args.device!r} is not usable here ({e}); use --device cpu")
     # import every module a later stage needs now: a run lasts hours, and the working tree
     # may be edited meanwhile (a half-written file must not be imported mid-run)
     from diffkit import _files  # noqa: F401
@@ -736,11 +757,13 @@ def main(argv: list[str] | None = None) -> None:
         stages = ["vae", "cache", "unet", "clip", "export"]
     for s in stages:
         if s == "vae":
-            train_vae(recipe, run_dir, resume=args.resume)
+            train_vae(recipe, run_dir, resume=args.resume, device=args.device)
         elif s == "cache":
-            build_cache(recipe, run_dir)
+            build_cache(recipe, run_dir, device=args.device)
         elif s == "unet":
-            train_unet(recipe, run_dir, resume=args.resume, minutes=args.minutes)
+            train_unet(
+                recipe, run_dir, resume=args.resume, minutes=args.minutes, device=args.device
+            )
         elif s == "clip":
             from diffkit.tiny import clip as _c
 
