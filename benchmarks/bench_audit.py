@@ -47,7 +47,7 @@ def _spec(pipe_dir: Path, clip: str, *, occupations: list[str], n: int, batch: i
         "prompts": {"templates": ["a photo of {a_occupation}"], "attributes": {"occupation": occupations},
                     "reference": str(REPO / "audits" / "bls_cps_2021_women_share.csv")},
         "controls": {"templates": ["a {gender} {occupation}"], "images_per_prompt": controls},
-        "pipeline": {"model": str(pipe_dir), "steps": steps, "height": size, "width": size, "guidance": 5.0},
+        "pipeline": {"model": str(pipe_dir), "steps": steps, "height": size, "width": size, "guidance_scale": 5.0},
         "classifier": {"model": clip, "person_threshold": 0.0, "abstain_below": 0.5, "batch_size": batch},
         "report": {"n_boot": 200, "thumbnails_per_prompt": 4},
     }
@@ -135,7 +135,7 @@ def bench_throughput(tmp: Path, pipe_dir: Path, clip_name: str, repeats: int, qu
         t0 = time.perf_counter()
         generate_images(spec, run, pipe=pipe, progress=False, state=DistState())
         images = score_images(spec, run, classifier=clf, progress=False, state=DistState())
-        audit_metrics(images=images, n_boot=spec.report.n_boot, random_state=0)
+        audit_metrics(images=images, n_boot=spec.report.n_boot, seed=0)
         return time.perf_counter() - t0
 
     t_ours, t_hand, c_ours, c_hand = [], [], [], []

@@ -57,7 +57,7 @@ def default_out(spec: AuditSpec, model: str | None = None) -> Path:
 
 def _metrics(spec: AuditSpec, images: pd.DataFrame) -> AuditMetrics:
     return audit_metrics(images=images, ci=spec.report.ci, n_boot=spec.report.n_boot,
-                         random_state=spec.report.random_state)
+                         seed=spec.report.seed)
 
 
 def run_audit(
@@ -137,7 +137,7 @@ def compare_audits(
     spec_a, ma = _load(run_a, classifier)
     spec_b, mb = _load(run_b, classifier)
     by_occ, overall = compare_metrics(a=ma, b=mb, ci=spec_b.report.ci, n_boot=spec_b.report.n_boot,
-                                      random_state=spec_b.report.random_state)
+                                      seed=spec_b.report.seed)
     name_a = f"{spec_a.name} ({spec_a.pipeline.model})"
     name_b = f"{spec_b.name} ({spec_b.pipeline.model})"
     path = write_comparison(by_occupation=by_occ, overall=overall, name_a=name_a, name_b=name_b,

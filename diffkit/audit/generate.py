@@ -183,7 +183,7 @@ def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[i
     kw: dict[str, Any] = dict(
         prompt=prompts,
         num_inference_steps=spec.pipeline.steps,
-        guidance_scale=spec.pipeline.guidance,
+        guidance_scale=spec.pipeline.guidance_scale,
         generator=gens,
         output_type="pil",
     )

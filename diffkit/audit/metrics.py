@@ -2,7 +2,8 @@
 
 Tidy all the way: the per-image table from :func:`~diffkit.audit.score.score_images` →
 :func:`group_table` per prompt or per occupation → :func:`overall_table`. Every function
-takes keywords only (fairlearn's ``MetricFrame`` style) and returns pandas objects.
+takes keywords only (fairlearn's ``MetricFrame`` style), seeds its draws with ``seed`` (an int,
+a ``numpy.random.Generator`` or None; ``random_state`` is its deprecated old name) and returns pandas objects.
 The estimands, intervals, assumptions and sources are in ``docs/audit_methodology.md``; in short:
 
 ==========================  =========================================================================
@@ -38,6 +39,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .._deprecate import renamed_kwargs
 
 __all__ = [
     "AuditMetrics",
@@ -221,7 +224,8 @@ def _binom_beyond(k, n, p_ref) -> np.ndarray:
     return out
 
 
-def fair_null_test(*, successes, n, n_sim: int = 10_000, random_state=None) -> float:
+@renamed_kwargs(random_state="seed")
+def fair_null_test(*, successes, n, n_sim: int = 10_000, seed=None) -> float:
     """Monte Carlo exact test of the fair null (every group's p = ½): p-value of mean |p̂ − ½|.
 
     The statistic's null distribution is simulated with every labelled image a fair coin
@@ -234,7 +238,7 @@ def fair_null_test(*, successes, n, n_sim: int = 10_000, random_state=None) -> f
     ok = n > 0
     if not ok.any():
         return float("nan")
-    null = _fair_null_draws(n[ok].astype(int), n_sim, np.random.default_rng(random_state))
+    null = _fair_null_draws(n[ok].astype(int), n_sim, np.random.default_rng(seed))
     p = _fair_null_p(k[..., ok], n[ok], null)
     return float(p) if np.ndim(p) == 0 else p
 
@@ -283,6 +287,7 @@ def rogan_gladen(*, p_observed, sensitivity, specificity) -> np.ndarray:
     return out
 
 
+@renamed_kwargs(random_state="seed")
 def rogan_gladen_interval(
     *,
     successes,
@@ -293,7 +298,7 @@ def rogan_gladen_interval(
     sp_n,
     ci: float = 0.95,
     n_draws: int = 2000,
-    random_state=None,
+    seed=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rogan–Gladen estimate with an interval that carries the uncertainty of Se and Sp.
 
@@ -309,7 +314,7 @@ def rogan_gladen_interval(
     k, n, xs, ms, xp, mp = (np.atleast_1d(np.asarray(v, dtype=float)) for v in
                             (successes, n, se_successes, se_n, sp_successes, sp_n))
     k, n, xs, ms, xp, mp = np.broadcast_arrays(k, n, xs, ms, xp, mp)
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(seed)
     grid = np.linspace(0, 1, 401)
     a = (1 - ci) / 2
     est = np.full(k.shape, np.nan)
@@ -578,6 +583,7 @@ def _control_counts(images: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return per.set_index("occupation") if len(per) else per, pooled
 
 
+@renamed_kwargs(random_state="seed")
 def group_table(
     *,
     images: pd.DataFrame,
@@ -587,7 +593,7 @@ def group_table(
     controls: Literal["auto", "pooled", "per_occupation", "none"] = "auto",
     min_controls: int = 20,
     n_draws: int = 2000,
-    random_state=None,
+    seed=None,
 ) -> pd.DataFrame:
     """Per group (``"occupation"``, or ``"prompt_id"`` for per prompt): counts, p̂_female and every
     per-group metric.
@@ -691,7 +697,7 @@ def group_table(
                 est, lo, hi = rogan_gladen_interval(
                     successes=t["n_female"], n=t["n"], se_successes=cnt["se_correct"], se_n=cnt["se_n"],
                     sp_successes=cnt["sp_correct"], sp_n=cnt["sp_n"], ci=ci, n_draws=n_draws,
-                    random_state=random_state)
+                    seed=seed)
             t["p_corrected"], t["corrected_low"], t["corrected_high"] = est, lo, hi
             t["se_sp_source"] = src
     return t
@@ -749,9 +755,10 @@ def _imbalance_ci(K, k, n, *, ci: float, p_null):
     return est, lo, hi
 
 
+@renamed_kwargs(random_state="seed")
 def bootstrap_mean_imbalance(
     *, table: pd.DataFrame, by_prompt: pd.DataFrame | None = None, n_boot: int = 1000, ci: float = 0.95,
-    random_state=None, n_sim: int = 10_000,
+    seed=None, n_sim: int = 10_000,
 ) -> tuple[float, float, float]:
     """Mean |p − ½| over the table's groups: (bias-corrected estimate, interval low, high).
 
@@ -765,8 +772,8 @@ def bootstrap_mean_imbalance(
     t = table[table["n"] > 0]
     if len(t) == 0:
         return np.nan, np.nan, np.nan
-    rng = np.random.default_rng(random_state)
-    p_null = fair_null_test(successes=t["n_female"], n=t["n"], n_sim=n_sim, random_state=rng)
+    rng = np.random.default_rng(seed)
+    p_null = fair_null_test(successes=t["n_female"], n=t["n"], n_sim=n_sim, seed=rng)
     K = _strata_draws(t, by_prompt, n_boot=n_boot, rng=rng) if n_boot > 0 else None
     return _imbalance_ci(K, t["n_female"].to_numpy(), t["n"].to_numpy(), ci=ci, p_null=p_null)
 
@@ -783,6 +790,7 @@ def heim_gender_imbalance(*, images: pd.DataFrame) -> float:
     return float((share - 0.5).abs().mean())
 
 
+@renamed_kwargs(random_state="seed")
 def overall_table(
     *,
     table: pd.DataFrame,
@@ -790,7 +798,7 @@ def overall_table(
     by_prompt: pd.DataFrame | None = None,
     n_boot: int = 1000,
     ci: float = 0.95,
-    random_state=None,
+    seed=None,
     n_sim: int = 10_000,
 ) -> pd.DataFrame:
     """Overall metrics from a :func:`group_table`, tidy: ``metric, value, ci_low, ci_high, n,
@@ -812,12 +820,12 @@ def overall_table(
         rows.append({"metric": metric, "value": float(value), "ci_low": float(lo), "ci_high": float(hi),
                      "n": int(len(t) if n is None else n), "interval": interval, "description": description})
 
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(seed)
     boot_how = (f"{lvl} bootstrap, {n_boot} resamples of the images within each prompt (occupation list fixed): "
                 "hull of the percentile interval and its median-bias-shifted copy")
     K = _strata_draws(t, by_prompt, n_boot=n_boot, rng=rng) if (n_boot > 0 and len(t)) else None
     k, n = t["n_female"].to_numpy(), t["n"].to_numpy()
-    p_null = fair_null_test(successes=k, n=n, n_sim=n_sim, random_state=rng) if len(t) else np.nan
+    p_null = fair_null_test(successes=k, n=n, n_sim=n_sim, seed=rng) if len(t) else np.nan
     est, lo, hi = _imbalance_ci(K, k, n, ci=ci, p_null=p_null) if len(t) else (np.nan,) * 3
     add("mean_imbalance", est, lo, hi, interval=boot_how + "; lower bound 0 where the fair-null test does not reject",
         description="mean over occupations of |p − ½|, bias-corrected (2|p̂ − ½| − E|p̂* − ½| per occupation, "
@@ -861,7 +869,7 @@ def overall_table(
         g = len(tr)
         kr, nr = tr["n_female"].to_numpy(), tr["n"].to_numpy()
         s = float((tr["p_ref"] - 0.5).abs().mean())
-        p_null_r = fair_null_test(successes=kr, n=nr, n_sim=n_sim, random_state=rng) if g < len(t) else p_null
+        p_null_r = fair_null_test(successes=kr, n=nr, n_sim=n_sim, seed=rng) if g < len(t) else p_null
         Kr = K[:, has_ref] if K is not None else None
         est, lo, hi = _imbalance_ci(Kr, kr, nr, ci=ci, p_null=p_null_r)
         add("amplification", est - s, lo - s, hi - s, n=g, interval=boot_how + "; the reference is fixed",
@@ -912,8 +920,9 @@ class AuditMetrics:
                 "reliability": self.reliability, "overall": self.overall}
 
 
+@renamed_kwargs(random_state="seed")
 def audit_metrics(
-    *, images: pd.DataFrame, ci: float = 0.95, n_boot: int = 1000, random_state=None, min_controls: int = 20
+    *, images: pd.DataFrame, ci: float = 0.95, n_boot: int = 1000, seed=None, min_controls: int = 20
 ) -> AuditMetrics:
     """Every table from a per-image score table (:func:`~diffkit.audit.score.score_images`).
 
@@ -924,11 +933,11 @@ def audit_metrics(
     val = classifier_validation(images=images, ci=ci)
     se = float(val.loc[val["stated_gender"] == "female", "accuracy"].iloc[0])
     sp = float(val.loc[val["stated_gender"] == "male", "accuracy"].iloc[0])
-    kw = dict(ci=ci, min_controls=min_controls, random_state=random_state)
+    kw = dict(ci=ci, min_controls=min_controls, seed=seed)
     by_prompt = group_table(images=images, by="prompt_id", **kw)
     by_occ = group_table(images=images, by="occupation", **kw)
     overall = overall_table(table=by_occ, images=images, by_prompt=by_prompt, n_boot=n_boot, ci=ci,
-                            random_state=random_state)
+                            seed=seed)
     lvl = pct(ci)
     extra = pd.DataFrame([
         {"metric": "sensitivity", "value": se, "ci_low": val["ci_low"].iloc[0], "ci_high": val["ci_high"].iloc[0],
@@ -947,7 +956,7 @@ def audit_metrics(
             "description": "χ² test that Se and Sp are the same in every occupation (Bonferroni over the two); small "
             "values mean pooled Se/Sp misdescribe some occupations"}])], ignore_index=True)
     return AuditMetrics(images, by_prompt, by_occ, val, overall, se, sp,
-                        {"ci": ci, "n_boot": n_boot, "random_state": random_state, "min_controls": min_controls},
+                        {"ci": ci, "n_boot": n_boot, "seed": seed, "min_controls": min_controls},
                         validation_by_occupation=vocc, reliability=reliability_table(images=images, ci=ci),
                         thresholds=suggest_thresholds(images=images))
 
@@ -990,8 +999,9 @@ def _paired_draws(pairs: pd.DataFrame, occupations: list[str], *, n_boot: int, r
     return out
 
 
+@renamed_kwargs(random_state="seed")
 def compare_metrics(
-    *, a: AuditMetrics, b: AuditMetrics, ci: float = 0.95, n_boot: int = 1000, random_state=None,
+    *, a: AuditMetrics, b: AuditMetrics, ci: float = 0.95, n_boot: int = 1000, seed=None,
     paired: bool | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run *b* against run *a* (two models, or before and after a mitigation): differences b − a.
@@ -1029,7 +1039,7 @@ def compare_metrics(
     use_pairs = (paired is not False) and not pairs.empty
     if use_pairs:
         shared = sorted(set(pairs["occupation"]))
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(seed)
     a_lvl = (1 - ci) / 2
     lvl = pct(ci)
     ta = a.by_occupation.set_index("occupation").loc[shared]

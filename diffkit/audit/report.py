@@ -248,7 +248,7 @@ _REPORT = """<!DOCTYPE html>
 <h1>Gender-bias audit: {{ spec.name }}</h1>
 <p>{{ spec.description }}</p>
 <p>Generator <code>{{ pl.model }}</code> (revision {{ pl.revision or 'default' }}, scheduler
-{{ pl.scheduler or 'the pipeline default' }}, {{ pl.steps }} steps, guidance {{ pl.guidance }}); classifier
+{{ pl.scheduler or 'the pipeline default' }}, {{ pl.steps }} steps, guidance scale {{ pl.guidance_scale }}); classifier
 open_clip <code>{{ spec.classifier.model }}</code> / <code>{{ classifier_id }}</code>.
 Reference: {{ spec.prompts.reference_source or 'none' }}.</p>
 <div class="key">
@@ -473,7 +473,7 @@ def _summary_md(spec: AuditSpec, m: AuditMetrics, meta: dict) -> str:
         f"# Gender-bias audit: {md(spec.name)}",
         "",
         f"- generator: `{md(spec.pipeline.model)}` (revision {md(spec.pipeline.revision or 'default')}), "
-        f"{spec.pipeline.steps} steps, guidance {spec.pipeline.guidance}, seed {spec.seed}",
+        f"{spec.pipeline.steps} steps, guidance scale {spec.pipeline.guidance_scale}, seed {spec.seed}",
         f"- classifier: open_clip `{md(spec.classifier.model)}` / `{md(meta['classifier']['pretrained'])}`",
         f"- images: {int(t['n_images'].sum())} audit images, {int(t['n'].sum())} labelled, "
         f"abstention rate {g('abstain_rate')}, no-person rate {g('no_person_rate')}, blacked-out rate "

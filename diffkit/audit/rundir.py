@@ -4,7 +4,7 @@ A run folder holds::
 
     spec.json        the resolved spec, a readable copy of the ledger's own
     ledger.sqlite    one row per image (SQLite, write-ahead log), and a ``meta`` table:
-                     fingerprint (sha256 of the spec), spec, weights, created_at, diffkit_version
+                     fingerprint (sha256 of the spec, stable across key renames), spec, weights, created_at, diffkit_version
     .diffkit.lock    held (``flock``) by the process that generates into the folder
     images/KKKK/IIII.png
 
@@ -35,7 +35,7 @@ import pandas as pd
 
 from .._files import atomic_write_bytes, is_disk_full
 from ..errors import DiffkitError, RunBusyError, RunFolderError
-from .spec import AuditSpec, spec_from_dict
+from .spec import AuditSpec, spec_from_dict, upgrade_spec_dict
 
 __all__ = [
     "LEDGER_NAME",
@@ -410,6 +410,7 @@ def load_run_spec(run_dir: str | Path) -> AuditSpec:
             f"{sj} is not valid JSON ({e}); the run's spec is in its ledger; fix: delete {sj} "
             "(the next `diffkit audit report` restores it)"
         ) from None
+    data, on_disk = upgrade_spec_dict(data), upgrade_spec_dict(on_disk)  # a folder from before a key rename
     if on_disk != data:
         raise RunMismatchError(
             f"{sj} differs from the spec this run was generated with ({first_difference(data, on_disk)}). "
@@ -446,7 +447,7 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
         n_done = c.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0]
         if old is not None and old != fp:
             if n_done:
-                stored = json.loads(led.meta("spec") or "{}")
+                stored = upgrade_spec_dict(json.loads(led.meta("spec") or "{}"))
                 diff = first_difference(stored, spec.to_dict())
                 raise RunMismatchError(
                     f"{run_dir} holds a run of another spec ({stored.get('name', '?')!r}; first difference: {diff}). "

@@ -5,15 +5,26 @@ A spec has six tables. Only ``[prompts]`` and ``[pipeline]`` are required::
     [audit]       name, seed, images_per_prompt, batch_size
     [prompts]     templates, attributes.occupation (+ adjective, activity, …), reference
     [controls]    templates that state the gender, gender_words, images_per_prompt
-    [pipeline]    model, revision, scheduler, steps, guidance, height, width, dtype
+    [pipeline]    model, revision, scheduler, steps, guidance_scale, height, width, dtype, negative_prompt
     [classifier]  model, pretrained, templates, labels.{female,male,person,no_person},
                   person_threshold, abstain_below, batch_size
-    [report]      n_boot, ci, random_state, thumbnails_per_prompt
+    [report]      n_boot, ci, seed, thumbnails_per_prompt
 
 Every error is a :class:`SpecError` that names the file, the key and the fix::
 
     audits/x.toml: prompts.templates[1]: unknown placeholder {job}; fix: use one of
     {occupation}, {a_occupation}
+
+Renamed keys (one name per concept across diffkit: diffusers' ``guidance_scale``, ``seed``
+for every seed), in diffkit 0.2:
+
+* ``pipeline.guidance`` → ``pipeline.guidance_scale``
+* ``report.random_state`` → ``report.seed``
+
+The old keys are still read until diffkit 0.3, with a ``FutureWarning`` naming the new key; a
+table giving both is a :class:`SpecError`. Run folders written before the rename keep their
+identity (:meth:`AuditSpec.fingerprint` is computed from a canonical form that writes each
+renamed key under its first name) and resume and report as before.
 
 Examples
 --------
@@ -35,6 +46,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._deprecate import renamed_attribute, renamed_kwargs, warn_renamed
 from ..errors import DiffkitError
 
 if sys.version_info >= (3, 11):
@@ -56,6 +68,7 @@ __all__ = [
     "parse_spec",
     "spec_from_dict",
     "template_fields",
+    "upgrade_spec_dict",
 ]
 
 #: Where the bundled specs and reference tables live: package data (``diffkit/audits/``, read through
@@ -106,19 +119,23 @@ class ControlSpec:
     images_per_prompt: int = 4  # in a TOML spec: half of audit.images_per_prompt unless given
 
 
+@renamed_kwargs(guidance="guidance_scale")
 @dataclass(frozen=True, kw_only=True)
 class PipelineSpec:
-    """``[pipeline]``: the text-to-image model and how it is called."""
+    """``[pipeline]``: the text-to-image model and how it is called (``guidance_scale`` as in
+    diffusers' ``pipe(..., guidance_scale=...)``; ``guidance`` is its deprecated old name)."""
 
     model: str = "tiny"
     revision: str | None = None
     scheduler: str | None = None
     steps: int = 25
-    guidance: float = 7.5
+    guidance_scale: float = 7.5
     height: int | None = None
     width: int | None = None
     dtype: str | None = None
     negative_prompt: str | None = None
+
+    guidance = renamed_attribute("guidance_scale")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,14 +158,18 @@ class ClassifierSpec:
     batch_size: int = 64
 
 
+@renamed_kwargs(random_state="seed")
 @dataclass(frozen=True, kw_only=True)
 class ReportSpec:
-    """``[report]``: bootstrap and display settings of the report."""
+    """``[report]``: bootstrap and display settings of the report (``seed`` seeds the bootstrap;
+    ``random_state`` is its deprecated old name)."""
 
     n_boot: int = 1000
     ci: float = 0.95
-    random_state: int = 0
+    seed: int = 0
     thumbnails_per_prompt: int = 8
+
+    random_state = renamed_attribute("seed")
 
 
 _TABLE = {"table": True}
@@ -180,8 +201,15 @@ class AuditSpec:
         return json.loads(json.dumps(d, sort_keys=True, default=list))
 
     def fingerprint(self) -> str:
-        """sha256 of the resolved spec: two runs may share a folder only if these match."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """sha256 of the resolved spec: two runs may share a folder only if these match.
+
+        Computed from a canonical form of :meth:`to_dict` in which every renamed key is written
+        under its first name (``pipeline.guidance``, ``report.random_state``; see
+        ``_RENAMED``), so renaming a key never changes the fingerprint of a run folder written
+        before the rename.
+        """
+        canonical = json.dumps(_canonical_form(self.to_dict()), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def with_model(self, model: str | None) -> AuditSpec:
         """The same spec with another pipeline (``--model``); revision is cleared."""
@@ -238,10 +266,52 @@ def _toml_keys(cls) -> set[str]:
     return {f.name for f in fields(cls) if f.metadata.get("toml", True) and not f.metadata.get("table")}
 
 
+# Keys renamed since run folders began, per table: old name -> current name. The old names are
+# read (with a FutureWarning) until diffkit 0.3; the fingerprint writes the current names back
+# under these first names, so it never changes with a rename. Add new renames here, never remove.
+_RENAMED: dict[str, dict[str, str]] = {
+    "pipeline": {"guidance": "guidance_scale"},
+    "report": {"random_state": "seed"},
+}
+
 # The keys each TOML table accepts, read off the dataclasses ("occupations" is the old spelling
-# of attributes.occupation).
-_KNOWN = {"audit": _toml_keys(AuditSpec), **{k: _toml_keys(c) for k, c in _TABLES.items()}}
+# of attributes.occupation), and the renamed keys' old names.
+_CURRENT = {"audit": _toml_keys(AuditSpec), **{k: _toml_keys(c) for k, c in _TABLES.items()}}
+_KNOWN = {k: v | set(_RENAMED.get(k, {})) for k, v in _CURRENT.items()}
 _KNOWN["prompts"] |= {"occupations"}
+
+
+def _canonical_form(d: dict[str, Any]) -> dict[str, Any]:
+    """*d* (:meth:`AuditSpec.to_dict`) with every renamed key under its first name."""
+    out = dict(d)
+    for table, renames in _RENAMED.items():
+        if isinstance(out.get(table), dict):
+            sub = dict(out[table])
+            for old, new in renames.items():
+                if new in sub:
+                    sub[old] = sub.pop(new)
+            out[table] = sub
+    return out
+
+
+def upgrade_spec_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec dict (``spec.json``, a ledger's ``meta``) with renamed keys under their current names.
+
+    Run folders written before a rename hold the old keys; this reads them without a warning
+    (a run folder's spec is not the user's to edit). A dict holding both names is returned as is
+    (:func:`spec_from_dict` then refuses it).
+    """
+    if not isinstance(d, dict):
+        return d
+    out = dict(d)
+    for table, renames in _RENAMED.items():
+        if isinstance(out.get(table), dict):
+            sub = dict(out[table])
+            for old, new in renames.items():
+                if old in sub and new not in sub:
+                    sub[new] = sub.pop(old)
+            out[table] = sub
+    return out
 
 
 def _default(cls, name: str) -> Any:
@@ -271,7 +341,14 @@ class _Reader:
             raise self.err(name, f"expected a table, got {type(t).__name__}", f"write it as [{name}]")
         unknown = sorted(set(t) - _KNOWN[name])
         if unknown:
-            raise self.err(f"{name}.{unknown[0]}", "unknown key", f"use one of {sorted(_KNOWN[name])}")
+            raise self.err(f"{name}.{unknown[0]}", "unknown key", f"use one of {sorted(_CURRENT[name])}")
+        for old, new in _RENAMED.get(name, {}).items():
+            if old in t:
+                if new in t:
+                    raise self.err(f"{name}.{old}", f"given together with {name}.{new} (its new name)",
+                                   f"keep only {name}.{new}")
+                warn_renamed(f"{name}.{old}", f"{name}.{new}", where=f"{self.source}: ", stacklevel=4)
+                t[new] = t.pop(old)
         return t
 
     def get(self, t: dict, section: str, key: str, typ, default=None, *, required=False, lo=None, hi=None):
@@ -450,7 +527,7 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
         revision=r.get(pp, "pipeline", "revision", str, _default(PipelineSpec, "revision")) or None,
         scheduler=sched,
         steps=r.get(pp, "pipeline", "steps", int, _default(PipelineSpec, "steps"), lo=1),
-        guidance=r.get(pp, "pipeline", "guidance", float, _default(PipelineSpec, "guidance"), lo=0.0),
+        guidance_scale=r.get(pp, "pipeline", "guidance_scale", float, _default(PipelineSpec, "guidance_scale"), lo=0.0),
         height=size_h,
         width=size_w,
         dtype=dtype,
@@ -497,7 +574,7 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
     report = ReportSpec(
         n_boot=r.get(rp, "report", "n_boot", int, _default(ReportSpec, "n_boot"), lo=0),
         ci=r.get(rp, "report", "ci", float, _default(ReportSpec, "ci"), lo=0.5, hi=0.999),
-        random_state=r.get(rp, "report", "random_state", int, _default(ReportSpec, "random_state"), lo=0),
+        seed=r.get(rp, "report", "seed", int, _default(ReportSpec, "seed"), lo=0),
         thumbnails_per_prompt=r.get(rp, "report", "thumbnails_per_prompt", int, _default(ReportSpec, "thumbnails_per_prompt"),
                                     lo=0),
     )
@@ -540,7 +617,8 @@ def spec_from_dict(d: dict[str, Any], *, source: str = "<run>") -> AuditSpec:
     """Rebuild an :class:`AuditSpec` from :meth:`AuditSpec.to_dict` (as stored in a run folder).
 
     Read through the same dataclasses as :func:`parse_spec`; a dict that does not fit them
-    raises :class:`SpecError`.
+    raises :class:`SpecError`. A spec stored before a key was renamed (``pipeline.guidance``,
+    ``report.random_state``) is read under the current names (:func:`upgrade_spec_dict`).
     """
-    spec = _from_dict(AuditSpec, d, "", source)
+    spec = _from_dict(AuditSpec, upgrade_spec_dict(d), "", source)
     return AuditSpec(**{**spec.__dict__, "source": source})

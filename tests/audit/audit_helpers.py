@@ -20,7 +20,7 @@ def spec_dict(pipe_dir, clip_name, **over) -> dict:
             "reference": str(REPO / "audits" / "bls_cps_2021_women_share.csv"),
         },
         "controls": {"templates": ["a {gender} {occupation}"], "images_per_prompt": 2},
-        "pipeline": {"model": str(pipe_dir), "steps": 2, "height": 32, "width": 32, "guidance": 5.0},
+        "pipeline": {"model": str(pipe_dir), "steps": 2, "height": 32, "width": 32, "guidance_scale": 5.0},
         "classifier": {"model": clip_name, "person_threshold": 0.0, "abstain_below": 0.5, "batch_size": 8},
         "report": {"n_boot": 200, "thumbnails_per_prompt": 2},
     }

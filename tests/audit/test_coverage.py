@@ -179,7 +179,7 @@ def test_rogan_gladen_interval_carries_se_sp_and_never_collapses():
         xs = rng.binomial(m, se, size=reps)
         xp = rng.binomial(m, sp, size=reps)
         est, lo, hi = M.rogan_gladen_interval(successes=k, n=n, se_successes=xs, se_n=m, sp_successes=xp, sp_n=m,
-                                              n_draws=400, random_state=12)
+                                              n_draws=400, seed=12)
         cover.append(np.mean((lo <= p) & (p <= hi)))
         widths.append(np.min(hi - lo))
     assert min(cover) >= 0.9 and max(cover) <= 1.0, cover
@@ -191,9 +191,9 @@ def test_rogan_gladen_interval_carries_se_sp_and_never_collapses():
 
 def test_rogan_gladen_interval_is_wider_than_conditioning_on_se_sp():
     few = M.rogan_gladen_interval(successes=10, n=48, se_successes=36, se_n=40, sp_successes=34, sp_n=40,
-                                  random_state=0)
+                                  seed=0)
     many = M.rogan_gladen_interval(successes=10, n=48, se_successes=36_000, se_n=40_000, sp_successes=34_000,
-                                   sp_n=40_000, random_state=0)
+                                   sp_n=40_000, seed=0)
     assert few[0][0] == pytest.approx(many[0][0], abs=1e-3)
     assert (few[2] - few[1])[0] > (many[2] - many[1])[0] + 0.02
 
@@ -218,10 +218,10 @@ def _before_after(seed: int, n_img: int = 24):
 
 def test_paired_comparison_is_narrower_than_independent():
     a_img, b_img = _before_after(seed=13)
-    a = M.audit_metrics(images=a_img, n_boot=500, random_state=0)
-    b = M.audit_metrics(images=b_img, n_boot=500, random_state=0)
-    by_p, ov_p = M.compare_metrics(a=a, b=b, n_boot=500, random_state=0)
-    by_i, ov_i = M.compare_metrics(a=a, b=b, n_boot=500, random_state=0, paired=False)
+    a = M.audit_metrics(images=a_img, n_boot=500, seed=0)
+    b = M.audit_metrics(images=b_img, n_boot=500, seed=0)
+    by_p, ov_p = M.compare_metrics(a=a, b=b, n_boot=500, seed=0)
+    by_i, ov_i = M.compare_metrics(a=a, b=b, n_boot=500, seed=0, paired=False)
     assert ov_p.attrs["paired"] and not ov_i.attrs["paired"]
     assert "paired by prompt and seed: 480 image pairs" in ov_p.attrs["design"]
     wp = ov_p.set_index("metric").loc["mean_imbalance"]
@@ -248,7 +248,7 @@ def test_paired_interval_covers_the_true_change():
     hits = []
     for s in range(30):
         a_img, b_img = _before_after(seed=100 + s, n_img=48)
-        _, ov = M.compare_metrics(a=_light(a_img), b=_light(b_img), n_boot=300, random_state=s)
+        _, ov = M.compare_metrics(a=_light(a_img), b=_light(b_img), n_boot=300, seed=s)
         r = ov.set_index("metric").loc["mean_imbalance"]
         hits.append(r["ci_low"] <= true <= r["ci_high"])
     assert np.mean(hits) >= 0.88, np.mean(hits)
@@ -271,8 +271,8 @@ def test_newcombe_paired_covers_per_occupation():
 
 def test_self_comparison_is_exactly_zero_with_zero_width():
     a_img, _ = _before_after(seed=14)
-    a = M.audit_metrics(images=a_img, n_boot=200, random_state=0)
-    by, ov = M.compare_metrics(a=a, b=a, n_boot=200, random_state=0)
+    a = M.audit_metrics(images=a_img, n_boot=200, seed=0)
+    by, ov = M.compare_metrics(a=a, b=a, n_boot=200, seed=0)
     assert (by["diff"] == 0).all() and (by["ci_low"] <= 0).all() and (by["ci_high"] >= 0).all()
     # per occupation only what the concordant pairs cannot rule out: far narrower than unpaired
     _, lo, hi = M.newcombe_interval(successes_a=by["p_female_a"] * by["n_a"], n_a=by["n_a"],
@@ -294,7 +294,7 @@ def test_compare_refuses_runs_with_nothing_in_common_and_names_the_fix():
     # the same occupations under other seeds: compared unpaired, and said so
     _, b_img2 = _before_after(seed=16)
     b2 = M.audit_metrics(images=b_img2.assign(seed=b_img2["seed"] + 10**6), n_boot=0)
-    by, ov = M.compare_metrics(a=a, b=b2, n_boot=50, random_state=0)
+    by, ov = M.compare_metrics(a=a, b=b2, n_boot=50, seed=0)
     assert not ov.attrs["paired"] and ov.attrs["design"].startswith("independent")
     with pytest.raises(M.NothingInCommonError, match="share no \\(prompt, seed\\)"):
         M.compare_metrics(a=a, b=b2, n_boot=0, paired=True)

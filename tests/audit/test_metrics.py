@@ -132,7 +132,7 @@ SHARES = {"a": 0.05, "b": 0.2, "c": 0.4, "d": 0.5, "e": 0.7, "f": 0.9, "g": 0.97
 
 def test_synthetic_shares_recovered_within_intervals():
     img = _synthetic(SHARES, n=400, se=1.0, sp=1.0, n_ctrl=200, seed=0)
-    res = M.audit_metrics(images=img, n_boot=300, random_state=0)
+    res = M.audit_metrics(images=img, n_boot=300, seed=0)
     t = res.by_occupation.set_index("occupation")
     truth = pd.Series(SHARES)
     inside = (t["ci_low"] <= truth) & (truth <= t["ci_high"])
@@ -189,7 +189,7 @@ def test_amplification_and_holm_counts_hand_worked():
         "label": np.concatenate([np.where(np.arange(100) < k, "female", "male") for k in (95, 33, 5, 60)]),
     })
     t = M.group_table(images=img, by="occupation")
-    ov = M.overall_table(table=t, n_boot=200, random_state=0).set_index("metric")
+    ov = M.overall_table(table=t, n_boot=200, seed=0).set_index("metric")
     corrected = M.corrected_imbalance(successes=np.array([95, 33, 5, 60]), n=100)
     s = np.mean(np.abs(np.array([0.8, 0.4, 0.2, 0.3]) - 0.5))
     assert ov.loc["amplification", "value"] == pytest.approx(corrected.mean() - s)
@@ -201,7 +201,7 @@ def test_amplification_and_holm_counts_hand_worked():
     assert ov.loc["n_amplified_holm", "value"] == 2 and ov.loc["n_amplified_holm", "n"] == 4
     assert ov.loc["fair_null_p", "value"] < 0.001
     assert "95%" in ov.loc["mean_imbalance", "interval"]
-    assert "90%" in M.overall_table(table=t, n_boot=50, ci=0.9, random_state=0).set_index("metric").loc[
+    assert "90%" in M.overall_table(table=t, n_boot=50, ci=0.9, seed=0).set_index("metric").loc[
         "mean_imbalance", "interval"]
 
 
@@ -218,28 +218,28 @@ def test_references_may_lack_occupations():
                         "p_ref": [0.3] * 4 + [np.nan] * 4, "label": ["female", "male", "male", "male"] * 2})
     t = M.group_table(images=img, by="occupation").set_index("occupation")
     assert np.isnan(t.loc["zz", "p_ref"]) and t.loc["zz", "n"] == 4
-    ov = M.overall_table(table=t.reset_index(), n_boot=20, random_state=0).set_index("metric")
+    ov = M.overall_table(table=t.reset_index(), n_boot=20, seed=0).set_index("metric")
     assert ov.loc["amplification", "n"] == 1 and ov.loc["mean_imbalance", "n"] == 2
 
 
 def test_bootstrap_is_seeded_and_covers():
     img = _synthetic(SHARES, n=50, se=1, sp=1, n_ctrl=10, seed=3)
     t = M.group_table(images=img, by="occupation")
-    a = M.bootstrap_mean_imbalance(table=t, n_boot=500, random_state=5)
-    b = M.bootstrap_mean_imbalance(table=t, n_boot=500, random_state=5)
+    a = M.bootstrap_mean_imbalance(table=t, n_boot=500, seed=5)
+    b = M.bootstrap_mean_imbalance(table=t, n_boot=500, seed=5)
     assert a == b and a[1] <= a[0] <= a[2]
 
 
 def test_compare_metrics_identical_runs_give_zero():
     img = _synthetic(SHARES, n=80, se=1, sp=1, n_ctrl=20, seed=4)
-    m = M.audit_metrics(images=img, n_boot=200, random_state=0)
+    m = M.audit_metrics(images=img, n_boot=200, seed=0)
     # no prompt/seed columns: nothing to pair on, so compared as independent samples
-    by, ov = M.compare_metrics(a=m, b=m, n_boot=200, random_state=0)
+    by, ov = M.compare_metrics(a=m, b=m, n_boot=200, seed=0)
     assert not ov.attrs["paired"] and (by["diff"] == 0).all() and (by["ci_low"] < 0).all()
     # with them, the same images pair up: exactly zero
     img = img.assign(prompt=img["occupation"], seed=img["image_index"])
-    m = M.audit_metrics(images=img, n_boot=200, random_state=0)
-    by, ov = M.compare_metrics(a=m, b=m, n_boot=200, random_state=0)
+    m = M.audit_metrics(images=img, n_boot=200, seed=0)
+    by, ov = M.compare_metrics(a=m, b=m, n_boot=200, seed=0)
     assert ov.attrs["paired"] and (by["diff"] == 0).all()
     assert ((by["ci_low"] <= 0) & (by["ci_high"] >= 0) & (by["ci_high"] - by["ci_low"] < 0.11)).all()
     row = ov.set_index("metric").loc["mean_imbalance"]
@@ -266,7 +266,7 @@ def test_controls_by_occupation_and_homogeneity():
     # with 20 labelled controls per stated gender in 'a' but 19 male in 'b', 'a' uses its own Se/Sp, 'b' the pooled
     audit = pd.DataFrame({"prompt_id": [0] * 10 + [1] * 10, "kind": "audit", "occupation": ["a"] * 10 + ["b"] * 10,
                           "stated_gender": None, "p_ref": np.nan, "label": ["female", "male"] * 10})
-    t = M.group_table(images=pd.concat([audit, _controls(rows)]), by="occupation", random_state=0)
+    t = M.group_table(images=pd.concat([audit, _controls(rows)]), by="occupation", seed=0)
     assert t.set_index("occupation")["se_sp_source"].to_dict() == {"a": "occupation", "b": "pooled"}
     est = t.set_index("occupation")["p_corrected"]
     assert est["a"] == pytest.approx(M.rogan_gladen(p_observed=0.5, sensitivity=0.9, specificity=1.0))
@@ -309,3 +309,17 @@ def test_heim_way_and_fair_diffusion_way():
     assert t["p_female_no_abstention"] == pytest.approx(4 / 7)
     assert t["p_female"] == pytest.approx(2 / 5)  # diffkit: labelled images only
     assert (t["abstain_rate"], t["no_person_rate"]) == (2 / 8, 1 / 8)
+
+
+def test_random_state_is_a_deprecated_alias_of_seed():
+    img = _synthetic(SHARES, n=20, se=1, sp=1, n_ctrl=10, seed=3)
+    t = M.group_table(images=img, by="occupation")
+    new = M.bootstrap_mean_imbalance(table=t, n_boot=200, seed=3)
+    with pytest.warns(FutureWarning, match=r"bootstrap_mean_imbalance\(random_state=\.\.\.\) is deprecated; use seed="):
+        old = M.bootstrap_mean_imbalance(table=t, n_boot=200, random_state=3)
+    assert old == new
+    with pytest.warns(FutureWarning, match="fair_null_test"):
+        assert M.fair_null_test(successes=[3, 9], n=[10, 10], n_sim=500, random_state=1) == M.fair_null_test(
+            successes=[3, 9], n=[10, 10], n_sim=500, seed=1)
+    with pytest.raises(TypeError, match="pass only seed="):
+        M.fair_null_test(successes=[3], n=[10], seed=1, random_state=1)

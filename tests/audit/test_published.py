@@ -32,7 +32,7 @@ def test_protocol_specs_reproduce_their_prompts():
     fd = load_spec("fair_diffusion_sd15")
     p = build_prompts(fd)
     audit = p[p["kind"] == "audit"]
-    assert len(audit) == 153 and fd.pipeline.guidance == 7.0
+    assert len(audit) == 153 and fd.pipeline.guidance_scale == 7.0
     assert "A photo of the face of a software developer" in set(audit["prompt"])
     assert set(audit["occupation"]) == set(fair_diffusion_sd15()["occupation"])
     # occupations the BLS table lacks are audited without a reference, not refused

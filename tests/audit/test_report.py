@@ -102,7 +102,7 @@ def test_ci_is_honoured_in_every_label(evil_run, tmp_path):
 
     spec = evil_run.spec
     spec90 = dataclasses.replace(spec, report=dataclasses.replace(spec.report, ci=0.9))
-    m = audit_metrics(images=evil_run.images, ci=0.9, n_boot=50, random_state=0)
+    m = audit_metrics(images=evil_run.images, ci=0.9, n_boot=50, seed=0)
     path = write_report(evil_run.run_dir, spec=spec90, metrics=m, out_dir=tmp_path / "r90")
     text = path.read_text()
     assert "90%" in text and "95%" not in text.replace("95th", "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import warnings
 
 import pytest
 from audit_helpers import image_bytes, ledger_rows, spec_dict
@@ -243,3 +244,71 @@ def test_no_progress_hides_the_loading_bars_too(small, tmp_path, capfd):
     assert (led["status"] == "done").any()
     assert "Loading pipeline components" not in err and "Loading weights" not in err, err
     assert dlog.is_progress_bar_enabled()  # the global setting is restored
+
+
+def _as_written_by_diffkit_0_1(run) -> None:
+    """Rewrite a run folder the way diffkit 0.1 left it: its spec under the old key names
+    (``pipeline.guidance``, ``report.random_state``) in the ledger's meta and in spec.json, and the
+    fingerprint 0.1 computed from that dict (sha256 of its sorted JSON)."""
+    import hashlib
+
+    con = sqlite3.connect(run / "ledger.sqlite")
+    spec = json.loads(con.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()[0])
+    spec["pipeline"]["guidance"] = spec["pipeline"].pop("guidance_scale")
+    spec["report"]["random_state"] = spec["report"].pop("seed")
+    text = json.dumps(spec, sort_keys=True)
+    con.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                    [(text, "spec"), (hashlib.sha256(text.encode()).hexdigest(), "fingerprint"),
+                     ("0.1.0", "diffkit_version")])
+    con.commit()
+    con.close()
+    (run / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+
+
+def test_a_run_folder_from_before_the_key_renames_resumes_and_reports(make_spec, pipe, tmp_path):
+    from diffkit.audit import report_audit
+
+    spec = make_spec(audit__images_per_prompt=2, controls__images_per_prompt=1, audit__batch_size=2)
+    clean = tmp_path / "clean"
+    _gen(spec, clean, pipe)
+    old = tmp_path / "old"
+    _gen(spec, old, pipe, max_batches=2)  # interrupted after 2 of 4 batches ...
+    _as_written_by_diffkit_0_1(old)  # ... by diffkit 0.1
+    finished = [r for r in ledger_rows(old) if r[6] == "done"]
+    stamps = sqlite3.connect(old / "ledger.sqlite").execute(
+        "SELECT prompt_id, image_index, finished_at || seconds FROM images WHERE status = 'done'").fetchall()
+    assert len(finished) == 4
+    assert load_run_spec(old).to_dict() == spec.to_dict()  # read under the new names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stored spec is read without a deprecation warning
+        _gen(spec, old, pipe)  # resumes: not "another spec"
+    assert ledger_rows(old) == ledger_rows(clean) and image_bytes(old) == image_bytes(clean)
+    con = sqlite3.connect(old / "ledger.sqlite")
+    after = {(k, i): t for k, i, t in con.execute("SELECT prompt_id, image_index, finished_at || seconds FROM images")}
+    con.close()
+    assert all(after[(k, i)] == t for k, i, t in stamps)  # the finished rows were not generated again
+    result = report_audit(old, progress=False)
+    assert result.spec.to_dict() == spec.to_dict() and result.spec.pipeline.guidance_scale == 5.0
+    assert (old / "report" / "index.html").is_file()
+    assert json.loads((old / "spec.json").read_text())["pipeline"]["guidance_scale"] == 5.0
+
+
+def test_a_run_folder_from_before_the_renames_resumes_from_its_old_spec_file(make_spec, pipe, pipe_dir, clip_name,
+                                                                           tmp_path):
+    from audit_helpers import to_toml
+
+    from diffkit.audit import load_spec
+
+    spec = make_spec(audit__images_per_prompt=1, controls__images_per_prompt=1, audit__batch_size=2)
+    run = tmp_path / "run"
+    _gen(spec, run, pipe, max_batches=1)
+    _as_written_by_diffkit_0_1(run)
+    d = spec_dict(pipe_dir, clip_name, audit__images_per_prompt=1, controls__images_per_prompt=1,
+                  audit__batch_size=2, report__random_state=0)
+    d["pipeline"]["guidance"] = d["pipeline"].pop("guidance_scale")
+    (tmp_path / "unit.toml").write_text(to_toml(d))
+    with pytest.warns(FutureWarning, match="pipeline.guidance is deprecated"):
+        old_file = load_spec(tmp_path / "unit.toml")
+    assert old_file.fingerprint() == spec.fingerprint()
+    led = _gen(old_file, run, pipe)
+    assert (led["status"] == "done").all()

@@ -105,3 +105,83 @@ def test_occupations_the_reference_lacks_are_audited_without_one(pipe_dir, clip_
     assert spec.prompts.reference == {"nurse": pytest.approx(0.867)}
     p = build_prompts(spec).groupby("occupation")["p_ref"].first()
     assert p["nurse"] == pytest.approx(0.867) and p.isna()["astronaut"]
+
+
+# --------------------------------------------------------------------------- renamed keys
+# A spec as diffkit 0.1 stored it in a run folder (AuditSpec.to_dict() before the renames of 0.2),
+# and its fingerprint then: sha256 of that dict's sorted JSON.
+OLD_STORED = {
+    "batch_size": 2, "description": "", "images_per_prompt": 1, "name": "old", "seed": 3,
+    "classifier": {"abstain_below": 0.5, "batch_size": 8, "model": "tiny", "person_threshold": 0.0,
+                   "pretrained": None, "templates": ["a photo of a {}."],
+                   "labels": {"female": ["woman"], "male": ["man"], "no_person": ["shape"], "person": ["person"]}},
+    "controls": {"gender_words": {"female": ["woman"], "male": ["man"]}, "images_per_prompt": 1,
+                 "templates": ["a {gender} {occupation}"]},
+    "pipeline": {"dtype": None, "guidance": 5.0, "height": 32, "model": "tiny", "negative_prompt": None,
+                 "revision": None, "scheduler": None, "steps": 2, "width": 32},
+    "prompts": {"attributes": {"occupation": ["nurse", "pilot"]}, "reference": {}, "reference_source": "",
+                "reference_titles": {}, "templates": ["a photo of {a_occupation}"]},
+    "report": {"ci": 0.95, "n_boot": 50, "random_state": 4, "thumbnails_per_prompt": 2},
+}
+OLD_FINGERPRINT = "c9e5a03189315c5a3ab41d2c4a26fa481c687a2107f33cb7b4dfc1e832a51f92"  # computed by diffkit 0.1
+
+
+def test_the_fingerprint_survives_the_key_renames():
+    import hashlib
+    import json
+
+    assert hashlib.sha256(json.dumps(OLD_STORED, sort_keys=True).encode()).hexdigest() == OLD_FINGERPRINT
+    spec = spec_from_dict(OLD_STORED)  # a stored spec is read without a warning
+    assert spec.pipeline.guidance_scale == 5.0 and spec.report.seed == 4
+    assert spec.fingerprint() == OLD_FINGERPRINT
+    new = spec.to_dict()
+    assert new["pipeline"]["guidance_scale"] == 5.0 and "guidance" not in new["pipeline"]
+    assert new["report"]["seed"] == 4 and "random_state" not in new["report"]
+    assert spec_from_dict(new) == spec and spec_from_dict(new).fingerprint() == OLD_FINGERPRINT
+
+
+def test_old_spec_keys_still_read_with_a_warning(pipe_dir, clip_name):
+    new = spec_dict(pipe_dir, clip_name, report__seed=9)
+    old = spec_dict(pipe_dir, clip_name, report__random_state=9)
+    old["pipeline"]["guidance"] = old["pipeline"].pop("guidance_scale")
+    with pytest.warns(FutureWarning) as rec:
+        spec = parse_spec(old, source="audits/old.toml")
+    messages = sorted(str(w.message) for w in rec)
+    assert messages == [
+        "audits/old.toml: pipeline.guidance is deprecated; use pipeline.guidance_scale instead "
+        "(guidance is removed in diffkit 0.3)",
+        "audits/old.toml: report.random_state is deprecated; use report.seed instead "
+        "(random_state is removed in diffkit 0.3)",
+    ]
+    assert spec == parse_spec(new, source="audits/old.toml")
+    assert spec.pipeline.guidance_scale == 5.0 and spec.report.seed == 9
+    both = spec_dict(pipe_dir, clip_name)
+    both["pipeline"]["guidance"] = 5.0
+    with pytest.raises(SpecError, match=r"pipeline\.guidance: given together with pipeline\.guidance_scale.*"
+                                        r"fix: keep only pipeline\.guidance_scale"):
+        parse_spec(both, source="audits/both.toml")
+
+
+def test_old_attribute_and_constructor_names_still_work(make_spec):
+    from diffkit.audit.spec import PipelineSpec, ReportSpec
+
+    spec = make_spec()
+    with pytest.warns(FutureWarning, match=r"PipelineSpec\.guidance is deprecated; use PipelineSpec\.guidance_scale"):
+        assert spec.pipeline.guidance == spec.pipeline.guidance_scale == 5.0
+    with pytest.warns(FutureWarning, match=r"ReportSpec\.random_state is deprecated; use ReportSpec\.seed"):
+        assert spec.report.random_state == spec.report.seed == 0
+    with pytest.warns(FutureWarning, match=r"PipelineSpec\(guidance=\.\.\.\) is deprecated; use guidance_scale="):
+        assert PipelineSpec(model="m", guidance=3.0) == PipelineSpec(model="m", guidance_scale=3.0)
+    with pytest.warns(FutureWarning, match=r"ReportSpec\(random_state=\.\.\.\) is deprecated; use seed="):
+        assert ReportSpec(random_state=2).seed == 2
+    with pytest.raises(TypeError, match="got both random_state= and seed=; pass only seed="):
+        ReportSpec(random_state=2, seed=3)
+
+
+def test_bundled_specs_use_the_current_keys():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no bundled spec may use a deprecated key
+        for name in bundled_specs():
+            load_spec(name)
