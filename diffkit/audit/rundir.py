@@ -47,11 +47,13 @@ __all__ = [
     "RunFolderError",
     "RunMismatchError",
     "clean_orphans",
+    "connect",
     "first_difference",
     "journal_mode",
     "load_run_spec",
     "make_run_dir",
     "prepare_run",
+    "read_verified",
     "run_lock",
     "sha256_file",
     "verify_files",
@@ -112,6 +114,20 @@ def write_atomic(path: Path, data: bytes) -> None:
                 "only finished batches; fix: free some space and rerun the same command to resume",
             ) from e
         raise
+
+
+def read_verified(path: str | Path, sha256: str | None) -> bytes | None:
+    """The bytes of *path* when their sha256 is *sha256* (its ledger row's); ``None`` when the
+    file is missing, unreadable or altered.
+
+    The one check of a finished image against the ledger: on resume (:func:`verify_files`) and
+    at scoring (:func:`~diffkit.audit.score.score_images`, which reuses the bytes it read).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    return data if sha256 is not None and hashlib.sha256(data).hexdigest() == sha256 else None
 
 
 def sha256_file(path: Path) -> str | None:
@@ -199,6 +215,32 @@ def journal_mode() -> str:
     return "DELETE" if world > local else "WAL"
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, timeout=120, isolation_level=None)
+
+
+def _configure(conn: sqlite3.Connection, synchronous: str) -> None:
+    conn.execute("PRAGMA busy_timeout = 120000")
+    conn.execute(f"PRAGMA journal_mode = {journal_mode()}")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+
+def connect(path: str | Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open a SQLite database of a run folder the one way diffkit does (the ledger, the embedding cache).
+
+    Autocommit (transactions are explicit, ``BEGIN IMMEDIATE``), waits up to 120 s for another
+    process's lock, write-ahead log unless :func:`journal_mode` says otherwise, and *synchronous*
+    ``FULL`` (the ledger) or ``NORMAL`` (a cache, where losing the last commit only costs time).
+    """
+    conn = _open(Path(path))
+    try:
+        _configure(conn, synchronous)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class Ledger:
     """The run's SQLite ledger (WAL mode; safe for several processes).
 
@@ -208,13 +250,11 @@ class Ledger:
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / LEDGER_NAME
         try:
-            self.conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+            self.conn = _open(self.path)
         except sqlite3.Error as e:
             raise RunFolderError(f"cannot open {self.path} ({e}); fix: check the folder exists and is writable") from e
         try:
-            self.conn.execute("PRAGMA busy_timeout = 120000")
-            self.conn.execute(f"PRAGMA journal_mode = {journal_mode()}")
-            self.conn.execute("PRAGMA synchronous = FULL")
+            _configure(self.conn, "FULL")
             self.conn.executescript(_SCHEMA)
             cols = {r[1] for r in self.conn.execute("PRAGMA table_info(images)")}
         except sqlite3.DatabaseError as e:
@@ -286,14 +326,15 @@ class Ledger:
 
 
 def verify_files(led: Ledger, run_dir: str | Path, rows: pd.DataFrame) -> int:
-    """Re-hash the files of finished *rows*; mark missing or altered ones; return how many were marked."""
+    """Re-hash the files of finished *rows* (:func:`read_verified`); mark missing or altered ones;
+    return how many were marked."""
     run_dir = Path(run_dir)
     bad_missing, bad_corrupt = [], []
     for k, i, path, sha in rows[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
         p = run_dir / path
         if not p.is_file():
             bad_missing.append((int(k), int(i)))
-        elif sha256_file(p) != sha:
+        elif read_verified(p, sha) is None:
             bad_corrupt.append((int(k), int(i)))
     if bad_missing:
         led.mark(bad_missing, "missing")

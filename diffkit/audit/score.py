@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sqlite3
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .rundir import Ledger, connect, read_verified
 from .spec import AuditSpec, ClassifierSpec
 
 __all__ = [
@@ -266,12 +266,7 @@ class EmbeddingCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-        self.conn.execute("PRAGMA busy_timeout = 120000")
-        from .generate import journal_mode
-
-        self.conn.execute(f"PRAGMA journal_mode = {journal_mode()}")
-        self.conn.execute("PRAGMA synchronous = NORMAL")  # a cache: losing the last commit only costs time
+        self.conn = connect(self.path, synchronous="NORMAL")  # a cache: losing the last commit only costs time
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, pretrained TEXT NOT NULL, "
             "sha256 TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, "
@@ -354,7 +349,7 @@ def score_images(
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from .generate import Ledger, dist_state
+    from .generate import dist_state
     from .prompts import build_prompts
 
     run_dir = Path(run_dir)
@@ -384,14 +379,14 @@ def score_images(
     for k, i, path, sha in mine.loc[mine["sha256"].isin(known), ["prompt_id", "image_index", "path", "sha256"]].itertuples(
         index=False
     ):
-        try:
-            data = (run_dir / path).read_bytes()
-            ok = hashlib.sha256(data).hexdigest() == sha
-            if ok and sha not in flags:
+        data = read_verified(run_dir / path, sha)
+        ok = data is not None
+        if ok and sha not in flags:
+            try:
                 with Image.open(io.BytesIO(data)) as im:
                     new_flags[sha] = is_blacked_out(im)
-        except OSError:
-            ok = False
+            except OSError:
+                ok = False
         if not ok:
             bad.append((int(k), int(i)))
     cache_db.put_flags(new_flags)
@@ -404,9 +399,9 @@ def score_images(
         tensors, shas, bad_here, black = [], [], [], {}
         for k, i, path, sha in chunk[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
             try:
-                data = (run_dir / path).read_bytes()
-                if hashlib.sha256(data).hexdigest() != sha:
-                    raise ValueError("hash mismatch")
+                data = read_verified(run_dir / path, sha)
+                if data is None:
+                    raise ValueError("missing, unreadable or not the ledger's bytes")
                 with Image.open(io.BytesIO(data)) as im:
                     rgb = im.convert("RGB")
                     tensors.append(clf.preprocess(rgb))

@@ -307,8 +307,33 @@ def test_a_run_folder_from_before_the_renames_resumes_from_its_old_spec_file(mak
                   audit__batch_size=2, report__random_state=0)
     d["pipeline"]["guidance"] = d["pipeline"].pop("guidance_scale")
     (tmp_path / "unit.toml").write_text(to_toml(d))
-    with pytest.warns(FutureWarning, match="pipeline.guidance is deprecated"):
+    with pytest.warns(FutureWarning) as rec:
         old_file = load_spec(tmp_path / "unit.toml")
+    assert sorted(str(w.message).split(": ")[1].split(" is ")[0] for w in rec) == ["pipeline.guidance",
+                                                                                  "report.random_state"]
     assert old_file.fingerprint() == spec.fingerprint()
     led = _gen(old_file, run, pipe)
     assert (led["status"] == "done").all()
+
+
+def test_one_hash_check_and_one_sqlite_setup(small_run, tmp_path):
+    import hashlib
+
+    from diffkit.audit import score
+    from diffkit.audit.rundir import connect, read_verified
+
+    png = next((small_run / "images").rglob("*.png"))
+    data = png.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    assert read_verified(png, sha) == data
+    assert read_verified(png, "0" * 64) is None and read_verified(png, None) is None
+    assert read_verified(tmp_path / "nope.png", sha) is None
+    assert score.read_verified is read_verified  # scoring checks files through the run-folder module
+    con = connect(tmp_path / "x.sqlite", synchronous="NORMAL")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert con.execute("PRAGMA busy_timeout").fetchone()[0] == 120000
+    con.close()
+    cache = score.EmbeddingCache(tmp_path / "cache.sqlite")
+    assert cache.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    cache.close()
