@@ -32,6 +32,7 @@ __all__ = [
     "CrossAttentionStore",
     "aggregate_attention",
     "capture_cross_attention",
+    "colorbar",
     "cross_attention_layers",
     "overlay",
 ]
@@ -301,8 +302,10 @@ def overlay(
     heatmap: torch.Tensor | np.ndarray,
     *,
     alpha: float = 0.5,
-    cmap: str = "jet",
+    cmap: str = "viridis",
     normalize: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
 ) -> np.ndarray:
     """Draw *heatmap* over *image*: ``uint8`` ``(H, W, 3)``.
 
@@ -315,9 +318,14 @@ def overlay(
     alpha
         Opacity of the heat map.
     cmap
-        A Matplotlib colormap name.
+        A Matplotlib colormap name (default viridis: perceptually uniform, readable in grey).
     normalize
-        Stretch the map's own min…max to the full colormap.
+        Stretch the map's own min…max to the full colormap (ignored when *vmin* or *vmax* is
+        given).
+    vmin, vmax
+        A fixed scale: *vmin* and *vmax* map to the ends of the colormap (values beyond are
+        clipped), so several maps drawn with the same scale can be compared; pair it with
+        :func:`colorbar`.
     """
     import matplotlib
 
@@ -335,9 +343,26 @@ def overlay(
     if heat.ndim != 2:
         raise ValueError(f"heatmap must be (h, w), got shape {tuple(heat.shape)}")
     heat = torch.nn.functional.interpolate(heat[None, None], size=img.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-    if normalize:
+    if vmin is not None or vmax is not None:
+        lo = float(heat.min()) if vmin is None else float(vmin)
+        hi = float(heat.max()) if vmax is None else float(vmax)
+        if not hi > lo:
+            raise ValueError(f"vmax must be greater than vmin, got vmin={lo} and vmax={hi}")
+        heat = (heat - lo) / (hi - lo)
+    elif normalize:
         lo, hi = heat.min(), heat.max()
         heat = (heat - lo) / (hi - lo) if hi > lo else torch.zeros_like(heat)
     colours = matplotlib.colormaps[cmap](heat.clamp(0, 1).numpy())[..., :3]
     out = (1 - alpha) * img + alpha * colours
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def colorbar(width: int = 256, height: int = 12, *, cmap: str = "viridis") -> np.ndarray:
+    """A horizontal colour bar, ``uint8`` ``(height, width, 3)``: the colormap from its low
+    end (left) to its high end (right), for labelling maps drawn by :func:`overlay`."""
+    import matplotlib
+
+    if width < 2 or height < 1:
+        raise ValueError(f"colorbar needs width ≥ 2 and height ≥ 1, got {width}×{height}")
+    ramp = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, width))[:, :3]
+    return (np.repeat(ramp[None], height, axis=0) * 255 + 0.5).astype(np.uint8)

@@ -26,6 +26,12 @@ def _clean(token: str) -> str:
     return token.replace("</w>", "")
 
 
+#: Words that carry no content of their own: the attention explorer does not open on them.
+_FUNCTION_WORDS = frozenset(
+    "a an the of and or in on at with to for by from as is are this that".split()
+)
+
+
 @dataclass(frozen=True)
 class PromptTokens:
     """The tokenizer's view of one prompt, padded to the model's limit.
@@ -63,6 +69,15 @@ class PromptTokens:
     def words(self) -> tuple[str, ...]:
         """Readable labels of the prompt positions ``0 … n_tokens − 1`` (``</w>`` removed)."""
         return tuple(_clean(t) for t in self.tokens[: self.n_tokens])
+
+    @property
+    def first_content_position(self) -> int:
+        """The position of the prompt's first content word: not a special token and not a
+        function word ("a", "the", "of", …); the first prompt position when there is none."""
+        for i, w in enumerate(self.words):
+            if 0 < i < self.n_tokens - 1 and w.lower() not in _FUNCTION_WORDS and w.isalnum():
+                return i
+        return 1 if self.n_tokens > 2 else 0
 
     @property
     def attention_mask(self) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ from PIL import Image
 from ..errors import InputError
 from ..pipeline import SCHEDULERS, scheduler_name
 from ..reverse import ReverseChain, Trajectory
+from ..reverse.attention import colorbar
 from ._checks import check_choice, check_float, check_int, check_seed
 from ._common import Explorer, encode_image, guarded
 
@@ -40,9 +41,23 @@ def _prediction_type(pipe: Any) -> str:
 
 
 def _resize(arr: np.ndarray, size: int | None) -> np.ndarray:
+    """Scale a picture to *size* × *size* screen pixels with nearest neighbour: the model's
+    own pixels stay visible as blocks, nothing is smoothed that the model did not draw."""
     if size is None or (arr.shape[0] == size and arr.shape[1] == size):
         return arr
-    return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.NEAREST))
+
+
+#: The slider budget (ms) under which the explorer shows exact VAE decodes by default.
+EXACT_BUDGET_MS = 50.0
+#: The smallest side, in screen pixels, of the x_t and x̂_0 panels (a classroom projector).
+MIN_DISPLAY = 256
+
+
+def _resize_wide(arr: np.ndarray, width: int = 256) -> np.ndarray:
+    if arr.shape[1] == width:
+        return arr
+    return np.asarray(Image.fromarray(arr).resize((width, arr.shape[0]), Image.Resampling.NEAREST))
 
 
 class ReverseChainExplorer(Explorer):
@@ -61,7 +76,12 @@ class ReverseChainExplorer(Explorer):
     prompt, negative_prompt, steps, guidance_scale, seed, scheduler, size
         Initial values of the controls.
     display_size
-        Side, in screen pixels, of the x_t and x̂_0 panels (default: the image size).
+        Side, in screen pixels, of the x_t and x̂_0 panels (default: the image size, at least
+        256; smaller images are enlarged with nearest neighbour). The noise panels are half.
+    exact
+        Show x_t and x̂_0 as exact VAE decodes (True) or the fast linear preview (False). The
+        default, None, decides at the first picture: exact when decoding both panels takes
+        under 50 ms (the slider's budget; diffkit-tiny on a laptop), else fast.
     run
         Start a run at once (in the background).
     """
@@ -79,6 +99,7 @@ class ReverseChainExplorer(Explorer):
         size: int | None = None,
         display_size: int | None = None,
         capture_attention: bool = True,
+        exact: bool | None = None,
         run: bool = False,
     ) -> None:
         steps = check_int("steps", steps, lo=1, hi=1000, hint="25 is usual")
@@ -92,6 +113,9 @@ class ReverseChainExplorer(Explorer):
             scheduler = check_choice("scheduler", _SCHEDULER_ALIASES.get(scheduler, scheduler), SCHEDULERS)
         if display_size is not None:
             display_size = check_int("display_size", display_size, lo=16, hi=4096, hint="screen pixels")
+        if exact is not None and not isinstance(exact, bool):
+            raise InputError(f"exact={exact!r} is not True, False or None; fix: pass exact=True for VAE "
+                             "decodes, exact=False for the fast preview, or leave it out to decide by speed")
         load_error = None
         if pipe is None:
             from ..pipeline import load_pipeline
@@ -116,6 +140,7 @@ class ReverseChainExplorer(Explorer):
         self.negative = W.Text(value=negative_prompt, description="negative", layout=W.Layout(width="460px"))
         self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="180px"))
         self.steps = W.IntSlider(value=steps, min=1, max=max(100, steps), description="steps")
+        self.steps.add_class("diffkit-steps")
         self.guidance = W.FloatSlider(value=guidance_scale, min=0.0, max=max(15.0, guidance_scale), step=0.5,
                                       description="guidance")
         self.scheduler = W.Dropdown(
@@ -135,13 +160,17 @@ class ReverseChainExplorer(Explorer):
         W.jslink((self.play, "value"), (self.step, "value"))
         self.next_button = W.Button(description="next step", icon="step-forward",
                                     tooltip="run one more U-Net call of a new chain, or move the slider on")
-        self.exact = W.Checkbox(value=False, description="exact x̂₀ (VAE decode)")
-        self.display_size = display_size
+        self.exact = W.Checkbox(value=bool(exact), description="exact (VAE decode)")
+        self._exact_auto = exact is None
+        self.display_size = display_size  # None: follow the image size, at least MIN_DISPLAY
         self.x_t = W.Image(format="jpeg")
         self.x0 = W.Image(format="jpeg")
         self.noise = [W.Image(format="jpeg") for _ in _NOISE_PANELS]
         self.token = W.Dropdown(options=[], description="word")
         self.attention = W.Image(format="jpeg")
+        self.colorbar = W.Image(format="png", value=encode_image(
+            _resize_wide(colorbar(256, 12)), "png"), layout=W.Layout(width=f"{display_size or MIN_DISPLAY}px"))
+        self.attention_scale = W.HTML()
         self.table = W.HTML()
         self.chain: ReverseChain | None = None
         self.trajectory: Trajectory | None = None
@@ -150,9 +179,12 @@ class ReverseChainExplorer(Explorer):
         self._notes = ""
         self._cancelled = False
 
-        def panel(img: W.Image, title: str) -> W.VBox:
-            return W.VBox([W.HTML(f"<small><b>{html.escape(title)}</b></small>"), img],
-                          layout=W.Layout(align_items="center"))
+        def panel(img: W.Image, title: W.HTML) -> W.VBox:
+            return W.VBox([title, img], layout=W.Layout(align_items="center"))
+
+        self._x_t_title, self._x0_title = W.HTML(), W.HTML()
+        self._set_image_titles()
+        self.exact.observe(lambda change: self._set_image_titles(), names="value")
 
         self._noise_titles = [W.HTML() for _ in _NOISE_PANELS]
         self._set_noise_titles(_prediction_type(self.pipe))
@@ -163,10 +195,11 @@ class ReverseChainExplorer(Explorer):
             W.HBox([self.scheduler, self.size, self.capture]),
             W.HBox([self.run_button, self.cancel_button, self.progress, self.status]),
             W.HBox([self.play, self.step, self.next_button, self.exact]),
-            W.HBox([panel(self.x_t, "x_t (noisy latents, fast preview)"), panel(self.x0, "x̂₀ (predicted clean image)"),
-                    W.VBox([self.token, self.attention])]),
+            W.HBox([panel(self.x_t, self._x_t_title), panel(self.x0, self._x0_title),
+                    W.VBox([self.token, self.attention, self.colorbar, self.attention_scale])],
+                   layout=W.Layout(flex_flow="row wrap")),
             W.HBox([W.VBox([title, img], layout=W.Layout(align_items="center"))
-                    for img, title in zip(self.noise, self._noise_titles)]),
+                    for img, title in zip(self.noise, self._noise_titles)], layout=W.Layout(flex_flow="row wrap")),
             self.table,
         ])
         self.run_button.on_click(self._on_run)
@@ -243,13 +276,14 @@ class ReverseChainExplorer(Explorer):
         if n == 0:
             return
         if traj.records[0].attention:
-            options = [(f"{i}: {w}", i) for i, w in enumerate(traj.tokens.tokens[: traj.tokens.n_tokens])]
+            options = [(f"{i}: {w}", i) for i, w in enumerate(traj.tokens.words)]
             if [o for _, o in options] != [o for _, o in self.token.options]:
                 self.token.options = options
-                self.token.value = 1 if len(options) > 2 else 0  # the first word of the prompt
+                self.token.value = traj.tokens.first_content_position  # "red" in "a red circle"
         else:
             self.token.options = []
-        self.attention.layout.visibility = "visible" if self.token.options else "hidden"
+        shown = "visible" if self.token.options else "hidden"
+        self.attention.layout.visibility = self.colorbar.layout.visibility = shown
         self.step.max = self.play.max = n - 1
         self.step.disabled = self.play.disabled = False
         if self.step.value != n - 1:
@@ -302,14 +336,28 @@ class ReverseChainExplorer(Explorer):
             raise ValueError("nothing to show yet; press Run")
         rec = traj[k]
         self._set_noise_titles(rec.prediction_type)
-        ds = self.display_size
-        full = None if ds is None else (ds, ds)
-        half = None if ds is None else (max(ds // 2, 32),) * 2
-        self.x_t.value = encode_image(traj.preview(k, "x_t", "fast", size=full))
-        if self.exact.value:  # the VAE decode is cached per step by the trajectory
-            self.x0.value = encode_image(_resize(traj.preview(k, "x0_hat", "exact"), ds))
-        else:
-            self.x0.value = encode_image(traj.preview(k, "x0_hat", "fast", size=full))
+        ds = self.display_size or max(MIN_DISPLAY, int(traj.info["height"]), int(traj.info["width"]))
+        half = (max(ds // 2, 32),) * 2
+        if self._exact_auto:  # decide once, on the first picture: exact when it fits the budget
+            import time
+
+            traj.decode([k], "x_t")  # the first decode warms the VAE up (and is cached)
+            traj.decode([k], "x0_hat")
+            times = []  # the best of up to 3 steps not decoded yet: a busy machine's noise removed
+            for j in [i for i in range(len(traj)) if i != k][:3] or [k]:
+                t0 = time.perf_counter()
+                traj.decode([j], "x_t")
+                traj.decode([j], "x0_hat")
+                times.append((time.perf_counter() - t0) * 1e3)
+            ms = min(times)
+            self._exact_auto = False
+            self.exact.value = ms <= EXACT_BUDGET_MS  # re-renders through the observer if it changes
+            self.exact.description = f"exact (VAE decode, {ms:.0f} ms)"
+        self._size_panels(ds)
+        self._set_image_titles()
+        mode = "exact" if self.exact.value else "fast"  # the VAE decode is cached per step
+        self.x_t.value = encode_image(_resize(traj.preview(k, "x_t", mode), ds))
+        self.x0.value = encode_image(_resize(traj.preview(k, "x0_hat", mode), ds))
         for img, (q, _) in zip(self.noise, _NOISE_PANELS):
             if rec.noise_pred_uncond is None and q in ("eps_uncond", "guidance"):
                 img.value = b""  # guidance ≤ 1: no unconditional branch was run
@@ -318,8 +366,47 @@ class ReverseChainExplorer(Explorer):
             img.layout.visibility = "visible"
             img.value = encode_image(traj.preview(k, q, "fast", size=half))
         if self.token.value is not None and rec.attention:
-            self.attention.value = encode_image(_resize(traj.attention_overlay(self.token.value, index=k), ds))
+            self._render_attention(traj, k, ds)
         self.table.value = _step_table(traj, k)
+
+    def _size_panels(self, ds: int) -> None:
+        """Fix each panel's on-screen size (a flex row must not shrink a picture to fit)."""
+        half = max(ds // 2, 32)
+        for img, side in ((self.x_t, ds), (self.x0, ds), (self.attention, ds), *((n, half) for n in self.noise)):
+            img.layout.width = img.layout.height = img.layout.min_width = f"{side}px"
+        for box in (self._x_t_title, self._x0_title, self.colorbar, self.attention_scale):
+            box.layout.width = f"{ds}px"
+        self.colorbar.layout.height = "12px"
+
+    def _set_image_titles(self) -> None:
+        how = "VAE decode" if self.exact.value else "fast linear preview of the latents"
+        if not self.exact.value and self.trajectory is not None:
+            import re
+
+            err = re.search(r"RMS error ([0-9.]+)", self.trajectory.latent_rgb.source)
+            how += f" (least-squares fit, RMS error {err.group(1)} on [−1, 1])" if err else ""
+        self._x_t_title.value = f"<small><b>x_t (noisy latents; {how})</b></small>"
+        self._x0_title.value = f"<small><b>x̂₀ (the clean image the model implies; {how})</b></small>"
+
+    def _render_attention(self, traj: Trajectory, k: int, ds: int) -> None:
+        """The chosen word's map at step *k* over the exact x̂_0, on a scale shared by the
+        prompt's words at this step (0 … their largest value), with its colour bar."""
+        from ..reverse.attention import aggregate_attention, overlay
+
+        n = traj.tokens.n_tokens
+        size = (int(traj.info["height"]), int(traj.info["width"]))
+        words = list(range(1, n - 1)) or [0]  # the words, without <|startoftext|> and <|endoftext|>
+        maps = aggregate_attention([traj[k]], words, size=size)
+        heat = aggregate_attention([traj[k]], int(self.token.value), size=size)
+        vmax = max(float(maps.max()), float(heat.max()), 1e-6)
+        pic = overlay(traj.decode([k])[0], heat, vmax=vmax, vmin=0.0)
+        self.attention.value = encode_image(_resize(pic, ds))
+        self.attention_scale.value = (
+            f"<small>share of each pixel's attention that goes to this word (softmax over the {n} prompt "
+            f"tokens, mean of the cross-attention layers and heads, step {k + 1}): 0 (left) … {vmax:.3f} "
+            "(right), the largest value of any word of the prompt at this step, so the words can be "
+            "compared</small>"
+        )
 
 
 class ReverseChainCompare(W.HBox):

@@ -48,14 +48,14 @@ def _tiny_weights_present() -> bool:
 if _tiny_weights_present():
     REVERSE_CALLS = 20
     CELLS["reverse"] = ("from diffkit.widgets import ReverseChainExplorer\n"
-                        "explorer = ReverseChainExplorer(prompt='a woman pilot', steps=20, seed=3,\n"
-                        "                                display_size=160, run=True)\nexplorer")
+                        "explorer = ReverseChainExplorer(prompt='a woman pilot', steps=20, seed=3, run=True)\n"
+                        "explorer")
 else:
     REVERSE_CALLS = 4
     CELLS["reverse"] = ("from diffkit.testing import tiny_random_pipeline\n"
                         "from diffkit.widgets import ReverseChainExplorer\n"
-                        "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), steps=4, size=32,\n"
-                        "                                display_size=128, run=True)\nexplorer")
+                        "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), steps=4, size=32, run=True)\n"
+                        "explorer")
 
 
 def _free_port() -> int:
@@ -210,6 +210,12 @@ def test_reverse_chain_explorer_in_jupyterlab(browser, lab):
     page.wait_for_timeout(1000)
     before = _image_sources(page)
     _shot(page, "reverse_chain")  # the finished chain, at its last step (the README's picture)
+    # the constructor's arguments read back faithfully in the browser
+    readout = page.locator(".jp-OutputArea-output .diffkit-steps .widget-readout").first
+    assert readout.inner_text().strip() == str(REVERSE_CALLS), readout.inner_text()
+    # the x_t and x̂_0 panels are classroom-sized (at least 256 screen pixels)
+    widths = page.eval_on_selector_all(".jp-OutputArea-output img", "els => els.map(e => e.naturalWidth)")
+    assert sum(w >= 256 for w in widths) >= 3, widths  # x_t, x̂_0 and the attention map
     handle = page.locator(".jp-OutputArea-output .diffkit-step .noUi-handle").first
     handle.focus()
     page.keyboard.press("Home")

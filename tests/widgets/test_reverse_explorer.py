@@ -21,7 +21,7 @@ def pipe():
 
 
 def test_run_then_scrub_the_steps(pipe):
-    e = ReverseChainExplorer(pipe, prompt="a red circle", steps=3, size=32, seed=1)
+    e = ReverseChainExplorer(pipe, prompt="a red circle", steps=3, size=32, seed=1, exact=False)
     e.run(wait=True)
     assert e.error.value == "" and "done" in e.status.value
     traj = e.trajectory
@@ -149,3 +149,87 @@ def test_model_output_panels_say_what_the_model_predicts():
             assert all(symbol in t for t in titles) and not any(("v̂" if symbol == "ε̂" else "ε̂") in t for t in titles)
         finally:
             e.close()
+
+
+def _png_side(data: bytes) -> tuple[int, int]:
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).size
+
+
+def test_panels_are_classroom_sized_and_keep_the_models_pixels(pipe):
+    """x_t and x̂_0 are shown at least 256 px wide, enlarged with nearest neighbour."""
+    from PIL import Image
+
+    e = ReverseChainExplorer(pipe, prompt="a red circle", steps=2, size=32, seed=1, exact=True)
+    e.run(wait=True)
+    assert _png_side(e.x_t.value) == (256, 256) and _png_side(e.x0.value) == (256, 256)
+    assert all(_png_side(img.value) == (128, 128) for img in e.noise)
+    # nearest neighbour: the 32-px decode scaled ×8 (JPEG adds little noise to flat 8×8 blocks)
+    import io
+
+    small = e.trajectory.preview(1, "x0_hat", "exact")
+    big = np.asarray(Image.open(io.BytesIO(e.x0.value)).convert("RGB")).astype(int)
+    assert np.abs(big[4::8, 4::8] - small.astype(int)).mean() < 6
+    e.close()
+    wide = ReverseChainExplorer(pipe, steps=2, size=32, display_size=512, exact=False)
+    wide.run(wait=True)
+    assert _png_side(wide.x0.value) == (512, 512)
+    wide.close()
+
+
+def test_exact_previews_are_the_default_where_they_fit_the_slider_budget(pipe, monkeypatch):
+    from diffkit.widgets import reverse_chain
+
+    monkeypatch.setattr(reverse_chain, "EXACT_BUDGET_MS", 1e9)  # any decode fits
+    e = ReverseChainExplorer(pipe, steps=2, size=32)
+    e.run(wait=True)
+    assert e.exact.value is True and "ms)" in e.exact.description
+    assert "VAE decode" in e._x0_title.value
+    assert e.x0.value  # shown
+    e.close()
+    monkeypatch.setattr(reverse_chain, "EXACT_BUDGET_MS", 0.0)  # a model too slow to decode per move
+    slow = ReverseChainExplorer(pipe, steps=2, size=32)
+    slow.run(wait=True)
+    assert slow.exact.value is False and "fast linear preview" in slow._x0_title.value
+    slow.close()
+
+
+def test_attention_opens_on_the_first_content_word_with_a_stated_shared_scale(pipe):
+    e = ReverseChainExplorer(pipe, prompt="a red circle", steps=2, size=32, exact=False)
+    e.run(wait=True)
+    label = dict((v, k) for k, v in e.token.options)[e.token.value]
+    assert label.endswith("red"), label  # not "a"
+    traj = e.trajectory
+    from diffkit.reverse.attention import aggregate_attention
+
+    words = aggregate_attention([traj[-1]], list(range(1, traj.tokens.n_tokens - 1)), size=(32, 32))
+    assert f"{float(words.max()):.3f}" in e.attention_scale.value
+    assert "softmax over the" in e.attention_scale.value and e.colorbar.value
+    e.close()
+
+
+@pytest.mark.parametrize(
+    "prompt, word",
+    [("a red circle", "red"), ("the photo of an old man", "photo"), ("a", "a"), ("A woman pilot", "woman")],
+)
+def test_first_content_word(pipe, prompt, word):
+    from diffkit.reverse import tokenize_prompt
+
+    tokens = tokenize_prompt(pipe.tokenizer, prompt)
+    assert tokens.words[tokens.first_content_position].lower() == word
+
+
+def test_overlay_on_a_fixed_scale_and_its_colorbar():
+    from diffkit.reverse.attention import colorbar, overlay
+
+    img = np.zeros((4, 4, 3), np.float32)
+    heat = np.full((4, 4), 0.25, np.float32)
+    own = overlay(img, heat, alpha=1.0)  # its own min…max: a flat map is the colormap's low end
+    fixed = overlay(img, heat, alpha=1.0, vmin=0.0, vmax=0.5)  # the middle of the colormap
+    bar = colorbar(5, 1)
+    assert (own == bar[0, 0]).all() and (np.abs(fixed.astype(int) - bar[0, 2]).max() <= 1)
+    with pytest.raises(ValueError, match="vmax must be greater"):
+        overlay(img, heat, vmin=1.0, vmax=0.5)
