@@ -67,7 +67,7 @@ __all__ = [
 
 _QUANTITIES = {
     "beta": "β_t (noise added per step)",
-    "alpha_bar": "ᾱ_t (signal kept)",
+    "alpha_bar": "ᾱ_t (signal's share of the variance)",
     "log_snr": "log SNR_t",
     "sqrt_alpha_bar": "√ᾱ_t",
     "sqrt_one_minus_alpha_bar": "√(1 − ᾱ_t)",
@@ -191,10 +191,13 @@ def plot_two_pixel(
         pts = px(ch.at(t))
         ax1.scatter(pts[:, 0], pts[:, 1], s=5, color=cmap(j / max(1, len(timesteps) - 1)), label=f"t={t}")
     g = np.linspace(0, 2 * np.pi, 200)
-    ax1.plot(127.5 + 127.5 * 2 * np.cos(g), 127.5 + 127.5 * 2 * np.sin(g), "k--", lw=0.8, label="N(0, I), 2σ")
+    # N(0, I) lives in model units; in pixel units (x_px = 127.5·(x + 1)) its centre is 127.5 and σ = 127.5
+    ax1.plot(127.5 + 127.5 * 2 * np.cos(g), 127.5 + 127.5 * 2 * np.sin(g), "k--", lw=0.8,
+             label="N(0, I) in pixels: 2σ = 255 around 127.5")
     ax1.plot(*start, "k*", ms=12)
     ax1.set_title(f"{ch.points.shape[1]} chains drift to N(0, I)")
     ax1.set_xlabel("pixel 1")
+    ax1.set_ylabel("pixel 2")
     ax1.set_aspect("equal")
     ax1.legend(loc="upper left", fontsize=7, markerscale=2)
     return fig

@@ -8,9 +8,9 @@ symbol                      attribute                      meaning
 ==========================  =============================  ==================================
 T                           ``num_train_timesteps``        length of the chain
 β_t                         ``betas``                      noise variance added at step t
-α_t = 1 − β_t               ``alphas``                     signal kept by one step
-ᾱ_t = ∏_{s≤t} α_s           ``alphas_cumprod``             signal kept by all steps up to t
-√ᾱ_t                        ``sqrt_alphas_cumprod``        weight of x_0 in x_t
+α_t = 1 − β_t               ``alphas``                     signal variance kept by one step
+ᾱ_t = ∏_{s≤t} α_s           ``alphas_cumprod``             signal's share of the variance of x_t
+√ᾱ_t                        ``sqrt_alphas_cumprod``        signal scale: weight of x_0 in x_t
 √(1 − ᾱ_t)                  ``sqrt_one_minus_alphas_cumprod``  weight of ε in x_t
 SNR_t = ᾱ_t / (1 − ᾱ_t)     ``snr``                        signal-to-noise ratio
 log SNR_t                   ``log_snr``                    natural log of SNR_t
@@ -24,8 +24,9 @@ the same steps ``1 … T``).
 Sources: DDPM linear (Ho, Jain & Abbeel 2020, §4); Stable Diffusion's ``scaled_linear``
 (CompVis ``ldm``, diffusers ``beta_schedule="scaled_linear"``); cosine (Nichol & Dhariwal
 2021, eq. 17, β clipped at 0.999; diffusers ``squaredcos_cap_v2``); Laplace (Hang et
-al. 2024, diffusers ``laplace``); sigmoid (Jabri, Fleet
-& Chen 2022; diffusers ``beta_schedule="sigmoid"``); Karras σ (Karras et al. 2022, eq. 5,
+al. 2024, as diffusers ``laplace`` computes it, which is not the paper's curve: see
+:func:`laplace_betas`); sigmoid (GeoDiff, Xu et al. 2022, as diffusers ``beta_schedule="sigmoid"``
+implements it); Karras σ (Karras et al. 2022, eq. 5,
 ρ = 7).
 """
 
@@ -92,9 +93,10 @@ def scaled_linear_betas(
 
 
 def cosine_betas(num_train_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
-    """Cosine schedule (Nichol & Dhariwal 2021, eq. 17): ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2).
+    """Cosine schedule (Nichol & Dhariwal 2021, eq. 17): ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2).
 
-    β_t = 1 − ᾱ(t+1)/ᾱ(t), clipped at *max_beta* to avoid a singularity at t = T.
+    β_t = 1 − ᾱ(t+1)/ᾱ(t) (the /f(0) cancels in the ratio), clipped at *max_beta* to avoid a
+    singularity at t = T.
     """
     T = _check_T(num_train_timesteps)
     if not (0.0 <= s < 1.0):
@@ -114,8 +116,10 @@ def laplace_betas(num_train_timesteps: int = 1000, max_beta: float = 0.999) -> n
     """Laplace schedule (Hang et al. 2024, "Improved Noise Schedule for Diffusion Training").
 
     log-SNR follows a Laplace quantile, λ(u) = −½·sign(½ − u)·log(1 − 2|½ − u|), and, exactly
-    as diffusers' ``beta_schedule="laplace"`` does, ᾱ(u) = √(SNR / (1 + SNR)). Note that this
-    ends at ᾱ_T ≈ 0.03: the last step still holds some signal.
+    as diffusers' ``beta_schedule="laplace"`` does, ᾱ(u) = √(SNR / (1 + SNR)). That square root
+    makes it a different curve from the paper's, whose ᾱ = SNR/(1 + SNR) gives log-SNR 0 at u = ½:
+    here log-SNR(½) = 0.88 and log-SNR runs from 3.8 to −3.4 (ᾱ_T ≈ 0.03, so the last step
+    still holds some signal).
     """
     T = _check_T(num_train_timesteps)
 
@@ -131,7 +135,7 @@ def laplace_betas(num_train_timesteps: int = 1000, max_beta: float = 0.999) -> n
 def sigmoid_betas(
     num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 ) -> np.ndarray:
-    """Sigmoid schedule as in diffusers: β = β_start + (β_end − β_start)·sigmoid(linspace(−6, 6, T))."""
+    """Sigmoid schedule (GeoDiff, Xu et al. 2022), as diffusers implements it: β = β_start + (β_end − β_start)·sigmoid(linspace(−6, 6, T))."""
     T = _check_T(num_train_timesteps)
     _check_beta_range(beta_start, beta_end)
     x = np.linspace(-6.0, 6.0, T, dtype=np.float64)
