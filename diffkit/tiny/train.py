@@ -98,6 +98,10 @@ class Recipe:
     cache_pairs: int = 0  # two-object scenes in the latent cache's pair pool
     offset_noise: float = 0.0  # std of a per-channel constant added to the training noise
     eps_weight_cap: float = 20.0  # ε-prediction: cap of min(SNR + 1, γ) / SNR at high noise
+    # ε-prediction: floor of the ε weight at low noise (1 = L_simple's weight there). Without
+    # it the weight is γ / SNR, 0.1 at t = 21, and the low-noise ε̂ stays rough, which the
+    # 4th-order multistep samplers (PNDM, LMS) amplify into speckle at guidance 7.5.
+    eps_weight_floor: float = 0.0
     vae_checkpoint_every: int = 200
     # weight of the VAE's linear-preview loss: a 4 → 3 linear map (+ bias) of the latents,
     # learnt jointly, must match the image averaged over each latent pixel's f × f block.
@@ -449,7 +453,7 @@ def loss_weights(snr: torch.Tensor, recipe: Recipe) -> torch.Tensor:
         )
     x0_weight = snr.clamp(max=g) if recipe.loss_weighting == "min-snr" else (snr + 1).clamp(max=g)
     if _m.arch(recipe.arch).prediction_type == "epsilon":
-        return (x0_weight / snr).clamp(max=recipe.eps_weight_cap)
+        return (x0_weight / snr).clamp(min=recipe.eps_weight_floor, max=recipe.eps_weight_cap)
     return x0_weight / (snr + 1)
 
 

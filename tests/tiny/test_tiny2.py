@@ -205,6 +205,17 @@ def test_eps_loss_weight_is_the_x0_weight_divided_by_snr():
     assert float(w[-1]) < 0.01  # near-clean steps weigh little, as min-SNR's do
 
 
+def test_eps_weight_floor_gives_l_simple_at_low_noise():
+    from dataclasses import replace
+
+    snr = torch.tensor([0.0047, 1.0, 4.0, 10.0, 1175.0])
+    floored = T.loss_weights(snr, replace(T.TINY2, eps_weight_floor=1.0))
+    plain = T.loss_weights(snr, T.TINY2)
+    assert torch.equal(floored, plain.clamp(min=1.0))
+    assert float(floored[-1]) == 1.0 and float(plain[-1]) < 0.01  # L_simple's weight at low noise
+    assert float(floored[0]) == T.TINY2.eps_weight_cap  # the high-noise cap is untouched
+
+
 def test_recipes_are_bounded_and_tiny1_is_unchanged():
     assert T.RECIPES[("tiny1", False)] is T.FULL and T.FULL.arch == "tiny1"
     assert T.FULL.pair_fraction == 0 and T.FULL.offset_noise == 0
