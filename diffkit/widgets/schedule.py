@@ -28,8 +28,8 @@ _TAKES_BETA_RANGE = ("linear", "scaled_linear", "sigmoid")
 class ScheduleExplorer(Explorer):
     """Pick schedules, T and the β range; a t slider noises one image under each schedule.
 
-    Readouts give √ᾱ_t (how much of the image is kept) and √(1 − ᾱ_t) (how much noise), the
-    weights of x_0 and ε in x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε.
+    Readouts give ᾱ_t (the signal's share of x_t's variance), and √ᾱ_t and √(1 − ᾱ_t), the
+    scales of x_0 and ε in x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (amplitudes, not shares).
 
     Parameters
     ----------
@@ -158,8 +158,9 @@ class ScheduleExplorer(Explorer):
             f"<td>{r['noise']:.4f}</td><td>{r['log_snr']:.2f}</td></tr>" for r in rows
         )
         self.readout.value = (
-            f"<table><tr><th>t = {t}</th><th>ᾱ_t</th><th>√ᾱ_t (signal kept)</th>"
-            f"<th>√(1−ᾱ_t) (noise)</th><th>log SNR</th></tr>{body}</table>"
+            f"<table><tr><th>t = {t}</th><th>ᾱ_t (signal's share of the variance)</th>"
+            f"<th>√ᾱ_t (scale of x₀ in x_t)</th><th>√(1−ᾱ_t) (scale of ε in x_t)</th><th>log SNR</th></tr>"
+            f"{body}</table>"
         )
 
 

@@ -32,6 +32,9 @@ def test_schedule_explorer_readouts_match_the_library():
         assert row["signal"] == pytest.approx(s.sqrt_alphas_cumprod[600])
         assert row["noise"] == pytest.approx(s.sqrt_one_minus_alphas_cumprod[600])
         assert f"{s.sqrt_alphas_cumprod[600]:.4f}" in e.readout.value
+    # each column says which quantity it is: ᾱ is the share of variance, √ᾱ a scale (amplitude)
+    assert "ᾱ_t (signal's share of the variance)" in e.readout.value
+    assert "√ᾱ_t (scale of x₀ in x_t)" in e.readout.value and "signal kept" not in e.readout.value
     after = [b.children[0].value for b in e.images.children]
     assert all(a != b for a, b in zip(before, after))  # the images changed
     assert e.plot.value != plot_before  # the t marker moved
