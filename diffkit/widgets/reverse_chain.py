@@ -462,6 +462,23 @@ def _step_table(traj: Trajectory, k: int) -> str:
     rows = [("step", f"{k + 1} of {len(traj)} ({rec.stage})"), ("timestep t", f"{rec.timestep:g}"),
             ("σ_t", f"{rec.sigma:.4f}"), ("ᾱ_t", f"{rec.alpha_bar:.4f}"),
             ("guidance w", f"{rec.guidance_scale:g}")]
-    rows += [(f"rms {name}", f"{value:.4f}") for name, value in rec.stats.items()]
+    rows += [(_stat_label(name, rec.prediction_symbol), f"{value:.4f}") for name, value in rec.stats.items()]
     body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in rows)
     return f"<table style='font-size:small'>{body}</table>"
+
+
+def _stat_label(name: str, symbol: str) -> str:
+    """A readable row label for one of :attr:`StepRecord.stats`, in the model's own symbol (ε̂ or v̂)."""
+    labels = {
+        "x_t": "rms of x_t",
+        "x_t_vp": "rms of x_t on the variance-preserving scale",
+        "eps_text": f"rms of {symbol}_c (with text)",
+        "eps_uncond": f"rms of {symbol}_u (no text)",
+        "eps": f"rms of {symbol} guided",
+        "guidance": f"rms of {symbol}_c − {symbol}_u",
+        "cos_eps_text_uncond": f"cosine of {symbol}_c and {symbol}_u",
+        "x0_hat": "rms of x̂₀ (latents)",
+        "x0_hat_change": "rms of x̂₀'s change since the last step",
+        "x_prev": "rms of the next latents",
+    }
+    return labels.get(name, f"rms of {name}")

@@ -207,6 +207,7 @@ def test_two_pixel_explorer_in_jupyterlab(browser, lab):
 def test_reverse_chain_explorer_in_jupyterlab(browser, lab):
     page = _open_and_run(browser, lab, "reverse")
     page.get_by_text(f"done: {REVERSE_CALLS} U-Net calls").wait_for(timeout=120_000)
+    page.set_viewport_size({"width": 1400, "height": 1500})  # the whole explorer, noise panels too
     page.wait_for_timeout(1000)
     before = _image_sources(page)
     _shot(page, "reverse_chain")  # the finished chain, at its last step (the README's picture)

@@ -35,6 +35,9 @@ def test_run_then_scrub_the_steps(pipe):
     assert e.x_t.value != shown
     assert f"{traj[0].sigma:.4f}" in e.table.value
     assert f"{traj[0].stats['eps_text']:.4f}" in e.table.value
+    symbol = traj[0].prediction_symbol  # rows in the model's own symbol; a cosine called a cosine
+    assert f"rms of {symbol}_c (with text)" in e.table.value and f"cosine of {symbol}_c and {symbol}_u" in e.table.value
+    assert "rms eps" not in e.table.value and "rms cos" not in e.table.value
     for img in e.noise:
         assert img.value
     # exact x̂_0 and the attention of one word
