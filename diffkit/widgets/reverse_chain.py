@@ -376,6 +376,8 @@ class ReverseChainExplorer(Explorer):
             img.layout.width = img.layout.height = img.layout.min_width = f"{side}px"
         for box in (self._x_t_title, self._x0_title, self.colorbar, self.attention_scale):
             box.layout.width = f"{ds}px"
+        for title in (self._x_t_title, self._x0_title):  # equal heights keep the two pictures level
+            title.layout.height = "4.5em"
         self.colorbar.layout.height = "12px"
 
     def _set_image_titles(self) -> None:
@@ -385,8 +387,8 @@ class ReverseChainExplorer(Explorer):
 
             err = re.search(r"RMS error ([0-9.]+)", self.trajectory.latent_rgb.source)
             how += f" (least-squares fit, RMS error {err.group(1)} on [−1, 1])" if err else ""
-        self._x_t_title.value = f"<small><b>x_t (noisy latents; {how})</b></small>"
-        self._x0_title.value = f"<small><b>x̂₀ (the clean image the model implies; {how})</b></small>"
+        self._x_t_title.value = f"<small><b>x_t, the noisy latents</b> · {how}</small>"
+        self._x0_title.value = f"<small><b>x̂₀, the clean image the model implies</b> · {how}</small>"
 
     def _render_attention(self, traj: Trajectory, k: int, ds: int) -> None:
         """The chosen word's map at step *k* over the exact x̂_0, on a scale shared by the
