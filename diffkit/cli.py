@@ -70,6 +70,8 @@ def describe_error(error: BaseException) -> str | None:
 
     msg = _one_line(str(error)) or type(error).__name__
     if isinstance(error, DiffkitError):
+        if isinstance(error, OSError) and error.errno is not None and error.strerror:
+            return _one_line(error.strerror)  # the message, without "[Errno 11] "
         return msg
     if isinstance(error, sqlite3.DatabaseError):
         return f"a run folder's ledger is damaged ({msg}); fix: pass a new --out folder, or move the old one aside"

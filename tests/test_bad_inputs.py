@@ -8,6 +8,7 @@ rewrite it with ``DIFFKIT_WRITE_DOCS=1 pytest tests/test_bad_inputs.py -k docs``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -361,10 +362,54 @@ def _rf_other_weights(tmp):
     prepare_run(_spec(), run, weights="sha256:new")
 
 
+@contextlib.contextmanager
+def _busy(run):
+    """*run*'s lock held by another thread (as another process would hold it) for the block."""
+    import threading
+
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with run_lock(run, "generating images"):
+            taken.set()
+            release.wait(60)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    taken.wait(60)
+    try:
+        yield
+    finally:
+        release.set()
+        t.join()
+
+
 def _rf_busy(tmp):
     run = _fresh_run(tmp)
-    with run_lock(run), run_lock(run):
+    with _busy(run), run_lock(run):
         pass
+
+
+def _rf_busy_report(tmp):
+    from diffkit.audit import report_audit
+
+    run = _fresh_run(tmp)
+    with _busy(run):
+        report_audit(run, progress=False)
+
+
+def _rf_busy_score(tmp):
+    from diffkit.audit import score_images
+
+    run = _fresh_run(tmp)
+    with _busy(run):
+        score_images(_spec(), run, progress=False)
+
+
+def _rf_score_not_a_run(tmp):
+    from diffkit.audit import score_images
+
+    score_images(_spec(), tmp, progress=False)
 
 
 def _rf_out_is_file(tmp):
@@ -405,6 +450,12 @@ RUN_CASES = [
     Case("run-other-weights", "the model's weights changed between two halves of a run", RunMismatchError,
          "generated with other weights", _rf_other_weights),
     Case("run-busy", "a second run on a folder in use", RunBusyError, "in use by another diffkit run", _rf_busy),
+    Case("run-busy-report", "`audit report` of a folder another process generates into", RunBusyError,
+         "generating images since", _rf_busy_report),
+    Case("run-busy-score", "`score_images` of a folder another process generates into", RunBusyError,
+         "in use by another diffkit run (pid", _rf_busy_score),
+    Case("run-score-not-a-run", "`score_images` of a folder that is not a run", RunFolderError,
+         "not an audit run folder", _rf_score_not_a_run),
     Case("run-out-is-file", "`--out` an existing file", RunFolderError, "exists and is not a folder",
          _rf_out_is_file),
     Case("run-out-under-file", "`--out` a path below a file", RunFolderError, "part of its path is a file",

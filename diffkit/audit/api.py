@@ -7,6 +7,7 @@ PosixPath('out/audit/tiny_default/report/index.html')
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from .._files import read_csv
 from .generate import dist_state, generate_images, load_run_spec
 from .metrics import AuditMetrics, audit_metrics, compare_metrics
 from .report import write_comparison, write_report
+from .rundir import run_lock
 from .score import ZeroShotClassifier, score_images
 from .spec import AuditSpec, load_spec
 
@@ -80,18 +82,22 @@ def run_audit(
     spec = spec.with_model(model) if isinstance(spec, AuditSpec) else load_spec(spec, model=model)
     run_dir = Path(out) if out is not None else default_out(spec, model)
     state = dist_state()
-    generate_images(spec, run_dir, pipe=pipe, progress=progress, state=state)
-    if pipe is None:
-        import gc
+    # the main process holds the folder from the first image to the report: no other run,
+    # scoring or report writer comes in between (the steps take the lock again, nested)
+    lock = run_lock(run_dir, "running the audit") if state.is_main else contextlib.nullcontext()
+    with lock:
+        generate_images(spec, run_dir, pipe=pipe, progress=progress, state=state)
+        if pipe is None:
+            import gc
 
-        gc.collect()
-    images = score_images(spec, run_dir, classifier=classifier, progress=progress, state=state)
-    if not state.is_main:
-        return None
-    metrics = _metrics(spec, images)
-    path = None
-    if report:
-        path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
+            gc.collect()
+        images = score_images(spec, run_dir, classifier=classifier, progress=progress, state=state)
+        if not state.is_main:
+            return None
+        metrics = _metrics(spec, images)
+        path = None
+        if report:
+            path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
     return AuditResult(run_dir, spec, metrics, path)
 
 
@@ -103,12 +109,16 @@ def _classifier_id(images: pd.DataFrame) -> str | None:
 def report_audit(
     run_dir: str | Path, *, classifier: ZeroShotClassifier | None = None, progress: bool = True
 ) -> AuditResult:
-    """Rescore (from the embedding cache) and rewrite the report of a run folder (``diffkit audit report``)."""
+    """Rescore (from the embedding cache) and rewrite the report of a run folder (``diffkit audit report``).
+
+    Holds the folder's lock throughout: a folder another process is writing into raises
+    :class:`~diffkit.errors.RunBusyError` naming that process."""
     run_dir = Path(run_dir)
     spec = load_run_spec(run_dir)
-    images = score_images(spec, run_dir, classifier=classifier, progress=progress)
-    metrics = _metrics(spec, images)
-    path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
+    with run_lock(run_dir, "rewriting the report", create=False):  # scoring and writing, as one writer
+        images = score_images(spec, run_dir, classifier=classifier, progress=progress)
+        metrics = _metrics(spec, images)
+        path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
     return AuditResult(run_dir, spec, metrics, path)
 
 

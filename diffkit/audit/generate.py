@@ -19,8 +19,10 @@ How the guarantees are kept:
   existing row: never a duplicate) and removes the temporary files the killed run left.
 * **One model per run.** The ledger records the weights (a digest of the pipeline's files,
   or the hub commit); a rerun with other weights is refused, naming both.
-* **One writer per folder.** The main process holds the folder's lock while it generates; a
-  second run on the same folder is refused at once (:class:`~diffkit.errors.RunBusyError`).
+* **One writer per folder.** The main process holds the folder's lock while it generates (and
+  ``run_audit`` until its report is written); a second run, scoring or report writer on the same
+  folder is refused at once (:class:`~diffkit.errors.RunBusyError`, naming the holder's pid and
+  what it is doing), so no image is generated twice.
 * **Verified.** On resume each finished row's file is re-hashed; a missing or corrupt PNG
   is marked ``missing``/``corrupt`` and its batch regenerated.
 * **Full disk.** ``ENOSPC`` while writing removes the temporary file and raises
@@ -259,7 +261,7 @@ def generate_images(
     state = state if state is not None else dist_state()
     run_dir = Path(run_dir)
     weights = weights_identity(spec.pipeline.model, spec.pipeline.revision)
-    lock = run_lock(run_dir) if state.is_main else contextlib.nullcontext()
+    lock = run_lock(run_dir, "generating images") if state.is_main else contextlib.nullcontext()
     with lock:
         # The main process creates the folder first; the others then reopen it.
         if state.is_main:

@@ -428,8 +428,22 @@ def write_report(
     classifier_id: str | None = None,
 ) -> Path:
     """Write ``index.html``, ``summary.md``, ``metadata.json`` and one CSV per tidy table
-    into *out_dir* (default ``run_dir/report``), each atomically; return the HTML path."""
+    into *out_dir* (default ``run_dir/report``), each atomically; return the HTML path.
+
+    Holds the run folder's lock while writing (:func:`~diffkit.audit.rundir.run_lock`): a second
+    writer is refused (:class:`~diffkit.errors.RunBusyError`), so two reports never interleave,
+    and temporary files a killed writer left in ``report/`` are removed first.
+    """
+    from .rundir import clean_orphans, run_lock
+
     run_dir = Path(run_dir)
+    with run_lock(run_dir, "writing the report", create=False):
+        clean_orphans(run_dir)
+        return _write_report(run_dir, spec, metrics, out_dir, classifier_id)
+
+
+def _write_report(run_dir: Path, spec: AuditSpec, metrics: AuditMetrics, out_dir: str | Path | None,
+                  classifier_id: str | None) -> Path:
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     for name, df in metrics.tables().items():

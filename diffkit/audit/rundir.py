@@ -5,8 +5,19 @@ A run folder holds::
     spec.json        the resolved spec, a readable copy of the ledger's own
     ledger.sqlite    one row per image (SQLite, write-ahead log), and a ``meta`` table:
                      fingerprint (sha256 of the spec, stable across key renames), spec, weights, created_at, diffkit_version
-    .diffkit.lock    held (``flock``) by the process that generates into the folder
+    .diffkit.lock    held (``flock``) by the process that writes into the folder; it names that
+                     process and what it does (``12345	scoring images	2026-…``)
     images/KKKK/IIII.png
+    report/          index.html, summary.md, metadata.json, the CSVs
+
+**One writer at a time.** Generating, scoring (which marks damaged PNGs in the ledger and fills
+the embedding cache) and writing the report each hold the folder's lock (:func:`run_lock`);
+``diffkit audit run`` holds it from generation to report. A second ``audit run``, ``audit
+report`` or :func:`~diffkit.audit.score.score_images` on a folder in use is refused at once
+with :class:`~diffkit.errors.RunBusyError`, naming the other process and what it is doing; it
+never waits half-way, so nothing is generated twice and two report writers never interleave.
+Reading a finished run (``audit compare`` of its report CSVs) takes no lock: every file is
+replaced atomically.
 
 The ledger is the source of truth. ``spec.json`` is checked against it whenever a run is
 reopened (an edited copy is refused, a deleted one restored), and the run's *weights* (a
@@ -26,6 +37,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -161,43 +173,98 @@ def make_run_dir(run_dir: str | Path) -> Path:
 
 
 def clean_orphans(run_dir: str | Path) -> list[Path]:
-    """Remove the temporary files (``.*.tmp``) a killed writer left in *run_dir*; return them.
+    """Remove the temporary files (``.*.tmp``) a killed writer left in *run_dir* (its top, its
+    image folders and ``report/``); return them.
 
     Call it only while holding :func:`run_lock` (no live writer then owns a temporary file).
     """
     run_dir = Path(run_dir)
-    found = [p for p in (*run_dir.glob(".*.tmp"), *run_dir.glob("images/*/.*.tmp")) if p.is_file()]
+    found = [p for pattern in (".*.tmp", "images/*/.*.tmp", "report/.*.tmp") for p in run_dir.glob(pattern)
+             if p.is_file()]
     for p in found:
         with contextlib.suppress(OSError):
             p.unlink()
     return found
 
 
+# The run folders this process holds the lock of, per thread: (folder, thread) -> (descriptor,
+# what it is doing, innermost last). run_audit holds a folder's lock around generate_images,
+# score_images and write_report, which take it again: a nested take only relabels the holder.
+_HELD: dict[tuple[str, int], tuple[int, list[str]]] = {}
+
+
+def _label(fd: int, doing: str) -> None:
+    data = f"{os.getpid()}\t{doing}\t{now()}".encode()
+    os.pwrite(fd, data, 0)  # write, then cut: a reader never sees an empty label in between
+    os.ftruncate(fd, len(data))
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from the lock file: ``"pid 12345, scoring images since …"``."""
+    import time
+
+    text = ""
+    for _ in range(100):  # a holder that has just taken the lock writes its label a moment later
+        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
+        if text.count("\t") == 2:
+            break
+        time.sleep(0.01)
+    pid, _, rest = text.partition("\t")
+    doing, _, since = rest.partition("\t")
+    return f"pid {pid or '?'}" + (f", {doing}" if doing else "") + (f" since {since}" if since else "")
+
+
 @contextlib.contextmanager
-def run_lock(run_dir: str | Path) -> Iterator[None]:
+def run_lock(run_dir: str | Path, doing: str = "generating images", *, create: bool = True) -> Iterator[None]:
     """Hold the run folder's lock (``flock`` on ``.diffkit.lock``) for the block.
 
-    A second process that asks while the first holds it gets :class:`RunBusyError` at once:
-    two runs never generate into one folder. The lock goes with the process (a killed run
-    leaves nothing to clean up).
+    Every writer takes it: generation, scoring, report writing. A second process (or thread)
+    that asks while another holds it gets :class:`RunBusyError` at once, naming the holder's pid
+    and what it is *doing* (``"scoring images"``) since when: two writers never work in one
+    folder. The same thread may take it again inside the block (``run_audit`` holds it around
+    generation, scoring and the report). The lock goes with the process: a killed run leaves
+    nothing to clean up. With ``create=False`` the folder must already be a run folder
+    (:class:`RunFolderError` otherwise), as scoring and reporting need.
     """
     import fcntl
 
-    run_dir = make_run_dir(run_dir)
+    if create:
+        run_dir = make_run_dir(run_dir)
+    else:
+        run_dir = Path(run_dir)
+        if not (run_dir / LEDGER_NAME).is_file():
+            raise RunFolderError(
+                f"{run_dir} is not an audit run folder (it has no {LEDGER_NAME}); fix: pass the folder "
+                "`diffkit audit run` wrote (e.g. out/audit/tiny_default), or run `diffkit audit run` first"
+            )
+    key = (str(run_dir.resolve()), threading.get_ident())
+    if key in _HELD:  # this thread holds it already: say what it does now, then what it did
+        fd, doing_stack = _HELD[key]
+        doing_stack.append(doing)
+        _label(fd, doing)
+        try:
+            yield
+        finally:
+            doing_stack.pop()
+            with contextlib.suppress(OSError):
+                _label(fd, doing_stack[-1])
+        return
     fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             raise RunBusyError(
                 errno.EWOULDBLOCK,
-                f"{run_dir} is in use by another diffkit run (pid {holder}); fix: wait for it to finish "
-                "and rerun the same command (it resumes), or pass another --out folder",
+                f"{run_dir} is in use by another diffkit run ({_holder(fd)}); fix: wait for it to finish "
+                "and rerun the same command (a run resumes), or pass another --out folder",
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        _label(fd, doing)
+        _HELD[key] = (fd, [doing])
+        try:
+            yield
+        finally:
+            del _HELD[key]
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .rundir import Ledger, connect, read_verified
+from .rundir import Ledger, connect, read_verified, run_lock
 from .spec import AuditSpec, ClassifierSpec
 
 __all__ = [
@@ -344,17 +344,34 @@ def score_images(
     whatever CLIP says of it (a black image can score as a person). A PNG that cannot be read or
     whose bytes no longer match the ledger's hash is marked ``corrupt`` in the ledger and
     left out (rerun ``generate_images`` to regenerate it).
+
+    The main process holds the run folder's lock while it scores (:func:`~diffkit.audit.rundir.run_lock`):
+    a folder another process is generating into or reporting on raises
+    :class:`~diffkit.errors.RunBusyError`; a folder without a ledger raises
+    :class:`~diffkit.errors.RunFolderError`.
     """
+    import contextlib
+
+    from .generate import dist_state
+
+    run_dir = Path(run_dir)
+    state = state if state is not None else dist_state()
+    # a writer (it marks damaged PNGs in the ledger): the folder's lock, taken by the main process
+    lock = run_lock(run_dir, "scoring images", create=False) if state.is_main else contextlib.nullcontext()
+    with lock:
+        clf = classifier if classifier is not None else ZeroShotClassifier.from_spec(spec.classifier,
+                                                                                     device=state.device)
+        return _score_images(spec, run_dir, clf, cache, progress, state)
+
+
+def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache: str | Path | None,
+                  progress: bool, state: Any) -> pd.DataFrame:
     import torch
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from .generate import dist_state
     from .prompts import build_prompts
 
-    run_dir = Path(run_dir)
-    state = state if state is not None else dist_state()
-    clf = classifier if classifier is not None else ZeroShotClassifier.from_spec(spec.classifier, device=state.device)
     cache_db = EmbeddingCache(cache or run_dir / "cache" / "embeddings.sqlite")
     with Ledger(run_dir) as led:
         rows = led.frame()
@@ -363,7 +380,7 @@ def score_images(
         warnings.warn(
             f"{unfinished} of {len(rows)} images in {run_dir} are not finished (pending, missing or corrupt) and "
             "are left out; rerun `diffkit audit run` with the same spec and --out to complete the run",
-            stacklevel=2,
+            stacklevel=3,
         )
     rows = rows[rows["status"] == "done"].reset_index(drop=True)
     known = cache_db.get(clf.model_name, clf.pretrained, rows["sha256"].tolist())
@@ -435,7 +452,7 @@ def score_images(
         warnings.warn(
             f"{len(bad)} PNG(s) in {run_dir} could not be read or no longer match the ledger's hash; they are "
             "marked corrupt and left out. Rerun `diffkit audit run` with the same spec and --out to regenerate them",
-            stacklevel=2,
+            stacklevel=3,
         )
     if state.world_size > 1:
         state.barrier()  # every process has scored and marked its shard

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 
@@ -48,3 +49,28 @@ def ledger_rows(run_dir) -> list[tuple]:
 def image_bytes(run_dir) -> dict[str, bytes]:
     root = Path(run_dir) / "images"
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def held_elsewhere(run_dir, doing: str = "generating images"):
+    """*run_dir*'s lock held by another thread for the block, as another process would hold it
+    (a thread's own nested :func:`~diffkit.audit.rundir.run_lock` passes through)."""
+    import threading
+
+    from diffkit.audit.rundir import run_lock
+
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with run_lock(run_dir, doing):
+            taken.set()
+            release.wait(60)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert taken.wait(60)
+    try:
+        yield
+    finally:
+        release.set()
+        t.join()

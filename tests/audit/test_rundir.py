@@ -145,8 +145,12 @@ def test_orphaned_tmp_files_are_cleaned_on_resume(small, small_run, pipe, tmp_pa
 
 
 def test_a_second_run_on_the_same_folder_is_refused(small, small_run, pipe):
+    from audit_helpers import held_elsewhere
+
     before = ledger_rows(small_run)
-    with run_lock(small_run), pytest.raises(RunBusyError, match=r"in use by another diffkit run \(pid \d+\).*fix"):
+    with held_elsewhere(small_run, "scoring images"), pytest.raises(
+        RunBusyError, match=r"in use by another diffkit run \(pid \d+, scoring images since 20\d\d-.*\); fix: wait"
+    ):
         _gen(small, small_run, pipe)
     assert ledger_rows(small_run) == before
     with run_lock(small_run):  # released: the lock goes with its holder
