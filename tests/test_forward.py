@@ -91,6 +91,24 @@ def test_q_sample_formula_and_seed(img):
     assert not torch.equal(q_sample(img, 250, s, seed=4), x)
 
 
+def test_q_sample_defaults_to_seed_0_like_its_siblings(img):
+    import inspect
+
+    from diffkit.forward import markov_trajectory
+
+    s = get_schedule("linear")
+    assert inspect.signature(q_sample).parameters["seed"].default == 0
+    assert inspect.signature(markov_trajectory).parameters["seed"].default == 0
+    torch.manual_seed(123)
+    a = q_sample(img, 250, s)
+    torch.manual_seed(456)  # the global generator plays no part unless seed=None
+    assert torch.equal(q_sample(img, 250, s), a) and torch.equal(q_sample(img, 250, s, seed=0), a)
+    torch.manual_seed(7)
+    g = q_sample(img, 250, s, seed=None)
+    torch.manual_seed(7)
+    assert torch.equal(q_sample(img, 250, s, seed=None), g) and not torch.equal(g, a)
+
+
 def test_q_step_is_one_gaussian_step(img):
     s = get_schedule("linear")
     eps = torch.randn(img.shape, generator=torch.Generator().manual_seed(0))
