@@ -78,7 +78,7 @@ def hand_loop(spec, pipe, clip, out: Path) -> float:
         gens = [torch.Generator("cpu").manual_seed(derive_seed(spec.seed, k, i)) for k, i, _ in chunk]
         with torch.inference_mode():
             images = pipe(prompt=[p for _, _, p in chunk], num_inference_steps=spec.pipeline.steps,
-                          guidance_scale=spec.pipeline.guidance, height=spec.pipeline.height,
+                          guidance_scale=spec.pipeline.guidance_scale, height=spec.pipeline.height,
                           width=spec.pipeline.width, generator=gens, output_type="pil").images
         for (k, i, _), im in zip(chunk, images):
             p = out / f"{k:04d}_{i:04d}.png"
