@@ -32,10 +32,31 @@ def race_spec(pipe_dir, clip_name):
 def _race(tmp: Path, *argvs: list[str]) -> list[subprocess.CompletedProcess]:
     """Start one worker per argv, wait until each has imported everything, release them together."""
     go = tmp / "go"
-    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1]), "OMP_NUM_THREADS": "1", "DIFFKIT_QUIET": "1"}
-    procs = [subprocess.Popen([sys.executable, str(HERE / "audit_worker.py"), "--after", str(go), *a] if a[0] != "--report"
-                              else [sys.executable, str(HERE / "audit_worker.py"), "--report", "--after", str(go), *a[1:]],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a in argvs]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(HERE.parents[1]),
+        "OMP_NUM_THREADS": "1",
+        "DIFFKIT_QUIET": "1",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "audit_worker.py"), "--after", str(go), *a]
+            if a[0] != "--report"
+            else [
+                sys.executable,
+                str(HERE / "audit_worker.py"),
+                "--report",
+                "--after",
+                str(go),
+                *a[1:],
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for a in argvs
+    ]
     pids = []
     for p in procs:
         line = p.stdout.readline()
@@ -52,8 +73,12 @@ def _race(tmp: Path, *argvs: list[str]) -> list[subprocess.CompletedProcess]:
 def _stamps(run: Path) -> dict:
     con = sqlite3.connect(run / "ledger.sqlite")
     try:
-        return {(k, i): t for k, i, t in con.execute(
-            "SELECT prompt_id, image_index, finished_at || seconds || rank FROM images WHERE status = 'done'")}
+        return {
+            (k, i): t
+            for k, i, t in con.execute(
+                "SELECT prompt_id, image_index, finished_at || seconds || rank FROM images WHERE status = 'done'"
+            )
+        }
     finally:
         con.close()
 
@@ -72,11 +97,16 @@ def test_two_runs_on_one_folder_one_is_refused_none_generates_twice(race_spec, p
     winner, loser = (a, b) if a.returncode == 0 else (b, a)
     assert winner.returncode == 0, winner.stderr[-2000:]
     assert loser.returncode == 3, loser.stderr[-2000:]
-    assert f"in use by another diffkit run (pid {winner.args[0]}, generating images since" in loser.stderr
+    assert (
+        f"in use by another diffkit run (pid {winner.args[0]}, generating images since"
+        in loser.stderr
+    )
     assert "fix: wait for it to finish" in loser.stderr
     stamps = _stamps(run)
     assert len(stamps) == 20  # the winner finished the run alone
-    generate_images(race_spec, run, pipe=pipe, progress=False, state=ONE)  # the loser's rerun: nothing left to do
+    generate_images(
+        race_spec, run, pipe=pipe, progress=False, state=ONE
+    )  # the loser's rerun: nothing left to do
     assert _stamps(run) == stamps  # no image was generated twice
     assert ledger_rows(run) == ledger_rows(clean) and image_bytes(run) == image_bytes(clean)
     assert _debris(run) == []
@@ -133,6 +163,8 @@ def test_the_command_line_shows_a_busy_folder_as_one_line(make_spec, tmp_path, c
     with held_elsewhere(run, "generating images"):
         assert main(["audit", "report", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"diffkit audit report: error: {run} is in use by another diffkit run (pid {os.getpid()}, "
-                          "generating images since "), err
+    assert err.startswith(
+        f"diffkit audit report: error: {run} is in use by another diffkit run (pid {os.getpid()}, "
+        "generating images since "
+    ), err
     assert "[Errno" not in err and len(err.splitlines()) == 1
