@@ -5,6 +5,7 @@ The public API, by topic:
 - noise schedules: :mod:`diffkit.schedules` (``get_schedule``, ``from_diffusers``, ``NoiseSchedule``)
 - the forward chain: :mod:`diffkit.forward` (``q_sample``, ``q_step``, ``q_sample_all``, ``markov_trajectory``, the two-pixel toy)
 - pipelines: ``load_pipeline`` (hub id, local folder, or ``"tiny"``)
+- the U-Net opened up: :func:`diffkit.unet_anatomy` (its parts in call order, shapes read by hooks)
 - the reverse chain: :mod:`diffkit.reverse` (``ReverseChain``, ``Trajectory``, ``StepRecord``, ``tokenize_prompt``)
 - plots: :mod:`diffkit.plots`
 - sample images: :mod:`diffkit.samples`
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .anatomy import unet_anatomy
 from .forward import (
     TWO_PIXEL_IMAGE,
     TwoPixelChains,
@@ -58,6 +60,7 @@ __all__ = [
     "get_schedule",
     "landing_share",
     "load_pipeline",
+    "unet_anatomy",
     "make_scheduler",
     "markov_trajectory",
     "optimal_denoiser",

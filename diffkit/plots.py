@@ -63,6 +63,7 @@ __all__ = [
     "plot_two_pixel",
     "show_figures_in_notebooks",
     "strip_timesteps",
+    "plot_unet_anatomy",
 ]
 
 _QUANTITIES = {
@@ -286,3 +287,54 @@ def plot_gaussian_bells(centre: float = 170.0, widths: Sequence[float] = (2.0, 5
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper left")
     return fig
+
+
+def plot_unet_anatomy(anatomy) -> Figure:
+    """Draw a table from :func:`diffkit.unet_anatomy` as the U it is.
+
+    Each part is a box at its place in the call order (x) and its resolution level (y: the
+    down path descends, the up path climbs), labelled with its output channels; a T marks a
+    transformer (cross-attention to the text), a dashed arc each skip connection from the part
+    whose output it carries. Everything drawn comes from the table, that is from the model.
+    """
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    df = anatomy[anatomy.resolution != ""].reset_index(drop=True)
+    if df.empty:
+        raise ValueError("the table has no feature-map rows; pass the output of diffkit.unet_anatomy")
+    sides = sorted({int(r.split("×")[0]) for r in df.resolution}, reverse=True)
+    level = {s: i for i, s in enumerate(sides)}
+    fig = _figure(figsize=(max(7.0, 0.42 * len(df)), 1.1 * len(sides) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    saved = []  # the down path's outputs, in order; each up-path skip takes the last one
+    colours = {"in": "tab:gray", "out": "tab:gray", "middle": "tab:purple"}
+    for x, r in df.iterrows():
+        y = -level[int(r.resolution.split("×")[0])]
+        colour = colours.get(r.stage, "tab:blue" if r.stage.startswith("down") else "tab:orange")
+        ax.add_patch(Rectangle((x - 0.4, y - 0.3), 0.8, 0.6, color=colour, alpha=0.25 if "transformer" in r.kind else 0.5))
+        ax.text(x, y, "T" if "transformer" in r.kind else str(r.channels), ha="center", va="center", fontsize=7)
+        if r.stage.startswith("up") and r.enters.startswith("skip connection") and saved:
+            src = saved.pop()
+            ax.add_patch(FancyArrowPatch((src[0], src[1] + 0.3), (x, y + 0.3), connectionstyle="arc3,rad=-0.25",
+                                         arrowstyle="->", ls="--", lw=0.8, color="tab:green", mutation_scale=8))
+        if r.part == "conv_in" or (r.stage.startswith("down") and (
+                ".downsamplers." in r.part or r.part == _last_of_layer(df, r.part))):
+            saved.append((x, y))
+    ax.set_yticks([-i for i in range(len(sides))], [f"{s}×{s}" for s in sides])
+    ax.set_xticks(range(len(df)), [p.replace("_blocks", "").replace("resnets", "res").replace("attentions", "attn")
+                                   .replace("samplers", "") for p in df.part], rotation=90, fontsize=6)
+    ax.set_xlim(-0.7, len(df) - 0.3)
+    ax.set_ylim(-len(sides) + 0.4, 1.6)  # room for the arcs over the top level
+    ax.set_ylabel("feature map")
+    text = anatomy.attrs.get("text")
+    ax.set_title(f"the U-Net, one call (t = {anatomy.attrs.get('timestep', 0):g}): numbers are channels, "
+                 f"T a transformer attending to the text {text}, dashed arcs skip connections", fontsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig
+
+
+def _last_of_layer(df, part: str) -> str:
+    """A down-path layer's saved output: its transformer's when it has one, else its ResNet's."""
+    attn = part.replace("resnets", "attentions")
+    return attn if (df.part == attn).any() else part

@@ -1,0 +1,184 @@
+"""The U-Net opened up: its blocks in the order they run, with the shapes read by hooks.
+
+:func:`unet_anatomy` runs one real call of a pipeline's U-Net (the pipeline's own first
+denoising step, without guidance, so batch 1) with forward hooks on its parts, and returns one
+row per part: the down path, the middle, the up path with its skip connections, and where the
+timestep and the text enter. Nothing is drawn by hand: a different model gives a different table.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+import torch
+
+__all__ = ["unet_anatomy"]
+
+_PART = re.compile(
+    r"^(time_embedding|add_embedding|conv_in|conv_out"
+    r"|(down_blocks|up_blocks)\.\d+\.(resnets|attentions|downsamplers|upsamplers)\.\d+"
+    r"|mid_block\.(resnets|attentions)\.\d+)$"
+)
+
+
+def _shape(x: Any) -> tuple[int, ...] | None:
+    if isinstance(x, torch.Tensor):
+        return tuple(x.shape)
+    for attr in ("sample",):
+        if hasattr(x, attr):
+            return _shape(getattr(x, attr))
+    if isinstance(x, (tuple, list)) and x:
+        return _shape(x[0])
+    return None
+
+
+def _stage(name: str) -> str:
+    m = re.match(r"(down|up)_blocks\.(\d+)", name)
+    if m:
+        return f"{m.group(1)} {int(m.group(2)) + 1}"
+    if name.startswith("mid_block"):
+        return "middle"
+    return {"conv_in": "in", "conv_out": "out"}.get(name, "conditioning")
+
+
+_ADDED = {
+    "text": "the text, attention-pooled, added to the time embedding (a global text path beside "
+    "cross-attention)",
+    "text_time": "the pooled text and the image size and crop, added to the time embedding (SDXL)",
+    "text_image": "the text and an image embedding, added to the time embedding",
+}
+
+
+def _kind(name: str, module: Any, config: Any) -> str:
+    if name == "time_embedding":
+        return "time embedding (an MLP of the timestep's sinusoidal features)"
+    if name == "add_embedding":
+        kind = config.get("addition_embed_type")
+        return _ADDED.get(kind, f"{kind} conditioning added to the time embedding")
+    if name in ("conv_in", "conv_out"):
+        return "convolution"
+    part = name.split(".")[-2]
+    if part == "resnets":
+        return "ResNet block"
+    if part == "downsamplers":
+        return "downsample (stride-2 convolution)"
+    if part == "upsamplers":
+        return "upsample (nearest ×2, convolution)"
+    block = module.transformer_blocks[0]
+    if getattr(block, "only_cross_attention", False):
+        return "transformer: cross-attention to the text (no self-attention)"
+    if getattr(block, "attn2", None) is not None:
+        return "transformer: self-attention, then cross-attention to the text"
+    return "transformer: self-attention only"
+
+
+def unet_anatomy(
+    pipe: Any, prompt: str = "a red circle", *, height: int | None = None, width: int | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """One row per part of *pipe*'s U-Net, in the order one call runs them.
+
+    Parameters
+    ----------
+    pipe
+        A diffusers pipeline whose denoiser is a ``UNet2DConditionModel`` (SD 1.x/2.x, SDXL,
+        diffkit-tiny). SD 3 and Flux denoise with a transformer and are refused.
+    prompt
+        The text of the call (its shape, not its words, decides the table).
+    height, width
+        Image size in pixels (default the model's own).
+    seed
+        Seed of the call's starting noise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``order`` (the call order), ``part`` (the module's name in the U-Net),
+        ``stage`` (``conditioning``, ``in``, ``down 1`` …, ``middle``, ``up 1`` …, ``out``),
+        ``kind``, ``input`` and ``output`` (tensor shapes), ``resolution`` (the feature map's
+        height × width), ``channels`` (output channels), and ``enters`` (what else comes in:
+        the time embedding of a ResNet, the text a transformer attends to, the skip connection
+        an up-path ResNet concatenates). ``df.attrs`` holds ``timestep`` and ``text`` (the text
+        embedding's shape) and ``time_embedding`` (its shape).
+    """
+    unet = getattr(pipe, "unet", None)
+    if unet is None or not hasattr(unet, "down_blocks"):
+        what = type(getattr(pipe, "transformer", pipe)).__name__
+        raise ValueError(
+            f"unet_anatomy reads U-Nets (SD 1.x/2.x, SDXL, diffkit-tiny); this pipeline's denoiser is "
+            f"{what}. Fix: pass a Stable Diffusion 1.x/2.x or SDXL pipeline"
+        )
+    rows: list[dict[str, Any]] = []
+    handles = []
+    parts = [(n, m) for n, m in unet.named_modules() if _PART.match(n)]
+
+    def hook(name: str, module: Any):
+        def fn(mod: Any, args: tuple, kwargs: dict, out: Any) -> None:
+            if rows and rows[-1]["part"] == "conv_out":
+                return  # later calls (a second denoising step) are not recorded
+            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+            row = {"part": name, "stage": _stage(name), "kind": _kind(name, module, unet.config),
+                   "input": _shape(x), "output": _shape(out)}
+            if name.endswith("resnets.0") or ".resnets." in name:
+                temb = args[1] if len(args) > 1 else kwargs.get("temb")
+                row["enters"] = f"time embedding {_shape(temb)} (scale and shift)" if temb is not None and \
+                    getattr(mod, "time_embedding_norm", "") == "scale_shift" else (
+                    f"time embedding {_shape(temb)} (added)" if temb is not None else "")
+            elif ".attentions." in name:
+                text = kwargs.get("encoder_hidden_states")
+                row["enters"] = f"text {_shape(text)} as keys and values" if text is not None else ""
+            elif name == "time_embedding":
+                row["enters"] = f"the timestep t = {meta['timestep']:g}"
+            elif name == "add_embedding":
+                row["enters"] = f"{_shape(x)}"
+            else:
+                row["enters"] = ""
+            rows.append(row)
+        return fn
+
+    for name, module in parts:
+        handles.append(module.register_forward_hook(hook(name, module), with_kwargs=True))
+    meta: dict[str, Any] = {}
+
+    def unet_pre(mod: Any, args: tuple, kwargs: dict) -> None:
+        if "timestep" not in meta:
+            t = args[1] if len(args) > 1 else kwargs.get("timestep")
+            text = args[2] if len(args) > 2 else kwargs.get("encoder_hidden_states")
+            meta["timestep"] = float(torch.as_tensor(t).flatten()[0])
+            meta["text"] = _shape(text)
+
+    handles.append(unet.register_forward_pre_hook(unet_pre, with_kwargs=True))
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    size = int(unet.config.sample_size) * factor
+    try:
+        with torch.no_grad():
+            pipe(
+                prompt,
+                num_inference_steps=1,
+                guidance_scale=1.0,  # no unconditional half: batch 1
+                height=height or size,
+                width=width or size,
+                generator=torch.Generator().manual_seed(int(seed)),
+                output_type="latent",
+            )
+    finally:
+        for h in handles:
+            h.remove()
+    df = pd.DataFrame(rows)
+    df.insert(0, "order", range(len(df)))
+    df["resolution"] = [f"{o[-2]}×{o[-1]}" if o and len(o) == 4 else "" for o in df["output"]]
+    df["channels"] = [o[1] if o and len(o) == 4 else (o[-1] if o else None) for o in df["output"]]
+    # skip connections: an up-path ResNet takes more channels than the part before it gave
+    prev_out = None
+    for i, r in df.iterrows():
+        if r["stage"].startswith("up") and ".resnets." in r["part"] and prev_out is not None:
+            skip = r["input"][1] - prev_out[1]
+            if skip > 0:
+                sep = "; " if r["enters"] else ""
+                df.at[i, "enters"] = f"skip connection from the down path: {skip} channels concatenated{sep}{r['enters']}"
+        if len(r["output"] or ()) == 4:
+            prev_out = r["output"]
+    temb = df.loc[df.part == "time_embedding", "output"]
+    df.attrs.update(meta, time_embedding=temb.iloc[0] if len(temb) else None)
+    return df[["order", "part", "stage", "kind", "input", "output", "resolution", "channels", "enters"]]
