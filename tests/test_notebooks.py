@@ -125,6 +125,14 @@ def test_model_facts_are_read_from_the_model():
     text02 = course["02_unet_and_the_reverse_chain.ipynb"]
     assert "record_dtype=torch.float32" in text02 and "assert_array_equal" in text02
     assert "largest difference to the scheduler" not in text02
+    # the fast preview hides the denoising on diffkit-tiny: the step-by-step pictures are exact decodes
+    for name in ("00_tour.ipynb", "02_unet_and_the_reverse_chain.ipynb"):
+        assert 'preview(k, "x_t", "fast")' not in course[name] and 'preview(k, "x_t", "exact")' in course[name]
+        assert "latent_rgb.source" in course[name], f"{name}: say what the fast preview is and its error"
+    # cross-attention maps: the first content word, one colour scale with a colour bar
+    text03 = course["03_text_conditioning.ipynb"]
+    assert "first_content_position" in text03 and "colorbar" in text03 and "vmax=vmax" in text03
+    assert "which pixels each word looked at" not in text03
 
 
 def test_schedule_words_agree_across_course_docs_and_code():
