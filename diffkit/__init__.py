@@ -5,6 +5,7 @@ The public API, by topic:
 - noise schedules: :mod:`diffkit.schedules` (``get_schedule``, ``from_diffusers``, ``NoiseSchedule``)
 - the forward chain: :mod:`diffkit.forward` (``q_sample``, ``q_step``, ``q_sample_all``, ``markov_trajectory``, the two-pixel toy)
 - pipelines: ``load_pipeline`` (hub id, local folder, or ``"tiny"``)
+- training on the two-pixel toy: :func:`diffkit.train_toy_denoiser` (L_simple against the exact denoiser)
 - the U-Net opened up: :func:`diffkit.unet_anatomy` (its parts in call order, shapes read by hooks)
 - the reverse chain: :mod:`diffkit.reverse` (``ReverseChain``, ``Trajectory``, ``StepRecord``, ``tokenize_prompt``)
 - plots: :mod:`diffkit.plots`
@@ -43,6 +44,7 @@ from .schedules import (
     get_schedule,
     schedules_frame,
 )
+from .toy_training import ToyDenoiser, train_toy_denoiser
 
 __all__ = [
     "SAMPLE_NAMES",
@@ -61,6 +63,8 @@ __all__ = [
     "landing_share",
     "load_pipeline",
     "unet_anatomy",
+    "train_toy_denoiser",
+    "ToyDenoiser",
     "make_scheduler",
     "markov_trajectory",
     "optimal_denoiser",
