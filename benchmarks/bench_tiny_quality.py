@@ -34,7 +34,14 @@ def main() -> None:
     p.add_argument("--clip", type=Path, default=None, help="CLIP folder (default: the shipped one)")
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--neutral", type=int, default=64, help="images per neutral prompt")
-    p.add_argument("--guidance", type=float, nargs="+", default=[5.0, 7.5])
+    p.add_argument(
+        "--guidance-scale",
+        "--guidance",  # its old name, kept for one release
+        dest="guidance_scale",
+        type=float,
+        nargs="+",
+        default=[5.0, 7.5],
+    )
     p.add_argument("--threads", type=int, default=int(os.environ.get("DIFFKIT_THREADS", "2")))
     p.add_argument(
         "--skip", nargs="*", default=[], choices=["shapes", "gender", "neutral", "clip", "speed"]
@@ -43,7 +50,7 @@ def main() -> None:
         "--schedulers",
         nargs="*",
         default=[],
-        help="'all' or scheduler names: shape and gender figures per scheduler (last --guidance)",
+        help="'all' or scheduler names: shape and gender figures per scheduler (last --guidance-scale)",
     )
     p.add_argument("--attention", action="store_true", help="the attention-localisation figure")
     p.add_argument("--attention-seeds", type=int, default=4)
@@ -71,8 +78,8 @@ def main() -> None:
     person_images = []
 
     if "shapes" not in args.skip:
-        for g in args.guidance:
-            df = q.evaluate(pipe, q.shape_prompts(), seeds=args.seeds, guidance=g)
+        for g in args.guidance_scale:
+            df = q.evaluate(pipe, q.shape_prompts(), seeds=args.seeds, guidance_scale=g)
             s = q.summarize(df)
             print(
                 f"shapes    guidance {g}: n={s['n']} colour {s['color']:.1%} shape {s['shape']:.1%}  (bars 90% / 80%)"
@@ -80,16 +87,16 @@ def main() -> None:
             worst = df.groupby("color").color_ok.mean().sort_values().head(3)
             print("          weakest colours:", ", ".join(f"{k} {v:.0%}" for k, v in worst.items()))
     if "gender" not in args.skip:
-        for g in args.guidance:
-            df = q.evaluate(pipe, q.gender_prompts(), seeds=args.seeds, guidance=g)
+        for g in args.guidance_scale:
+            df = q.evaluate(pipe, q.gender_prompts(), seeds=args.seeds, guidance_scale=g)
             s = q.summarize(df)
             print(
                 f"gender    guidance {g}: n={s['n']} gender {s['gender']:.1%} occupation {s['occupation']:.1%}  (bars 90% / 80%)"
             )
             person_images += list(zip(df.attrs["images"], df.read_gender))
     if "neutral" not in args.skip:
-        g = args.guidance[-1]
-        df = q.evaluate(pipe, q.neutral_prompts(), seeds=args.neutral, guidance=g)
+        g = args.guidance_scale[-1]
+        df = q.evaluate(pipe, q.neutral_prompts(), seeds=args.neutral, guidance_scale=g)
         print(f"neutral   guidance {g}: {args.neutral} images per occupation")
         print(q.neutral_share(df).to_string(index=False))
         person_images += list(zip(df.attrs["images"], df.read_gender))
@@ -104,16 +111,16 @@ def main() -> None:
 
         names = list(SCHEDULERS) if args.schedulers == ["all"] else args.schedulers
         own = pipe.scheduler
-        g = args.guidance[-1]
+        g = args.guidance_scale[-1]
         rows = []
         for name in names:
             pipe.scheduler = make_scheduler(name, own.config)
             row = {"scheduler": name}
             row.update(
-                q.summarize(q.evaluate(pipe, q.shape_prompts(), seeds=args.seeds, guidance=g))
+                q.summarize(q.evaluate(pipe, q.shape_prompts(), seeds=args.seeds, guidance_scale=g))
             )
             row.update(
-                q.summarize(q.evaluate(pipe, q.gender_prompts(), seeds=args.seeds, guidance=g))
+                q.summarize(q.evaluate(pipe, q.gender_prompts(), seeds=args.seeds, guidance_scale=g))
             )
             row.pop("n")
             rows.append(row)
@@ -129,8 +136,8 @@ def main() -> None:
                 f"worst scheduler for {col}: {table[col].idxmin()} {table[col].min():.1%} (issue 11 bar {bar:.0%})"
             )
     if args.attention:
-        g = args.guidance[-1]
-        df = q.attention_localisation(pipe, seeds=args.attention_seeds, guidance=g)
+        g = args.guidance_scale[-1]
+        df = q.attention_localisation(pipe, seeds=args.attention_seeds, guidance_scale=g)
         ok = df[df.mask_pixels > 0]
         for word, d in ok.groupby("word"):
             print(

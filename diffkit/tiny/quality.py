@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 
+from diffkit._deprecate import renamed_kwargs
 from diffkit.tiny import oracle as _o
 from diffkit.tiny import world as _w
 
@@ -52,26 +53,27 @@ def neutral_prompts() -> list[tuple[str, _w.Attributes]]:
     return [(_w.article(o), _w.Attributes("person", occupation=o)) for o in _w.OCCUPATIONS]
 
 
+@renamed_kwargs(guidance="guidance_scale", batch="batch_size")
 def generate(
     pipe,
     prompts: list[str],
     seeds: list[int],
     *,
-    guidance: float = 7.5,
+    guidance_scale: float = 7.5,
     steps: int = 25,
-    batch: int = 32,
+    batch_size: int = 32,
 ):
     """Images for (prompt, seed) pairs, each seeded by its own ``torch.Generator``."""
     import torch
 
     images = []
-    for i in range(0, len(prompts), batch):
-        ps, ss = prompts[i : i + batch], seeds[i : i + batch]
+    for i in range(0, len(prompts), batch_size):
+        ps, ss = prompts[i : i + batch_size], seeds[i : i + batch_size]
         gens = [torch.Generator().manual_seed(int(s)) for s in ss]
         out = pipe(
             ps,
             num_inference_steps=steps,
-            guidance_scale=guidance,
+            guidance_scale=guidance_scale,
             generator=gens,
             output_type="pil",
         )
@@ -79,16 +81,17 @@ def generate(
     return images
 
 
+@renamed_kwargs(guidance="guidance_scale", batch="batch_size")
 def evaluate(
     pipe,
     cases,
     *,
     seeds: int | list[int] = 8,
-    guidance: float = 7.5,
+    guidance_scale: float = 7.5,
     steps: int = 25,
-    batch: int = 32,
+    batch_size: int = 32,
 ):
-    """One row per image: prompt, seed, guidance, the truth, the oracle reading and its verdict."""
+    """One row per image: prompt, seed, guidance_scale, the truth, the oracle reading and its verdict."""
     import pandas as pd
 
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -98,9 +101,9 @@ def evaluate(
         pipe,
         [p for p, _, _ in pairs],
         [s for _, _, s in pairs],
-        guidance=guidance,
+        guidance_scale=guidance_scale,
         steps=steps,
-        batch=batch,
+        batch_size=batch_size,
     )
     seconds = (time.perf_counter() - t0) / max(len(pairs), 1)
     rows = []
@@ -109,7 +112,7 @@ def evaluate(
         row = {
             "prompt": prompt,
             "seed": seed,
-            "guidance": guidance,
+            "guidance_scale": guidance_scale,
             "steps": steps,
             "kind": a.kind,
             "color": a.color,
@@ -186,8 +189,9 @@ def judge_agreement(images, oracle_genders, judge) -> tuple[float, int]:
     return float(np.mean(pred == np.array([g for _, g in pairs]))), len(pairs)
 
 
+@renamed_kwargs(guidance="guidance_scale", batch="batch_size")
 def quick_check(
-    pipe, *, n: int = 48, seed: int = 0, guidance: float = 7.5, grid=None, batch: int = 16
+    pipe, *, n: int = 48, seed: int = 0, guidance_scale: float = 7.5, grid=None, batch_size: int = 16
 ) -> dict:
     """A small random slice of the bars, for training logs: half shapes, half stated gender.
 
@@ -196,7 +200,7 @@ def quick_check(
     """
     rng = random.Random(seed)
     cases = rng.choices(shape_prompts(), k=n // 2) + rng.choices(gender_prompts(), k=n - n // 2)
-    df = evaluate(pipe, cases, seeds=[rng.randrange(10**6)], guidance=guidance, batch=batch)
+    df = evaluate(pipe, cases, seeds=[rng.randrange(10**6)], guidance_scale=guidance_scale, batch_size=batch_size)
     if grid is not None:
         from diffkit.tiny.train import _save_grid
 
@@ -232,13 +236,14 @@ def object_mask(image, *, threshold: float = 90.0):
     return np.linalg.norm(arr - 255.0, axis=2) > threshold
 
 
+@renamed_kwargs(guidance="guidance_scale")
 def attention_localisation(
     pipe,
     cases=None,
     *,
     seeds: int | list[int] = 4,
     steps: int = 25,
-    guidance: float = 7.5,
+    guidance_scale: float = 7.5,
     window: tuple[float, float] = (1 / 3, 2 / 3),
 ):
     """Do the colour and shape words' cross-attention maps land on the object? (issue 11)
@@ -274,7 +279,7 @@ def attention_localisation(
         n_tokens = len(tok(prompt).input_ids)
         for seed in seed_list:
             store = CrossAttentionStore(
-                n_tokens, (size, size), cond_slice=slice(1, 2) if guidance > 1 else slice(None)
+                n_tokens, (size, size), cond_slice=slice(1, 2) if guidance_scale > 1 else slice(None)
             )
             per_step = []
 
@@ -286,7 +291,7 @@ def attention_localisation(
                 image = pipe(
                     prompt,
                     num_inference_steps=steps,
-                    guidance_scale=guidance,
+                    guidance_scale=guidance_scale,
                     generator=torch.Generator().manual_seed(int(seed)),
                     callback_on_step_end=keep,
                 ).images[0]

@@ -31,12 +31,12 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def shapes(pipe):
-    return q.evaluate(pipe, q.shape_prompts(), seeds=SEEDS, guidance=GUIDANCE)
+    return q.evaluate(pipe, q.shape_prompts(), seeds=SEEDS, guidance_scale=GUIDANCE)
 
 
 @pytest.fixture(scope="module")
 def people(pipe):
-    return q.evaluate(pipe, q.gender_prompts(), seeds=SEEDS, guidance=GUIDANCE)
+    return q.evaluate(pipe, q.gender_prompts(), seeds=SEEDS, guidance_scale=GUIDANCE)
 
 
 def test_every_colour_and_shape_is_drawn_as_asked(shapes):
@@ -75,7 +75,8 @@ def test_wide_generated_firefighters_are_read_as_the_men_they_are(pipe):
     from diffkit.tiny import oracle
 
     seeds = [6, 20, 23, 25, 48, 49, 57, 61]
-    images = q.generate(pipe, ["a firefighter"] * len(seeds), seeds, guidance=GUIDANCE)
+    images = q.generate(pipe, ["a firefighter"] * len(seeds), seeds, guidance_scale=GUIDANCE)
     readings = [oracle.read(im) for im in images]
     assert [r.gender for r in readings] == ["man"] * len(seeds), [r.width_ratio for r in readings]
     assert max(r.width_ratio for r in readings) > 0.34  # the case the old threshold got wrong
+

@@ -308,7 +308,7 @@ def test_attention_localisation_reads_the_maps_of_the_words():
     pipe = tiny_random_pipeline("sd")
     pipe.set_progress_bar_config(disable=True)
     case = [("a red circle", W.Attributes("shape", color="red", shape="circle"))]
-    df = Q.attention_localisation(pipe, case, seeds=[0], steps=3, guidance=7.5)
+    df = Q.attention_localisation(pipe, case, seeds=[0], steps=3, guidance_scale=7.5)
     assert list(df.word) == ["color", "shape"] and list(df.token) == ["red", "circle"]
     for r in df.itertuples():
         if r.mask_pixels:
