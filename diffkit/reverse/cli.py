@@ -80,7 +80,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
     p.add_argument("--scheduler", choices=sorted({**SCHEDULERS, **FLOW_SCHEDULERS}), default=None,
                    help="default: the model's own (SD 3 takes flow_euler)")
-    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--guidance-scale", "--guidance", dest="guidance_scale", type=float, default=7.5,
+                   help="classifier-free guidance scale w (default 7.5; --guidance is its old name)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--negative", default=None, help="negative prompt")
     p.add_argument("--height", type=int, default=None)
@@ -91,7 +92,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     def _run(a: argparse.Namespace) -> int:
         run_reverse(
             a.prompt, out=a.out, model=a.model, steps=a.steps, scheduler=a.scheduler,
-            guidance_scale=a.guidance, seed=a.seed, negative_prompt=a.negative,
+            guidance_scale=a.guidance_scale, seed=a.seed, negative_prompt=a.negative,
             height=a.height, width=a.width, preview=a.preview,
         )
         print(f"reverse chain written to {Path(a.out).resolve()}")

@@ -201,3 +201,14 @@ def test_cli_writes_strip_gif_and_csv(tiny_sd_dir, tmp_path):
     assert {p.name for p in out.iterdir()} == {"strip.png", "steps.gif", "final.png", "steps.csv", "tokens.csv"}
     df = pd.read_csv(out / "steps.csv")
     assert set(df.step) == {0, 1} and "x0_hat" in set(df.quantity)
+
+
+def test_cli_guidance_flag_has_diffusers_name_and_keeps_its_old_one():
+    import argparse
+
+    from diffkit.reverse.cli import add_commands
+
+    parser = argparse.ArgumentParser(prog="diffkit")
+    add_commands(parser.add_subparsers(dest="command"))
+    for flag in ("--guidance-scale", "--guidance"):
+        assert parser.parse_args(["reverse", "a red cube", flag, "3.5"]).guidance_scale == 3.5
