@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .reverse.cli import add_commands as add_reverse
 
     add_reverse(sub)
+    from .anatomy import add_commands as add_anatomy
+
+    add_anatomy(sub)
     from .audit.cli import add_commands as add_audit
 
     add_audit(sub)

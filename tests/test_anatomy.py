@@ -95,3 +95,16 @@ def test_the_plot_draws_every_part_and_every_skip(pipe):
     assert len(arcs) == df.enters.str.startswith("skip connection").sum()
     with pytest.raises(ValueError, match="unet_anatomy"):
         plot_unet_anatomy(df[df.resolution == ""])
+
+
+def test_cli_prints_and_writes_the_table(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from diffkit import cli
+
+    monkeypatch.setattr("diffkit.pipeline.load_pipeline", lambda model, **kw: tiny_random_pipeline("sd"))
+    assert cli.main(["unet", "--model", "anything", "--out", str(tmp_path)]) == 0
+    said = capsys.readouterr().out
+    assert "conv_in" in said and "skip connection" in said
+    df = pd.read_csv(tmp_path / "unet_anatomy.csv")
+    assert df.part.iloc[-1] == "conv_out" and (tmp_path / "unet_anatomy.png").stat().st_size > 0
