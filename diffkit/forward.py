@@ -17,7 +17,7 @@ Images enter the chain as tensors with values in ``[-1, 1]`` (the DDPM conventio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -383,8 +383,12 @@ def two_pixel_reverse(
     n_chains: int = 200,
     seed: int = 0,
     eta: float = 1.0,
+    denoiser: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Run the reverse chain with the exact optimal denoiser for the two-pixel images *data_pixels*.
+
+    *denoiser*, when given, replaces the exact one: a function ``(x_t, t) → x̂_0`` on ``(M, 2)``
+    points (a trained network, see :meth:`diffkit.toy_training.ToyDenoiser.sample`).
 
     Starts from N(0, I) and applies DDPM ancestral steps (eta = 1, Ho et al. 2020, eq. 6–7) or
     deterministic DDIM steps (eta = 0, Song et al. 2021, eq. 12) over all T timesteps. Returns
@@ -400,7 +404,7 @@ def two_pixel_reverse(
     out = [x.clone()]
     ab = s.alphas_cumprod
     for t in range(s.num_train_timesteps - 1, -1, -1):
-        x0_hat = optimal_denoiser(x, t, data, s)
+        x0_hat = optimal_denoiser(x, t, data, s) if denoiser is None else denoiser(x, t).to(x.dtype)
         ab_t = ab[t]
         ab_prev = ab[t - 1] if t > 0 else 1.0
         eps_hat = (x - ab_t**0.5 * x0_hat) / (1 - ab_t) ** 0.5

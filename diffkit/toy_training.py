@@ -76,6 +76,18 @@ class ToyDenoiser:
         ab = float(self.schedule.alphas_cumprod[int(t)])
         return (x_t.float() - (1 - ab) ** 0.5 * self.eps(x_t, t)) / ab**0.5
 
+    def sample(self, *, n_chains: int = 200, seed: int = 0, eta: float = 1.0) -> np.ndarray:
+        """Run the reverse chain from N(0, I) with this network as the denoiser ("now run it
+        backwards"): :func:`diffkit.forward.two_pixel_reverse` with the learnt x̂_0 in place of
+        the exact one. Returns ``(T + 1, n_chains, 2)`` in model units."""
+        from .forward import two_pixel_reverse
+
+        pixels = ((self.data + 1.0) * 127.5).tolist()
+        return two_pixel_reverse(
+            pixels, self.schedule, n_chains=n_chains, seed=seed, eta=eta,
+            denoiser=lambda x, t: self.x0_hat(x, t),
+        )
+
     @torch.no_grad()
     def compare(self, t: int, *, n: int = 2000, seed: int = 0) -> dict[str, float]:
         """The learnt ε̂ against the exact denoiser's at timestep *t*, on x_t ~ q(x_t).

@@ -50,3 +50,21 @@ def test_training_is_seeded():
 def test_bad_arguments_name_the_fix(kwargs, match):
     with pytest.raises(ValueError, match=match):
         train_toy_denoiser(**kwargs)
+
+
+def test_run_backwards_the_learnt_chain_lands_on_the_data_like_the_exact_one(trained):
+    from diffkit.forward import landing_share, two_pixel_reverse
+
+    pixels = ((trained.data + 1) * 127.5).tolist()
+    learnt = trained.sample(n_chains=300, seed=2)
+    exact = two_pixel_reverse(pixels, trained.schedule, n_chains=300, seed=2)
+    assert learnt.shape == exact.shape == (trained.schedule.num_train_timesteps + 1, 300, 2)
+    assert landing_share(exact[-1], pixels) > 0.95
+    # near the images (within 20 of 255 levels), if less sharply than the exact denoiser
+    assert landing_share(learnt[-1], pixels, radius_px=20) > 0.9
+    # the denoiser argument is the only difference: the exact one passed in reproduces the chain
+    from diffkit.forward import optimal_denoiser
+
+    same = two_pixel_reverse(pixels, trained.schedule, n_chains=300, seed=2,
+                             denoiser=lambda x, t: optimal_denoiser(x, t, trained.data, trained.schedule))
+    np.testing.assert_array_equal(same, exact)
