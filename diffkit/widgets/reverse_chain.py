@@ -403,9 +403,11 @@ class ReverseChainExplorer(Explorer):
         vmax = max(float(maps.max()), float(heat.max()), 1e-6)
         pic = overlay(traj.decode([k])[0], heat, vmax=vmax, vmin=0.0)
         self.attention.value = encode_image(_resize(pic, ds))
+        over = (f"softmax over all {traj.tokens.max_length} text positions, padding included"
+                if traj.info.get("denoiser") == "unet" else "softmax over the text keys")
         self.attention_scale.value = (
-            f"<small>share of each pixel's attention that goes to this word (softmax over the {n} prompt "
-            f"tokens, mean of the cross-attention layers and heads, step {k + 1}): 0 (left) … {vmax:.3f} "
+            f"<small>share of each pixel's attention that goes to this word ({over}, mean of the "
+            f"cross-attention layers and heads, step {k + 1}): 0 (left) … {vmax:.3f} "
             "(right), the largest value of any word of the prompt at this step, so the words can be "
             "compared</small>"
         )

@@ -210,7 +210,8 @@ def test_attention_opens_on_the_first_content_word_with_a_stated_shared_scale(pi
 
     words = aggregate_attention([traj[-1]], list(range(1, traj.tokens.n_tokens - 1)), size=(32, 32))
     assert f"{float(words.max()):.3f}" in e.attention_scale.value
-    assert "softmax over the" in e.attention_scale.value and e.colorbar.value
+    assert f"softmax over all {traj.tokens.max_length} text positions, padding included" in e.attention_scale.value
+    assert e.colorbar.value
     e.close()
 
 
