@@ -54,11 +54,15 @@ class LatentRGB:
         ``(3,)``.
     source
         Where the numbers come from (a citation, or the fit that produced them).
+    rms_error
+        For a fitted map, its RMS error on the images it was fitted to (``[-1, 1]`` scale);
+        None for published coefficients.
     """
 
     weights: np.ndarray
     bias: np.ndarray
     source: str
+    rms_error: float | None = None
 
     def __post_init__(self) -> None:
         w = np.asarray(self.weights, dtype=np.float64)
@@ -188,6 +192,7 @@ def fit_latent_rgb(
         weights=sol[:-1].numpy(),
         bias=sol[-1].numpy(),
         source=f"least-squares fit on {len(images)} images encoded by this VAE (RMS error {resid:.3f} in [-1, 1])",
+        rms_error=resid,
     )
     if default_images:
         _FIT_CACHE[vae] = fit

@@ -85,6 +85,11 @@ def predicted_x0(
 # ---------------------------------------------------------------------------------------
 
 
+def prediction_symbol(prediction_type: str) -> str:
+    """How to write a model's output: ``"ε̂"`` for ε-prediction, ``"v̂"`` for v and flow."""
+    return "ε̂" if prediction_type == "epsilon" else "v̂"
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """What happened in one U-Net call of the reverse chain (see the table in :mod:`diffkit.reverse.trace`).
@@ -117,7 +122,7 @@ class StepRecord:
     @property
     def prediction_symbol(self) -> str:
         """How to write what the model predicted: ``"ε̂"`` or ``"v̂"``."""
-        return "ε̂" if self.prediction_type == "epsilon" else "v̂"
+        return prediction_symbol(self.prediction_type)
 
     def implied_eps(self) -> torch.Tensor:
         """ε̂, the noise the guided prediction implies, float32 ``(C, h, w)``, whatever the model predicts.

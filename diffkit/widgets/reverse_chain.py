@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..pipeline import SCHEDULERS, scheduler_name
 from ..reverse import ReverseChain, Trajectory
 from ..reverse.attention import colorbar
+from ..reverse.records import prediction_symbol
 from ._checks import check_choice, check_float, check_int, check_seed
 from ._common import Explorer, encode_image, guarded
 
@@ -52,12 +53,6 @@ def _resize(arr: np.ndarray, size: int | None) -> np.ndarray:
 EXACT_BUDGET_MS = 50.0
 #: The smallest side, in screen pixels, of the x_t and x̂_0 panels (a classroom projector).
 MIN_DISPLAY = 256
-
-
-def _resize_wide(arr: np.ndarray, width: int = 256) -> np.ndarray:
-    if arr.shape[1] == width:
-        return arr
-    return np.asarray(Image.fromarray(arr).resize((width, arr.shape[0]), Image.Resampling.NEAREST))
 
 
 class ReverseChainExplorer(Explorer):
@@ -168,8 +163,7 @@ class ReverseChainExplorer(Explorer):
         self.noise = [W.Image(format="jpeg") for _ in _NOISE_PANELS]
         self.token = W.Dropdown(options=[], description="word")
         self.attention = W.Image(format="jpeg")
-        self.colorbar = W.Image(format="png", value=encode_image(
-            _resize_wide(colorbar(256, 12)), "png"), layout=W.Layout(width=f"{display_size or MIN_DISPLAY}px"))
+        self.colorbar = W.Image(format="png", value=encode_image(colorbar(256, 12), "png"), layout=W.Layout(width=f"{display_size or MIN_DISPLAY}px"))
         self.attention_scale = W.HTML()
         self.table = W.HTML()
         self.chain: ReverseChain | None = None
@@ -323,7 +317,7 @@ class ReverseChainExplorer(Explorer):
 
     def _set_noise_titles(self, prediction_type: str) -> None:
         """Label the model-output panels with what this model predicts (never assumed to be ε)."""
-        symbol = "ε̂" if prediction_type == "epsilon" else "v̂"
+        symbol = prediction_symbol(prediction_type)
         what = _PREDICTS.get(prediction_type, prediction_type)
         for title, (_, fmt) in zip(self._noise_titles, _NOISE_PANELS):
             text = html.escape(fmt.format(s=symbol))
@@ -382,11 +376,9 @@ class ReverseChainExplorer(Explorer):
 
     def _set_image_titles(self) -> None:
         how = "VAE decode" if self.exact.value else "fast linear preview of the latents"
-        if not self.exact.value and self.trajectory is not None:
-            import re
-
-            err = re.search(r"RMS error ([0-9.]+)", self.trajectory.latent_rgb.source)
-            how += f" (least-squares fit, RMS error {err.group(1)} on [−1, 1])" if err else ""
+        rgb = self.trajectory.latent_rgb if not self.exact.value and self.trajectory is not None else None
+        if rgb is not None and rgb.rms_error is not None:
+            how += f" (least-squares fit, RMS error {rgb.rms_error:.3f} on [−1, 1])"
         self._x_t_title.value = f"<small><b>x_t, the noisy latents</b> · {how}</small>"
         self._x0_title.value = f"<small><b>x̂₀, the clean image the model implies</b> · {how}</small>"
 
@@ -397,10 +389,10 @@ class ReverseChainExplorer(Explorer):
 
         n = traj.tokens.n_tokens
         size = (int(traj.info["height"]), int(traj.info["width"]))
-        words = list(range(1, n - 1)) or [0]  # the words, without <|startoftext|> and <|endoftext|>
-        maps = aggregate_attention([traj[k]], words, size=size)
-        heat = aggregate_attention([traj[k]], int(self.token.value), size=size)
-        vmax = max(float(maps.max()), float(heat.max()), 1e-6)
+        maps = aggregate_attention([traj[k]], list(range(n)), size=size)  # every prompt position, once
+        heat = maps[int(self.token.value)]
+        words = maps[1 : n - 1] if n > 2 else maps[:1]  # the words, without <|startoftext|> and <|endoftext|>
+        vmax = max(float(words.max()), float(heat.max()), 1e-6)
         pic = overlay(traj.decode([k])[0], heat, vmax=vmax, vmin=0.0)
         self.attention.value = encode_image(_resize(pic, ds))
         over = (f"softmax over all {traj.tokens.max_length} text positions, padding included"
