@@ -26,9 +26,8 @@ _PART = re.compile(
 def _shape(x: Any) -> tuple[int, ...] | None:
     if isinstance(x, torch.Tensor):
         return tuple(x.shape)
-    for attr in ("sample",):
-        if hasattr(x, attr):
-            return _shape(getattr(x, attr))
+    if hasattr(x, "sample"):
+        return _shape(x.sample)
     if isinstance(x, (tuple, list)) and x:
         return _shape(x[0])
     return None
@@ -97,10 +96,11 @@ def unet_anatomy(
         Columns ``order`` (the call order), ``part`` (the module's name in the U-Net),
         ``stage`` (``conditioning``, ``in``, ``down 1`` …, ``middle``, ``up 1`` …, ``out``),
         ``kind``, ``input`` and ``output`` (tensor shapes), ``resolution`` (the feature map's
-        height × width), ``channels`` (output channels), and ``enters`` (what else comes in:
+        height × width), ``channels`` (output channels), ``enters`` (what else comes in:
         the time embedding of a ResNet, the text a transformer attends to, the skip connection
-        an up-path ResNet concatenates). ``df.attrs`` holds ``timestep`` and ``text`` (the text
-        embedding's shape) and ``time_embedding`` (its shape).
+        an up-path ResNet concatenates) and ``skip_from`` (the down-path part whose saved
+        output that skip carries; empty elsewhere). ``df.attrs`` holds ``timestep`` and
+        ``text`` (the text embedding's shape) and ``time_embedding`` (its shape).
     """
     unet = getattr(pipe, "unet", None)
     if unet is None or not hasattr(unet, "down_blocks"):
@@ -120,11 +120,10 @@ def unet_anatomy(
             x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
             row = {"part": name, "stage": _stage(name), "kind": _kind(name, module, unet.config),
                    "input": _shape(x), "output": _shape(out)}
-            if name.endswith("resnets.0") or ".resnets." in name:
+            if ".resnets." in name:
                 temb = args[1] if len(args) > 1 else kwargs.get("temb")
-                row["enters"] = f"time embedding {_shape(temb)} (scale and shift)" if temb is not None and \
-                    getattr(mod, "time_embedding_norm", "") == "scale_shift" else (
-                    f"time embedding {_shape(temb)} (added)" if temb is not None else "")
+                how = "scale and shift" if getattr(mod, "time_embedding_norm", "") == "scale_shift" else "added"
+                row["enters"] = f"time embedding {_shape(temb)} ({how})" if temb is not None else ""
             elif ".attentions." in name:
                 text = kwargs.get("encoder_hidden_states")
                 row["enters"] = f"text {_shape(text)} as keys and values" if text is not None else ""
@@ -169,19 +168,26 @@ def unet_anatomy(
     df.insert(0, "order", range(len(df)))
     df["resolution"] = [f"{o[-2]}×{o[-1]}" if o and len(o) == 4 else "" for o in df["output"]]
     df["channels"] = [o[1] if o and len(o) == 4 else (o[-1] if o else None) for o in df["output"]]
-    # skip connections: an up-path ResNet takes more channels than the part before it gave
-    prev_out = None
+    # skip connections, as the U-Net keeps them: conv_in and every down-path layer (a ResNet,
+    # or its transformer when it has one) and downsampler push their output; each up-path
+    # ResNet pops the last one and concatenates it
+    df["skip_from"] = ""
+    saved: list[tuple[str, int]] = []
+    parts = set(df.part)
     for i, r in df.iterrows():
-        if r["stage"].startswith("up") and ".resnets." in r["part"] and prev_out is not None:
-            skip = r["input"][1] - prev_out[1]
-            if skip > 0:
-                sep = "; " if r["enters"] else ""
-                df.at[i, "enters"] = f"skip connection from the down path: {skip} channels concatenated{sep}{r['enters']}"
-        if len(r["output"] or ()) == 4:
-            prev_out = r["output"]
+        part = r["part"]
+        if part == "conv_in" or (r["stage"].startswith("down") and (
+                ".downsamplers." in part or ".attentions." in part
+                or (".resnets." in part and part.replace("resnets", "attentions") not in parts))):
+            saved.append((part, int(r["channels"])))
+        elif r["stage"].startswith("up") and ".resnets." in part and saved:
+            source, channels = saved.pop()
+            sep = "; " if r["enters"] else ""
+            df.at[i, "skip_from"] = source
+            df.at[i, "enters"] = f"skip connection from the down path: {channels} channels concatenated{sep}{r['enters']}"
     temb = df.loc[df.part == "time_embedding", "output"]
     df.attrs.update(meta, time_embedding=temb.iloc[0] if len(temb) else None)
-    return df[["order", "part", "stage", "kind", "input", "output", "resolution", "channels", "enters"]]
+    return df[["order", "part", "stage", "kind", "input", "output", "resolution", "channels", "enters", "skip_from"]]
 
 
 def add_commands(sub: Any) -> None:
@@ -194,7 +200,7 @@ def add_commands(sub: Any) -> None:
     def _run(a: Any) -> int:
         from pathlib import Path
 
-        from ._files import atomic_write_bytes, write_csv
+        from ._files import write_csv
         from .pipeline import load_pipeline
 
         out = Path(a.out)
@@ -204,13 +210,10 @@ def add_commands(sub: Any) -> None:
             print(df.drop(columns=["kind"]).to_string(index=False))
         print(f"timestep {df.attrs['timestep']:g}, text {df.attrs['text']}, time embedding {df.attrs['time_embedding']}")
         write_csv(df.assign(input=df.input.astype(str), output=df.output.astype(str)), out / "unet_anatomy.csv")
-        import io
-
+        from .demo import _save_figure
         from .plots import plot_unet_anatomy
 
-        buf = io.BytesIO()
-        plot_unet_anatomy(df).savefig(buf, format="png", dpi=120)
-        atomic_write_bytes(out / "unet_anatomy.png", buf.getvalue())
+        _save_figure(plot_unet_anatomy(df), out / "unet_anatomy.png")
         print(f"wrote {out / 'unet_anatomy.csv'} and {out / 'unet_anatomy.png'}")
         return 0
 

@@ -306,20 +306,18 @@ def plot_unet_anatomy(anatomy) -> Figure:
     level = {s: i for i, s in enumerate(sides)}
     fig = _figure(figsize=(max(7.0, 0.42 * len(df)), 1.1 * len(sides) + 1.6), layout="constrained")
     ax = fig.subplots()
-    saved = []  # the down path's outputs, in order; each up-path skip takes the last one
+    where = {}  # each part's box, for the skip arcs
     colours = {"in": "tab:gray", "out": "tab:gray", "middle": "tab:purple"}
     for x, r in df.iterrows():
         y = -level[int(r.resolution.split("×")[0])]
         colour = colours.get(r.stage, "tab:blue" if r.stage.startswith("down") else "tab:orange")
         ax.add_patch(Rectangle((x - 0.4, y - 0.3), 0.8, 0.6, color=colour, alpha=0.25 if "transformer" in r.kind else 0.5))
         ax.text(x, y, "T" if "transformer" in r.kind else str(r.channels), ha="center", va="center", fontsize=7)
-        if r.stage.startswith("up") and r.enters.startswith("skip connection") and saved:
-            src = saved.pop()
+        where[r.part] = (x, y)
+        if r.skip_from:
+            src = where[r.skip_from]
             ax.add_patch(FancyArrowPatch((src[0], src[1] + 0.3), (x, y + 0.3), connectionstyle="arc3,rad=-0.25",
                                          arrowstyle="->", ls="--", lw=0.8, color="tab:green", mutation_scale=8))
-        if r.part == "conv_in" or (r.stage.startswith("down") and (
-                ".downsamplers." in r.part or r.part == _last_of_layer(df, r.part))):
-            saved.append((x, y))
     ax.set_yticks([-i for i in range(len(sides))], [f"{s}×{s}" for s in sides])
     ax.set_xticks(range(len(df)), [p.replace("_blocks", "").replace("resnets", "res").replace("attentions", "attn")
                                    .replace("samplers", "") for p in df.part], rotation=90, fontsize=6)
@@ -332,9 +330,3 @@ def plot_unet_anatomy(anatomy) -> Figure:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return fig
-
-
-def _last_of_layer(df, part: str) -> str:
-    """A down-path layer's saved output: its transformer's when it has one, else its ResNet's."""
-    attn = part.replace("resnets", "attentions")
-    return attn if (df.part == attn).any() else part

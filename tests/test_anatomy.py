@@ -43,6 +43,10 @@ def test_the_table_follows_the_unet_down_middle_up(pipe):
             or ".attentions." in r.part))]
     skips = [int(e.split(": ")[1].split(" ")[0]) for e in df.enters if e.startswith("skip connection")]
     assert sorted(skips) == sorted(saved) and len(skips) == len(pipe.unet.up_blocks) * (cfg.layers_per_block + 1)
+    # and each concatenation adds up: the ResNet's input = what came before it + the named skip
+    for i in df.index[df.skip_from != ""]:
+        before = df.output[i - 1][1]
+        assert df.input[i][1] == before + df.channels[df.part == df.skip_from[i]].item()
     # the text each transformer attends to is the text encoder's output for the prompt
     text = f"text {(1, pipe.tokenizer.model_max_length, cfg.cross_attention_dim)} as keys and values"
     assert (df[df.part.str.contains("attentions")].enters == text).all()
