@@ -13,7 +13,6 @@ the small noise of the last step t − 1 → t.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,11 +29,12 @@ TOY_DATA = ((170.0, 150.0), (60.0, 200.0), (220.0, 40.0))
 
 
 def _time_features(t: torch.Tensor, n: int, num_train_timesteps: int) -> torch.Tensor:
-    """Sinusoidal features of the timestep (Vaswani et al.; DDPM's U-Net uses the same)."""
-    half = n // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
-    angles = t.float()[:, None] * freqs[None] * (1000.0 / num_train_timesteps)
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
+    """Sinusoidal features of the timestep (Vaswani et al.), diffusers' own function, the one
+    SD's U-Net uses; t is rescaled to 0 … 1000 so any T gets the same frequencies."""
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    return get_timestep_embedding(t.float() * (1000.0 / num_train_timesteps), n, flip_sin_to_cos=False,
+                                  downscale_freq_shift=0)
 
 
 class _MLP(torch.nn.Module):
