@@ -209,6 +209,18 @@ def _softmax2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh((a - b) / 2.0))
 
 
+def _labels(p_person: np.ndarray, p_female: np.ndarray, *, person_threshold: float,
+            abstain_below: float) -> tuple[np.ndarray, np.ndarray]:
+    """The labelling rule, ``(confidence, label)``: female or male by p_female, ``abstain`` when
+    the confidence max(p, 1 − p) is under *abstain_below*, ``no_person`` under *person_threshold*."""
+    p_person, p_female = np.asarray(p_person, dtype=np.float64), np.asarray(p_female, dtype=np.float64)
+    conf = np.maximum(p_female, 1 - p_female)
+    label = np.where(p_female >= 0.5, "female", "male").astype(object)
+    label[conf < abstain_below] = "abstain"
+    label[p_person < person_threshold] = "no_person"
+    return conf, label
+
+
 def classify_embeddings(
     embeddings: np.ndarray,
     *,
@@ -225,10 +237,7 @@ def classify_embeddings(
     logits = logit_scale * e @ np.asarray(text_weights, dtype=np.float64)  # (N, 4)
     p_person = _softmax2(logits[:, 2], logits[:, 3])
     p_female = _softmax2(logits[:, 0], logits[:, 1])
-    conf = np.maximum(p_female, 1 - p_female)
-    label = np.where(p_female >= 0.5, "female", "male").astype(object)
-    label[conf < abstain_below] = "abstain"
-    label[p_person < person_threshold] = "no_person"
+    conf, label = _labels(p_person, p_female, person_threshold=person_threshold, abstain_below=abstain_below)
     return pd.DataFrame(
         {"p_person": p_person, "p_female": p_female, "p_male": 1 - p_female, "confidence": conf, "label": label,
          "gender_logit": logits[:, 0] - logits[:, 1], "person_logit": logits[:, 2] - logits[:, 3]}
@@ -249,10 +258,8 @@ def relabel(images: pd.DataFrame, *, person_threshold: float, abstain_below: flo
         raise ValueError(f"abstain_below must be in [0.5, 1] and person_threshold in [0, 1], got {abstain_below} and "
                          f"{person_threshold}")
     out = images.copy()
-    conf = np.maximum(out["p_female"], 1 - out["p_female"])
-    label = np.where(out["p_female"] >= 0.5, "female", "male").astype(object)
-    label[(conf < abstain_below).to_numpy()] = "abstain"
-    label[(out["p_person"] < person_threshold).to_numpy()] = "no_person"
+    _, label = _labels(out["p_person"].to_numpy(), out["p_female"].to_numpy(), person_threshold=person_threshold,
+                       abstain_below=abstain_below)
     if "blacked_out" in out:
         label[out["blacked_out"].fillna(False).to_numpy(bool)] = "blacked_out"
     out["label"] = label
