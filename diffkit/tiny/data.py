@@ -146,17 +146,21 @@ class LatentCache:
 
         *rows* (from :meth:`resolve_pairs`) fixes the row where it is not ``None``.
         """
+        idx = self.sample_rows(rng, attributes, rows)
+        masks = None if self.masks is None else self.masks[idx].float()
+        return self.latents[idx].float(), masks
+
+    def sample_rows(self, rng: random.Random, attributes: list[_w.Attributes], rows=None):
+        """The cache rows :meth:`sample_with_masks` reads (the same draws of *rng*): a long tensor."""
         import torch
 
         rows = rows or [None] * len(attributes)
-        idx = torch.tensor(
+        return torch.tensor(
             [
                 rng.choice(self.cells[cell_key(a)]) if r is None else r
                 for a, r in zip(attributes, rows)
             ]
         )
-        masks = None if self.masks is None else self.masks[idx].float()
-        return self.latents[idx].float(), masks
 
 
 def atomic_save(obj, path: Path) -> None:

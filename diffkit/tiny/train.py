@@ -108,6 +108,16 @@ class Recipe:
     # It keeps the explorers' fast preview (one linear map per latent pixel) faithful.
     vae_preview_weight: float = 0.0
     vae_eval_images: int = 200  # reconstructions the oracle reads after the VAE stage
+    # --- the polish stage (tiny 2): more U-Net steps from the unet stage's EMA export with
+    # the ε weight floored at polish_eps_weight_floor and TokenCompose's token loss
+    # (diffkit.tiny.grounding) weighted grounding_weight, on timesteps below grounding_max_t
+    polish_steps: int = 0
+    polish_lr: float = 3e-4
+    polish_warmup: int = 50
+    polish_ema_decay: float = 0.995
+    polish_eps_weight_floor: float = 1.0
+    grounding_weight: float = 0.0
+    grounding_max_t: int = 900
 
     def world_config(self) -> _w.WorldConfig:
         """The caption distribution the recipe trains on."""
@@ -145,6 +155,8 @@ TINY2 = Recipe(
     checkpoint_every=100,
     vae_checkpoint_every=100,
     export_every=500,
+    polish_steps=1500,
+    grounding_weight=0.1,
 )
 TINY2_QUICK = replace(
     TINY2,
@@ -154,6 +166,7 @@ TINY2_QUICK = replace(
     unet_steps=1000,
     export_every=250,
     eval_images=24,
+    polish_steps=300,
 )
 RECIPES: dict[tuple[str, bool], Recipe] = {
     ("tiny1", False): FULL,
@@ -312,19 +325,31 @@ def _save_grid(images, cols: int, path: Path) -> None:
 
 
 @torch.no_grad()
-def _cache_draws(recipe: Recipe):
-    """The cache's images, cell by cell, in chunks: ``(cell, images)``; deterministic."""
+def _cache_draws(recipe: Recipe, *, layers: bool = False):
+    """The cache's images, cell by cell, in chunks: ``(cell, images)``; deterministic.
+
+    With *layers*, chunks are ``(cell, images, layers)``: each two-object scene's own
+    object masks (``None`` for other images), from the same draws.
+    """
+    from diffkit.tiny.grounding import draw_layers
+
     rng = random.Random(recipe.seed + 2)
     size = recipe.image_size
+
+    def chunk(atts):
+        if not layers:
+            return ([_w.draw(a, rng, size=size) for a in atts],)
+        return tuple(zip(*(draw_layers(a, rng, size=size) for a in atts)))
+
     for a in _w.all_attributes():
         for i in range(0, recipe.cache_per_cell, 200):
             n = min(200, recipe.cache_per_cell - i)
-            yield a, [_w.draw(a, rng, size=size) for _ in range(n)]
+            yield (a, *chunk([a] * n))
     # the pair pool: i.i.d. two-object scenes, each with its own attributes
     cfg = _w.WorldConfig(shape_fraction=1.0, pair_fraction=1.0)
     for i in range(0, recipe.cache_pairs, 200):
         atts = [_w.sample_attributes(rng, cfg)[0] for _ in range(min(200, recipe.cache_pairs - i))]
-        yield atts, [_w.draw(a, rng, size=size) for a in atts]
+        yield (atts, *chunk(atts))
 
 
 def build_cache(recipe: Recipe, run_dir: Path, *, device: str = "cpu") -> None:
@@ -457,10 +482,55 @@ def loss_weights(snr: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     return x0_weight / (snr + 1)
 
 
+def _polish_base(recipe: Recipe, run_dir: Path) -> Path:
+    """The unet stage's final export, kept as ``unet_stage/`` (the polish stage's start)."""
+    base = run_dir / "unet_stage"
+    if (base / "model_index.json").exists():
+        return base
+    src = run_dir / "pipeline"
+    meta = src / "diffkit_tiny.json"
+    info = json.loads(meta.read_text()) if meta.exists() else {}
+    if info.get("stage", "unet") != "unet" or info.get("step") != recipe.unet_steps:
+        raise RuntimeError(
+            f"{src} is not the unet stage's step-{recipe.unet_steps} export ({info.get('stage', 'unet')} "
+            f"step {info.get('step')}); finish `--stage unet` before `--stage polish`"
+        )
+    import shutil
+
+    tmp = run_dir / "unet_stage.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    os.replace(tmp, base)
+    return base
+
+
 def train_unet(
-    recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | None, device: str = "cpu"
+    recipe: Recipe,
+    run_dir: Path,
+    *,
+    resume: bool,
+    minutes: float | None,
+    device: str = "cpu",
+    stage: str = "unet",
 ) -> None:
+    """The ``unet`` stage, or the ``polish`` stage that continues from its export."""
     from diffusers import AutoencoderKL
+
+    polish = stage == "polish"
+    if polish:
+        if recipe.polish_steps <= 0:
+            raise ValueError(f"the {recipe.arch} recipe has no polish stage (polish_steps = 0)")
+        base = _polish_base(recipe, run_dir)
+        full = recipe
+        recipe = replace(
+            recipe,
+            unet_steps=full.polish_steps,
+            unet_lr=full.polish_lr,
+            unet_warmup=full.polish_warmup,
+            ema_decay=full.polish_ema_decay,
+            eps_weight_floor=full.polish_eps_weight_floor,
+        )
 
     st = torch.load(run_dir / "latents.pt", weights_only=False)
     if st.get("arch", "tiny1") != recipe.arch:
@@ -478,6 +548,12 @@ def train_unet(
     tokens = _Tokens(tokenizer)
     unet = _m.build_unet(recipe.seed, arch_name=an)
     te = _m.build_text_encoder(recipe.seed, arch_name=an)
+    if polish:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(base / "unet").float().state_dict())
+        te.load_state_dict(CLIPTextModel.from_pretrained(base / "text_encoder").float().state_dict())
     unet.to(device)
     te.to(device)
     sched = _m.build_train_scheduler(arch_name=an)
@@ -488,9 +564,16 @@ def train_unet(
     ema_unet, ema_te = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
     for p in list(ema_unet.parameters()) + list(ema_te.parameters()):
         p.requires_grad_(False)
-    step, rng = 0, random.Random(recipe.seed + 3)
-    gen = torch.Generator().manual_seed(recipe.seed + 4)
-    ckpt = run_dir / "unet_ckpt.pt"
+    step, rng = 0, random.Random(recipe.seed + (5 if polish else 3))
+    gen = torch.Generator().manual_seed(recipe.seed + (6 if polish else 4))
+    ckpt = run_dir / ("polish_ckpt.pt" if polish else "unet_ckpt.pt")
+    probe = objects = None
+    if polish and recipe.grounding_weight > 0:
+        from diffkit.tiny import grounding as _g
+
+        objects = _object_masks(recipe, run_dir, len(cache.latents))
+        probe = _g.GroundingProbe(unet)
+        word_memo: dict = {}
     if resume and ckpt.exists():
         s = torch.load(ckpt, weights_only=False, map_location=device)
         saved = {k: v for k, v in s.get("recipe", {}).items() if k != "unet_steps"}
@@ -538,7 +621,7 @@ def train_unet(
     deadline = time.time() + 60 * minutes if minutes else None
     unet.train()
     te.train()
-    t0, loss_avg, t_last = time.time(), None, time.time()
+    t0, loss_avg, t_last, g_avg = time.time(), None, time.time(), None
     wcfg = recipe.world_config()
     while step < recipe.unet_steps and (deadline is None or time.time() < deadline):
         atts, caps = zip(*(_w.sample_attributes(rng, wcfg) for _ in range(recipe.unet_batch)))
@@ -546,7 +629,9 @@ def train_unet(
         if recipe.pair_fraction > 0:
             rows, caps = cache.resolve_pairs(rng, list(atts), list(caps))
         caps = [("" if rng.random() < recipe.caption_dropout else c) for c in caps]
-        x0, masks = cache.sample_with_masks(rng, list(atts), rows)
+        idx = cache.sample_rows(rng, list(atts), rows)
+        x0 = cache.latents[idx].float()
+        masks = None if cache.masks is None else cache.masks[idx].float()
         # every random draw is made on the CPU, so a run on a GPU sees the same numbers
         noise = torch.randn(x0.shape, generator=gen)
         if recipe.offset_noise:
@@ -566,6 +651,8 @@ def train_unet(
         for g in opt.param_groups:
             g["lr"] = lr
         hidden = te(tokens(caps).to(device))[0]
+        if probe is not None:
+            probe.active = True
         pred = unet(xt, t, hidden).sample
         err = (pred - target).pow(2)
         if recipe.figure_weight != 1.0:
@@ -573,6 +660,18 @@ def train_unet(
             wmap = 1.0 + (recipe.figure_weight - 1.0) * masks
             err = err * wmap / wmap.mean(dim=(1, 2, 3), keepdim=True)
         loss = (w * err.mean(dim=(1, 2, 3))).mean()
+        if probe is not None:
+            probe.active = False
+            words = []
+            for c, a, r in zip(caps, atts, rows or [None] * len(caps)):
+                b = cache.pairs[r] if r is not None else a
+                if (c, b) not in word_memo:
+                    word_memo[(c, b)] = _g.word_objects(tokenizer, c, b)
+                words.append(word_memo[(c, b)])
+            g_loss = _g.token_loss(probe.pop(), words, objects[idx], keep=t < recipe.grounding_max_t)
+            if g_loss is not None:
+                loss = loss + recipe.grounding_weight * g_loss
+                g_avg = g_loss.item() if g_avg is None else 0.98 * g_avg + 0.02 * g_loss.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -584,9 +683,11 @@ def train_unet(
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         if step % 25 == 0:
             log.info(
-                "unet step %d loss %.4f lr %.1e %.2f s/step",
+                "%s step %d loss %.4f%s lr %.1e %.2f s/step",
+                stage,
                 step,
                 loss_avg,
+                "" if g_avg is None else f" token loss {g_avg:.4f}",
                 lr,
                 (time.time() - t_last) / 25,
             )
@@ -594,15 +695,35 @@ def train_unet(
         if step % recipe.checkpoint_every == 0:
             save_ckpt()
         if step % recipe.export_every == 0:
-            _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step)
+            _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step, stage=stage)
             t_last = time.time()
     save_ckpt()
-    if (
-        not (run_dir / "pipeline" / "diffkit_tiny.json").exists()
-        or json.loads((run_dir / "pipeline" / "diffkit_tiny.json").read_text()).get("step") != step
-    ):
-        _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step)
-    log.info("unet: stopped at step %d after %.1f min", step, (time.time() - t0) / 60)
+    if probe is not None:
+        probe.remove()
+    meta = run_dir / "pipeline" / "diffkit_tiny.json"
+    info = json.loads(meta.read_text()) if meta.exists() else {}
+    if (info.get("stage", "unet"), info.get("step")) != (stage, step):
+        _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step, stage=stage)
+    log.info("%s: stopped at step %d after %.1f min", stage, step, (time.time() - t0) / 60)
+
+
+def _object_masks(recipe: Recipe, run_dir: Path, n: int) -> torch.Tensor:
+    """The cache's per-object latent masks (``object_masks.pt``, redrawn once, deterministic)."""
+    from diffkit.tiny import grounding as _g
+
+    path = run_dir / "object_masks.pt"
+    if path.exists():
+        m = torch.load(path, weights_only=True)
+    else:
+        t0 = time.time()
+        m = _g.object_masks(_cache_draws(recipe, layers=True), factor=_m.arch(recipe.arch).vae_factor)
+        _d.atomic_save(m, path)
+        log.info("polish: object masks %s in %.0f s", tuple(m.shape), time.time() - t0)
+    if len(m) != n:
+        raise RuntimeError(
+            f"{path} holds {len(m)} images but the latent cache {n}; delete it to redraw"
+        )
+    return m
 
 
 def build_pipeline(unet, text_encoder, vae, tokenizer, *, arch_name: str = "tiny1"):
@@ -623,7 +744,7 @@ def build_pipeline(unet, text_encoder, vae, tokenizer, *, arch_name: str = "tiny
 
 @torch.no_grad()
 def _export_and_eval(
-    ema_unet, ema_te, vae, tokenizer, run_dir: Path, recipe: Recipe, step: int
+    ema_unet, ema_te, vae, tokenizer, run_dir: Path, recipe: Recipe, step: int, *, stage: str = "unet"
 ) -> None:
     from diffkit.tiny import quality
 
@@ -633,7 +754,7 @@ def _export_and_eval(
     tmp = run_dir / "pipeline.tmp"
     pipe.save_pretrained(tmp, safe_serialization=True)
     (tmp / "diffkit_tiny.json").write_text(
-        json.dumps({"step": step, "recipe": asdict(recipe)}, indent=2)
+        json.dumps({"step": step, "stage": stage, "recipe": asdict(recipe)}, indent=2)
     )
     if out.exists():
         import shutil
@@ -641,7 +762,8 @@ def _export_and_eval(
         shutil.rmtree(out)
     os.replace(tmp, out)
     t0 = time.time()
-    grid = run_dir / f"samples_step{step:05d}.png" if recipe.arch != "tiny1" else None
+    name = "samples" if stage == "unet" else f"samples_{stage}"
+    grid = run_dir / f"{name}_step{step:05d}.png" if recipe.arch != "tiny1" else None
     summary = quality.quick_check(pipe, n=recipe.eval_images, seed=step, grid=grid)
     log.info("eval step %d: %s (%.0f s)", step, json.dumps(summary), time.time() - t0)
 
@@ -700,7 +822,9 @@ def main(argv: list[str] | None = None) -> None:
         help="checkpoints and logs (default runs/tiny or runs/tiny-quick)",
     )
     p.add_argument(
-        "--stage", choices=["all", "vae", "cache", "unet", "clip", "export"], default="all"
+        "--stage",
+        choices=["all", "vae", "cache", "unet", "polish", "clip", "export"],
+        default="all",
     )
     p.add_argument(
         "--resume", action="store_true", help="continue from the checkpoints in --run-dir"
@@ -756,7 +880,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage != "all":
         stages = [args.stage]
     elif args.recipe == "tiny2":  # the judge stays tiny 1's; export is a separate, stated step
-        stages = ["vae", "cache", "unet"]
+        stages = ["vae", "cache", "unet", "polish"]
     else:
         stages = ["vae", "cache", "unet", "clip", "export"]
     for s in stages:
@@ -764,9 +888,14 @@ def main(argv: list[str] | None = None) -> None:
             train_vae(recipe, run_dir, resume=args.resume, device=args.device)
         elif s == "cache":
             build_cache(recipe, run_dir, device=args.device)
-        elif s == "unet":
+        elif s in ("unet", "polish"):
             train_unet(
-                recipe, run_dir, resume=args.resume, minutes=args.minutes, device=args.device
+                recipe,
+                run_dir,
+                resume=args.resume,
+                minutes=args.minutes,
+                device=args.device,
+                stage=s,
             )
         elif s == "clip":
             from diffkit.tiny import clip as _c
