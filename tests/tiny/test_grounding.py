@@ -156,3 +156,14 @@ def test_polish_needs_the_unet_stage_export(tmp_path):
         T._polish_base(T.TINY2, tmp_path)
     with pytest.raises(ValueError, match="no polish stage"):
         T.train_unet(T.FULL, tmp_path, resume=False, minutes=None, stage="polish")
+
+
+def test_draw_timesteps_is_uniform_unless_the_recipe_asks_for_low_noise_steps():
+    plain = torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(3))
+    same = T.draw_timesteps(T.TINY2, 4000, 1000, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, same)  # the unet stage's stream is unchanged
+    polish = dataclasses.replace(T.TINY2, low_t_fraction=0.5, low_t_max=200)
+    t = T.draw_timesteps(polish, 4000, 1000, torch.Generator().manual_seed(3))
+    assert int(t.min()) >= 0 and int(t.max()) < 1000
+    # half from [0, 200), half uniform (a fifth of which also lands there): 0.5 + 0.5·0.2 = 0.6
+    assert abs(float((t < 200).float().mean()) - 0.6) < 0.03
