@@ -595,8 +595,9 @@ def train_unet(
         word_memo: dict = {}
     if resume and ckpt.exists():
         s = torch.load(ckpt, weights_only=False, map_location=device)
-        saved = {k: v for k, v in s.get("recipe", {}).items() if k != "unet_steps"}
-        now = {k: v for k, v in asdict(recipe).items() if k != "unet_steps"}
+        bounds = ("unet_steps", "polish_steps")  # a longer run of the same recipe may resume
+        saved = {k: v for k, v in s.get("recipe", {}).items() if k not in bounds}
+        now = {k: v for k, v in asdict(recipe).items() if k not in bounds}
         diff = {k: (saved.get(k), v) for k, v in now.items() if saved and saved.get(k, v) != v}
         if diff:
             raise RuntimeError(
@@ -610,7 +611,7 @@ def train_unet(
         opt.load_state_dict(s["opt"])
         step, rng = s["step"], s["rng"]
         gen.set_state(s["gen"].cpu())  # map_location moved it with the weights
-        log.info("unet: resumed at step %d", step)
+        log.info("%s: resumed at step %d", stage, step)
     ema_params = list(ema_unet.parameters()) + list(ema_te.parameters())
     vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval().to(device)
     n_params = sum(p.numel() for p in unet.parameters()) / 1e6
@@ -828,8 +829,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--recipe",
         choices=["tiny1", "tiny2"],
-        default="tiny1",
-        help="tiny1: the shipped model; tiny2: SD 1.x's design at 128² (issue 11, in training)",
+        default="tiny2",
+        help="tiny2: the shipped model, SD 1.x's design at 128² (issue 11); tiny1: its "
+        "predecessor (64², v-prediction, pooled-text FiLM), kept reproducible",
     )
     p.add_argument(
         "--quick", action="store_true", help="the classroom recipe (35 min here, lower quality)"
@@ -861,8 +863,8 @@ def main(argv: list[str] | None = None) -> None:
         "--export-to",
         type=Path,
         default=None,
-        help="--stage export writes here (tiny1's default: the package's weights folder; "
-        "tiny2 needs it stated, so a run in training never replaces the shipped model)",
+        help="--stage export writes here (tiny2's default: the package's weights folder; "
+        "tiny1 needs it stated, so its run never replaces the shipped model)",
     )
     p.add_argument(
         "--device",
@@ -885,8 +887,8 @@ def main(argv: list[str] | None = None) -> None:
         recipe = replace(recipe, unet_steps=args.unet_steps)
     default_dir = {"tiny1": "runs/tiny", "tiny2": "runs/tiny2"}[args.recipe]
     run_dir = args.run_dir or Path(default_dir + ("-quick" if args.quick else ""))
-    if args.recipe == "tiny2" and args.stage == "export" and args.export_to is None:
-        p.error("--recipe tiny2 --stage export needs --export-to DIR")
+    if args.recipe == "tiny1" and args.stage == "export" and args.export_to is None:
+        p.error("--recipe tiny1 --stage export needs --export-to DIR (tiny2 is the shipped model)")
     _setup(run_dir)
     log.info(
         "recipe %s%s, stage %s, run dir %s, resume %s",
@@ -898,10 +900,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.stage != "all":
         stages = [args.stage]
-    elif args.recipe == "tiny2":  # the judge stays tiny 1's; export is a separate, stated step
-        stages = ["vae", "cache", "unet", "polish"]
-    else:
-        stages = ["vae", "cache", "unet", "clip", "export"]
+    elif args.recipe == "tiny2":  # the judge's recipe draws at 64², so it is tiny 1's judge
+        stages = ["vae", "cache", "unet", "polish", "clip", "export"]
+    else:  # tiny 1 exports only where --export-to says
+        stages = ["vae", "cache", "unet", "clip"] + (["export"] if args.export_to else [])
     for s in stages:
         if s == "vae":
             train_vae(recipe, run_dir, resume=args.resume, device=args.device)

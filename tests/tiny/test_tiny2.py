@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 
 import numpy as np
@@ -224,7 +225,7 @@ def test_recipes_are_bounded_and_tiny1_is_unchanged():
         assert 0 < r.unet_steps <= 6000 and r.cache_pairs > 0
     assert T.TINY2_QUICK.unet_steps < T.TINY2.unet_steps
     with pytest.raises(SystemExit):
-        T.main(["--recipe", "tiny2", "--stage", "export"])  # needs --export-to
+        T.main(["--recipe", "tiny1", "--stage", "export"])  # needs --export-to: tiny 2 ships
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -275,6 +276,17 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.tokenizer.model_max_length == 77
     out = pipe(["a red circle and a blue square"], num_inference_steps=2, output_type="np")
     assert out.images.shape == (1, 128, 128, 3)
+    # the polish stage continues from the unet stage's final export, kept as unet_stage/
+    rp = dataclasses.replace(r, unet_steps=3, polish_steps=2, grounding_weight=0.1)
+    T.train_unet(rp, run, resume=False, minutes=None, stage="polish")
+    assert (run / "unet_stage" / "model_index.json").exists() and (run / "object_masks.pt").exists()
+    meta = json.loads((run / "pipeline" / "diffkit_tiny.json").read_text())
+    assert (meta["stage"], meta["step"]) == ("polish", 2)
+    log = (run / "train.log").read_text()
+    assert "polish step" not in log or "token loss" in log
+    T.train_unet(dataclasses.replace(rp, polish_steps=3), run, resume=True, minutes=None, stage="polish")
+    assert "polish: resumed at step 2" in (run / "train.log").read_text()
+    assert json.loads((run / "pipeline" / "diffkit_tiny.json").read_text())["step"] == 3
     # a tiny-1 recipe refuses this run folder's latents
     with pytest.raises(RuntimeError, match="another --run-dir"):
         T.build_cache(dataclasses.replace(r, arch="tiny1"), run)

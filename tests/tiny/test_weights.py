@@ -44,7 +44,14 @@ def test_stock_pipeline_opens_the_folder(pipe):
         pipe.tokenizer, CLIPTokenizer
     )
     assert pipe.safety_checker is None
-    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
+    # diffkit-tiny 2: SD 1.x's geometry at a quarter of the side (issue 11)
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 128
+    assert pipe.vae_scale_factor == 8 and pipe.unet.config.in_channels == 4
+    assert pipe.tokenizer.model_max_length == 77
+    assert pipe.scheduler.config.prediction_type == "epsilon"
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler"
+    assert pipe.scheduler.config.beta_schedule == "scaled_linear"
+    assert pipe.unet.config.addition_embed_type is None  # the text enters only through cross-attention
     assert len(pipe.tokenizer) == 49408
 
 
@@ -56,19 +63,19 @@ def test_tokenizer_is_clips_bpe(pipe):
     assert pipe.tokenizer("a photo of a woman software developer").input_ids == ref
 
 
-def test_generates_64px_images_with_guidance(pipe):
+def test_generates_128px_images_with_guidance(pipe):
     out = pipe(
         ["a red circle", "a woman nurse"],
         num_inference_steps=3,
         guidance_scale=7.5,
         generator=torch.Generator().manual_seed(0),
     )
-    assert [im.size for im in out.images] == [(64, 64), (64, 64)]
+    assert [im.size for im in out.images] == [(128, 128), (128, 128)]
 
 
 def test_words_outside_the_world_still_run(pipe):
     out = pipe("an astronaut riding a horse on the moon", num_inference_steps=2, output_type="np")
-    assert out.images.shape == (1, 64, 64, 3) and np.isfinite(out.images).all()
+    assert out.images.shape == (1, 128, 128, 3) and np.isfinite(out.images).all()
 
 
 def test_clip_loads_through_open_clip_and_zero_shots():
