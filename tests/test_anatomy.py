@@ -65,6 +65,25 @@ def test_the_hooks_change_nothing(pipe):
 
 
 def test_a_global_text_path_is_named_where_the_model_has_one():
+    """diffkit-tiny 1's design (random weights): attention-pooled text added to the time embedding."""
+    from diffkit.tiny import models as M
+    from diffkit.tiny.train import build_pipeline
+
+    pipe = build_pipeline(
+        M.build_unet(0, arch_name="tiny1"),
+        M.build_text_encoder(0, arch_name="tiny1"),
+        M.build_vae(0, arch_name="tiny1"),
+        M.build_tokenizer(arch_name="tiny1"),
+        arch_name="tiny1",
+    )
+    df = unet_anatomy(pipe)
+    row = df[df.part == "add_embedding"]
+    assert pipe.unet.config.addition_embed_type == "text" and len(row) == 1
+    assert "attention-pooled, added to the time embedding" in row.kind.item()
+    assert row.input.item() == (1, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim)
+
+
+def test_the_shipped_model_takes_the_text_only_through_cross_attention():
     from diffkit import load_pipeline
     from diffkit.tiny import pipeline_path
 
@@ -72,12 +91,9 @@ def test_a_global_text_path_is_named_where_the_model_has_one():
         pipeline_path()
     except OSError:
         pytest.skip("diffkit-tiny's weights are not here")
-    pipe = load_pipeline("tiny")
-    df = unet_anatomy(pipe)
-    row = df[df.part == "add_embedding"]
-    assert pipe.unet.config.addition_embed_type == "text" and len(row) == 1
-    assert "attention-pooled, added to the time embedding" in row.kind.item()
-    assert row.input.item() == (1, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim)
+    df = unet_anatomy(load_pipeline("tiny"))
+    assert not (df.part == "add_embedding").any()
+    assert df.kind.str.contains("cross-attention").sum() >= 3
 
 
 def test_transformer_denoisers_are_refused_with_the_fix():

@@ -426,7 +426,7 @@ def _rf_long_template(tmp):
     from diffkit.audit.generate import check_prompt_lengths
     from diffkit.pipeline import load_pipeline
 
-    spec = parse_spec(_set(BASE, "prompts.templates", ["a photo of " + "very " * 40 + "{a_occupation}"]),
+    spec = parse_spec(_set(BASE, "prompts.templates", ["a photo of " + "very " * 80 + "{a_occupation}"]),
                       source="long.toml")
     check_prompt_lengths(spec, load_pipeline("tiny", device="cpu").tokenizer)
 

@@ -46,13 +46,29 @@ def _tiny_weights_present() -> bool:
 # The reverse explorer on diffkit-tiny when its weights are here (the README's picture comes
 # from this screenshot), else on a tiny random pipeline. exact=True: the picture must not depend
 # on how busy the machine is (the timed default is tested headlessly).
+def _unet_calls(steps: int) -> int:
+    """U-Net calls of a *steps*-step chain under diffkit-tiny's own sampler (PNDM makes one more)."""
+    import json
+
+    import diffusers
+
+    from diffkit import tiny
+
+    folder = tiny.pipeline_path()
+    name = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
+    sched = getattr(diffusers, name).from_pretrained(folder, subfolder="scheduler")
+    sched.set_timesteps(steps)
+    return len(sched.timesteps)
+
+
 if _tiny_weights_present():
-    REVERSE_CALLS = 20
+    REVERSE_STEPS = 20
+    REVERSE_CALLS = _unet_calls(REVERSE_STEPS)
     CELLS["reverse"] = ("from diffkit.widgets import ReverseChainExplorer\n"
                         "explorer = ReverseChainExplorer(prompt='a woman pilot', steps=20, seed=3, exact=True, run=True)\n"
                         "explorer")
 else:
-    REVERSE_CALLS = 4
+    REVERSE_STEPS = REVERSE_CALLS = 4
     CELLS["reverse"] = ("from diffkit.testing import tiny_random_pipeline\n"
                         "from diffkit.widgets import ReverseChainExplorer\n"
                         "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), steps=4, size=32, run=True)\n"
@@ -214,7 +230,7 @@ def test_reverse_chain_explorer_in_jupyterlab(browser, lab):
     _shot(page, "reverse_chain")  # the finished chain, at its last step (the README's picture)
     # the constructor's arguments read back faithfully in the browser
     readout = page.locator(".jp-OutputArea-output .diffkit-steps .widget-readout").first
-    assert readout.inner_text().strip() == str(REVERSE_CALLS), readout.inner_text()
+    assert readout.inner_text().strip() == str(REVERSE_STEPS), readout.inner_text()
     # the x_t and x̂_0 panels are classroom-sized (at least 256 screen pixels)
     widths = page.eval_on_selector_all(".jp-OutputArea-output img", "els => els.map(e => e.naturalWidth)")
     assert sum(w >= 256 for w in widths) >= 3, widths  # x_t, x̂_0 and the attention map
