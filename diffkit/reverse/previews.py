@@ -38,6 +38,7 @@ __all__ = [
     "fit_latent_rgb",
     "latent_channels",
     "latent_rgb",
+    "save_latent_rgb",
     "to_uint8",
 ]
 
@@ -199,13 +200,56 @@ def fit_latent_rgb(
     return fit
 
 
+LATENT_RGB_FILE = "latent_rgb.json"
+"""A VAE folder may carry its own fitted map under this name (diffkit-tiny's does)."""
+
+
+def save_latent_rgb(fit: LatentRGB, folder: Any) -> Any:
+    """Write *fit* as ``latent_rgb.json`` into a VAE folder (atomically); returns the path."""
+    import json
+    from pathlib import Path
+
+    from .._files import atomic_write_text
+
+    path = Path(folder) / LATENT_RGB_FILE
+    atomic_write_text(
+        path,
+        json.dumps(
+            {
+                "weights": np.asarray(fit.weights).tolist(),
+                "bias": np.asarray(fit.bias).tolist(),
+                "source": fit.source,
+                "rms_error": fit.rms_error,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    return path
+
+
+def _folder_latent_rgb(vae: Any) -> LatentRGB | None:
+    """The map stored beside the VAE's weights (``latent_rgb.json``), if its folder has one."""
+    import json
+    from pathlib import Path
+
+    where = vae.config.get("_name_or_path") if hasattr(vae, "config") else None
+    path = Path(where) / LATENT_RGB_FILE if where else None
+    if path is None or not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    return LatentRGB(weights=d["weights"], bias=d["bias"], source=d["source"], rms_error=d.get("rms_error"))
+
+
 def latent_rgb(
     pipe_or_vae: Any, method: Literal["auto", "published", "fit"] | str = "auto"
 ) -> LatentRGB:
     """The latent → RGB map for a pipeline's VAE.
 
     ``"auto"``: the published coefficients when the VAE is the SD 1.x/2.x or SDXL VAE
-    (same architecture and scaling factor), else a least-squares fit (:func:`fit_latent_rgb`).
+    (same architecture and scaling factor); else the map the VAE's folder carries
+    (``latent_rgb.json``, see :func:`save_latent_rgb`: diffkit-tiny's is fitted on drawings
+    of its own world); else a least-squares fit on photographs (:func:`fit_latent_rgb`).
     ``"published"`` insists on published ones; ``"fit"`` always fits. A key of
     :data:`PUBLISHED_LATENT_RGB` (``"sd"``, ``"sdxl"``, ``"sd-a1111"``, …) picks that set.
     """
@@ -214,7 +258,9 @@ def latent_rgb(
     vae = _vae(pipe_or_vae)
     key = _published_key(vae)
     if method == "auto":
-        return PUBLISHED_LATENT_RGB[key] if key else fit_latent_rgb(vae)
+        if key:
+            return PUBLISHED_LATENT_RGB[key]
+        return _folder_latent_rgb(vae) or fit_latent_rgb(vae)
     if method == "published":
         if key is None:
             raise ValueError(

@@ -212,3 +212,24 @@ def test_cli_guidance_flag_has_diffusers_name_and_keeps_its_old_one():
     add_commands(parser.add_subparsers(dest="command"))
     for flag in ("--guidance-scale", "--guidance"):
         assert parser.parse_args(["reverse", "a red cube", flag, "3.5"]).guidance_scale == 3.5
+
+
+def test_a_vae_folder_can_carry_its_own_map(tiny_sd_dir, tmp_path):
+    import shutil
+
+    from diffusers import AutoencoderKL
+
+    from diffkit.reverse.previews import LATENT_RGB_FILE, save_latent_rgb
+
+    folder = tmp_path / "vae"
+    shutil.copytree(tiny_sd_dir / "vae", folder)
+    mine = LatentRGB(weights=np.eye(4, 3), bias=[0.1, 0.2, 0.3], source="a fit of my own", rms_error=0.05)
+    assert save_latent_rgb(mine, folder) == folder / LATENT_RGB_FILE
+    vae = AutoencoderKL.from_pretrained(folder)
+    got = latent_rgb(vae)
+    assert got.source == "a fit of my own" and got.rms_error == 0.05
+    np.testing.assert_array_equal(got.weights, mine.weights)
+    np.testing.assert_array_equal(got.bias, mine.bias)
+    assert "least-squares" in latent_rgb(vae, "fit").source  # "fit" still fits
+    (folder / LATENT_RGB_FILE).unlink()
+    assert "least-squares" in latent_rgb(AutoencoderKL.from_pretrained(folder)).source

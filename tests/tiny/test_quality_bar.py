@@ -1,8 +1,10 @@
-"""Issue 3's quality bar on the shipped diffkit-tiny weights, read by the pixel oracle.
+"""Issue 11's bars on the shipped diffkit-tiny 2 weights, read by the pixel oracle.
 
-Every colour × shape and every "a woman/man {occupation}", 8 seeds each, 25 DDIM steps at
-guidance 7.5 (`benchmarks/bench_tiny_quality.py` prints the same figures at 5 and 7.5,
-with the neutral prompts' women-share beside the training share).
+Every colour × shape and every "a woman/man {occupation}" at 25 steps and guidance 7.5: with
+the folder's own sampler (PNDM, as SD 1.5's) on 8 seeds, and with each of the nine samplers
+the explorers offer on 2 seeds; the neutral prompts' women-share against BLS; the colour and
+shape words' cross-attention inside the object against outside. `benchmarks/bench_tiny_quality.py`
+prints the same figures on more seeds, and the speed.
 """
 
 from __future__ import annotations
@@ -39,18 +41,62 @@ def people(pipe):
     return q.evaluate(pipe, q.gender_prompts(), seeds=SEEDS, guidance_scale=GUIDANCE)
 
 
-def test_every_colour_and_shape_is_drawn_as_asked(shapes):
+def test_every_colour_and_shape_is_drawn_as_asked(pipe, shapes):
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler"  # the folder's own sampler, as SD 1.5's
     assert len(shapes) == 6 * 4 * SEEDS
     s = q.summarize(shapes)
-    assert s["color"] >= 0.90, shapes.groupby("color").color_ok.mean()
-    assert s["shape"] >= 0.80, shapes.groupby("shape").shape_ok.mean()
+    assert s["color"] >= 0.95, shapes.groupby("color").color_ok.mean()
+    assert s["shape"] >= 0.90, shapes.groupby("shape").shape_ok.mean()
 
 
 def test_stated_gender_and_occupation_are_drawn_as_asked(people):
     assert len(people) == 10 * 2 * SEEDS
     s = q.summarize(people)
-    assert s["gender"] >= 0.90, people.groupby("prompt").gender_ok.mean().sort_values()
-    assert s["occupation"] >= 0.80, people.groupby("occupation").occupation_ok.mean()
+    assert s["gender"] >= 0.95, people.groupby("prompt").gender_ok.mean().sort_values()
+    assert s["occupation"] >= 0.90, people.groupby("occupation").occupation_ok.mean()
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "pndm", "lms", "euler", "euler_ancestral", "heun", "dpm_solver", "unipc"])
+def test_every_sampler_the_explorers_offer_draws_what_is_asked(pipe, name):
+    from diffkit import SCHEDULERS, make_scheduler
+
+    assert name in SCHEDULERS
+    own = pipe.scheduler
+    pipe.scheduler = make_scheduler(name, own.config)
+    try:
+        s = q.summarize(q.evaluate(pipe, q.shape_prompts(), seeds=2, guidance_scale=GUIDANCE))
+        p = q.summarize(q.evaluate(pipe, q.gender_prompts(), seeds=2, guidance_scale=GUIDANCE))
+    finally:
+        pipe.scheduler = own
+    got = {"color": s["color"], "shape": s["shape"], "gender": p["gender"], "occupation": p["occupation"]}
+    bars = {"color": 0.95, "shape": 0.90, "gender": 0.95, "occupation": 0.90}
+    assert all(got[k] >= bars[k] for k in bars), got
+
+
+def test_the_list_above_is_every_sampler_the_explorers_offer():
+    from diffkit import SCHEDULERS
+
+    assert sorted(SCHEDULERS) == sorted(
+        ["ddpm", "ddim", "pndm", "lms", "euler", "euler_ancestral", "heun", "dpm_solver", "unipc"]
+    )
+
+
+def test_the_colour_and_shape_words_attend_to_their_object(pipe):
+    """Cross-attention mass per pixel inside the object at least twice that outside (issue 11)."""
+    df = q.attention_localisation(pipe, seeds=1, guidance_scale=GUIDANCE)
+    ok = df[df.mask_pixels > 0]
+    assert len(ok) >= 0.9 * len(df)
+    for word, d in ok.groupby("word"):
+        assert d.inside.mean() / d.outside.mean() >= 2.0, (word, d.inside.mean(), d.outside.mean())
+
+
+def test_neutral_prompts_carry_the_bls_skew(pipe):
+    import numpy as np
+
+    df = q.evaluate(pipe, q.neutral_prompts(), seeds=8, guidance_scale=GUIDANCE)
+    share = q.neutral_share(df)
+    r = np.corrcoef(share.generated_women_share, share.training_women_share)[0, 1]
+    assert r >= 0.9, share
 
 
 def test_the_clip_judge_agrees_with_the_oracle_on_generated_pictograms(people):
@@ -67,16 +113,3 @@ def test_the_oracle_threshold_lies_between_generated_men_and_women(people):
     men = [x for x, g in zip(r, people.gender) if g == "man" and x is not None]
     women = [x for x, g in zip(r, people.gender) if g == "woman" and x is not None]
     assert max(men) < oracle._WOMAN_WIDTH_RATIO < min(women), (max(men), min(women))
-
-
-def test_wide_generated_firefighters_are_read_as_the_men_they_are(pipe):
-    """The eight neutral "a firefighter" seeds (of 0–63) with the widest silhouettes: all men
-    when looked at (straight torso, two legs); the drawings' threshold 0.34 read them as women."""
-    from diffkit.tiny import oracle
-
-    seeds = [6, 20, 23, 25, 48, 49, 57, 61]
-    images = q.generate(pipe, ["a firefighter"] * len(seeds), seeds, guidance_scale=GUIDANCE)
-    readings = [oracle.read(im) for im in images]
-    assert [r.gender for r in readings] == ["man"] * len(seeds), [r.width_ratio for r in readings]
-    assert max(r.width_ratio for r in readings) > 0.34  # the case the old threshold got wrong
-

@@ -118,3 +118,27 @@ def test_corrupt_file_names_the_file_and_the_command(tmp_path, monkeypatch):
         match=r"vae/diffusion_pytorch_model\.safetensors is corrupt.*python -m diffkit\.tiny\.train",
     ):
         tiny.pipeline_path()
+
+
+def test_the_fast_preview_is_faithful_on_held_out_drawings(pipe):
+    """Issue 11: the shipped latent → RGB map within RMS 0.10 of the exact decode (on [-1, 1],
+    at the preview's resolution) on drawings it was not fitted on."""
+    from diffkit.reverse import fast_preview, latent_rgb
+    from diffkit.reverse.previews import _folder_latent_rgb
+
+    shipped = _folder_latent_rgb(pipe.vae)
+    assert shipped is not None and "pictogram world" in shipped.source
+    assert latent_rgb(pipe).source == shipped.source  # what the explorers use
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    cfg = w.WorldConfig(pair_fraction=0.3)
+    x = torch.stack(
+        [torch.from_numpy(np.asarray(s.image, np.float32) / 127.5 - 1).permute(2, 0, 1)
+         for s in w.sample_world(32, seed=4242, config=cfg, size=size)]
+    )
+    with torch.no_grad():
+        lat = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+        exact = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample.clamp(-1, 1)
+    target = torch.nn.functional.avg_pool2d(exact, pipe.vae_scale_factor)
+    fast = fast_preview(lat, shipped) * 2 - 1  # [0, 1] → [-1, 1]
+    rms = float((fast - target).pow(2).mean().sqrt())
+    assert rms <= 0.10, rms
