@@ -24,7 +24,7 @@ from pathlib import Path
 __all__ = ["REBUILD_COMMAND", "WEIGHTS_DIR", "clip_path", "load_clip", "pipeline_path"]
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
-REBUILD_COMMAND = "python -m diffkit.tiny.train"
+REBUILD_COMMAND = "python -m diffkit.tiny.train --resume"  # diffkit-tiny 2's recipe, every stage
 
 _PIPELINE_FILES = (
     "model_index.json",

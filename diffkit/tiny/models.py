@@ -14,9 +14,10 @@ Every part is a stock class configured small, so the saved folder is an ordinary
 * a cosine noise schedule (``squaredcos_cap_v2``, terminal SNR ≈ 2e-9, so no colour leaks
   through the noise of the last step), v-prediction, DDIM with trailing timesteps.
 
-That is diffkit-tiny 1, the shipped model (``arch="tiny1"``, the default of every builder).
-**diffkit-tiny 2** (``arch="tiny2"``, issue 11; in training) is Stable Diffusion 1.x's design
-at a quarter of the side:
+That is diffkit-tiny 1 (``arch="tiny1"``, still the default of every builder here, so old
+recipes and tests rebuild it unchanged), shipped until issue 11. **diffkit-tiny 2**
+(``arch="tiny2"``), the shipped model since, is Stable Diffusion 1.x's design at a quarter of
+the side:
 
 * 128×128 RGB images; ``AutoencoderKL`` with downsampling factor 8 (four blocks, channels
   16/32/64/64, 4 latent channels) to 16×16×4 latents, as SD has 64×64×4 at 512²; its
