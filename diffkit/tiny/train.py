@@ -169,7 +169,7 @@ TINY2 = Recipe(
     checkpoint_every=100,
     vae_checkpoint_every=100,
     export_every=500,
-    polish_steps=1000,
+    polish_steps=500,
     grounding_weight=0.03,
 )
 TINY2_QUICK = replace(
