@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["REBUILD_COMMAND", "WEIGHTS_DIR", "clip_path", "load_clip", "pipeline_path"]
+__all__ = ["REBUILD_COMMAND", "WEIGHTS_DIR", "clip_path", "load_clip", "pipeline_path", "training_loss"]
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 REBUILD_COMMAND = "python -m diffkit.tiny.train --resume"  # diffkit-tiny 2's recipe, every stage
@@ -93,3 +93,21 @@ def load_clip():
     from diffkit.tiny import clip as _clip
 
     return _clip.load(clip_path().parent)
+
+
+def training_loss():
+    """The shipped U-Net's training loss as its run logged it: a ``pandas.DataFrame`` with
+    ``stage`` (``"unet"``, then ``"polish"``), ``step`` (within the stage), ``loss`` (the stage's
+    weighted objective, exponential moving average 0.98, every 25 steps) and, for the polish
+    stage, ``token_loss`` and ``low_noise_gap`` (its two added terms, unweighted).
+
+    The objectives differ between the stages (the polish stage adds its terms and samples more
+    low-noise steps), so compare within a stage. See ``MODEL_CARD.md``.
+    """
+    import pandas as pd
+
+    path = WEIGHTS_DIR / "training_loss.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`")
+    return pd.read_csv(path)
+

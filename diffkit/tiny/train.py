@@ -542,11 +542,11 @@ def train_unet(
     from diffusers import AutoencoderKL
 
     polish = stage == "polish"
+    full = recipe  # what the export records: the whole recipe, not the polish stage's view of it
     if polish:
         if recipe.polish_steps <= 0:
             raise ValueError(f"the {recipe.arch} recipe has no polish stage (polish_steps = 0)")
         base = _polish_base(recipe, run_dir)
-        full = recipe
         recipe = replace(
             recipe,
             unet_steps=full.polish_steps,
@@ -731,7 +731,7 @@ def train_unet(
         if step % recipe.checkpoint_every == 0:
             save_ckpt()
         if step % recipe.export_every == 0:
-            _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step, stage=stage)
+            _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, full, step, stage=stage)
             t_last = time.time()
     save_ckpt()
     if probe is not None:
@@ -739,7 +739,7 @@ def train_unet(
     meta = run_dir / "pipeline" / "diffkit_tiny.json"
     info = json.loads(meta.read_text()) if meta.exists() else {}
     if (info.get("stage", "unet"), info.get("step")) != (stage, step):
-        _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, recipe, step, stage=stage)
+        _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, full, step, stage=stage)
     log.info("%s: stopped at step %d after %.1f min", stage, step, (time.time() - t0) / 60)
 
 

@@ -142,3 +142,17 @@ def test_the_fast_preview_is_faithful_on_held_out_drawings(pipe):
     fast = fast_preview(lat, shipped) * 2 - 1  # [0, 1] → [-1, 1]
     rms = float((fast - target).pow(2).mean().sqrt())
     assert rms <= 0.10, rms
+
+
+def test_the_training_loss_is_the_shipped_runs():
+    import json
+
+    curve = tiny.training_loss()
+    assert list(curve.stage.unique()) == ["unet", "polish"]
+    unet, polish = curve[curve.stage == "unet"], curve[curve.stage == "polish"]
+    meta = json.loads((tiny.pipeline_path() / "diffkit_tiny.json").read_text())
+    assert unet.step.max() == meta["recipe"]["unet_steps"] and polish.step.max() == meta["step"]
+    assert unet.step.is_monotonic_increasing and polish.step.is_monotonic_increasing
+    assert unet.loss.iloc[-1] < unet.loss.iloc[0] / 50  # it learnt
+    assert polish.token_loss.iloc[-1] < polish.token_loss.iloc[0] / 3  # the words found their objects
+
