@@ -102,7 +102,12 @@ def main() -> None:
         g = args.guidance_scale[-1]
         df = q.evaluate(pipe, q.neutral_prompts(), seeds=args.neutral, guidance_scale=g)
         print(f"neutral   guidance {g}: {args.neutral} images per occupation")
-        print(q.neutral_share(df).to_string(index=False))
+        share = q.neutral_share(df)
+        print(share.to_string(index=False))
+        import numpy as np
+
+        r = np.corrcoef(share.generated_women_share, share.training_women_share)[0, 1]
+        print(f"neutral   Pearson r of the generated women-share with BLS: {r:.3f} (issue 11 bar 0.9)")
         person_images += list(zip(df.attrs["images"], df.read_gender))
     if "clip" not in args.skip and person_images:
         judge = tclip.load(args.clip) if args.clip else tiny.load_clip()
@@ -110,6 +115,14 @@ def main() -> None:
         print(
             f"tiny CLIP vs oracle on {n} generated pictograms: woman/man agreement {agree:.1%} (bar 95%)"
         )
+        # the per-image confusion matrix and Cohen's κ (issue 11), oracle rows, judge columns
+        from diffkit.audit.truth import cohen_kappa
+
+        ims, oracle_says = zip(*[(im, g) for im, g in person_images if g in ("woman", "man")])
+        probs = tclip.zero_shot(*judge, list(ims), labels=("woman", "man"))
+        judge_says = ["woman" if p[0] > p[1] else "man" for p in probs]
+        print(pd.crosstab(pd.Series(oracle_says, name="oracle"), pd.Series(judge_says, name="judge")))
+        print(f"Cohen's kappa, judge vs oracle: {cohen_kappa(list(oracle_says), judge_says):.3f}")
     if args.schedulers:
         from diffkit import SCHEDULERS, make_scheduler
 
