@@ -75,6 +75,11 @@ def background_of(a: _w.Attributes) -> tuple[int, int, int]:
     return _w.OCCUPATION_BACKGROUNDS[a.occupation]
 
 
+def cell_atts(a, ims) -> list:
+    """The attributes of a chunk of drawn cache images: one cell's, or the pairs' own list."""
+    return list(a) if isinstance(a, list) else [a] * len(ims)
+
+
 def figure_mask(image, a: _w.Attributes) -> np.ndarray:
     """Boolean (H, W): the pixels of the figure (shape, or silhouette and accent), not background."""
     arr = np.asarray(image.convert("RGB"), dtype=np.int16)
@@ -146,7 +151,10 @@ class LatentCache:
 
         *rows* (from :meth:`resolve_pairs`) fixes the row where it is not ``None``.
         """
-        idx = self.sample_rows(rng, attributes, rows)
+        return self.take(self.sample_rows(rng, attributes, rows))
+
+    def take(self, idx):
+        """``(latents, masks)`` of the cache rows *idx*, float32 (masks may be None)."""
         masks = None if self.masks is None else self.masks[idx].float()
         return self.latents[idx].float(), masks
 

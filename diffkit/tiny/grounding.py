@@ -51,8 +51,7 @@ def object_masks(draws, *, factor: int) -> torch.Tensor:
     """
     out = []
     for a, ims, layers in draws:
-        atts = list(a) if isinstance(a, list) else [a] * len(ims)
-        for b, im, lay in zip(atts, ims, layers):
+        for b, im, lay in zip(_d.cell_atts(a, ims), ims, layers):
             n = im.size[0] // factor
             m = torch.zeros(2, n, n)
             if b.kind == "shape":

@@ -21,6 +21,7 @@ __all__ = [
     "evaluate",
     "gender_prompts",
     "judge_agreement",
+    "judge_labels",
     "neutral_prompts",
     "neutral_share",
     "quick_check",
@@ -171,22 +172,32 @@ def neutral_share(df, *, women_share=None):
     return pd.DataFrame(rows)
 
 
-def judge_agreement(images, oracle_genders, judge) -> tuple[float, int]:
-    """Share of images where a CLIP judge's woman/man call matches the oracle's reading.
+def judge_labels(images, oracle_genders, judge) -> tuple[list[str], list[str]]:
+    """``(oracle, judge)``: the woman/man readings of the images the oracle read as a person,
+    and a CLIP judge's call on the same images.
 
-    *judge* is ``(model, preprocess, tokenizer)`` as :func:`diffkit.tiny.load_clip` returns;
-    images the oracle read as no person are left out. Returns ``(agreement, n compared)``.
+    *judge* is ``(model, preprocess, tokenizer)`` as :func:`diffkit.tiny.load_clip` returns.
     """
-    import numpy as np
-
     from diffkit.tiny import clip as _c
 
     pairs = [(im, g) for im, g in zip(images, oracle_genders) if g in ("woman", "man")]
     if not pairs:
-        return float("nan"), 0
+        return [], []
     probs = _c.zero_shot(*judge, [im for im, _ in pairs], labels=("woman", "man"))
-    pred = np.where(probs[:, 0] > probs[:, 1], "woman", "man")
-    return float(np.mean(pred == np.array([g for _, g in pairs]))), len(pairs)
+    return [g for _, g in pairs], ["woman" if p[0] > p[1] else "man" for p in probs]
+
+
+def judge_agreement(images, oracle_genders, judge) -> tuple[float, int]:
+    """Share of images where a CLIP judge's woman/man call matches the oracle's reading
+    (:func:`judge_labels`); images the oracle read as no person are left out. Returns
+    ``(agreement, n compared)``.
+    """
+    import numpy as np
+
+    oracle, called = judge_labels(images, oracle_genders, judge)
+    if not oracle:
+        return float("nan"), 0
+    return float(np.mean(np.array(oracle) == np.array(called))), len(oracle)
 
 
 @renamed_kwargs(guidance="guidance_scale", batch="batch_size")

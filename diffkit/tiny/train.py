@@ -381,7 +381,7 @@ def build_cache(recipe: Recipe, run_dir: Path, *, device: str = "cpu") -> None:
         # A cache from before the figure masks: the draws are deterministic, so redraw the
         # same images and add their masks without encoding them again.
         st["masks"] = torch.cat(
-            [_d.latent_masks(ims, _cell_atts(a, ims)) for a, ims in _cache_draws(recipe)]
+            [_d.latent_masks(ims, _d.cell_atts(a, ims)) for a, ims in _cache_draws(recipe)]
         )
         if len(st["masks"]) != len(st["latents"]):
             raise RuntimeError(
@@ -398,7 +398,7 @@ def build_cache(recipe: Recipe, run_dir: Path, *, device: str = "cpu") -> None:
     lat, masks, keys, pairs = [], [], [], {}
     t0 = time.time()
     for a, ims in _cache_draws(recipe):
-        atts = _cell_atts(a, ims)
+        atts = _d.cell_atts(a, ims)
         with torch.no_grad():
             lat.append(vae.encode(_d.images_to_tensor(ims).to(device)).latent_dist.mean.cpu())
         masks.append(_d.latent_masks(ims, atts, factor=factor))
@@ -436,11 +436,6 @@ def build_cache(recipe: Recipe, run_dir: Path, *, device: str = "cpu") -> None:
         scale,
         time.time() - t0,
     )
-
-
-def _cell_atts(a, ims) -> list:
-    """The attributes of a chunk from :func:`_cache_draws`: one cell's, or the pairs' own."""
-    return list(a) if isinstance(a, list) else [a] * len(ims)
 
 
 # ----------------------------------------------------------------------------- U-Net + text encoder
@@ -506,18 +501,24 @@ def draw_timesteps(recipe: Recipe, n: int, num_train_timesteps: int, gen: torch.
     return t
 
 
+def _exported(run_dir: Path) -> tuple[str, int | None]:
+    """``(stage, step)`` of the run's exported pipeline (``("unet", None)`` when there is none)."""
+    meta = run_dir / "pipeline" / "diffkit_tiny.json"
+    info = json.loads(meta.read_text()) if meta.exists() else {}
+    return info.get("stage", "unet"), info.get("step")
+
+
 def _polish_base(recipe: Recipe, run_dir: Path) -> Path:
     """The unet stage's final export, kept as ``unet_stage/`` (the polish stage's start)."""
     base = run_dir / "unet_stage"
     if (base / "model_index.json").exists():
         return base
     src = run_dir / "pipeline"
-    meta = src / "diffkit_tiny.json"
-    info = json.loads(meta.read_text()) if meta.exists() else {}
-    if info.get("stage", "unet") != "unet" or info.get("step") != recipe.unet_steps:
+    stage, step = _exported(run_dir)
+    if (stage, step) != ("unet", recipe.unet_steps):
         raise RuntimeError(
-            f"{src} is not the unet stage's step-{recipe.unet_steps} export ({info.get('stage', 'unet')} "
-            f"step {info.get('step')}); finish `--stage unet` before `--stage polish`"
+            f"{src} is not the unet stage's step-{recipe.unet_steps} export ({stage} "
+            f"step {step}); finish `--stage unet` before `--stage polish`"
         )
     import shutil
 
@@ -656,9 +657,8 @@ def train_unet(
         if recipe.pair_fraction > 0:
             rows, caps = cache.resolve_pairs(rng, list(atts), list(caps))
         caps = [("" if rng.random() < recipe.caption_dropout else c) for c in caps]
-        idx = cache.sample_rows(rng, list(atts), rows)
-        x0 = cache.latents[idx].float()
-        masks = None if cache.masks is None else cache.masks[idx].float()
+        idx = cache.sample_rows(rng, list(atts), rows)  # the rows, kept for the object masks
+        x0, masks = cache.take(idx)
         # every random draw is made on the CPU, so a run on a GPU sees the same numbers
         noise = torch.randn(x0.shape, generator=gen)
         if recipe.offset_noise:
@@ -736,9 +736,7 @@ def train_unet(
     save_ckpt()
     if probe is not None:
         probe.remove()
-    meta = run_dir / "pipeline" / "diffkit_tiny.json"
-    info = json.loads(meta.read_text()) if meta.exists() else {}
-    if (info.get("stage", "unet"), info.get("step")) != (stage, step):
+    if _exported(run_dir) != (stage, step):
         _export_and_eval(ema_unet, ema_te, vae, tokenizer, run_dir, full, step, stage=stage)
     log.info("%s: stopped at step %d after %.1f min", stage, step, (time.time() - t0) / 60)
 
@@ -821,14 +819,11 @@ def write_preview_map(vae_dir: Path, *, n: int = 64, seed: int = 777) -> None:
     cfg = _w.WorldConfig(pair_fraction=0.3 if size > _w.IMAGE_SIZE else 0.0)
     images = [s.image for s in _w.sample_world(n, seed=seed, config=cfg, size=size)]
     fit = fit_latent_rgb(vae, images=images)
-    fit = type(fit)(
-        weights=fit.weights,
-        bias=fit.bias,
-        source=f"least-squares fit on {n} drawings of the pictogram world (seed {seed}) encoded by "
-        f"this VAE (RMS error {fit.rms_error:.3f} in [-1, 1]); `python -m diffkit.tiny.train --stage export`",
-        rms_error=fit.rms_error,
+    source = (
+        f"least-squares fit on {n} drawings of the pictogram world (seed {seed}) encoded by this VAE "
+        f"(RMS error {fit.rms_error:.3f} in [-1, 1]); `python -m diffkit.tiny.train --stage export`"
     )
-    save_latent_rgb(fit, vae_dir)
+    save_latent_rgb(replace(fit, source=source), vae_dir)
 
 
 def export(run_dir: Path, dest: Path = PACKAGE_WEIGHTS) -> None:

@@ -107,7 +107,7 @@ def test_object_masks_are_the_cache_figure_masks_split_per_object():
     recipe = dataclasses.replace(T.TINY2, cache_per_cell=1, cache_pairs=5)
     masks = G.object_masks(T._cache_draws(recipe, layers=True), factor=8)
     draws = list(T._cache_draws(recipe))
-    cells = [T._cell_atts(a, ims) for a, ims in draws]
+    cells = [D.cell_atts(a, ims) for a, ims in draws]
     ref = torch.cat([D.latent_masks(ims, atts, factor=8) for (_, ims), atts in zip(draws, cells)])
     atts = [b for c in cells for b in c]
     assert masks.shape == (len(atts), 2, 16, 16) and masks.dtype == torch.float16
