@@ -199,14 +199,27 @@ def _label(fd: int, doing: str) -> None:
     os.ftruncate(fd, len(data))
 
 
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _holder(fd: int) -> str:
     """Who holds the lock, from the lock file: ``"pid 12345, scoring images since …"``."""
     import time
 
     text = ""
-    for _ in range(100):  # a holder that has just taken the lock writes its label a moment later
+    # A holder that has just taken the lock writes its label a moment later; until then the
+    # file is empty (a holder clears its label when it lets go) or names a run that was
+    # killed, whose pid is gone.
+    for _ in range(100):
         text = os.pread(fd, 512, 0).decode(errors="replace").strip()
-        if text.count("\t") == 2:
+        if text.count("\t") == 2 and _alive(text.partition("\t")[0]):
             break
         time.sleep(0.01)
     pid, _, rest = text.partition("\t")
@@ -265,6 +278,8 @@ def run_lock(run_dir: str | Path, doing: str = "generating images", *, create: b
             yield
         finally:
             del _HELD[key]
+            with contextlib.suppress(OSError):  # the next holder's waiters must not read ours
+                os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 

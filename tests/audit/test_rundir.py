@@ -158,6 +158,37 @@ def test_a_second_run_on_the_same_folder_is_refused(small, small_run, pipe):
     assert (small_run / LOCK_NAME).is_file()
 
 
+def test_the_refusal_names_the_holder_not_a_label_left_before_it(small_run, tmp_path):
+    """A lock file may hold the label of a run that was killed (its pid gone); the refusal waits
+    for the new holder's label instead of naming the dead run (a flaky concurrency test
+    once caught the old behaviour naming the previous holder)."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from diffkit.audit.rundir import _holder, _label
+
+    with run_lock(small_run):
+        pass
+    assert (small_run / LOCK_NAME).read_text() == ""  # a holder clears its label when it lets go
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = f"{int(dead.stdout)}\tgenerating images\t2026-01-01T00:00:00"
+    (small_run / LOCK_NAME).write_text(stale)
+    fd = os.open(small_run / LOCK_NAME, os.O_RDWR)
+    try:
+        writer = threading.Timer(0.1, _label, (fd, "writing the report"))
+        writer.start()
+        t0 = time.perf_counter()
+        said = _holder(fd)
+        writer.join()
+    finally:
+        os.close(fd)
+    assert said.startswith(f"pid {os.getpid()}, writing the report since "), said
+    assert time.perf_counter() - t0 >= 0.05  # it waited for the live label
+
+
 def test_templates_past_the_token_limit_are_refused(make_spec, pipe, tmp_path):
     long = "a photo of " + "very " * 80 + "{a_occupation}"
     spec = make_spec(prompts__templates=[long])
