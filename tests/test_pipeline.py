@@ -97,3 +97,35 @@ def test_corrupt_model_index_is_reported(tiny_sd_dir, tmp_path):
     (bad / "model_index.json").write_text(json.dumps({"_class_name": "NoSuchPipeline"}))
     with pytest.raises(Exception, match="NoSuchPipeline"):
         load_pipeline(bad)
+
+
+def test_a_small_unet_runs_native_cpu_convolutions_inside_its_calls_only(tiny_sd_dir):
+    """diffkit-tiny's size: oneDNN's per-call cost dominated (0.53 s against 0.44 s an image), so
+    load_pipeline switches it off around the U-Net's calls, and only there."""
+    from types import SimpleNamespace
+
+    from diffkit.pipeline import NATIVE_CONV_MAX_CHANNELS, _is_small, native_cpu_convolutions
+
+    pipe = load_pipeline(tiny_sd_dir, device="cpu")
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda m, a: seen.append(torch.backends.mkldnn.enabled))
+    assert torch.backends.mkldnn.enabled
+    out = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert seen and not any(seen)  # off inside every U-Net call ...
+    assert torch.backends.mkldnn.enabled  # ... and back on after them
+    with pytest.raises(RuntimeError):  # an error inside the call restores it too
+        pipe.unet(torch.zeros(1, 7, 4, 4), 1, encoder_hidden_states=torch.zeros(1, 77, 32))
+    assert torch.backends.mkldnn.enabled
+    native_cpu_convolutions(pipe)  # twice: still one pair of hooks
+    assert len(pipe.unet._forward_pre_hooks) == 2 and len(pipe.unet._forward_hooks) == 1
+
+    from diffkit.testing import tiny_random_pipeline
+
+    plain = tiny_random_pipeline("sd")  # oneDNN throughout
+    ref = plain("a red circle", num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert abs(out - ref).max() < 1e-4
+
+    wide = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(block_out_channels=(320, 640, 1280))))
+    assert not _is_small(wide) and _is_small(pipe)
+    assert NATIVE_CONV_MAX_CHANNELS < 320  # SD 1.5 keeps oneDNN
+    assert not hasattr(load_pipeline(tiny_sd_dir, device="meta").unet, "_diffkit_mkldnn")

@@ -1,0 +1,115 @@
+"""oneDNN against PyTorch's native CPU convolutions, by U-Net size (issue 11's speed bar).
+
+    python benchmarks/bench_cpu_convolutions.py [--threads 2] [--skip-sd]
+
+:func:`diffkit.load_pipeline` runs a small U-Net's convolutions without oneDNN on the CPU
+(:func:`diffkit.pipeline.native_cpu_convolutions`, U-Nets no wider than
+:data:`diffkit.pipeline.NATIVE_CONV_MAX_CHANNELS`). This prints the evidence for that rule
+on this machine, each figure a ratio against the other backend measured in the same run,
+interleaved:
+
+* one U-Net call (batch 2, as with guidance) for four widths: diffkit-tiny 2's (32–128
+  channels at 16²), two between, and SD 1.5's (320–1,280 at 64², random weights; the slowest,
+  ``--skip-sd`` leaves it out);
+* one diffkit-tiny image, 25 PNDM steps with guidance 7.5, as ``load_pipeline("tiny")``
+  gives it against the same folder loaded by plain diffusers (oneDNN throughout), with the
+  largest pixel difference between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def _unet(channels, latent, cross_dim, heads, layers):
+    from diffusers import UNet2DConditionModel
+
+    n = len(channels)
+    return UNet2DConditionModel(
+        sample_size=latent,
+        block_out_channels=channels,
+        layers_per_block=layers,
+        down_block_types=["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"],
+        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1),
+        cross_attention_dim=cross_dim,
+        attention_head_dim=heads,
+        norm_num_groups=min(32, channels[0] // 4),
+    ).eval()
+
+
+def _best(unet, args, kwargs, reps: int) -> float:
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        unet(*args, **kwargs)
+        ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=int(os.environ.get("DIFFKIT_THREADS", "2")))
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per figure")
+    p.add_argument("--skip-sd", action="store_true", help="leave out SD 1.5's width (~10 s a call)")
+    args = p.parse_args()
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    import diffkit
+    from diffkit import tiny
+    from diffkit.pipeline import NATIVE_CONV_MAX_CHANNELS
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"threads {args.threads}; load_pipeline's rule: native when the widest block ≤ {NATIVE_CONV_MAX_CHANNELS}")
+    cases = [
+        ("diffkit-tiny 2", (32, 64, 128), 16, 64, 4, 1, 20),
+        ("2× wider", (64, 128, 256), 16, 64, 4, 1, 10),
+        ("4× wider, 32²", (128, 256, 512), 32, 256, 8, 1, 3),
+    ]
+    if not args.skip_sd:
+        cases.append(("SD 1.5", (320, 640, 1280, 1280), 64, 768, 8, 2, 1))
+    for name, ch, lat, cross, heads, layers, reps in cases:
+        unet = _unet(ch, lat, cross, heads, layers)
+        x, e, t = torch.randn(2, 4, lat, lat), torch.randn(2, 77, cross), torch.tensor(500)
+        times = {True: [], False: []}
+        with torch.inference_mode():
+            for _ in range(max(2, args.rounds // reps)):
+                for onednn in (True, False):
+                    with torch.backends.mkldnn.flags(enabled=onednn):
+                        unet(x, t, encoder_hidden_states=e)  # warm-up (oneDNN caches primitives)
+                        times[onednn].append(
+                            _best(unet, (x, t), {"encoder_hidden_states": e}, reps)
+                        )
+        one, nat = min(times[True]), min(times[False])
+        print(
+            f"U-Net {name:15s} {str(ch):22s} at {lat:2d}²: oneDNN {one * 1e3:8.1f} ms, "
+            f"native {nat * 1e3:8.1f} ms, native / oneDNN {nat / one:.2f}"
+        )
+
+    kw = dict(num_inference_steps=25, guidance_scale=7.5, output_type="np")
+    pipes = {
+        "load_pipeline('tiny')": diffkit.load_pipeline("tiny", device="cpu"),
+        "plain diffusers": StableDiffusionPipeline.from_pretrained(tiny.pipeline_path()),
+    }
+    images, times = {}, {k: [] for k in pipes}
+    for pipe in pipes.values():
+        pipe.set_progress_bar_config(disable=True)
+        pipe(["a red circle"], **kw)  # warm-up
+    for _ in range(args.rounds):
+        for k, pipe in pipes.items():
+            t0 = time.perf_counter()
+            images[k] = pipe(["a red circle"], generator=torch.Generator().manual_seed(0), **kw).images
+            times[k].append(time.perf_counter() - t0)
+    for k, ts in times.items():
+        print(f"one diffkit-tiny image, 25 steps, guidance 7.5, {k:22s}: best {min(ts):.3f} s, median {sorted(ts)[len(ts) // 2]:.3f} s")
+    a, b = (min(v) for v in times.values())
+    diff = abs(images["load_pipeline('tiny')"] - images["plain diffusers"]).max()
+    print(f"ratio load_pipeline / plain diffusers: {a / b:.2f}; largest pixel difference {diff:.1e} on [0, 1]")
+
+
+if __name__ == "__main__":
+    main()
