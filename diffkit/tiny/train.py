@@ -1,40 +1,44 @@
 """Training recipes for diffkit-tiny: ``python -m diffkit.tiny.train``.
 
-Stages, run in order (each resumes from its checkpoint under ``--run-dir``):
+The default recipe, ``--recipe tiny2``, makes the shipped model, diffkit-tiny 2 (SD 1.x's
+design at 128², see :mod:`diffkit.tiny.models` and the model card). Its stages run in order,
+each resuming from its checkpoint under ``--run-dir`` (default ``runs/tiny2``):
 
-1. ``vae``: an ``AutoencoderKL`` on drawn world images (L1 + MSE + a small KL term);
-2. ``cache``: encode a fixed pool of drawn images per world cell to scaled latents;
-3. ``unet``: the ``UNet2DConditionModel`` *and* the ``CLIPTextModel`` trained jointly on the
-   cached latents, v-prediction on a cosine schedule, min(SNR + 1, 5) weighting, 10 % caption
-   dropout (for classifier-free guidance), EMA; periodic checkpoints, an exported pipeline
-   and a small oracle evaluation in the log;
-4. ``clip``: the independent open_clip judge, trained contrastively (see :mod:`diffkit.tiny.clip`);
-5. ``export``: copy the EMA pipeline and the judge into the package's ``weights/`` folder (fp16).
+1. ``vae``: an ``AutoencoderKL`` (f = 8, 4 channels) on drawn world images (L1 + MSE + a small
+   KL term + a linear-preview term);
+2. ``cache``: encode a fixed pool of drawn images per world cell (and two-object scenes) to
+   latents, and set ``scaling_factor`` to give them unit variance, as SD's 0.18215 was set;
+3. ``unet``: the ``UNet2DConditionModel`` *and* the ``CLIPTextModel`` trained jointly,
+   ε-prediction on SD 1.5's ``scaled_linear`` schedule, min(SNR + 1, 5) / SNR weighting,
+   offset noise, 10 % caption dropout (for classifier-free guidance), EMA;
+4. ``polish``: more steps from the unet stage's export with low-noise weighting, a low-noise
+   agreement term and TokenCompose's token loss (:mod:`diffkit.tiny.grounding`);
+5. ``clip``: the independent open_clip judge, trained contrastively (:mod:`diffkit.tiny.clip`);
+6. ``export``: the EMA pipeline (fp16) with its fitted fast-preview map, and the judge, into
+   the package's ``weights/`` folder.
 
 Examples
 --------
-Full recipe (resumable; on this machine's 2 shared CPU cores, one thread: VAE 13.5 min,
-cache 1.3 min, U-Net 1.0–2.1 s/step at batch 64, CLIP 1,600 steps in 30 min; the shipped
-U-Net is step 6,000, see the model card for its history)::
+Full recipe (resumable; on this machine's 2 CPU cores about 4.5 h: VAE 64 min, cache 5 min,
+U-Net about 1.4 s a step for 6,000 steps, polish 17 min, judge 30 min; the shipped U-Net
+stage ran on a GPU with ``--device cuda``, see the model card)::
 
     python -m diffkit.tiny.train --resume
 
-Classroom recipe (34.5 minutes here with one thread, lower quality: see the model card)::
+Classroom recipe (``--quick``): the U-Net and text encoder from scratch on the shipped VAE,
+1,000 steps and a 300-step polish, judged by the shipped judge. It never replaces the
+shipped model; load its ``pipeline`` folder (timings and figures in the model card)::
 
-    python -m diffkit.tiny.train --quick --run-dir runs/tiny-quick
+    python -m diffkit.tiny.train --quick --run-dir runs/tiny2-quick
+    diffkit.load_pipeline("runs/tiny2-quick/pipeline")
 
 Continue only the U-Net for 60 more minutes, then export::
 
     python -m diffkit.tiny.train --stage unet --resume --minutes 60
     python -m diffkit.tiny.train --stage export
 
-diffkit-tiny 2 (issue 11, SD 1.x's design at 128², see :mod:`diffkit.tiny.models`):
-``--recipe tiny2`` runs the stages vae, cache and unet into ``--run-dir`` (default
-``runs/tiny2``) and never writes the package's weights; ``--stage export --export-to DIR``
-copies its pipeline out once it meets the bars::
-
-    python -m diffkit.tiny.train --recipe tiny2 --run-dir /root/diffkit-tiny2-run --resume
-    python -m diffkit.tiny.train --recipe tiny2 --quick   # the classroom variant
+diffkit-tiny 1 (64², v-prediction, pooled-text FiLM) stays reproducible with
+``--recipe tiny1`` (default ``runs/tiny``); it exports only with ``--export-to DIR``.
 """
 
 from __future__ import annotations
@@ -108,6 +112,9 @@ class Recipe:
     # It keeps the explorers' fast preview (one linear map per latent pixel) faithful.
     vae_preview_weight: float = 0.0
     vae_eval_images: int = 200  # reconstructions the oracle reads after the VAE stage
+    # "package": the vae stage takes the shipped VAE instead of training one (the classroom
+    # recipe: SD's U-Net, too, was trained on a frozen, pre-trained autoencoder)
+    vae_from: str = ""
     # --- the polish stage (tiny 2): more U-Net steps from the unet stage's EMA export with
     # the ε weight floored at polish_eps_weight_floor and TokenCompose's token loss
     # (diffkit.tiny.grounding) weighted grounding_weight, on timesteps below grounding_max_t
@@ -172,9 +179,12 @@ TINY2 = Recipe(
     polish_steps=500,
     grounding_weight=0.03,
 )
+#: The classroom variant of diffkit-tiny 2: the U-Net and text encoder from scratch on the
+#: shipped VAE (no VAE stage, no judge stage: the shipped judge reads its pictures), a third
+#: of the latent cache, 1,000 U-Net steps and 300 polish steps.
 TINY2_QUICK = replace(
     TINY2,
-    vae_steps=250,
+    vae_from="package",
     cache_per_cell=100,
     cache_pairs=1500,
     unet_steps=1000,
@@ -223,6 +233,9 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool, device: str = "cpu
     ckpt = run_dir / "vae_ckpt.pt"
     if (out / "config.json").exists() and not ckpt.exists():
         log.info("vae: finished model found at %s", out)
+        return
+    if recipe.vae_from == "package":
+        _copy_package_vae(recipe, out)
         return
     vae = _m.build_vae(recipe.seed, arch_name=recipe.arch)
     with (
@@ -288,6 +301,23 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool, device: str = "cpu
     vae.save_pretrained(out, safe_serialization=True)
     if ckpt.exists():
         ckpt.unlink()
+
+
+def _copy_package_vae(recipe: Recipe, out: Path) -> None:
+    """The shipped VAE, in float32, as the run's VAE (``Recipe.vae_from == "package"``)."""
+    from diffusers import AutoencoderKL
+
+    src = PACKAGE_WEIGHTS / "pipeline" / "vae"
+    vae = AutoencoderKL.from_pretrained(src, torch_dtype=torch.float32)
+    if vae.config.sample_size != recipe.image_size:
+        raise RuntimeError(
+            f"the shipped VAE draws at {vae.config.sample_size}² but recipe {recipe.arch} at "
+            f"{recipe.image_size}²; train its own VAE (a recipe without vae_from)"
+        )
+    tmp = out.with_name(out.name + ".tmp")
+    vae.save_pretrained(tmp, safe_serialization=True)
+    os.replace(tmp, out)
+    log.info("vae: took the shipped VAE from %s (float32)", src)
 
 
 @torch.no_grad()
@@ -787,6 +817,8 @@ def _export_and_eval(
     out = run_dir / "pipeline"
     tmp = run_dir / "pipeline.tmp"
     pipe.save_pretrained(tmp, safe_serialization=True)
+    if recipe.arch != "tiny1":  # the explorers' fast preview, fitted on this VAE
+        write_preview_map(tmp / "vae")
     (tmp / "diffkit_tiny.json").write_text(
         json.dumps({"step": step, "stage": stage, "recipe": asdict(recipe)}, indent=2)
     )
@@ -870,13 +902,14 @@ def main(argv: list[str] | None = None) -> None:
         "predecessor (64², v-prediction, pooled-text FiLM), kept reproducible",
     )
     p.add_argument(
-        "--quick", action="store_true", help="the classroom recipe (35 min here, lower quality)"
+        "--quick", action="store_true", help="the classroom recipe (about 35 min on 2 CPU cores, lower quality; never exported "
+        "to the package)"
     )
     p.add_argument(
         "--run-dir",
         type=Path,
         default=None,
-        help="checkpoints and logs (default runs/tiny or runs/tiny-quick)",
+        help="checkpoints and logs (default runs/tiny2, runs/tiny2-quick, runs/tiny, runs/tiny-quick)",
     )
     p.add_argument(
         "--stage",
@@ -923,8 +956,12 @@ def main(argv: list[str] | None = None) -> None:
         recipe = replace(recipe, unet_steps=args.unet_steps)
     default_dir = {"tiny1": "runs/tiny", "tiny2": "runs/tiny2"}[args.recipe]
     run_dir = args.run_dir or Path(default_dir + ("-quick" if args.quick else ""))
-    if args.recipe == "tiny1" and args.stage == "export" and args.export_to is None:
-        p.error("--recipe tiny1 --stage export needs --export-to DIR (tiny2 is the shipped model)")
+    if (args.recipe == "tiny1" or args.quick) and args.stage == "export" and args.export_to is None:
+        p.error(
+            f"--recipe {args.recipe}{' --quick' if args.quick else ''} --stage export needs "
+            "--export-to DIR (the full tiny2 recipe's model is the shipped one); "
+            f"or load {run_dir / 'pipeline'} directly"
+        )
     _setup(run_dir)
     log.info(
         "recipe %s%s, stage %s, run dir %s, resume %s",
@@ -936,8 +973,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.stage != "all":
         stages = [args.stage]
-    elif args.recipe == "tiny2":  # the judge's recipe draws at 64², so it is tiny 1's judge
+    elif args.recipe == "tiny2" and not args.quick:
+        # the judge's recipe draws at 64², so it is tiny 1's judge
         stages = ["vae", "cache", "unet", "polish", "clip", "export"]
+    elif args.recipe == "tiny2":  # the classroom run: the shipped judge, the model stays put
+        stages = ["vae", "cache", "unet", "polish"] + (["export"] if args.export_to else [])
     else:  # tiny 1 exports only where --export-to says
         stages = ["vae", "cache", "unet", "clip"] + (["export"] if args.export_to else [])
     for s in stages:

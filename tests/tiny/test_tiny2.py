@@ -226,6 +226,26 @@ def test_recipes_are_bounded_and_tiny1_is_unchanged():
     assert T.TINY2_QUICK.unet_steps < T.TINY2.unet_steps
     with pytest.raises(SystemExit):
         T.main(["--recipe", "tiny1", "--stage", "export"])  # needs --export-to: tiny 2 ships
+    with pytest.raises(SystemExit):
+        T.main(["--quick", "--stage", "export"])  # the classroom model never replaces it either
+    assert T.TINY2_QUICK.vae_from == "package" and T.TINY2.vae_from == ""
+
+
+def test_the_quick_recipe_takes_the_shipped_vae(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from diffkit import tiny
+
+    T._setup(tmp_path)
+    T.train_vae(T.TINY2_QUICK, tmp_path, resume=False)
+    got = AutoencoderKL.from_pretrained(tmp_path / "vae")
+    shipped = AutoencoderKL.from_pretrained(tiny.pipeline_path() / "vae")
+    assert got.dtype == torch.float32
+    for (name, a), b in zip(got.state_dict().items(), shipped.state_dict().values()):
+        assert torch.equal(a, b.float()), name
+    assert not (tmp_path / "vae_reconstructions.png").exists()  # nothing was trained
+    with pytest.raises(RuntimeError, match="draws at 128² but recipe tiny1 at 64²"):
+        T.train_vae(dataclasses.replace(T.QUICK, vae_from="package"), tmp_path / "other", resume=False)
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -241,6 +261,7 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     T._setup(run)
     r = dataclasses.replace(
         T.TINY2_QUICK,
+        vae_from="",  # train a VAE (the quick recipe takes the shipped one)
         vae_steps=2,
         vae_batch=2,
         cache_per_cell=1,
@@ -274,6 +295,10 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
         )
     pipe = StableDiffusionPipeline.from_pretrained(run / "pipeline")
     assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.tokenizer.model_max_length == 77
+    # every export carries its fast-preview map, fitted on this VAE, for the explorers
+    from diffkit.reverse import latent_rgb
+
+    assert "drawings of the pictogram world" in latent_rgb(pipe.vae).source
     out = pipe(["a red circle and a blue square"], num_inference_steps=2, output_type="np")
     assert out.images.shape == (1, 128, 128, 3)
     # the polish stage continues from the unet stage's final export, kept as unet_stage/
