@@ -22,6 +22,8 @@ __all__ = [
     "PipelineNotAvailableError",
     "default_device_and_dtype",
     "load_pipeline",
+    "NATIVE_CONV_MAX_BATCH",
+    "NATIVE_CONV_MAX_CHANNELS",
     "make_scheduler",
     "native_cpu_convolutions",
     "scheduler_name",
@@ -156,7 +158,9 @@ def load_pipeline(
         ``"tiny"`` (diffkit's embedded model, offline), a Hugging Face hub id such as
         ``"stable-diffusion-v1-5/stable-diffusion-v1-5"``, or a folder written by ``save_pretrained``.
     device, dtype
-        Default: CUDA with float16 when available, else CPU with float32.
+        Default: CUDA with float16 when available, else CPU with float32. On the CPU a small
+        U-Net (diffkit-tiny's size) runs its convolutions on one or two images without
+        oneDNN, which is faster there (:func:`native_cpu_convolutions`).
     scheduler
         Swap the pipeline's scheduler for another by short name (see :data:`SCHEDULERS`).
     revision, variant
@@ -223,12 +227,17 @@ def load_pipeline(
     return pipe
 
 
-#: On the CPU, a U-Net whose widest block has at most this many channels runs its convolutions
-#: without oneDNN (see :func:`native_cpu_convolutions`). One U-Net call, batch 2, 2 threads,
-#: this repository's 2-core Xeon, PyTorch's native convolutions against oneDNN's:
-#: 32–128 channels at 16² 0.80×, 64–256 at 16² 0.94×, 128–512 at 32² 1.12×, SD 1.5's
-#: 320–1,280 at 64² 1.03× (``python benchmarks/bench_cpu_convolutions.py``).
 NATIVE_CONV_MAX_CHANNELS = 256
+"""On the CPU, a U-Net whose widest block has at most this many channels runs its convolutions
+without oneDNN on small batches (see :func:`native_cpu_convolutions`). One U-Net call, batch 2,
+2 threads, this repository's 2-core Xeon, PyTorch's native convolutions against oneDNN's:
+32–128 channels at 16² 0.85×, 64–256 at 16² 0.91×, 128–512 at 32² 1.05×, SD 1.5's 320–1,280
+at 64² 1.12× (``python benchmarks/bench_cpu_convolutions.py``)."""
+
+NATIVE_CONV_MAX_BATCH = 4
+"""...and only on calls whose batch has at most this many samples (one or two images with
+guidance). diffkit-tiny 2's U-Net, native / oneDNN: batch 2 0.81×, 4 0.96×, 8 1.07×,
+16 2.67×, 32 2.51×: oneDNN's fixed cost is paid once per call, and large batches repay it."""
 
 
 def _is_small(pipe: Any) -> bool:
@@ -237,31 +246,38 @@ def _is_small(pipe: Any) -> bool:
     return bool(channels) and max(channels) <= NATIVE_CONV_MAX_CHANNELS
 
 
-def _native_on(module: torch.nn.Module, args: Any) -> None:
-    module._diffkit_mkldnn.append(torch.backends.mkldnn.enabled)
-    torch.backends.mkldnn.enabled = False
+def _native_on(module: torch.nn.Module, args: Any, kwargs: dict) -> None:
+    sample = args[0] if args else kwargs.get("sample")
+    small = isinstance(sample, torch.Tensor) and sample.shape[0] <= NATIVE_CONV_MAX_BATCH
+    module._diffkit_mkldnn.append(torch.backends.mkldnn.enabled if small else None)
+    if small:
+        torch.backends.mkldnn.enabled = False
 
 
 def _native_off(module: torch.nn.Module, args: Any, output: Any) -> None:
-    torch.backends.mkldnn.enabled = module._diffkit_mkldnn.pop()
+    before = module._diffkit_mkldnn.pop()
+    if before is not None:
+        torch.backends.mkldnn.enabled = before
 
 
 def native_cpu_convolutions(pipe: Any) -> Any:
-    """Run the pipeline's U-Net convolutions with PyTorch's own CPU kernels.
+    """Run the pipeline's U-Net convolutions with PyTorch's own CPU kernels on small batches.
 
     oneDNN (PyTorch's default CPU convolution) pays a fixed cost per call that dominates at
-    diffkit-tiny's size: one 25-step image with guidance took 0.53 s with it and 0.44 s
-    without on this repository's 2-core machine. The switch is scoped: it is turned off when
-    the U-Net starts a call and restored when the call ends, even on an error,
-    so other models in the process keep oneDNN. :func:`load_pipeline` applies it on the CPU
-    to U-Nets no wider than :data:`NATIVE_CONV_MAX_CHANNELS`; results agree with oneDNN's to
-    about 1e-5. The VAE keeps oneDNN (its decode took 23 ms with it, 34 ms without). Returns
-    ``pipe``; calling it twice is harmless.
+    diffkit-tiny's size and one image at a time: one 25-step image with guidance took 0.87 of
+    plain diffusers' time with native convolutions in the same run on this repository's 2-core
+    machine. Batches above :data:`NATIVE_CONV_MAX_BATCH` keep oneDNN, which is up to 2.7× faster
+    there. The switch is scoped: it is turned off when a U-Net call on a small batch starts and
+    restored when the call ends, even on an error, so other models in the process keep oneDNN.
+    :func:`load_pipeline` applies it on the CPU to U-Nets no wider than
+    :data:`NATIVE_CONV_MAX_CHANNELS`; results agree with oneDNN's to about 1e-5. The VAE keeps
+    oneDNN (its decode took 23 ms with it, 34 ms without). Returns ``pipe``; calling it twice
+    is harmless.
     """
     unet = getattr(pipe, "unet", None)
     if unet is not None and not hasattr(unet, "_diffkit_mkldnn"):
         unet._diffkit_mkldnn = []
-        unet.register_forward_pre_hook(_native_on)
+        unet.register_forward_pre_hook(_native_on, with_kwargs=True)
         unet.register_forward_hook(_native_off, always_call=True)
     return pipe
 
