@@ -7,6 +7,7 @@ when the hub is reachable; a clear error names the fix otherwise.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -231,13 +232,14 @@ NATIVE_CONV_MAX_CHANNELS = 256
 """On the CPU, a U-Net whose widest block has at most this many channels runs its convolutions
 without oneDNN on small batches (see :func:`native_cpu_convolutions`). One U-Net call, batch 2,
 2 threads, this repository's 2-core Xeon, PyTorch's native convolutions against oneDNN's:
-32–128 channels at 16² 0.85×, 64–256 at 16² 0.91×, 128–512 at 32² 1.05×, SD 1.5's 320–1,280
-at 64² 1.12× (``python benchmarks/bench_cpu_convolutions.py``)."""
+32–128 channels at 16² 0.78×, 64–256 at 16² 0.90×, 128–512 at 32² 1.06×, SD 1.5's 320–1,280
+at 64² 1.06× (``python benchmarks/bench_cpu_convolutions.py``, 2026-11-27)."""
 
 NATIVE_CONV_MAX_BATCH = 4
-"""...and only on calls whose batch has at most this many samples (one or two images with
-guidance). diffkit-tiny 2's U-Net, native / oneDNN: batch 2 0.81×, 4 0.96×, 8 1.07×,
-16 2.67×, 32 2.51×: oneDNN's fixed cost is paid once per call, and large batches repay it."""
+"""...and only on float32 calls whose batch has at most this many samples (one or two images
+with guidance). diffkit-tiny 2's U-Net, native / oneDNN, same run: batch 2 0.79×, 4 0.94×,
+8 1.10×, 16 2.59×, 32 2.03×: oneDNN's fixed cost is paid once per call, and large batches
+repay it."""
 
 
 def _is_small(pipe: Any) -> bool:
@@ -246,39 +248,55 @@ def _is_small(pipe: Any) -> bool:
     return bool(channels) and max(channels) <= NATIVE_CONV_MAX_CHANNELS
 
 
-def _native_on(module: torch.nn.Module, args: Any, kwargs: dict) -> None:
-    sample = args[0] if args else kwargs.get("sample")
-    small = isinstance(sample, torch.Tensor) and sample.shape[0] <= NATIVE_CONV_MAX_BATCH
-    module._diffkit_mkldnn.append(torch.backends.mkldnn.enabled if small else None)
-    if small:
+class _NativeConvForward:
+    """A U-Net's ``forward`` that runs small float32 CPU batches without oneDNN.
+
+    It wraps ``forward`` itself rather than hooking the call, so the switch covers exactly the
+    computation: hooks (the recorder's gate, which may wait for a user between steps) run with
+    oneDNN as it was, and ``try``/``finally`` restores it on every exit, ``KeyboardInterrupt``
+    included. A class, not a closure, so that ``copy.deepcopy(unet)`` binds the copy's own
+    ``forward``.
+    """
+
+    def __init__(self, forward: Any) -> None:
+        self.forward = forward
+        functools.update_wrapper(self, forward)  # inspect.signature sees the U-Net's own
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        sample = args[0] if args else kwargs.get("sample")
+        if not (
+            isinstance(sample, torch.Tensor)
+            and sample.device.type == "cpu"
+            and sample.dtype == torch.float32
+            and sample.shape[0] <= NATIVE_CONV_MAX_BATCH
+        ):
+            return self.forward(*args, **kwargs)
+        before = torch.backends.mkldnn.enabled
         torch.backends.mkldnn.enabled = False
-
-
-def _native_off(module: torch.nn.Module, args: Any, output: Any) -> None:
-    before = module._diffkit_mkldnn.pop()
-    if before is not None:
-        torch.backends.mkldnn.enabled = before
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            torch.backends.mkldnn.enabled = before
 
 
 def native_cpu_convolutions(pipe: Any) -> Any:
     """Run the pipeline's U-Net convolutions with PyTorch's own CPU kernels on small batches.
 
     oneDNN (PyTorch's default CPU convolution) pays a fixed cost per call that dominates at
-    diffkit-tiny's size and one image at a time: one 25-step image with guidance took 0.87 of
+    diffkit-tiny's size and one image at a time: one 25-step image with guidance took 0.80 of
     plain diffusers' time with native convolutions in the same run on this repository's 2-core
-    machine. Batches above :data:`NATIVE_CONV_MAX_BATCH` keep oneDNN, which is up to 2.7× faster
-    there. The switch is scoped: it is turned off when a U-Net call on a small batch starts and
-    restored when the call ends, even on an error, so other models in the process keep oneDNN.
-    :func:`load_pipeline` applies it on the CPU to U-Nets no wider than
-    :data:`NATIVE_CONV_MAX_CHANNELS`; results agree with oneDNN's to about 1e-5. The VAE keeps
-    oneDNN (its decode took 23 ms with it, 34 ms without). Returns ``pipe``; calling it twice
-    is harmless.
+    machine. Calls on more than :data:`NATIVE_CONV_MAX_BATCH` samples keep oneDNN, which is up
+    to 2.6× faster there, as do float16 and bfloat16 calls and calls on another device. The
+    switch covers the U-Net's ``forward`` only and is restored on every exit, errors and
+    interrupts included; it is a process-wide flag, so a large batch that another thread runs
+    at the same moment would get native convolutions too. :func:`load_pipeline` applies it on
+    the CPU to U-Nets no wider than :data:`NATIVE_CONV_MAX_CHANNELS`; images agree with oneDNN's
+    to 2e-5. The VAE keeps oneDNN (its decode took 23 ms with it, 34 ms without). Returns
+    ``pipe``; calling it twice is harmless.
     """
     unet = getattr(pipe, "unet", None)
-    if unet is not None and not hasattr(unet, "_diffkit_mkldnn"):
-        unet._diffkit_mkldnn = []
-        unet.register_forward_pre_hook(_native_on, with_kwargs=True)
-        unet.register_forward_hook(_native_off, always_call=True)
+    if unet is not None and not isinstance(unet.forward, _NativeConvForward):
+        unet.forward = _NativeConvForward(unet.forward)
     return pipe
 
 

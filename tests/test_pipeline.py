@@ -101,33 +101,59 @@ def test_corrupt_model_index_is_reported(tiny_sd_dir, tmp_path):
 
 def test_a_small_unet_runs_native_cpu_convolutions_inside_its_calls_only(tiny_sd_dir):
     """diffkit-tiny's size, one image at a time: oneDNN's per-call cost dominated, so load_pipeline
-    switches it off around the U-Net's calls on small batches, and only there."""
+    switches it off inside the U-Net's forward on small float32 CPU batches, and only there."""
+    import copy
+    import inspect
     from types import SimpleNamespace
 
     from diffkit.pipeline import (
         NATIVE_CONV_MAX_BATCH,
         NATIVE_CONV_MAX_CHANNELS,
         _is_small,
+        _NativeConvForward,
         native_cpu_convolutions,
     )
 
     assert NATIVE_CONV_MAX_BATCH == 4  # the test's batch of 3 prompts with guidance is 6
 
     pipe = load_pipeline(tiny_sd_dir, device="cpu")
-    seen = []
-    pipe.unet.register_forward_pre_hook(lambda m, a: seen.append(torch.backends.mkldnn.enabled))
+    inside, outside = [], []  # the flag inside the forward (conv_in) and in the U-Net's own hooks
+    pipe.unet.conv_in.register_forward_pre_hook(lambda m, a: inside.append(torch.backends.mkldnn.enabled))
+    pipe.unet.register_forward_pre_hook(lambda m, a: outside.append(torch.backends.mkldnn.enabled))
     assert torch.backends.mkldnn.enabled
     out = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np").images
-    assert seen and not any(seen)  # off inside every U-Net call ...
+    assert inside and not any(inside)  # off inside every U-Net call ...
+    assert outside and all(outside)  # ... not in its hooks (the recorder's gate waits there) ...
     assert torch.backends.mkldnn.enabled  # ... and back on after them
-    seen.clear()  # a batch past NATIVE_CONV_MAX_BATCH keeps oneDNN (2.7× faster at 16 images)
+    inside.clear()  # a batch past NATIVE_CONV_MAX_BATCH keeps oneDNN (2.6× faster at 16 images)
     pipe(["a red circle"] * 3, num_inference_steps=2, height=32, width=32, output_type="np")
-    assert seen and all(seen) and torch.backends.mkldnn.enabled
-    with pytest.raises(RuntimeError):  # an error inside the call restores it too
-        pipe.unet(torch.zeros(1, 7, 4, 4), 1, encoder_hidden_states=torch.zeros(1, 77, 32))
+    assert inside and all(inside) and torch.backends.mkldnn.enabled
+    x, e = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(1, 77, 32)
+    inside.clear()  # so do bfloat16 calls (native bf16 convolutions are many times slower)
+    pipe.unet.to(torch.bfloat16)(x.bfloat16(), 1, encoder_hidden_states=e.bfloat16())
+    pipe.unet.float()
+    assert inside == [True]
+    with pytest.raises(RuntimeError):  # an error inside the call restores it
+        pipe.unet(torch.zeros(1, 7, 4, 4), 1, encoder_hidden_states=e)
     assert torch.backends.mkldnn.enabled
-    native_cpu_convolutions(pipe)  # twice: still one pair of hooks
-    assert len(pipe.unet._forward_pre_hooks) == 2 and len(pipe.unet._forward_hooks) == 1
+
+    def interrupt(m, a):
+        raise KeyboardInterrupt
+
+    h = pipe.unet.conv_in.register_forward_pre_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):  # ... and so does Ctrl-C (a BaseException)
+        pipe.unet(x, 1, encoder_hidden_states=e)
+    h.remove()
+    assert torch.backends.mkldnn.enabled
+    native_cpu_convolutions(pipe)  # twice: still one wrapper
+    assert isinstance(pipe.unet.forward, _NativeConvForward)
+    assert not isinstance(pipe.unet.forward.forward, _NativeConvForward)
+    assert "encoder_hidden_states" in inspect.signature(pipe.unet.forward).parameters
+    twin = copy.deepcopy(pipe.unet)  # the copy runs its own weights, not the original's
+    assert twin.forward.forward.__self__ is twin
+    with torch.no_grad():
+        twin.conv_in.weight.zero_()
+        assert not torch.equal(twin(x, 1, encoder_hidden_states=e).sample, pipe.unet(x, 1, encoder_hidden_states=e).sample)
 
     from diffkit.testing import tiny_random_pipeline
 
@@ -138,4 +164,4 @@ def test_a_small_unet_runs_native_cpu_convolutions_inside_its_calls_only(tiny_sd
     wide = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(block_out_channels=(320, 640, 1280))))
     assert not _is_small(wide) and _is_small(pipe)
     assert NATIVE_CONV_MAX_CHANNELS < 320  # SD 1.5 keeps oneDNN
-    assert not hasattr(load_pipeline(tiny_sd_dir, device="meta").unet, "_diffkit_mkldnn")
+    assert not isinstance(load_pipeline(tiny_sd_dir, device="meta").unet.forward, _NativeConvForward)

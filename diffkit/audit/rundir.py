@@ -201,7 +201,10 @@ def _label(fd: int, doing: str) -> None:
 
 def _alive(pid: str) -> bool:
     try:
-        os.kill(int(pid), 0)
+        n = int(pid)
+        if n <= 0:  # os.kill(0, 0) would ask about our own process group
+            return False
+        os.kill(n, 0)
     except (ValueError, ProcessLookupError):
         return False
     except PermissionError:  # another user's process
@@ -209,19 +212,27 @@ def _alive(pid: str) -> bool:
     return True
 
 
-def _holder(fd: int) -> str:
-    """Who holds the lock, from the lock file: ``"pid 12345, scoring images since …"``."""
+def _holder(fd: int) -> str | None:
+    """Who holds the lock, from the lock file: ``"pid 12345, scoring images since …"``; ``None``
+    when the holder let go meanwhile and the lock is now ours (held on *fd*)."""
+    import fcntl
     import time
 
     text = ""
     # A holder that has just taken the lock writes its label a moment later; until then the
     # file is empty (a holder clears its label when it lets go) or names a run that was
-    # killed, whose pid is gone.
+    # killed, whose pid is gone. A holder in another PID namespace (a container sharing the
+    # folder) looks gone too: after a second its label is named anyway.
     for _ in range(100):
         text = os.pread(fd, 512, 0).decode(errors="replace").strip()
         if text.count("\t") == 2 and _alive(text.partition("\t")[0]):
             break
-        time.sleep(0.01)
+        try:  # an empty label may mean the holder is letting go right now
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        return None
     pid, _, rest = text.partition("\t")
     doing, _, since = rest.partition("\t")
     return f"pid {pid or '?'}" + (f", {doing}" if doing else "") + (f" since {since}" if since else "")
@@ -267,11 +278,13 @@ def run_lock(run_dir: str | Path, doing: str = "generating images", *, create: b
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunBusyError(
-                errno.EWOULDBLOCK,
-                f"{run_dir} is in use by another diffkit run ({_holder(fd)}); fix: wait for it to finish "
-                "and rerun the same command (a run resumes), or pass another --out folder",
-            ) from None
+            holder = _holder(fd)
+            if holder is not None:
+                raise RunBusyError(
+                    errno.EWOULDBLOCK,
+                    f"{run_dir} is in use by another diffkit run ({holder}); fix: wait for it to finish "
+                    "and rerun the same command (a run resumes), or pass another --out folder",
+                ) from None
         _label(fd, doing)
         _HELD[key] = (fd, [doing])
         try:

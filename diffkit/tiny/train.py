@@ -19,9 +19,10 @@ each resuming from its checkpoint under ``--run-dir`` (default ``runs/tiny2``):
 
 Examples
 --------
-Full recipe (resumable; on this machine's 2 CPU cores about 4.5 h: VAE 64 min, cache 5 min,
-U-Net about 1.4 s a step for 6,000 steps, polish 17 min, judge 30 min; the shipped U-Net
-stage ran on a GPU with ``--device cuda``, see the model card)::
+Full recipe (resumable; on this machine's 2 CPU cores, idle, about 2 h 10 min from each
+stage's measured rate: VAE 18 min, cache 3 min, U-Net 0.75 s a step for 6,000 steps, polish
+12 min, judge 11 min; the shipped U-Net stage ran on a GPU with ``--device cuda``, see the
+model card)::
 
     python -m diffkit.tiny.train --resume
 
@@ -307,15 +308,21 @@ def _copy_package_vae(recipe: Recipe, out: Path) -> None:
     """The shipped VAE, in float32, as the run's VAE (``Recipe.vae_from == "package"``)."""
     from diffusers import AutoencoderKL
 
-    src = PACKAGE_WEIGHTS / "pipeline" / "vae"
+    from diffkit import tiny
+
+    src = tiny.pipeline_path() / "vae"  # names a missing or corrupt weight file and the fix
     vae = AutoencoderKL.from_pretrained(src, torch_dtype=torch.float32)
     if vae.config.sample_size != recipe.image_size:
         raise RuntimeError(
             f"the shipped VAE draws at {vae.config.sample_size}² but recipe {recipe.arch} at "
             f"{recipe.image_size}²; train its own VAE (a recipe without vae_from)"
         )
+    import shutil
+
     tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     vae.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)  # a folder left without its config by a killed run
     os.replace(tmp, out)
     log.info("vae: took the shipped VAE from %s (float32)", src)
 
@@ -818,7 +825,7 @@ def _export_and_eval(
     tmp = run_dir / "pipeline.tmp"
     pipe.save_pretrained(tmp, safe_serialization=True)
     if recipe.arch != "tiny1":  # the explorers' fast preview, fitted on this VAE
-        write_preview_map(tmp / "vae")
+        write_preview_map(tmp / "vae", made_by=f"the {stage} stage's step-{step} export")
     (tmp / "diffkit_tiny.json").write_text(
         json.dumps({"step": step, "stage": stage, "recipe": asdict(recipe)}, indent=2)
     )
@@ -837,11 +844,18 @@ def _export_and_eval(
 # ----------------------------------------------------------------------------- export
 
 
-def write_preview_map(vae_dir: Path, *, n: int = 64, seed: int = 777) -> None:
+def write_preview_map(
+    vae_dir: Path,
+    *,
+    n: int = 64,
+    seed: int = 777,
+    made_by: str = "`python -m diffkit.tiny.train --stage export`",
+) -> None:
     """Fit the explorers' fast preview (latent → RGB, linear + bias) on *n* drawings of the
-    world, encoded by the VAE in *vae_dir* as it ships (fp16 weights, run in float32), and
-    store it there as ``latent_rgb.json``: diffkit's photographs are no sample of this VAE's
-    inputs, and a fit on them misses pictograms by an RMS of 0.29 on [-1, 1]."""
+    world, encoded by the VAE in *vae_dir* as saved there (the shipped fp16 weights or a run's
+    float32 export, run in float32), and store it there as ``latent_rgb.json``, its source
+    naming *made_by*: diffkit's photographs are no sample of this VAE's inputs, and a fit on
+    them misses pictograms by an RMS of 0.29 on [-1, 1]."""
     from diffusers import AutoencoderKL
 
     from diffkit.reverse.previews import fit_latent_rgb, save_latent_rgb
@@ -853,7 +867,7 @@ def write_preview_map(vae_dir: Path, *, n: int = 64, seed: int = 777) -> None:
     fit = fit_latent_rgb(vae, images=images)
     source = (
         f"least-squares fit on {n} drawings of the pictogram world (seed {seed}) encoded by this VAE "
-        f"(RMS error {fit.rms_error:.3f} in [-1, 1]); `python -m diffkit.tiny.train --stage export`"
+        f"(RMS error {fit.rms_error:.3f} in [-1, 1]); {made_by}"
     )
     save_latent_rgb(replace(fit, source=source), vae_dir)
 
@@ -902,7 +916,7 @@ def main(argv: list[str] | None = None) -> None:
         "predecessor (64², v-prediction, pooled-text FiLM), kept reproducible",
     )
     p.add_argument(
-        "--quick", action="store_true", help="the classroom recipe (about 35 min on 2 CPU cores, lower quality; never exported "
+        "--quick", action="store_true", help="the classroom recipe (25 min on 2 CPU cores, lower quality; never exported "
         "to the package)"
     )
     p.add_argument(

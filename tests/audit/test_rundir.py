@@ -158,7 +158,7 @@ def test_a_second_run_on_the_same_folder_is_refused(small, small_run, pipe):
     assert (small_run / LOCK_NAME).is_file()
 
 
-def test_the_refusal_names_the_holder_not_a_label_left_before_it(small_run, tmp_path):
+def test_the_refusal_names_the_holder_not_a_label_left_before_it(small_run):
     """A lock file may hold the label of a run that was killed (its pid gone); the refusal waits
     for the new holder's label instead of naming the dead run (a flaky concurrency test
     once caught the old behaviour naming the previous holder)."""
@@ -176,17 +176,37 @@ def test_the_refusal_names_the_holder_not_a_label_left_before_it(small_run, tmp_
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = f"{int(dead.stdout)}\tgenerating images\t2026-01-01T00:00:00"
     (small_run / LOCK_NAME).write_text(stale)
+    import fcntl
+
+    held = os.open(small_run / LOCK_NAME, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # the new holder has the lock, not yet its label
     fd = os.open(small_run / LOCK_NAME, os.O_RDWR)
     try:
-        writer = threading.Timer(0.1, _label, (fd, "writing the report"))
+        writer = threading.Timer(0.1, _label, (held, "writing the report"))
         writer.start()
         t0 = time.perf_counter()
         said = _holder(fd)
         writer.join()
     finally:
         os.close(fd)
+        os.close(held)
     assert said.startswith(f"pid {os.getpid()}, writing the report since "), said
     assert time.perf_counter() - t0 >= 0.05  # it waited for the live label
+
+
+def test_a_holder_letting_go_while_asked_hands_over_the_lock(small_run):
+    """A holder clears its label just before it lets go; one that asks in that moment waits
+    out the release and takes the folder instead of refusing a folder that is free."""
+    import fcntl
+    import os
+    import threading
+
+    fd = os.open(small_run / LOCK_NAME, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held elsewhere, its label already cleared
+    os.ftruncate(fd, 0)
+    threading.Timer(0.1, os.close, (fd,)).start()  # ... and let go a moment later
+    with run_lock(small_run, "scoring images"):
+        assert (small_run / LOCK_NAME).read_text().split("\t")[:2] == [str(os.getpid()), "scoring images"]
 
 
 def test_templates_past_the_token_limit_are_refused(make_spec, pipe, tmp_path):

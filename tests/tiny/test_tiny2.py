@@ -241,6 +241,7 @@ def test_the_quick_recipe_takes_the_shipped_vae(tmp_path):
     got = AutoencoderKL.from_pretrained(tmp_path / "vae")
     shipped = AutoencoderKL.from_pretrained(tiny.pipeline_path() / "vae")
     assert got.dtype == torch.float32
+    assert list(got.state_dict()) == list(shipped.state_dict())
     for (name, a), b in zip(got.state_dict().items(), shipped.state_dict().values()):
         assert torch.equal(a, b.float()), name
     assert not (tmp_path / "vae_reconstructions.png").exists()  # nothing was trained
@@ -299,6 +300,7 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     from diffkit.reverse import latent_rgb
 
     assert "drawings of the pictogram world" in latent_rgb(pipe.vae).source
+    assert "the unet stage's step-3 export" in latent_rgb(pipe.vae).source
     out = pipe(["a red circle and a blue square"], num_inference_steps=2, output_type="np")
     assert out.images.shape == (1, 128, 128, 3)
     # the polish stage continues from the unet stage's final export, kept as unet_stage/
