@@ -314,6 +314,11 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     T.train_unet(dataclasses.replace(rp, polish_steps=3), run, resume=True, minutes=None, stage="polish")
     assert "polish: resumed at step 2" in (run / "train.log").read_text()
     assert json.loads((run / "pipeline" / "diffkit_tiny.json").read_text())["step"] == 3
+    # a classroom run exports only where --export-to says, with its preview map and no judge
+    dest = tmp_path / "export"
+    T.main(["--quick", "--stage", "export", "--run-dir", str(run), "--export-to", str(dest)])
+    assert (dest / "pipeline" / "model_index.json").exists() and not (dest / "clip").exists()
+    assert "--stage export" in latent_rgb(AutoencoderKL.from_pretrained(dest / "pipeline" / "vae")).source
     # a tiny-1 recipe refuses this run folder's latents
     with pytest.raises(RuntimeError, match="another --run-dir"):
         T.build_cache(dataclasses.replace(r, arch="tiny1"), run)
