@@ -41,13 +41,22 @@ def _unet(channels, latent, cross_dim, heads, layers):
     ).eval()
 
 
-def _best(unet, args, kwargs, reps: int) -> float:
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        unet(*args, **kwargs)
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
+def _onednn_and_native(unet, batch: int, latent: int, cross_dim: int, reps: int, rounds: int):
+    """Best seconds of one U-Net call with oneDNN and with native convolutions, interleaved."""
+    import torch
+
+    x, e, t = torch.randn(batch, 4, latent, latent), torch.randn(batch, 77, cross_dim), torch.tensor(500)
+    times = {True: [], False: []}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for onednn in (True, False):
+                with torch.backends.mkldnn.flags(enabled=onednn):
+                    unet(x, t, encoder_hidden_states=e)  # warm-up (oneDNN caches primitives)
+                    for _ in range(reps):
+                        t0 = time.perf_counter()
+                        unet(x, t, encoder_hidden_states=e)
+                        times[onednn].append(time.perf_counter() - t0)
+    return min(times[True]), min(times[False])
 
 
 def main() -> None:
@@ -79,17 +88,7 @@ def main() -> None:
         cases.append(("SD 1.5", (320, 640, 1280, 1280), 64, 768, 8, 2, 1))
     for name, ch, lat, cross, heads, layers, reps in cases:
         unet = _unet(ch, lat, cross, heads, layers)
-        x, e, t = torch.randn(2, 4, lat, lat), torch.randn(2, 77, cross), torch.tensor(500)
-        times = {True: [], False: []}
-        with torch.inference_mode():
-            for _ in range(max(2, args.rounds // reps)):
-                for onednn in (True, False):
-                    with torch.backends.mkldnn.flags(enabled=onednn):
-                        unet(x, t, encoder_hidden_states=e)  # warm-up (oneDNN caches primitives)
-                        times[onednn].append(
-                            _best(unet, (x, t), {"encoder_hidden_states": e}, reps)
-                        )
-        one, nat = min(times[True]), min(times[False])
+        one, nat = _onednn_and_native(unet, 2, lat, cross, reps, max(2, args.rounds // reps))
         print(
             f"U-Net {name:15s} {str(ch):22s} at {lat:2d}²: oneDNN {one * 1e3:8.1f} ms, "
             f"native {nat * 1e3:8.1f} ms, native / oneDNN {nat / one:.2f}"
@@ -97,18 +96,7 @@ def main() -> None:
 
     unet = StableDiffusionPipeline.from_pretrained(tiny.pipeline_path()).unet.eval()
     for batch in (2, 4, 8, 16, 32):
-        x, e, t = torch.randn(batch, 4, 16, 16), torch.randn(batch, 77, 64), torch.tensor(500)
-        times = {True: [], False: []}
-        with torch.inference_mode():
-            for _ in range(3):
-                for onednn in (True, False):
-                    with torch.backends.mkldnn.flags(enabled=onednn):
-                        unet(x, t, encoder_hidden_states=e)
-                        reps = max(2, 40 // batch)
-                        times[onednn].append(
-                            _best(unet, (x, t), {"encoder_hidden_states": e}, reps)
-                        )
-        one, nat = min(times[True]), min(times[False])
+        one, nat = _onednn_and_native(unet, batch, 16, 64, max(2, 40 // batch), 3)
         rule = "native" if batch <= NATIVE_CONV_MAX_BATCH else "oneDNN"
         print(
             f"diffkit-tiny 2's U-Net, batch {batch:2d}: oneDNN {one * 1e3:6.1f} ms, native "
