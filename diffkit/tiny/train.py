@@ -970,7 +970,8 @@ def main(argv: list[str] | None = None) -> None:
         recipe = replace(recipe, unet_steps=args.unet_steps)
     default_dir = {"tiny1": "runs/tiny", "tiny2": "runs/tiny2"}[args.recipe]
     run_dir = args.run_dir or Path(default_dir + ("-quick" if args.quick else ""))
-    if (args.recipe == "tiny1" or args.quick) and args.stage == "export" and args.export_to is None:
+    ships = args.recipe == "tiny2" and not args.quick  # the one recipe that makes the package's model
+    if not ships and args.stage == "export" and args.export_to is None:
         p.error(
             f"--recipe {args.recipe}{' --quick' if args.quick else ''} --stage export needs "
             "--export-to DIR (the full tiny2 recipe's model is the shipped one); "
@@ -987,13 +988,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.stage != "all":
         stages = [args.stage]
-    elif args.recipe == "tiny2" and not args.quick:
-        # the judge's recipe draws at 64², so it is tiny 1's judge
+    elif ships:  # the judge's recipe draws at 64², so it is tiny 1's judge
         stages = ["vae", "cache", "unet", "polish", "clip", "export"]
-    elif args.recipe == "tiny2":  # the classroom run: the shipped judge, the model stays put
-        stages = ["vae", "cache", "unet", "polish"] + (["export"] if args.export_to else [])
-    else:  # tiny 1 exports only where --export-to says
-        stages = ["vae", "cache", "unet", "clip"] + (["export"] if args.export_to else [])
+    else:  # tiny 1, or the classroom run (the shipped judge): export only where --export-to says
+        trains = ["vae", "cache", "unet", "clip"] if args.recipe == "tiny1" else ["vae", "cache", "unet", "polish"]
+        stages = trains + (["export"] if args.export_to else [])
     for s in stages:
         if s == "vae":
             train_vae(recipe, run_dir, resume=args.resume, device=args.device)
