@@ -7,7 +7,6 @@ when the hub is reachable; a clear error names the fix otherwise.
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from pathlib import Path
@@ -160,8 +159,9 @@ def load_pipeline(
         ``"stable-diffusion-v1-5/stable-diffusion-v1-5"``, or a folder written by ``save_pretrained``.
     device, dtype
         Default: CUDA with float16 when available, else CPU with float32. On the CPU a small
-        U-Net (diffkit-tiny's size) runs its convolutions on one or two images without
-        oneDNN, which is faster there (:func:`native_cpu_convolutions`).
+        U-Net (diffkit-tiny's size) runs its convolutions on one or two images with PyTorch's
+        own kernel instead of oneDNN, which is faster there (:func:`native_cpu_convolutions`;
+        no process-wide setting is changed).
     scheduler
         Swap the pipeline's scheduler for another by short name (see :data:`SCHEDULERS`).
     revision, variant
@@ -230,10 +230,10 @@ def load_pipeline(
 
 NATIVE_CONV_MAX_CHANNELS = 256
 """On the CPU, a U-Net whose widest block has at most this many channels runs its convolutions
-without oneDNN on small batches (see :func:`native_cpu_convolutions`). One U-Net call, batch 2,
-2 threads, this repository's 2-core Xeon, PyTorch's native convolutions against oneDNN's:
-32–128 channels at 16² 0.78×, 64–256 at 16² 0.90×, 128–512 at 32² 1.06×, SD 1.5's 320–1,280
-at 64² 1.06× (``python benchmarks/bench_cpu_convolutions.py``, 2026-11-27)."""
+with PyTorch's own kernel instead of oneDNN on small batches (see :func:`native_cpu_convolutions`).
+One U-Net call, batch 2, 2 threads, this repository's 2-core Xeon, PyTorch's native convolutions
+against oneDNN's: 32–128 channels at 16² 0.78×, 64–256 at 16² 0.90×, 128–512 at 32² 1.06×, SD 1.5's
+320–1,280 at 64² 1.06× (``python benchmarks/bench_cpu_convolutions.py``, 2026-11-27)."""
 
 NATIVE_CONV_MAX_BATCH = 4
 """...and only on float32 calls whose batch has at most this many samples (one or two images
@@ -248,55 +248,71 @@ def _is_small(pipe: Any) -> bool:
     return bool(channels) and max(channels) <= NATIVE_CONV_MAX_CHANNELS
 
 
-class _NativeConvForward:
-    """A U-Net's ``forward`` that runs small float32 CPU batches without oneDNN.
+def _plain_conv2d(module: Any) -> bool:
+    """A ``torch.nn.Conv2d`` whose forward is the stock one, with what ``aten::thnn_conv2d`` takes."""
+    return (
+        isinstance(module, torch.nn.Conv2d)
+        and type(module).forward is torch.nn.Conv2d.forward
+        and module.groups == 1
+        and tuple(module.dilation) == (1, 1)
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
 
-    It wraps ``forward`` itself rather than hooking the call, so the switch covers exactly the
-    computation: hooks (the recorder's gate, which may wait for a user between steps) run with
-    oneDNN as it was, and ``try``/``finally`` restores it on every exit, ``KeyboardInterrupt``
-    included. A class, not a closure, so that ``copy.deepcopy(unet)`` binds the copy's own
-    ``forward``.
+
+class _NativeConv2d:
+    """A ``Conv2d``'s forward that calls PyTorch's own CPU convolution on small float32 batches.
+
+    ``aten::thnn_conv2d`` is the kernel ``F.conv2d`` itself dispatches to on the CPU when oneDNN
+    is switched off (the "slow 2d" backend); calling it directly gives the same numbers bit for
+    bit (``tests/test_pipeline.py`` asserts it) without touching the process-wide
+    ``torch.backends.mkldnn.enabled``, so another thread's convolutions, an audit's batch of 16
+    say, never change. Every other call (a larger batch, float16/bfloat16, another device,
+    channels-last memory) runs the module's own forward, oneDNN included. A class, not a
+    closure, so that ``copy.deepcopy`` binds the copy's own weights.
     """
 
-    def __init__(self, forward: Any) -> None:
-        self.forward = forward
-        functools.update_wrapper(self, forward)  # inspect.signature sees the U-Net's own
+    def __init__(self, conv: torch.nn.Conv2d) -> None:
+        self.conv = conv
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        sample = args[0] if args else kwargs.get("sample")
-        if not (
-            isinstance(sample, torch.Tensor)
-            and sample.device.type == "cpu"
-            and sample.dtype == torch.float32
-            and sample.shape[0] <= NATIVE_CONV_MAX_BATCH
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        w = c.weight
+        if (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and w.dtype == torch.float32
+            and x.dim() == 4
+            and x.shape[0] <= NATIVE_CONV_MAX_BATCH
+            and x.is_contiguous()
         ):
-            return self.forward(*args, **kwargs)
-        before = torch.backends.mkldnn.enabled
-        torch.backends.mkldnn.enabled = False
-        try:
-            return self.forward(*args, **kwargs)
-        finally:
-            torch.backends.mkldnn.enabled = before
+            # (B, C_in, H, W) ⊛ (C_out, C_in, k, k) → (B, C_out, H', W'), zero padding
+            return torch.ops.aten.thnn_conv2d(x, w.contiguous(), c.kernel_size, c.bias, c.stride, c.padding)
+        return torch.nn.Conv2d.forward(c, x)
 
 
 def native_cpu_convolutions(pipe: Any) -> Any:
-    """Run the pipeline's U-Net convolutions with PyTorch's own CPU kernels on small batches.
+    """Run the pipeline's U-Net convolutions with PyTorch's own CPU kernel on small batches.
 
     oneDNN (PyTorch's default CPU convolution) pays a fixed cost per call that dominates at
     diffkit-tiny's size and one image at a time: one 25-step image with guidance took 0.80 of
     plain diffusers' time with native convolutions in the same run on this repository's 2-core
     machine. Calls on more than :data:`NATIVE_CONV_MAX_BATCH` samples keep oneDNN, which is up
-    to 2.6× faster there, as do float16 and bfloat16 calls and calls on another device. The
-    switch covers the U-Net's ``forward`` only and is restored on every exit, errors and
-    interrupts included; it is a process-wide flag, so a large batch that another thread runs
-    at the same moment would get native convolutions too. :func:`load_pipeline` applies it on
-    the CPU to U-Nets no wider than :data:`NATIVE_CONV_MAX_CHANNELS`; images agree with oneDNN's
-    to 2e-5. The VAE keeps oneDNN (its decode took 23 ms with it, 34 ms without). Returns
-    ``pipe``; calling it twice is harmless.
+    to 2.6× faster there, as do float16 and bfloat16 calls and calls on another device.
+
+    Each of the U-Net's ``Conv2d`` modules gets a forward that calls the native kernel itself
+    (:class:`_NativeConv2d`); no process-wide flag is touched, so chains in several threads and
+    an audit beside them each compute exactly what they would alone. :func:`load_pipeline`
+    applies it on the CPU to U-Nets no wider than :data:`NATIVE_CONV_MAX_CHANNELS`; images
+    agree with oneDNN's to 2e-5. The VAE keeps oneDNN (its decode took 23 ms with it, 34 ms
+    without). Returns ``pipe``; calling it twice is harmless.
     """
     unet = getattr(pipe, "unet", None)
-    if unet is not None and not isinstance(unet.forward, _NativeConvForward):
-        unet.forward = _NativeConvForward(unet.forward)
+    if unet is None:
+        return pipe
+    for module in unet.modules():
+        if _plain_conv2d(module) and not isinstance(module.__dict__.get("forward"), _NativeConv2d):
+            module.forward = _NativeConv2d(module)
     return pipe
 
 

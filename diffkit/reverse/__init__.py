@@ -43,7 +43,7 @@ from .previews import (
     latent_rgb,
     to_uint8,
 )
-from .recorder import FLOW_SCHEDULERS
+from .recorder import FLOW_SCHEDULERS, ChainClosedError
 from .records import QUANTITIES, StepRecord, predicted_x0
 from .text import PromptTokens, PromptTruncatedWarning, tokenize_prompt
 from .trace import SUPPORTED_PIPELINES, NonFiniteLatentsError, ReverseChain
@@ -54,6 +54,7 @@ __all__ = [
     "PUBLISHED_LATENT_RGB",
     "QUANTITIES",
     "SUPPORTED_PIPELINES",
+    "ChainClosedError",
     "CrossAttentionStore",
     "LatentRGB",
     "NonFiniteLatentsError",

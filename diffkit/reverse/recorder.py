@@ -11,12 +11,14 @@ the model predicts. The whole design, and why it cannot drift: ``docs/recorder.m
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import functools
 import math
 import threading
 import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +26,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import DiffkitError
 from .records import StepRecord, predicted_x0
 
-__all__ = ["FAMILIES", "FLOW_SCHEDULERS", "Family", "NonFiniteLatentsError", "Recorder", "family_of", "scheduler_for", "working_pipeline"]
+__all__ = [
+    "FAMILIES",
+    "FLOW_SCHEDULERS",
+    "ChainClosedError",
+    "Family",
+    "NonFiniteLatentsError",
+    "Recorder",
+    "family_of",
+    "scheduler_for",
+    "working_pipeline",
+]
 
 FLOW_SCHEDULERS: dict[str, str] = {"flow_euler": "FlowMatchEulerDiscreteScheduler"}
 """Short names of the flow-matching schedulers SD 3 pipelines accept."""
@@ -120,12 +133,33 @@ def working_pipeline(pipe: Any, family: Family, img2img: bool, scheduler: Any) -
     return work
 
 
-class NonFiniteLatentsError(ValueError):
+class NonFiniteLatentsError(DiffkitError, ValueError):
     """The latents became NaN or inf during the reverse chain."""
+
+
+class ChainClosedError(DiffkitError, RuntimeError):
+    """A step was asked of a chain that was closed (by ``close()``, or at interpreter exit)."""
 
 
 class _Closed(BaseException):
     """Raised in the worker thread at the gate when the chain is abandoned (unwinds ``pipe(...)``)."""
+
+
+_LIVE: weakref.WeakSet[Recorder] = weakref.WeakSet()
+"""Recorders whose worker thread has started and not yet ended."""
+
+
+@atexit.register
+def _close_all() -> None:
+    """At interpreter exit, unwind every unfinished chain and wait for its worker thread.
+
+    A worker is a daemon thread inside ``pipe(...)``; left running while the interpreter
+    finalises, it was stopped inside PyTorch's C++ code and the process aborted ("terminate
+    called without an active exception", exit 134). Closing lets it finish the denoiser call
+    in flight, unwind at the gate and end first.
+    """
+    for rec in list(_LIVE):
+        rec.close()
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -179,6 +213,8 @@ class Recorder:
         self._paused = False
         self._finished = False
         self._closed = False
+        self._ended = threading.Event()  # set by the worker thread as its very last act
+        self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._tid: int | None = None
         self._unscaled: torch.Tensor | None = None
@@ -194,11 +230,13 @@ class Recorder:
     def start(self) -> None:
         """Start ``pipe(...)`` and wait until it pauses before its first denoiser call (or fails)."""
         thread = threading.Thread(target=self._main, name="diffkit-reverse-chain", daemon=True)
+        self._thread = thread
+        _LIVE.add(self)
         thread.start()
         with self._cond:
             self._cond.wait_for(lambda: self._paused or self._finished or self._error is not None)
         if self._error is not None:
-            thread.join()
+            self._ended.wait()
             raise self._error
 
     def advance(self) -> StepRecord:
@@ -209,6 +247,8 @@ class Recorder:
         with self._cond:
             if self._error is not None:
                 raise self._error
+            if self._closed:
+                raise ChainClosedError("this chain was closed; fix: make a new ReverseChain to run it again")
             records = self.trajectory._records  # the one list of records, the trajectory's
             i = len(records)
             n = len(self.timesteps)
@@ -217,10 +257,15 @@ class Recorder:
             self._cond.wait_for(
                 lambda: self._error is not None
                 or self._finished
+                or self._closed
                 or (len(records) > i and len(records) < n)
             )
             if self._error is not None:
                 raise self._error
+            if len(records) <= i and self._closed:
+                raise ChainClosedError(
+                    f"the chain was closed before step {i}; fix: make a new ReverseChain to run it again"
+                )
             if len(records) <= i:
                 raise RuntimeError(
                     f"the pipeline finished after {len(records)} denoiser calls, where its "
@@ -228,11 +273,23 @@ class Recorder:
                 )
             return records[i]
 
-    def close(self) -> None:
-        """Abandon the call: a paused worker unwinds ``pipe(...)`` and removes every hook."""
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self, timeout: float | None = 120.0) -> None:
+        """Abandon the call and wait for it to end: the worker finishes the denoiser call in
+        flight (if any), unwinds ``pipe(...)`` at the gate and removes every hook.
+
+        Waits at most *timeout* seconds (None: as long as it takes); from the worker thread
+        itself it does not wait. Calling it again is harmless.
+        """
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._ended.wait(timeout)  # an Event, not Thread.join: Ctrl-C in join() can corrupt the thread's state
 
     # -- the worker's side ---------------------------------------------------------------
     def _main(self) -> None:
@@ -268,6 +325,8 @@ class Recorder:
             sched.step = step
             if scale is not None:
                 sched.scale_model_input = scale
+            _LIVE.discard(self)
+            self._ended.set()
 
     def _mine(self) -> bool:
         return threading.get_ident() == self._tid

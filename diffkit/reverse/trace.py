@@ -43,6 +43,7 @@ import torch
 from ..images import prepare_init_image
 from .recorder import (
     FAMILIES,
+    ChainClosedError,
     NonFiniteLatentsError,
     Recorder,
     family_of,
@@ -53,7 +54,7 @@ from .records import StepRecord
 from .text import tokenize_prompt
 from .trajectory import Trajectory
 
-__all__ = ["SUPPORTED_PIPELINES", "NonFiniteLatentsError", "ReverseChain"]
+__all__ = ["SUPPORTED_PIPELINES", "ChainClosedError", "NonFiniteLatentsError", "ReverseChain"]
 
 SUPPORTED_PIPELINES: tuple[str, ...] = tuple(n for f in FAMILIES for n in (f.txt2img, f.img2img))
 """The diffusers pipeline classes :class:`ReverseChain` records (and their subclasses)."""
@@ -308,8 +309,18 @@ class ReverseChain:
         self._cancel.set()
 
     def close(self) -> None:
-        """Abandon the chain: the paused pipeline call unwinds and its hooks are removed."""
+        """Abandon the chain and wait until its pipeline call has unwound and its hooks are removed.
+
+        A step running in another thread finishes first. Later steps raise
+        :class:`ChainClosedError`; the records so far stay in :attr:`trajectory`. Chains left
+        unfinished are closed this way at interpreter exit.
+        """
         self._recorder.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or the interpreter is exiting)."""
+        return self._recorder.closed
 
     def run(self, *, callback: Callable[[StepRecord], Any] | None = None) -> Trajectory:
         """Run the remaining steps and return the :class:`Trajectory` (with the final image).

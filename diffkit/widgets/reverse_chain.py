@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import html
 import threading
 import warnings
+import weakref
 from typing import Any
 
 import ipywidgets as W
@@ -28,6 +30,21 @@ _NOISE_PANELS = (
     ("guidance", "{s}_c − {s}_u"),
 )
 """The model-output panels; ``{s}`` is what the model predicts (ε̂ or v̂), read from its records."""
+
+_RUNNING: weakref.WeakSet[ReverseChainExplorer] = weakref.WeakSet()
+"""Explorers whose background run has not ended."""
+
+
+@atexit.register
+def _stop_runs() -> None:
+    """At interpreter exit, cancel every background run and wait for its worker to stop (a
+    worker stopped inside PyTorch's C++ code by the interpreter's exit aborts the process)."""
+    running = list(_RUNNING)
+    for ex in running:
+        ex.cancel()
+    for ex in running:
+        ex._done.wait(120)
+
 
 _PREDICTS = {"epsilon": "the noise ε", "v_prediction": "v = √ᾱ ε − √(1−ᾱ) x₀", "flow": "the velocity v = ε − x₀"}
 
@@ -169,6 +186,8 @@ class ReverseChainExplorer(Explorer):
         self.chain: ReverseChain | None = None
         self.trajectory: Trajectory | None = None
         self._thread: threading.Thread | None = None
+        self._done = threading.Event()  # set while no background run is going
+        self._done.set()
         self._lock = threading.Lock()
         self._notes = ""
         self._cancelled = False
@@ -226,36 +245,66 @@ class ReverseChainExplorer(Explorer):
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Whether a background run is going (its worker has not ended yet)."""
+        return not self._done.is_set()
 
     def run(self, *, wait: bool = False) -> None:
-        """Start a run in the background (what the Run button does); *wait* blocks until it ends."""
+        """Start a run in the background (what the Run button does); *wait* blocks until it ends.
+
+        Ctrl-C while waiting cancels the run: the worker stops after the U-Net call in flight,
+        and only then does the interrupt reach the caller, so no worker outlives it.
+        """
         with self._lock:
             if self.running:
-                raise ValueError("a run is already going; press Cancel first (two never run at once)")
+                raise InputError("a run is already going; fix: press Cancel (or call .cancel()) and wait "
+                                 "for it to stop first: two runs never go at once")
             chain = self._new_chain()  # bad settings fail here, before any thread starts
+            if self.chain is not None:
+                self.chain.close()  # a cancelled or hand-stepped chain: its paused pipeline call unwinds
             self.chain = chain
             self.trajectory = chain.trajectory
             self.progress.max, self.progress.value = len(chain), 0
             self.run_button.disabled, self.cancel_button.disabled = True, False
-            self._thread = threading.Thread(target=self._worker, args=(chain,), daemon=True)
+            self._done.clear()
+            _RUNNING.add(self)
+            self._thread = threading.Thread(target=self._worker, args=(chain,), daemon=True,
+                                            name="diffkit-reverse-explorer")
             self._thread.start()
         if wait:
             self.wait()
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until the current run has ended (tests and scripts)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the current run has ended (tests and scripts); False if *timeout* passed first.
+
+        Ctrl-C while waiting cancels the run and waits for its worker to stop after the U-Net
+        call in flight, then re-raises ``KeyboardInterrupt``.
+        """
+        try:
+            return self._done.wait(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            self._done.wait()
+            raise
+
+    def cancel(self) -> None:
+        """Stop a background run after the U-Net call in flight (what the Cancel button does)."""
+        if self.chain is not None and self.running:
+            self._cancelled = True
+            self.chain.cancel()
 
     def _worker(self, chain: ReverseChain) -> None:
         try:
-            chain.run(callback=lambda rec: setattr(self.progress, "value", rec.index + 1))
-        except Exception as e:  # noqa: BLE001 - shown in the widget
-            self.error.show(e)
+            try:
+                chain.run(callback=lambda rec: setattr(self.progress, "value", rec.index + 1))
+            except Exception as e:  # noqa: BLE001 - shown in the widget
+                self.error.show(e)
+            finally:
+                self.run_button.disabled, self.cancel_button.disabled = False, True
+            if not chain.closed and self.chain is chain:
+                self._show_trajectory(chain)
         finally:
-            self.run_button.disabled, self.cancel_button.disabled = False, True
-        self._show_trajectory(chain)
+            _RUNNING.discard(self)
+            self._done.set()
 
     def _show_trajectory(self, chain: ReverseChain) -> None:
         traj = chain.trajectory
@@ -292,22 +341,30 @@ class ReverseChainExplorer(Explorer):
 
     @guarded
     def _on_cancel(self, button: Any = None) -> None:
-        if self.chain is not None:
-            self._cancelled = True
-            self.chain.cancel()
+        self.cancel()
 
     @guarded
     def _on_next(self, button: Any = None) -> None:
         """Step a chain by hand: one U-Net call at a time (a new chain if none is going)."""
         if self.running:
-            raise ValueError("a run is going; wait for it or press Cancel")
-        if self.chain is None or self.chain.done:
+            raise InputError("a run is going; fix: wait for it, or press Cancel, then step by hand")
+        if self.chain is None or self.chain.done or self.chain.closed:
             self.chain = self._new_chain()
             self.trajectory = self.chain.trajectory
             self.progress.max, self.progress.value = len(self.chain), 0
         rec = self.chain.step()
         self.progress.value = rec.index + 1
         self._show_trajectory(self.chain)
+
+    def close(self) -> None:
+        """Stop a background run, let the chain's pipeline call unwind, and close every widget."""
+        if "error" not in self.__dict__:  # a constructor that failed: nothing was built
+            return
+        self.cancel()
+        self._done.wait(120)
+        if self.chain is not None:
+            self.chain.close()
+        super().close()
 
     # -- showing a step ----------------------------------------------------------------------
     @guarded
@@ -327,7 +384,7 @@ class ReverseChainExplorer(Explorer):
         """Show record *k* of the current trajectory in every panel."""
         traj = self.trajectory
         if traj is None or not len(traj):
-            raise ValueError("nothing to show yet; press Run")
+            raise InputError("nothing to show yet; fix: press Run (or call .run()) first")
         rec = traj[k]
         self._set_noise_titles(rec.prediction_type)
         ds = self.display_size or max(MIN_DISPLAY, int(traj.info["height"]), int(traj.info["width"]))
@@ -435,6 +492,26 @@ class ReverseChainCompare(W.HBox):
         """Run both sides (one after the other when *wait*, else both in the background)."""
         self.left.run(wait=wait)
         self.right.run(wait=wait)
+
+    @property
+    def running(self) -> bool:
+        """Whether either side's background run is going."""
+        return self.left.running or self.right.running
+
+    def cancel(self) -> None:
+        """Stop both sides' background runs after the U-Net call in flight."""
+        self.left.cancel()
+        self.right.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until both sides' runs have ended (Ctrl-C cancels both, as in :meth:`ReverseChainExplorer.wait`)."""
+        try:
+            return self.left.wait(timeout) and self.right.wait(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            self.left.wait()
+            self.right.wait()
+            raise
 
     def close(self) -> None:
         if "error" not in self.__dict__:  # a constructor that failed: nothing was built (see Explorer.close)
