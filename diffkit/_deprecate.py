@@ -27,6 +27,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .errors import InputTypeError
+
 __all__ = ["REMOVED_IN", "renamed_attribute", "renamed_kwargs", "warn_renamed"]
 
 #: The release that removes the old names renamed in the coming one (0.2).
@@ -53,8 +55,8 @@ def _rename(kwargs: dict[str, Any], renames: dict[str, str], where: str) -> dict
     for old, new in renames.items():
         if old in kwargs:
             if new in kwargs:
-                raise TypeError(
-                    f"{where}() got both {old}= and {new}=; pass only {new}= ({old} is its deprecated old name)"
+                raise InputTypeError(
+                    f"{where}() got both {old}= and {new}=; fix: pass only {new}= ({old} is its deprecated old name)"
                 )
             warn_renamed(f"{where}({old}=...)", f"{new}=...", stacklevel=4)
             kwargs[new] = kwargs.pop(old)

@@ -16,15 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "FORMULA_PREFIXES",
     "atomic_write_bytes",
     "atomic_write_text",
+    "ensure_folder",
+    "environment_error",
+    "removed_on_failure",
+    "save_figure",
+    "save_pil",
     "is_disk_full",
     "read_csv",
     "safe_cell",
@@ -43,21 +51,28 @@ def _tmp_name(path: Path) -> Path:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write *data* to *path* through a unique temporary file and a rename.
 
-    On any error the temporary file is removed and the old *path* (if any) is untouched.
-    A full disk is raised as ``OSError`` with ``errno.ENOSPC``/``EDQUOT`` as the OS gave it.
+    On any error the temporary file is removed and the old *path* (if any) is untouched. What
+    the environment causes is raised as diffkit's own error naming the path and the fix
+    (:func:`environment_error`): a full disk as :class:`~diffkit.errors.DiskFullError` (an
+    ``OSError`` whose ``errno`` is the OS's ``ENOSPC``/``EDQUOT``), a read-only folder as
+    :class:`~diffkit.errors.ReadOnlyError`, a file in the way as
+    :class:`~diffkit.errors.OutputExistsError`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        env = environment_error(e, writing=path) if isinstance(e, OSError) else None
+        if env is not None:
+            raise env from e
         raise
     return path
 
@@ -65,6 +80,62 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def ensure_folder(path: str | os.PathLike) -> Path:
+    """Create the folder *path* (and its parents) and check it can be written into, before any work.
+
+    A command that would fail only when saving (a read-only folder, a file in the way, a full
+    disk) fails here instead, with diffkit's own error naming the path and the fix.
+    """
+    p = Path(path)
+    probe = _tmp_name(p / "write-test")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as e:
+        env = environment_error(e, writing=p)
+        if env is None:
+            raise
+        raise env from e
+    return p
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110, **savefig_kwargs: Any) -> Path:
+    """Render a matplotlib figure and write it atomically (:func:`atomic_write_bytes`); the
+    format is the path's suffix (``.png``, ``.svg``, ``.pdf``)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=(path.suffix[1:] or "png").lower(), dpi=dpi, **savefig_kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_pil(image: Any, path: str | os.PathLike, **save_kwargs: Any) -> Path:
+    """Encode a PIL image (the format from the path's suffix) and write it atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **save_kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def removed_on_failure() -> Iterator[list[Path]]:
+    """A list to append the paths a command writes to; if the block fails (an error, Ctrl-C),
+    the files written so far are removed, so no partial output is left to be mistaken for a
+    whole one."""
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException:
+        for p in written:
+            with contextlib.suppress(OSError):
+                Path(p).unlink()
+        raise
 
 
 def safe_cell(value):
@@ -114,3 +185,36 @@ def write_csv(frame, path: str | os.PathLike, **to_csv_kwargs) -> Path:
 def is_disk_full(error: BaseException) -> bool:
     """Whether *error* is the OS saying the disk (or quota) is full."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def environment_error(error: OSError, *, writing: str | os.PathLike, fix_full: str = "") -> Exception | None:
+    """diffkit's error for an ``OSError`` the environment caused while writing *writing*, or None.
+
+    A full disk becomes :class:`~diffkit.errors.DiskFullError`, a read-only or forbidden folder
+    :class:`~diffkit.errors.ReadOnlyError`, a file or folder in the way
+    :class:`~diffkit.errors.OutputExistsError`; each message names the path and the fix
+    (*fix_full* adds what else to try when the disk is full). An error that already is diffkit's,
+    or any other ``OSError``, gives None (the caller re-raises it as it is).
+    """
+    from .errors import DiffkitError, DiskFullError, OutputExistsError, ReadOnlyError
+
+    if isinstance(error, DiffkitError):
+        return None
+    where = os.fspath(writing)
+    if is_disk_full(error):
+        extra = f"; {fix_full}" if fix_full else ""
+        return DiskFullError(error.errno, f"the disk is full: cannot write {where}; nothing half-written was kept; "
+                                          f"fix: free space on that disk or write to another one{extra}, then "
+                                          "rerun the same command")
+    if error.errno in _READ_ONLY:
+        return ReadOnlyError(error.errno, f"cannot write {where}: {os.strerror(error.errno).lower()} (a read-only "
+                                          "or someone else's folder); fix: pass an output folder you can write "
+                                          "to (e.g. --out ~/diffkit-out), or change that folder's permissions")
+    if isinstance(error, (FileExistsError, NotADirectoryError, IsADirectoryError)):
+        what = "a folder is in the way" if isinstance(error, IsADirectoryError) else "a file is in the way"
+        return OutputExistsError(error.errno, f"cannot write {where}: {what} ({error.filename or where}); "
+                                              "fix: choose another output path, or move that file or folder aside")
+    return None

@@ -14,6 +14,9 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .checks import check_seed
+from .errors import InputError
+
 __all__ = ["add_commands", "unet_anatomy"]
 
 _PART = re.compile(
@@ -105,7 +108,7 @@ def unet_anatomy(
     unet = getattr(pipe, "unet", None)
     if unet is None or not hasattr(unet, "down_blocks"):
         what = type(getattr(pipe, "transformer", pipe)).__name__
-        raise ValueError(
+        raise InputError(
             f"unet_anatomy reads U-Nets (SD 1.x/2.x, SDXL, diffkit-tiny); this pipeline's denoiser is "
             f"{what}. Fix: pass a Stable Diffusion 1.x/2.x or SDXL pipeline"
         )
@@ -158,7 +161,7 @@ def unet_anatomy(
                 guidance_scale=1.0,  # no unconditional half: batch 1
                 height=height or size,
                 width=width or size,
-                generator=torch.Generator().manual_seed(int(seed)),
+                generator=torch.Generator().manual_seed(check_seed(seed)),
                 output_type="latent",
             )
     finally:
@@ -200,20 +203,18 @@ def add_commands(sub: Any) -> None:
     def _run(a: Any) -> int:
         from pathlib import Path
 
-        from ._files import write_csv
+        from ._files import ensure_folder, save_figure, write_csv
         from .pipeline import load_pipeline
 
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)  # fails here, before the model loads, on a bad folder
+        out = ensure_folder(Path(a.out))  # fails here, before the model loads, on a bad folder
         df = unet_anatomy(load_pipeline(a.model), a.prompt)
         with pd.option_context("display.width", 200, "display.max_colwidth", 80):
             print(df.drop(columns=["kind"]).to_string(index=False))
         print(f"timestep {df.attrs['timestep']:g}, text {df.attrs['text']}, time embedding {df.attrs['time_embedding']}")
         write_csv(df.assign(input=df.input.astype(str), output=df.output.astype(str)), out / "unet_anatomy.csv")
-        from .demo import _save_figure
         from .plots import plot_unet_anatomy
 
-        _save_figure(plot_unet_anatomy(df), out / "unet_anatomy.png")
+        save_figure(plot_unet_anatomy(df), out / "unet_anatomy.png")
         print(f"wrote {out / 'unet_anatomy.csv'} and {out / 'unet_anatomy.png'}")
         return 0
 

@@ -3,8 +3,9 @@
 Each sub-package that has commands exposes ``add_commands(subparsers)``; this module only
 wires them together and decides how a failure looks. Every failure the commands can meet
 ends the same way: one line on stderr, ``diffkit <command>: error: <what happened>; fix: …``,
-and exit status 2. ``--debug`` (anywhere on the line, or ``DIFFKIT_DEBUG=1``) shows the
-traceback instead. Ctrl-C prints one line and exits with 130.
+and exit status 2. Anything else is a bug in diffkit: its traceback is printed, then one line
+asking for a report. ``--debug`` (anywhere on the line, or ``DIFFKIT_DEBUG=1``) raises every
+error with its traceback. Ctrl-C prints one line and exits with 130.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sqlite3
 import sys
+import traceback
 from collections.abc import Sequence
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "build_parser", "describe_error", "main"]
@@ -63,12 +64,13 @@ def _one_line(text: str) -> str:
 
 
 def describe_error(error: BaseException) -> str | None:
-    """The one-line message for a failure the CLI knows, or ``None`` for an unexpected one (a bug).
+    """The one-line message for a failure the CLI explains, or ``None`` for a bug in diffkit.
 
-    diffkit's own errors (:class:`~diffkit.errors.DiffkitError`, and the ``ValueError``,
-    ``OSError`` and ``LookupError`` diffkit raises with a fix in their message) are shown as
-    they are. A damaged SQLite file and a missing optional package get a fix added.
+    diffkit's own errors (:class:`~diffkit.errors.DiffkitError`) are shown as they are; so are
+    the environment's (a full disk, a read-only folder, no memory, a missing package), with the
+    fix added. Anything else is a bug: :func:`main` prints its traceback and asks for a report.
     """
+    from ._files import environment_error
     from .errors import DiffkitError
 
     msg = _one_line(str(error)) or type(error).__name__
@@ -76,16 +78,14 @@ def describe_error(error: BaseException) -> str | None:
         if isinstance(error, OSError) and error.errno is not None and error.strerror:
             return _one_line(error.strerror)  # the message, without "[Errno 11] "
         return msg
-    if isinstance(error, sqlite3.DatabaseError):
-        return f"a run folder's ledger is damaged ({msg}); fix: pass a new --out folder, or move the old one aside"
+    if isinstance(error, OSError):
+        env = environment_error(error, writing=error.filename or "a file")
+        if env is not None:
+            return _one_line(env.strerror or str(env))
     if isinstance(error, ModuleNotFoundError):
         return f"{msg}; fix: install it with `pip install {error.name or 'the missing package'}`"
     if isinstance(error, MemoryError):
         return "out of memory; fix: use fewer images per batch (audit.batch_size), smaller images or fewer steps"
-    if isinstance(error, (ValueError, OSError, LookupError, TypeError)):
-        if isinstance(error, OSError) and error.filename and str(error.filename) not in msg:
-            msg = f"{msg}: {error.filename}"
-        return msg
     return None
 
 
@@ -110,9 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         msg = describe_error(e)
-        if msg is None:
-            msg = (f"unexpected {type(e).__name__}: {_one_line(str(e))}; fix: rerun with --debug for the "
-                   "traceback and report it as a diffkit bug")
+        if msg is None:  # not a failure diffkit knows: a bug, shown with its traceback
+            traceback.print_exception(e, file=sys.stderr)
+            msg = (f"unexpected {type(e).__name__}: {_one_line(str(e))}; this is a bug in diffkit, please report "
+                   "it to the diffkit developers with the traceback above (--debug raises it instead)")
         print(f"diffkit {name}: error: {msg}", file=sys.stderr)
         return EXIT_ERROR
 

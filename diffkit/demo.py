@@ -8,28 +8,17 @@ where everything is.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ._files import write_csv
-from .errors import InputError
+from ._files import ensure_folder, save_figure, write_csv
 
 __all__ = ["add_commands", "run_demo"]
 
 
 def _save_figure(fig, path: Path) -> Path:
     """Write atomically: a half-written PNG never replaces a good one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def run_demo(out: str | Path = "out/demo", *, with_model: bool = True, log: Callable[[str], None] = print) -> list[Path]:
@@ -43,12 +32,7 @@ def run_demo(out: str | Path = "out/demo", *, with_model: bool = True, log: Call
     from .samples import sample_image
     from .schedules import schedules_frame
 
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError, PermissionError) as e:
-        raise InputError(f"cannot write the demo into {out} ({e.strerror}); fix: pass --out a folder you can "
-                         "write to, e.g. --out out/demo") from None
+    out = ensure_folder(out)  # a read-only or blocked --out fails here, before any work
     written: list[Path] = []
 
     names = ["linear", "scaled_linear", "cosine", "sigmoid", "karras"]

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import check_seed
+from .errors import InputError
 from .schedules import NoiseSchedule, from_diffusers, get_schedule
 
 __all__ = [
@@ -57,12 +59,12 @@ def _as_schedule(schedule: NoiseSchedule | str) -> NoiseSchedule:
 def _generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator | None:
     if seed is None or isinstance(seed, torch.Generator):
         return seed
-    return torch.Generator(device=device).manual_seed(int(seed))
+    return torch.Generator(device=device).manual_seed(check_seed(seed))
 
 
 def _check_finite(x: torch.Tensor, what: str = "x") -> None:
     if not torch.isfinite(x).all():
-        raise ValueError(f"{what} contains NaN or inf; clean the input (e.g. torch.nan_to_num) first")
+        raise InputError(f"{what} contains NaN or inf; clean the input (e.g. torch.nan_to_num) first")
 
 
 def to_model_range(image: ImageLike, *, value_range: tuple[float, float] | None = None) -> torch.Tensor:
@@ -80,13 +82,13 @@ def to_model_range(image: ImageLike, *, value_range: tuple[float, float] | None 
 
     if isinstance(image, Image.Image):
         if image.mode != "RGB":
-            raise ValueError(
+            raise InputError(
                 f"expected an RGB image, got mode {image.mode!r}; convert it with image.convert('RGB')"
             )
         x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
     elif isinstance(image, np.ndarray):
         if image.ndim not in (3, 4) or image.shape[-1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"expected a NumPy RGB image of shape (H, W, 3) or (B, H, W, 3), got {image.shape}; "
                 "stack grey images to 3 channels or drop alpha with image[..., :3]"
             )
@@ -94,27 +96,27 @@ def to_model_range(image: ImageLike, *, value_range: tuple[float, float] | None 
         x = x.permute(2, 0, 1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
     elif isinstance(image, torch.Tensor):
         if image.ndim not in (3, 4) or image.shape[-3] != 3:
-            raise ValueError(
+            raise InputError(
                 f"expected a torch RGB image of shape (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}; "
                 "channels come first in torch (use x.permute(2, 0, 1))"
             )
         x = image.detach().cpu()
     else:
-        raise ValueError(
+        raise InputError(
             f"expected a PIL image, NumPy array or torch tensor, got {type(image).__name__}"
         )
     if x.dtype == torch.bool or x.dtype.is_complex:
-        raise ValueError(f"unsupported image dtype {x.dtype}; use uint8 (0–255) or float (0–1)")
+        raise InputError(f"unsupported image dtype {x.dtype}; use uint8 (0–255) or float (0–1)")
     if value_range is None:
         value_range = (0.0, 255.0) if x.dtype == torch.uint8 else (0.0, 1.0)
     lo, hi = (float(v) for v in value_range)
     if not hi > lo:
-        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+        raise InputError(f"value_range must be (low, high) with low < high, got {value_range}")
     x = x.to(torch.float32)
     _check_finite(x, "image")
     tol = 1e-6 * (hi - lo)
     if x.numel() and (x.min() < lo - tol or x.max() > hi + tol):
-        raise ValueError(
+        raise InputError(
             f"image values span [{x.min():.4g}, {x.max():.4g}], outside the assumed range [{lo:g}, {hi:g}]; "
             "pass value_range=(low, high), e.g. (0, 255) for floats holding 8-bit values"
         )
@@ -126,7 +128,7 @@ def to_pil(x: torch.Tensor) -> Any:
     from PIL import Image
 
     if x.ndim != 3 or x.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) tensor, got {tuple(x.shape)}")
+        raise InputError(f"expected a (3, H, W) tensor, got {tuple(x.shape)}")
     from .images import to_uint8
 
     return Image.fromarray(to_uint8(x, value_range=(-1.0, 1.0)), mode="RGB")
@@ -159,14 +161,14 @@ def q_sample(
     _check_finite(x0, "x0")
     tt = s.check_timestep(t)
     if tt.ndim > 1 or (tt.ndim == 1 and tt.shape[0] != x0.shape[0]):
-        raise ValueError(
+        raise InputError(
             f"t must be a scalar or have one entry per item of x0 ({x0.shape[0]}), got shape {tt.shape}"
         )
     x0 = x0 if x0.is_floating_point() else x0.float()
     if noise is None:
         noise = torch.randn(x0.shape, generator=_generator(seed, x0.device), device=x0.device, dtype=x0.dtype)
     elif noise.shape != x0.shape:
-        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        raise InputError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
     return _coef(s.sqrt_alphas_cumprod, tt, x0) * x0 + _coef(s.sqrt_one_minus_alphas_cumprod, tt, x0) * noise
 
 
@@ -187,7 +189,7 @@ def q_step(
     _check_finite(x_prev, "x_prev")
     tt = s.check_timestep(t)
     if tt.ndim != 0:
-        raise ValueError(f"q_step takes one timestep, got {t!r}; loop over steps for a trajectory")
+        raise InputError(f"q_step takes one timestep, got {t!r}; loop over steps for a trajectory")
     x_prev = x_prev if x_prev.is_floating_point() else x_prev.float()
     if noise is None:
         noise = torch.randn(
@@ -208,14 +210,14 @@ def _timesteps_arg(s: NoiseSchedule, timesteps: Sequence[int] | np.ndarray | Non
         return np.arange(s.num_train_timesteps)
     tt = s.check_timestep(timesteps)
     if tt.ndim != 1:
-        raise ValueError(f"timesteps must be a 1-D list of timesteps, got shape {tt.shape}")
+        raise InputError(f"timesteps must be a 1-D list of timesteps, got shape {tt.shape}")
     return tt
 
 
 def _check_budget(n_frames: int, x0: torch.Tensor, dtype: torch.dtype, max_bytes: int) -> None:
     need = n_frames * x0.numel() * torch.empty((), dtype=dtype).element_size()
     if need > max_bytes:
-        raise ValueError(
+        raise InputError(
             f"{n_frames} frames of shape {tuple(x0.shape)} need {need / 2**20:.0f} MiB, over max_bytes="
             f"{max_bytes / 2**20:.0f} MiB; pass fewer timesteps (e.g. timesteps=range(0, T, 10)), "
             "a smaller image, dtype=torch.float16, or a larger max_bytes"
@@ -281,7 +283,7 @@ def q_sample_all(
     if noise is None:
         noise = torch.randn(x0.shape, generator=_generator(seed, x0.device), device=x0.device, dtype=x0.dtype)
     elif noise.shape != x0.shape:
-        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        raise InputError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
     a = torch.as_tensor(s.sqrt_alphas_cumprod[tt], dtype=x0.dtype, device=x0.device)
     b = torch.as_tensor(s.sqrt_one_minus_alphas_cumprod[tt], dtype=x0.dtype, device=x0.device)
     # x_t for all t is one matrix product: [√ᾱ_t, √(1−ᾱ_t)] (n, 2) @ [x_0; ε] (2, numel)
@@ -291,7 +293,7 @@ def q_sample_all(
     if out is None:
         out = torch.empty((len(tt), *x0.shape), dtype=out_dtype, device=x0.device)
     elif tuple(out.shape) != (len(tt), *x0.shape) or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous tensor of shape {(len(tt), *x0.shape)}, got {tuple(out.shape)}")
+        raise InputError(f"out must be a contiguous tensor of shape {(len(tt), *x0.shape)}, got {tuple(out.shape)}")
     flat = out.view(shape)
     if flat.dtype == x0.dtype:
         torch.mm(coef, basis, out=flat)
@@ -310,9 +312,9 @@ def q_sample_all(
 def _pixels_to_model(pixels: Any) -> torch.Tensor:
     p = torch.as_tensor(np.asarray(pixels, dtype=np.float64))
     if p.shape[-1:] != (2,):
-        raise ValueError(f"a two-pixel image has 2 values, got shape {tuple(p.shape)}")
+        raise InputError(f"a two-pixel image has 2 values, got shape {tuple(p.shape)}")
     if not torch.isfinite(p).all() or p.min() < 0 or p.max() > 255:
-        raise ValueError(f"pixel values must lie in [0, 255], got {pixels!r}")
+        raise InputError(f"pixel values must lie in [0, 255], got {pixels!r}")
     return p / 127.5 - 1.0
 
 
@@ -350,7 +352,7 @@ def two_pixel_chains(
     The points wander off the image and all end near N(0, I), whatever they started from.
     """
     if isinstance(n_chains, bool) or not isinstance(n_chains, (int, np.integer)) or n_chains < 1:
-        raise ValueError(f"n_chains must be ≥ 1, got {n_chains!r}")
+        raise InputError(f"n_chains must be ≥ 1, got {n_chains!r}")
     s = _as_schedule(schedule)
     x0 = _pixels_to_model(pixels).reshape(1, 2).expand(n_chains, 2).contiguous()
     traj = markov_trajectory(x0, s, seed=seed)
@@ -398,8 +400,8 @@ def two_pixel_reverse(
     s = _as_schedule(schedule)
     data = _pixels_to_model(data_pixels).reshape(-1, 2)
     if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1] (1 = DDPM, 0 = DDIM), got {eta}")
-    gen = torch.Generator().manual_seed(int(seed))
+        raise InputError(f"eta must be in [0, 1] (1 = DDPM, 0 = DDIM), got {eta}")
+    gen = torch.Generator().manual_seed(check_seed(seed))
     x = torch.randn((n_chains, 2), generator=gen, dtype=torch.float64)
     out = [x.clone()]
     ab = s.alphas_cumprod
@@ -433,8 +435,8 @@ def paint_drop(n_particles: int = 2000, steps: int = 400, *, step_size: float = 
     starting at the origin.
     """
     if n_particles < 1 or steps < 1:
-        raise ValueError(f"n_particles and steps must be ≥ 1, got {n_particles} and {steps}")
-    rng = np.random.default_rng(seed)
+        raise InputError(f"n_particles and steps must be ≥ 1, got {n_particles} and {steps}")
+    rng = np.random.default_rng(check_seed(seed))
     kicks = rng.normal(0.0, step_size, size=(steps, n_particles, 2))
     return np.concatenate([np.zeros((1, n_particles, 2)), np.cumsum(kicks, axis=0)])
 
@@ -465,21 +467,21 @@ def forward_latents(
     x = to_model_range(image)
     x = x[None] if x.ndim == 3 else x
     if x.shape[0] != 1:
-        raise ValueError("forward_latents takes one image")
+        raise InputError("forward_latents takes one image")
     from .images import decode_raw, encode_image, vae_factor
 
     factor = vae_factor(vae)
     if x.shape[-1] % factor or x.shape[-2] % factor:
-        raise ValueError(
+        raise InputError(
             f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {factor}; resize or crop it"
         )
     ts = from_diffusers(sched).check_timestep(timesteps)
     if ts.ndim != 1:
-        raise ValueError("timesteps must be a list of timesteps")
+        raise InputError("timesteps must be a list of timesteps")
     device, dtype = vae.device, vae.dtype
     with torch.no_grad():
         lat0 = encode_image(vae, x)
-        noise = torch.randn(lat0.shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+        noise = torch.randn(lat0.shape, generator=torch.Generator().manual_seed(check_seed(seed))).to(device, dtype)
         tt = torch.as_tensor(ts, device=device)
         noisy = sched.add_noise(lat0.expand(len(ts), -1, -1, -1), noise.expand(len(ts), -1, -1, -1), tt)
         images = None

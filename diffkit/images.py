@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = [
     "decode_latents",
     "decode_raw",
@@ -69,7 +71,7 @@ def to_uint8(image: Any, *, value_range: tuple[float, float] = (0.0, 1.0)) -> np
         a = a.transpose(0, 2, 3, 1)
     lo, hi = value_range
     if not hi > lo:
-        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
+        raise InputError(f"value_range must be (low, high) with high > low, got {value_range}; fix: e.g. (-1, 1)")
     a = (np.clip(a, lo, hi) - lo) / (hi - lo)
     out = (a * 255 + 0.5).astype(np.uint8)
     return np.repeat(out, 3, axis=-1) if out.ndim >= 3 and out.shape[-1] == 1 else out
@@ -78,7 +80,7 @@ def to_uint8(image: Any, *, value_range: tuple[float, float] = (0.0, 1.0)) -> np
 def _vae(pipe_or_vae: Any) -> Any:
     vae = getattr(pipe_or_vae, "vae", pipe_or_vae)
     if not hasattr(vae, "decode") or not hasattr(vae, "config"):
-        raise ValueError(f"{type(pipe_or_vae).__name__} has no VAE; pass a diffusers pipeline or AutoencoderKL")
+        raise InputError(f"{type(pipe_or_vae).__name__} has no VAE; fix: pass a diffusers pipeline or AutoencoderKL")
     return vae
 
 
@@ -134,7 +136,7 @@ def encode_image(pipe_or_vae: Any, x: Any) -> Any:
     vae = _vae(pipe_or_vae)
     f = vae_factor(vae)
     if x.shape[-1] % f or x.shape[-2] % f:
-        raise ValueError(f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {f}; resize or crop it")
+        raise InputError(f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {f}; fix: resize or crop it")
     param = next(vae.parameters())
     with torch.no_grad():
         mean = vae.encode(x.to(param.device, param.dtype)).latent_dist.mean
@@ -178,13 +180,13 @@ def decode_latents(pipe: Any, latents: Any, *, batch_size: int = 4, generator: A
     import torch
 
     if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        raise InputError(f"batch_size must be ≥ 1, got {batch_size}; fix: pass e.g. 8")
     x = torch.as_tensor(latents)
     single = x.ndim == 3
     if single:
         x = x[None]
     if x.ndim != 4:
-        raise ValueError(f"latents must be (C, h, w) or (B, C, h, w), got shape {tuple(x.shape)}")
+        raise InputError(f"latents must be (C, h, w) or (B, C, h, w), got shape {tuple(x.shape)}; fix: add or drop the batch axis")
     out = []
     for start in range(0, x.shape[0], batch_size):
         img = decode_raw(pipe, x[start : start + batch_size], generator=generator)
@@ -201,7 +203,16 @@ def _pil_rgb(img: Any) -> Any:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img).astype(np.float64)
         if a.min() < 0 or a.max() > 65535:
-            raise ValueError(f"a mode {img.mode} image must hold 16-bit values 0–65535, got {a.min():g}–{a.max():g}")
+            raise InputError(f"a mode {img.mode} image must hold 16-bit values 0–65535, got {a.min():g}–{a.max():g}; "
+                             "fix: rescale it, or pass floats in [0, 1]")
+        if img.mode == "I" and 0 < a.max() <= 255:
+            # 32-bit integer pixels that never pass 255: 8-bit values (as many converters leave
+            # them), or a 16-bit picture darker than 0.4 %; read as 16-bit it would be near-black
+            raise InputError(
+                f"a mode 'I' image whose values only reach {a.max():g} is ambiguous: 8-bit values (0–255) in a "
+                "32-bit image, or a nearly black 16-bit one; fix: img.convert('L') for 8-bit values, or pass "
+                "np.asarray(img) / 65535 as floats for 16-bit ones"
+            )
         return np.repeat((a / 65535.0).astype(np.float32)[..., None], 3, axis=-1)
     if img.mode == "F":
         return _float_array(np.asarray(img, dtype=np.float32))
@@ -212,16 +223,16 @@ def _pil_rgb(img: Any) -> Any:
     try:
         return img.convert("RGB")
     except (ValueError, OSError) as e:
-        raise ValueError(f"cannot read a PIL image of mode {img.mode!r} as RGB ({e}); convert it with img.convert('RGB')") from e
+        raise InputError(f"cannot read a PIL image of mode {img.mode!r} as RGB ({e}); fix: convert it with img.convert('RGB')") from e
 
 
 def _float_array(a: np.ndarray) -> np.ndarray:
     if not np.isfinite(a).all():
-        raise ValueError("the image holds NaN or inf values")
+        raise InputError("the image holds NaN or inf values; fix: replace them (np.nan_to_num) or pass another picture")
     lo, hi = float(a.min()), float(a.max())
     if lo < 0.0 or hi > 1.0:
         hint = "divide a 0–255 array by 255" if hi <= 255 and lo >= 0 else "rescale it to [0, 1]"
-        raise ValueError(f"a float image must lie in [0, 1], got values {lo:g}–{hi:g}; {hint}")
+        raise InputError(f"a float image must lie in [0, 1], got values {lo:g}–{hi:g}; fix: {hint}")
     if a.ndim == 2:
         a = a[..., None]
     if a.shape[-1] == 1:
@@ -252,12 +263,12 @@ def prepare_init_image(image: Any) -> Any:
         if t.ndim == 3:
             t = t[None]
         if t.ndim != 4 or t.shape[0] != 1:
-            raise ValueError(f"an image tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}")
+            raise InputError(f"an image tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}; fix: pass one picture")
         if t.shape[1] != 3:
             what = "latents" if t.shape[1] == 4 else "an image"
-            raise ValueError(
+            raise InputError(
                 f"an image tensor must have 3 colour channels first, got shape {tuple(image.shape)} "
-                f"(this looks like {what}); pass an RGB picture (3, H, W) in [0, 1]"
+                f"(this looks like {what}); fix: pass an RGB picture (3, H, W) in [0, 1]"
             )
         if not t.is_floating_point():
             t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
@@ -266,23 +277,24 @@ def prepare_init_image(image: Any) -> Any:
     if isinstance(image, np.ndarray):
         a = image
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)):
-            hint = "; transpose a (3, H, W) array with a.transpose(1, 2, 0)" if a.ndim == 3 and a.shape[0] in (3, 4) else ""
-            raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}{hint}")
+            hint = ": transpose a (3, H, W) array with a.transpose(1, 2, 0)" if a.ndim == 3 and a.shape[0] in (3, 4) else ""
+            raise InputError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}; fix: pass one RGB picture{hint}")
         if a.dtype == np.uint8:
             if a.ndim == 3 and a.shape[-1] == 1:
                 a = a[..., 0]
             return _pil_rgb(Image.fromarray(a))
         if a.dtype == np.uint16:
             return _float_array(a.astype(np.float64) / 65535.0)
-        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number):
-            raise ValueError(f"an image array must hold numbers (uint8, uint16 or float in [0, 1]), got dtype {a.dtype}")
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+            raise InputError(f"an image array must hold real numbers (uint8, uint16 or float in [0, 1]), got dtype {a.dtype}; "
+                             "fix: convert it, e.g. a.astype(np.uint8)")
         if np.issubdtype(a.dtype, np.integer):
-            raise ValueError(
+            raise InputError(
                 f"an integer image array must be uint8 (0–255) or uint16 (0–65535), got {a.dtype}; "
-                "cast it with a.astype(np.uint8) or pass floats in [0, 1]"
+                "fix: cast it with a.astype(np.uint8) or pass floats in [0, 1]"
             )
         return _float_array(a.astype(np.float32))
-    raise ValueError(
+    raise InputError(
         f"image must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}; "
-        "open a file with PIL.Image.open(path)"
+        "fix: open a file with PIL.Image.open(path)"
     )

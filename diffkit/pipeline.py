@@ -7,6 +7,7 @@ when the hub is reachable; a clear error names the fix otherwise.
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .errors import DiffkitError, ModelUnavailableError
+from .errors import DiffkitError, InputError, ModelUnavailableError
 
 __all__ = [
     "SCHEDULERS",
@@ -24,6 +25,7 @@ __all__ = [
     "load_pipeline",
     "NATIVE_CONV_MAX_BATCH",
     "NATIVE_CONV_MAX_CHANNELS",
+    "check_steps",
     "make_scheduler",
     "native_cpu_convolutions",
     "scheduler_name",
@@ -64,15 +66,20 @@ def default_device_and_dtype(
             device = "mps"
         else:
             device = "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}; fix: use 'cpu', 'cuda', 'cuda:0' or 'mps'") from None
     if isinstance(dtype, str):
         try:
             dtype = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
                      "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
         except KeyError:
-            raise ValueError(
-                f"unknown dtype {dtype!r}; use 'float32', 'float16' or 'bfloat16'"
+            raise InputError(
+                f"unknown dtype {dtype!r}; fix: use 'float32', 'float16' or 'bfloat16'"
             ) from None
+    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"dtype {dtype!r} cannot run a pipeline; fix: use 'float32', 'float16' or 'bfloat16'")
     if dtype is None:
         dtype = torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if device.type == "cpu" and dtype == torch.float16:
@@ -96,15 +103,36 @@ def make_scheduler(name: str, config: Any) -> Any:
 
     cls_name = SCHEDULERS.get(name, name)
     if cls_name not in SCHEDULERS.values():
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+        raise InputError(f"unknown scheduler {name!r}; fix: choose one of {sorted(SCHEDULERS)}")
     return getattr(diffusers, cls_name).from_config(config)
+
+
+def check_steps(scheduler: Any, steps: Any, *, name: str = "steps") -> int:
+    """*steps* as an int a sampler can take: a whole number from 1 to the scheduler's
+    ``num_train_timesteps`` (the forward chain's length, 1,000 for SD).
+
+    Past that length there is no new timestep to visit: DDIM and DDPM refuse it, PNDM would run
+    every U-Net call at t = 1, DPM-Solver and UniPC repeat timesteps. *scheduler* is an instance,
+    a class or a config; *name* is how the error names the setting (``"pipeline.steps"``).
+    """
+    from .checks import check_int
+
+    config = getattr(scheduler, "config", scheduler)
+    T = int(config.get("num_train_timesteps", 1000)) if hasattr(config, "get") else 1000
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps > T:
+        cls = scheduler.__name__ if isinstance(scheduler, type) else type(scheduler).__name__
+        raise InputError(
+            f"{name}={steps} is more than the {T} timesteps the model's forward chain has "
+            f"({cls}: past them there is no new timestep to visit); fix: use at most {T} steps (25–50 is usual)"
+        )
+    return check_int(name, steps, lo=1, hi=T, hint="25–50 is usual")
 
 
 def _check_local_folder(path: Path) -> None:
     if not (path / "model_index.json").is_file():
         raise PipelineNotAvailableError(
-            f"{path} is not a diffusers pipeline folder (no model_index.json); save one with "
-            "pipe.save_pretrained(folder) or pass a Hugging Face hub id"
+            f"{path} is not a diffusers pipeline folder (no model_index.json); fix: save one with "
+            "pipe.save_pretrained(folder), or pass a Hugging Face hub id"
         )
     pickled = []
     for folder in [path, *(p for p in path.iterdir() if p.is_dir())]:
@@ -115,13 +143,16 @@ def _check_local_folder(path: Path) -> None:
         raise PickledWeightsError(
             f"{path} holds pickled weights with no safetensors beside them ({', '.join(sorted(pickled)[:4])}); pickles can run code, so "
             "diffkit loads safetensors only. Convert them once: "
-            "DiffusionPipeline.from_pretrained(folder, use_safetensors=False).save_pretrained(new_folder, "
+            "fix: DiffusionPipeline.from_pretrained(folder, use_safetensors=False).save_pretrained(new_folder, "
             "safe_serialization=True)"
         )
 
 
 def _resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
     """(what to pass to from_pretrained, whether it is a local folder)."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(f"name_or_path={name_or_path!r} is not a model name; fix: pass 'tiny', a hub id such as "
+                         "'stable-diffusion-v1-5/stable-diffusion-v1-5', or a folder saved with save_pretrained")
     if str(name_or_path) == "tiny":
         try:
             from .tiny import pipeline_path
@@ -181,7 +212,8 @@ def load_pipeline(
     from diffusers import DiffusionPipeline
 
     if "use_safetensors" in kwargs and not kwargs.pop("use_safetensors"):
-        raise PickledWeightsError("diffkit loads safetensors only; use_safetensors=False is refused")
+        raise PickledWeightsError("diffkit loads safetensors only; use_safetensors=False is refused; fix: leave "
+                                 "use_safetensors out (a repository without safetensors: convert it once)")
     device, dtype = default_device_and_dtype(device, dtype)
     source, is_local = _resolve(name_or_path)
     if local_files_only is None:
@@ -198,22 +230,32 @@ def load_pipeline(
             local_files_only=local_files_only or is_local,
             **kwargs,
         )
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        if not is_local:
+            raise
+        raise PipelineNotAvailableError(
+            f"{source} is not a usable diffusers pipeline folder ({_one_line(e)}); fix: check model_index.json "
+            "(its _class_name and components), or save the pipeline again with pipe.save_pretrained(folder)"
+        ) from e
     except OSError as e:
         msg = str(e)
         if "safetensors" in msg.lower() and ("not found" in msg.lower() or "could not find" in msg.lower()):
             raise PickledWeightsError(
                 f"{name_or_path!r} has no safetensors weights; diffkit refuses pickled weights. "
-                "Pick a repository or revision that ships .safetensors files"
+                "fix: pick a repository or revision that ships .safetensors files"
             ) from e
         if is_local:
-            raise
+            raise PipelineNotAvailableError(
+                f"{source} is not a usable diffusers pipeline folder ({_one_line(e)}); fix: save the pipeline "
+                "again with pipe.save_pretrained(folder), or pass a hub id"
+            ) from e
         hint = (
             "the hub is unreachable or offline mode is on" if local_files_only
             else "it could not be fetched from the Hugging Face hub"
         )
         raise PipelineNotAvailableError(
             f"could not load {str(name_or_path)!r}: it is not in the Hugging Face cache "
-            f"({_hf_cache()}) and {hint}. Fix: on a machine with network run "
+            f"({_hf_cache()}) and {hint}; fix: on a machine with network run "
             f"`hf download {name_or_path}{f' --revision {revision}' if revision else ''}` (the command of "
             f"huggingface_hub; in Python: huggingface_hub.snapshot_download({str(name_or_path)!r})) "
             "to fill the cache, or pass a local folder saved with save_pretrained; "
@@ -314,6 +356,10 @@ def native_cpu_convolutions(pipe: Any) -> Any:
         if _plain_conv2d(module) and not isinstance(module.__dict__.get("forward"), _NativeConv2d):
             module.forward = _NativeConv2d(module)
     return pipe
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 def _hf_cache() -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .errors import InputError
 from .forward import (
     TWO_PIXEL_IMAGE,
     TwoPixelChains,
@@ -82,7 +83,7 @@ def _schedules(schedules: Iterable[NoiseSchedule | str] | NoiseSchedule | str) -
         schedules = [schedules]
     out = [get_schedule(s) if isinstance(s, str) else s for s in schedules]
     if not out:
-        raise ValueError("give at least one schedule, e.g. ['linear', 'cosine']")
+        raise InputError("give at least one schedule, e.g. ['linear', 'cosine']")
     return out
 
 
@@ -97,7 +98,7 @@ def plot_schedules(
 
     bad = [q for q in quantities if q not in _QUANTITIES]
     if bad or not quantities:
-        raise ValueError(f"unknown quantities {bad}; choose from {list(_QUANTITIES)}")
+        raise InputError(f"unknown quantities {bad}; choose from {list(_QUANTITIES)}")
     frame = schedules_frame(_schedules(schedules))
     fig = _figure(figsize=figsize or (4.2 * len(quantities), 3.4), layout="constrained")
     axes = fig.subplots(1, len(quantities), squeeze=False)[0]
@@ -119,7 +120,7 @@ def plot_schedules(
 def strip_timesteps(num_train_timesteps: int = 1000, n: int = 10) -> list[int]:
     """Timesteps for a forward strip: every T/n steps, ending at the last (99, 199, …, 999 for T = 1000)."""
     if n < 1:
-        raise ValueError(f"n must be ≥ 1, got {n}")
+        raise InputError(f"n must be ≥ 1, got {n}")
     return [int(round(num_train_timesteps * (i + 1) / n)) - 1 for i in range(n)]
 
 
@@ -139,7 +140,7 @@ def plot_forward_strip(
     ts = list(timesteps) if timesteps is not None else strip_timesteps(s.num_train_timesteps)
     x0 = to_model_range(image)
     if x0.ndim != 3:
-        raise ValueError("plot_forward_strip takes one image, not a batch")
+        raise InputError("plot_forward_strip takes one image, not a batch")
     frames = q_sample_all(x0, s, timesteps=ts, seed=seed)
     n = len(ts) + 1
     fig = _figure(figsize=(panel_size * n, panel_size + 0.5), layout="constrained")
@@ -214,7 +215,7 @@ def image_grid(images: Sequence[object], *, titles: Sequence[str] | None = None,
                panel_size: float = 1.4) -> Figure:
     """A grid of images (PIL, NumPy HWC uint8, or torch (3, H, W) in [−1, 1]) with optional titles."""
     if not images:
-        raise ValueError("no images to show")
+        raise InputError("no images to show")
     n = len(images)
     nrows = (n + ncols - 1) // ncols
     fig = _figure(figsize=(panel_size * min(n, ncols), (panel_size + 0.3) * nrows), layout="constrained")
@@ -240,7 +241,7 @@ def plot_paint_drop(positions: np.ndarray, *, steps: Sequence[int] = (0, 10, 100
     """
     steps = [k for k in steps if k < len(positions)]
     if not steps:
-        raise ValueError(f"steps must be below {len(positions)}, the length of the simulation")
+        raise InputError(f"steps must be below {len(positions)}, the length of the simulation")
     lim = 2.5 * step_size * np.sqrt(max(steps)) + 1
     fig = _figure(figsize=(2.6 * len(steps), 2.8), layout="constrained")
     axes = fig.subplots(1, len(steps), squeeze=False)[0]
@@ -269,7 +270,7 @@ def plot_gaussian_bells(centre: float = 170.0, widths: Sequence[float] = (2.0, 5
     from scipy.stats import norm
 
     if not widths or min(widths) <= 0:
-        raise ValueError(f"widths must be positive numbers, got {widths}")
+        raise InputError(f"widths must be positive numbers, got {widths}")
     span = 4 * max(widths)
     x = np.linspace(centre - span, centre + span, 600)
     fig = _figure(figsize=(6.5, 3.0), layout="constrained")
@@ -301,7 +302,7 @@ def plot_unet_anatomy(anatomy) -> Figure:
 
     df = anatomy[anatomy.resolution != ""].reset_index(drop=True)
     if df.empty:
-        raise ValueError("the table has no feature-map rows; pass the output of diffkit.unet_anatomy")
+        raise InputError("the table has no feature-map rows; pass the output of diffkit.unet_anatomy")
     sides = sorted({int(r.split("×")[0]) for r in df.resolution}, reverse=True)
     level = {s: i for i, s in enumerate(sides)}
     fig = _figure(figsize=(max(7.0, 0.42 * len(df)), 1.1 * len(sides) + 1.6), layout="constrained")

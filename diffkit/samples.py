@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .checks import check_int
+from .errors import InputError
+
 __all__ = ["SAMPLE_NAMES", "sample_image"]
 
 # scikit-image bundles these RGB photographs in its wheel (no pooch download needed).
@@ -21,15 +24,16 @@ def sample_image(name: str = "astronaut", size: int | tuple[int, int] | None = 2
     from skimage import data
 
     if name not in SAMPLE_NAMES:
-        raise ValueError(f"unknown sample image {name!r}; choose one of {list(SAMPLE_NAMES)}")
+        raise InputError(f"unknown sample image {name!r}; choose one of {list(SAMPLE_NAMES)}")
     img = Image.fromarray(getattr(data, name)()).convert("RGB")
     if size is None:
         return img
     w, h = img.size
     side = min(w, h)
     img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-    if isinstance(size, int):
-        if size < 1:
-            raise ValueError(f"size must be ≥ 1, got {size}")
-        size = (size, size)
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        size = tuple(check_int(nm, v, lo=1, hi=8192, hint="pixels") for nm, v in zip(("width", "height"), size))
+    else:
+        side = check_int("size", size, lo=1, hi=8192, hint="the side in pixels, or (width, height)")
+        size = (side, side)
     return img.resize(size, Image.Resampling.LANCZOS)

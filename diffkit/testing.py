@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 
 from ._clip_vocab import CLIP_VOCAB_SIZE, write_clip_tokenizer_files
+from .errors import InputError
 
 __all__ = ["save_tiny_random_pipeline", "tiny_random_pipeline"]
 
@@ -77,7 +78,15 @@ def tiny_random_pipeline(
     pipeline follows diffusers' fast tests: a one-layer MMDiT (patch size 1), two CLIP text
     encoders with projection, no T5 (diffusers then feeds zeros in its place), a flow-matching
     Euler scheduler, and a VAE with SD 3's ``shift_factor``. *prediction_type* applies to SD and SDXL.
+    The caller's global random stream (``torch.manual_seed``) is left as it was.
     """
+    if kind not in ("sd", "sdxl", "sd3"):
+        raise InputError(f"kind must be 'sd', 'sdxl' or 'sd3', got {kind!r}")
+    with torch.random.fork_rng(devices=[]):
+        return _build(kind, seed=seed, prediction_type=prediction_type, tokenizer_dir=tokenizer_dir)
+
+
+def _build(kind: str, *, seed: int, prediction_type: str, tokenizer_dir: str | Path | None) -> Any:
     from diffusers import (
         DDIMScheduler,
         EulerDiscreteScheduler,
@@ -164,7 +173,7 @@ def tiny_random_pipeline(
             text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
             text_encoder_3=None, tokenizer_3=None,
         )
-    raise ValueError(f"kind must be 'sd', 'sdxl' or 'sd3', got {kind!r}")
+    raise AssertionError(kind)  # checked by tiny_random_pipeline
 
 
 def save_tiny_random_pipeline(folder: str | Path, kind: Literal["sd", "sdxl", "sd3"] = "sd", **kwargs: Any) -> Path:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checks import check_seed
+from .errors import InputError
 from .forward import _pixels_to_model, optimal_denoiser
 from .schedules import NoiseSchedule, get_schedule
 
@@ -96,7 +98,7 @@ class ToyDenoiser:
         (``eps_error``), and the same for x̂_0 (``x0_error``, in model units).
         """
         ab = float(self.schedule.alphas_cumprod[int(self.schedule.check_timestep(t))])
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(check_seed(seed))
         x0 = self.data[torch.randint(0, len(self.data), (n,), generator=gen)]
         x_t = ab**0.5 * x0 + (1 - ab) ** 0.5 * torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         x0_opt = optimal_denoiser(x_t, int(t), self.data, self.schedule)
@@ -141,12 +143,12 @@ def train_toy_denoiser(
     """
     for name, value, lo in (("steps", steps, 1), ("batch_size", batch_size, 1), ("hidden", hidden, 2)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-            raise ValueError(f"{name} must be an integer ≥ {lo}, got {value!r}")
+            raise InputError(f"{name} must be an integer ≥ {lo}, got {value!r}")
     if not (isinstance(lr, (int, float)) and 0 < lr < 1):
-        raise ValueError(f"lr must be a number in (0, 1), got {lr!r}; 2e-3 is usual")
+        raise InputError(f"lr must be a number in (0, 1), got {lr!r}; 2e-3 is usual")
     s = get_schedule(schedule) if isinstance(schedule, str) else schedule
     data = _pixels_to_model(data_pixels).reshape(-1, 2).double()
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     with torch.random.fork_rng():
         torch.manual_seed(int(seed))
         model = _MLP(int(hidden), 16, s.num_train_timesteps)

@@ -35,7 +35,7 @@ def test_old_keyword_names_warn_and_pass_through():
     ]
     assert rec[0].filename == __file__  # the warning points at the caller
     with pytest.raises(
-        TypeError, match=r"draw\(\) got both random_state= and seed=; pass only seed="
+        TypeError, match=r"draw\(\) got both random_state= and seed=; fix: pass only seed="
     ):
         draw(1, random_state=2, seed=2)
 

@@ -83,6 +83,8 @@ def test_every_pil_mode_becomes_rgb(mode):
     img = _photo("L").convert(mode) if mode in ("I;16", "I", "F") else _photo(mode)
     if mode == "F":
         img = Image.fromarray(np.asarray(img, np.float32) / 255.0, mode="F")
+    if mode == "I":  # 16-bit values in a 32-bit image (a 0–255 one is ambiguous: tests/test_bad_inputs.py)
+        img = Image.fromarray(np.asarray(img, np.int32) * 257, mode="I")
     out = prepare_init_image(img)
     a = np.asarray(out, dtype=np.float32)
     assert a.shape == (8, 8, 3)
@@ -103,15 +105,15 @@ def test_sixteen_bit_is_read_on_its_own_scale():
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (np.full((4, 4, 3), 200.0), r"must lie in \[0, 1\], got values 200–200; divide a 0–255 array by 255"),
+        (np.full((4, 4, 3), 200.0), r"must lie in \[0, 1\], got values 200–200; fix: divide a 0–255 array by 255"),
         (np.full((4, 4, 3), -0.5), r"must lie in \[0, 1\]"),
         (np.full((4, 4, 3), np.nan), "NaN or inf"),
         (np.zeros((3, 8, 8)), r"transpose a \(3, H, W\) array"),
         (np.zeros((8, 8, 5)), r"must be \(H, W\), \(H, W, 3\) or \(H, W, 4\)"),
         (np.zeros((2, 8, 8, 3)), r"must be \(H, W\)"),
         (np.zeros((4, 4, 3), np.int32), "must be uint8 .* or uint16"),
-        (np.zeros((4, 4, 3), bool), "must hold numbers"),
-        (np.array([["a"]]), "must hold numbers"),
+        (np.zeros((4, 4, 3), bool), "must hold real numbers"),
+        (np.array([["a"]]), "must hold real numbers"),
         (torch.zeros(4, 8, 8), "looks like latents"),
         (torch.zeros(1, 4, 8, 8), "looks like latents"),
         (torch.zeros(2, 3, 8, 8), r"\(3, H, W\) or \(1, 3, H, W\)"),

@@ -55,3 +55,69 @@ def test_an_unfinished_chain_never_aborts_the_interpreter(mode):
     assert p.stdout.splitlines()[-1] == "exiting"
     if mode == "exit-closed":
         assert "closed: the chain was closed" in p.stdout or "closed: this chain was closed" in p.stdout
+
+
+def _process_state() -> dict:
+    """What a call must never change behind the user's back: process-wide switches."""
+    import logging
+    import warnings
+
+    import matplotlib
+    import torch
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    return {
+        "mkldnn": torch.backends.mkldnn.enabled,
+        "threads": torch.get_num_threads(),
+        "grad": torch.is_grad_enabled(),
+        "rng": torch.random.get_rng_state().clone(),
+        "root_log_level": logging.getLogger().level,
+        "diffusers_bars": dlog.is_progress_bar_enabled(),
+        "transformers_bars": tlog.is_progress_bar_enabled(),
+        "diffusers_verbosity": dlog.get_verbosity(),
+        "warning_filters": list(warnings.filters),
+        "rc": dict(matplotlib.rcParams),
+    }
+
+
+def test_no_call_changes_process_wide_state(tmp_path):
+    """Loading, a chain, an explorer run, the test builders and an audit's generation leave every
+    process-wide switch as they found it (torch flags, threads, the global random stream, log
+    levels, loading bars, warning filters, matplotlib's rcParams)."""
+    import torch
+
+    import diffkit as dk
+    from diffkit.audit._testing import save_test_clip
+    from diffkit.audit.generate import generate_images
+    from diffkit.audit.spec import parse_spec
+    from diffkit.testing import save_tiny_random_pipeline, tiny_random_pipeline
+    from diffkit.widgets import ReverseChainExplorer, TwoPixelExplorer
+
+    def calls(run: Path) -> None:
+        pipe = dk.load_pipeline("tiny")
+        dk.ReverseChain(pipe, "a woman pilot", steps=3, seed=0, capture_attention=True).run()
+        ex = ReverseChainExplorer(pipe, steps=3)
+        ex.run(wait=True)
+        ex.close()
+        TwoPixelExplorer(n_chains=5).close()
+        tiny_random_pipeline("sd")
+        folder = save_tiny_random_pipeline(run / "pipe")
+        save_test_clip(run / "clip")
+        spec = parse_spec({
+            "audit": {"name": "state", "seed": 1, "images_per_prompt": 2, "batch_size": 2},
+            "prompts": {"templates": ["a photo of {a_occupation}"], "attributes": {"occupation": ["nurse"]}},
+            "pipeline": {"model": str(folder), "steps": 2, "height": 32, "width": 32},
+        }, source="state.toml")
+        generate_images(spec, run / "run", progress=False)
+
+    calls(tmp_path / "first")  # first imports add their libraries' own warning filters: not a call's doing
+    torch.manual_seed(1234)
+    before = _process_state()
+    calls(tmp_path / "second")
+    after = _process_state()
+    for key in before:
+        if key == "rng":
+            assert torch.equal(before[key], after[key]), "the global random stream moved"
+        else:
+            assert before[key] == after[key], key

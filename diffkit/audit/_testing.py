@@ -9,7 +9,6 @@ exactly as it loads a hub model, in any process.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 __all__ = ["TEST_CLIP_CONFIG", "save_test_clip", "to_toml"]
@@ -31,13 +30,9 @@ def save_test_clip(folder: str | Path, *, seed: int = 0, config: dict | None = N
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {"model_cfg": config or TEST_CLIP_CONFIG, "preprocess_cfg": {}}
     (folder / "open_clip_config.json").write_text(json.dumps(cfg))
-    torch.manual_seed(seed)
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # "no pretrained weights" is the point here
-    try:
-        model = open_clip.create_model(f"local-dir:{folder}", pretrained=None, load_weights=False)
-    finally:
-        logging.getLogger().setLevel(level)
+    with torch.random.fork_rng(devices=[]):  # seeded, and the caller's random stream left as it was
+        torch.manual_seed(seed)
+        model = open_clip.CLIP(**(config or TEST_CLIP_CONFIG))  # what create_model builds, without its "no weights" log
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
     return f"local-dir:{folder}"
 

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from .._files import read_csv
+from ..errors import StateError
 from .generate import dist_state, generate_images, load_run_spec
 from .metrics import AuditMetrics, audit_metrics, compare_metrics
 from .report import write_comparison, write_report
@@ -57,7 +58,12 @@ def default_out(spec: AuditSpec, model: str | None = None) -> Path:
     return Path("out") / "audit" / f"{spec.name}--{slug}"
 
 
-def _metrics(spec: AuditSpec, images: pd.DataFrame) -> AuditMetrics:
+def _metrics(spec: AuditSpec, images: pd.DataFrame, run_dir: Path | None = None) -> AuditMetrics:
+    if run_dir is not None and not (images["kind"] == "audit").any():
+        raise StateError(
+            f"{run_dir} has no finished audit image to report yet; fix: run `diffkit audit run` with its spec and "
+            f"--out {run_dir} to generate them (a rerun resumes)"
+        )
     return audit_metrics(images=images, ci=spec.report.ci, n_boot=spec.report.n_boot,
                          seed=spec.report.seed)
 
@@ -94,7 +100,7 @@ def run_audit(
         images = score_images(spec, run_dir, classifier=classifier, progress=progress, state=state)
         if not state.is_main:
             return None
-        metrics = _metrics(spec, images)
+        metrics = _metrics(spec, images, run_dir)
         path = None
         if report:
             path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
@@ -117,7 +123,7 @@ def report_audit(
     spec = load_run_spec(run_dir)
     with run_lock(run_dir, "rewriting the report", create=False):  # scoring and writing, as one writer
         images = score_images(spec, run_dir, classifier=classifier, progress=progress)
-        metrics = _metrics(spec, images)
+        metrics = _metrics(spec, images, run_dir)
         path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
     return AuditResult(run_dir, spec, metrics, path)
 

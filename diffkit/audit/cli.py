@@ -97,8 +97,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from .._files import ensure_folder
     from .api import compare_audits
 
+    if args.out is not None:
+        ensure_folder(args.out)  # before the comparison is computed: a file in the way fails now
     _, overall, path = compare_audits(args.run_a, args.run_b, out=args.out)
     for _, r in overall.iterrows():
         ci = "" if r["ci_low"] != r["ci_low"] else f"  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"

@@ -41,13 +41,17 @@ import contextlib
 import hashlib
 import io
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..errors import InputError
+from ..pipeline import check_steps
 from .prompts import build_prompts, derive_seed
 from .rundir import (
     LEDGER_NAME,
@@ -56,6 +60,7 @@ from .rundir import (
     Ledger,
     RunMismatchError,
     clean_orphans,
+    inside,
     journal_mode,
     load_run_spec,
     now,
@@ -141,6 +146,16 @@ def check_prompt_lengths(spec: AuditSpec, tokenizer: Any, prompts: pd.DataFrame 
                 "(the occupation word, perhaps) would be cut off before the model sees it",
                 f"shorten the template to at most {limit} tokens with the longest attribute filled in",
             )
+    negative = spec.pipeline.negative_prompt
+    if negative:
+        n = len(tokenizer(negative, truncation=False, add_special_tokens=True)["input_ids"])
+        if n > limit:
+            raise SpecError(
+                spec.source, "pipeline.negative_prompt",
+                f"{n} tokens, over the text encoder's limit of {limit}: the pipeline would cut off its end "
+                f"({negative[:40]!r}…) without a word",
+                f"shorten it to at most {limit} tokens, the words that matter first",
+            )
 
 
 def load_pipeline_for(spec: AuditSpec, *, device: Any = None, progress: bool = True) -> Any:
@@ -160,22 +175,43 @@ def load_pipeline_for(spec: AuditSpec, *, device: Any = None, progress: bool = T
         )
 
 
-@contextlib.contextmanager
-def _quiet_loading():
-    """Hide diffusers' and transformers' loading bars for the block, then restore their setting."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
+class _QuietLoading:
+    """Hide diffusers' and transformers' loading bars while any audit loads its pipeline.
 
-    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was[0]:
-            dlog.enable_progress_bar()
-        if was[1]:
-            tlog.enable_progress_bar()
+    The setting is process-wide, so it is guarded as ipympl guards its one global: under a
+    lock, the first loader in saves and changes it, the last one out restores it; two audits
+    loading in two threads never leave the bars off (or on) for the user.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._was = (True, True)
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        with self._lock:
+            if self._count == 0:
+                self._was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+                dlog.disable_progress_bar()
+                tlog.disable_progress_bar()
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+                if self._count == 0:
+                    if self._was[0]:
+                        dlog.enable_progress_bar()
+                    if self._was[1]:
+                        tlog.enable_progress_bar()
+
+
+_quiet_loading = _QuietLoading()
 
 
 def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[int]) -> list:
@@ -214,7 +250,7 @@ def regenerate_image(spec: AuditSpec, prompt_id: int, image_index: int, *, pipe:
     prompts = build_prompts(spec)
     row = prompts.loc[prompts["prompt_id"] == prompt_id]
     if row.empty:
-        raise ValueError(f"no prompt {prompt_id}; the spec has prompts 0..{len(prompts) - 1}")
+        raise InputError(f"no prompt {prompt_id}; the spec has prompts 0..{len(prompts) - 1}")
     pipe = pipe if pipe is not None else load_pipeline_for(spec)
     seed = derive_seed(spec.seed, prompt_id, image_index)
     return _call_pipeline(pipe, spec, [row["prompt"].iloc[0]], [seed])[0]
@@ -286,6 +322,11 @@ def generate_images(
                 if pipe is None:
                     pipe = load_pipeline_for(spec, device=state.device, progress=progress)
                 check_prompt_lengths(spec, getattr(pipe, "tokenizer", None))
+                try:  # the spec's steps against this model's forward chain, before the first image
+                    check_steps(pipe.scheduler, spec.pipeline.steps, name="pipeline.steps")
+                except InputError as e:
+                    raise SpecError(spec.source, "pipeline.steps", str(e).split("; fix: ")[0],
+                                    str(e).split("; fix: ")[-1]) from None
                 if weights is None:  # a hub id that was not cached before the load
                     record_weights(run_dir, spec, weights_identity(spec.pipeline.model, spec.pipeline.revision))
                 _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progress, tqdm)
@@ -315,7 +356,7 @@ def _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progr
                 if status == "done":  # recomputed only to keep the batch whole
                     continue
                 data = _png_bytes(img)
-                write_atomic(run_dir / path, data)
+                write_atomic(inside(run_dir, path, row=(int(k), int(i))), data)
                 updates.append((hashlib.sha256(data).hexdigest(), per_image, state.rank, now(), int(k), int(i)))
             with led.transaction() as c:  # a batch's rows are committed together, after its files
                 c.executemany(

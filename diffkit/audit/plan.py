@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from ..checks import check_probability
+from ..errors import InputError
 from .metrics import _z
 
 __all__ = ["SamplePlan", "plan_sample_size", "power_exact", "wilson_half_width"]
@@ -49,6 +51,35 @@ def power_exact(*, n: int, p: float, alpha: float = 0.05) -> float:
     pval = cum[np.searchsorted(order, pm0 * (1 + 1e-7), side="right") - 1]
     reject = pval <= alpha
     return float(stats.binom.pmf(k[reject], n, p).sum())
+
+
+def _power_fast(ns: np.ndarray, p: float, alpha: float) -> np.ndarray:
+    """:func:`power_exact` for many *ns* at once. Under p = ½ the binomial is symmetric and
+    unimodal, so the test rejects k exactly when 2·F(min(k, n − k); n, ½) ≤ alpha: the region
+    is k ≤ c or k ≥ n − c, and the power is F(c; n, p) + S(n − c − 1; n, p)."""
+    ns = np.asarray(ns)
+    c = stats.binom.ppf(alpha / 2, ns, 0.5)  # smallest k with F(k) ≥ alpha / 2
+    c = np.where(2 * stats.binom.cdf(c, ns, 0.5) <= alpha * (1 + 1e-7), c, c - 1)
+    c = np.minimum(c, np.ceil(ns / 2) - 1)
+    return np.where(c >= 0, stats.binom.cdf(c, ns, p) + stats.binom.sf(ns - c - 1, ns, p), 0.0)
+
+
+def _smallest_stable_n(power: float, p: float, alpha: float) -> int | None:
+    """The smallest n from which the exact power stays ≥ *power* for 10 further n, or None past _MAX_N."""
+    ns = np.arange(1, _MAX_N + 12)
+    ok = _power_fast(ns, p, alpha) >= power
+    # stable[i]: ok at ns[i] … ns[i + 10]
+    run = np.convolve(ok.astype(int), np.ones(11, dtype=int), mode="valid") == 11
+    hits = np.flatnonzero(run)
+    if not len(hits) or ns[hits[0]] > _MAX_N:
+        return None
+    guess = int(ns[hits[0]])
+    # confirm with the exact definition near the guess (the fast form's ties are rounded differently)
+    exact = {m: power_exact(n=m, p=p, alpha=alpha) >= power for m in range(max(1, guess - 20), guess + 32)}
+    for n in range(max(1, guess - 20), guess + 21):
+        if all(exact[m] for m in range(n, n + 11)):
+            return n
+    return guess
 
 
 @dataclass(frozen=True)
@@ -93,41 +124,40 @@ def plan_sample_size(
     20
     """
     if (half_width is None) == (power is None):
-        raise ValueError("give exactly one goal: half_width=… (e.g. 0.1) or power=… with imbalance=… (e.g. 0.8, 0.2)")
+        raise InputError("give exactly one goal; fix: half_width=… (e.g. 0.1), or power=… with imbalance=… (e.g. 0.8 and "
+                         "0.2; on the command line --half-width 0.1, or --power 0.8 --imbalance 0.2)")
     if not 0 <= unlabelled_rate < 1:
-        raise ValueError(f"unlabelled_rate must be in [0, 1), got {unlabelled_rate}; use e.g. 0.05 for 5%")
+        raise InputError(f"unlabelled_rate must be in [0, 1), got {unlabelled_rate}; fix: use e.g. 0.05 for 5%")
     if templates < 1 or occupations < 1:
-        raise ValueError("templates and occupations must be at least 1")
-    _z(ci)
+        raise InputError(f"templates and occupations must be at least 1, got {templates} and {occupations}; fix: count "
+                         "them in your spec")
+    check_probability("ci", ci, open_ends=True, hint="0.95 is usual")
     if half_width is not None:
         if not 0 < half_width < 0.5:
-            raise ValueError(f"half_width must be in (0, 0.5), got {half_width}; e.g. 0.1 for ±10 points")
+            raise InputError(f"half_width must be in (0, 0.5), got {half_width}; fix: e.g. 0.1 for ±10 points")
         if not 0 < p < 1:
-            raise ValueError(f"p must be in (0, 1), got {p}")
+            raise InputError(f"p must be in (0, 1), got {p}; fix: 0.5 plans for the widest case")
         ns = np.arange(1, _MAX_N + 1)
         ok = np.flatnonzero(wilson_half_width(n=ns, p=p, ci=ci) <= half_width)
+        if not len(ok):
+            best = float(wilson_half_width(n=_MAX_N, p=p, ci=ci))
+            raise InputError(f"a half-width of {half_width} needs more than {_MAX_N:,} labelled images per "
+                             f"occupation; fix: ask for a half-width of at least {math.ceil(best * 1e4) / 1e4}")
         n = int(ns[ok[0]])
         achieved = float(wilson_half_width(n=n, p=p, ci=ci))
         goal = f"Wilson {100 * ci:.10g}% half-width ≤ {half_width} at p = {p}"
         rule = "smallest n with z√(p(1−p)/n + z²/4n²)/(1 + z²/n) ≤ half-width"
     else:
         if imbalance is None or not 0 < imbalance < 0.5:
-            raise ValueError("power needs imbalance=|p − ½| in (0, 0.5), e.g. imbalance=0.2 (a 70/30 split)")
+            raise InputError("power needs imbalance=|p − ½| in (0, 0.5); fix: e.g. imbalance=0.2 (a 70/30 split)")
         if not 0 < power < 1:
-            raise ValueError(f"power must be in (0, 1), got {power}; e.g. 0.8")
+            raise InputError(f"power must be in (0, 1), got {power}; fix: e.g. 0.8")
         alpha = (1 - ci) / occupations
-        n = None
         # exact power saw-tooths in n: take the smallest n from which it stays ≥ power for 10 steps
-        lo = 1
-        while lo < _MAX_N:
-            if power_exact(n=lo, p=0.5 + imbalance, alpha=alpha) >= power and all(
-                power_exact(n=m, p=0.5 + imbalance, alpha=alpha) >= power for m in range(lo + 1, lo + 11)
-            ):
-                n = lo
-                break
-            lo += 1
+        n = _smallest_stable_n(power, 0.5 + imbalance, alpha)
         if n is None:
-            raise ValueError(f"more than {_MAX_N} images per occupation would be needed; ask for less power")
+            raise InputError(f"more than {_MAX_N:,} labelled images per occupation would be needed for power "
+                             f"{power} against |p − ½| = {imbalance}; fix: ask for less power or a larger imbalance")
         achieved = power_exact(n=n, p=0.5 + imbalance, alpha=alpha)
         goal = (f"power ≥ {power} against |p − ½| = {imbalance}, exact two-sided binomial test at α = "
                 f"{alpha:.4g}" + (f" ({1 - ci:.3g}/{occupations} occupations, Bonferroni)" if occupations > 1 else ""))

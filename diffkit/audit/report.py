@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._files import atomic_write_text, write_csv
+from .._files import atomic_write_text, ensure_folder, write_csv
 from .metrics import AuditMetrics, pct
 from .spec import AuditSpec
 
@@ -74,6 +74,12 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def plain_labels(values: Any) -> list[str]:
+    """Labels from the spec (occupations) as matplotlib text: ``$`` escaped, so a name such as
+    ``"$\\frac{a$"`` is drawn as written instead of failing as TeX after the whole run."""
+    return [str(v).replace("$", r"\$") for v in values]
 
 
 def _b64_png(fig: Any) -> str:
@@ -161,7 +167,7 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             ax.plot(pub["published_p_female"], py, "D", color="C4", ms=5, mfc="none",
                     label="Fair Diffusion, SD 1.5, FairFace (published)")
         ax.axvline(0.5, color="grey", lw=1, ls="--")
-        ax.set_yticks(y, order["occupation"].astype(str))
+        ax.set_yticks(y, plain_labels(order["occupation"]))
         ax.set_xlim(-0.02, 1.02)
         ax.set_xlabel("share labelled female")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.4 / max(len(order), 1)), ncol=2, fontsize=8,
@@ -175,7 +181,7 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             ax.errorbar(tr["p_ref"], tr["p_female"], yerr=_err(tr["p_female"], tr["ci_low"], tr["ci_high"]),
                         fmt="none", ecolor="C0", alpha=0.5)
             for _, r in tr.iterrows():
-                ax.annotate(str(r["occupation"]), (r["p_ref"], r["p_female"]), fontsize=7, xytext=(3, 3),
+                ax.annotate(plain_labels([r["occupation"]])[0], (r["p_ref"], r["p_female"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
             ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="generated = reference")
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
@@ -444,8 +450,7 @@ def write_report(
 
 def _write_report(run_dir: Path, spec: AuditSpec, metrics: AuditMetrics, out_dir: str | Path | None,
                   classifier_id: str | None) -> Path:
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(Path(out_dir) if out_dir is not None else run_dir / "report")
     for name, df in metrics.tables().items():
         write_csv(df, out / f"{name}.csv")
     from .published import published_overlay
@@ -601,8 +606,7 @@ def write_comparison(
     from markupsafe import Markup
     from matplotlib.figure import Figure
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out_dir)
     design = str(overall.attrs.get("design", "unknown"))
     lvl = pct(ci)
     write_csv(by_occupation, out / "compare_by_occupation.csv")
@@ -614,7 +618,7 @@ def write_comparison(
     paired = bool(overall.attrs.get("paired", False))
     ax.errorbar(t["diff"], y, xerr=_err(t["diff"], t["ci_low"], t["ci_high"]), fmt="o", capsize=3)
     ax.axvline(0, color="grey", ls="--", lw=1)
-    ax.set_yticks(y, t["occupation"].astype(str))
+    ax.set_yticks(y, plain_labels(t["occupation"]))
     ax.set_xlabel(f"p̂ female: b − a ({lvl} {'Newcombe paired' if paired else 'Newcombe'})")
     plot = _b64_png(fig)
     md_lines = [f"# {html.escape(name_b)} versus {html.escape(name_a)}", "", f"Design: {html.escape(design)}.", "",

@@ -19,7 +19,13 @@ never waits half-way, so nothing is generated twice and two report writers never
 Reading a finished run (``audit compare`` of its report CSVs) takes no lock: every file is
 replaced atomically.
 
-The ledger is the source of truth. ``spec.json`` is checked against it whenever a run is
+The ledger is the source of truth, and it is input: run folders are passed between people.
+Its rows are checked against the image grid the spec makes (:func:`check_ledger`) whenever
+a run is reopened or scored: a row whose path, prompt, seed or batch was edited, or a row the
+spec does not make, is refused naming the row (a path such as ``../../x.png`` never leads a
+write outside the folder: :func:`inside` checks every path before use); a row deleted by hand
+is restored as pending by ``audit run`` (a warning names it) and named by scoring.
+``spec.json`` is checked against the ledger whenever a run is
 reopened (an edited copy is refused, a deleted one restored), and the run's *weights* (a
 sha256 of the pipeline's safetensors and configs, or the hub commit it resolved to) are
 recorded beside the spec, so a resumed run never mixes two models.
@@ -45,8 +51,8 @@ from typing import Any
 
 import pandas as pd
 
-from .._files import atomic_write_bytes, is_disk_full
-from ..errors import DiffkitError, RunBusyError, RunFolderError
+from .._files import atomic_write_bytes, environment_error, is_disk_full
+from ..errors import DiffkitError, DiskFullError, InputError, RunBusyError, RunFolderError
 from .spec import AuditSpec, spec_from_dict, upgrade_spec_dict
 
 __all__ = [
@@ -55,12 +61,16 @@ __all__ = [
     "SPEC_NAME",
     "DiskFullError",
     "Ledger",
+    "LedgerRepairedWarning",
     "RunBusyError",
     "RunFolderError",
     "RunMismatchError",
+    "check_ledger",
     "clean_orphans",
     "connect",
+    "expected_rows",
     "first_difference",
+    "inside",
     "journal_mode",
     "load_run_spec",
     "make_run_dir",
@@ -98,11 +108,12 @@ CREATE TABLE IF NOT EXISTS images (
 
 
 class RunMismatchError(DiffkitError, ValueError):
-    """The output folder holds another spec's (or another model's) run; diffkit never mixes runs."""
+    """The output folder holds another spec's (or another model's) run, or a ledger edited by
+    hand (rows added or changed); diffkit never mixes runs."""
 
 
-class DiskFullError(DiffkitError, OSError):
-    """The disk filled up while writing; nothing half-written was kept."""
+class LedgerRepairedWarning(UserWarning):
+    """Rows the spec makes were missing from a run's ledger (deleted by hand) and are restored as pending."""
 
 
 def now() -> str:
@@ -126,6 +137,24 @@ def write_atomic(path: Path, data: bytes) -> None:
                 "only finished batches; fix: free some space and rerun the same command to resume",
             ) from e
         raise
+
+
+def inside(run_dir: str | Path, rel: str, *, row: tuple[int, int] | None = None) -> Path:
+    """``run_dir / rel``, refused (:class:`RunMismatchError`, naming the ledger *row*) unless it
+    resolves inside *run_dir*: a ledger is input, and its paths never lead a read or a write
+    outside the folder (``../../x.png``, an absolute path, a symlink out)."""
+    run_dir = Path(run_dir)
+    p = run_dir / rel
+    root = run_dir.resolve()
+    target = p.resolve()
+    if Path(rel).is_absolute() or (target != root and root not in target.parents):
+        where = f"ledger row (prompt {row[0]}, image {row[1]})" if row else "the ledger"
+        raise RunMismatchError(
+            f"{run_dir / LEDGER_NAME}: {where} names the path {rel!r}, outside the run folder; the ledger was "
+            "edited by hand or comes from elsewhere; fix: restore the row's path (images/KKKK/IIII.png), or "
+            "run the spec into a new --out folder"
+        )
+    return p
 
 
 def read_verified(path: str | Path, sha256: str | None) -> bytes | None:
@@ -165,10 +194,11 @@ def make_run_dir(run_dir: str | Path) -> Path:
         raise RunFolderError(
             f"{run_dir} cannot be created: part of its path is a file; fix: pass a folder path to --out"
         ) from None
-    except PermissionError:
-        raise RunFolderError(
-            f"{run_dir} cannot be created here (permission denied); fix: pass an --out folder you can write to"
-        ) from None
+    except OSError as e:  # read-only, not ours, disk full: diffkit's own error, naming the fix
+        env = environment_error(e, writing=run_dir)
+        if env is None:
+            raise
+        raise env from None
     return run_dir
 
 
@@ -372,38 +402,52 @@ class Ledger:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back on any error. A full disk is :class:`DiskFullError`."""
-        try:
+        with self._errors():
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
             except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
-        except sqlite3.OperationalError as e:
-            if "full" in str(e).lower():
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as the ledger's: a full disk, or a damaged file (named, with the fix)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            if "full" in str(e).lower():
                 raise DiskFullError(
                     errno.ENOSPC,
                     f"disk full while recording in {self.path}; the batch was rolled back and the ledger "
                     "holds only finished batches; fix: free some space and rerun the same command to resume",
                 ) from e
-            raise
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e).lower():
+                raise  # another process holds it past the 120 s timeout: not damage
+            raise RunFolderError(
+                f"the ledger {self.path} is damaged ({e}); it is the run's record of which images are finished; "
+                "fix: move this folder aside and rerun the spec into a new --out folder"
+            ) from e
 
     def meta(self, key: str) -> str | None:
         """The ``meta`` table's value for *key* (``fingerprint``, ``spec``, ``weights``, …)."""
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._errors():
+            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def frame(self) -> pd.DataFrame:
         """Every row, ordered by (prompt_id, image_index)."""
-        return pd.read_sql_query("SELECT * FROM images ORDER BY prompt_id, image_index", self.conn)
+        with self._errors():
+            return pd.read_sql_query("SELECT * FROM images ORDER BY prompt_id, image_index", self.conn)
 
     def mark(self, keys: list[tuple[int, int]], status: str) -> None:
         """Set *status* (``missing``/``corrupt``/``pending``) on the rows *keys* and forget their hashes."""
         if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; use one of {STATUSES}")
+            raise InputError(f"unknown status {status!r}; use one of {STATUSES}")
         with self.transaction() as c:
             c.executemany(
                 "UPDATE images SET status = ?, sha256 = NULL WHERE prompt_id = ? AND image_index = ?",
@@ -426,7 +470,7 @@ def verify_files(led: Ledger, run_dir: str | Path, rows: pd.DataFrame) -> int:
     run_dir = Path(run_dir)
     bad_missing, bad_corrupt = [], []
     for k, i, path, sha in rows[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
-        p = run_dir / path
+        p = inside(run_dir, path, row=(int(k), int(i)))
         if not p.is_file():
             bad_missing.append((int(k), int(i)))
         elif read_verified(p, sha) is None:
@@ -436,6 +480,59 @@ def verify_files(led: Ledger, run_dir: str | Path, rows: pd.DataFrame) -> int:
     if bad_corrupt:
         led.mark(bad_corrupt, "corrupt")
     return len(bad_missing) + len(bad_corrupt)
+
+
+_GRID_COLUMNS = ("prompt", "seed", "path", "batch")
+
+
+def expected_rows(spec: AuditSpec) -> pd.DataFrame:
+    """The ledger rows *spec* makes: ``prompt_id, image_index, prompt, seed, path, batch``."""
+    from .prompts import build_prompts, image_grid
+
+    grid = image_grid(spec, build_prompts(spec))
+    grid["batch"] = [j // spec.batch_size for j in range(len(grid))]
+    return grid
+
+
+def check_ledger(rows: pd.DataFrame, spec: AuditSpec, run_dir: str | Path) -> pd.DataFrame:
+    """Check a run's ledger *rows* against the rows *spec* makes; return the expected rows missing from it.
+
+    A row the spec does not make (added by hand) or one whose prompt, seed, path or batch
+    differs from the spec's (edited by hand: a path outside the folder, another seed) raises
+    :class:`RunMismatchError` naming the first such row and how many there are. Rows deleted by
+    hand are returned for the caller to restore (``audit run``) or name (scoring).
+    """
+    run_dir = Path(run_dir)
+    want = expected_rows(spec)
+    key = ["prompt_id", "image_index"]
+    have = rows[key + list(_GRID_COLUMNS)].copy()
+    have[key] = have[key].astype("int64")
+    # three plain merges, never an outer one: a row missing on one side would turn the other's
+    # integers into floats (NaN), and every seed would then look edited
+    added = have.merge(want[key], on=key, how="left", indicator=True)
+    added = added[added["_merge"] == "left_only"]
+    if len(added):
+        k, i = (int(x) for x in added.iloc[0][key])
+        raise RunMismatchError(
+            f"{run_dir / LEDGER_NAME}: {len(added)} row(s) the spec does not make, e.g. (prompt {k}, image {i}) "
+            f"{added.iloc[0]['path']!r}: the ledger was edited by hand; diffkit reports only the spec's own images; "
+            "fix: delete those rows from the ledger's images table, or run the spec into a new --out folder"
+        )
+    both = have.merge(want, on=key, how="inner", suffixes=("", "_spec"))
+    for col in _GRID_COLUMNS:
+        diff = both[both[col].astype(str) != both[f"{col}_spec"].astype(str)]
+        if len(diff):
+            r = diff.iloc[0]
+            k, i = int(r["prompt_id"]), int(r["image_index"])
+            if col == "path":
+                inside(run_dir, str(r["path"]), row=(k, i))  # the clearer message for a path that escapes
+            raise RunMismatchError(
+                f"{run_dir / LEDGER_NAME}: {len(diff)} row(s) whose {col} is not the spec's, e.g. (prompt {k}, "
+                f"image {i}): {r[col]!r} where the spec makes {r[f'{col}_spec']!r}; the ledger was edited by hand; "
+                "fix: restore that value, or run the spec into a new --out folder"
+            )
+    missing = want.merge(have[key], on=key, how="left", indicator=True)
+    return missing[missing["_merge"] == "left_only"].drop(columns="_merge").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- weights
@@ -564,8 +661,6 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
     A run that never finished an image (a model that failed to load, a template that was
     too long) is started over with the new spec. Safe to call from several processes at once.
     """
-    from .prompts import build_prompts, image_grid
-
     run_dir = make_run_dir(run_dir)
     fp = spec.fingerprint()
     if not (run_dir / LEDGER_NAME).exists():
@@ -575,9 +670,8 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
                 f"{run_dir} is not empty ({', '.join(sorted(foreign)[:3])}…) and holds no audit ledger; "
                 "fix: choose an empty or new output folder (--out)"
             )
-    prompts = build_prompts(spec)
-    grid = image_grid(spec, prompts)
-    grid["batch"] = [j // spec.batch_size for j in range(len(grid))]
+    grid = expected_rows(spec)
+    restored = None
     with Ledger(run_dir) as led, led.transaction() as c:
         old = led.meta("fingerprint")
         n_done = c.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0]
@@ -618,6 +712,20 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 grid[["prompt_id", "image_index", "prompt", "seed", "path", "batch"]].itertuples(index=False),
             )
+        else:  # a reopened run: its ledger is input (rows added, edited or deleted by hand)
+            restored = check_ledger(led.frame(), spec, run_dir)
+            if len(restored):
+                c.executemany(
+                    "INSERT INTO images (prompt_id, image_index, prompt, seed, path, batch) VALUES (?, ?, ?, ?, ?, ?)",
+                    restored[["prompt_id", "image_index", "prompt", "seed", "path", "batch"]].itertuples(index=False),
+                )
+    if restored is not None and len(restored):
+        import warnings
+
+        k, i = int(restored.iloc[0]["prompt_id"]), int(restored.iloc[0]["image_index"])
+        warnings.warn(LedgerRepairedWarning(
+            f"{run_dir / LEDGER_NAME} lacked {len(restored)} row(s) the spec makes (deleted by hand?), e.g. (prompt "
+            f"{k}, image {i}); they are restored as pending and will be generated"), stacklevel=2)
     text = spec_json(spec)  # the ledger's spec (the fingerprints match): restore a missing or edited copy
     try:
         current = (run_dir / SPEC_NAME).read_text(encoding="utf-8")

@@ -27,9 +27,13 @@ with other label prompts or thresholds costs one matrix product.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
+import sqlite3
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +42,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .rundir import Ledger, connect, read_verified, run_lock
+from .._files import environment_error
+from ..errors import (
+    CacheDamagedError,
+    DiskFullError,
+    InputError,
+    InputTypeError,
+    WeightsMissingError,
+)
+from .rundir import Ledger, check_ledger, connect, inside, read_verified, run_lock
 from .spec import AuditSpec, ClassifierSpec
 
 __all__ = [
@@ -91,7 +103,7 @@ def load_classifier(model: str = "tiny", pretrained: str | None = None, *, devic
         try:
             from ..tiny import load_clip
         except ImportError as e:
-            raise FileNotFoundError(
+            raise WeightsMissingError(
                 f"the embedded tiny CLIP judge is not available ({e}); build diffkit-tiny "
                 "(python -m diffkit.tiny.train) or set classifier.model to an open_clip model"
             ) from e
@@ -121,7 +133,7 @@ def _to_pil(image: Any):
         return image.convert("RGB") if image.mode != "RGB" else image
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
-        raise TypeError(FLOAT_IMAGE_ERROR.format(dtype=arr.dtype))
+        raise InputTypeError(FLOAT_IMAGE_ERROR.format(dtype=arr.dtype))
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = arr.transpose(1, 2, 0)  # CHW -> HWC
     return Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[-1] == 1 else arr).convert("RGB")
@@ -233,8 +245,9 @@ def classify_embeddings(
     the logit gaps behind them, ``gender_logit`` = s·⟨e, t_female − t_male⟩ and ``person_logit`` =
     s·⟨e, t_person − t_no_person⟩ (with CLIP's s = 100 the probabilities saturate long before
     these do, so thresholds and reliability are easier to read on them)."""
-    e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
-    logits = logit_scale * e @ np.asarray(text_weights, dtype=np.float64)  # (N, 4)
+    w = np.asarray(text_weights, dtype=np.float64)
+    e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), w.shape[0])
+    logits = logit_scale * e @ w  # (N, D) @ (D, 4) → (N, 4)
     p_person = _softmax2(logits[:, 2], logits[:, 3])
     p_female = _softmax2(logits[:, 0], logits[:, 1])
     conf, label = _labels(p_person, p_female, person_threshold=person_threshold, abstain_below=abstain_below)
@@ -255,7 +268,7 @@ def relabel(images: pd.DataFrame, *, person_threshold: float, abstain_below: flo
                                          abstain_below=th["abstain_below"]))
     """
     if not 0.5 <= abstain_below <= 1 or not 0 <= person_threshold <= 1:
-        raise ValueError(f"abstain_below must be in [0.5, 1] and person_threshold in [0, 1], got {abstain_below} and "
+        raise InputError(f"abstain_below must be in [0.5, 1] and person_threshold in [0, 1], got {abstain_below} and "
                          f"{person_threshold}")
     out = images.copy()
     _, label = _labels(out["p_person"].to_numpy(), out["p_female"].to_numpy(), person_threshold=person_threshold,
@@ -268,60 +281,95 @@ def relabel(images: pd.DataFrame, *, person_threshold: float, abstain_below: flo
 
 
 class EmbeddingCache:
-    """Image embeddings in SQLite, keyed by (model, pretrained, image sha256)."""
+    """Image embeddings in SQLite, keyed by (model, pretrained, image sha256).
+
+    A cache: deleting it loses nothing but time. A damaged file raises
+    :class:`~diffkit.errors.CacheDamagedError` and a full disk
+    :class:`~diffkit.errors.DiskFullError`, each saying that the run's images and ledger are
+    fine and only the cache needs deleting (or space freeing).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = connect(self.path, synchronous="NORMAL")  # a cache: losing the last commit only costs time
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, pretrained TEXT NOT NULL, "
-            "sha256 TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, "
-            "PRIMARY KEY (model, pretrained, sha256))"
-        )
-        # per image content, whatever the model: whether every pixel is black (a safety checker's output)
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS pixel_flags (sha256 TEXT PRIMARY KEY, blacked_out INTEGER NOT NULL)"
-        )
+        with self._errors():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = connect(self.path, synchronous="NORMAL")  # a cache: losing the last commit only costs time
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, pretrained TEXT NOT NULL, "
+                "sha256 TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, "
+                "PRIMARY KEY (model, pretrained, sha256))"
+            )
+            # per image content, whatever the model: whether every pixel is black (a safety checker's output)
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS pixel_flags (sha256 TEXT PRIMARY KEY, blacked_out INTEGER NOT NULL)"
+            )
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The cache's own errors, told apart from the ledger's: they never need the run thrown away."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            conn = getattr(self, "conn", None)
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if "full" in str(e).lower():
+                raise DiskFullError(
+                    errno.ENOSPC, f"the disk is full while caching image embeddings in {self.path}; the run's "
+                    "images and ledger are fine; fix: free space on that disk, then rerun `diffkit audit report` "
+                    "(or the same `audit run`)") from e
+            raise CacheDamagedError(
+                f"the embedding cache {self.path} is damaged ({e}); the run's images and ledger are fine: the "
+                f"cache only saves time; fix: delete {self.path} and rerun (the images are scored again)") from e
+        except OSError as e:
+            env = environment_error(e, writing=self.path)
+            if env is None:
+                raise
+            raise env from e
 
     def get(self, model: str, pretrained: str, hashes: list[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        for j in range(0, len(hashes), 500):
-            chunk = hashes[j : j + 500]
-            q = ",".join("?" * len(chunk))
-            for sha, vec in self.conn.execute(
-                f"SELECT sha256, vector FROM embeddings WHERE model = ? AND pretrained = ? AND sha256 IN ({q})",
-                [model, pretrained, *chunk],
-            ):
-                out[sha] = np.frombuffer(vec, dtype=np.float32)
+        with self._errors():
+            for j in range(0, len(hashes), 500):
+                chunk = hashes[j : j + 500]
+                q = ",".join("?" * len(chunk))
+                for sha, vec in self.conn.execute(
+                    f"SELECT sha256, vector FROM embeddings WHERE model = ? AND pretrained = ? AND sha256 IN ({q})",
+                    [model, pretrained, *chunk],
+                ):
+                    out[sha] = np.frombuffer(vec, dtype=np.float32)
         return out
 
     def put(self, model: str, pretrained: str, items: dict[str, np.ndarray]) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
-            [(model, pretrained, sha, int(v.size), np.asarray(v, np.float32).tobytes()) for sha, v in items.items()],
-        )
-        self.conn.execute("COMMIT")
+        with self._errors():
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
+                [(model, pretrained, sha, int(v.size), np.asarray(v, np.float32).tobytes()) for sha, v in items.items()],
+            )
+            self.conn.execute("COMMIT")
 
     def get_flags(self, hashes: list[str]) -> dict[str, bool]:
         """``{sha256: blacked_out}`` for the images whose pixels have been looked at."""
         out: dict[str, bool] = {}
-        for j in range(0, len(hashes), 500):
-            chunk = hashes[j : j + 500]
-            q = ",".join("?" * len(chunk))
-            for sha, flag in self.conn.execute(f"SELECT sha256, blacked_out FROM pixel_flags WHERE sha256 IN ({q})",
-                                               chunk):
-                out[sha] = bool(flag)
+        with self._errors():
+            for j in range(0, len(hashes), 500):
+                chunk = hashes[j : j + 500]
+                q = ",".join("?" * len(chunk))
+                for sha, flag in self.conn.execute(
+                        f"SELECT sha256, blacked_out FROM pixel_flags WHERE sha256 IN ({q})", chunk):
+                    out[sha] = bool(flag)
         return out
 
     def put_flags(self, items: dict[str, bool]) -> None:
         if not items:
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.executemany("INSERT OR REPLACE INTO pixel_flags VALUES (?, ?)",
-                              [(sha, int(bool(v))) for sha, v in items.items()])
-        self.conn.execute("COMMIT")
+        with self._errors():
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("INSERT OR REPLACE INTO pixel_flags VALUES (?, ?)",
+                                  [(sha, int(bool(v))) for sha, v in items.items()])
+            self.conn.execute("COMMIT")
 
     def close(self) -> None:
         self.conn.close()
@@ -382,6 +430,13 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
     cache_db = EmbeddingCache(cache or run_dir / "cache" / "embeddings.sqlite")
     with Ledger(run_dir) as led:
         rows = led.frame()
+    lost = check_ledger(rows, spec, run_dir)  # a ledger edited by hand is refused here, naming the row
+    if len(lost) and state.is_main:
+        warnings.warn(
+            f"{len(lost)} image(s) the spec makes have no row in {run_dir}'s ledger (deleted by hand?) and are "
+            "left out; rerun `diffkit audit run` with the same spec and --out to restore and generate them",
+            stacklevel=3,
+        )
     unfinished = int((rows["status"] != "done").sum())
     if unfinished and state.is_main:
         warnings.warn(
@@ -403,7 +458,7 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
     for k, i, path, sha in mine.loc[mine["sha256"].isin(known), ["prompt_id", "image_index", "path", "sha256"]].itertuples(
         index=False
     ):
-        data = read_verified(run_dir / path, sha)
+        data = read_verified(inside(run_dir, path, row=(int(k), int(i))), sha)
         ok = data is not None
         if ok and sha not in flags:
             try:
@@ -423,9 +478,9 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
         tensors, shas, bad_here, black = [], [], [], {}
         for k, i, path, sha in chunk[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
             try:
-                data = read_verified(run_dir / path, sha)
+                data = read_verified(inside(run_dir, path, row=(int(k), int(i))), sha)
                 if data is None:
-                    raise ValueError("missing, unreadable or not the ledger's bytes")
+                    raise InputError("missing, unreadable or not the ledger's bytes")
                 with Image.open(io.BytesIO(data)) as im:
                     rgb = im.convert("RGB")
                     tensors.append(clf.preprocess(rgb))
@@ -472,7 +527,7 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
     bad_set = set(bad)
     keep = [(int(k), int(i)) not in bad_set and sha in known
             for k, i, sha in rows[["prompt_id", "image_index", "sha256"]].itertuples(index=False)]
-    rows = rows[keep].reset_index(drop=True)
+    rows = rows[np.asarray(keep, dtype=bool)].reset_index(drop=True)  # a list [] would select no columns
     dim = clf.text_weights.shape[0]
     emb = np.stack([known[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, dim), np.float32)
     scores = clf.classify(emb)

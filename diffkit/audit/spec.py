@@ -36,8 +36,10 @@ Examples
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import json
+import math
 import re
 import string
 import sys
@@ -47,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from .._deprecate import renamed_attribute, renamed_kwargs, warn_renamed
-from ..errors import DiffkitError
+from ..checks import MAX_SEED
+from ..errors import DiffkitError, InputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,6 +84,39 @@ GENDER_CLASSES = ("female", "male")
 # audit.name becomes a folder name (out/audit/<name>): no separators, no "..", nothing hidden.
 _NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _NAME_JUNK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+MAX_IMAGES = 1_000_000
+"""The most images one run folder holds (a larger audit is split into several specs)."""
+
+MAX_GUIDANCE = 100.0
+"""The largest ``pipeline.guidance_scale`` a spec may set: far past it the latents overflow to
+NaN or inf and every image comes out black (1–15 is usual)."""
+
+
+# The numeric keys and their ranges, once: parse_spec reads TOML values through them, and
+# spec_from_dict checks a stored spec (a run folder is input: its spec may have been edited).
+_BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
+    "audit.seed": (int, 0, MAX_SEED),
+    "audit.images_per_prompt": (int, 1, MAX_IMAGES),
+    "audit.batch_size": (int, 1, 4096),
+    "controls.images_per_prompt": (int, 1, MAX_IMAGES),
+    "pipeline.height": (int, 8, 8192),
+    "pipeline.width": (int, 8, 8192),
+    "pipeline.steps": (int, 1, 10_000),
+    "pipeline.guidance_scale": (float, 0.0, MAX_GUIDANCE),
+    "classifier.person_threshold": (float, 0.0, 1.0),
+    "classifier.abstain_below": (float, 0.5, 1.0),
+    "classifier.batch_size": (int, 1, 4096),
+    "report.n_boot": (int, 0, 1_000_000),
+    "report.ci": (float, 0.5, 0.999),
+    "report.seed": (int, 0, MAX_SEED),
+    "report.thumbnails_per_prompt": (int, 0, 10_000),
+}
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 class SpecError(DiffkitError, ValueError):
@@ -226,7 +262,7 @@ def template_fields(template: str) -> list[str]:
         if name is None:
             continue
         if name == "" or not name.isidentifier() or spec or conv:
-            raise ValueError(f"placeholder {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}")
+            raise InputError(f"placeholder {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}")
         names.append(name)
     return names
 
@@ -249,10 +285,17 @@ def load_spec(path: str | Path = "tiny_default", *, model: str | None = None) ->
             str(path), "(file)", "no such spec file",
             f"pass a path to a .toml spec or one of the bundled names {bundled_specs()}",
         )
-    raw = p.read_bytes()
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise SpecError(str(p), "(file)", f"cannot be read ({e.strerror or e})",
+                        "check the file's permissions, or pass another spec") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # a byte-order mark (Windows editors) is not TOML's business
+    except UnicodeDecodeError as e:
+        raise SpecError(str(p), "(file)", f"not UTF-8 text ({e.reason} at byte {e.start})",
+                        "save the spec as UTF-8 text (a TOML file; see audits/tiny_default.toml)") from None
+    except tomllib.TOMLDecodeError as e:
         raise SpecError(str(p), "(syntax)", f"not valid TOML ({e})", "correct the TOML syntax at that line") from None
     return parse_spec(data, source=str(p), base_dir=p.parent).with_model(model)
 
@@ -364,10 +407,18 @@ class _Reader:
         if isinstance(v, bool) and bool not in types or not isinstance(v, types):
             names = " or ".join(x.__name__ for x in types)
             raise self.err(full, f"expected {names}, got {type(v).__name__} {v!r}", f"give {full} a {names} value")
+        if isinstance(v, float) and not math.isfinite(v):  # TOML's nan and inf pass every comparison below
+            rng = "" if lo is None else (f" of at least {lo}" if hi is None else f" between {lo} and {hi}")
+            raise self.err(full, f"{v!r} is not a finite number", f"write a number{rng}")
         if lo is not None and v < lo or hi is not None and v > hi:
             rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
             raise self.err(full, f"{v!r} is out of range", f"use a value {rng}")
         return v
+
+    def num(self, t: dict, section: str, key: str, default=None):
+        """A numeric key, typed and bounded by :data:`_BOUNDS`."""
+        typ, lo, hi = _BOUNDS[f"{section}.{key}"]
+        return self.get(t, section, key, typ, default, lo=lo, hi=hi)
 
     def strings(self, t: dict, section: str, key: str, default=None, *, required=False, nonempty=True):
         full = f"{section}.{key}"
@@ -401,12 +452,28 @@ def _read_reference(r: _Reader, ref: str, base_dir: Path | None) -> tuple[dict, 
     if found is None:
         raise r.err("prompts.reference", f"no such file {ref!r}",
                     "give a CSV path relative to the spec file, e.g. bls_cps_2021_women_share.csv")
-    df = pd.read_csv(found)
+    try:
+        with open(found, encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f))
+        widths = {len(row) for row in rows if row}
+        if len(widths) > 1:
+            bad = next(i for i, row in enumerate(rows, 1) if row and len(row) != len(rows[0]))
+            raise csv.Error(f"line {bad} has {len(rows[bad - 1])} fields where the header has {len(rows[0])}")
+        df = pd.read_csv(found, index_col=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, csv.Error) as e:
+        raise r.err("prompts.reference", f"{found} is not a readable CSV table ({_one_line(e)})",
+                    "the CSV needs a header row occupation,women_share,year,source and one row per occupation") from None
+    except OSError as e:
+        raise r.err("prompts.reference", f"{found} cannot be read ({e.strerror or e})",
+                    "check the file's permissions") from None
     missing = [c for c in ("occupation", "women_share") if c not in df.columns]
     if missing:
         raise r.err("prompts.reference", f"{found.name} lacks column(s) {missing}",
                     "the CSV needs columns occupation, women_share (a fraction in [0, 1]), year, source")
     share = pd.to_numeric(df["women_share"], errors="coerce")
+    if df.empty:
+        raise r.err("prompts.reference", f"{found.name} has a header but no rows",
+                    "add one row per occupation: occupation,women_share,year,source")
     if share.isna().any() or ((share < 0) | (share > 1)).any():
         raise r.err("prompts.reference", f"{found.name}: women_share must be a fraction in [0, 1]",
                     "write 86.7% as 0.867")
@@ -415,7 +482,15 @@ def _read_reference(r: _Reader, ref: str, base_dir: Path | None) -> tuple[dict, 
     source = ""
     if "source" in df.columns:
         src = df["source"].dropna().astype(str).unique()
-        yrs = df["year"].dropna().astype(int).astype(str).unique() if "year" in df.columns else []
+        year = pd.to_numeric(df["year"], errors="coerce") if "year" in df.columns else pd.Series(dtype=float)
+        if year.isna().ne(df["year"].isna()).any() if "year" in df.columns else False:
+            bad = df.loc[year.isna() & df["year"].notna(), "year"].iloc[0]
+            raise r.err("prompts.reference", f"{found.name}: year {bad!r} is not a year",
+                        "write the year of the statistics as a number, e.g. 2021")
+        if ((year.dropna() != year.dropna().round()) | (year.dropna() < 1800) | (year.dropna() > 2200)).any():
+            raise r.err("prompts.reference", f"{found.name}: a year is not a plausible whole year",
+                        "write the year of the statistics as a whole number, e.g. 2021")
+        yrs = year.dropna().astype(int).astype(str).unique()
         source = "; ".join(src) + (f" ({', '.join(yrs)})" if len(yrs) else "")
     return values, titles, source
 
@@ -452,9 +527,9 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
         slug = _NAME_JUNK.sub("-", name).strip("-.") or "my_audit"
         raise r.err("audit.name", f"{name!r} is not a plain folder name (it names the run folder out/audit/<name>)",
                     f"use letters, digits, '.', '_' and '-' only, at most 100, e.g. name = {slug[:100]!r}")
-    seed = r.get(a, "audit", "seed", int, _default(AuditSpec, "seed"), lo=0, hi=2**63 - 1)
-    n_img = r.get(a, "audit", "images_per_prompt", int, _default(AuditSpec, "images_per_prompt"), lo=1)
-    batch = r.get(a, "audit", "batch_size", int, _default(AuditSpec, "batch_size"), lo=1)
+    seed = r.num(a, "audit", "seed", _default(AuditSpec, "seed"))
+    n_img = r.num(a, "audit", "images_per_prompt", _default(AuditSpec, "images_per_prompt"))
+    batch = r.num(a, "audit", "batch_size", _default(AuditSpec, "batch_size"))
     desc = r.get(a, "audit", "description", str, _default(AuditSpec, "description"))
 
     # prompts
@@ -504,12 +579,12 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
             raise r.err(f"controls.templates[{i}]", f"{t!r} does not state the gender",
                         "control prompts must contain {gender} (e.g. 'a photo of a {gender} {occupation}')")
     controls = ControlSpec(templates=c_templates, gender_words=gender_words,
-                           images_per_prompt=r.get(c, "controls", "images_per_prompt", int, max(1, n_img // 2), lo=1))
+                           images_per_prompt=r.num(c, "controls", "images_per_prompt", max(1, n_img // 2)))
 
     # pipeline
     pp = r.table("pipeline", required=True)
-    size_h = r.get(pp, "pipeline", "height", int, _default(PipelineSpec, "height"), lo=8)
-    size_w = r.get(pp, "pipeline", "width", int, _default(PipelineSpec, "width"), lo=8)
+    size_h = r.num(pp, "pipeline", "height", _default(PipelineSpec, "height"))
+    size_w = r.num(pp, "pipeline", "width", _default(PipelineSpec, "width"))
     for key, v in (("height", size_h), ("width", size_w)):
         if v is not None and v % 8:
             raise r.err(f"pipeline.{key}", f"{v} is not a multiple of 8", f"use {v - v % 8 or 8} or {v - v % 8 + 8}")
@@ -526,8 +601,8 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
         model=r.get(pp, "pipeline", "model", str, required=True),
         revision=r.get(pp, "pipeline", "revision", str, _default(PipelineSpec, "revision")) or None,
         scheduler=sched,
-        steps=r.get(pp, "pipeline", "steps", int, _default(PipelineSpec, "steps"), lo=1),
-        guidance_scale=r.get(pp, "pipeline", "guidance_scale", float, _default(PipelineSpec, "guidance_scale"), lo=0.0),
+        steps=r.num(pp, "pipeline", "steps", _default(PipelineSpec, "steps")),
+        guidance_scale=r.num(pp, "pipeline", "guidance_scale", _default(PipelineSpec, "guidance_scale")),
         height=size_h,
         width=size_w,
         dtype=dtype,
@@ -565,22 +640,41 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
         pretrained=pretrained,
         templates=cl_templates,
         labels=labels,
-        person_threshold=r.get(cl, "classifier", "person_threshold", float, default.person_threshold, lo=0.0, hi=1.0),
-        abstain_below=r.get(cl, "classifier", "abstain_below", float, default.abstain_below, lo=0.5, hi=1.0),
-        batch_size=r.get(cl, "classifier", "batch_size", int, default.batch_size, lo=1),
+        person_threshold=r.num(cl, "classifier", "person_threshold", default.person_threshold),
+        abstain_below=r.num(cl, "classifier", "abstain_below", default.abstain_below),
+        batch_size=r.num(cl, "classifier", "batch_size", default.batch_size),
     )
 
     rp = r.table("report")
     report = ReportSpec(
-        n_boot=r.get(rp, "report", "n_boot", int, _default(ReportSpec, "n_boot"), lo=0),
-        ci=r.get(rp, "report", "ci", float, _default(ReportSpec, "ci"), lo=0.5, hi=0.999),
-        seed=r.get(rp, "report", "seed", int, _default(ReportSpec, "seed"), lo=0),
-        thumbnails_per_prompt=r.get(rp, "report", "thumbnails_per_prompt", int, _default(ReportSpec, "thumbnails_per_prompt"),
-                                    lo=0),
+        n_boot=r.num(rp, "report", "n_boot", _default(ReportSpec, "n_boot")),
+        ci=r.num(rp, "report", "ci", _default(ReportSpec, "ci")),
+        seed=r.num(rp, "report", "seed", _default(ReportSpec, "seed")),
+        thumbnails_per_prompt=r.num(rp, "report", "thumbnails_per_prompt", _default(ReportSpec, "thumbnails_per_prompt")),
     )
-    return AuditSpec(name=name, seed=seed, images_per_prompt=n_img, batch_size=batch, prompts=prompts,
+    spec = AuditSpec(name=name, seed=seed, images_per_prompt=n_img, batch_size=batch, prompts=prompts,
                      controls=controls, pipeline=pipeline, classifier=classifier, report=report, source=source,
                      description=desc)
+    total = spec_image_count(spec)
+    if total > MAX_IMAGES:
+        raise r.err("audit.images_per_prompt", f"the spec asks for {total:,} images, over the {MAX_IMAGES:,} one run "
+                    "folder holds", "lower images_per_prompt (or controls.images_per_prompt), or split the audit "
+                    "into several specs")
+    return spec
+
+
+def spec_image_count(spec: AuditSpec) -> int:
+    """How many images *spec* generates: each template × the attribute values it uses × images
+    per prompt, controls (× their gender words) included; what :func:`~diffkit.audit.prompts.build_prompts` builds."""
+    attrs = spec.prompts.attributes
+
+    def prompts_of(template: str) -> int:
+        used = {f[2:] if f.startswith("a_") else f for f in template_fields(template)}
+        return math.prod(len(v) for k, v in attrs.items() if k in used)
+
+    n_words = sum(len(v) for v in spec.controls.gender_words.values())
+    return (sum(prompts_of(t) for t in spec.prompts.templates) * spec.images_per_prompt
+            + sum(prompts_of(t) for t in spec.controls.templates) * n_words * spec.controls.images_per_prompt)
 
 
 def _thaw(value: Any) -> Any:
@@ -621,4 +715,13 @@ def spec_from_dict(d: dict[str, Any], *, source: str = "<run>") -> AuditSpec:
     ``report.random_state``) is read under the current names (:func:`upgrade_spec_dict`).
     """
     spec = _from_dict(AuditSpec, upgrade_spec_dict(d), "", source)
+    r = _Reader({}, source)
+    for key in _BOUNDS:  # a run folder is input: its stored numbers are checked as a TOML spec's are
+        section, name = key.split(".")
+        value = getattr(spec if section == "audit" else getattr(spec, section), name)
+        if value is not None:
+            try:
+                r.num({name: value}, section, name)
+            except SpecError as e:
+                raise SpecError(source, e.key, e.problem, _STORED_FIX) from None
     return AuditSpec(**{**spec.__dict__, "source": source})

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 __all__ = [
     "CrossAttentionStore",
     "aggregate_attention",
@@ -77,7 +79,7 @@ class CrossAttentionStore:
         side = int(round(math.sqrt(n_queries)))
         if side * side == n_queries:
             return side, side
-        raise ValueError(f"cannot fold {n_queries} queries into a grid for latents {self.latent_size}")
+        raise InputError(f"cannot fold {n_queries} queries into a grid for latents {self.latent_size}")
 
     def add(self, name: str, probs: torch.Tensor) -> None:
         """Store ``probs`` ``(B, N, T)`` (heads already averaged) of layer *name*: first batch row,
@@ -183,7 +185,7 @@ def cross_attention_layers(denoiser: Any) -> list[tuple[str, Any]]:
         (n, m) for n, m in denoiser.named_modules() if hasattr(m, "set_processor") and getattr(m, "is_cross_attention", False)
     ]
     if not layers:
-        raise ValueError(f"{type(denoiser).__name__} has no cross-attention layers to capture")
+        raise InputError(f"{type(denoiser).__name__} has no cross-attention layers to capture")
     return layers
 
 
@@ -231,7 +233,7 @@ def _select_layers(names: Iterable[str], layers: Any) -> list[str]:
         wanted = set(layers)
         chosen = [n for n in names if n in wanted or any(w in n for w in wanted)]
     if not chosen:
-        raise ValueError(f"no captured layer matches {layers!r}; layers are {names}")
+        raise InputError(f"no captured layer matches {layers!r}; layers are {names}")
     return chosen
 
 
@@ -240,7 +242,7 @@ def _pick(x: torch.Tensor, token: Any) -> torch.Tensor:
         return x
     if isinstance(token, int):
         if not -x.shape[0] <= token < x.shape[0]:
-            raise ValueError(f"token position {token} is not stored; the maps hold positions 0…{x.shape[0] - 1}")
+            raise InputError(f"token position {token} is not stored; the maps hold positions 0…{x.shape[0] - 1}")
         return x[token : token + 1]
     if isinstance(token, slice):
         return x[token]
@@ -277,10 +279,10 @@ def aggregate_attention(
     for m in maps:
         m = getattr(m, "attention", m)
         if m is None:
-            raise ValueError("these records hold no attention maps; run the chain with capture_attention=True")
+            raise InputError("these records hold no attention maps; run the chain with capture_attention=True")
         per_step.append(m)
     if not per_step:
-        raise ValueError("no steps to aggregate; pass at least one record")
+        raise InputError("no steps to aggregate; pass at least one record")
     names = _select_layers(per_step[0].keys(), layers)
     if size is None:
         size = max((tuple(per_step[0][n].shape[-2:]) for n in names), key=lambda s: s[0] * s[1])
@@ -330,24 +332,24 @@ def overlay(
     import matplotlib
 
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
     img = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if img.dtype == np.uint8:
         img = img.astype(np.float32) / 255.0
     if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
         img = img.transpose(1, 2, 0)
     if img.ndim != 3 or img.shape[-1] != 3:
-        raise ValueError(f"image must be (H, W, 3) or (3, H, W), got shape {img.shape}")
+        raise InputError(f"image must be (H, W, 3) or (3, H, W), got shape {img.shape}")
     heat = torch.as_tensor(np.asarray(heatmap, dtype=np.float32) if not isinstance(heatmap, torch.Tensor) else heatmap)
     heat = heat.detach().float().cpu()
     if heat.ndim != 2:
-        raise ValueError(f"heatmap must be (h, w), got shape {tuple(heat.shape)}")
+        raise InputError(f"heatmap must be (h, w), got shape {tuple(heat.shape)}")
     heat = torch.nn.functional.interpolate(heat[None, None], size=img.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     if vmin is not None or vmax is not None:
         lo = float(heat.min()) if vmin is None else float(vmin)
         hi = float(heat.max()) if vmax is None else float(vmax)
         if not hi > lo:
-            raise ValueError(f"vmax must be greater than vmin, got vmin={lo} and vmax={hi}")
+            raise InputError(f"vmax must be greater than vmin, got vmin={lo} and vmax={hi}")
         heat = (heat - lo) / (hi - lo)
     elif normalize:
         lo, hi = heat.min(), heat.max()
@@ -363,6 +365,6 @@ def colorbar(width: int = 256, height: int = 12, *, cmap: str = "viridis") -> np
     import matplotlib
 
     if width < 2 or height < 1:
-        raise ValueError(f"colorbar needs width ≥ 2 and height ≥ 1, got {width}×{height}")
+        raise InputError(f"colorbar needs width ≥ 2 and height ≥ 1, got {width}×{height}")
     ramp = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, width))[:, :3]
     return (np.repeat(ramp[None], height, axis=0) * 255 + 0.5).astype(np.uint8)

@@ -8,12 +8,10 @@ Writes into ``--out``: ``strip.png`` (x̂_0 at evenly spaced steps, then the fin
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .._files import write_csv
-from ..errors import InputError
+from .._files import ensure_folder, removed_on_failure, save_pil, write_csv
 
 __all__ = ["add_commands", "run_reverse"]
 
@@ -38,14 +36,7 @@ def run_reverse(
     from .previews import to_uint8
     from .trace import ReverseChain
 
-    out = Path(out)
-    try:  # before any work: a chain that cannot be saved should not run
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".diffkit-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"cannot write into --out {out} ({e.strerror or e}); choose a folder you can write to") from None
+    out = ensure_folder(out)  # before any work: a chain that cannot be saved should not run
     pipe = load_pipeline(model)
     chain = ReverseChain(
         pipe, prompt, steps=steps, scheduler=scheduler, guidance_scale=guidance_scale, seed=seed,
@@ -54,16 +45,12 @@ def run_reverse(
     traj = chain.run(callback=lambda r: log(f"step {r.index + 1}/{len(chain)}  t={r.timestep}  σ={r.sigma:.3f}"))
     from PIL import Image
 
-    final = out / "final.png"
-    Image.fromarray(to_uint8(traj.image)).save(final)
-    written = [
-        traj.save_strip(out / "strip.png", mode=preview),
-        traj.save_gif(out / "steps.gif", mode=preview),
-        final,
-    ]
-    write_csv(traj.to_frame(), out / "steps.csv")
-    write_csv(traj.tokens.to_frame(), out / "tokens.csv")
-    written += [out / "steps.csv", out / "tokens.csv"]
+    with removed_on_failure() as written:  # a full disk half-way leaves none of this run's files
+        written.append(traj.save_strip(out / "strip.png", mode=preview))
+        written.append(traj.save_gif(out / "steps.gif", mode=preview))
+        written.append(save_pil(Image.fromarray(to_uint8(traj.image)), out / "final.png"))
+        written.append(write_csv(traj.to_frame(), out / "steps.csv"))
+        written.append(write_csv(traj.tokens.to_frame(), out / "tokens.csv"))
     for p in written:
         log(f"wrote {p}")
     return written

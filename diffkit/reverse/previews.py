@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..images import _vae, decode_latents, to_latents, to_uint8, vae_factor
 
 __all__ = [
@@ -69,7 +70,7 @@ class LatentRGB:
         w = np.asarray(self.weights, dtype=np.float64)
         b = np.asarray(self.bias, dtype=np.float64).reshape(-1)
         if w.ndim != 2 or w.shape[1] != 3 or b.shape != (3,):
-            raise ValueError(f"weights must be (C, 3) and bias (3,), got {w.shape} and {b.shape}")
+            raise InputError(f"weights must be (C, 3) and bias (3,), got {w.shape} and {b.shape}")
         w.setflags(write=False)
         b.setflags(write=False)
         object.__setattr__(self, "weights", w)
@@ -178,7 +179,7 @@ def fit_latent_rgb(
             images.append(np.ones((size, size, 3), np.float32) * rng.uniform(0, 1, 3).astype(np.float32))
     x = torch.stack([to_model_range(im) for im in images])  # (B, 3, H, W) in [-1, 1]
     if x.shape[-1] % factor or x.shape[-2] % factor:
-        raise ValueError(f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {factor}")
+        raise InputError(f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {factor}")
     param = next(vae.parameters())
     with torch.no_grad():
         mean = vae.encode(x.to(param.device, param.dtype)).latent_dist.mean
@@ -263,14 +264,14 @@ def latent_rgb(
         return _folder_latent_rgb(vae) or fit_latent_rgb(vae)
     if method == "published":
         if key is None:
-            raise ValueError(
+            raise InputError(
                 "no published latent → RGB coefficients for this VAE (they exist for the SD 1.x/2.x "
                 "and SDXL VAEs); use method='fit' or 'auto'"
             )
         return PUBLISHED_LATENT_RGB[key]
     if method == "fit":
         return fit_latent_rgb(vae)
-    raise ValueError(
+    raise InputError(
         f"unknown method {method!r}; use 'auto', 'published', 'fit' or one of {sorted(PUBLISHED_LATENT_RGB)}"
     )
 
@@ -280,7 +281,7 @@ def _as_batch(latents: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, bool]:
     if x.ndim == 3:
         return x[None], True
     if x.ndim != 4:
-        raise ValueError(f"latents must be (C, h, w) or (B, C, h, w), got shape {tuple(x.shape)}")
+        raise InputError(f"latents must be (C, h, w) or (B, C, h, w), got shape {tuple(x.shape)}")
     return x, False
 
 
@@ -312,7 +313,7 @@ def fast_preview(
     x = x.detach().float().cpu()
     w = torch.tensor(coefficients.weights, dtype=torch.float32)
     if x.shape[1] != w.shape[0]:
-        raise ValueError(f"latents have {x.shape[1]} channels but the map expects {w.shape[0]}")
+        raise InputError(f"latents have {x.shape[1]} channels but the map expects {w.shape[0]}")
     b = torch.tensor(coefficients.bias, dtype=torch.float32)
     rgb = torch.einsum("bchw,cr->brhw", x, w) + b.view(1, 3, 1, 1)
     rgb = ((rgb + 1) / 2).clamp(0, 1)
@@ -338,7 +339,7 @@ def latent_channels(
     elif isinstance(scale, (int, float)) and scale > 0:
         s = torch.tensor(float(scale))
     else:
-        raise ValueError(f"scale must be 'channel', 'global' or a positive number, got {scale!r}")
+        raise InputError(f"scale must be 'channel', 'global' or a positive number, got {scale!r}")
     out = (x / (2 * s.clamp_min(1e-8)) + 0.5).clamp(0, 1)
     return out[0] if single else out
 
@@ -347,7 +348,7 @@ def channel_grid(latents: torch.Tensor | np.ndarray, *, pad: int = 1, **kwargs: 
     """The channels of one latent side by side as a grey ``uint8`` image ``(h, C·(w + pad) − pad)``."""
     ch = latent_channels(latents, **kwargs)
     if ch.ndim != 3:
-        raise ValueError("channel_grid takes one latent (C, h, w)")
+        raise InputError("channel_grid takes one latent (C, h, w)")
     c, h, w = ch.shape
     grid = torch.ones(h, c * (w + pad) - pad)
     for i in range(c):

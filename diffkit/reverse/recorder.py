@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DiffkitError
+from ..errors import ChainClosedError, InputError, NonFiniteLatentsError
 from .records import StepRecord, predicted_x0
 
 __all__ = [
@@ -89,8 +89,8 @@ def family_of(pipe: Any) -> tuple[Family, bool]:
             if cls is not None and isinstance(pipe, cls):
                 return fam, img2img
     names = ", ".join(n for f in FAMILIES for n in (f.txt2img, f.img2img))
-    raise ValueError(
-        f"{type(pipe).__name__} is not supported: ReverseChain records {names}. Load one with "
+    raise InputError(
+        f"{type(pipe).__name__} is not supported: ReverseChain records {names}; fix: load one with "
         "diffkit.load_pipeline (a Stable Diffusion 1.x/2.x, SDXL or SD 3 model, or 'tiny')"
     )
 
@@ -104,13 +104,14 @@ def scheduler_for(pipe: Any, family: Family, scheduler: str | Any | None) -> Any
     if isinstance(scheduler, str):
         names = family.schedulers
         if scheduler not in names:
-            raise ValueError(
-                f"unknown scheduler {scheduler!r} for {type(pipe).__name__}; choose one of {sorted(names)}"
+            raise InputError(
+                f"unknown scheduler {scheduler!r} for {type(pipe).__name__}; fix: choose one of {sorted(names)}"
             )
         return getattr(diffusers, names[scheduler]).from_config(pipe.scheduler.config)
     if hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "config"):
         return type(scheduler).from_config(scheduler.config)
-    raise ValueError(f"scheduler must be a name such as 'ddim' or a diffusers scheduler, got {type(scheduler).__name__}")
+    raise InputError(f"scheduler must be a name or a diffusers scheduler, got {type(scheduler).__name__}; "
+                     "fix: pass a name such as 'ddim'")
 
 
 def working_pipeline(pipe: Any, family: Family, img2img: bool, scheduler: Any) -> Any:
@@ -131,14 +132,6 @@ def working_pipeline(pipe: Any, family: Family, img2img: bool, scheduler: Any) -
     work.scheduler = scheduler
     work.set_progress_bar_config(disable=True)
     return work
-
-
-class NonFiniteLatentsError(DiffkitError, ValueError):
-    """The latents became NaN or inf during the reverse chain."""
-
-
-class ChainClosedError(DiffkitError, RuntimeError):
-    """A step was asked of a chain that was closed (by ``close()``, or at interpreter exit)."""
 
 
 class _Closed(BaseException):

@@ -14,6 +14,8 @@ from typing import Literal
 
 import torch
 
+from ..errors import InputError
+
 __all__ = ["QUANTITIES", "StepRecord", "predicted_x0"]
 
 QUANTITIES: dict[str, str] = {
@@ -59,15 +61,15 @@ def predicted_x0(
     ``prediction_type="sample"`` returns the model output itself.
     """
     if (alpha_bar is None) == (sigma is None):
-        raise ValueError("give exactly one of alpha_bar (variance-preserving latents) or sigma (σ-scaled latents)")
+        raise InputError("give exactly one of alpha_bar (variance-preserving latents) or sigma (σ-scaled latents)")
     if prediction_type == "sample":
         return model_output
     if prediction_type == "flow":
         if sigma is None:
-            raise ValueError("prediction_type='flow' needs sigma (the flow-matching σ_t), not alpha_bar")
+            raise InputError("prediction_type='flow' needs sigma (the flow-matching σ_t), not alpha_bar")
         return sample - sigma * model_output
     if prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(
+        raise InputError(
             f"prediction_type must be 'epsilon', 'v_prediction', 'flow' or 'sample', got {prediction_type!r}"
         )
     if alpha_bar is not None:
@@ -181,7 +183,7 @@ class StepRecord:
         """A tensor by attribute name or short name (:data:`QUANTITIES`: ``"x_t"``, ``"eps"``, ``"x0_hat"``, …)."""
         name = QUANTITIES.get(quantity, quantity)
         if name not in QUANTITIES.values():
-            raise ValueError(f"unknown quantity {quantity!r}; choose one of {sorted(QUANTITIES)}")
+            raise InputError(f"unknown quantity {quantity!r}; choose one of {sorted(QUANTITIES)}")
         return getattr(self, name)
 
     def vp_latents(self, quantity: str = "x_t") -> torch.Tensor:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import InputError
+
 __all__ = ["PromptTokens", "PromptTruncatedWarning", "tokenize_prompt"]
 
 
@@ -89,13 +91,13 @@ class PromptTokens:
         occurrence among the prompt positions (``"cat"`` matches ``"cat</w>"``)."""
         if isinstance(token, int):
             if not 0 <= token < self.max_length:
-                raise ValueError(f"token position {token} is outside [0, {self.max_length})")
+                raise InputError(f"token position {token} is outside [0, {self.max_length})")
             return token
         want = _clean(str(token)).lower()
         for i, w in enumerate(self.words):
             if w.lower() == want:
                 return i
-        raise ValueError(
+        raise InputError(
             f"{token!r} is not a token of this prompt; choose one of {list(self.words)} "
             "or pass a position"
         )
@@ -120,7 +122,7 @@ def _tokenizer_of(pipe_or_tokenizer: Any) -> Any:
     if tok is None:
         tok = pipe_or_tokenizer
     if not callable(tok) or not hasattr(tok, "convert_ids_to_tokens"):
-        raise ValueError(
+        raise InputError(
             f"{type(pipe_or_tokenizer).__name__} is neither a tokenizer nor a pipeline with one; "
             "pass a diffusers pipeline or a transformers tokenizer"
         )
@@ -149,7 +151,7 @@ def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True) -
     77
     """
     if not isinstance(prompt, str):
-        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
     tok = _tokenizer_of(pipe_or_tokenizer)
     max_length = int(tok.model_max_length)
     full = list(tok(prompt, truncation=False, add_special_tokens=True).input_ids)

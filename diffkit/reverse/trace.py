@@ -40,7 +40,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import check_float, check_seed
+from ..errors import InputError, StateError
 from ..images import prepare_init_image
+from ..pipeline import check_steps
 from .recorder import (
     FAMILIES,
     ChainClosedError,
@@ -86,15 +89,17 @@ class ReverseChain:
     guidance_scale
         w in ε̂ = ε̂_u + w (ε̂_c − ε̂_u) (≥ 0). At w ≤ 1 the unconditional branch is skipped, as in diffusers.
     seed
-        A whole number in [0, 2⁶⁴) (a CPU ``torch.Generator`` seeded with it, as in the reference
-        call) or a generator.
+        A whole number in [0, 2⁶³ − 1] (a CPU ``torch.Generator`` seeded with it, as in the
+        reference call; :func:`diffkit.checks.check_seed`) or a generator.
     scheduler
         A short name (SD/SDXL: :data:`diffkit.SCHEDULERS`, ``"ddim"``, ``"euler"``, …; SD 3:
         ``"flow_euler"``), a diffusers scheduler (its config is copied), or None for a copy of
         the pipeline's.
     height, width
         Image size; default the pipeline's. Multiples of the VAE factor (times the patch size
-        for SD 3). With *image* they resize it.
+        for SD 3). With *image* they resize it first, with the pipeline's own
+        ``image_processor.resize`` (the chain is then ``pipe(image=resized, ...)``; img2img
+        pipelines draw at their image's size).
     image
         An init image for img2img: PIL (any mode), a ``uint8`` array ``(H, W[, 3|4])``, a float
         array in [0, 1], or a float tensor ``(3, H, W)`` in [0, 1]; see
@@ -146,57 +151,58 @@ class ReverseChain:
         record_dtype: torch.dtype = torch.float16,
     ) -> None:
         family, pipe_is_img2img = family_of(pipe)
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"steps must be a whole number ≥ 1, got {steps!r}; try steps=25")
-        steps = int(steps)
         try:
             guidance_scale = float(guidance_scale)
         except (TypeError, ValueError):
-            raise ValueError(f"guidance_scale must be a number ≥ 0, got {guidance_scale!r}") from None
+            raise InputError(f"guidance_scale must be a number ≥ 0, got {guidance_scale!r}; fix: pass e.g. 7.5") from None
         if not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise ValueError(
-                f"guidance_scale must be ≥ 0, got {guidance_scale}; 0–1 turns guidance off, 7.5 is usual for SD"
+            raise InputError(
+                f"guidance_scale must be ≥ 0 and finite, got {guidance_scale}; fix: 0–1 turns guidance off, 7.5 is usual for SD"
             )
         if not 0.0 <= float(guidance_rescale) <= 1.0:
-            raise ValueError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}")
+            raise InputError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}; fix: 0 (off) or 0.7 "
+                             "(Lin et al. 2023)")
+        eta = check_float("eta", eta, lo=0.0, hi=1.0, hint="DDIM's η: 0 deterministic, 1 as noisy as DDPM")
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__}; fix: pass text such as 'a red circle'")
         if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise ValueError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}")
+            raise InputError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}; fix: pass text or None")
         if record_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-            raise ValueError(f"record_dtype must be a floating dtype, got {record_dtype}")
+            raise InputError(f"record_dtype must be a floating dtype, got {record_dtype}; fix: torch.float16 or torch.float32")
         generator, seed_value = _generator(seed)
         img2img = image is not None
         if not img2img and strength is not None:
-            raise ValueError("strength applies to img2img only; pass image=... too, or drop strength")
+            raise InputError("strength applies to img2img only; fix: pass image=... too, or drop strength")
         sched = scheduler_for(pipe, family, scheduler)
+        steps = check_steps(sched, steps)  # 1 … the scheduler's num_train_timesteps
         work = working_pipeline(pipe, family, img2img, sched)
         if img2img:
             if strength is None:  # the img2img pipeline's own default
                 strength = inspect.signature(type(work).__call__).parameters["strength"].default
             strength = float(strength)
             if not (0.0 < strength <= 1.0):
-                raise ValueError(
+                raise InputError(
                     f"strength must be in (0, 1], got {strength}: 1 noises the image completely, "
-                    "small values keep it close to the original"
+                    "small values keep it close to the original; fix: pass e.g. 0.6"
                 )
             if int(steps * strength) < 1:
-                raise ValueError(
+                raise InputError(
                     f"steps × strength = {steps} × {strength} < 1 leaves no denoising step; "
-                    f"raise steps to at least {math.ceil(1 / strength)} or raise strength"
+                    f"fix: raise steps to at least {math.ceil(1 / strength)} or raise strength"
                 )
             if (height is None) != (width is None):
-                raise ValueError("with an image give both height and width, or neither (keep the image's size)")
+                raise InputError("with an image give both height and width, or neither; fix: pass both (the image is resized), "
+                                 "or neither (the image keeps its size)")
             image = prepare_init_image(image)
         factor = family.size_factor(work)
         for nm, v in (("height", height), ("width", width)):
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ValueError(f"{nm} must be a whole number of pixels, got {v!r}")
+                raise InputError(f"{nm} must be a whole number of pixels, got {v!r}; fix: pass an int such as 512")
             if v < factor or v % factor:
                 lo = max(factor, v // factor * factor)
-                raise ValueError(f"{nm}={v} is not a multiple of the VAE factor {factor}; use {lo} or {lo + factor}")
+                raise InputError(f"{nm}={v} is not a multiple of the VAE factor {factor}; fix: use {lo} or {lo + factor}")
         self.tokens = tokenize_prompt(pipe, prompt)  # warns, naming dropped words
 
         self.pipe = pipe
@@ -216,11 +222,15 @@ class ReverseChain:
             guidance_scale=guidance_scale, generator=generator, height=height, width=width, output_type="np",
         )
         if img2img:
+            if height is not None:  # img2img pipelines take the image's own size: resize it as diffusers does
+                image = work.image_processor.resize(image, height=int(height), width=int(width))
             kwargs.update(image=image, strength=strength)
+            kwargs.pop("height"), kwargs.pop("width")
         if family.denoiser == "unet":
             kwargs.update(eta=eta, guidance_rescale=self.guidance_rescale)
         elif eta or guidance_rescale:
-            raise ValueError(f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}")
+            raise InputError(f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}; "
+                             "fix: leave them at 0")
         self._recorder = Recorder(
             work, family, kwargs, n_tokens=self.tokens.n_tokens, capture_attention=self.capture_attention,
             record_dtype=record_dtype,
@@ -295,7 +305,7 @@ class ReverseChain:
     def step(self) -> StepRecord:
         """Run the next step and return its record."""
         if self.done:
-            raise RuntimeError(
+            raise StateError(
                 f"the chain has run all {len(self)} steps; look at chain.trajectory, or make a new ReverseChain"
             )
         return self._recorder.advance()
@@ -342,9 +352,8 @@ class ReverseChain:
 def _generator(seed: Any) -> tuple[torch.Generator, int]:
     if isinstance(seed, torch.Generator):
         return seed, int(seed.initial_seed())
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must be a whole number in [0, 2**64) or a torch.Generator, got {seed!r}")
-    return torch.Generator().manual_seed(int(seed)), int(seed)
+    seed = check_seed(seed)
+    return torch.Generator().manual_seed(seed), seed
 
 
 def _num(t: Any) -> float:

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._files import save_pil
+from ..errors import InputError, MissingPackageError, StepIndexError
 from .previews import decode_latents, fast_preview, latent_channels, latent_rgb, to_uint8
 from .records import _LATENT_LIKE, QUANTITIES, StepRecord
 from .text import PromptTokens
@@ -92,7 +94,7 @@ class Trajectory:
         idx = range(len(self)) if indices is None else indices
         xs = [self._records[i].get(quantity) for i in idx]
         if any(x is None for x in xs):
-            raise ValueError(f"{quantity!r} is not recorded for these steps (guidance ≤ 1 has no unconditional branch)")
+            raise InputError(f"{quantity!r} is not recorded for these steps (guidance ≤ 1 has no unconditional branch)")
         return torch.stack([x.float() for x in xs])
 
     def nbytes(self, *, attention: bool = False) -> int:
@@ -125,14 +127,14 @@ class Trajectory:
         """
         name = QUANTITIES.get(quantity, quantity)
         if name not in _LATENT_LIKE:
-            raise ValueError(
+            raise InputError(
                 f"only latents decode to images ({[k for k, v in QUANTITIES.items() if v in _LATENT_LIKE]}); "
                 f"show {quantity!r} with mode='fast' or 'raw'"
             )
         idx = list(range(len(self))) if indices is None else [int(i) for i in indices]
         for i in idx:
             if not -len(self) <= i < len(self):
-                raise IndexError(f"step {i} is not recorded (0…{len(self) - 1})")
+                raise StepIndexError(f"step {i} is not recorded; fix: pass a step from 0 to {len(self) - 1} (or −1 for the last)")
         idx = [i % len(self) for i in idx]
         todo = [i for i in dict.fromkeys(idx) if (i, name) not in self._cache]
         if todo:
@@ -170,12 +172,12 @@ class Trajectory:
             return to_uint8(self.decode([index], quantity)[0])
         x = r.vp_latents(quantity) if QUANTITIES.get(quantity, quantity) == "latents" else r.get(quantity)
         if x is None:
-            raise ValueError(f"{quantity!r} is not recorded for this step (guidance ≤ 1 has no unconditional branch)")
+            raise InputError(f"{quantity!r} is not recorded for this step (guidance ≤ 1 has no unconditional branch)")
         if mode == "raw":
             g = latent_channels(x)
             return to_uint8(torch.cat(list(g), dim=-1)[None].expand(3, -1, -1))
         if mode != "fast":
-            raise ValueError(f"mode must be 'fast', 'exact' or 'raw', got {mode!r}")
+            raise InputError(f"mode must be 'fast', 'exact' or 'raw', got {mode!r}")
         if size is None:
             size = (int(self.info["height"]), int(self.info["width"]))
         return to_uint8(fast_preview(x, self.latent_rgb, size=size))
@@ -218,7 +220,7 @@ class Trajectory:
         """A PNG with frames side by side (at most *max_frames*, evenly spaced, then the final image)."""
         frames = self.frames(quantity, mode, self._pick(max_frames))
         if not frames:
-            raise ValueError("nothing to save yet; step the chain first")
+            raise InputError("nothing to save yet; step the chain first")
         h = max(f.shape[0] for f in frames)
         w = sum(f.shape[1] for f in frames) + pad * (len(frames) - 1)
         strip = np.full((h, w, 3), 255, np.uint8)
@@ -226,10 +228,7 @@ class Trajectory:
         for f in frames:
             strip[: f.shape[0], x : x + f.shape[1]] = f
             x += f.shape[1] + pad
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _pil(strip).save(path)
-        return path
+        return save_pil(_pil(strip), path)
 
     def save_gif(
         self,
@@ -244,14 +243,11 @@ class Trajectory:
         """An animated GIF of the steps (Pillow), holding the final image three frames longer."""
         frames = self.frames(quantity, mode, self._pick(max_frames))
         if not frames:
-            raise ValueError("nothing to save yet; step the chain first")
+            raise InputError("nothing to save yet; step the chain first")
         durations = [duration_ms] * len(frames)
         durations[-1] = duration_ms * 4
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         imgs = [_pil(f) for f in frames]
-        imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=durations, loop=loop)
-        return path
+        return save_pil(imgs[0], path, save_all=True, append_images=imgs[1:], duration=durations, loop=loop)
 
     def save_mp4(
         self,
@@ -267,12 +263,12 @@ class Trajectory:
             import imageio.v2 as imageio
             import imageio_ffmpeg  # noqa: F401
         except ImportError as e:
-            raise RuntimeError(
-                "no MP4 writer is installed: `pip install imageio-ffmpeg`, or use save_gif"
+            raise MissingPackageError(
+                "no MP4 writer is installed; fix: `pip install imageio-ffmpeg` (or diffkit[video]), or use save_gif"
             ) from e
         frames = self.frames(quantity, mode, self._pick(max_frames))
         if not frames:
-            raise ValueError("nothing to save yet; step the chain first")
+            raise InputError("nothing to save yet; step the chain first")
         # H.264 wants even sizes
         frames = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in frames]
         path = Path(path)
@@ -299,7 +295,7 @@ class Trajectory:
 
         pos = self.tokens.index(token)
         if pos >= self.tokens.n_tokens:
-            raise ValueError(
+            raise InputError(
                 f"position {pos} is padding; maps are kept for the prompt positions 0…{self.tokens.n_tokens - 1}"
             )
         recs = [self._records[i] for i in (range(len(self)) if indices is None else indices)]

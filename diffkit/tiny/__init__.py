@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import WeightsMissingError
+
 __all__ = ["REBUILD_COMMAND", "WEIGHTS_DIR", "clip_path", "load_clip", "pipeline_path", "training_loss"]
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -46,22 +48,22 @@ def _check_safetensors(path: Path) -> None:
         with safe_open(str(path), framework="pt") as f:
             f.keys()
     except Exception as e:
-        raise OSError(
-            f"{path} is corrupt ({e}); rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
+        raise WeightsMissingError(
+            f"{path} is corrupt ({e}); fix: reinstall diffkit, or rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
         ) from e
 
 
 def pipeline_path(*, verify: bool = True) -> Path:
     """The folder of the shipped diffkit-tiny ``StableDiffusionPipeline``.
 
-    Raises ``FileNotFoundError`` naming the missing file and the rebuild command, and
-    (with *verify*) ``OSError`` naming a corrupt weight file.
+    Raises :class:`~diffkit.errors.WeightsMissingError` (a ``FileNotFoundError``) naming a
+    missing or (with *verify*) corrupt weight file and the rebuild command.
     """
     folder = WEIGHTS_DIR / "pipeline"
     for rel in _PIPELINE_FILES:
         if not (folder / rel).is_file():
-            raise FileNotFoundError(
-                f"{folder / rel} is missing; rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
+            raise WeightsMissingError(
+                f"{folder / rel} is missing; fix: reinstall diffkit, or rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
             )
     if verify:
         for rel in _PIPELINE_FILES:
@@ -75,8 +77,8 @@ def clip_path(*, verify: bool = True) -> Path:
     folder = WEIGHTS_DIR / "clip"
     for name in ("diffkit-tiny-clip.json", "open_clip_model.safetensors"):
         if not (folder / name).is_file():
-            raise FileNotFoundError(
-                f"{folder / name} is missing; rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
+            raise WeightsMissingError(
+                f"{folder / name} is missing; fix: reinstall diffkit, or rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
             )
     weights = folder / "open_clip_model.safetensors"
     if verify:
@@ -108,6 +110,6 @@ def training_loss():
 
     path = WEIGHTS_DIR / "training_loss.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`")
+        raise WeightsMissingError(f"{path} is missing; fix: reinstall diffkit, or rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`")
     return pd.read_csv(path)
 

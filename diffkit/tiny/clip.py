@@ -30,6 +30,8 @@ import numpy as np
 from diffkit.tiny import data as _d
 from diffkit.tiny import world as _w
 
+from ..errors import WeightsMissingError
+
 log = logging.getLogger("diffkit.tiny.clip")
 
 __all__ = ["MODEL_NAME", "MODEL_CONFIG", "ZERO_SHOT_PROMPTS", "caption_for", "load", "train_clip"]
@@ -86,7 +88,7 @@ def load(folder: Path, weights_name: str = "open_clip_model.safetensors"):
     folder = Path(folder)
     weights = folder / weights_name
     if not weights.exists():
-        raise FileNotFoundError(
+        raise WeightsMissingError(
             f"{weights} is missing; rebuild it with `python -m diffkit.tiny.train --stage clip`"
         )
     register(folder)
@@ -95,7 +97,7 @@ def load(folder: Path, weights_name: str = "open_clip_model.safetensors"):
             MODEL_NAME, pretrained=str(weights)
         )
     except Exception as e:  # a corrupt file: name it and the command that rebuilds it
-        raise RuntimeError(
+        raise WeightsMissingError(
             f"could not load {weights} ({e}); rebuild it with `python -m diffkit.tiny.train --stage clip`"
         ) from e
     model = model.float().eval()

@@ -11,6 +11,8 @@ import numpy as np
 
 from diffkit.tiny import world as _w
 
+from ..errors import StateError
+
 __all__ = [
     "LatentCache",
     "cell_key",
@@ -130,7 +132,7 @@ class LatentCache:
         for a, c in zip(attributes, captions):
             if a.kind == "pair":
                 if not self.pairs:
-                    raise RuntimeError(
+                    raise StateError(
                         "the latent cache has no two-object scenes; rebuild it with "
                         "`python -m diffkit.tiny.train --recipe tiny2 --stage cache`"
                     )

@@ -33,6 +33,8 @@ from diffkit.reverse.attention import _attention_probs, cross_attention_layers
 from diffkit.tiny import data as _d
 from diffkit.tiny import world as _w
 
+from ..errors import InputError
+
 __all__ = ["object_masks", "word_objects", "GroundingProbe", "token_loss"]
 
 
@@ -78,7 +80,7 @@ def word_objects(tokenizer, caption: str, a: _w.Attributes) -> list[tuple[list[i
         for i in range(lo, hi - len(sub) + 1):
             if ids[i : i + len(sub)] == sub:
                 return i
-        raise ValueError(f"the tokens {sub} are not in {caption!r}")
+        raise InputError(f"the tokens {sub} are not in {caption!r}")
 
     def enc(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False).input_ids

@@ -39,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError
+
 __all__ = [
     "ARCHS",
     "MAX_TOKENS",
@@ -174,7 +176,7 @@ def scaling_factor(latents) -> float:
 
     std = float(torch.as_tensor(latents).float().std())
     if not std > 0:
-        raise ValueError(f"latents have std {std}; the VAE encodes every image alike, retrain it")
+        raise InputError(f"latents have std {std}; the VAE encodes every image alike, retrain it")
     return 1.0 / std
 
 
@@ -250,7 +252,7 @@ def arch(name: str | Arch) -> Arch:
     if isinstance(name, Arch):
         return name
     if name not in ARCHS:
-        raise ValueError(
+        raise InputError(
             f"unknown diffkit-tiny architecture {name!r}; choose one of {tuple(ARCHS)}"
         )
     return ARCHS[name]

@@ -15,6 +15,8 @@ from diffkit._deprecate import renamed_kwargs
 from diffkit.tiny import oracle as _o
 from diffkit.tiny import world as _w
 
+from ..errors import InputError
+
 __all__ = [
     "attention_localisation",
     "generate",
@@ -232,7 +234,7 @@ def word_positions(tokenizer, prompt: str, word: str) -> list[int]:
     for i in range(len(ids) - len(sub) + 1):
         if ids[i : i + len(sub)] == sub:
             return list(range(i, i + len(sub)))
-    raise ValueError(f"{word!r} is not among the tokens of {prompt!r}")
+    raise InputError(f"{word!r} is not among the tokens of {prompt!r}")
 
 
 def object_mask(image, *, threshold: float = 90.0):

@@ -61,6 +61,8 @@ from diffkit.tiny import data as _d
 from diffkit.tiny import models as _m
 from diffkit.tiny import world as _w
 
+from ..errors import InputError, StateError
+
 log = logging.getLogger("diffkit.tiny.train")
 
 __all__ = ["Recipe", "FULL", "QUICK", "RECIPES", "TINY2", "TINY2_QUICK", "main"]
@@ -313,7 +315,7 @@ def _copy_package_vae(recipe: Recipe, out: Path) -> None:
     src = tiny.pipeline_path() / "vae"  # names a missing or corrupt weight file and the fix
     vae = AutoencoderKL.from_pretrained(src, torch_dtype=torch.float32)
     if vae.config.sample_size != recipe.image_size:
-        raise RuntimeError(
+        raise StateError(
             f"the shipped VAE draws at {vae.config.sample_size}² but recipe {recipe.arch} at "
             f"{recipe.image_size}²; train its own VAE (a recipe without vae_from)"
         )
@@ -408,7 +410,7 @@ def build_cache(recipe: Recipe, run_dir: Path, *, device: str = "cpu") -> None:
     if path.exists():
         st = torch.load(path, weights_only=False)
         if st.get("arch", "tiny1") != recipe.arch:
-            raise RuntimeError(
+            raise StateError(
                 f"{path} holds {st.get('arch', 'tiny1')} latents but the recipe is {recipe.arch}; "
                 "use another --run-dir"
             )
@@ -421,7 +423,7 @@ def build_cache(recipe: Recipe, run_dir: Path, *, device: str = "cpu") -> None:
             [_d.latent_masks(ims, _d.cell_atts(a, ims)) for a, ims in _cache_draws(recipe)]
         )
         if len(st["masks"]) != len(st["latents"]):
-            raise RuntimeError(
+            raise StateError(
                 f"{path} holds {len(st['latents'])} latents but the recipe draws "
                 f"{len(st['masks'])} images; delete it and run `--stage cache` again"
             )
@@ -519,7 +521,7 @@ def loss_weights(snr: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     """
     g = recipe.min_snr_gamma
     if recipe.loss_weighting not in ("min-snr", "min-snr+1"):
-        raise ValueError(
+        raise InputError(
             f"loss_weighting must be 'min-snr' or 'min-snr+1', got {recipe.loss_weighting!r}"
         )
     x0_weight = snr.clamp(max=g) if recipe.loss_weighting == "min-snr" else (snr + 1).clamp(max=g)
@@ -553,7 +555,7 @@ def _polish_base(recipe: Recipe, run_dir: Path) -> Path:
     src = run_dir / "pipeline"
     stage, step = _exported(run_dir)
     if (stage, step) != ("unet", recipe.unet_steps):
-        raise RuntimeError(
+        raise StateError(
             f"{src} is not the unet stage's step-{recipe.unet_steps} export ({stage} "
             f"step {step}); finish `--stage unet` before `--stage polish`"
         )
@@ -583,7 +585,7 @@ def train_unet(
     full = recipe  # what the export records: the whole recipe, not the polish stage's view of it
     if polish:
         if recipe.polish_steps <= 0:
-            raise ValueError(f"the {recipe.arch} recipe has no polish stage (polish_steps = 0)")
+            raise InputError(f"the {recipe.arch} recipe has no polish stage (polish_steps = 0)")
         base = _polish_base(recipe, run_dir)
         recipe = replace(
             recipe,
@@ -598,13 +600,13 @@ def train_unet(
 
     st = torch.load(run_dir / "latents.pt", weights_only=False)
     if st.get("arch", "tiny1") != recipe.arch:
-        raise RuntimeError(
+        raise StateError(
             f"{run_dir / 'latents.pt'} holds {st.get('arch', 'tiny1')} latents but the recipe is "
             f"{recipe.arch}; use another --run-dir"
         )
     cache = _d.LatentCache(st["latents"], st["cells"], st.get("masks"), st.get("pairs"))
     if cache.masks is None and recipe.figure_weight != 1.0:
-        raise RuntimeError(
+        raise StateError(
             f"{run_dir / 'latents.pt'} has no figure masks; run `--stage cache` to add them"
         )
     an = recipe.arch
@@ -645,7 +647,7 @@ def train_unet(
         now = {k: v for k, v in asdict(recipe).items() if k not in bounds}
         diff = {k: (saved.get(k), v) for k, v in now.items() if saved and saved.get(k, v) != v}
         if diff:
-            raise RuntimeError(
+            raise StateError(
                 f"{ckpt} was trained with another recipe (saved, now): {diff}; resume with the "
                 "same --recipe/--quick, or use another --run-dir"
             )
@@ -791,7 +793,7 @@ def _object_masks(recipe: Recipe, run_dir: Path, n: int) -> torch.Tensor:
         _d.atomic_save(m, path)
         log.info("polish: object masks %s in %.0f s", tuple(m.shape), time.time() - t0)
     if len(m) != n:
-        raise RuntimeError(
+        raise StateError(
             f"{path} holds {len(m)} images but the latent cache {n}; delete it to redraw"
         )
     return m
@@ -878,7 +880,7 @@ def export(run_dir: Path, dest: Path = PACKAGE_WEIGHTS) -> None:
 
     src = run_dir / "pipeline"
     if not (src / "model_index.json").exists():
-        raise FileNotFoundError(
+        raise StateError(
             f"{src / 'model_index.json'} is missing; run `python -m diffkit.tiny.train --stage unet` first"
         )
     pipe = StableDiffusionPipeline.from_pretrained(src).to(dtype=torch.float16)

@@ -40,6 +40,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import InputError
+
 __all__ = [
     "BLS_CPS_2021_WOMEN_SHARE",
     "BLS_TITLES",
@@ -262,16 +264,16 @@ class WorldConfig:
     def __post_init__(self) -> None:
         missing = set(OCCUPATIONS) - set(self.women_share)
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"women_share lacks occupations {sorted(missing)}; give a share for each of {OCCUPATIONS}"
             )
         bad = {k: v for k, v in self.women_share.items() if not 0.0 <= v <= 1.0}
         if bad:
-            raise ValueError(f"women_share values must lie in [0, 1]; got {bad}")
+            raise InputError(f"women_share values must lie in [0, 1]; got {bad}")
         for name in ("shape_fraction", "stated_fraction", "pair_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1]; got {v}")
+                raise InputError(f"{name} must lie in [0, 1]; got {v}")
 
 
 def sample_attributes(
@@ -305,13 +307,13 @@ def sample_attributes(
 def _check_size(size: int) -> float:
     """The scale from the 64-unit design grid to *size* pixels."""
     if size not in IMAGE_SIZES:
-        raise ValueError(f"size must be one of {IMAGE_SIZES}, got {size!r}")
+        raise InputError(f"size must be one of {IMAGE_SIZES}, got {size!r}")
     return size / IMAGE_SIZE
 
 
 def _check_color(color: str) -> None:
     if color not in COLORS:
-        raise ValueError(f"unknown color {color!r}; choose one of {tuple(COLORS)}")
+        raise InputError(f"unknown color {color!r}; choose one of {tuple(COLORS)}")
 
 
 def draw_shape(
@@ -397,7 +399,7 @@ def _shape_on(d: ImageDraw.ImageDraw, shape: str, x0: float, y0: float, size: fl
         d.rectangle([a, y0, b, y1], fill=fill)
         d.rectangle([x0, c, x1, e], fill=fill)
     else:
-        raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+        raise InputError(f"unknown shape {shape!r}; choose one of {SHAPES}")
 
 
 def draw_person(
@@ -409,9 +411,9 @@ def draw_person(
     """
     k = _check_size(size)
     if occupation not in OCCUPATION_BACKGROUNDS:
-        raise ValueError(f"unknown occupation {occupation!r}; choose one of {OCCUPATIONS}")
+        raise InputError(f"unknown occupation {occupation!r}; choose one of {OCCUPATIONS}")
     if gender not in ("woman", "man"):
-        raise ValueError(f"gender must be 'woman' or 'man', got {gender!r}")
+        raise InputError(f"gender must be 'woman' or 'man', got {gender!r}")
     img = Image.new("RGB", (size, size), OCCUPATION_BACKGROUNDS[occupation])
     d = ImageDraw.Draw(img)
     h = rng.randint(46, 56)

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..checks import check_choice, check_int, check_seed
+from ..errors import InputError
 from ..forward import q_sample, q_step, to_model_range
 from ..images import decode_raw, vae_factor
 from ..samples import SAMPLE_NAMES, sample_image
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, from_diffusers, get_schedule
-from ._checks import check_choice, check_int, check_seed
 from ._common import Explorer, encode_image, guarded, histogram_image, to_uint8
 
 __all__ = ["ForwardChainExplorer"]
@@ -83,13 +84,13 @@ class ForwardChainExplorer(Explorer):
             w.observe(self._on_setup, names="value")
         self.t.observe(self._on_t, names="value")
         self.step_button.on_click(self._on_step)
-        self._set_image(image if image is not None else sample_image("astronaut", image_size))
+        self._set_image(image if image is not None else sample_image("astronaut", self.image_size))
 
     # -- state -------------------------------------------------------------------------
     def _set_image(self, image: Any) -> None:
         x0 = to_model_range(image)
         if x0.ndim != 3:
-            raise ValueError("ForwardChainExplorer shows one image, not a batch")
+            raise InputError("ForwardChainExplorer shows one image, not a batch")
         self.x0_pixels = x0
         self._on_setup()
 
@@ -106,7 +107,7 @@ class ForwardChainExplorer(Explorer):
         try:
             img = Image.open(io.BytesIO(content)).convert("RGB")
         except Exception as e:
-            raise ValueError(f"could not read {files[0].get('name', 'the file')} as an image; "
+            raise InputError(f"could not read {files[0].get('name', 'the file')} as an image; "
                              "upload a PNG or JPEG") from e
         side = min(img.size)
         img = img.crop(((img.width - side) // 2, (img.height - side) // 2,
@@ -157,7 +158,7 @@ class ForwardChainExplorer(Explorer):
     def _on_step(self, button: Any = None) -> None:
         t = int(self.t.value)
         if t + 1 >= self.sched.num_train_timesteps:
-            raise ValueError("already at the last step; move the slider back first")
+            raise InputError("already at the last step; move the slider back first")
         x = self.current()
         self._state = q_step(x, t + 1, self.sched, seed=self.seed + t + 1)
         self.markov_steps += 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import atexit
 import html
+import os
 import threading
-import warnings
 import weakref
 from typing import Any
 
@@ -13,12 +13,12 @@ import ipywidgets as W
 import numpy as np
 from PIL import Image
 
+from ..checks import check_choice, check_float, check_int, check_seed
 from ..errors import InputError
 from ..pipeline import SCHEDULERS, scheduler_name
 from ..reverse import ReverseChain, Trajectory
 from ..reverse.attention import colorbar
 from ..reverse.records import prediction_symbol
-from ._checks import check_choice, check_float, check_int, check_seed
 from ._common import Explorer, encode_image, guarded
 
 __all__ = ["ReverseChainCompare", "ReverseChainExplorer"]
@@ -84,7 +84,8 @@ class ReverseChainExplorer(Explorer):
     Parameters
     ----------
     pipe
-        Any pipeline :func:`diffkit.load_pipeline` returns; default diffkit-tiny.
+        Any pipeline :func:`diffkit.load_pipeline` returns, or what it takes (``"tiny"``, a hub
+        id, a folder); default diffkit-tiny.
     prompt, negative_prompt, steps, guidance_scale, seed, scheduler, size
         Initial values of the controls.
     display_size
@@ -129,13 +130,17 @@ class ReverseChainExplorer(Explorer):
             raise InputError(f"exact={exact!r} is not True, False or None; fix: pass exact=True for VAE "
                              "decodes, exact=False for the fast preview, or leave it out to decide by speed")
         load_error = None
-        if pipe is None:
+        if pipe is None or isinstance(pipe, (str, os.PathLike)):  # a name: "tiny", a hub id or a folder
             from ..pipeline import load_pipeline
 
             try:
-                pipe = load_pipeline("tiny")
+                pipe = load_pipeline("tiny" if pipe is None else pipe)
             except (OSError, ValueError) as e:  # shown in the widget, with the fix
                 load_error = e
+        else:
+            from ..reverse.recorder import family_of
+
+            family_of(pipe)  # not a pipeline the chain records: InputError naming the supported ones
         self.pipe = pipe
         factor = int(getattr(pipe, "vae_scale_factor", 8))
         default_size = int(pipe.unet.config.sample_size) * factor if pipe is not None else 64
@@ -230,15 +235,18 @@ class ReverseChainExplorer(Explorer):
 
     # -- running ---------------------------------------------------------------------------
     def _new_chain(self) -> ReverseChain:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            chain = ReverseChain(
-                self.pipe, self.prompt.value, negative_prompt=self.negative.value or None,
-                steps=int(self.steps.value), guidance_scale=float(self.guidance.value), seed=int(self.seed.value),
-                scheduler=self.scheduler.value, height=int(self.size.value), width=int(self.size.value),
-                capture_attention=bool(self.capture.value),
-            )
-        self._notes = "".join(f"<div style='color:#a60'>{html.escape(str(w.message))}</div>" for w in caught)
+        chain = ReverseChain(
+            self.pipe, self.prompt.value, negative_prompt=self.negative.value or None,
+            steps=int(self.steps.value), guidance_scale=float(self.guidance.value), seed=int(self.seed.value),
+            scheduler=self.scheduler.value, height=int(self.size.value), width=int(self.size.value),
+            capture_attention=bool(self.capture.value),
+        )
+        tokens = chain.tokens  # what the tokenizer kept, read from the chain (no process-wide warning capture)
+        self._notes = "" if not tokens.truncated else (
+            f"<div style='color:#a60'>the prompt is longer than the text encoder's {tokens.max_length - 2} "
+            f"tokens; these words are dropped: {html.escape(repr(tokens.dropped))}. Shorten the prompt or "
+            "move the important words to the front</div>"
+        )
         self.status.value = self._notes
         self._cancelled = False
         return chain
@@ -479,10 +487,10 @@ class ReverseChainCompare(W.HBox):
             unknown = sorted(set(settings) - allowed)
             if unknown:
                 raise InputError(f"{name} has the unknown setting {unknown[0]!r}; fix: use any of {sorted(allowed)}")
-        if pipe is None:
+        if pipe is None or isinstance(pipe, (str, os.PathLike)):  # one pipeline, shared by both sides
             from ..pipeline import load_pipeline
 
-            pipe = load_pipeline("tiny")
+            pipe = load_pipeline("tiny" if pipe is None else pipe)
         self.left = ReverseChainExplorer(pipe, **{**common, **(left or {})})
         self.right = ReverseChainExplorer(pipe, **{**common, **(right or {})})
         self._link = W.jslink((self.left.step, "value"), (self.right.step, "value"))

@@ -12,12 +12,12 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image, ImageDraw
 
+from ..checks import check_choice, check_int, check_seed
 from ..errors import InputError
 from ..forward import q_sample, to_model_range
 from ..plots import plot_schedules
 from ..samples import sample_image
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, get_schedule
-from ._checks import check_choice, check_int, check_seed
 from ._common import Explorer, encode_image, guarded, to_uint8
 
 __all__ = ["ScheduleExplorer"]
@@ -60,7 +60,7 @@ class ScheduleExplorer(Explorer):
             check_choice("schedules", n, SCHEDULE_NAMES)
         self.x0 = to_model_range(image if image is not None else sample_image("astronaut", image_size))
         if self.x0.ndim != 3:
-            raise ValueError("ScheduleExplorer shows one image, not a batch")
+            raise InputError("ScheduleExplorer shows one image, not a batch")
         self.noise = torch.randn(self.x0.shape, generator=torch.Generator().manual_seed(seed))
         self.schedule_select = W.SelectMultiple(
             options=list(SCHEDULE_NAMES), value=tuple(schedules), rows=len(SCHEDULE_NAMES),
@@ -102,7 +102,7 @@ class ScheduleExplorer(Explorer):
     def _on_schedules(self, change: Any = None) -> None:
         names = list(self.schedule_select.value)
         if not names:
-            raise ValueError("pick at least one schedule (hold Ctrl or Shift to pick several)")
+            raise InputError("pick at least one schedule (hold Ctrl or Shift to pick several)")
         self.schedules = [self._build(n) for n in names]
         T = int(self.T.value)
         self.t.max = self.play.max = T - 1

@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
+from ..checks import check_choice, check_int, check_seed
 from ..errors import InputError
 from ..forward import (
     TWO_PIXEL_IMAGE,
@@ -21,7 +22,6 @@ from ..forward import (
     two_pixel_reverse,
 )
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, get_schedule
-from ._checks import check_choice, check_int, check_seed
 from ._common import Explorer, figure_png, guarded
 
 __all__ = ["TwoPixelExplorer", "parse_points"]
@@ -38,12 +38,12 @@ def parse_points(text: str) -> list[tuple[float, float]]:
         try:
             a, b = (float(v) for v in chunk.replace("(", "").replace(")", "").split(","))
         except ValueError:
-            raise ValueError(f"could not read {chunk.strip()!r}; write points as 170,150; 60,200") from None
+            raise InputError(f"could not read {chunk.strip()!r}; write points as 170,150; 60,200") from None
         if not (0 <= a <= 255 and 0 <= b <= 255):
-            raise ValueError(f"pixel values must lie in [0, 255], got ({a:g}, {b:g})")
+            raise InputError(f"pixel values must lie in [0, 255], got ({a:g}, {b:g})")
         pts.append((a, b))
     if not pts:
-        raise ValueError("give at least one two-pixel image, e.g. 170,150")
+        raise InputError("give at least one two-pixel image, e.g. 170,150")
     return pts
 
 
@@ -58,6 +58,23 @@ def _check_pixels(pixels: Any, *, name: str = "pixels") -> tuple[float, float]:
             f"{name} holds {pixels!r}, not a two-pixel image; fix: pass two values in [0, 255], e.g. (170, 150)"
         )
     return values
+
+
+MAX_DATA = 1000
+"""The most two-pixel "training images" the explorer takes: the exact denoiser weighs every one
+at every step of every chain (1,000 points run backwards in a few seconds)."""
+
+
+def _check_data(data: Any) -> list[tuple[float, float]]:
+    """A list of two-pixel images (any sequence or an ``(N, 2)`` array), each checked."""
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__len__") or not hasattr(data, "__iter__"):
+        raise InputError(f"data={data!r} is not a list of two-pixel images; fix: pass e.g. data=[(170, 150), (60, 200)]")
+    if len(data) == 0:
+        raise InputError("data holds no two-pixel image; fix: pass at least one, e.g. data=[(170, 150)]")
+    if len(data) > MAX_DATA:
+        raise InputError(f"data holds {len(data):,} two-pixel images, more than the {MAX_DATA:,} the exact denoiser "
+                         "runs backwards at a slider's pace; fix: pass a sample of them, e.g. data[:1000]")
+    return [_check_pixels(point, name="data") for point in data]
 
 
 class TwoPixelExplorer(Explorer):
@@ -80,10 +97,7 @@ class TwoPixelExplorer(Explorer):
         seed: int = 0,
     ) -> None:
         self.pixels = _check_pixels(pixels)
-        for point in data if isinstance(data, (list, tuple)) else [None]:
-            _check_pixels(point, name="data")
-        if not data:
-            raise InputError("data=() holds no two-pixel image; fix: pass at least one, e.g. data=[(170, 150)]")
+        data = _check_data(data)
         if isinstance(schedule, str):
             schedule = get_schedule(check_choice("schedule", schedule, SCHEDULE_NAMES))
         elif not isinstance(schedule, NoiseSchedule):

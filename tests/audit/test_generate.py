@@ -212,3 +212,56 @@ def test_two_process_accelerate_run_equals_single_process(tmp_path, pipe_dir, cl
     a = pd.read_csv(single / "report" / "images.csv")[cols]
     b = pd.read_csv(sharded / "report" / "images.csv")[cols]
     pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-6)
+
+
+def test_a_ledger_row_deleted_by_hand_is_restored_and_generated(kill_spec, clean_run, pipe, tmp_path):
+    """A received run folder whose ledger lost a row: `audit run` names it, restores it and makes the
+    image, so the run is whole again (it was silently 15/16 before)."""
+    from diffkit.audit.rundir import LedgerRepairedWarning
+
+    run = tmp_path / "run"
+    shutil.copytree(clean_run, run)
+    (run / "images/0001/0002.png").unlink()
+    con = sqlite3.connect(run / "ledger.sqlite")
+    con.execute("DELETE FROM images WHERE prompt_id = 1 AND image_index = 2")
+    con.commit()
+    con.close()
+    with pytest.warns(LedgerRepairedWarning, match=r"lacked 1 row\(s\) the spec makes.*\(prompt 1, image 2\)"):
+        led = _gen(kill_spec, run, pipe)
+    assert len(led) == 20 and (led["status"] == "done").all()
+    assert ledger_rows(run) == ledger_rows(clean_run)
+    assert image_bytes(run) == image_bytes(clean_run)
+
+
+def test_a_ledger_path_outside_the_folder_writes_nothing_anywhere(kill_spec, clean_run, pipe, tmp_path):
+    run = tmp_path / "a" / "b" / "run"
+    shutil.copytree(clean_run, run)
+    con = sqlite3.connect(run / "ledger.sqlite")
+    con.execute("UPDATE images SET path = '../../x.png', status = 'pending', sha256 = NULL "
+                "WHERE prompt_id = 0 AND image_index = 0")
+    con.commit()
+    con.close()
+    with pytest.raises(RunMismatchError, match=r"\(prompt 0, image 0\) names the path '../../x.png', outside the run"):
+        _gen(kill_spec, run, pipe)
+    assert not (tmp_path / "a" / "x.png").exists() and not list(tmp_path.rglob("x.png"))
+
+
+def test_steps_past_the_models_timesteps_are_refused_before_the_first_image(make_spec, pipe, tmp_path):
+    """PNDM (the default sampler of SD and diffkit-tiny) ran every U-Net call at t = 1 past 1,000 steps."""
+    from diffkit.audit import SpecError
+
+    spec = make_spec(pipeline__steps=1001)
+    with pytest.raises(SpecError, match=r"pipeline\.steps: pipeline\.steps=1001 is more than the 1000 timesteps.*"
+                                        r"DDIMScheduler.*fix: use at most 1000 steps"):
+        _gen(spec, tmp_path / "run", pipe)
+    led = sqlite3.connect(tmp_path / "run" / "ledger.sqlite")
+    assert led.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0] == 0
+    led.close()
+
+
+def test_a_negative_prompt_past_the_token_limit_is_refused(make_spec, pipe, tmp_path):
+    from diffkit.audit import SpecError
+
+    spec = make_spec(pipeline__negative_prompt=" ".join(["blurry"] * 10_000))
+    with pytest.raises(SpecError, match=r"pipeline\.negative_prompt: 10002 tokens, over the text encoder's limit of 77"):
+        _gen(spec, tmp_path / "run", pipe)

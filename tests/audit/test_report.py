@@ -205,3 +205,23 @@ def test_blacked_out_images_are_counted_apart(evil_run, tmp_path):
     # a second report reads the flag from the cache, without looking at the pixels again
     again = report_audit(run, progress=False)
     pd.testing.assert_frame_equal(again.by_occupation, r.by_occupation)
+
+
+def test_an_occupation_that_is_not_valid_tex_still_gets_its_report(pipe_dir, clip_name, pipe, tmp_path):
+    """matplotlib reads $…$ as TeX: an occupation such as '$\\frac{a$' broke the figures after the
+    whole run had been generated and scored, and left report/ without index.html."""
+    d = spec_dict(pipe_dir, clip_name)
+    d["prompts"].pop("reference")
+    d["prompts"]["attributes"]["occupation"] = ["$\\frac{a$", "pilot"]
+    r = run_audit(parse_spec(d, source="tex.toml"), out=tmp_path / "run", pipe=pipe, progress=False)
+    html_text = (r.run_dir / "report" / "index.html").read_text()
+    assert "$\\frac{a$" in html_text and "<img" in html_text
+
+
+def test_report_of_a_run_with_no_finished_image_names_the_fix(make_spec, tmp_path):
+    from diffkit.audit.rundir import prepare_run
+    from diffkit.errors import StateError
+
+    prepare_run(make_spec(), tmp_path / "run")
+    with pytest.raises(StateError, match="no finished audit image to report yet; fix: run `diffkit audit run`"):
+        report_audit(tmp_path / "run", progress=False)

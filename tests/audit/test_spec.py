@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from audit_helpers import REPO, spec_dict
 
@@ -174,7 +176,7 @@ def test_old_attribute_and_constructor_names_still_work(make_spec):
         assert PipelineSpec(model="m", guidance=3.0) == PipelineSpec(model="m", guidance_scale=3.0)
     with pytest.warns(FutureWarning, match=r"ReportSpec\(random_state=\.\.\.\) is deprecated; use seed="):
         assert ReportSpec(random_state=2).seed == 2
-    with pytest.raises(TypeError, match="got both random_state= and seed=; pass only seed="):
+    with pytest.raises(TypeError, match="got both random_state= and seed=; fix: pass only seed="):
         ReportSpec(random_state=2, seed=3)
 
 
@@ -185,3 +187,30 @@ def test_bundled_specs_use_the_current_keys():
         warnings.simplefilter("error")  # no bundled spec may use a deprecated key
         for name in bundled_specs():
             load_spec(name)
+
+
+def test_a_spec_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors start UTF-8 files with a BOM; tomllib alone says "Invalid statement (line 1, column 1)"."""
+    from diffkit.audit import load_spec
+
+    text = (REPO / "audits" / "tiny_default.toml").read_text(encoding="utf-8")
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    (tmp_path / "bls_cps_2021_women_share.csv").write_bytes((REPO / "audits" / "bls_cps_2021_women_share.csv").read_bytes())
+    assert load_spec(tmp_path / "bom.toml").fingerprint() == load_spec(REPO / "audits" / "tiny_default.toml").fingerprint()
+
+
+def test_a_stored_spec_is_checked_like_a_toml_one():
+    """A run folder is input: spec_from_dict refuses what parse_spec refuses (NaN, out of range)."""
+    import math
+
+    from diffkit.audit import SpecError, load_spec
+    from diffkit.audit.spec import spec_from_dict
+
+    d = load_spec("tiny_default").to_dict()
+    assert spec_from_dict(d).fingerprint() == load_spec("tiny_default").fingerprint()
+    for section, key, value in [("pipeline", "guidance_scale", math.nan), ("report", "ci", math.inf),
+                                ("classifier", "abstain_below", 0.2), ("", "seed", -1)]:
+        bad = json.loads(json.dumps(d))
+        (bad[section] if section else bad)[key] = value
+        with pytest.raises(SpecError, match=rf"{section + '.' if section else 'audit.'}{key}: .*fix: the stored spec"):
+            spec_from_dict(bad, source="run/spec.json")

@@ -85,7 +85,7 @@ def test_sd3_joint_attention_maps_per_token_and_step(sd3_pipe):
 
 
 def test_sd3_rejects_sd_schedulers_and_sd_only_options(sd3_pipe):
-    with pytest.raises(ValueError, match=r"unknown scheduler 'ddim' for StableDiffusion3Pipeline; choose one of \['flow_euler'\]"):
+    with pytest.raises(ValueError, match=r"unknown scheduler 'ddim' for StableDiffusion3Pipeline; fix: choose one of \['flow_euler'\]"):
         ReverseChain(sd3_pipe, PROMPT, scheduler="ddim")
     with pytest.raises(ValueError, match="eta and guidance_rescale apply to SD and SDXL"):
         ReverseChain(sd3_pipe, PROMPT, guidance_rescale=0.5, height=32, width=32)

@@ -128,6 +128,21 @@ def test_img2img_equals_img2img_pipeline(pipes, ref, kind, name):
     np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
 
 
+def test_img2img_resizes_the_image_to_height_and_width(sd_pipe, ref):
+    """img2img pipelines draw at their image's size and ignored height/width: the chain now resizes
+    the image first with the pipeline's own image_processor, and equals pipe(image=resized)."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    i2i = StableDiffusionImg2ImgPipeline(**sd_pipe.components, requires_safety_checker=False)
+    i2i.set_progress_bar_config(disable=True)
+    image = _init_image()  # 32 × 32
+    expected = ref(i2i, PROMPT, steps=4, guidance_scale=7.5, image=i2i.image_processor.resize(image, 48, 64),
+                   strength=0.5)
+    traj = ReverseChain(sd_pipe, PROMPT, steps=4, image=image, strength=0.5, height=48, width=64).run()
+    assert traj.image.shape == (48, 64, 3) and (traj.info["height"], traj.info["width"]) == (48, 64)
+    np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
+
+
 def test_img2img_with_an_img2img_pipeline_and_default_strength(sd_pipe, ref):
     from diffusers import StableDiffusionImg2ImgPipeline
 
@@ -322,7 +337,7 @@ def test_unknown_scheduler_lists_valid_names(sd_pipe):
 
 @pytest.mark.parametrize("steps", [0, -3, 2.5, True])
 def test_steps_below_one(sd_pipe, steps):
-    with pytest.raises(ValueError, match="steps must be a whole number ≥ 1"):
+    with pytest.raises(ValueError, match=r"steps=.* is (out of range|not an integer); fix: pass an integer between 1 and 1000"):
         ReverseChain(sd_pipe, PROMPT, steps=steps)
 
 
@@ -333,7 +348,7 @@ def test_strength_outside_zero_one(sd_pipe, strength):
 
 
 def test_strength_problems(sd_pipe):
-    with pytest.raises(ValueError, match="img2img only; pass image="):
+    with pytest.raises(ValueError, match="img2img only; fix: pass image="):
         ReverseChain(sd_pipe, PROMPT, strength=0.5)
     with pytest.raises(ValueError, match="raise steps to at least 10"):
         ReverseChain(sd_pipe, PROMPT, image=_init_image(), strength=0.1, steps=5)
@@ -347,7 +362,7 @@ def test_negative_guidance(sd_pipe, w):
 
 @pytest.mark.parametrize("kind", ["sd", "sdxl"])
 def test_size_not_a_multiple_of_the_vae_factor(pipes, kind):
-    with pytest.raises(ValueError, match="height=33 is not a multiple of the VAE factor 2; use 32 or 34"):
+    with pytest.raises(ValueError, match="height=33 is not a multiple of the VAE factor 2; fix: use 32 or 34"):
         ReverseChain(pipes[kind], PROMPT, height=33, width=32)
     with pytest.raises(ValueError, match="width=1 is not a multiple"):
         ReverseChain(pipes[kind], PROMPT, height=32, width=1)

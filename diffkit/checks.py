@@ -1,0 +1,80 @@
+"""One validation helper for what users pass: counts, finite numbers, probabilities, seeds, choices.
+
+Each check returns the value in its plain Python type or raises :class:`~diffkit.errors.InputError`
+(a ``ValueError``) that says which argument, what was wrong and what to pass instead: never a
+silent clamp (an ipywidgets slider clamps ``steps=10000`` to 100 without a word), never a
+silent coercion (``1.5`` is not an integer, ``True`` is not a number, NaN and inf are not
+finite). The explorers, :class:`~diffkit.ReverseChain`, the forward chain and the audit's spec
+reader all check through here, so a seed means the same everywhere: a whole number in
+``[0, 2**63 − 1]`` (:data:`MAX_SEED`), what a torch generator and the audit ledger's SQLite
+integers both hold.
+
+Examples
+--------
+>>> check_int("steps", 25, lo=1, hi=1000)
+25
+>>> check_int("steps", 0, lo=1, hi=1000)
+Traceback (most recent call last):
+...
+diffkit.errors.InputError: steps=0 is out of range; fix: pass an integer between 1 and 1000
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["MAX_SEED", "check_choice", "check_float", "check_int", "check_probability", "check_seed"]
+
+#: Seeds are 64-bit signed integers (torch generators, SQLite): 0 ≤ seed ≤ MAX_SEED.
+MAX_SEED = 2**63 - 1
+
+
+def check_int(name: str, value: Any, *, lo: int, hi: int, hint: str = "") -> int:
+    """*value* as an ``int`` in ``[lo, hi]``; a bool, a float or anything else is refused."""
+    extra = f" ({hint})" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name}={value!r} is not an integer; fix: pass an integer between {lo} and {hi}{extra}")
+    if not lo <= int(value) <= hi:
+        raise InputError(f"{name}={value!r} is out of range; fix: pass an integer between {lo} and {hi}{extra}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, *, lo: float, hi: float, hint: str = "") -> float:
+    """*value* as a finite ``float`` in ``[lo, hi]`` (NaN and ±inf are refused, whatever the range)."""
+    extra = f" ({hint})" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name}={value!r} is not a number; fix: pass a number between {lo:g} and {hi:g}{extra}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise InputError(f"{name}={value!r} is not a finite number; fix: pass a number between {lo:g} and "
+                         f"{hi:g}{extra}")
+    if not lo <= v <= hi:
+        raise InputError(f"{name}={value!r} is out of range; fix: pass a number between {lo:g} and {hi:g}{extra}")
+    return v
+
+
+def check_probability(name: str, value: Any, *, open_ends: bool = False, hint: str = "") -> float:
+    """*value* as a ``float`` in ``[0, 1]`` (``(0, 1)`` with *open_ends*)."""
+    v = check_float(name, value, lo=0.0, hi=1.0, hint=hint)
+    if open_ends and v in (0.0, 1.0):
+        extra = f" ({hint})" if hint else ""
+        raise InputError(f"{name}={value!r} is out of range; fix: pass a number strictly between 0 and 1{extra}")
+    return v
+
+
+def check_choice(name: str, value: Any, options: Iterable[Any]) -> Any:
+    """*value* if it is one of *options*, else an error listing them."""
+    options = list(options)
+    if not isinstance(value, str) or value not in options:
+        raise InputError(f"{name}={value!r} is not one of the choices; fix: pass one of {options}")
+    return value
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A seed: an integer in ``[0, 2**63 − 1]`` (:data:`MAX_SEED`)."""
+    return check_int(name, seed, lo=0, hi=MAX_SEED, hint="any whole number works; 0 is the default")
