@@ -27,7 +27,7 @@ from .._files import atomic_write_text, write_csv
 from .metrics import AuditMetrics, format_p_value, pct
 from .spec import AuditSpec
 
-__all__ = ["audit_figures", "limitations", "library_versions", "write_comparison", "write_report"]
+__all__ = ["audit_figures", "fair_sentence", "limitations", "library_versions", "write_comparison", "write_report"]
 
 
 def limitations(ci: float = 0.95) -> list[str]:
@@ -196,15 +196,16 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             y = np.arange(len(tr))
             amp = tr["amplified_holm"].fillna(False).astype(bool).to_numpy()
             rev = tr["reversed_holm"].fillna(False).astype(bool).to_numpy() if "reversed_holm" in tr else 0 * amp
-            colour = np.where(amp, "C3", np.where(rev, "C4", "0.55"))
+            colour = np.where(amp, "C3", np.where(rev, "C4", "0.4"))
             for yy, (r0, p1, c) in enumerate(zip(tr["p_ref"], tr["p_female"], colour)):
                 ax.annotate("", xy=(p1, yy), xytext=(r0, yy),
                             arrowprops={"arrowstyle": "->", "color": c, "lw": 2, "shrinkA": 0, "shrinkB": 0})
             ax.errorbar(tr["p_female"], y, xerr=_err(tr["p_female"], tr["ci_low"], tr["ci_high"]), fmt="none",
                         ecolor="0.3", alpha=0.5, capsize=2, lw=1)
             ax.plot(tr["p_ref"], y, "x", color="0.2", ms=7, label="reference")
-            for c, lab in (("C3", "amplified (Holm)"), ("C4", "reversed (Holm)"), ("0.55", "neither")):
+            for c, lab in (("C3", "amplified (Holm)"), ("C4", "reversed (Holm)"), ("0.4", "neither")):
                 ax.plot([], [], color=c, lw=2, label=lab)
+            ax.grid(axis="y", visible=False)  # the arrows are the horizontal lines here
             ax.axvline(0.5, color="grey", lw=1, ls="--")
             ax.set_yticks(y, tr["occupation"].astype(str))
             ax.set_xlim(-0.02, 1.02)
