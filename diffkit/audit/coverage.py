@@ -182,6 +182,9 @@ def _one_run(sc: Scenario, n_images: int, reps: int, rng, ci: float) -> list[dic
     joint = _hits(lo, hi, p).all(axis=1)
     rows.append(_row("one run", sc, "all shares at once (simultaneous)", n_images, "all 10", joint, (hi - lo).mean(1),
                      reps))
+    lo, hi = wilson_interval(successes=k.sum(1), n=n.sum(), ci=ci)
+    rows.append(_row("one run", sc, "pooled share (Wilson)", n_images, round(float(p.mean()), 3),
+                     _hits(lo, hi, p.mean()), hi - lo, reps))
     return rows
 
 
