@@ -246,7 +246,7 @@ def compare_metrics(
         n_a_all = int((a.images["kind"] == "audit").sum())
         n_b_all = int((b.images["kind"] == "audit").sum())
         design = (f"paired by prompt and seed: {len(pairs)} image pairs in {len(shared)} occupations "
-                  f"(of {n_a_all} audit images in a, {n_b_all} in b); per occupation {lvl} Newcombe paired interval, "
+                  f"(of {n_a_all} audit images in a, {n_b_all} in b); per occupation {lvl} Newcombe paired interval (method 11), "
                   f"overall {lvl} exact adaptive bounds on the pairs labelled in both runs")
         lab_a = pairs["label_a"].isin(_LABELLED)
         lab_b = pairs["label_b"].isin(_LABELLED)
@@ -268,7 +268,7 @@ def compare_metrics(
         overall = paired_overall(t4, ref, ci=ci)
     else:
         design = (f"independent: the runs share no (prompt, seed), so their images are compared unpaired; "
-                  f"{len(shared)} occupations in common; per occupation {lvl} Newcombe, overall {lvl} exact adaptive "
+                  f"{len(shared)} occupations in common; per occupation {lvl} Newcombe (method 11), overall {lvl} exact adaptive "
                   "bounds")
         k_a, n_a = ta["n_female"].to_numpy(), ta["n"].to_numpy()
         k_b, n_b = tb["n_female"].to_numpy(), tb["n"].to_numpy()

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from ._amplification import amplification_interval, reference_sign
 from ._compare import (
     independent_change_intervals,
@@ -248,6 +249,13 @@ def coverage_grid(*, n_images: int = 24, reps: int = 2000, seed: int = 2024, ci:
     ``section, scenario, label, interval, n_images, truth, coverage, mc_se, worst, mean_width,
     min_width, reps, seconds``; ``attrs["seconds"]`` is the grid's total time.
     """
+    names = [sc.name for sc in SCENARIOS]
+    unknown = sorted(set(cells or ()) - set(names))
+    if unknown:
+        raise InputError(f"unknown coverage cell(s) {unknown}; fix: pick from {names}")
+    if n_images < 2 * TEMPLATES or n_images % TEMPLATES or reps < 1:
+        raise InputError(f"n_images={n_images}, reps={reps}: fix: give an even n_images of at least {2 * TEMPLATES} "
+                         f"({TEMPLATES} templates share them) and reps ≥ 1")
     rows = []
     t_all = time.perf_counter()
     for i, sc in enumerate(SCENARIOS):

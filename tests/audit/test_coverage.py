@@ -393,3 +393,12 @@ def test_compare_refuses_runs_with_nothing_in_common_and_names_the_fix():
     assert not ov.attrs["paired"] and ov.attrs["design"].startswith("independent")
     with pytest.raises(M.NothingInCommonError, match="share no \\(prompt, seed\\)"):
         M.compare_metrics(a=a, b=b2, paired=True)
+
+
+def test_grid_refuses_what_it_cannot_simulate():
+    from diffkit.errors import InputError
+
+    with pytest.raises(InputError, match="unknown coverage cell.*fix: pick from"):
+        coverage.coverage_grid(cells=["fiar"], reps=10)
+    with pytest.raises(InputError, match="even n_images"):
+        coverage.coverage_grid(n_images=25, reps=10)
