@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ChainClosedError, InputError, NonFiniteLatentsError
+from ..errors import ChainClosedError, InputError, NonFiniteLatentsError, StateError
 from .records import StepRecord, predicted_x0
 
 __all__ = [
@@ -163,6 +163,12 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 class Recorder:
     """Runs ``work(**call_kwargs)`` in a worker thread and records it, one denoiser call per :meth:`advance`.
 
+    The worker pauses at a gate before each denoiser call until it is allowed on: one call per
+    :meth:`advance` (stepping by hand, the caller waiting), or every call at once after
+    :meth:`run_in_background` (running in the background: the caller is free, ``on_record`` hears of each
+    step from the worker thread, :meth:`stop` pauses it again at the next gate and
+    :meth:`wait` waits for that). Either way the worker is the only thread that computes.
+
     Parameters
     ----------
     work
@@ -206,6 +212,11 @@ class Recorder:
         self._paused = False
         self._finished = False
         self._closed = False
+        self._free = False  # running in the background: the gate lets every call through
+        self._on_record: Callable[[StepRecord], Any] | None = None
+        self._on_idle: Callable[[BaseException | None], Any] | None = None
+        self._idle = threading.Event()  # set while the worker is not running in the background
+        self._idle.set()
         self._ended = threading.Event()  # set by the worker thread as its very last act
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -242,7 +253,10 @@ class Recorder:
                 raise self._error
             if self._closed:
                 raise ChainClosedError("this chain was closed; fix: make a new ReverseChain to run it again")
-            records = self.trajectory._records  # the one list of records, the trajectory's
+            if self._free:
+                raise StateError("the chain is running in the background; fix: wait for it (wait()) or stop it "
+                                 "(cancel()) before stepping by hand")
+            records = self.trajectory  # the one sequence of records, the trajectory's
             i = len(records)
             n = len(self.timesteps)
             self._allowed = i + 1
@@ -270,6 +284,72 @@ class Recorder:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker is running in the background (after :meth:`run_in_background`, until it stops or ends)."""
+        return not self._idle.is_set()
+
+    def run_in_background(
+        self,
+        on_record: Callable[[StepRecord], Any] | None = None,
+        on_idle: Callable[[BaseException | None], Any] | None = None,
+    ) -> None:
+        """Let the worker run every remaining call without pausing; return at once.
+
+        *on_record* is called from the worker thread with each new record, *on_idle* once when
+        the run has paused (:meth:`stop`), finished or failed (with the error, or None).
+        :meth:`wait` waits for that moment (a failure is raised by the next :meth:`advance` or
+        :meth:`wait`).
+        """
+        with self._cond:
+            if self._closed:
+                raise ChainClosedError("this chain was closed; fix: make a new ReverseChain to run it again")
+            if self._free:
+                raise StateError("the chain is already running in the background; fix: wait() or cancel() first")
+            over = self._finished or self._error is not None
+            if not over:
+                self._on_record, self._on_idle = on_record, on_idle
+                self._free = True
+                self._idle.clear()
+                self._allowed = len(self.timesteps)
+                self._cond.notify_all()
+        if over and on_idle is not None:
+            on_idle(self._error)
+
+    def stop(self) -> None:
+        """Pause a background run before its next denoiser call (the call in flight completes)."""
+        with self._cond:
+            if not self._free:
+                return
+            self._allowed = self._started
+            # a worker already waiting at the gate will not pass it again: the run is idle now
+            idle = self._go_idle() if self._paused else None
+            self._cond.notify_all()
+        if idle is not None:
+            idle()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until a background run has paused, finished or failed; False if *timeout* passed first.
+
+        Raises the run's error, if it failed. An ``Event``, not ``Thread.join``: Ctrl-C while
+        waiting leaves every state true (the caller may :meth:`stop` and wait again).
+        """
+        done = self._idle.wait(timeout)
+        if done and self._error is not None:
+            raise self._error
+        return done
+
+    def _go_idle(self) -> Callable[[], Any] | None:
+        """The worker stops running in the background (call with the lock held); returns the
+        *on_idle* call to make once the lock is released (None if there is none)."""
+        if not self._free:
+            return None
+        self._free = False
+        on_idle, error = self._on_idle, self._error
+        self._on_record = self._on_idle = None
+        self._idle.set()
+        return None if on_idle is None else functools.partial(on_idle, error)
 
     def close(self, timeout: float | None = 120.0) -> None:
         """Abandon the call and wait for it to end: the worker finishes the denoiser call in
@@ -301,17 +381,21 @@ class Recorder:
             image = np.asarray(out.images[0], dtype=np.float32)
             nsfw = getattr(out, "nsfw_content_detected", None)
             with self._cond:
-                self.trajectory.image = image
-                self.trajectory.nsfw = None if nsfw is None else bool(nsfw[0])
+                self.trajectory.finish(image, None if nsfw is None else bool(nsfw[0]))
                 self._finished = True
                 self._cond.notify_all()
         except _Closed:
             pass
-        except BaseException as e:  # handed to the caller's thread by advance()
+        except BaseException as e:  # handed to the caller's thread by advance() or wait()
             with self._cond:
                 self._error = e
                 self._cond.notify_all()
         finally:
+            with self._cond:
+                idle = self._go_idle()
+                self._cond.notify_all()
+            if idle is not None:
+                idle()
             for h in hooks:
                 h.remove()
             self._restore_attention()
@@ -345,7 +429,11 @@ class Recorder:
                 self.timesteps = list(self.scheduler.timesteps[len(self.scheduler.timesteps) - n :])
             self._unscaled = None
             self._paused = True
+            idle = self._go_idle() if self._started >= self._allowed else None  # a background run stops here
             self._cond.notify_all()
+        if idle is not None:
+            idle()  # outside the lock: the caller's on_idle may look at the chain
+        with self._cond:
             self._cond.wait_for(lambda: self._closed or self._started < self._allowed)
             self._paused = False
             if self._closed:
@@ -421,7 +509,7 @@ class Recorder:
         return wrapped
 
     def _record(self, noise_pred: torch.Tensor, t: Any, latents: torch.Tensor, out: Any, stage: str) -> None:
-        i = len(self.trajectory._records)
+        i = len(self.trajectory)
         prev = out.prev_sample
         uncond, text = self._output if self._output is not None else (None, noise_pred)
         self._output = None
@@ -477,5 +565,8 @@ class Recorder:
         self._prev_latents = prev_rec
         with self._cond:
             self.latents = prev
-            self.trajectory._records.append(rec)
+            self.trajectory.add(rec)
+            on_record = self._on_record
             self._cond.notify_all()
+        if on_record is not None:
+            on_record(rec)

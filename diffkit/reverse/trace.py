@@ -311,12 +311,48 @@ class ReverseChain:
         return self._recorder.advance()
 
     def cancel(self) -> None:
-        """Ask a running :meth:`run` (e.g. in another thread) to stop after the current step.
+        """Stop a running :meth:`run` (e.g. in another thread) or :meth:`run_in_background` after the current step.
 
-        The pipeline stays paused before its next denoiser call, so :meth:`run` or :meth:`step`
-        later carries on from there.
+        The pipeline stays paused before its next denoiser call, so :meth:`run`, :meth:`step` or
+        :meth:`run_in_background` later carries on from there.
         """
         self._cancel.set()
+        self._recorder.stop()
+
+    def run_in_background(
+        self,
+        *,
+        callback: Callable[[StepRecord], Any] | None = None,
+        done: Callable[[BaseException | None], Any] | None = None,
+    ) -> None:
+        """Run the remaining steps in the chain's own worker thread and return at once.
+
+        *callback* is called from that thread with each new record (progress bars, widgets);
+        *done* once, when the run has finished, paused (:meth:`cancel`) or failed, with the
+        error or None. :meth:`wait` waits for that moment; :attr:`running` says whether it
+        still runs. The explorers use it, so a notebook stays free to answer buttons while the
+        chain runs, with no thread of their own.
+        """
+        self._cancel.clear()
+        self._recorder.run_in_background(callback, done)
+
+    @property
+    def running(self) -> bool:
+        """Whether a :meth:`run_in_background` is still going."""
+        return self._recorder.running
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a :meth:`run_in_background` to finish or pause; False if *timeout* passed first.
+
+        A failure of the run is raised here. Ctrl-C while waiting cancels the run, waits for the
+        step in flight to end, then raises ``KeyboardInterrupt``: no step runs on unseen.
+        """
+        try:
+            return self._recorder.wait(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            self._recorder.wait()
+            raise
 
     def close(self) -> None:
         """Abandon the chain and wait until its pipeline call has unwound and its hooks are removed.

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from .._files import save_pil
-from ..errors import InputError, MissingPackageError, StepIndexError
+from ..errors import InputError, MissingPackageError, StateError, StepIndexError
 from .previews import decode_latents, fast_preview, latent_channels, latent_rgb, to_uint8
 from .records import _LATENT_LIKE, QUANTITIES, StepRecord
 from .text import PromptTokens
@@ -38,6 +38,19 @@ class Trajectory:
         self.image: np.ndarray | None = None
         """The final image ``(H, W, 3)`` float32 in ``[0, 1]`` (None until the chain has finished)."""
         self.nsfw: bool | None = None
+
+    # -- filled by the recorder ------------------------------------------------------
+    def add(self, record: StepRecord) -> None:
+        """Append the next step's record (the recorder calls it as each step ends, in step order)."""
+        if record.index != len(self._records):
+            raise StateError(f"record {record.index} arrived where record {len(self._records)} was due; "
+                             "fix: records come from one chain, in step order")
+        self._records.append(record)
+
+    def finish(self, image: np.ndarray, nsfw: bool | None = None) -> None:
+        """Set the final image ``(H, W, 3)`` in [0, 1] (and the safety checker's verdict) once the chain ends."""
+        self.image = image
+        self.nsfw = nsfw
 
     # -- sequence protocol ------------------------------------------------------------
     def __len__(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import html
 import os
 import threading
@@ -190,7 +191,6 @@ class ReverseChainExplorer(Explorer):
         self.table = W.HTML()
         self.chain: ReverseChain | None = None
         self.trajectory: Trajectory | None = None
-        self._thread: threading.Thread | None = None
         self._done = threading.Event()  # set while no background run is going
         self._done.set()
         self._lock = threading.Lock()
@@ -253,20 +253,22 @@ class ReverseChainExplorer(Explorer):
 
     @property
     def running(self) -> bool:
-        """Whether a background run is going (its worker has not ended yet)."""
+        """Whether a background run is going (it has not yet finished, paused or failed)."""
         return not self._done.is_set()
 
     def run(self, *, wait: bool = False) -> None:
         """Start a run in the background (what the Run button does); *wait* blocks until it ends.
 
-        Ctrl-C while waiting cancels the run: the worker stops after the U-Net call in flight,
-        and only then does the interrupt reach the caller, so no worker outlives it.
+        The chain runs in its own worker thread (:meth:`ReverseChain.run_in_background`), so the
+        notebook stays free to answer the Cancel button; the explorer adds no thread. Ctrl-C
+        while waiting cancels the run: the step in flight ends, and only then does the
+        interrupt reach the caller, so no step runs on unseen.
         """
         with self._lock:
             if self.running:
                 raise InputError("a run is already going; fix: press Cancel (or call .cancel()) and wait "
                                  "for it to stop first: two runs never go at once")
-            chain = self._new_chain()  # bad settings fail here, before any thread starts
+            chain = self._new_chain()  # bad settings fail here, before anything runs
             if self.chain is not None:
                 self.chain.close()  # a cancelled or hand-stepped chain: its paused pipeline call unwinds
             self.chain = chain
@@ -275,17 +277,16 @@ class ReverseChainExplorer(Explorer):
             self.run_button.disabled, self.cancel_button.disabled = True, False
             self._done.clear()
             _RUNNING.add(self)
-            self._thread = threading.Thread(target=self._worker, args=(chain,), daemon=True,
-                                            name="diffkit-reverse-explorer")
-            self._thread.start()
+        chain.run_in_background(callback=lambda rec: setattr(self.progress, "value", rec.index + 1),
+                                done=functools.partial(self._run_ended, chain))
         if wait:
             self.wait()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the current run has ended (tests and scripts); False if *timeout* passed first.
 
-        Ctrl-C while waiting cancels the run and waits for its worker to stop after the U-Net
-        call in flight, then re-raises ``KeyboardInterrupt``.
+        Ctrl-C while waiting cancels the run and waits for the step in flight to end, then
+        re-raises ``KeyboardInterrupt``.
         """
         try:
             return self._done.wait(timeout)
@@ -300,14 +301,14 @@ class ReverseChainExplorer(Explorer):
             self._cancelled = True
             self.chain.cancel()
 
-    def _worker(self, chain: ReverseChain) -> None:
+    def _run_ended(self, chain: ReverseChain, error: BaseException | None) -> None:
+        """The chain's *done* callback (its worker thread): show the result, then mark the run over."""
         try:
-            try:
-                chain.run(callback=lambda rec: setattr(self.progress, "value", rec.index + 1))
-            except Exception as e:  # noqa: BLE001 - shown in the widget
-                self.error.show(e)
-            finally:
-                self.run_button.disabled, self.cancel_button.disabled = False, True
+            if error is not None and not isinstance(error, Exception):
+                return  # an interrupt or an exit unwinding the worker: nothing to show
+            if error is not None:
+                self.error.show(error)
+            self.run_button.disabled, self.cancel_button.disabled = False, True
             if not chain.closed and self.chain is chain:
                 self._show_trajectory(chain)
         finally:
