@@ -33,9 +33,10 @@ __all__ = [
     "TwoPixelChains",
     "forward_latents",
     "landing_share",
-    "paint_drop",
     "markov_trajectory",
     "optimal_denoiser",
+    "paint_drop",
+    "pixels_to_model",
     "q_sample",
     "q_sample_all",
     "q_step",
@@ -309,10 +310,11 @@ def q_sample_all(
 # ---------------------------------------------------------------------------------------
 
 
-def _pixels_to_model(pixels: Any) -> torch.Tensor:
+def pixels_to_model(pixels: Any) -> torch.Tensor:
+    """Two-pixel images ``(..., 2)`` in 0–255 as float64 model values in [−1, 1] (the toy's units)."""
     p = torch.as_tensor(np.asarray(pixels, dtype=np.float64))
     if p.shape[-1:] != (2,):
-        raise InputError(f"a two-pixel image has 2 values, got shape {tuple(p.shape)}")
+        raise InputError(f"a two-pixel image has 2 values, got shape {tuple(p.shape)}; fix: pass e.g. (170, 150)")
     if not torch.isfinite(p).all() or p.min() < 0 or p.max() > 255:
         raise InputError(f"pixel values must lie in [0, 255], got {pixels!r}")
     return p / 127.5 - 1.0
@@ -354,7 +356,7 @@ def two_pixel_chains(
     if isinstance(n_chains, bool) or not isinstance(n_chains, (int, np.integer)) or n_chains < 1:
         raise InputError(f"n_chains must be ≥ 1, got {n_chains!r}")
     s = _as_schedule(schedule)
-    x0 = _pixels_to_model(pixels).reshape(1, 2).expand(n_chains, 2).contiguous()
+    x0 = pixels_to_model(pixels).reshape(1, 2).expand(n_chains, 2).contiguous()
     traj = markov_trajectory(x0, s, seed=seed)
     pts = torch.cat([x0[None], traj]).numpy()
     return TwoPixelChains(start=tuple(float(p) for p in np.asarray(pixels, float)), schedule=s, points=pts)
@@ -398,7 +400,7 @@ def two_pixel_reverse(
     points flow back onto the data.
     """
     s = _as_schedule(schedule)
-    data = _pixels_to_model(data_pixels).reshape(-1, 2)
+    data = pixels_to_model(data_pixels).reshape(-1, 2)
     if not 0.0 <= eta <= 1.0:
         raise InputError(f"eta must be in [0, 1] (1 = DDPM, 0 = DDIM), got {eta}")
     gen = torch.Generator().manual_seed(check_seed(seed))
@@ -421,7 +423,7 @@ def two_pixel_reverse(
 
 def landing_share(points: np.ndarray, data_pixels: Sequence[Sequence[float]], *, radius_px: float = 5.0) -> float:
     """Share of two-pixel points (model units, ``(N, 2)``) within *radius_px* pixels of a data point."""
-    d = _pixels_to_model(data_pixels).reshape(-1, 2).numpy()
+    d = pixels_to_model(data_pixels).reshape(-1, 2).numpy()
     dist = np.min(np.linalg.norm(np.asarray(points)[:, None] - d[None], axis=2), axis=1) * 127.5
     return float(np.mean(dist <= radius_px))
 

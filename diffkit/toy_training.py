@@ -21,7 +21,7 @@ import torch
 
 from .checks import check_seed
 from .errors import InputError
-from .forward import _pixels_to_model, optimal_denoiser
+from .forward import optimal_denoiser, pixels_to_model
 from .schedules import NoiseSchedule, get_schedule
 
 __all__ = ["ToyDenoiser", "train_toy_denoiser"]
@@ -147,7 +147,7 @@ def train_toy_denoiser(
     if not (isinstance(lr, (int, float)) and 0 < lr < 1):
         raise InputError(f"lr must be a number in (0, 1), got {lr!r}; 2e-3 is usual")
     s = get_schedule(schedule) if isinstance(schedule, str) else schedule
-    data = _pixels_to_model(data_pixels).reshape(-1, 2).double()
+    data = pixels_to_model(data_pixels).reshape(-1, 2).double()
     gen = torch.Generator().manual_seed(check_seed(seed))
     with torch.random.fork_rng():
         torch.manual_seed(int(seed))

@@ -14,7 +14,7 @@ import torch
 from .._files import save_pil
 from ..errors import InputError, MissingPackageError, StateError, StepIndexError
 from .previews import decode_latents, fast_preview, latent_channels, latent_rgb, to_uint8
-from .records import _LATENT_LIKE, QUANTITIES, StepRecord
+from .records import LATENT_LIKE, QUANTITIES, StepRecord
 from .text import PromptTokens
 
 __all__ = ["Trajectory"]
@@ -139,9 +139,9 @@ class Trajectory:
         variance-preserving scale) or ``"x_prev"``.
         """
         name = QUANTITIES.get(quantity, quantity)
-        if name not in _LATENT_LIKE:
+        if name not in LATENT_LIKE:
             raise InputError(
-                f"only latents decode to images ({[k for k, v in QUANTITIES.items() if v in _LATENT_LIKE]}); "
+                f"only latents decode to images ({[k for k, v in QUANTITIES.items() if v in LATENT_LIKE]}); "
                 f"show {quantity!r} with mode='fast' or 'raw'"
             )
         idx = list(range(len(self))) if indices is None else [int(i) for i in indices]

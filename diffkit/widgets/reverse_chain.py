@@ -175,7 +175,7 @@ class ReverseChainExplorer(Explorer):
                                 layout=W.Layout(width="420px"))
         self.step.add_class("diffkit-step")
         self.play = W.Play(min=0, max=0, interval=250, disabled=True)
-        W.jslink((self.play, "value"), (self.step, "value"))
+        self.link((self.play, "value"), (self.step, "value"))
         self.next_button = W.Button(description="next step", icon="step-forward",
                                     tooltip="run one more U-Net call of a new chain, or move the slider on")
         self.exact = W.Checkbox(value=bool(exact), description="exact (VAE decode)")
