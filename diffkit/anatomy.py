@@ -17,7 +17,7 @@ import torch
 from .checks import check_seed
 from .errors import InputError
 
-__all__ = ["add_commands", "unet_anatomy"]
+__all__ = ["unet_anatomy"]
 
 _PART = re.compile(
     r"^(time_embedding|add_embedding|conv_in|conv_out"
@@ -191,31 +191,3 @@ def unet_anatomy(
     temb = df.loc[df.part == "time_embedding", "output"]
     df.attrs.update(meta, time_embedding=temb.iloc[0] if len(temb) else None)
     return df[["order", "part", "stage", "kind", "input", "output", "resolution", "channels", "enters", "skip_from"]]
-
-
-def add_commands(sub: Any) -> None:
-    """Register ``diffkit unet``: print a pipeline's U-Net part by part and save the table and its plot."""
-    p = sub.add_parser("unet", help="open a U-Net up: its parts in call order, with the shapes read by hooks")
-    p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id, or a pipeline folder")
-    p.add_argument("--prompt", default="a red circle", help="the text of the call (its length sets the text shape)")
-    p.add_argument("--out", default="out/unet", help="folder for unet_anatomy.csv and .png (default: out/unet)")
-
-    def _run(a: Any) -> int:
-        from pathlib import Path
-
-        from ._files import ensure_folder, save_figure, write_csv
-        from .pipeline import load_pipeline
-
-        out = ensure_folder(Path(a.out))  # fails here, before the model loads, on a bad folder
-        df = unet_anatomy(load_pipeline(a.model), a.prompt)
-        with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-            print(df.drop(columns=["kind"]).to_string(index=False))
-        print(f"timestep {df.attrs['timestep']:g}, text {df.attrs['text']}, time embedding {df.attrs['time_embedding']}")
-        write_csv(df.assign(input=df.input.astype(str), output=df.output.astype(str)), out / "unet_anatomy.csv")
-        from .plots import plot_unet_anatomy
-
-        save_figure(plot_unet_anatomy(df), out / "unet_anatomy.png")
-        print(f"wrote {out / 'unet_anatomy.csv'} and {out / 'unet_anatomy.png'}")
-        return 0
-
-    p.set_defaults(func=_run)

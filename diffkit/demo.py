@@ -7,13 +7,12 @@ where everything is.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 
 from ._files import ensure_folder, save_figure, write_csv
 
-__all__ = ["add_commands", "run_demo"]
+__all__ = ["run_demo"]
 
 
 def _save_figure(fig, path: Path) -> Path:
@@ -82,17 +81,3 @@ def _model_tour(out: Path, *, log: Callable[[str], None]) -> list[Path]:
     log(f"audit report: {result.report}")
     written.append(Path(result.report))
     return written
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="write the tour's figures for the embedded defaults to a folder")
-    p.add_argument("--out", default="out/demo", help="folder to write into (default: out/demo)")
-    p.add_argument("--no-model", action="store_true",
-                   help="only the forward-chain figures (skip diffkit-tiny and the audit)")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    run_demo(args.out, with_model=not args.no_model)
-    print(f"demo written to {Path(args.out).resolve()}")
-    return 0
