@@ -44,15 +44,8 @@ from ..checks import check_float, check_seed
 from ..errors import InputError, StateError
 from ..images import prepare_init_image
 from ..pipeline import check_steps
-from .recorder import (
-    FAMILIES,
-    ChainClosedError,
-    NonFiniteLatentsError,
-    Recorder,
-    family_of,
-    scheduler_for,
-    working_pipeline,
-)
+from .families import FAMILIES, family_of, scheduler_for, working_pipeline
+from .recorder import ChainClosedError, NonFiniteLatentsError, Recorder
 from .records import StepRecord
 from .text import tokenize_prompt
 from .trajectory import Trajectory

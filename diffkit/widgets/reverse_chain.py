@@ -52,7 +52,7 @@ _PREDICTS = {"epsilon": "the noise ε", "v_prediction": "v = √ᾱ ε − √(1
 
 def _prediction_type(pipe: Any) -> str:
     """What *pipe*'s model predicts, from its scheduler config (``"epsilon"`` before a model is loaded)."""
-    from ..reverse.recorder import family_of
+    from ..reverse.families import family_of
 
     if pipe is None:
         return "epsilon"
@@ -139,7 +139,7 @@ class ReverseChainExplorer(Explorer):
             except (OSError, ValueError) as e:  # shown in the widget, with the fix
                 load_error = e
         else:
-            from ..reverse.recorder import family_of
+            from ..reverse.families import family_of
 
             family_of(pipe)  # not a pipeline the chain records: InputError naming the supported ones
         self.pipe = pipe
