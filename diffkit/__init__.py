@@ -3,7 +3,8 @@
 The public API, by topic:
 
 - noise schedules: :mod:`diffkit.schedules` (``get_schedule``, ``from_diffusers``, ``NoiseSchedule``)
-- the forward chain: :mod:`diffkit.forward` (``q_sample``, ``q_step``, ``q_sample_all``, ``markov_trajectory``, the two-pixel toy)
+- the forward chain: :mod:`diffkit.forward` (``q_sample``, ``q_step``, ``q_sample_all``, ``markov_trajectory``)
+- the two-pixel toy and the paint drop: :mod:`diffkit.toy` (``two_pixel_chains``, ``optimal_denoiser``, ``two_pixel_reverse``)
 - pipelines: ``load_pipeline`` (hub id, local folder, or ``"tiny"``)
 - training on the two-pixel toy: :func:`diffkit.train_toy_denoiser` (L_simple against the exact denoiser)
 - the U-Net opened up: :func:`diffkit.unet_anatomy` (its parts in call order, shapes read by hooks)
@@ -18,21 +19,13 @@ __version__ = "0.1.0"
 
 from .anatomy import unet_anatomy
 from .forward import (
-    TWO_PIXEL_IMAGE,
-    TwoPixelChains,
     forward_latents,
-    landing_share,
     markov_trajectory,
-    optimal_denoiser,
-    paint_drop,
     q_sample,
     q_sample_all,
     q_step,
-    step_density,
     to_model_range,
     to_pil,
-    two_pixel_chains,
-    two_pixel_reverse,
 )
 from .pipeline import SCHEDULERS, load_pipeline, make_scheduler
 from .reverse import ReverseChain, StepRecord, Trajectory, tokenize_prompt
@@ -43,6 +36,16 @@ from .schedules import (
     from_diffusers,
     get_schedule,
     schedules_frame,
+)
+from .toy import (
+    TWO_PIXEL_IMAGE,
+    TwoPixelChains,
+    landing_share,
+    optimal_denoiser,
+    paint_drop,
+    step_density,
+    two_pixel_chains,
+    two_pixel_reverse,
 )
 from .toy_training import ToyDenoiser, train_toy_denoiser
 

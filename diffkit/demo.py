@@ -26,10 +26,10 @@ def run_demo(out: str | Path = "out/demo", *, with_model: bool = True, log: Call
     With *with_model*, also the diffkit-tiny tour: a grid of generated images, a reverse-chain
     strip of predicted x̂_0, and the embedded bias audit (its report under ``out/../audit``).
     """
-    from .forward import two_pixel_chains
     from .plots import plot_forward_strip, plot_schedules, plot_two_pixel
     from .samples import sample_image
     from .schedules import schedules_frame
+    from .toy import two_pixel_chains
 
     out = ensure_folder(out)  # a read-only or blocked --out fails here, before any work
     written: list[Path] = []

@@ -13,15 +13,9 @@ from matplotlib.patches import Circle
 
 from ..checks import check_choice, check_int, check_seed
 from ..errors import InputError
-from ..forward import (
-    TWO_PIXEL_IMAGE,
-    TwoPixelChains,
-    q_step,
-    step_density,
-    two_pixel_chains,
-    two_pixel_reverse,
-)
+from ..forward import q_step
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, get_schedule
+from ..toy import TWO_PIXEL_IMAGE, TwoPixelChains, step_density, two_pixel_chains, two_pixel_reverse
 from ._common import Explorer, figure_png, guarded
 
 __all__ = ["TwoPixelExplorer", "parse_points"]
