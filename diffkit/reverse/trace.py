@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import wait_or_cancel
 from ..errors import InputError, StateError
 from ..images import prepare_init_image, vae_factor
 from ..pipeline import check_steps
@@ -292,12 +293,7 @@ class ReverseChain:
         A failure of the run is raised here. Ctrl-C while waiting cancels the run, waits for the
         step in flight to end, then raises ``KeyboardInterrupt``: no step runs on unseen.
         """
-        try:
-            return self._recorder.wait(timeout)
-        except KeyboardInterrupt:
-            self.cancel()
-            self._recorder.wait()
-            raise
+        return wait_or_cancel(self._recorder.wait, self.cancel, timeout)
 
     def close(self) -> None:
         """Abandon the chain and wait until its pipeline call has unwound and its hooks are removed.

@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from ..checks import wait_or_cancel
 from ..errors import InputError
 from ..images import vae_factor
 from ..pipeline import SCHEDULERS
@@ -251,12 +252,7 @@ class ReverseChainExplorer(Explorer):
         Ctrl-C while waiting cancels the run and waits for the step in flight to end, then
         re-raises ``KeyboardInterrupt``.
         """
-        try:
-            return self._done.wait(timeout)
-        except KeyboardInterrupt:
-            self.cancel()
-            self._done.wait()
-            raise
+        return wait_or_cancel(self._done.wait, self.cancel, timeout)
 
     def cancel(self) -> None:
         """Stop a background run after the U-Net call in flight (what the Cancel button does)."""
