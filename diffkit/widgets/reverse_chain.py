@@ -14,8 +14,8 @@ import ipywidgets as W
 from ..checks import wait_or_cancel
 from ..errors import InputError
 from ..reverse import ReverseChain, Trajectory
-from ..reverse.families import family_of
 from ..reverse.attention import colorbar
+from ..reverse.families import family_of
 from ._common import Explorer, encode_image, guarded
 from .reverse_panels import (
     NOISE_PANELS,
