@@ -4,10 +4,10 @@ its own pipeline settings (distilled guidance 3.5, bfloat16), shrunk to a few 32
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from diffkit.audit import load_spec, run_audit
 from diffkit.audit.spec import parse_spec
