@@ -12,6 +12,11 @@ import tomllib
 from diffkit.audit import load_spec, run_audit
 from diffkit.audit.spec import parse_spec
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 BUNDLED = Path(__file__).resolve().parents[2] / "diffkit" / "audits"
 
 
