@@ -4,6 +4,7 @@ its own pipeline settings (distilled guidance 3.5, bfloat16), shrunk to a few 32
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import pytest
