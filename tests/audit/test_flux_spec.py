@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from diffkit.audit import load_spec, run_audit
 from diffkit.audit.spec import parse_spec
