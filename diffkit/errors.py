@@ -18,6 +18,7 @@ class                         also a                      raised when
 :class:`StepIndexError`       ``IndexError``              a step that was not recorded
 :class:`MissingPackageError`  ``RuntimeError``            an optional package is not installed
 :class:`ModelUnavailableError` ``OSError``                a model can be neither loaded nor fetched
+:class:`GatedModelError`      ``OSError``                 a gated hub model (FLUX.1-dev) whose licence is not yet accepted
 :class:`WeightsMissingError`  ``FileNotFoundError``       diffkit-tiny's shipped weights are missing
 :class:`RunFolderError`       ``FileNotFoundError``       a folder that is not a usable audit run folder
 :class:`RunBusyError`         ``BlockingIOError``         another process writes into the run folder
@@ -49,6 +50,7 @@ __all__ = [
     "ChainClosedError",
     "DiffkitError",
     "DiskFullError",
+    "GatedModelError",
     "InputError",
     "InputTypeError",
     "MissingPackageError",
@@ -98,6 +100,11 @@ class MissingPackageError(DiffkitError, RuntimeError):
 
 class ModelUnavailableError(DiffkitError, OSError):
     """A model (pipeline or classifier) cannot be loaded here: not cached and not reachable."""
+
+
+class GatedModelError(ModelUnavailableError):
+    """A gated model on the Hugging Face hub (FLUX.1-dev, SD 3) is neither cached nor allowed yet;
+    the message names the licence step, the login and the download."""
 
 
 class WeightsMissingError(ModelUnavailableError, FileNotFoundError):

@@ -9,6 +9,8 @@
   pixels, through the pipeline's ``VaeImageProcessor.postprocess``), with the pipelines' float16
   ``force_upcast``; :func:`decode_raw` gives the VAE's raw output.
 - :func:`prepare_init_image`: what is accepted as an img2img picture, and how it is read.
+- :func:`pack_latents`, :func:`unpack_latents`: Flux's latent tokens, each a 2×2 patch of latent
+  pixels (all channels) flattened into one vector, and back to the latent grid.
 
 :func:`prepare_init_image` turns anything a user may hold (a PIL image of any mode, a ``uint8``,
 ``uint16`` or float array, a tensor) into what a pipeline's ``VaeImageProcessor.preprocess``
@@ -46,9 +48,11 @@ __all__ = [
     "decode_raw",
     "encode_image",
     "from_latents",
+    "pack_latents",
     "prepare_init_image",
     "to_latents",
     "to_uint8",
+    "unpack_latents",
     "vae_factor",
     "vae_of",
 ]
@@ -126,6 +130,28 @@ def from_latents(pipe_or_vae: Any, z: Any) -> Any:
     if cfg.get("shift_factor") is not None:
         return z / cfg.scaling_factor + cfg.shift_factor
     return z / cfg.scaling_factor
+
+
+def pack_latents(z: Any) -> Any:
+    """Latents ``(B, C, h, w)`` → Flux's tokens ``(B, h/2 · w/2, 4C)``: each 2×2 patch of latent
+    pixels, channel first then row then column, is one token (as ``FluxPipeline`` packs them)."""
+    b, c, h, w = z.shape
+    if h % 2 or w % 2:
+        raise InputError(f"latents {tuple(z.shape)} cannot be packed 2×2; fix: use an even latent height and width")
+    z = z.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)  # (B, h/2, w/2, C, 2, 2)
+    return z.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(tokens: Any, grid: tuple[int, int]) -> Any:
+    """Flux's tokens ``(B, N, 4C)`` on a *grid* of ``(h/2, w/2)`` tokens → latents ``(B, C, h, w)``;
+    the inverse of :func:`pack_latents` (a permutation: no value changes)."""
+    b, n, d = tokens.shape
+    gh, gw = int(grid[0]), int(grid[1])
+    if gh * gw != n or d % 4:
+        raise InputError(f"{n} tokens of width {d} do not fill a {gh}×{gw} grid of 2×2 patches; "
+                         "fix: pass the grid the pipeline used (its img_ids)")
+    z = tokens.view(b, gh, gw, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # (B, C, h/2, 2, w/2, 2)
+    return z.reshape(b, d // 4, gh * 2, gw * 2)
 
 
 def _upcast(pipe_or_vae: Any) -> bool:

@@ -15,10 +15,12 @@ from typing import Any
 
 import torch
 
-from .errors import DiffkitError, InputError, ModelUnavailableError
+from .errors import DiffkitError, GatedModelError, InputError, ModelUnavailableError
 
 __all__ = [
+    "GATED_MODELS",
     "SCHEDULERS",
+    "GatedPipelineError",
     "PickledWeightsError",
     "PipelineNotAvailableError",
     "default_device_and_dtype",
@@ -49,6 +51,18 @@ _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
 class PipelineNotAvailableError(ModelUnavailableError):
     """The weights are neither in a local folder, nor cached, nor reachable."""
+
+
+class GatedPipelineError(PipelineNotAvailableError, GatedModelError):
+    """A gated pipeline on the hub (FLUX.1-dev, SD 3): accept its licence, log in, download."""
+
+
+GATED_MODELS: tuple[str, ...] = (
+    "black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-Kontext-dev", "black-forest-labs/FLUX.1-Krea-dev",
+    "black-forest-labs/FLUX.1-Fill-dev", "stabilityai/stable-diffusion-3-medium-diffusers",
+    "stabilityai/stable-diffusion-3.5-medium", "stabilityai/stable-diffusion-3.5-large",
+)
+"""Hub pipelines whose files are gated behind a licence accepted on their hub page (as of 2026)."""
 
 
 class PickledWeightsError(DiffkitError, ValueError):
@@ -262,6 +276,16 @@ def _load_error(e: Exception, name_or_path: Any, source: str, *, is_local: bool,
             "again with pipe.save_pretrained(folder), or pass a hub id"
         )
     hint = "the hub is unreachable or offline mode is on" if local_files_only else "it could not be fetched from the Hugging Face hub"
+    gated = str(name_or_path) in GATED_MODELS or "gated" in msg or "401" in msg or "403" in msg
+    if gated:
+        return GatedPipelineError(
+            f"could not load {str(name_or_path)!r}: it is a gated model on the Hugging Face hub, not in the "
+            f"cache ({_hf_cache()}), and {hint}; fix: on a machine with network, open "
+            f"https://huggingface.co/{name_or_path}, log in and accept its licence, then `hf auth login` with a "
+            f"read token and `hf download {name_or_path}` to fill the cache (or pass a local folder saved with "
+            "save_pretrained); FLUX.1-schnell (Apache-2.0) is not gated, and "
+            "diffkit.testing.tiny_random_pipeline('flux') runs offline"
+        )
     return PipelineNotAvailableError(
         f"could not load {str(name_or_path)!r}: it is not in the Hugging Face cache "
         f"({_hf_cache()}) and {hint}; fix: on a machine with network run "

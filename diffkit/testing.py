@@ -18,7 +18,10 @@ import torch
 from ._clip_vocab import CLIP_VOCAB_SIZE, write_clip_tokenizer_files
 from .errors import InputError
 
-__all__ = ["save_tiny_random_pipeline", "tiny_random_pipeline"]
+__all__ = ["KINDS", "save_tiny_random_pipeline", "tiny_random_pipeline"]
+
+KINDS = ("sd", "sdxl", "sd3", "flux", "flux-schnell")
+"""The kinds :func:`tiny_random_pipeline` builds."""
 
 
 def _text_config(**extra: Any) -> Any:
@@ -65,14 +68,16 @@ _UNET_COMMON = dict(
 
 
 def tiny_random_pipeline(
-    kind: Literal["sd", "sdxl", "sd3"] = "sd",
+    kind: Literal["sd", "sdxl", "sd3", "flux", "flux-schnell"] = "sd",
     *,
     seed: int = 0,
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
     tokenizer_dir: str | Path | None = None,
 ) -> Any:
     """A random ``StableDiffusionPipeline`` (``"sd"``), ``StableDiffusionXLPipeline`` (``"sdxl"``)
-    or ``StableDiffusion3Pipeline`` (``"sd3"``).
+    ``StableDiffusion3Pipeline`` (``"sd3"``) or ``FluxPipeline`` (``"flux"``, with guidance
+    embeddings as FLUX.1-dev; ``"flux-schnell"`` without, as FLUX.1-schnell; see
+    :mod:`diffkit.testing_flux`).
 
     The VAE downsamples by 2 (so a 64×64 image has 32×32 latents); weights are seeded. The SD 3
     pipeline follows diffusers' fast tests: a one-layer MMDiT (patch size 1), two CLIP text
@@ -80,8 +85,8 @@ def tiny_random_pipeline(
     Euler scheduler, and a VAE with SD 3's ``shift_factor``. *prediction_type* applies to SD and SDXL.
     The caller's global random stream (``torch.manual_seed``) is left as it was.
     """
-    if kind not in ("sd", "sdxl", "sd3"):
-        raise InputError(f"kind must be 'sd', 'sdxl' or 'sd3', got {kind!r}")
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {list(KINDS)}, got {kind!r}; fix: pass e.g. 'sd' or 'flux'")
     with torch.random.fork_rng(devices=[]):
         return _build(kind, seed=seed, prediction_type=prediction_type, tokenizer_dir=tokenizer_dir)
 
@@ -92,6 +97,8 @@ def _build(kind: str, *, seed: int, prediction_type: str, tokenizer_dir: str | P
     tok_dir = Path(tokenizer_dir or tempfile.mkdtemp(prefix="diffkit-tok-"))
     write_clip_tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+    if kind.startswith("flux"):
+        return _flux(seed, kind == "flux-schnell", tokenizer)
     build = {"sd": _sd, "sdxl": _sdxl, "sd3": _sd3}[kind]
     return build(seed, prediction_type, tokenizer)
 
@@ -183,7 +190,17 @@ def _sd3(seed: int, prediction_type: str, tokenizer: Any) -> Any:
     )
 
 
-def save_tiny_random_pipeline(folder: str | Path, kind: Literal["sd", "sdxl", "sd3"] = "sd", **kwargs: Any) -> Path:
+def _flux(seed: int, schnell: bool, tokenizer: Any) -> Any:
+    from transformers import CLIPTextModel
+
+    from .testing_flux import flux_pipeline
+
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_text_config(hidden_act="gelu", projection_dim=32))
+    return flux_pipeline(seed, tokenizer, text_encoder, schnell=schnell)
+
+
+def save_tiny_random_pipeline(folder: str | Path, kind: str = "sd", **kwargs: Any) -> Path:
     """Build :func:`tiny_random_pipeline` and ``save_pretrained`` it (safetensors) into *folder*."""
     folder = Path(folder)
     pipe = tiny_random_pipeline(kind, **kwargs)

@@ -954,6 +954,9 @@ def _lp(*args, **kwargs):
 LOAD_CASES = [
     Case("load-not-cached", "`load_pipeline('nobody/not-cached', local_files_only=True)`", ModelUnavailableError,
          "not in the Hugging Face cache", _lp("diffkit-nobody/not-cached", local_files_only=True)),
+    Case("load-gated", "`load_pipeline('black-forest-labs/FLUX.1-dev')` not cached (a gated model)",
+         ModelUnavailableError, "accept its licence",
+         _lp("black-forest-labs/FLUX.1-dev", local_files_only=True)),
     Case("load-no-folder", "`load_pipeline('./no/such/folder')`", ModelUnavailableError, "no such folder",
          _lp("./no/such/folder")),
     Case("load-deep-path", "`load_pipeline('a/b/c')` (neither a folder nor a hub id)", ModelUnavailableError,

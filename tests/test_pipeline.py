@@ -61,6 +61,23 @@ def test_missing_hub_model_names_the_fix():
         load_pipeline("diffkit-does-not-exist/nothing-here", local_files_only=True)
 
 
+def test_a_gated_model_names_the_licence_step(monkeypatch):
+    from diffusers import DiffusionPipeline
+
+    from diffkit.errors import GatedModelError
+
+    with pytest.raises(GatedModelError, match=r"gated model.*accept its licence.*hf auth login.*hf download "
+                                              r"black-forest-labs/FLUX\.1-dev"):
+        load_pipeline("black-forest-labs/FLUX.1-dev", local_files_only=True)
+
+    def refuse(*a, **k):
+        raise OSError("401 Client Error. Cannot access gated repo for url https://huggingface.co/org/x")
+
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", refuse)
+    with pytest.raises(PipelineNotAvailableError, match="https://huggingface.co/org/x, log in and accept"):
+        load_pipeline("org/x")
+
+
 def test_not_a_pipeline_folder(tmp_path):
     with pytest.raises(PipelineNotAvailableError, match="model_index.json"):
         load_pipeline(tmp_path)

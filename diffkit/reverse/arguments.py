@@ -12,7 +12,7 @@ import torch
 from ..checks import check_float, check_seed
 from ..errors import InputError
 
-__all__ = ["check_numbers", "check_size", "check_text", "generator_for", "img2img_strength"]
+__all__ = ["check_flux_options", "check_numbers", "check_size", "check_text", "generator_for", "img2img_strength"]
 
 
 def generator_for(seed: Any) -> tuple[torch.Generator, int]:
@@ -78,3 +78,15 @@ def check_size(factor: int, height: Any, width: Any) -> None:
         if v < factor or v % factor:
             lo = max(factor, v // factor * factor)
             raise InputError(f"{nm}={v} is not a multiple of the VAE factor {factor}; fix: use {lo} or {lo + factor}")
+
+
+def check_flux_options(true_cfg_scale: Any, max_sequence_length: Any) -> tuple[float, int | None]:
+    """Flux's ``true_cfg_scale`` (≥ 0, finite) and ``max_sequence_length`` (1 … 512 or None)."""
+    true_cfg_scale = check_float("true_cfg_scale", true_cfg_scale, lo=0.0, hi=1e6,
+                                 hint="1 (off) or e.g. 4 with a negative prompt")
+    if max_sequence_length is not None:
+        from ..checks import check_int
+
+        max_sequence_length = check_int("max_sequence_length", max_sequence_length, lo=1, hi=512,
+                                        hint="Flux's T5 takes at most 512 tokens; 512 is the pipeline's default")
+    return float(true_cfg_scale), max_sequence_length

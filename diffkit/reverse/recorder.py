@@ -113,9 +113,11 @@ class Recorder:
         self._error: BaseException | None = None
         self._tid: int | None = None
         self._unscaled: torch.Tensor | None = None
-        self._output: tuple[torch.Tensor | None, torch.Tensor] | None = None
+        self._outputs: list[torch.Tensor] = []  # the denoiser outputs of the step in flight
+        self._calls = 0  # denoiser calls of the step in flight
+        self.grid: tuple[int, int] | None = None  # Flux: the grid of latent tokens
         self._maps: Any = None
-        self._store: Any = None
+        self._store: Any = None  # the attention store of the call in flight (None: no capture in it)
         self._attn: list[tuple[str, Any]] | None = None
         self._capture = contextlib.ExitStack()  # the attention processors of the call in flight
         self._prev_x0: torch.Tensor | None = None
@@ -315,9 +317,15 @@ class Recorder:
         if not self._mine():
             return None
         x_in = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+        call = self._calls
+        self._calls += 1
+        if not self.family.gates(call):  # a later call of the same step (Flux's true CFG): no gate, no maps
+            return None
         with self._cond:
             if self.latents is None:  # before the first call: x_T (or the noised image) as the pipeline holds it
-                self.latents = self._unscaled if self._unscaled is not None else x_in[:1]
+                self.grid = self.family.token_grid(kwargs)
+                x0 = self._unscaled if self._unscaled is not None else x_in[:1]
+                self.latents = self.family.to_grid(x0, self.grid)
                 # the pipeline's own count (img2img runs only the last ones of the scheduler's list)
                 n = int(self.work.num_timesteps)
                 self.timesteps = list(self.scheduler.timesteps[len(self.scheduler.timesteps) - n :])
@@ -334,28 +342,24 @@ class Recorder:
                 raise _Closed
             self._started += 1
         if self.capture_attention:
-            self._install_attention(x_in)
+            self._install_attention(x_in, kwargs)
         return None
 
     def _after_call(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         if not self._mine():
             return None
-        out = output[0] if isinstance(output, tuple) else output.sample
-        uncond, text = out.chunk(2) if out.shape[0] == 2 else (None, out)
-        self._output = (uncond, text)
-        if self.capture_attention:
+        self._outputs.append(output[0] if isinstance(output, tuple) else output.sample)
+        if self.capture_attention and self._store is not None:
             self._maps = types.MappingProxyType(self._store.pop())
+            self._store = None
             self._restore_attention()
         return None
 
-    def _install_attention(self, x_in: torch.Tensor) -> None:
-        from .attention import CrossAttentionStore, capture_cross_attention, cross_attention_layers
-
+    def _install_attention(self, x_in: torch.Tensor, kwargs: dict) -> None:
         if self._attn is None:
-            self._attn = cross_attention_layers(self.denoiser)
-        cond = slice(1, 2) if x_in.shape[0] == 2 else slice(0, 1)
-        self._store = CrossAttentionStore(self.n_tokens, tuple(self.latents.shape[-2:]), cond, dtype=torch.float16)
-        self._capture.enter_context(capture_cross_attention(self.denoiser, self._store, self._attn))
+            self._attn = self.family.attention_layers(self.denoiser)
+        self._store = self.family.attention_store(self.n_tokens, self.latents, x_in, self.grid)
+        self._capture.enter_context(self.family.capture(self.denoiser, self._store, self._attn, kwargs))
 
     def _restore_attention(self) -> None:
         self._capture.close()
@@ -377,19 +381,29 @@ class Recorder:
         return wrapped
 
     def _record(self, noise_pred: torch.Tensor, t: Any, latents: torch.Tensor, out: Any, stage: str) -> None:
+        fam, grid = self.family, self.grid
+        outputs = [fam.to_grid(o, grid) for o in self._outputs]
+        split = fam.split(outputs) if outputs else None
+        guidance = fam.guidance(self.denoiser, split is not None and split[0] is not None)
+        seen = types.SimpleNamespace(prev_sample=fam.to_grid(out.prev_sample, grid),
+                                     pred_original_sample=getattr(out, "pred_original_sample", None))
+        if seen.pred_original_sample is not None:
+            seen.pred_original_sample = fam.to_grid(seen.pred_original_sample, grid)
         rec, x0 = make_record(
-            index=len(self.trajectory), n_steps=len(self.timesteps), t=t, stage=stage, latents=latents,
-            noise_pred=noise_pred, output=self._output, step_output=out, scheduler=self.scheduler,
-            flow=self.family.flow, sigma_scaled=self.sigma_scaled, prediction_type=self.prediction_type,
-            guidance_scale=float(self.call_kwargs["guidance_scale"]), record_dtype=self.record_dtype,
-            prev_x0=self._prev_x0, prev_latents=self._prev_latents, attention=self._maps,
+            index=len(self.trajectory), n_steps=len(self.timesteps), t=t, stage=stage,
+            latents=fam.to_grid(latents, grid), noise_pred=fam.to_grid(noise_pred, grid), output=split,
+            step_output=seen, scheduler=self.scheduler, flow=fam.flow, sigma_scaled=self.sigma_scaled,
+            prediction_type=self.prediction_type, guidance_scale=float(self.call_kwargs["guidance_scale"]),
+            guidance=guidance, true_cfg_scale=self.call_kwargs.get("true_cfg_scale"),
+            record_dtype=self.record_dtype, prev_x0=self._prev_x0, prev_latents=self._prev_latents,
+            attention=self._maps,
         )
-        self._output = None
+        self._outputs, self._calls = [], 0
         self._maps = None
         self._prev_x0 = x0
         self._prev_latents = rec.prev_sample
         with self._cond:
-            self.latents = out.prev_sample
+            self.latents = seen.prev_sample
             self.trajectory.add(rec)
             on_record = self._on_record
             self._cond.notify_all()

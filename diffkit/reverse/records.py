@@ -124,7 +124,27 @@ class StepRecord:
     attention: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
     prediction_type: str = "epsilon"
     """What the model outputs: ``"epsilon"`` (ε̂), ``"v_prediction"`` (v̂ = √ᾱ ε̂ − √(1−ᾱ) x̂_0) or
-    ``"flow"`` (SD 3: v̂ = ε̂ − x̂_0); from the scheduler config, never assumed."""
+    ``"flow"`` (SD 3, Flux: v̂ = ε̂ − x̂_0); from the scheduler config, never assumed."""
+    guidance: str = "cfg"
+    """Which guidance the step used (:data:`~diffkit.reverse.families.GUIDANCE_MODES`): ``"cfg"``
+    (two branches combined with ``guidance_scale``), ``"off"`` (one branch), ``"embedded"`` (Flux's
+    distilled guidance: ``guidance_scale`` enters the transformer as an embedding, one call, no
+    ε̂_u/ε̂_c split) or ``"embedded+cfg"`` (that, plus true CFG with ``true_cfg_scale``)."""
+    true_cfg_scale: float | None = None
+    """Flux's ``true_cfg_scale`` (the w combining its two branches under true CFG); None elsewhere."""
+
+    @property
+    def guidance_label(self) -> str:
+        """The step's guidance in words, with its scale(s): what the explorer shows."""
+        w = f"{self.guidance_scale:g}"
+        if self.guidance == "embedded":
+            return f"guidance embedded (w = {w}): one call, no unconditional branch"
+        if self.guidance == "embedded+cfg":
+            return f"guidance embedded (w = {w}) + true CFG ({self.true_cfg_scale:g}): two calls"
+        if self.guidance == "cfg":
+            scale = self.true_cfg_scale if self.true_cfg_scale is not None else self.guidance_scale
+            return f"classifier-free guidance (w = {scale:g}): two branches"
+        return "no guidance: one branch"
 
     @property
     def prediction_symbol(self) -> str:

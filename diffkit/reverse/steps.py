@@ -94,6 +94,8 @@ def make_record(
     sigma_scaled: bool,
     prediction_type: str,
     guidance_scale: float,
+    guidance: str,
+    true_cfg_scale: float | None,
     record_dtype: torch.dtype,
     prev_x0: torch.Tensor | None,
     prev_latents: torch.Tensor | None,
@@ -103,7 +105,9 @@ def make_record(
 
     *output* is the denoiser's (ε̂_u, ε̂_c) as the reader hook split it (None: no split was
     seen, so ε̂_c is the guided output itself); *step_output* what ``scheduler.step`` returned;
-    *prev_latents* the previous record's x_{t−1} (this step's x_t), None at the first step.
+    *prev_latents* the previous record's x_{t−1} (this step's x_t), None at the first step;
+    *guidance* what the step did (:data:`~diffkit.reverse.families.GUIDANCE_MODES`). Every tensor
+    is latent-shaped ``(1, C, h, w)`` (Flux's tokens already unpacked).
     """
     prev = step_output.prev_sample
     uncond, text = output if output is not None else (None, noise_pred)
@@ -126,7 +130,8 @@ def make_record(
     tv = float(t)
     rec = StepRecord(
         index=index, timestep=int(tv) if tv.is_integer() else tv, sigma=sigma, alpha_bar=alpha_bar, stage=stage,
-        guidance_scale=guidance_scale, sigma_scaled=sigma_scaled,
+        guidance_scale=guidance_scale, guidance=guidance,
+        true_cfg_scale=None if true_cfg_scale is None else float(true_cfg_scale), sigma_scaled=sigma_scaled,
         latents=x_t_rec, noise_pred_uncond=uncond_rec, noise_pred_text=text_rec, noise_pred=eps_rec,
         pred_original_sample=x0_rec, prev_sample=prev_rec, x0_source=source,
         stats=types.MappingProxyType(stats), attention=attention, prediction_type=prediction_type,

@@ -26,7 +26,9 @@ class PromptTruncatedWarning(UserWarning):
 
 
 def _clean(token: str) -> str:
-    return token.replace("</w>", "")
+    """A token as a reader writes it: CLIP's end-of-word ``</w>`` and SentencePiece's (T5's)
+    start-of-word ``▁`` removed."""
+    return token.replace("</w>", "").replace("▁", "")
 
 
 #: Words that carry no content of their own: the attention explorer does not open on them.
@@ -51,9 +53,12 @@ class PromptTokens:
         How many positions carry the prompt: ``<|startoftext|>``, the kept tokens and
         ``<|endoftext|>``. Positions from ``n_tokens`` on are padding.
     max_length
-        The model's limit (77 for CLIP).
+        The model's limit (77 for CLIP; Flux's ``max_sequence_length`` for its T5, 512 by default).
     dropped
         The text that did not fit (``""`` when nothing was dropped).
+    n_start
+        Special tokens before the words: 1 for CLIP's ``<|startoftext|>``, 0 for T5 (which only
+        ends the text with ``</s>``).
     """
 
     prompt: str
@@ -62,6 +67,12 @@ class PromptTokens:
     n_tokens: int
     max_length: int
     dropped: str = ""
+    n_start: int = 1
+
+    @property
+    def content(self) -> slice:
+        """The positions of the prompt's own tokens: no start or end token, no padding."""
+        return slice(self.n_start, max(self.n_start, self.n_tokens - 1))
 
     @property
     def truncated(self) -> bool:
@@ -78,9 +89,9 @@ class PromptTokens:
         """The position of the prompt's first content word: not a special token and not a
         function word ("a", "the", "of", …); the first prompt position when there is none."""
         for i, w in enumerate(self.words):
-            if 0 < i < self.n_tokens - 1 and w.lower() not in _FUNCTION_WORDS and w.isalnum():
+            if self.n_start <= i < self.n_tokens - 1 and w.lower() not in _FUNCTION_WORDS and w.isalnum():
                 return i
-        return 1 if self.n_tokens > 2 else 0
+        return self.n_start if self.n_tokens > self.n_start + 1 else 0
 
     @property
     def attention_mask(self) -> tuple[int, ...]:
@@ -130,7 +141,8 @@ def _tokenizer_of(pipe_or_tokenizer: Any) -> Any:
     return tok
 
 
-def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True) -> PromptTokens:
+def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True,
+                    max_length: int | None = None) -> PromptTokens:
     """Tokenize *prompt* the way the pipeline does: padded (and truncated) to the model's limit.
 
     Parameters
@@ -141,6 +153,9 @@ def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True) -
         The text.
     warn
         Emit a :class:`PromptTruncatedWarning` naming the dropped words when the prompt is too long.
+    max_length
+        The limit, when the pipeline sets its own (Flux's ``max_sequence_length``); default the
+        tokenizer's ``model_max_length``.
 
     Examples
     --------
@@ -154,30 +169,32 @@ def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True) -
     if not isinstance(prompt, str):
         raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
     tok = _tokenizer_of(pipe_or_tokenizer)
-    max_length = int(tok.model_max_length)
+    max_length = int(tok.model_max_length if max_length is None else max_length)
     full = list(tok(prompt, truncation=False, add_special_tokens=True).input_ids)
     ids = list(
         tok(prompt, padding="max_length", max_length=max_length, truncation=True).input_ids
     )
-    # full = [BOS] + content + [EOS]; max_length − 2 content tokens fit.
-    content = full[1:-1]
-    room = max_length - 2
+    # full = [BOS] + content + [EOS] (CLIP) or content + [EOS] (T5)
+    n_start = int(bool(full) and tok.bos_token_id is not None and full[0] == tok.bos_token_id)
+    n_end = int(bool(full) and full[-1] == tok.eos_token_id)
+    content = full[n_start : len(full) - n_end]
+    room = max_length - n_start - n_end
     dropped = ""
     if len(content) > room:
-        kept_last = tok.convert_ids_to_tokens([content[room - 1]])[0]
+        kept_last, first_dropped = tok.convert_ids_to_tokens([content[room - 1], content[room]])
         dropped = tok.decode(content[room:]).strip()
-        if not kept_last.endswith("</w>"):  # the cut falls inside a word
+        if not (kept_last.endswith("</w>") or first_dropped.startswith("▁")):  # the cut falls inside a word
             dropped = f"…{dropped}"
         if warn:
             warnings.warn(
                 PromptTruncatedWarning(
                     f"the prompt has {len(content)} tokens but the text encoder takes {room} "
-                    f"(plus start and end); these words are dropped: {dropped!r}. "
+                    f"(plus its special tokens); these words are dropped: {dropped!r}. "
                     "Shorten the prompt or move the important words to the front"
                 ),
                 stacklevel=2,
             )
-    n_tokens = min(len(content), room) + 2
+    n_tokens = min(len(content), room) + n_start + n_end
     return PromptTokens(
         prompt=prompt,
         tokens=tuple(tok.convert_ids_to_tokens(ids)),
@@ -185,6 +202,7 @@ def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True) -
         n_tokens=n_tokens,
         max_length=max_length,
         dropped=dropped,
+        n_start=n_start,
     )
 
 

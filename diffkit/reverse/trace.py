@@ -42,11 +42,17 @@ from ..checks import wait_or_cancel
 from ..errors import InputError, StateError
 from ..images import prepare_init_image, vae_factor
 from ..pipeline import check_steps
-from .arguments import check_numbers, check_size, check_text, generator_for, img2img_strength
+from .arguments import (
+    check_flux_options,
+    check_numbers,
+    check_size,
+    check_text,
+    generator_for,
+    img2img_strength,
+)
 from .families import FAMILIES, family_of, scheduler_for, working_pipeline
 from .recorder import ChainClosedError, NonFiniteLatentsError, Recorder
 from .records import StepRecord
-from .text import tokenize_prompt
 from .trajectory import Trajectory
 
 __all__ = ["SUPPORTED_PIPELINES", "ChainClosedError", "NonFiniteLatentsError", "ReverseChain"]
@@ -69,8 +75,8 @@ class ReverseChain:
     Parameters
     ----------
     pipe
-        A ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, ``StableDiffusion3Pipeline``
-        or their img2img variants (e.g. from :func:`diffkit.load_pipeline`). It is not modified:
+        A ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, ``StableDiffusion3Pipeline``,
+        ``FluxPipeline`` or their img2img variants (e.g. from :func:`diffkit.load_pipeline`). It is not modified:
         the chain runs a shallow copy of it with its own scheduler copy.
     prompt
         The text.
@@ -103,6 +109,13 @@ class ReverseChain:
         φ of Lin et al. 2023 (§3.4), as the SD/SDXL pipelines' ``guidance_rescale``.
     eta
         DDIM's η, passed like the SD/SDXL pipelines do.
+    true_cfg_scale
+        Flux only: true classifier-free guidance, two transformer calls per step (the prompt's,
+        the negative prompt's) combined with this scale; it runs when it is > 1 and a
+        *negative_prompt* is given, as in diffusers. *guidance_scale* is then still the distilled
+        guidance embedded in each call (FLUX.1-dev; schnell has none).
+    max_sequence_length
+        Flux only: T5 tokens of the prompt (the pipeline's default, 512, when None).
     capture_attention
         Record cross-attention maps (SD 3: the image→text part of the joint attention) per step
         and layer (:mod:`diffkit.reverse.attention`). Does not change the image.
@@ -139,6 +152,8 @@ class ReverseChain:
         strength: float | None = None,
         guidance_rescale: float = 0.0,
         eta: float = 0.0,
+        true_cfg_scale: float = 1.0,
+        max_sequence_length: int | None = None,
         capture_attention: bool = False,
         record_dtype: torch.dtype = torch.float16,
     ) -> None:
@@ -156,7 +171,10 @@ class ReverseChain:
             strength = img2img_strength(work, steps, strength, height, width)
             image = prepare_init_image(image)
         check_size(family.size_factor(work), height, width)
-        self.tokens = tokenize_prompt(pipe, prompt)  # warns, naming dropped words
+        true_cfg_scale, max_sequence_length = check_flux_options(true_cfg_scale, max_sequence_length)
+        options = family.call_options(pipe, eta=eta, guidance_rescale=guidance_rescale,
+                                      true_cfg_scale=true_cfg_scale, max_sequence_length=max_sequence_length)
+        self.tokens = family.prompt_tokens(pipe, prompt, max_sequence_length)  # warns, naming dropped words
 
         self.pipe, self.family, self.prompt, self.negative_prompt = pipe, family.name, prompt, negative_prompt
         self.steps, self.guidance_scale, self.guidance_rescale = steps, guidance_scale, guidance_rescale
@@ -171,18 +189,14 @@ class ReverseChain:
                 image = work.image_processor.resize(image, height=int(height), width=int(width))
             kwargs.update(image=image, strength=strength)
             kwargs.pop("height"), kwargs.pop("width")
-        if family.denoiser == "unet":
-            kwargs.update(eta=eta, guidance_rescale=guidance_rescale)
-        elif eta or guidance_rescale:
-            raise InputError(f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}; "
-                             "fix: leave them at 0")
+        kwargs.update(options)
         self._recorder = rec = Recorder(work, family, kwargs, n_tokens=self.tokens.n_tokens,
                                         capture_attention=self.capture_attention, record_dtype=record_dtype)
         self._cancel = threading.Event()
         weakref.finalize(self, rec.close)  # an abandoned chain lets its paused pipeline call go
         rec.start()  # runs the pipeline's set-up and pauses before its first denoiser call
 
-        self.do_cfg = bool(work.do_classifier_free_guidance)  # the pipeline's own decision, read during its call
+        self.do_cfg = family.does_cfg(work, kwargs)  # the pipeline's own decision (SD: read during its call)
         lat_h, lat_w = rec.latents.shape[-2:]
         factor = vae_factor(work)
         self.height, self.width = int(lat_h) * factor, int(lat_w) * factor
@@ -203,6 +217,8 @@ class ReverseChain:
             prediction_type=family.prediction_type(self.scheduler), height=self.height, width=self.width,
             img2img=img2img, strength=self.strength, capture_attention=self.capture_attention,
             denoiser=family.denoiser, token_limit=self.tokens.max_length,
+            true_cfg_scale=self._recorder.call_kwargs.get("true_cfg_scale"),
+            guidance_embedded=bool(getattr(self._recorder.denoiser, "config", {}).get("guidance_embeds", False)),
         )
 
     # -- iteration -------------------------------------------------------------------------

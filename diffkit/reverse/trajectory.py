@@ -96,10 +96,12 @@ class Trajectory:
         return pd.DataFrame(rows, columns=["step", "timestep", "sigma", "stage", "quantity", "value"])
 
     def steps_frame(self) -> pd.DataFrame:
-        """One row per record: ``step, timestep, sigma, alpha_bar, stage, x0_source``."""
+        """One row per record: ``step, timestep, sigma, alpha_bar, stage, x0_source, prediction_type,
+        guidance`` (what the model predicted, and which guidance the step used, from the records)."""
         return pd.DataFrame(
-            [(r.index, r.timestep, r.sigma, r.alpha_bar, r.stage, r.x0_source) for r in self._records],
-            columns=["step", "timestep", "sigma", "alpha_bar", "stage", "x0_source"],
+            [(r.index, r.timestep, r.sigma, r.alpha_bar, r.stage, r.x0_source, r.prediction_type, r.guidance)
+             for r in self._records],
+            columns=["step", "timestep", "sigma", "alpha_bar", "stage", "x0_source", "prediction_type", "guidance"],
         )
 
     def stack(self, quantity: str = "x0_hat", indices: Sequence[int] | None = None) -> torch.Tensor:

@@ -13,14 +13,14 @@ import ipywidgets as W
 
 from ..checks import wait_or_cancel
 from ..errors import InputError
-from ..images import vae_factor
-from ..pipeline import SCHEDULERS
 from ..reverse import ReverseChain, Trajectory
 from ..reverse.attention import colorbar
+from ..reverse.families import family_of
 from ._common import Explorer, encode_image, guarded
 from .reverse_panels import (
     NOISE_PANELS,
     attention_panel,
+    calls_done,
     decode_ms,
     image_titles,
     noise_titles,
@@ -30,8 +30,10 @@ from .reverse_panels import (
 from .reverse_settings import (
     check_settings,
     check_size,
+    default_size,
     pipeline_for,
     prediction_type_of,
+    scheduler_choices,
     short_name,
 )
 
@@ -104,11 +106,12 @@ class ReverseChainExplorer(Explorer):
         steps, guidance_scale, seed, scheduler, display_size = check_settings(
             prompt, negative_prompt, steps, guidance_scale, seed, scheduler, display_size, exact)
         self.pipe, load_error = pipeline_for(pipe)
-        factor = vae_factor(self.pipe) if self.pipe is not None else 1  # no model: the size list is just shown
-        default_size = int(self.pipe.unet.config.sample_size) * factor if self.pipe is not None else 64
-        size = check_size(size, factor, default_size)
+        # the size step: the VAE factor (× 2 for Flux's packing); no model: the size list is just shown
+        factor = family_of(self.pipe)[0].size_factor(self.pipe) if self.pipe is not None else 1
+        own_size = default_size(self.pipe, factor)
+        size = check_size(size, factor, own_size)
         self._settings_controls(prompt, negative_prompt, steps, guidance_scale, seed, scheduler, capture_attention,
-                                size, default_size, factor)
+                                size, own_size, factor)
         self.chain: ReverseChain | None = None
         self.trajectory: Trajectory | None = None
         self._viewer_controls(exact, display_size)
@@ -145,8 +148,11 @@ class ReverseChainExplorer(Explorer):
         self.steps.add_class("diffkit-steps")
         self.guidance = W.FloatSlider(value=guidance_scale, min=0.0, max=max(15.0, guidance_scale), step=0.5,
                                       description="guidance")
-        own = short_name(self.pipe.scheduler) if self.pipe is not None else "ddim"
-        self.scheduler = W.Dropdown(options=list(SCHEDULERS), value=scheduler or own, description="scheduler")
+        choices = scheduler_choices(self.pipe)
+        own = short_name(self.pipe.scheduler, choices) if self.pipe is not None else "ddim"
+        if scheduler is not None and scheduler not in choices:
+            raise InputError(f"scheduler {scheduler!r} does not fit this pipeline; fix: choose one of {sorted(choices)}")
+        self.scheduler = W.Dropdown(options=list(choices), value=scheduler or own, description="scheduler")
         self.size = W.Dropdown(options=sizes, value=size or default_size, description="size")
         self.capture = W.Checkbox(value=capture_attention, description="capture attention")
         self.run_button = W.Button(description="Run", icon="play", button_style="primary")
@@ -277,12 +283,13 @@ class ReverseChainExplorer(Explorer):
     def _show_trajectory(self, chain: ReverseChain) -> None:
         traj = chain.trajectory
         n = len(traj)
+        calls = calls_done(traj)  # "U-Net calls", or a transformer's steps
         if chain.done:
-            done = f"done: {n} U-Net calls"
+            done = f"done: {n} {calls}"
         elif self._cancelled:
-            done = f"cancelled after {n} of {len(chain)} U-Net calls"
+            done = f"cancelled after {n} of {len(chain)} {calls}"
         else:
-            done = f"stepping by hand: {n} of {len(chain)} U-Net calls"
+            done = f"stepping by hand: {n} of {len(chain)} {calls}"
         self.status.value = self._notes + f"<small>{done}</small>"
         if n == 0:
             return
@@ -350,7 +357,8 @@ class ReverseChainExplorer(Explorer):
         if traj is None or not len(traj):
             raise InputError("nothing to show yet; fix: press Run (or call .run()) first")
         rec = traj[k]
-        self._set_noise_titles(rec.prediction_type)
+        for title, text in zip(self._noise_titles, noise_titles(rec.prediction_type, rec.guidance)):
+            title.value = text
         ds = self.display_size or max(MIN_DISPLAY, int(traj.info["height"]), int(traj.info["width"]))
         half = (max(ds // 2, 32),) * 2
         if self._exact_auto:  # decide once, on the first picture: exact when it fits the budget

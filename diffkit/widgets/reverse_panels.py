@@ -21,6 +21,7 @@ from ..reverse.records import prediction_symbol
 __all__ = [
     "NOISE_PANELS",
     "attention_panel",
+    "calls_done",
     "decode_ms",
     "image_titles",
     "noise_titles",
@@ -48,12 +49,26 @@ def resize(arr: np.ndarray, size: int | None) -> np.ndarray:
     return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.NEAREST))
 
 
-def noise_titles(prediction_type: str) -> list[str]:
-    """The model-output panels' titles (HTML) in what this model predicts (never assumed to be ε)."""
+def noise_titles(prediction_type: str, guidance: str = "cfg") -> list[str]:
+    """The model-output panels' titles (HTML) in what this model predicts (never assumed to be ε),
+    and, where the guidance is embedded (Flux), saying that the one output is already guided."""
     symbol = prediction_symbol(prediction_type)
     what = html.escape(_PREDICTS.get(prediction_type, prediction_type))
+    formats = [fmt for _, fmt in NOISE_PANELS]
+    if guidance == "embedded":
+        formats[1] = formats[2] = "{s} (with text, guidance embedded: one call)"
+    elif guidance == "embedded+cfg":
+        formats[1] = "{s}_c (with text, guidance embedded)"
+        formats[0] = "{s}_u (negative prompt, guidance embedded)"
+        formats[2] = "{s} after true CFG"
     return [f"<small><b title='the model predicts {what}'>{html.escape(fmt.format(s=symbol))}</b></small>"
-            for _, fmt in NOISE_PANELS]
+            for fmt in formats]
+
+
+def calls_done(traj: Trajectory) -> str:
+    """What the progress counts: ``"U-Net calls"`` (one record each), or a transformer's ``"steps"``
+    (Flux's true CFG makes two calls a step)."""
+    return "U-Net calls" if traj.info.get("denoiser") == "unet" else "steps"
 
 
 def image_titles(exact: bool, latent_rgb: Any = None) -> tuple[str, str]:
@@ -89,14 +104,20 @@ def attention_panel(traj: Trajectory, k: int, position: int) -> tuple[np.ndarray
     size = (int(traj.info["height"]), int(traj.info["width"]))
     maps = aggregate_attention([traj[k]], list(range(n)), size=size)  # every prompt position, once
     heat = maps[int(position)]
-    words = maps[1 : n - 1] if n > 2 else maps[:1]  # the words, without <|startoftext|> and <|endoftext|>
+    words = maps[traj.tokens.content] if n > traj.tokens.n_start + 1 else maps[:1]  # no start or end token
     vmax = max(float(words.max()), float(heat.max()), 1e-6)
     pic = overlay(traj.decode([k])[0], heat, vmax=vmax, vmin=0.0)
-    over = (f"softmax over all {traj.tokens.max_length} text positions, padding included"
-            if traj.info.get("denoiser") == "unet" else "softmax over the text keys")
+    if traj.info.get("denoiser") == "unet":
+        over = f"softmax over all {traj.tokens.max_length} text positions, padding included"
+    elif traj.info.get("family") == "flux":
+        over = (f"one softmax over all {traj.tokens.max_length} T5 positions and the image tokens, of the "
+                "double- and single-stream blocks")
+    else:
+        over = "softmax over the text keys"
     scale = (
         f"<small>share of each pixel's attention that goes to this word ({over}, mean of the "
-        f"cross-attention layers and heads, step {k + 1}): 0 (left) … {vmax:.3f} "
+        f"{'attention' if traj.info.get('family') == 'flux' else 'cross-attention'} layers and heads, "
+        f"step {k + 1}): 0 (left) … {vmax:.3f} "
         "(right), the largest value of any word of the prompt at this step, so the words can be "
         "compared</small>"
     )
@@ -107,7 +128,7 @@ def step_table(traj: Trajectory, k: int) -> str:
     rec = traj[k]
     rows = [("step", f"{k + 1} of {len(traj)} ({rec.stage})"), ("timestep t", f"{rec.timestep:g}"),
             ("σ_t", f"{rec.sigma:.4f}"), ("ᾱ_t", f"{rec.alpha_bar:.4f}"),
-            ("guidance w", f"{rec.guidance_scale:g}")]
+            ("guidance", rec.guidance_label), ("model predicts", rec.prediction_symbol)]
     rows += [(stat_label(name, rec.prediction_symbol), f"{value:.4f}") for name, value in rec.stats.items()]
     body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in rows)
     return f"<table style='font-size:small'>{body}</table>"

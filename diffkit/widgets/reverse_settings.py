@@ -9,8 +9,10 @@ from typing import Any
 from ..checks import check_choice, check_float, check_int, check_seed
 from ..errors import InputError
 from ..pipeline import SCHEDULERS, scheduler_name
+from ..reverse.families import FLOW_SCHEDULERS
 
-__all__ = ["SCHEDULER_ALIASES", "check_settings", "check_size", "pipeline_for", "prediction_type_of", "short_name"]
+__all__ = ["SCHEDULER_ALIASES", "check_settings", "check_size", "default_size", "pipeline_for", "prediction_type_of",
+           "scheduler_choices", "short_name"]
 
 
 def prediction_type_of(pipe: Any) -> str:
@@ -22,12 +24,32 @@ def prediction_type_of(pipe: Any) -> str:
     return family_of(pipe)[0].prediction_type(pipe.scheduler)
 
 
-def short_name(scheduler: Any) -> str:
-    name = scheduler_name(scheduler)
-    return name if name in SCHEDULERS else "ddim"
+def short_name(scheduler: Any, choices: Any = SCHEDULERS) -> str:
+    """The short name of *scheduler* among *choices* (the first choice when it has none there)."""
+    cls = type(scheduler).__name__
+    name = next((short for short, c in dict(choices).items() if c == cls), scheduler_name(scheduler))
+    return name if name in choices else next(iter(choices))
 
 
-SCHEDULER_ALIASES = {cls: short for short, cls in SCHEDULERS.items()}
+def scheduler_choices(pipe: Any) -> dict[str, str]:
+    """The schedulers the explorer offers for *pipe*: SD's list, or the flow-matching ones (SD 3, Flux)."""
+    from ..reverse.families import family_of
+
+    return SCHEDULERS if pipe is None else family_of(pipe)[0].schedulers
+
+
+def default_size(pipe: Any, factor: int) -> int:
+    """The pipeline's own image size: the U-Net's sample size × the VAE factor, or (SD 3, Flux)
+    the pipeline's ``default_sample_size`` × its ``vae_scale_factor``."""
+    if pipe is None:
+        return 64
+    unet = getattr(pipe, "unet", None)
+    if unet is not None:
+        return int(unet.config.sample_size) * factor
+    return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
+
+
+SCHEDULER_ALIASES = {cls: short for short, cls in {**SCHEDULERS, **FLOW_SCHEDULERS}.items()}
 """diffusers class names → short names (``"DDIMScheduler"`` → ``"ddim"``), accepted by the explorer."""
 
 
@@ -42,7 +64,8 @@ def check_settings(prompt: Any, negative_prompt: Any, steps: Any, guidance_scale
         if not isinstance(text, str):
             raise InputError(f"{name}={text!r} is not text; fix: pass a string such as 'a red circle'")
     if scheduler is not None:
-        scheduler = check_choice("scheduler", SCHEDULER_ALIASES.get(scheduler, scheduler), SCHEDULERS)
+        scheduler = check_choice("scheduler", SCHEDULER_ALIASES.get(scheduler, scheduler),
+                                 {**SCHEDULERS, **FLOW_SCHEDULERS})
     if display_size is not None:
         display_size = check_int("display_size", display_size, lo=16, hi=4096, hint="screen pixels")
     if exact is not None and not isinstance(exact, bool):

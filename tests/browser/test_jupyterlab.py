@@ -75,6 +75,14 @@ else:
                         "explorer")
 
 
+# Flux: the tiny random pipeline, built offline in the kernel (packed latents, T5 tokens, embedded guidance)
+CELLS["reverse_flux"] = ("from diffkit.testing import tiny_random_pipeline\n"
+                         "from diffkit.widgets import ReverseChainExplorer\n"
+                         "explorer = ReverseChainExplorer(tiny_random_pipeline('flux'), prompt='a woman pilot', "
+                         "steps=4, size=32, guidance_scale=3.5, exact=True, run=True)\n"
+                         "explorer")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,8 +107,11 @@ def lab(tmp_path_factory):
     for name, code in CELLS.items():
         (root / f"{name}.ipynb").write_text(json.dumps(_notebook(code)))
     port, token = _free_port(), secrets.token_hex(16)
+    # the kernel imports the diffkit of this checkout (a git worktree beside an editable install included)
+    checkout = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "JUPYTER_RUNTIME_DIR": str(root / ".rt"),
-           "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+           "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
@@ -239,6 +250,25 @@ def test_reverse_chain_explorer_in_jupyterlab(browser, lab):
     page.keyboard.press("Home")
     assert _wait_changed(page, before), "moving the step slider did not change the panels"
     _shot(page, "reverse_chain_first_step")
+    page.close()
+
+
+def test_reverse_chain_explorer_on_flux_in_jupyterlab(browser, lab):
+    page = _open_and_run(browser, lab, "reverse_flux")
+    page.get_by_text("done: 4 steps").wait_for(timeout=120_000)
+    page.set_viewport_size({"width": 1400, "height": 1500})
+    page.wait_for_timeout(1000)
+    out = page.locator(".jp-OutputArea-output").first
+    # the labels come from the records: v̂, and the guidance embedded in the one call
+    assert "guidance embedded (w = 3.5)" in out.inner_text()
+    assert "v̂ (with text, guidance embedded: one call)" in out.inner_text()
+    before = _image_sources(page)
+    _shot(page, "reverse_chain_flux")
+    handle = page.locator(".jp-OutputArea-output .diffkit-step .noUi-handle").first
+    handle.focus()
+    page.keyboard.press("Home")
+    assert _wait_changed(page, before), "moving the step slider did not change the panels"
+    _shot(page, "reverse_chain_flux_first_step")
     page.close()
 
 

@@ -198,9 +198,31 @@ def test_cli_writes_strip_gif_and_csv(tiny_sd_dir, tmp_path):
     args = parser.parse_args(["reverse", "a red cube", "--model", str(tiny_sd_dir), "--steps", "2",
                               "--scheduler", "euler", "--height", "32", "--width", "32", "--out", str(out)])
     assert args.func(args) == 0
-    assert {p.name for p in out.iterdir()} == {"strip.png", "steps.gif", "final.png", "steps.csv", "tokens.csv"}
+    assert {p.name for p in out.iterdir()} == {"strip.png", "steps.gif", "final.png", "steps.csv", "records.csv",
+                                               "tokens.csv"}
     df = pd.read_csv(out / "steps.csv")
     assert set(df.step) == {0, 1} and "x0_hat" in set(df.quantity)
+    assert list(pd.read_csv(out / "records.csv").guidance) == ["cfg", "cfg"]  # the model's own w, 7.5
+
+
+def test_cli_on_a_flux_folder_says_what_each_step_did(tmp_path):
+    import pandas as pd
+
+    from diffkit.reverse.cli import run_reverse
+    from diffkit.testing import save_tiny_random_pipeline
+
+    folder = save_tiny_random_pipeline(tmp_path / "flux", "flux")
+    lines: list[str] = []
+    run_reverse("a woman pilot", out=tmp_path / "rev", model=str(folder), steps=2, height=32, width=32,
+                log=lines.append)
+    rec = pd.read_csv(tmp_path / "rev" / "records.csv")
+    assert list(rec.guidance) == ["embedded", "embedded"] and set(rec.prediction_type) == {"flow"}
+    assert "v̂  guidance embedded (w = 3.5)" in lines[0]  # the pipeline's own default guidance
+    tokens = pd.read_csv(tmp_path / "rev" / "tokens.csv")
+    assert list(tokens.word[:4]) == ["a", "woman", "pilot", "</s>"]  # T5's tokens: the ones in the attention
+    run_reverse("a woman pilot", out=tmp_path / "cfg", model=str(folder), steps=2, height=32, width=32,
+                negative_prompt="a man", true_cfg_scale=4.0, max_sequence_length=16, log=lines.append)
+    assert list(pd.read_csv(tmp_path / "cfg" / "records.csv").guidance) == ["embedded+cfg"] * 2
 
 
 def test_cli_guidance_flag_has_diffusers_name_and_keeps_its_old_one():

@@ -237,3 +237,20 @@ def test_overlay_on_a_fixed_scale_and_its_colorbar():
     assert (own == bar[0, 0]).all() and (np.abs(fixed.astype(int) - bar[0, 2]).max() <= 1)
     with pytest.raises(ValueError, match="vmax must be greater"):
         overlay(img, heat, vmin=1.0, vmax=0.5)
+
+
+def test_flux_runs_with_labels_from_its_records():
+    from diffkit.testing import tiny_random_pipeline
+
+    flux = tiny_random_pipeline("flux")
+    e = ReverseChainExplorer(flux, prompt="a woman pilot", steps=2, size=32, guidance_scale=3.5, exact=False)
+    assert list(e.scheduler.options) == ["flow_euler"] and 256 in e.size.options  # Flux's own size: 128 × 2
+    e.run(wait=True)
+    assert e.error.value == "" and "done: 2 steps" in e.status.value
+    rec = e.trajectory[-1]
+    assert rec.guidance == "embedded" and "guidance embedded (w = 3.5)" in e.table.value
+    assert "v̂ (with text, guidance embedded: one call)" in e._noise_titles[1].value
+    assert e.noise[0].layout.visibility == "hidden"  # no unconditional branch was run
+    assert [label for label, _ in e.token.options][:3] == ["0: a", "1: woman", "2: pilot"]
+    assert e.token.value == 1 and e.attention.value  # opens on "woman"
+    e.close()
