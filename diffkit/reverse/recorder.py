@@ -60,20 +60,10 @@ class Recorder:
     step from the worker thread, :meth:`stop` pauses it again at the next gate and
     :meth:`wait` waits for that). Either way the worker is the only thread that computes.
 
-    Parameters
-    ----------
-    work
-        The chain's pipeline (from :func:`working_pipeline`).
-    family
-        Its :class:`Family`.
-    call_kwargs
-        The keyword arguments of the pipeline call (``output_type="np"``).
-    n_tokens
-        Token positions to keep in attention maps.
-    capture_attention
-        Swap in capturing attention processors during each denoiser call.
-    record_dtype
-        Storage dtype of the records' tensors.
+    *work* is the chain's pipeline (:func:`working_pipeline`), *family* its :class:`Family`,
+    *call_kwargs* the pipeline call's keyword arguments (``output_type="np"``); *n_tokens* token
+    positions are kept in attention maps, captured (*capture_attention*) by processors swapped in
+    during each denoiser call; records' tensors are stored as *record_dtype*.
     """
 
     def __init__(
