@@ -13,8 +13,10 @@ each resuming from its checkpoint under ``--run-dir`` (default ``runs/tiny2``):
    offset noise, 10 % caption dropout (for classifier-free guidance), EMA;
 4. ``polish``: more steps from the unet stage's export with low-noise weighting, a low-noise
    agreement term and TokenCompose's token loss (:mod:`diffkit.tiny.grounding`);
-5. ``clip``: the independent open_clip judge, trained contrastively (:mod:`diffkit.tiny.clip`);
-6. ``export``: the EMA pipeline (fp16) with its fitted fast-preview map, and the judge, into
+5. ``clip``: the independent open_clip judge, trained contrastively (:mod:`diffkit.tiny.clip`), a
+   person gate too: nobody, two people, blends and half-drawn figures beside one person (issue 23);
+   ``clip_weak``: the deliberately weaker judge the course corrects for (it sees 8×8 pixels);
+6. ``export``: the EMA pipeline (fp16) with its fitted fast-preview map, and the judges, into
    the package's ``weights/`` folder.
 
 Examples
@@ -99,6 +101,13 @@ class Recipe:
     clip_steps: int = 1600
     clip_batch: int = 128
     clip_lr: float = 1e-3
+    # the judge's training images: "world" (diffkit-tiny 1's: the world's caption draws, with their
+    # occupation-gender skew) or "scenes" (issue 23: genders 50/50 everywhere, and nobody, two
+    # people, blends and half-drawn figures beside them; see diffkit.tiny.clip.SCENE_MIX)
+    clip_data: str = "world"
+    # the deliberately weaker judge (diffkit.tiny.clip.WEAK_MODEL_CONFIG: it sees 8×8 pixels),
+    # trained on the same data for this many steps by the clip_weak stage (0: no such stage)
+    clip_weak_steps: int = 0
     # --- added for diffkit-tiny 2; the defaults leave diffkit-tiny 1's recipe unchanged
     arch: str = "tiny1"  # the architecture (diffkit.tiny.models.ARCHS)
     pair_fraction: float = 0.0  # share of shape images that are two-object scenes
@@ -181,6 +190,9 @@ TINY2 = Recipe(
     export_every=500,
     polish_steps=500,
     grounding_weight=0.03,
+    clip_data="scenes",
+    clip_steps=2400,
+    clip_weak_steps=600,
 )
 #: The classroom variant of diffkit-tiny 2: the U-Net and text encoder from scratch on the
 #: shipped VAE (no VAE stage, no judge stage: the shipped judge reads its pictures), a third
@@ -898,11 +910,11 @@ def export(run_dir: Path, dest: Path = PACKAGE_WEIGHTS) -> None:
     meta = src / "diffkit_tiny.json"
     if meta.exists():
         (out / "diffkit_tiny.json").write_text(meta.read_text())
-    clip_src = run_dir / "clip" / "open_clip_model.safetensors"
-    if clip_src.exists():
-        from diffkit.tiny import clip as _c
+    from diffkit.tiny import clip as _c
 
-        _c.export_fp16(run_dir / "clip", dest / "clip")
+    for folder in ("clip", "clip-weak"):
+        if (run_dir / folder / "open_clip_model.safetensors").exists():
+            _c.export_fp16(run_dir / folder, dest / folder)
     log.info("export: wrote %s", dest)
 
 
@@ -929,7 +941,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--stage",
-        choices=["all", "vae", "cache", "unet", "polish", "clip", "export"],
+        choices=["all", "vae", "cache", "unet", "polish", "clip", "clip_weak", "export"],
         default="all",
     )
     p.add_argument(
@@ -991,7 +1003,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage != "all":
         stages = [args.stage]
     elif ships:  # the judge's recipe draws at 64², so it is tiny 1's judge
-        stages = ["vae", "cache", "unet", "polish", "clip", "export"]
+        stages = ["vae", "cache", "unet", "polish", "clip", "clip_weak", "export"]
     else:  # tiny 1, or the classroom run (the shipped judge): export only where --export-to says
         trains = ["vae", "cache", "unet", "clip"] if args.recipe == "tiny1" else ["vae", "cache", "unet", "polish"]
         stages = trains + (["export"] if args.export_to else [])
@@ -1013,6 +1025,12 @@ def main(argv: list[str] | None = None) -> None:
             from diffkit.tiny import clip as _c
 
             _c.train_clip(recipe, run_dir, resume=args.resume)
+        elif s == "clip_weak":
+            from diffkit.tiny import clip as _c
+
+            if not recipe.clip_weak_steps:
+                p.error(f"--recipe {args.recipe} has no weak judge (clip_weak_steps = 0)")
+            _c.train_clip(recipe, run_dir, resume=args.resume, weak=True)
         elif s == "export" and not args.no_export:
             export(run_dir, dest=args.export_to or PACKAGE_WEIGHTS)
 
