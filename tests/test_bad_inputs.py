@@ -218,6 +218,51 @@ _SPEC = [
     ("report.n_boot", 10**9, "report.n_boot", "out of range"),
     ("report.seed", 2**63, "report.seed", "out of range"),
     ("report.thumbnails_per_prompt", 10**6, "report.thumbnails_per_prompt", "out of range"),
+    # seeds, noise, sweeps, the labeller and replication (issue 23)
+    ("audit.seeds", "random", "audit.seeds", "unknown seed scheme"),
+    ("audit.seeds", "nope.csv", "audit.seeds", "no such file"),
+    ("audit.seeds", 5, "audit.seeds", "expected str"),
+    ("audit.seeds", "uce_sd14_original_bias.csv", "audit.seeds", "has no seed for the prompt"),
+    ("audit.seeds", "bls_cps_2021_women_share.csv", "audit.seeds", "lacks a prompt or a seed column"),
+    ("audit.noise", "batch", "audit.noise", "unknown noise scheme"),
+    ("audit.noise", "per_prompt", "audit.noise", "draws one batch of latents from each prompt's own seed"),
+    ("pipeline.guidance_scale", [], "pipeline.guidance_scale", "empty list"),
+    ("pipeline.guidance_scale", [7.5, 7.5], "pipeline.guidance_scale", "listed twice"),
+    ("pipeline.guidance_scale", [1.0, -1.0], "pipeline.guidance_scale[1]", "out of range"),
+    ("pipeline.guidance_scale", [1.0, float("nan")], "pipeline.guidance_scale[1]", "not a finite number"),
+    ("pipeline.guidance_scale", [1.0, "x"], "pipeline.guidance_scale[1]", "expected float"),
+    ("pipeline.steps", [10, 0], "pipeline.steps[1]", "out of range"),
+    ("pipeline.steps", [10, 2.5], "pipeline.steps[1]", "expected int"),
+    ("pipeline.scheduler", ["ddim", "fancy"], "pipeline.scheduler[1]", "unknown scheduler"),
+    ("pipeline.generator_device", "gpu", "pipeline.generator_device", "unknown generator device"),
+    ("pipeline.safety_checker", "no", "pipeline.safety_checker", "expected bool"),
+    ("classifier.kind", "fairface", "classifier.kind", "unknown labeller kind"),
+    ("classifier.gate", "maybe", "classifier.gate", "unknown gate"),
+    ("classifier.gate", "faces", "classifier.detector", "missing"),
+    ("classifier", {"kind": "face_crop", "model": "pkg.mod:net", "detector": "pkg.mod:faces", "gate": "clip",
+                    "label_map": {"female": 1, "male": 0}}, "classifier.gate", "no CLIP person gate"),
+    ("classifier", {"kind": "face_crop", "model": "fairface", "detector": "pkg.mod:faces",
+                    "label_map": {"female": 1, "male": 0}}, "classifier.model", "not a 'module:callable' name"),
+    ("classifier", {"kind": "face_crop", "model": "pkg.mod:net", "detector": "pkg.mod:faces"},
+     "classifier.label_map", "needs female and male"),
+    ("classifier.detector", "dlib", "classifier.detector", "not a 'module:callable' name"),
+    ("classifier.detector", "../x.py:detect", "classifier.detector", "not a 'module:callable' name"),
+    ("classifier.label_map", "x", "classifier.label_map", "expected a table"),
+    ("classifier.label_map", {"alien": 1}, "classifier.label_map.alien", "unknown class"),
+    ("classifier.label_map", {"female": -1}, "classifier.label_map.female", "out of range"),
+    ("classifier.label_map", {"female": 1, "male": 1}, "classifier.label_map", "the same output"),
+    ("classifier.crop_size", 4, "classifier.crop_size", "out of range"),
+    ("classifier.crop_margin", -0.1, "classifier.crop_margin", "out of range"),
+    ("classifier.crop_margin", float("nan"), "classifier.crop_margin", "not a finite number"),
+    ("classifier.keep_first", 0, "classifier.keep_first", "out of range"),
+    ("classifier.keep_first", 5, "classifier.keep_first", "more than the 2 images per prompt"),
+    ("classifier", {"model": "tiny", "gate": "none", "keep_first": 1}, "classifier.keep_first", "gate = 'none'"),
+    ("classifier.phrase_sets", ["nope"], "classifier.phrase_sets[0]", "unknown phrase set"),
+    ("classifier.labels", {"several_people": []}, "classifier.labels.several_people", "empty list"),
+    ("replication.published", "nope.csv", "replication.published", "no such file"),
+    ("replication.published", 5, "replication.published", "expected str"),
+    ("replication.published", "bls_cps_2021_women_share.csv", "replication.published", "has neither"),
+    ("replication.colour", 1, "replication.colour", "unknown key"),
 ]
 
 
@@ -226,7 +271,7 @@ def _set(d: dict, path: str, value: Any) -> dict:
     *parents, last = path.split(".")
     t = d
     for k in parents:
-        t = t[k]
+        t = t.setdefault(k, {})
     if value is DEL:
         t.pop(last, None)
     else:

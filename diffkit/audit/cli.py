@@ -56,16 +56,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _judge(spec):
-    """The spec's CLIP judge, loaded before any image is generated, so a judge that cannot be
+    """The spec's labeller, loaded before any image is generated, so a judge that cannot be
     loaded (offline, not cached, a typo) fails first, as :class:`~diffkit.errors.ModelUnavailableError`."""
-    from ..errors import ModelUnavailableError
+    from ..errors import DiffkitError, ModelUnavailableError
     from .generate import dist_state
-    from .score import ZeroShotClassifier, judge_unavailable
+    from .labellers import build_labeller
+    from .score import judge_unavailable
 
     c = spec.classifier
     try:
-        return ZeroShotClassifier.from_spec(c, device=dist_state().device)
-    except (KeyboardInterrupt, ModelUnavailableError):
+        return build_labeller(c, device=dist_state().device)
+    except (KeyboardInterrupt, ModelUnavailableError, DiffkitError):
         raise
     except Exception as e:  # noqa: BLE001 - open_clip and the hub raise many types for "cannot load"
         raise judge_unavailable(c.model, c.pretrained, e) from e
@@ -88,8 +89,9 @@ def _run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .api import report_audit
     from .rundir import load_run_spec
+    from .sweep import is_sweep_folder, load_sweep_spec
 
-    spec = load_run_spec(args.run_dir)
+    spec = load_sweep_spec(args.run_dir) if is_sweep_folder(args.run_dir) else load_run_spec(args.run_dir)
     result = report_audit(args.run_dir, progress=not args.no_progress, classifier=_judge(spec))
     _print_headline(result)
     print(f"report: {result.report}")
@@ -126,9 +128,15 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _print_headline(result) -> None:
-    ov = {r["metric"]: r for _, r in result.overall.iterrows()}
     if os.environ.get("DIFFKIT_QUIET"):
         return
+    if hasattr(result, "by_arm"):  # a sweep: one line per arm
+        for _, r in result.by_arm.iterrows():
+            ci = "" if r.get("mean_imbalance_low") != r.get("mean_imbalance_low") else (
+                f"  [{r['mean_imbalance_low']:.3f}, {r['mean_imbalance_high']:.3f}]")
+            print(f"{r['arm']:>28}: mean_imbalance {r.get('mean_imbalance', float('nan')):.3f}{ci}")
+        return
+    ov = {r["metric"]: r for _, r in result.overall.iterrows()}
     for name in ("mean_imbalance", "fair_null_p", "amplification", "n_amplified_holm", "pearson_r", "sensitivity",
                  "specificity"):
         if name in ov:

@@ -52,7 +52,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..pipeline import check_steps
-from .prompts import build_prompts, derive_seed
+from .prompts import build_prompts, image_seed
 from .rundir import (
     LEDGER_NAME,
     SPEC_NAME,
@@ -169,10 +169,13 @@ def load_pipeline_for(spec: AuditSpec, *, device: Any = None, progress: bool = T
     with contextlib.ExitStack() as stack:
         if not progress:
             stack.enter_context(_quiet_loading())
-        return load_pipeline(
+        pipe = load_pipeline(
             spec.pipeline.model, device=device, dtype=spec.pipeline.dtype,
             scheduler=spec.pipeline.scheduler, revision=spec.pipeline.revision,
         )
+    if not spec.pipeline.safety_checker and getattr(pipe, "safety_checker", None) is not None:
+        pipe.safety_checker = None  # pipeline.safety_checker = false: diffusers then flags nothing
+    return pipe
 
 
 class _QuietLoading:
@@ -214,16 +217,51 @@ class _QuietLoading:
 _quiet_loading = _QuietLoading()
 
 
-def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[int]) -> list:
+def _latent_shape(pipe: Any, spec: AuditSpec) -> tuple[int, int, int]:
+    """``(C, h, w)`` of one image's initial latents, as the pipeline's ``prepare_latents`` makes them."""
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    cfg = denoiser.config
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    h = spec.pipeline.height // factor if spec.pipeline.height else size
+    w = spec.pipeline.width // factor if spec.pipeline.width else size
+    return int(cfg.in_channels), int(h), int(w)
+
+
+def _noise(pipe: Any, spec: AuditSpec, seeds: list[int], indices: list[int] | None, counts: list[int] | None) -> dict:
+    """The pipeline's noise arguments: one generator per image (``per_image``: on the CPU, or on the
+    pipeline's device with ``generator_device = "pipeline"``), or the initial latents themselves
+    (``per_prompt``: image i of a prompt is the i-th of ``torch.randn((n, C, h, w),
+    generator=torch.manual_seed(seed))``, drawn on the CPU in float32, UCE's scheme)."""
     import torch
 
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    if spec.noise == "per_prompt":
+        shape = _latent_shape(pipe, spec)
+        drawn: dict[tuple[int, int], Any] = {}
+        rows = []
+        for s, i, n in zip(seeds, indices, counts):
+            if (s, n) not in drawn:
+                drawn[(s, n)] = torch.randn((int(n), *shape), generator=torch.Generator("cpu").manual_seed(int(s)))
+            rows.append(drawn[(s, n)][int(i)])
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        return {"latents": torch.stack(rows).to(device=pipe.device, dtype=denoiser.dtype)}
+    device = pipe.device if spec.pipeline.generator_device == "pipeline" else "cpu"
+    return {"generator": [torch.Generator(device).manual_seed(int(s)) for s in seeds]}
+
+
+def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[int], *,
+                   indices: list[int] | None = None, counts: list[int] | None = None) -> tuple[list, list | None]:
+    """``(images, nsfw)``: the pipeline's PIL images and its ``nsfw_content_detected`` flags (None
+    when it gives none). *indices* and *counts* (image index, images of its prompt) are needed
+    for ``audit.noise = "per_prompt"``."""
+    import torch
+
     kw: dict[str, Any] = dict(
         prompt=prompts,
         num_inference_steps=spec.pipeline.steps,
         guidance_scale=spec.pipeline.guidance_scale,
-        generator=gens,
         output_type="pil",
+        **_noise(pipe, spec, seeds, indices, counts),
     )
     if spec.pipeline.height:
         kw["height"] = spec.pipeline.height
@@ -232,7 +270,11 @@ def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[i
     if spec.pipeline.negative_prompt:
         kw["negative_prompt"] = [spec.pipeline.negative_prompt] * len(prompts)
     with torch.inference_mode():
-        return pipe(**kw).images
+        out = pipe(**kw)
+    flags = getattr(out, "nsfw_content_detected", None)
+    if flags is not None:
+        flags = [None if f is None else bool(f) for f in flags]
+    return out.images, flags
 
 
 def _png_bytes(image: Any) -> bytes:
@@ -246,14 +288,18 @@ def regenerate_image(spec: AuditSpec, prompt_id: int, image_index: int, *, pipe:
 
     Same seed and settings as in the run; pixel-identical to the run's PNG when
     ``audit.batch_size`` is 1, else equal up to the float effects of batching.
+    (``audit.noise = "per_prompt"``: the image's slice of its prompt's batch of latents.)
     """
     prompts = build_prompts(spec)
     row = prompts.loc[prompts["prompt_id"] == prompt_id]
     if row.empty:
         raise InputError(f"no prompt {prompt_id}; the spec has prompts 0..{len(prompts) - 1}")
     pipe = pipe if pipe is not None else load_pipeline_for(spec)
-    seed = derive_seed(spec.seed, prompt_id, image_index)
-    return _call_pipeline(pipe, spec, [row["prompt"].iloc[0]], [seed])[0]
+    prompt = row["prompt"].iloc[0]
+    seed = image_seed(spec, prompt_id, image_index, prompt)
+    images, _ = _call_pipeline(pipe, spec, [prompt], [seed], indices=[image_index],
+                               counts=[int(row["n_images"].iloc[0])])
+    return images[0]
 
 
 def generate_images(
@@ -343,27 +389,33 @@ def _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progr
         position=state.rank if state.world_size > 1 else None, dynamic_ncols=True,
     )
     by_batch = {b: g for b, g in mine.groupby("batch")}
+    n_of = build_prompts(spec).set_index("prompt_id")["n_images"].to_dict()
     try:
         for b in todo_batches:
             batch = by_batch[b]
             t0 = time.perf_counter()
-            images = _call_pipeline(pipe, spec, batch["prompt"].tolist(), batch["seed"].tolist())
+            images, nsfw = _call_pipeline(pipe, spec, batch["prompt"].tolist(), batch["seed"].tolist(),
+                                          indices=batch["image_index"].tolist(),
+                                          counts=[n_of[int(k)] for k in batch["prompt_id"]])
             per_image = (time.perf_counter() - t0) / len(batch)
-            updates = []
-            for img, (k, i, path, status) in zip(
+            updates, flags = [], []
+            for j, (img, (k, i, path, status)) in enumerate(zip(
                 images, batch[["prompt_id", "image_index", "path", "status"]].itertuples(index=False)
-            ):
+            )):
                 if status == "done":  # recomputed only to keep the batch whole
                     continue
                 data = _png_bytes(img)
                 write_atomic(inside(run_dir, path, row=(int(k), int(i))), data)
                 updates.append((hashlib.sha256(data).hexdigest(), per_image, state.rank, now(), int(k), int(i)))
+                if nsfw is not None and nsfw[j] is not None:
+                    flags.append((int(k), int(i), int(nsfw[j])))
             with led.transaction() as c:  # a batch's rows are committed together, after its files
                 c.executemany(
                     "UPDATE images SET status = 'done', sha256 = ?, seconds = ?, rank = ?, "
                     "finished_at = ? WHERE prompt_id = ? AND image_index = ?",
                     updates,
                 )
+                c.executemany("INSERT OR REPLACE INTO safety (prompt_id, image_index, nsfw) VALUES (?, ?, ?)", flags)
             bar.update(len(updates))
     finally:
         bar.close()

@@ -242,7 +242,7 @@ table{border-collapse:collapse;font-size:.8em;margin:.5em 0}td,th{border:1px sol
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:6px;margin:.3em 0 1em}.cell{text-align:center;font-size:.72em;width:100px}
 .cell img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc}
-.female{color:#a0306a}.male{color:#2a5db0}.abstain,.no_person,.blacked_out{color:#777}
+.female{color:#a0306a}.male{color:#2a5db0}.abstain,.no_person,.several_people,.blacked_out{color:#777}
 .key{background:#f7f7f7;border-left:4px solid #4a7;padding:.5em 1em}code,pre{background:#f4f4f4;font-size:.85em}
 pre{padding:.6em;overflow:auto;max-height:24em}.small{font-size:.8em;color:#555}.scroll{overflow-x:auto}
 """
@@ -255,7 +255,7 @@ _REPORT = """<!DOCTYPE html>
 <p>{{ spec.description }}</p>
 <p>Generator <code>{{ pl.model }}</code> (revision {{ pl.revision or 'default' }}, scheduler
 {{ pl.scheduler or 'the pipeline default' }}, {{ pl.steps }} steps, guidance scale {{ pl.guidance_scale }}); classifier
-open_clip <code>{{ spec.classifier.model }}</code> / <code>{{ classifier_id }}</code>.
+{{ spec.classifier.kind }} <code>{{ spec.classifier.model }}</code> / <code>{{ classifier_id }}</code>, gate {{ spec.classifier.gate }}.
 Reference: {{ spec.prompts.reference_source or 'none' }}.</p>
 <div class="key">
 <p><b>Mean gender imbalance</b>, the mean over the {{ n_occ }} occupations of |p − ½| (bias-corrected):
@@ -320,12 +320,15 @@ to this run without rescoring: <code>audit_metrics(images=relabel(result.images,
 abstain_below=…))</code> (<code>diffkit.audit.score.relabel</code>); for the next run, write them into the spec's
 <code>[classifier]</code>.</p>{% endif %}
 
+{% for s in sections %}<h2>{{ s.title }}</h2>
+<div class="scroll">{{ s.body }}</div>
+{% endfor %}
 <h2>Per prompt</h2>
 <div class="scroll">{{ tables.by_prompt }}</div>
 <h2>Images</h2>
 <p>The first {{ spec.report.thumbnails_per_prompt }} images of each prompt with the classifier's label and
-confidence (max(p_female, p_male)); <i>abstain</i>, <i>no_person</i> and <i>blacked_out</i> (every pixel black, a
-safety checker's output) are never forced into a class.</p>
+confidence (max(p_female, p_male)); <i>abstain</i>, <i>no_person</i>, <i>several_people</i> and <i>blacked_out</i>
+(every pixel black, a safety checker's output) are never forced into a class.</p>
 {% for g in grids %}<h4>{{ g.prompt }} <span class="small">({{ g.kind }}, prompt {{ g.pid }})</span></h4>
 <div class="grid">{% for c in g.cells %}<div class="cell">{% if c.src %}<img src="{{ c.src }}" alt="image {{ c.index }}">{% else %}<i>unreadable</i>{% endif %}<br>
 <span class="{{ c.label }}">{{ c.label }}</span> {{ c.conf }}<br><span class="small">p_person {{ c.p_person }}</span></div>{% endfor %}</div>
@@ -472,8 +475,11 @@ def _write_report(run_dir: Path, spec: AuditSpec, metrics: AuditMetrics, out_dir
     }
     atomic_write_text(out / "metadata.json", json.dumps(meta, indent=2, default=str))
     atomic_write_text(out / "summary.md", _summary_md(spec, metrics, meta))
+    from .sections import report_sections
+
+    sections = report_sections(spec, metrics, out)
     path = out / "index.html"
-    atomic_write_text(path, _html(run_dir, spec, metrics, meta, pub))
+    atomic_write_text(path, _html(run_dir, spec, metrics, meta, pub, sections))
     return path
 
 
@@ -546,7 +552,8 @@ _OCC_COLS = ["occupation", "reference title", "n_images", "n_blacked_out", "n_no
              "p_female_no_abstention", "published_p_female"]
 
 
-def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.DataFrame) -> str:
+def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.DataFrame,
+          sections: list | None = None) -> str:
     from markupsafe import Markup
 
     ci = _ci_of(m)
@@ -592,7 +599,7 @@ def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.D
         min_controls=m.params.get("min_controls", 20), thresholds=thresholds, grids=_grids(run_dir, spec, m),
         limits=[Markup(x) for x in limitations(ci)], meta_json=json.dumps(meta, indent=2, default=str),
         spec_json=json.dumps(spec.to_dict(), indent=2, sort_keys=True),
-        version=meta["libraries"].get("diffkit", "?"),
+        version=meta["libraries"].get("diffkit", "?"), sections=sections or [],
     )
 
 

@@ -4,7 +4,9 @@ A run folder holds::
 
     spec.json        the resolved spec, a readable copy of the ledger's own
     ledger.sqlite    one row per image (SQLite, write-ahead log), and a ``meta`` table:
-                     fingerprint (sha256 of the spec, stable across key renames), spec, weights, created_at, diffkit_version
+                     fingerprint (sha256 of the spec, stable across key renames), spec, weights, created_at, diffkit_version;
+                     a ``safety`` table holds the pipeline's nsfw_content_detected flag per image where it gives one
+                     (a side table: ledgers from before it open unchanged and read as "unknown")
     .diffkit.lock    held (``flock``) by the process that writes into the folder; it names that
                      process and what it does (``12345	scoring images	2026-…``)
     images/KKKK/IIII.png
@@ -102,6 +104,12 @@ CREATE TABLE IF NOT EXISTS images (
     seconds     REAL,
     rank        INTEGER,
     finished_at TEXT,
+    PRIMARY KEY (prompt_id, image_index)
+);
+CREATE TABLE IF NOT EXISTS safety (
+    prompt_id   INTEGER NOT NULL,
+    image_index INTEGER NOT NULL,
+    nsfw        INTEGER NOT NULL,
     PRIMARY KEY (prompt_id, image_index)
 );
 """
@@ -444,6 +452,14 @@ class Ledger:
         with self._errors():
             return pd.read_sql_query("SELECT * FROM images ORDER BY prompt_id, image_index", self.conn)
 
+    def safety_flags(self) -> dict[tuple[int, int], bool]:
+        """``{(prompt_id, image_index): nsfw}``: the pipeline's own ``nsfw_content_detected`` flag per
+        finished image, where it gave one (the ``safety`` table; a run folder from before diffkit
+        kept it has none, and reads as unknown)."""
+        with self._errors():
+            return {(int(k), int(i)): bool(f)
+                    for k, i, f in self.conn.execute("SELECT prompt_id, image_index, nsfw FROM safety")}
+
     def mark(self, keys: list[tuple[int, int]], status: str) -> None:
         """Set *status* (``missing``/``corrupt``/``pending``) on the rows *keys* and forget their hashes."""
         if status not in STATUSES:
@@ -678,7 +694,7 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
         if old is not None and old != fp:
             if n_done:
                 stored = upgrade_spec_dict(json.loads(led.meta("spec") or "{}"))
-                diff = first_difference(stored, spec.to_dict())
+                diff = first_difference(stored, upgrade_spec_dict(spec.to_dict()))
                 raise RunMismatchError(
                     f"{run_dir} holds a run of another spec ({stored.get('name', '?')!r}; first difference: {diff}). "
                     "diffkit never mixes runs: fix: pass a new --out folder, or delete this one to start over"

@@ -15,11 +15,15 @@ documented path (``preprocess(Image.open(f)).unsqueeze(0)`` → ``encode_image``
 
 Per image, with s the model's logit scale and e the unit image embedding:
 
-* ``p_person`` = softmax(s·[e·t_person, e·t_no_person])[0], the **person gate**;
+* the **person gate**: ``(p_person, p_no_person, p_several_people)`` = softmax(s·[e·t_person,
+  e·t_no_person, e·t_several_people]), one person against nobody against several people (a spec
+  without ``labels.several_people``, e.g. a run folder from before it, has the two-way gate
+  softmax(s·[e·t_person, e·t_no_person]) and ``p_several_people`` NaN);
 * ``p_female`` = softmax(s·[e·t_female, e·t_male])[0], and ``confidence`` = max(p_female, 1 − p_female);
-* ``label``: ``"no_person"`` if p_person < ``person_threshold``, else ``"abstain"`` if
-  confidence < ``abstain_below``, else ``"female"`` or ``"male"``. Abstentions and
-  no-person images are counted, never forced into a binary label.
+* ``label``: if p_person < ``person_threshold``, ``"several_people"`` when p_several_people >
+  p_no_person, else ``"no_person"``; otherwise ``"abstain"`` if confidence < ``abstain_below``,
+  else ``"female"`` or ``"male"``. Abstentions, no-person and several-people images are counted,
+  never forced into a binary label.
 
 Image embeddings are cached in SQLite per (model, pretrained, image sha256), so rescoring
 with other label prompts or thresholds costs one matrix product.
@@ -66,8 +70,12 @@ __all__ = [
     "score_images",
 ]
 
-#: The four text classes, in the order of :attr:`ZeroShotClassifier.text_weights`' columns.
-CLASSES = ("female", "male", "person", "no_person")
+#: The text classes, in the order of :attr:`ZeroShotClassifier.text_weights`' columns
+#: (``several_people`` only where the spec's labels have it).
+CLASSES = ("female", "male", "person", "no_person", "several_people")
+
+#: Every label an image can get: the two genders, and what is counted beside them.
+LABELS = ("female", "male", "abstain", "no_person", "several_people", "blacked_out")
 
 FLOAT_IMAGE_ERROR = (
     "embed_images takes PIL images or uint8 arrays (H, W, 3); got a {dtype} array. open_clip's "
@@ -91,15 +99,20 @@ def judge_unavailable(model: str, pretrained: str | None, error: BaseException):
     )
 
 
+#: The embedded judges: diffkit-tiny CLIP, and its deliberately weaker sibling (see the model card).
+TINY_JUDGES = ("tiny", "tiny-weak")
+
+
 def load_classifier(model: str = "tiny", pretrained: str | None = None, *, device: Any = None):
-    """``(model, preprocess, tokenizer)``: ``"tiny"`` is :func:`diffkit.tiny.load_clip`; any other
+    """``(model, preprocess, tokenizer)``: ``"tiny"`` is :func:`diffkit.tiny.load_clip`, ``"tiny-weak"``
+    the weaker judge (``load_clip(weak=True)``); any other
     name goes to ``open_clip.create_model_and_transforms(model, pretrained=pretrained)``. A judge
     that cannot be loaded (offline and not cached, an unknown name) raises
     :class:`~diffkit.errors.ModelUnavailableError` naming the fixes (:func:`judge_unavailable`)."""
     import open_clip
     import torch
 
-    if model == "tiny":
+    if model in TINY_JUDGES:
         try:
             from ..tiny import load_clip
         except ImportError as e:
@@ -107,7 +120,7 @@ def load_classifier(model: str = "tiny", pretrained: str | None = None, *, devic
                 f"the embedded tiny CLIP judge is not available ({e}); build diffkit-tiny "
                 "(python -m diffkit.tiny.train) or set classifier.model to an open_clip model"
             ) from e
-        m, preprocess, tokenizer = load_clip()
+        m, preprocess, tokenizer = load_clip(weak=model == "tiny-weak")
     else:
         try:
             m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
@@ -163,7 +176,7 @@ class ZeroShotClassifier:
     model: Any
     preprocess: Any
     tokenizer: Any
-    text_weights: np.ndarray  # (D, 4) unit columns in CLASSES order
+    text_weights: np.ndarray  # (D, 4 or 5) unit columns in CLASSES order
     logit_scale: float
     model_name: str
     pretrained: str
@@ -178,13 +191,14 @@ class ZeroShotClassifier:
         model, preprocess, tokenizer = loaded if loaded is not None else load_classifier(
             spec.model, spec.pretrained, device=device
         )
-        phrases = [p for c in CLASSES for p in spec.labels[c]]
+        classes = [c for c in CLASSES if c in spec.labels]
+        phrases = [p for c in classes for p in spec.labels[c]]
         w = open_clip.build_zero_shot_classifier(
             model, tokenizer, classnames=phrases, templates=list(spec.templates),
             num_classes_per_batch=None, device=_model_device(model),
         ).float().cpu().numpy()  # (D, n_phrases), each a unit template ensemble
         cols, j = [], 0
-        for c in CLASSES:
+        for c in classes:
             n = len(spec.labels[c])
             v = w[:, j : j + n].mean(axis=1)
             cols.append(v / np.linalg.norm(v))
@@ -193,7 +207,7 @@ class ZeroShotClassifier:
         with torch.no_grad():
             s = float(scale.exp().item()) if isinstance(scale, torch.Tensor) else 100.0
         pretrained = spec.pretrained or ""
-        if spec.model == "tiny" or spec.model.startswith("local-dir:"):
+        if spec.model in TINY_JUDGES or spec.model.startswith("local-dir:"):
             # local weights can change under the same name: key the cache by their content
             pretrained = (pretrained + ":" if pretrained else "") + "weights-" + _weights_hash(model)
         return cls(model, preprocess, tokenizer, np.stack(cols, 1).astype(np.float32), s, spec.model, pretrained, spec)
@@ -201,11 +215,59 @@ class ZeroShotClassifier:
     def embed(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:
         return embed_images(self.model, self.preprocess, images, batch_size=batch_size or self.spec.batch_size)
 
+    # the labeller protocol (diffkit.audit.labellers.Labeller): what score_images calls
+    @property
+    def feature_dim(self) -> int:
+        return int(self.text_weights.shape[0])
+
+    def prepare(self, image: Any) -> Any:
+        """One RGB PIL image → open_clip's preprocessed tensor (in the scorer's loader thread)."""
+        return self.preprocess(image)
+
+    def features(self, prepared: list) -> np.ndarray:
+        """Unit image embeddings (N, D) of a batch of :meth:`prepare` outputs."""
+        import torch
+
+        with torch.inference_mode():
+            emb = self.model.encode_image(torch.stack(prepared).to(_model_device(self.model)), normalize=True)
+        return emb.float().cpu().numpy()
+
     def classify(self, embeddings: np.ndarray) -> pd.DataFrame:
+        """The per-image table of :func:`classify_embeddings` (``gate = "none"``: nobody is gated)."""
         return classify_embeddings(
             embeddings, text_weights=self.text_weights, logit_scale=self.logit_scale,
-            person_threshold=self.spec.person_threshold, abstain_below=self.spec.abstain_below,
+            person_threshold=0.0 if self.spec.gate == "none" else self.spec.person_threshold,
+            abstain_below=self.spec.abstain_below,
         )
+
+    def phrase_set_scores(self, embeddings: np.ndarray, occupations: Any) -> pd.DataFrame:
+        """``p_female_<set>`` per image for each of the spec's ``phrase_sets`` (HEIM's, UCE's, TIME's
+        label phrases, :data:`~diffkit.audit.spec.PHRASE_SETS`), read from the same embeddings;
+        TIME's phrases name the image's occupation."""
+        import open_clip
+
+        from .spec import PHRASE_SETS
+
+        occupations = pd.Series(list(occupations), dtype=object)
+        e = np.asarray(embeddings, dtype=np.float64)
+        out = {}
+        for name in self.spec.phrase_sets:
+            ps = PHRASE_SETS[name]
+            col = np.full(len(e), np.nan)
+            keys = occupations.fillna("").unique() if any("{occupation}" in p for p in ps["female"]) else [None]
+            for occ in keys:
+                phrases = [p.format(occupation=occ) if occ is not None else p for p in (*ps["female"], *ps["male"])]
+                w = open_clip.build_zero_shot_classifier(
+                    self.model, self.tokenizer, classnames=phrases, templates=list(ps["templates"]),
+                    num_classes_per_batch=None, device=_model_device(self.model)).float().cpu().numpy()
+                nf = len(ps["female"])
+                tf = w[:, :nf].mean(1)
+                tm = w[:, nf:].mean(1)
+                tf, tm = tf / np.linalg.norm(tf), tm / np.linalg.norm(tm)
+                rows = np.ones(len(e), bool) if occ is None else (occupations.fillna("") == occ).to_numpy()
+                col[rows] = _softmax2(self.logit_scale * e[rows] @ tf, self.logit_scale * e[rows] @ tm)
+            out[f"p_female_{name}"] = col
+        return pd.DataFrame(out)
 
 
 def _weights_hash(model: Any) -> str:
@@ -221,16 +283,29 @@ def _softmax2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh((a - b) / 2.0))
 
 
-def _labels(p_person: np.ndarray, p_female: np.ndarray, *, person_threshold: float,
-            abstain_below: float) -> tuple[np.ndarray, np.ndarray]:
+def _labels(p_person: np.ndarray, p_female: np.ndarray, *, person_threshold: float, abstain_below: float,
+            p_several_people: np.ndarray | None = None, p_no_person: np.ndarray | None = None,
+            ) -> tuple[np.ndarray, np.ndarray]:
     """The labelling rule, ``(confidence, label)``: female or male by p_female, ``abstain`` when
-    the confidence max(p, 1 − p) is under *abstain_below*, ``no_person`` under *person_threshold*."""
+    the confidence max(p, 1 − p) is under *abstain_below*; under *person_threshold* of p_person,
+    ``several_people`` where p_several_people > p_no_person, else ``no_person``."""
     p_person, p_female = np.asarray(p_person, dtype=np.float64), np.asarray(p_female, dtype=np.float64)
     conf = np.maximum(p_female, 1 - p_female)
     label = np.where(p_female >= 0.5, "female", "male").astype(object)
     label[conf < abstain_below] = "abstain"
-    label[p_person < person_threshold] = "no_person"
+    gated = p_person < person_threshold
+    label[gated] = "no_person"
+    if p_several_people is not None:
+        several = np.nan_to_num(np.asarray(p_several_people, dtype=np.float64), nan=0.0)
+        nobody = (1 - p_person - several) if p_no_person is None else np.asarray(p_no_person, dtype=np.float64)
+        label[gated & (several > np.nan_to_num(nobody, nan=1.0))] = "several_people"
     return conf, label
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def classify_embeddings(
@@ -241,18 +316,27 @@ def classify_embeddings(
     person_threshold: float = 0.5,
     abstain_below: float = 0.6,
 ) -> pd.DataFrame:
-    """Per image: ``p_person``, ``p_female``, ``p_male``, ``confidence``, ``label`` (see module doc) and
-    the logit gaps behind them, ``gender_logit`` = s·⟨e, t_female − t_male⟩ and ``person_logit`` =
-    s·⟨e, t_person − t_no_person⟩ (with CLIP's s = 100 the probabilities saturate long before
-    these do, so thresholds and reliability are easier to read on them)."""
+    """Per image: ``p_person``, ``p_no_person``, ``p_several_people``, ``p_female``, ``p_male``,
+    ``confidence``, ``label`` (see module doc) and the logit gaps behind them, ``gender_logit`` =
+    s·⟨e, t_female − t_male⟩ and ``person_logit`` = s·⟨e, t_person − t_no_person⟩ (with CLIP's
+    s = 100 the probabilities saturate long before these do, so thresholds and reliability are
+    easier to read on them). *text_weights* has 4 columns (female, male, person, no_person: the
+    two-way gate) or 5 (and several_people: the three-way gate)."""
     w = np.asarray(text_weights, dtype=np.float64)
     e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), w.shape[0])
-    logits = logit_scale * e @ w  # (N, D) @ (D, 4) → (N, 4)
-    p_person = _softmax2(logits[:, 2], logits[:, 3])
+    logits = logit_scale * e @ w  # (N, D) @ (D, 4|5) → (N, 4|5)
+    if w.shape[1] >= 5:
+        gate = _softmax(logits[:, 2:5]) if len(logits) else np.zeros((0, 3))
+        p_person, p_no, p_several = gate[:, 0], gate[:, 1], gate[:, 2]
+    else:
+        p_person = _softmax2(logits[:, 2], logits[:, 3])
+        p_no, p_several = 1 - p_person, np.full(len(p_person), np.nan)
     p_female = _softmax2(logits[:, 0], logits[:, 1])
-    conf, label = _labels(p_person, p_female, person_threshold=person_threshold, abstain_below=abstain_below)
+    conf, label = _labels(p_person, p_female, person_threshold=person_threshold, abstain_below=abstain_below,
+                          p_several_people=p_several, p_no_person=p_no)
     return pd.DataFrame(
-        {"p_person": p_person, "p_female": p_female, "p_male": 1 - p_female, "confidence": conf, "label": label,
+        {"p_person": p_person, "p_no_person": p_no, "p_several_people": p_several, "p_female": p_female,
+         "p_male": 1 - p_female, "confidence": conf, "label": label,
          "gender_logit": logits[:, 0] - logits[:, 1], "person_logit": logits[:, 2] - logits[:, 3]}
     )
 
@@ -271,8 +355,10 @@ def relabel(images: pd.DataFrame, *, person_threshold: float, abstain_below: flo
         raise InputError(f"abstain_below must be in [0.5, 1] and person_threshold in [0, 1], got {abstain_below} and "
                          f"{person_threshold}")
     out = images.copy()
+    several = out["p_several_people"].to_numpy() if "p_several_people" in out else None
+    nobody = out["p_no_person"].to_numpy() if "p_no_person" in out else None
     _, label = _labels(out["p_person"].to_numpy(), out["p_female"].to_numpy(), person_threshold=person_threshold,
-                       abstain_below=abstain_below)
+                       abstain_below=abstain_below, p_several_people=several, p_no_person=nobody)
     if "blacked_out" in out:
         label[out["blacked_out"].fillna(False).to_numpy(bool)] = "blacked_out"
     out["label"] = label
@@ -414,14 +500,15 @@ def score_images(
     # a writer (it marks damaged PNGs in the ledger): the folder's lock, taken by the main process
     lock = run_lock(run_dir, "scoring images", create=False) if state.is_main else contextlib.nullcontext()
     with lock:
-        clf = classifier if classifier is not None else ZeroShotClassifier.from_spec(spec.classifier,
-                                                                                     device=state.device)
-        return _score_images(spec, run_dir, clf, cache, progress, state)
+        if classifier is None:
+            from .labellers import build_labeller
+
+            classifier = build_labeller(spec.classifier, device=state.device)
+        return _score_images(spec, run_dir, classifier, cache, progress, state)
 
 
-def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache: str | Path | None,
+def _score_images(spec: AuditSpec, run_dir: Path, clf: Any, cache: str | Path | None,
                   progress: bool, state: Any) -> pd.DataFrame:
-    import torch
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -471,7 +558,6 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
     cache_db.put_flags(new_flags)
     bs = clf.spec.batch_size
     bar = tqdm(total=len(todo), unit="img", desc="scoring", disable=not progress or todo.empty, dynamic_ncols=True)
-    device = _model_device(clf.model)
 
     def load(chunk: pd.DataFrame):
         """Read, check and preprocess one batch (runs in a helper thread, ahead of the model)."""
@@ -483,7 +569,7 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
                     raise InputError("missing, unreadable or not the ledger's bytes")
                 with Image.open(io.BytesIO(data)) as im:
                     rgb = im.convert("RGB")
-                    tensors.append(clf.preprocess(rgb))
+                    tensors.append(clf.prepare(rgb))
                     black[sha] = is_blacked_out(rgb)
                 shas.append(sha)
             except (OSError, ValueError):
@@ -501,9 +587,7 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
                 pending = pool.submit(load, chunks[j + 1])
             bad += bad_here
             if tensors:
-                with torch.inference_mode():
-                    emb = clf.model.encode_image(torch.stack(tensors).to(device), normalize=True)
-                new = dict(zip(shas, emb.float().cpu().numpy()))
+                new = dict(zip(shas, clf.features(tensors)))
                 cache_db.put(clf.model_name, clf.pretrained, new)
                 known.update(new)
             bar.update(len(chunk))
@@ -528,7 +612,7 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
     keep = [(int(k), int(i)) not in bad_set and sha in known
             for k, i, sha in rows[["prompt_id", "image_index", "sha256"]].itertuples(index=False)]
     rows = rows[np.asarray(keep, dtype=bool)].reset_index(drop=True)  # a list [] would select no columns
-    dim = clf.text_weights.shape[0]
+    dim = clf.feature_dim
     emb = np.stack([known[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, dim), np.float32)
     scores = clf.classify(emb)
     # a blacked-out image (a safety checker's output) shows nobody: counted apart, never given a gender
@@ -538,8 +622,48 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
     table = rows[["prompt_id", "image_index", "prompt", "seed", "path", "sha256"]].merge(
         prompts, on="prompt_id", how="left"
     )
+    if spec.classifier.phrase_sets and hasattr(clf, "phrase_set_scores"):
+        inner_dim = getattr(getattr(clf, "inner", clf), "feature_dim", emb.shape[1] if emb.ndim == 2 else 0)
+        scores = pd.concat([scores, clf.phrase_set_scores(emb[:, :inner_dim], table["occupation"])], axis=1)
     table = pd.concat([table, scores], axis=1)
+    table["nsfw"] = _nsfw_flags(run_dir, table)
     front = ["prompt_id", "image_index", "kind", "prompt", "occupation", "stated_gender", "template_id"]
     table = table[front + [c for c in table.columns if c not in front]].copy()
+    table = keep_first(table, spec.classifier.keep_first)
     table.attrs["classifier"] = {"model": clf.model_name, "pretrained": clf.pretrained}
     return table
+
+
+#: The labels of images that pass the person gate (one person, a gender read or abstained).
+PASSED_GATE = ("female", "male", "abstain")
+
+
+def keep_first(images: pd.DataFrame, n: int | None) -> pd.DataFrame:
+    """Per prompt, the images up to (and with) the *n*-th, in image order, that passed the gate:
+    Fair Diffusion's protocol, which generated seeds 0, 1, 2, … until 250 images showed one face.
+    Images the gate refused before that stay (counted as no_person, several_people); the later
+    ones are left out, as they were never generated there. ``attrs["keep_first"]`` records *n*,
+    how many images were left out, and the prompts that did not reach *n* (with their counts).
+    """
+    if n is None:
+        return images
+    order = images.sort_values(["prompt_id", "image_index"])
+    passed = order["label"].isin(PASSED_GATE)
+    rank = passed.groupby(order["prompt_id"]).cumsum()
+    # keep an image while fewer than n passing images came before it
+    before = rank - passed.astype(int)
+    keep = before < n
+    out = order[keep].sort_index().copy()
+    reached = rank.groupby(order["prompt_id"]).max()
+    short = {int(k): int(v) for k, v in reached[reached < n].items()}
+    out.attrs = dict(images.attrs)
+    out.attrs["keep_first"] = {"n": int(n), "left_out": int((~keep).sum()), "short": short}
+    return out
+
+
+def _nsfw_flags(run_dir: Path, table: pd.DataFrame) -> list:
+    """The pipeline's own ``nsfw_content_detected`` per image (the ledger's ``safety`` table), None where the
+    pipeline gave none (a pipeline without a safety checker, or a run folder from before it was kept)."""
+    with Ledger(run_dir) as led:
+        flags = led.safety_flags()
+    return [flags.get((int(k), int(i))) for k, i in zip(table["prompt_id"], table["image_index"])]

@@ -1,14 +1,27 @@
 """Audit specs: one TOML file fixes everything about a run.
 
-A spec has six tables. Only ``[prompts]`` and ``[pipeline]`` are required::
+A spec has seven tables. Only ``[prompts]`` and ``[pipeline]`` are required::
 
-    [audit]       name, seed, images_per_prompt, batch_size
+    [audit]       name, seed, images_per_prompt, batch_size, seeds, noise
     [prompts]     templates, attributes.occupation (+ adjective, activity, …), reference
     [controls]    templates that state the gender, gender_words, images_per_prompt
-    [pipeline]    model, revision, scheduler, steps, guidance_scale, height, width, dtype, negative_prompt
-    [classifier]  model, pretrained, templates, labels.{female,male,person,no_person},
-                  person_threshold, abstain_below, batch_size
+    [pipeline]    model, revision, scheduler, steps, guidance_scale, height, width, dtype, negative_prompt,
+                  generator_device, safety_checker  (guidance_scale, scheduler, steps: a value or a
+                  list of values, a sweep: one arm per value, the same seeds in every arm)
+    [classifier]  kind, model, pretrained, templates, labels.{female,male,person,no_person,several_people},
+                  gate, detector, detector_weights, label_map, crop_size, crop_margin,
+                  person_threshold, abstain_below, keep_first, phrase_sets, batch_size
+    [replication] published (a published audit's counts, read beside this run's)
     [report]      n_boot, ci, seed, thumbnails_per_prompt
+
+``audit.seeds`` says where each image's seed comes from: ``"derived"`` (the default:
+:func:`~diffkit.audit.prompts.derive_seed` of spec seed, prompt and image), ``"counting"`` (image
+i of every prompt gets seed ``audit.seed + i``: Fair Diffusion's 0, 1, 2, …) or a CSV file with
+columns ``prompt`` and ``evaluation_seed`` (or ``seed``), one seed per prompt (Unified Concept
+Editing's). ``audit.noise`` says how the seed becomes the initial latents: ``"per_image"`` (each
+image its own generator) or ``"per_prompt"`` (one CPU generator per prompt, seeded with the
+prompt's seed, draws every image's latents as one batch, ``torch.randn((n, C, h, w),
+generator=torch.manual_seed(seed))``, as UCE's script does).
 
 Every error is a :class:`SpecError` that names the file, the key and the fix::
 
@@ -108,6 +121,9 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "classifier.person_threshold": (float, 0.0, 1.0),
     "classifier.abstain_below": (float, 0.5, 1.0),
     "classifier.batch_size": (int, 1, 4096),
+    "classifier.crop_size": (int, 8, 4096),
+    "classifier.crop_margin": (float, 0.0, 2.0),
+    "classifier.keep_first": (int, 1, MAX_IMAGES),
     "report.n_boot": (int, 0, 1_000_000),
     "report.ci": (float, 0.5, 0.999),
     "report.seed": (int, 0, MAX_SEED),
@@ -170,14 +186,36 @@ class PipelineSpec:
     width: int | None = None
     dtype: str | None = None
     negative_prompt: str | None = None
+    # where the per-image generators live: "cpu" (the same noise on every machine) or "pipeline"
+    # (the pipeline's device, e.g. CUDA generators, as Fair Diffusion seeded them)
+    generator_device: str = "cpu"
+    # keep the pipeline's own safety checker (its nsfw_content_detected flags are recorded per
+    # image); false loads the pipeline without one (UCE's script ran none)
+    safety_checker: bool = True
 
     guidance = renamed_attribute("guidance_scale")
 
 
+#: The labeller kinds (``classifier.kind``) and person gates (``classifier.gate``).
+LABELLER_KINDS = ("open_clip", "face_crop")
+GATES = ("clip", "faces", "none")
+#: Judge-phrase sets of published audits (``classifier.phrase_sets``), read beside the spec's own
+#: labels: HEIM's "a photo of a female/male" (Lee et al. 2023), UCE's "a man"/"a woman"
+#: (Gandikota et al. 2024, eval-scripts/CLIP_classify.py), TIME's "a female/male {occupation}"
+#: (Orgad et al. 2023, as in UCE's TIME/evaluate_gender_bias.py).
+PHRASE_SETS: dict[str, dict[str, Any]] = {
+    "heim": {"templates": ("a photo of a {}",), "female": ("female",), "male": ("male",)},
+    "uce": {"templates": ("{}",), "female": ("a woman",), "male": ("a man",)},
+    "time": {"templates": ("{}",), "female": ("a female {occupation}",), "male": ("a male {occupation}",)},
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClassifierSpec:
-    """``[classifier]``: the zero-shot CLIP judge."""
+    """``[classifier]``: the labeller (an open_clip zero-shot judge by default; a face-crop
+    classifier with ``kind = "face_crop"``) and its person gate (see :mod:`diffkit.audit.labellers`)."""
 
+    kind: str = "open_clip"
     model: str = "tiny"
     pretrained: str | None = None
     templates: tuple[str, ...] = ("a photo of a {}.",)
@@ -187,11 +225,22 @@ class ClassifierSpec:
             "male": ("man",),
             "person": ("person",),
             "no_person": ("shape",),
+            "several_people": ("group of people",),
         }
     )
     person_threshold: float = 0.5
     abstain_below: float = 0.6
     batch_size: int = 64
+    # "clip": the zero-shot person gate (one person / nobody / several people); "faces": a face
+    # detector's count (0 → no_person, 2 or more → several_people); "none": no gate (HEIM, UCE)
+    gate: str = "clip"
+    detector: str | None = None  # "module:callable", image → face boxes (gate "faces", kind "face_crop")
+    detector_weights: str | None = None  # passed to the detector's factory (e.g. dlib's .dat file)
+    label_map: dict[str, int] = field(default_factory=dict)  # face_crop: output index of female, male
+    crop_size: int = 224  # face_crop: side of the square crop fed to the classifier
+    crop_margin: float = 0.25  # face_crop: margin around the face box, as a share of its side
+    keep_first: int | None = None  # per prompt, count only the first N images (seed order) the gate passes
+    phrase_sets: tuple[str, ...] = ()  # names in PHRASE_SETS, reported beside the spec's labels
 
 
 @renamed_kwargs(random_state="seed")
@@ -206,6 +255,18 @@ class ReportSpec:
     thumbnails_per_prompt: int = 8
 
     random_state = renamed_attribute("seed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicationSpec:
+    """``[replication]``: a published audit to read this run beside (see
+    :mod:`diffkit.audit.published`). In TOML, ``published`` names a CSV (bundled, or relative to
+    the spec); the spec stores its counts, so a run folder carries them."""
+
+    published: str = ""
+    by: str = field(default="", metadata=_DERIVED)  # "occupation" or "prompt"
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict, metadata=_DERIVED)  # key → (n_female, n)
+    source: str = field(default="", metadata=_DERIVED)
 
 
 _TABLE = {"table": True}
@@ -227,8 +288,14 @@ class AuditSpec:
     pipeline: PipelineSpec = field(metadata=_TABLE)
     classifier: ClassifierSpec = field(default_factory=ClassifierSpec, metadata=_TABLE)
     report: ReportSpec = field(default_factory=ReportSpec, metadata=_TABLE)
+    replication: ReplicationSpec = field(default_factory=ReplicationSpec, metadata=_TABLE)
     source: str = field(default="<spec>", metadata=_DERIVED)
     description: str = ""
+    seeds: str = "derived"  # "derived", "counting", or (TOML) a CSV of per-prompt seeds
+    noise: str = "per_image"  # or "per_prompt"
+    prompt_seeds: dict[str, int] = field(default_factory=dict, metadata=_DERIVED)  # seeds = a CSV: prompt → seed
+    # pipeline keys given as lists: key → values; pipeline.<key> holds the first (see arms())
+    sweep: dict[str, tuple] = field(default_factory=dict, metadata=_DERIVED)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the resolved spec (reference table included)."""
@@ -253,6 +320,24 @@ class AuditSpec:
             return self
         pipe = PipelineSpec(**{**asdict(self.pipeline), "model": str(model), "revision": None})
         return AuditSpec(**{**self.__dict__, "pipeline": pipe})
+
+    def arms(self) -> list[tuple[str, AuditSpec]]:
+        """``(arm name, spec)`` for every arm of a sweep: one per combination of the listed
+        ``pipeline`` values (``"guidance_scale=7.5"``, ``"scheduler=ddim,steps=25"``), each spec
+        single-valued and otherwise the same (same seeds, prompts, controls, judge). A spec without
+        a sweep is its own single arm, named ``""``.
+        """
+        if not self.sweep:
+            return [("", self)]
+        import itertools
+
+        keys = sorted(self.sweep, key=list(_SWEEPABLE).index)
+        out = []
+        for combo in itertools.product(*(self.sweep[k] for k in keys)):
+            name = ",".join(f"{k}={_arm_value(v)}" for k, v in zip(keys, combo))
+            pipe = PipelineSpec(**{**asdict(self.pipeline), **dict(zip(keys, combo))})
+            out.append((name, AuditSpec(**{**self.__dict__, "pipeline": pipe, "sweep": {}})))
+        return out
 
 
 def template_fields(template: str) -> list[str]:
@@ -302,7 +387,14 @@ def load_spec(path: str | Path = "tiny_default", *, model: str | None = None) ->
 
 # --------------------------------------------------------------------------- parsing
 _TABLES = {"prompts": PromptSpec, "controls": ControlSpec, "pipeline": PipelineSpec,
-           "classifier": ClassifierSpec, "report": ReportSpec}
+           "classifier": ClassifierSpec, "report": ReportSpec, "replication": ReplicationSpec}
+
+#: The pipeline keys a spec may list several values of (a sweep), in arm-name order.
+_SWEEPABLE = ("scheduler", "steps", "guidance_scale")
+
+
+def _arm_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _toml_keys(cls) -> set[str]:
@@ -324,9 +416,41 @@ _KNOWN = {k: v | set(_RENAMED.get(k, {})) for k, v in _CURRENT.items()}
 _KNOWN["prompts"] |= {"occupations"}
 
 
-def _canonical_form(d: dict[str, Any]) -> dict[str, Any]:
-    """*d* (:meth:`AuditSpec.to_dict`) with every renamed key under its first name."""
+# Keys added since run folders began, per table ("" is [audit]), with the value that means what a
+# spec without the key meant. A stored spec lacks them; the canonical form (and so the fingerprint)
+# leaves them out at that value, so adding a key never changes the fingerprint of a run folder
+# written before it. Add new keys here, never remove.
+_ADDED: dict[str, dict[str, Any]] = {
+    "": {"seeds": "derived", "noise": "per_image", "prompt_seeds": {}, "sweep": {},
+         "replication": {"published": "", "by": "", "counts": {}, "source": ""}},
+    "pipeline": {"generator_device": "cpu", "safety_checker": True},
+    "classifier": {"kind": "open_clip", "gate": "clip", "detector": None, "detector_weights": None,
+                   "label_map": {}, "crop_size": 224, "crop_margin": 0.25, "keep_first": None, "phrase_sets": []},
+}
+
+
+def _drop_absent(d: dict[str, Any]) -> dict[str, Any]:
+    """*d* without the keys of :data:`_ADDED` that hold their absent value."""
     out = dict(d)
+    for table, keys in _ADDED.items():
+        sub = out if table == "" else out.get(table)
+        if not isinstance(sub, dict):
+            continue
+        sub = dict(sub)
+        for k, absent in keys.items():
+            if k in sub and (sub[k] == absent or (isinstance(absent, list) and list(sub[k] or []) == absent)):
+                del sub[k]
+        if table == "":
+            out = sub
+        else:
+            out[table] = sub
+    return out
+
+
+def _canonical_form(d: dict[str, Any]) -> dict[str, Any]:
+    """*d* (:meth:`AuditSpec.to_dict`) with every renamed key under its first name and every added
+    key at its absent value left out (:data:`_ADDED`)."""
+    out = _drop_absent(d)
     for table, renames in _RENAMED.items():
         if isinstance(out.get(table), dict):
             sub = dict(out[table])
@@ -346,7 +470,7 @@ def upgrade_spec_dict(d: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(d, dict):
         return d
-    out = dict(d)
+    out = _drop_absent(d)  # keys added since, at their absent value: the same spec with or without them
     for table, renames in _RENAMED.items():
         if isinstance(out.get(table), dict):
             sub = dict(out[table])
@@ -443,15 +567,19 @@ class _Reader:
         return tuple(v)
 
 
-def _read_reference(r: _Reader, ref: str, base_dir: Path | None) -> tuple[dict, dict, str]:
-    import pandas as pd
-
+def _find_csv(r: _Reader, key: str, ref: str, base_dir: Path | None, example: str) -> Path:
     p = Path(ref)
     candidates = [p] if p.is_absolute() else [(base_dir or Path.cwd()) / p, AUDITS_DIR / p]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise r.err("prompts.reference", f"no such file {ref!r}",
-                    "give a CSV path relative to the spec file, e.g. bls_cps_2021_women_share.csv")
+        raise r.err(key, f"no such file {ref!r}", f"give a CSV path relative to the spec file, e.g. {example}")
+    return found
+
+
+def _load_csv(r: _Reader, key: str, found: Path, header: str):
+    """A CSV table read strictly (every row as wide as the header), errors as :class:`SpecError`."""
+    import pandas as pd
+
     try:
         with open(found, encoding="utf-8-sig", newline="") as f:
             rows = list(csv.reader(f))
@@ -459,13 +587,19 @@ def _read_reference(r: _Reader, ref: str, base_dir: Path | None) -> tuple[dict, 
         if len(widths) > 1:
             bad = next(i for i, row in enumerate(rows, 1) if row and len(row) != len(rows[0]))
             raise csv.Error(f"line {bad} has {len(rows[bad - 1])} fields where the header has {len(rows[0])}")
-        df = pd.read_csv(found, index_col=False, encoding="utf-8-sig")
+        return pd.read_csv(found, index_col=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, csv.Error) as e:
-        raise r.err("prompts.reference", f"{found} is not a readable CSV table ({_one_line(e)})",
-                    "the CSV needs a header row occupation,women_share,year,source and one row per occupation") from None
+        raise r.err(key, f"{found} is not a readable CSV table ({_one_line(e)})",
+                    f"the CSV needs a header row {header} and one row per entry") from None
     except OSError as e:
-        raise r.err("prompts.reference", f"{found} cannot be read ({e.strerror or e})",
-                    "check the file's permissions") from None
+        raise r.err(key, f"{found} cannot be read ({e.strerror or e})", "check the file's permissions") from None
+
+
+def _read_reference(r: _Reader, ref: str, base_dir: Path | None) -> tuple[dict, dict, str]:
+    import pandas as pd
+
+    found = _find_csv(r, "prompts.reference", ref, base_dir, "bls_cps_2021_women_share.csv")
+    df = _load_csv(r, "prompts.reference", found, "occupation,women_share,year,source")
     missing = [c for c in ("occupation", "women_share") if c not in df.columns]
     if missing:
         raise r.err("prompts.reference", f"{found.name} lacks column(s) {missing}",
@@ -493,6 +627,83 @@ def _read_reference(r: _Reader, ref: str, base_dir: Path | None) -> tuple[dict, 
         yrs = year.dropna().astype(int).astype(str).unique()
         source = "; ".join(src) + (f" ({', '.join(yrs)})" if len(yrs) else "")
     return values, titles, source
+
+
+def _num_at(r: _Reader, t: dict, section: str, key: str, at: str, default=None):
+    """:meth:`_Reader.num` for one element of a list (*at* = ``"[i]"`` names it in the error)."""
+    try:
+        return r.num(t, section, key, default)
+    except SpecError as e:
+        if not at:
+            raise
+        raise SpecError(e.source, f"{e.key}{at}", e.problem, e.fix) from None
+
+
+_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_entry_point(r: _Reader, key: str, value: str, what: str, example: str) -> None:
+    if not _ENTRY.fullmatch(value):
+        raise r.err(key, f"{value!r} is not a 'module:callable' name of {what}",
+                    f"name an importable factory, e.g. {example!r} (see docs/howto/audit.md)")
+
+
+def _read_prompt_seeds(r: _Reader, ref: str, base_dir: Path | None) -> dict[str, int]:
+    """``audit.seeds`` as a CSV: one seed per prompt (columns ``prompt`` and ``evaluation_seed`` or ``seed``)."""
+    import pandas as pd
+
+    if not ref.lower().endswith(".csv"):
+        raise r.err("audit.seeds", f"unknown seed scheme {ref!r}",
+                    "use 'derived', 'counting', or a CSV file of per-prompt seeds (columns prompt, evaluation_seed)")
+    found = _find_csv(r, "audit.seeds", ref, base_dir, "uce_sd14_original_bias.csv")
+    df = _load_csv(r, "audit.seeds", found, "prompt,evaluation_seed")
+    col = "evaluation_seed" if "evaluation_seed" in df.columns else "seed"
+    if "prompt" not in df.columns or col not in df.columns:
+        raise r.err("audit.seeds", f"{found.name} lacks a prompt or a seed column",
+                    "the CSV needs columns prompt and evaluation_seed (or seed)")
+    seeds = pd.to_numeric(df[col], errors="coerce")
+    if seeds.isna().any() or (seeds != seeds.round()).any() or (seeds < 0).any() or (seeds > MAX_SEED).any():
+        bad = df.loc[seeds.isna() | (seeds != seeds.round()) | (seeds < 0) | (seeds > MAX_SEED), col].iloc[0]
+        raise r.err("audit.seeds", f"{found.name}: seed {bad!r} is not a whole number in [0, {MAX_SEED}]",
+                    "give every prompt a whole, non-negative seed")
+    prompts = df["prompt"].astype(str)
+    if prompts.duplicated().any():
+        raise r.err("audit.seeds", f"{found.name}: the prompt {prompts[prompts.duplicated()].iloc[0]!r} has two rows",
+                    "give each prompt one seed")
+    return dict(zip(prompts, seeds.astype(int).tolist()))
+
+
+def _read_replication(r: _Reader, t: dict, base_dir: Path | None) -> ReplicationSpec:
+    """``[replication] published``: Fair Diffusion's counts (columns ``occupation, man, woman``) or
+    UCE's per-prompt shares (``prompt, male_bias``, 10 images each), as key → (n_female, n)."""
+    import pandas as pd
+
+    ref = r.get(t, "replication", "published", str, "")
+    if not ref:
+        return ReplicationSpec()
+    found = _find_csv(r, "replication.published", ref, base_dir, "fair_diffusion_sd15_fairface.csv")
+    df = _load_csv(r, "replication.published", found, "occupation,man,woman,source (or prompt,male_bias)")
+    source = "; ".join(df["source"].dropna().astype(str).unique()) if "source" in df.columns else ""
+    if {"occupation", "man", "woman"} <= set(df.columns):
+        man, woman = (pd.to_numeric(df[c], errors="coerce") for c in ("man", "woman"))
+        if man.isna().any() or woman.isna().any() or (man < 0).any() or (woman < 0).any():
+            raise r.err("replication.published", f"{found.name}: man and woman must be counts",
+                        "write whole, non-negative numbers of images")
+        counts = {str(o): (int(w), int(w) + int(m)) for o, m, w in zip(df["occupation"], man, woman)}
+        return ReplicationSpec(published=found.name, by="occupation", counts=counts, source=source)
+    if {"prompt", "male_bias"} <= set(df.columns):
+        from .published import UCE_IMAGES_PER_PROMPT
+
+        share = pd.to_numeric(df["male_bias"], errors="coerce")
+        k = share * UCE_IMAGES_PER_PROMPT
+        if share.isna().any() or ((k - k.round()).abs() > 1e-6).any() or (share < 0).any() or (share > 1).any():
+            raise r.err("replication.published", f"{found.name}: male_bias must be a share of "
+                        f"{UCE_IMAGES_PER_PROMPT} images", "write 3 of 10 as 0.3")
+        counts = {str(p): (UCE_IMAGES_PER_PROMPT - int(round(x)), UCE_IMAGES_PER_PROMPT)
+                  for p, x in zip(df["prompt"], k)}
+        return ReplicationSpec(published=found.name, by="prompt", counts=counts, source=source)
+    raise r.err("replication.published", f"{found.name} has neither occupation,man,woman nor prompt,male_bias columns",
+                "give Fair Diffusion's counts per occupation or UCE's male_bias per prompt (see diffkit/audits/)")
 
 
 def _check_templates(r: _Reader, key: str, templates: tuple[str, ...], allowed: set[str]) -> None:
@@ -531,6 +742,11 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
     n_img = r.num(a, "audit", "images_per_prompt", _default(AuditSpec, "images_per_prompt"))
     batch = r.num(a, "audit", "batch_size", _default(AuditSpec, "batch_size"))
     desc = r.get(a, "audit", "description", str, _default(AuditSpec, "description"))
+    seeds = r.get(a, "audit", "seeds", str, _default(AuditSpec, "seeds"))
+    noise = r.get(a, "audit", "noise", str, _default(AuditSpec, "noise"))
+    if noise not in ("per_image", "per_prompt"):
+        raise r.err("audit.noise", f"unknown noise scheme {noise!r}",
+                    "use 'per_image' (each image its own generator) or 'per_prompt' (one batch of latents per prompt)")
 
     # prompts
     p = r.table("prompts", required=True)
@@ -591,31 +807,72 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
     dtype = r.get(pp, "pipeline", "dtype", str, _default(PipelineSpec, "dtype"))
     if dtype not in (None, "float32", "float16", "bfloat16"):
         raise r.err("pipeline.dtype", f"unknown dtype {dtype!r}", "use float32, float16 or bfloat16")
-    sched = r.get(pp, "pipeline", "scheduler", str, _default(PipelineSpec, "scheduler")) or None
-    if sched is not None:
-        from ..pipeline import SCHEDULERS
+    sweep: dict[str, tuple] = {}
 
-        if sched not in SCHEDULERS and sched not in SCHEDULERS.values():
-            raise r.err("pipeline.scheduler", f"unknown scheduler {sched!r}", f"use one of {sorted(SCHEDULERS)}")
+    def sweepable(key: str, read):
+        """A key that may hold one value or a list of them (a sweep: one arm per value)."""
+        v = pp.get(key)
+        if not isinstance(v, list):
+            return read(pp)
+        if not v:
+            raise r.err(f"pipeline.{key}", "empty list", "give one value, or a list of values to sweep over")
+        values = tuple(read({key: x}, f"[{i}]") for i, x in enumerate(v))
+        if len(set(values)) != len(values):
+            dup = next(x for x in values if values.count(x) > 1)
+            raise r.err(f"pipeline.{key}", f"{dup!r} is listed twice", "list each value of the sweep once")
+        if len(values) > 1:
+            sweep[key] = values
+        return values[0]
+
+    def scheduler_of(t: dict, at: str = ""):
+        v = r.get(t, "pipeline", "scheduler", str, _default(PipelineSpec, "scheduler")) or None
+        if v is not None:
+            from ..pipeline import SCHEDULERS
+
+            if v not in SCHEDULERS and v not in SCHEDULERS.values():
+                raise r.err(f"pipeline.scheduler{at}", f"unknown scheduler {v!r}", f"use one of {sorted(SCHEDULERS)}")
+        return v
+
+    sched = sweepable("scheduler", scheduler_of)
+    steps = sweepable("steps", lambda t, at="": _num_at(r, t, "pipeline", "steps", at, _default(PipelineSpec, "steps")))
+    guidance = sweepable("guidance_scale", lambda t, at="": _num_at(
+        r, t, "pipeline", "guidance_scale", at, _default(PipelineSpec, "guidance_scale")))
+    if "scheduler" in sweep and any(x is None for x in sweep["scheduler"]):
+        raise r.err("pipeline.scheduler", "an empty scheduler name in the sweep", "name each scheduler")
+    gen_dev = r.get(pp, "pipeline", "generator_device", str, _default(PipelineSpec, "generator_device"))
+    if gen_dev not in ("cpu", "pipeline"):
+        raise r.err("pipeline.generator_device", f"unknown generator device {gen_dev!r}",
+                    "use 'cpu' (the same noise on every machine) or 'pipeline' (the pipeline's device, e.g. CUDA)")
     pipeline = PipelineSpec(
         model=r.get(pp, "pipeline", "model", str, required=True),
         revision=r.get(pp, "pipeline", "revision", str, _default(PipelineSpec, "revision")) or None,
         scheduler=sched,
-        steps=r.num(pp, "pipeline", "steps", _default(PipelineSpec, "steps")),
-        guidance_scale=r.num(pp, "pipeline", "guidance_scale", _default(PipelineSpec, "guidance_scale")),
+        steps=steps,
+        guidance_scale=guidance,
         height=size_h,
         width=size_w,
         dtype=dtype,
         negative_prompt=r.get(pp, "pipeline", "negative_prompt", str, _default(PipelineSpec, "negative_prompt")) or None,
+        generator_device=gen_dev,
+        safety_checker=r.get(pp, "pipeline", "safety_checker", bool, _default(PipelineSpec, "safety_checker")),
     )
 
     # classifier
     cl = r.table("classifier")
     default = ClassifierSpec()
+    kind = r.get(cl, "classifier", "kind", str, default.kind)
+    if kind not in LABELLER_KINDS:
+        raise r.err("classifier.kind", f"unknown labeller kind {kind!r}", f"use one of {list(LABELLER_KINDS)}")
+    gate = r.get(cl, "classifier", "gate", str, "faces" if kind == "face_crop" else default.gate)
+    if gate not in GATES:
+        raise r.err("classifier.gate", f"unknown gate {gate!r}", f"use one of {list(GATES)}")
+    if kind == "face_crop" and gate == "clip":
+        raise r.err("classifier.gate", "a face-crop classifier has no CLIP person gate",
+                    "use gate = 'faces' (the detector's count) or 'none'")
     labels_raw = cl.get("labels", {k: list(v) for k, v in default.labels.items()})
     if not isinstance(labels_raw, dict):
         raise r.err("classifier.labels", "expected a table", "write [classifier.labels] female = [...] male = [...]")
-    need = {"female", "male", "person", "no_person"}
+    need = set(default.labels)
     extra = sorted(set(labels_raw) - need)
     if extra:
         raise r.err(f"classifier.labels.{extra[0]}", "unknown class", f"use the classes {sorted(need)}")
@@ -631,11 +888,41 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
                         "write label templates open_clip-style, e.g. 'a photo of a {}.'")
     cmodel = r.get(cl, "classifier", "model", str, default.model)
     pretrained = r.get(cl, "classifier", "pretrained", str, default.pretrained) or None
-    if cmodel != "tiny" and ":" not in cmodel and pretrained is None:
+    if kind == "open_clip" and cmodel not in ("tiny", "tiny-weak") and ":" not in cmodel and pretrained is None:
         raise r.err("classifier.pretrained", f"missing for open_clip model {cmodel!r}",
                     "name the weights, e.g. pretrained = 'laion2b_s34b_b79k' (see open_clip.list_pretrained()), "
                     "or use a 'local-dir:/folder' or 'hf-hub:org/name' model")
+    detector = r.get(cl, "classifier", "detector", str, default.detector) or None
+    if kind == "face_crop":
+        _check_entry_point(r, "classifier.model", cmodel, "a torch module (FairFace-style)",
+                           "diffkit.audit.faces:fairface")
+    if detector is not None:
+        _check_entry_point(r, "classifier.detector", detector, "a face detector", "diffkit.audit.faces:dlib_cnn")
+    elif gate == "faces" or kind == "face_crop":
+        raise r.err("classifier.detector", "missing", "name the face detector, e.g. detector = "
+                    "'diffkit.audit.faces:dlib_cnn' with detector_weights = '/path/mmod_human_face_detector.dat'")
+    label_map_raw = cl.get("label_map", {})
+    if not isinstance(label_map_raw, dict):
+        raise r.err("classifier.label_map", "expected a table", "write label_map = { female = 8, male = 7 }")
+    label_map: dict[str, int] = {}
+    for k in label_map_raw:
+        if k not in GENDER_CLASSES:
+            raise r.err(f"classifier.label_map.{k}", "unknown class", "give the output index of female and male")
+        label_map[k] = r.get(label_map_raw, "classifier.label_map", k, int, lo=0, hi=100_000)
+    if kind == "face_crop" and set(label_map) != set(GENDER_CLASSES):
+        raise r.err("classifier.label_map", f"needs female and male, got {sorted(label_map)}",
+                    "give the classifier's output index of each, e.g. label_map = { female = 8, male = 7 } (FairFace)")
+    if label_map and label_map["female"] == label_map.get("male"):
+        raise r.err("classifier.label_map", "female and male name the same output", "give two different indices")
+    phrase_sets = r.strings(cl, "classifier", "phrase_sets", (), nonempty=False) or ()
+    for i, name in enumerate(phrase_sets):
+        if name not in PHRASE_SETS:
+            raise r.err(f"classifier.phrase_sets[{i}]", f"unknown phrase set {name!r}", f"use some of {sorted(PHRASE_SETS)}")
+    if phrase_sets and kind != "open_clip":
+        raise r.err("classifier.phrase_sets", "phrase sets are text prompts for a CLIP judge",
+                    "remove them, or use kind = 'open_clip'")
     classifier = ClassifierSpec(
+        kind=kind,
         model=cmodel,
         pretrained=pretrained,
         templates=cl_templates,
@@ -643,7 +930,22 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
         person_threshold=r.num(cl, "classifier", "person_threshold", default.person_threshold),
         abstain_below=r.num(cl, "classifier", "abstain_below", default.abstain_below),
         batch_size=r.num(cl, "classifier", "batch_size", default.batch_size),
+        gate=gate,
+        detector=detector,
+        detector_weights=r.get(cl, "classifier", "detector_weights", str, default.detector_weights) or None,
+        label_map=label_map,
+        crop_size=r.num(cl, "classifier", "crop_size", default.crop_size),
+        crop_margin=r.num(cl, "classifier", "crop_margin", default.crop_margin),
+        keep_first=r.num(cl, "classifier", "keep_first", default.keep_first),
+        phrase_sets=phrase_sets,
     )
+    if classifier.keep_first is not None:
+        if classifier.keep_first > n_img:
+            raise r.err("classifier.keep_first", f"{classifier.keep_first} is more than the {n_img} images per prompt",
+                        f"generate more (audit.images_per_prompt ≥ {classifier.keep_first}, as a cap) or keep fewer")
+        if gate == "none":
+            raise r.err("classifier.keep_first", "keeps the first images the gate passes, but gate = 'none'",
+                        "use a gate ('clip' or 'faces'), or remove keep_first")
 
     rp = r.table("report")
     report = ReportSpec(
@@ -652,9 +954,24 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
         seed=r.num(rp, "report", "seed", _default(ReportSpec, "seed")),
         thumbnails_per_prompt=r.num(rp, "report", "thumbnails_per_prompt", _default(ReportSpec, "thumbnails_per_prompt")),
     )
+    replication = _read_replication(r, r.table("replication"), base_dir)
+    prompt_seeds: dict[str, int] = {}
+    if seeds not in ("derived", "counting"):
+        prompt_seeds = _read_prompt_seeds(r, seeds, base_dir)
+    elif noise == "per_prompt":
+        raise r.err("audit.noise", "'per_prompt' draws one batch of latents from each prompt's own seed",
+                    "give audit.seeds a CSV of per-prompt seeds (columns prompt, evaluation_seed), or use 'per_image'")
     spec = AuditSpec(name=name, seed=seed, images_per_prompt=n_img, batch_size=batch, prompts=prompts,
                      controls=controls, pipeline=pipeline, classifier=classifier, report=report, source=source,
-                     description=desc)
+                     description=desc, replication=replication, seeds=seeds, noise=noise, prompt_seeds=prompt_seeds,
+                     sweep=sweep)
+    if prompt_seeds:
+        from .prompts import build_prompts
+
+        lacking = [p for p in build_prompts(spec)["prompt"] if p not in prompt_seeds]
+        if lacking:
+            raise r.err("audit.seeds", f"{seeds} has no seed for the prompt {lacking[0]!r} ({len(lacking)} prompt(s) lack one)",
+                        "add a row for every prompt the spec makes (controls included), or use seeds = 'derived'")
     total = spec_image_count(spec)
     if total > MAX_IMAGES:
         raise r.err("audit.images_per_prompt", f"the spec asks for {total:,} images, over the {MAX_IMAGES:,} one run "
@@ -722,6 +1039,17 @@ def spec_from_dict(d: dict[str, Any], *, source: str = "<run>") -> AuditSpec:
         if value is not None:
             try:
                 r.num({name: value}, section, name)
+            except SpecError as e:
+                raise SpecError(source, e.key, e.problem, _STORED_FIX) from None
+    if not isinstance(spec.sweep, dict) or set(spec.sweep) - set(_SWEEPABLE):
+        raise SpecError(source, "sweep", f"not a sweep of {list(_SWEEPABLE)}", _STORED_FIX)
+    for key, values in spec.sweep.items():
+        for i, v in enumerate(values):
+            try:
+                if key == "scheduler":
+                    r.get({key: v}, "pipeline", key, str)
+                else:
+                    _num_at(r, {key: v}, "pipeline", key, f"[{i}]")
             except SpecError as e:
                 raise SpecError(source, e.key, e.problem, _STORED_FIX) from None
     return AuditSpec(**{**spec.__dict__, "source": source})

@@ -307,8 +307,11 @@ def _as_written_by_diffkit_0_1(run) -> None:
     fingerprint 0.1 computed from that dict (sha256 of its sorted JSON)."""
     import hashlib
 
+    from diffkit.audit.spec import _drop_absent
+
     con = sqlite3.connect(run / "ledger.sqlite")
-    spec = json.loads(con.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()[0])
+    # diffkit 0.1 had none of the keys added since (audit.seeds, classifier.kind, …, issue 23)
+    spec = _drop_absent(json.loads(con.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()[0]))
     spec["pipeline"]["guidance"] = spec["pipeline"].pop("guidance_scale")
     spec["report"]["random_state"] = spec["report"].pop("seed")
     text = json.dumps(spec, sort_keys=True)
