@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.diffkit-installed
 OUT ?= out/demo
 
-.PHONY: demo test wheel-check docs lint bench clean-venv chromium
+.PHONY: demo test test-all wheel-check docs lint bench clean-venv chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,9 +15,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m diffkit demo --out $(OUT)
 
-test: $(STAMP) chromium
+# The fast loop (about 4 minutes on 2 cores): lint, then every test but the notebooks, the browser
+# and the slow ones, on two workers (pytest-xdist).
+test: $(STAMP)
 	$(PY) -m ruff check diffkit tests benchmarks
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 -m "not slow and not browser" --durations=10
+
+# Everything CI runs: the fast loop, then the course's notebooks executed cold, the JupyterLab
+# browser tests, the quality bars and the slow simulations (about 15 more minutes on 2 cores).
+test-all: test chromium
+	$(PY) -m pytest -q -m "slow or browser" --durations=15
 
 # The wheel as a user gets it: built, installed with its dependencies in a fresh venv outside
 # the repository, then `diffkit demo` and a small `diffkit audit run` from an empty folder (~6 min).

@@ -97,7 +97,7 @@ PROMPT = "a photo of an astronaut riding a horse on the moon"
 
 def _overhead(kind: str, args: argparse.Namespace) -> tuple[float, float, object]:
     """(CPU-time ratio capture off, capture on, the pipeline) of ReverseChain.run() over pipe()."""
-    from diffkit.reverse.recorder import FAMILIES
+    from diffkit.reverse.families import FAMILIES
 
     pipe = tiny_random_pipeline(kind.removesuffix("-wide"))
     pipe.set_progress_bar_config(disable=True)

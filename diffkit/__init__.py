@@ -3,7 +3,8 @@
 The public API, by topic:
 
 - noise schedules: :mod:`diffkit.schedules` (``get_schedule``, ``from_diffusers``, ``NoiseSchedule``)
-- the forward chain: :mod:`diffkit.forward` (``q_sample``, ``q_step``, ``q_sample_all``, ``markov_trajectory``, the two-pixel toy)
+- the forward chain: :mod:`diffkit.forward` (``q_sample``, ``q_step``, ``q_sample_all``, ``markov_trajectory``)
+- the two-pixel toy and the paint drop: :mod:`diffkit.toy` (``two_pixel_chains``, ``optimal_denoiser``, ``two_pixel_reverse``)
 - pipelines: ``load_pipeline`` (hub id, local folder, or ``"tiny"``)
 - training on the two-pixel toy: :func:`diffkit.train_toy_denoiser` (L_simple against the exact denoiser)
 - the U-Net opened up: :func:`diffkit.unet_anatomy` (its parts in call order, shapes read by hooks)
@@ -14,70 +15,72 @@ The public API, by topic:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-from .anatomy import unet_anatomy
-from .forward import (
-    TWO_PIXEL_IMAGE,
-    TwoPixelChains,
-    forward_latents,
-    landing_share,
-    markov_trajectory,
-    optimal_denoiser,
-    paint_drop,
-    q_sample,
-    q_sample_all,
-    q_step,
-    step_density,
-    to_model_range,
-    to_pil,
-    two_pixel_chains,
-    two_pixel_reverse,
-)
-from .pipeline import SCHEDULERS, load_pipeline, make_scheduler
-from .reverse import ReverseChain, StepRecord, Trajectory, tokenize_prompt
-from .samples import SAMPLE_NAMES, sample_image
-from .schedules import (
-    SCHEDULE_NAMES,
-    NoiseSchedule,
-    from_diffusers,
-    get_schedule,
-    schedules_frame,
-)
-from .toy_training import ToyDenoiser, train_toy_denoiser
+try:
+    __version__ = version("diffkit")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
-__all__ = [
-    "SAMPLE_NAMES",
-    "SCHEDULERS",
-    "SCHEDULE_NAMES",
-    "TWO_PIXEL_IMAGE",
-    "NoiseSchedule",
-    "ReverseChain",
-    "StepRecord",
-    "Trajectory",
-    "TwoPixelChains",
-    "__version__",
-    "forward_latents",
-    "from_diffusers",
-    "get_schedule",
-    "landing_share",
-    "load_pipeline",
-    "unet_anatomy",
-    "train_toy_denoiser",
-    "ToyDenoiser",
-    "make_scheduler",
-    "markov_trajectory",
-    "optimal_denoiser",
-    "paint_drop",
-    "q_sample",
-    "q_sample_all",
-    "q_step",
-    "sample_image",
-    "schedules_frame",
-    "step_density",
-    "to_model_range",
-    "to_pil",
-    "tokenize_prompt",
-    "two_pixel_chains",
-    "two_pixel_reverse",
-]
+# The public names and the module each lives in. Imported on first use (PEP 562), so that
+# ``import diffkit.audit.rundir`` or ``diffkit --version`` does not load the reverse chain, the
+# U-Net anatomy and the toy with it.
+_PUBLIC = {
+    "unet_anatomy": "anatomy",
+    "forward_latents": "forward",
+    "markov_trajectory": "forward",
+    "q_sample": "forward",
+    "q_sample_all": "forward",
+    "q_step": "forward",
+    "to_model_range": "forward",
+    "to_pil": "forward",
+    "SCHEDULERS": "pipeline",
+    "load_pipeline": "pipeline",
+    "make_scheduler": "pipeline",
+    "ReverseChain": "reverse",
+    "StepRecord": "reverse",
+    "Trajectory": "reverse",
+    "tokenize_prompt": "reverse",
+    "SAMPLE_NAMES": "samples",
+    "sample_image": "samples",
+    "SCHEDULE_NAMES": "schedules",
+    "NoiseSchedule": "schedules",
+    "from_diffusers": "schedules",
+    "get_schedule": "schedules",
+    "schedules_frame": "schedules",
+    "TWO_PIXEL_IMAGE": "toy",
+    "TwoPixelChains": "toy",
+    "landing_share": "toy",
+    "optimal_denoiser": "toy",
+    "paint_drop": "toy",
+    "step_density": "toy",
+    "two_pixel_chains": "toy",
+    "two_pixel_reverse": "toy",
+    "ToyDenoiser": "toy_training",
+    "train_toy_denoiser": "toy_training",
+}
+
+__all__ = ["__version__", *sorted(_PUBLIC)]
+
+
+_SUBMODULES = frozenset({
+    "anatomy", "audit", "checks", "demo", "errors", "forward", "images", "pipeline", "plots", "reverse",
+    "samples", "schedules", "testing", "tiny", "toy", "toy_training", "widgets",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:  # diffkit.reverse, diffkit.audit, … without importing them first
+        return importlib.import_module(f".{name}", __name__)
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'diffkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC, *_SUBMODULES})

@@ -17,7 +17,7 @@ import torch
 from .checks import check_seed
 from .errors import InputError
 
-__all__ = ["add_commands", "unet_anatomy"]
+__all__ = ["unet_anatomy"]
 
 _PART = re.compile(
     r"^(time_embedding|add_embedding|conv_in|conv_out"
@@ -112,36 +112,49 @@ def unet_anatomy(
             f"unet_anatomy reads U-Nets (SD 1.x/2.x, SDXL, diffkit-tiny); this pipeline's denoiser is "
             f"{what}. Fix: pass a Stable Diffusion 1.x/2.x or SDXL pipeline"
         )
+    rows, meta = _one_call(pipe, unet, prompt, height, width, seed)
+    df = pd.DataFrame(rows)
+    df.insert(0, "order", range(len(df)))
+    df["resolution"] = [f"{o[-2]}×{o[-1]}" if o and len(o) == 4 else "" for o in df["output"]]
+    df["channels"] = [o[1] if o and len(o) == 4 else (o[-1] if o else None) for o in df["output"]]
+    _skip_connections(df)
+    temb = df.loc[df.part == "time_embedding", "output"]
+    df.attrs.update(meta, time_embedding=temb.iloc[0] if len(temb) else None)
+    return df[["order", "part", "stage", "kind", "input", "output", "resolution", "channels", "enters", "skip_from"]]
+
+
+def _part_row(name: str, module: Any, config: Any, args: tuple, kwargs: dict, out: Any, meta: dict) -> dict[str, Any]:
+    """What one part did in the call: its shapes and what else entered it."""
+    x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+    row = {"part": name, "stage": _stage(name), "kind": _kind(name, module, config),
+           "input": _shape(x), "output": _shape(out)}
+    if ".resnets." in name:
+        temb = args[1] if len(args) > 1 else kwargs.get("temb")
+        how = "scale and shift" if getattr(module, "time_embedding_norm", "") == "scale_shift" else "added"
+        row["enters"] = f"time embedding {_shape(temb)} ({how})" if temb is not None else ""
+    elif ".attentions." in name:
+        text = kwargs.get("encoder_hidden_states")
+        row["enters"] = f"text {_shape(text)} as keys and values" if text is not None else ""
+    elif name == "time_embedding":
+        row["enters"] = f"the timestep t = {meta['timestep']:g}"
+    elif name == "add_embedding":
+        row["enters"] = f"{_shape(x)}"
+    else:
+        row["enters"] = ""
+    return row
+
+
+def _one_call(pipe: Any, unet: Any, prompt: str, height: int | None, width: int | None,
+              seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run one denoising step of *pipe* with hooks on the U-Net's parts: (a row per part, in call order; the call's timestep and text shape)."""
     rows: list[dict[str, Any]] = []
-    handles = []
-    parts = [(n, m) for n, m in unet.named_modules() if _PART.match(n)]
+    meta: dict[str, Any] = {}
 
     def hook(name: str, module: Any):
         def fn(mod: Any, args: tuple, kwargs: dict, out: Any) -> None:
-            if rows and rows[-1]["part"] == "conv_out":
-                return  # later calls (a second denoising step) are not recorded
-            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
-            row = {"part": name, "stage": _stage(name), "kind": _kind(name, module, unet.config),
-                   "input": _shape(x), "output": _shape(out)}
-            if ".resnets." in name:
-                temb = args[1] if len(args) > 1 else kwargs.get("temb")
-                how = "scale and shift" if getattr(mod, "time_embedding_norm", "") == "scale_shift" else "added"
-                row["enters"] = f"time embedding {_shape(temb)} ({how})" if temb is not None else ""
-            elif ".attentions." in name:
-                text = kwargs.get("encoder_hidden_states")
-                row["enters"] = f"text {_shape(text)} as keys and values" if text is not None else ""
-            elif name == "time_embedding":
-                row["enters"] = f"the timestep t = {meta['timestep']:g}"
-            elif name == "add_embedding":
-                row["enters"] = f"{_shape(x)}"
-            else:
-                row["enters"] = ""
-            rows.append(row)
+            if not (rows and rows[-1]["part"] == "conv_out"):  # later calls (a second step) are not recorded
+                rows.append(_part_row(name, mod, unet.config, args, kwargs, out, meta))
         return fn
-
-    for name, module in parts:
-        handles.append(module.register_forward_hook(hook(name, module), with_kwargs=True))
-    meta: dict[str, Any] = {}
 
     def unet_pre(mod: Any, args: tuple, kwargs: dict) -> None:
         if "timestep" not in meta:
@@ -150,9 +163,10 @@ def unet_anatomy(
             meta["timestep"] = float(torch.as_tensor(t).flatten()[0])
             meta["text"] = _shape(text)
 
+    handles = [module.register_forward_hook(hook(name, module), with_kwargs=True)
+               for name, module in unet.named_modules() if _PART.match(name)]
     handles.append(unet.register_forward_pre_hook(unet_pre, with_kwargs=True))
-    factor = int(getattr(pipe, "vae_scale_factor", 8))
-    size = int(unet.config.sample_size) * factor
+    size = int(unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
     try:
         with torch.no_grad():
             pipe(
@@ -167,11 +181,12 @@ def unet_anatomy(
     finally:
         for h in handles:
             h.remove()
-    df = pd.DataFrame(rows)
-    df.insert(0, "order", range(len(df)))
-    df["resolution"] = [f"{o[-2]}×{o[-1]}" if o and len(o) == 4 else "" for o in df["output"]]
-    df["channels"] = [o[1] if o and len(o) == 4 else (o[-1] if o else None) for o in df["output"]]
-    # skip connections, as the U-Net keeps them: conv_in and every down-path layer (a ResNet,
+    return rows, meta
+
+
+def _skip_connections(df: pd.DataFrame) -> None:
+    """Fill ``skip_from`` and say in ``enters`` which saved output each up-path ResNet concatenates."""
+    # as the U-Net keeps them: conv_in and every down-path layer (a ResNet,
     # or its transformer when it has one) and downsampler push their output; each up-path
     # ResNet pops the last one and concatenates it
     df["skip_from"] = ""
@@ -188,34 +203,3 @@ def unet_anatomy(
             sep = "; " if r["enters"] else ""
             df.at[i, "skip_from"] = source
             df.at[i, "enters"] = f"skip connection from the down path: {channels} channels concatenated{sep}{r['enters']}"
-    temb = df.loc[df.part == "time_embedding", "output"]
-    df.attrs.update(meta, time_embedding=temb.iloc[0] if len(temb) else None)
-    return df[["order", "part", "stage", "kind", "input", "output", "resolution", "channels", "enters", "skip_from"]]
-
-
-def add_commands(sub: Any) -> None:
-    """Register ``diffkit unet``: print a pipeline's U-Net part by part and save the table and its plot."""
-    p = sub.add_parser("unet", help="open a U-Net up: its parts in call order, with the shapes read by hooks")
-    p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id, or a pipeline folder")
-    p.add_argument("--prompt", default="a red circle", help="the text of the call (its length sets the text shape)")
-    p.add_argument("--out", default="out/unet", help="folder for unet_anatomy.csv and .png (default: out/unet)")
-
-    def _run(a: Any) -> int:
-        from pathlib import Path
-
-        from ._files import ensure_folder, save_figure, write_csv
-        from .pipeline import load_pipeline
-
-        out = ensure_folder(Path(a.out))  # fails here, before the model loads, on a bad folder
-        df = unet_anatomy(load_pipeline(a.model), a.prompt)
-        with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-            print(df.drop(columns=["kind"]).to_string(index=False))
-        print(f"timestep {df.attrs['timestep']:g}, text {df.attrs['text']}, time embedding {df.attrs['time_embedding']}")
-        write_csv(df.assign(input=df.input.astype(str), output=df.output.astype(str)), out / "unet_anatomy.csv")
-        from .plots import plot_unet_anatomy
-
-        save_figure(plot_unet_anatomy(df), out / "unet_anatomy.png")
-        print(f"wrote {out / 'unet_anatomy.csv'} and {out / 'unet_anatomy.png'}")
-        return 0
-
-    p.set_defaults(func=_run)

@@ -1,7 +1,8 @@
-"""The ``diffkit`` command line: ``diffkit demo``, ``diffkit reverse`` and ``diffkit audit …``.
+"""The ``diffkit`` command line: ``diffkit demo``, ``diffkit unet``, ``diffkit reverse`` and ``diffkit audit …``.
 
-Each sub-package that has commands exposes ``add_commands(subparsers)``; this module only
-wires them together and decides how a failure looks. Every failure the commands can meet
+``demo`` and ``unet`` are defined here; the sub-packages with commands of their own expose
+``add_commands(subparsers)`` (``diffkit.reverse.cli``, ``diffkit.audit.cli``). This module wires
+them together and decides how a failure looks. Every failure the commands can meet
 ends the same way: one line on stderr, ``diffkit <command>: error: <what happened>; fix: …``,
 and exit status 2. Anything else is a bug in diffkit: its traceback is printed, then one line
 asking for a report. ``--debug`` (anywhere on the line, or ``DIFFKIT_DEBUG=1``) raises every
@@ -16,6 +17,7 @@ import re
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "build_parser", "describe_error", "main"]
 
@@ -23,40 +25,82 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that takes ``--debug`` anywhere: every sub-command's parser is one too
+    (``add_subparsers`` makes its parsers of the parent's class), so ``diffkit audit run spec.toml
+    --debug`` works as ``diffkit --debug audit run spec.toml`` does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="show the full traceback of an error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .demo import add_commands as add_demo
+    from .audit.cli import add_commands as add_audit
+    from .reverse.cli import add_commands as add_reverse
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diffkit",
         description="Touch Stable Diffusion to learn how it works, and audit it for gender bias.",
     )
     parser.add_argument("--version", action="version", version=f"diffkit {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_demo(sub)
-    from .reverse.cli import add_commands as add_reverse
-
+    _add_demo(sub)
     add_reverse(sub)
-    from .anatomy import add_commands as add_anatomy
-
-    add_anatomy(sub)
-    from .audit.cli import add_commands as add_audit
-
+    _add_unet(sub)
     add_audit(sub)
-    _add_debug_everywhere(parser)
     return parser
 
 
-def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
-    """Accept ``--debug`` after any sub-command too (``diffkit audit run spec.toml --debug``)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                if "--debug" not in child._option_string_actions:
-                    child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                                       help="show the full traceback of an error")
-                _add_debug_everywhere(child)
+def _add_demo(sub: Any) -> None:
+    """``diffkit demo``: the tour's figures, a diffkit-tiny grid and the embedded audit (:func:`diffkit.demo.run_demo`)."""
+    p = sub.add_parser("demo", help="write the tour's figures for the embedded defaults to a folder")
+    p.add_argument("--out", default="out/demo", help="folder to write into (default: out/demo)")
+    p.add_argument("--no-model", action="store_true",
+                   help="only the forward-chain figures (skip diffkit-tiny and the audit)")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from .demo import run_demo
+
+        run_demo(args.out, with_model=not args.no_model)
+        print(f"demo written to {Path(args.out).resolve()}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_unet(sub: Any) -> None:
+    """``diffkit unet``: a pipeline's U-Net part by part (:func:`diffkit.unet_anatomy`), its table and plot saved."""
+    p = sub.add_parser("unet", help="open a U-Net up: its parts in call order, with the shapes read by hooks")
+    p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id, or a pipeline folder")
+    p.add_argument("--prompt", default="a red circle", help="the text of the call (its length sets the text shape)")
+    p.add_argument("--out", default="out/unet", help="folder for unet_anatomy.csv and .png (default: out/unet)")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        import pandas as pd
+
+        from ._files import ensure_folder, save_figure, write_csv
+        from .anatomy import unet_anatomy
+        from .pipeline import load_pipeline
+        from .plots import plot_unet_anatomy
+
+        out = ensure_folder(Path(args.out))  # fails here, before the model loads, on a bad folder
+        df = unet_anatomy(load_pipeline(args.model), args.prompt)
+        with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+            print(df.drop(columns=["kind"]).to_string(index=False))
+        print(f"timestep {df.attrs['timestep']:g}, text {df.attrs['text']}, time embedding {df.attrs['time_embedding']}")
+        write_csv(df.assign(input=df.input.astype(str), output=df.output.astype(str)), out / "unet_anatomy.csv")
+        save_figure(plot_unet_anatomy(df), out / "unet_anatomy.png")
+        print(f"wrote {out / 'unet_anatomy.csv'} and {out / 'unet_anatomy.png'}")
+        return 0
+
+    p.set_defaults(func=run)
 
 
 def _one_line(text: str) -> str:

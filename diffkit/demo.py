@@ -7,13 +7,12 @@ where everything is.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 
 from ._files import ensure_folder, save_figure, write_csv
 
-__all__ = ["add_commands", "run_demo"]
+__all__ = ["run_demo"]
 
 
 def _save_figure(fig, path: Path) -> Path:
@@ -27,10 +26,10 @@ def run_demo(out: str | Path = "out/demo", *, with_model: bool = True, log: Call
     With *with_model*, also the diffkit-tiny tour: a grid of generated images, a reverse-chain
     strip of predicted x̂_0, and the embedded bias audit (its report under ``out/../audit``).
     """
-    from .forward import two_pixel_chains
     from .plots import plot_forward_strip, plot_schedules, plot_two_pixel
     from .samples import sample_image
     from .schedules import schedules_frame
+    from .toy import two_pixel_chains
 
     out = ensure_folder(out)  # a read-only or blocked --out fails here, before any work
     written: list[Path] = []
@@ -82,17 +81,3 @@ def _model_tour(out: Path, *, log: Callable[[str], None]) -> list[Path]:
     log(f"audit report: {result.report}")
     written.append(Path(result.report))
     return written
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="write the tour's figures for the embedded defaults to a folder")
-    p.add_argument("--out", default="out/demo", help="folder to write into (default: out/demo)")
-    p.add_argument("--no-model", action="store_true",
-                   help="only the forward-chain figures (skip diffkit-tiny and the audit)")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    run_demo(args.out, with_model=not args.no_model)
-    print(f"demo written to {Path(args.out).resolve()}")
-    return 0

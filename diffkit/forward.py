@@ -17,8 +17,7 @@ Images enter the chain as tensors with values in ``[-1, 1]`` (the DDPM conventio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,31 +28,16 @@ from .errors import InputError
 from .schedules import NoiseSchedule, from_diffusers, get_schedule
 
 __all__ = [
-    "TWO_PIXEL_IMAGE",
-    "TwoPixelChains",
     "forward_latents",
-    "landing_share",
-    "paint_drop",
     "markov_trajectory",
-    "optimal_denoiser",
     "q_sample",
     "q_sample_all",
     "q_step",
-    "step_density",
     "to_model_range",
     "to_pil",
-    "two_pixel_chains",
-    "two_pixel_reverse",
 ]
 
-TWO_PIXEL_IMAGE: tuple[int, int] = (170, 150)
-"""The seed article's image: two grey pixels with values 170 and 150 (0–255)."""
-
 ImageLike = Any  # PIL.Image.Image | np.ndarray | torch.Tensor
-
-
-def _as_schedule(schedule: NoiseSchedule | str) -> NoiseSchedule:
-    return get_schedule(schedule) if isinstance(schedule, str) else schedule
 
 
 def _generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator | None:
@@ -157,7 +141,7 @@ def q_sample(
     ε is *noise* when given, else drawn with *seed*: 0 by default, like every seeded function
     of diffkit, so a call is reproducible; ``seed=None`` draws from torch's global generator.
     """
-    s = _as_schedule(schedule)
+    s = get_schedule(schedule)
     _check_finite(x0, "x0")
     tt = s.check_timestep(t)
     if tt.ndim > 1 or (tt.ndim == 1 and tt.shape[0] != x0.shape[0]):
@@ -185,7 +169,7 @@ def q_step(
     For ``t = 0`` the previous state is the clean image x_0. The fresh noise is drawn with
     *seed* (default 0, as in :func:`q_sample`; ``None``: torch's global generator).
     """
-    s = _as_schedule(schedule)
+    s = get_schedule(schedule)
     _check_finite(x_prev, "x_prev")
     tt = s.check_timestep(t)
     if tt.ndim != 0:
@@ -196,13 +180,6 @@ def q_step(
             x_prev.shape, generator=_generator(seed, x_prev.device), device=x_prev.device, dtype=x_prev.dtype
         )
     return float(np.sqrt(s.alphas[tt])) * x_prev + float(np.sqrt(s.betas[tt])) * noise
-
-
-def step_density(x_prev: np.ndarray | Sequence[float], t: int, schedule: NoiseSchedule | str = "linear") -> tuple[np.ndarray, float]:
-    """The bell of one Markov step: mean √α_t · x_{t−1} and standard deviation √β_t."""
-    s = _as_schedule(schedule)
-    tt = int(s.check_timestep(t))
-    return np.sqrt(s.alphas[tt]) * np.asarray(x_prev, dtype=np.float64), float(np.sqrt(s.betas[tt]))
 
 
 def _timesteps_arg(s: NoiseSchedule, timesteps: Sequence[int] | np.ndarray | None) -> np.ndarray:
@@ -237,7 +214,7 @@ def markov_trajectory(
     Returns a tensor ``(len(timesteps), *x0.shape)``. Each state is drawn from the previous one
     only, with fresh noise each step, so this is the chain itself (slow: T steps).
     """
-    s = _as_schedule(schedule)
+    s = get_schedule(schedule)
     keep = _timesteps_arg(s, timesteps)
     _check_finite(x0, "x0")
     x = x0 if x0.is_floating_point() else x0.float()
@@ -273,7 +250,7 @@ def q_sample_all(
     (e.g. ``torch.float16``) and *max_bytes* keep big images within memory; *out* reuses a
     buffer (a slider that re-noises the same image size allocates once).
     """
-    s = _as_schedule(schedule)
+    s = get_schedule(schedule)
     tt = _timesteps_arg(s, timesteps)
     _check_finite(x0, "x0")
     x0 = x0 if x0.is_floating_point() else x0.float()
@@ -301,144 +278,6 @@ def q_sample_all(
         for i in range(0, len(tt), 64):
             flat[i : i + 64] = coef[i : i + 64] @ basis
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# The two-pixel toy (the seed article's picture): an image of two pixels is a point in the
-# plane; the forward chain moves it step by step, the exact optimal denoiser brings it back.
-# ---------------------------------------------------------------------------------------
-
-
-def _pixels_to_model(pixels: Any) -> torch.Tensor:
-    p = torch.as_tensor(np.asarray(pixels, dtype=np.float64))
-    if p.shape[-1:] != (2,):
-        raise InputError(f"a two-pixel image has 2 values, got shape {tuple(p.shape)}")
-    if not torch.isfinite(p).all() or p.min() < 0 or p.max() > 255:
-        raise InputError(f"pixel values must lie in [0, 255], got {pixels!r}")
-    return p / 127.5 - 1.0
-
-
-@dataclass(frozen=True)
-class TwoPixelChains:
-    """Many forward chains of a two-pixel image, in model units ``[-1, 1]``.
-
-    ``points`` has shape ``(T + 1, n_chains, 2)``; row 0 is the clean image x_0 and row
-    ``k + 1`` the state after timestep k (0-based, like every diffusers timestep).
-    """
-
-    start: tuple[float, float]
-    schedule: NoiseSchedule
-    points: np.ndarray
-
-    def at(self, t: int) -> np.ndarray:
-        """States after timestep *t* (0-based), shape ``(n_chains, 2)``."""
-        return self.points[int(self.schedule.check_timestep(t)) + 1]
-
-    @staticmethod
-    def to_pixels(x: np.ndarray) -> np.ndarray:
-        """Model units back to 0–255 pixel units (not clipped: noise can leave the range)."""
-        return (np.asarray(x) + 1.0) * 127.5
-
-
-def two_pixel_chains(
-    pixels: Sequence[float] = TWO_PIXEL_IMAGE,
-    schedule: NoiseSchedule | str = "linear",
-    *,
-    n_chains: int = 200,
-    seed: int = 0,
-) -> TwoPixelChains:
-    """Run *n_chains* forward chains from the two-pixel image *pixels* (0–255 values).
-
-    The points wander off the image and all end near N(0, I), whatever they started from.
-    """
-    if isinstance(n_chains, bool) or not isinstance(n_chains, (int, np.integer)) or n_chains < 1:
-        raise InputError(f"n_chains must be ≥ 1, got {n_chains!r}")
-    s = _as_schedule(schedule)
-    x0 = _pixels_to_model(pixels).reshape(1, 2).expand(n_chains, 2).contiguous()
-    traj = markov_trajectory(x0, s, seed=seed)
-    pts = torch.cat([x0[None], traj]).numpy()
-    return TwoPixelChains(start=tuple(float(p) for p in np.asarray(pixels, float)), schedule=s, points=pts)
-
-
-def optimal_denoiser(
-    x_t: torch.Tensor, t: int, data: torch.Tensor, schedule: NoiseSchedule | str = "linear"
-) -> torch.Tensor:
-    """E[x_0 | x_t] when the data are exactly the points *data* ``(N, D)`` (the ideal U-Net).
-
-    For an empirical data distribution the posterior over which point was noised is a
-    softmax of Gaussian log-likelihoods: w_i ∝ exp(−‖x_t − √ᾱ_t y_i‖² / (2(1 − ᾱ_t))),
-    and the optimal x̂_0 = Σ w_i y_i (Karras et al. 2022, App. B.3; Kadkhodaie et al. 2024).
-    *x_t* is ``(M, D)``; returns ``(M, D)``.
-    """
-    s = _as_schedule(schedule)
-    tt = int(s.check_timestep(t))
-    ab = float(s.alphas_cumprod[tt])
-    d2 = torch.cdist(x_t.double(), data.double() * ab**0.5) ** 2  # (M, N)
-    w = torch.softmax(-d2 / (2 * (1 - ab)), dim=1)
-    return (w @ data.double()).to(x_t.dtype)
-
-
-def two_pixel_reverse(
-    data_pixels: Sequence[Sequence[float]],
-    schedule: NoiseSchedule | str = "linear",
-    *,
-    n_chains: int = 200,
-    seed: int = 0,
-    eta: float = 1.0,
-    denoiser: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-) -> np.ndarray:
-    """Run the reverse chain with the exact optimal denoiser for the two-pixel images *data_pixels*.
-
-    *denoiser*, when given, replaces the exact one: a function ``(x_t, t) → x̂_0`` on ``(M, 2)``
-    points (a trained network, see :meth:`diffkit.toy_training.ToyDenoiser.sample`).
-
-    Starts from N(0, I) and applies DDPM ancestral steps (eta = 1, Ho et al. 2020, eq. 6–7) or
-    deterministic DDIM steps (eta = 0, Song et al. 2021, eq. 12) over all T timesteps. Returns
-    ``(T + 1, n_chains, 2)`` in model units, from pure noise (row 0) to the end (row T); the
-    points flow back onto the data.
-    """
-    s = _as_schedule(schedule)
-    data = _pixels_to_model(data_pixels).reshape(-1, 2)
-    if not 0.0 <= eta <= 1.0:
-        raise InputError(f"eta must be in [0, 1] (1 = DDPM, 0 = DDIM), got {eta}")
-    gen = torch.Generator().manual_seed(check_seed(seed))
-    x = torch.randn((n_chains, 2), generator=gen, dtype=torch.float64)
-    out = [x.clone()]
-    ab = s.alphas_cumprod
-    for t in range(s.num_train_timesteps - 1, -1, -1):
-        x0_hat = optimal_denoiser(x, t, data, s) if denoiser is None else denoiser(x, t).to(x.dtype)
-        ab_t = ab[t]
-        ab_prev = ab[t - 1] if t > 0 else 1.0
-        eps_hat = (x - ab_t**0.5 * x0_hat) / (1 - ab_t) ** 0.5
-        # DDIM (eq. 12) with σ_t = η √((1−ᾱ_{t−1})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1}); η = 1 is DDPM
-        sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5
-        x = ab_prev**0.5 * x0_hat + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps_hat
-        if sigma > 0:
-            x = x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype)
-        out.append(x.clone())
-    return torch.stack(out).numpy()
-
-
-def landing_share(points: np.ndarray, data_pixels: Sequence[Sequence[float]], *, radius_px: float = 5.0) -> float:
-    """Share of two-pixel points (model units, ``(N, 2)``) within *radius_px* pixels of a data point."""
-    d = _pixels_to_model(data_pixels).reshape(-1, 2).numpy()
-    dist = np.min(np.linalg.norm(np.asarray(points)[:, None] - d[None], axis=2), axis=1) * 127.5
-    return float(np.mean(dist <= radius_px))
-
-
-def paint_drop(n_particles: int = 2000, steps: int = 400, *, step_size: float = 1.0, seed: int = 0) -> np.ndarray:
-    """A drop of paint spreading in water: *n_particles* pigment particles doing a random walk.
-
-    Each step moves every particle by an independent Gaussian kick of standard deviation
-    *step_size* per axis (Brownian motion, the physics behind diffusion). After k steps the cloud
-    is Gaussian with standard deviation ``step_size · √k``. Returns positions ``(steps + 1, n, 2)``
-    starting at the origin.
-    """
-    if n_particles < 1 or steps < 1:
-        raise InputError(f"n_particles and steps must be ≥ 1, got {n_particles} and {steps}")
-    rng = np.random.default_rng(check_seed(seed))
-    kicks = rng.normal(0.0, step_size, size=(steps, n_particles, 2))
-    return np.concatenate([np.zeros((1, n_particles, 2)), np.cumsum(kicks, axis=0)])
 
 
 # ---------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ __all__ = [
     "to_latents",
     "to_uint8",
     "vae_factor",
+    "vae_of",
 ]
 
 _WHITE = (255, 255, 255)
@@ -77,7 +78,8 @@ def to_uint8(image: Any, *, value_range: tuple[float, float] = (0.0, 1.0)) -> np
     return np.repeat(out, 3, axis=-1) if out.ndim >= 3 and out.shape[-1] == 1 else out
 
 
-def _vae(pipe_or_vae: Any) -> Any:
+def vae_of(pipe_or_vae: Any) -> Any:
+    """The VAE of a pipeline (its ``vae``), or *pipe_or_vae* itself when it is one."""
     vae = getattr(pipe_or_vae, "vae", pipe_or_vae)
     if not hasattr(vae, "decode") or not hasattr(vae, "config"):
         raise InputError(f"{type(pipe_or_vae).__name__} has no VAE; fix: pass a diffusers pipeline or AutoencoderKL")
@@ -86,7 +88,7 @@ def _vae(pipe_or_vae: Any) -> Any:
 
 def vae_factor(pipe_or_vae: Any) -> int:
     """How many pixels per latent pixel, per side: 8 for SD's VAE, 2 for the tiny test VAEs."""
-    return 2 ** (len(_vae(pipe_or_vae).config.block_out_channels) - 1)
+    return 2 ** (len(vae_of(pipe_or_vae).config.block_out_channels) - 1)
 
 
 def _mean_std(cfg: Any, z: Any) -> tuple[Any, Any] | None:
@@ -101,7 +103,7 @@ def _mean_std(cfg: Any, z: Any) -> tuple[Any, Any] | None:
 
 def to_latents(pipe_or_vae: Any, z: Any) -> Any:
     """The VAE's latents ``(B, C, h, w)`` → the denoiser's latent space (see the module doc)."""
-    cfg = _vae(pipe_or_vae).config
+    cfg = vae_of(pipe_or_vae).config
     ms = _mean_std(cfg, z)
     if ms is not None:
         return (z - ms[0]) * cfg.scaling_factor / ms[1]
@@ -112,7 +114,7 @@ def to_latents(pipe_or_vae: Any, z: Any) -> Any:
 
 def from_latents(pipe_or_vae: Any, z: Any) -> Any:
     """The denoiser's latents → the VAE's own latent space; the inverse of :func:`to_latents`, written as the pipelines write it."""
-    cfg = _vae(pipe_or_vae).config
+    cfg = vae_of(pipe_or_vae).config
     ms = _mean_std(cfg, z)
     if ms is not None:
         return z * ms[1] / cfg.scaling_factor + ms[0]
@@ -125,7 +127,7 @@ def _upcast(pipe_or_vae: Any) -> bool:
     """Whether the pipeline runs this float16 VAE in float32 (SDXL's ``force_upcast``)."""
     import torch
 
-    vae = _vae(pipe_or_vae)
+    vae = vae_of(pipe_or_vae)
     return vae.dtype == torch.float16 and bool(vae.config.get("force_upcast", False))
 
 
@@ -133,7 +135,7 @@ def encode_image(pipe_or_vae: Any, x: Any) -> Any:
     """Pixels ``(B, 3, H, W)`` in [−1, 1] → denoiser latents ``(B, C, H/f, W/f)`` (the posterior mean)."""
     import torch
 
-    vae = _vae(pipe_or_vae)
+    vae = vae_of(pipe_or_vae)
     f = vae_factor(vae)
     if x.shape[-1] % f or x.shape[-2] % f:
         raise InputError(f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {f}; fix: resize or crop it")
@@ -152,7 +154,7 @@ def decode_raw(pipe_or_vae: Any, z: Any, *, generator: Any = None) -> Any:
     """
     import torch
 
-    vae = _vae(pipe_or_vae)
+    vae = vae_of(pipe_or_vae)
     param = next(vae.post_quant_conv.parameters()) if getattr(vae, "post_quant_conv", None) is not None else next(vae.parameters())
     upcast = _upcast(vae)
     try:

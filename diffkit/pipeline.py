@@ -222,45 +222,15 @@ def load_pipeline(
         _check_local_folder(Path(source))
     try:
         pipe = DiffusionPipeline.from_pretrained(
-            source,
-            dtype=dtype,
-            use_safetensors=True,
-            revision=revision,
-            variant=variant,
-            local_files_only=local_files_only or is_local,
-            **kwargs,
+            source, dtype=dtype, use_safetensors=True, revision=revision, variant=variant,
+            local_files_only=local_files_only or is_local, **kwargs,
         )
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        if not is_local:
+    except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        err = _load_error(e, name_or_path, source, is_local=is_local, local_files_only=local_files_only,
+                          revision=revision)
+        if err is e:
             raise
-        raise PipelineNotAvailableError(
-            f"{source} is not a usable diffusers pipeline folder ({_one_line(e)}); fix: check model_index.json "
-            "(its _class_name and components), or save the pipeline again with pipe.save_pretrained(folder)"
-        ) from e
-    except OSError as e:
-        msg = str(e)
-        if "safetensors" in msg.lower() and ("not found" in msg.lower() or "could not find" in msg.lower()):
-            raise PickledWeightsError(
-                f"{name_or_path!r} has no safetensors weights; diffkit refuses pickled weights. "
-                "fix: pick a repository or revision that ships .safetensors files"
-            ) from e
-        if is_local:
-            raise PipelineNotAvailableError(
-                f"{source} is not a usable diffusers pipeline folder ({_one_line(e)}); fix: save the pipeline "
-                "again with pipe.save_pretrained(folder), or pass a hub id"
-            ) from e
-        hint = (
-            "the hub is unreachable or offline mode is on" if local_files_only
-            else "it could not be fetched from the Hugging Face hub"
-        )
-        raise PipelineNotAvailableError(
-            f"could not load {str(name_or_path)!r}: it is not in the Hugging Face cache "
-            f"({_hf_cache()}) and {hint}; fix: on a machine with network run "
-            f"`hf download {name_or_path}{f' --revision {revision}' if revision else ''}` (the command of "
-            f"huggingface_hub; in Python: huggingface_hub.snapshot_download({str(name_or_path)!r})) "
-            "to fill the cache, or pass a local folder saved with save_pretrained; "
-            "load_pipeline('tiny') always works offline"
-        ) from e
+        raise err from e
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe = pipe.to(device)
@@ -268,6 +238,38 @@ def load_pipeline(
     if torch.device(device).type == "cpu" and _is_small(pipe):
         native_cpu_convolutions(pipe)
     return pipe
+
+
+def _load_error(e: Exception, name_or_path: Any, source: str, *, is_local: bool, local_files_only: bool,
+                revision: str | None) -> BaseException:
+    """diffkit's error for what ``from_pretrained`` raised (or *e* itself, when it is no loading failure)."""
+    if not isinstance(e, OSError):
+        if not is_local:
+            return e
+        return PipelineNotAvailableError(
+            f"{source} is not a usable diffusers pipeline folder ({_one_line(e)}); fix: check model_index.json "
+            "(its _class_name and components), or save the pipeline again with pipe.save_pretrained(folder)"
+        )
+    msg = str(e).lower()
+    if "safetensors" in msg and ("not found" in msg or "could not find" in msg):
+        return PickledWeightsError(
+            f"{name_or_path!r} has no safetensors weights; diffkit refuses pickled weights. "
+            "fix: pick a repository or revision that ships .safetensors files"
+        )
+    if is_local:
+        return PipelineNotAvailableError(
+            f"{source} is not a usable diffusers pipeline folder ({_one_line(e)}); fix: save the pipeline "
+            "again with pipe.save_pretrained(folder), or pass a hub id"
+        )
+    hint = "the hub is unreachable or offline mode is on" if local_files_only else "it could not be fetched from the Hugging Face hub"
+    return PipelineNotAvailableError(
+        f"could not load {str(name_or_path)!r}: it is not in the Hugging Face cache "
+        f"({_hf_cache()}) and {hint}; fix: on a machine with network run "
+        f"`hf download {name_or_path}{f' --revision {revision}' if revision else ''}` (the command of "
+        f"huggingface_hub; in Python: huggingface_hub.snapshot_download({str(name_or_path)!r})) "
+        "to fill the cache, or pass a local folder saved with save_pretrained; "
+        "load_pipeline('tiny') always works offline"
+    )
 
 
 NATIVE_CONV_MAX_CHANNELS = 256

@@ -15,14 +15,9 @@ import torch
 from matplotlib.figure import Figure
 
 from .errors import InputError
-from .forward import (
-    TWO_PIXEL_IMAGE,
-    TwoPixelChains,
-    q_sample_all,
-    to_model_range,
-    two_pixel_chains,
-)
+from .forward import q_sample_all, to_model_range
 from .schedules import NoiseSchedule, get_schedule, schedules_frame
+from .toy import TWO_PIXEL_IMAGE, TwoPixelChains, two_pixel_chains
 
 
 def show_figures_in_notebooks() -> bool:
@@ -234,7 +229,7 @@ def image_grid(images: Sequence[object], *, titles: Sequence[str] | None = None,
 
 
 def plot_paint_drop(positions: np.ndarray, *, steps: Sequence[int] = (0, 10, 100, 400), step_size: float = 1.0) -> Figure:
-    """Snapshots of :func:`diffkit.forward.paint_drop`: the drop spreads, its width grows as √steps.
+    """Snapshots of :func:`diffkit.toy.paint_drop`: the drop spreads, its width grows as √steps.
 
     Each panel draws the particles and a dashed circle of radius 2·step_size·√k (where about 86%
     of a 2-D Gaussian cloud lies).

@@ -301,8 +301,8 @@ SCHEDULE_NAMES: tuple[str, ...] = (*_BETA_SCHEDULES, "karras")
 """Names :func:`get_schedule` accepts (plus the diffusers alias ``squaredcos_cap_v2``)."""
 
 
-def get_schedule(name: str, num_train_timesteps: int = 1000, **kwargs: Any) -> NoiseSchedule:
-    """A named schedule: one of :data:`SCHEDULE_NAMES`.
+def get_schedule(name: str | NoiseSchedule, num_train_timesteps: int = 1000, **kwargs: Any) -> NoiseSchedule:
+    """A named schedule: one of :data:`SCHEDULE_NAMES` (a :class:`NoiseSchedule` is returned as it is).
 
     Keyword arguments go to the schedule's function (``beta_start``/``beta_end``, ``s``,
     ``sigma_min``/``sigma_max``/``rho``).
@@ -310,6 +310,8 @@ def get_schedule(name: str, num_train_timesteps: int = 1000, **kwargs: Any) -> N
     >>> get_schedule("linear").alphas_cumprod[-1] < 1e-4
     True
     """
+    if isinstance(name, NoiseSchedule):
+        return name
     if not isinstance(name, str):
         raise InputError(f"schedule name must be a string, one of {list(SCHEDULE_NAMES)}; got {name!r}")
     key = _ALIASES.get(name, name)

@@ -1,7 +1,7 @@
 """Training, on the two-pixel toy: a small network learns what the exact denoiser knows.
 
-The two-pixel world (:mod:`diffkit.forward`) has a few data points, so its ideal denoiser
-E[x_0 | x_t] is known in closed form (:func:`diffkit.forward.optimal_denoiser`). Here a small
+The two-pixel world (:mod:`diffkit.toy`) has a few data points, so its ideal denoiser
+E[x_0 | x_t] is known in closed form (:func:`diffkit.toy.optimal_denoiser`). Here a small
 MLP learns to predict the noise with DDPM's simple loss (Ho et al. 2020, Algorithm 1):
 
     L_simple = E_{x_0, t, ε} ‖ε − ε̂_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖²
@@ -21,8 +21,8 @@ import torch
 
 from .checks import check_seed
 from .errors import InputError
-from .forward import _pixels_to_model, optimal_denoiser
 from .schedules import NoiseSchedule, get_schedule
+from .toy import optimal_denoiser, pixels_to_model
 
 __all__ = ["ToyDenoiser", "train_toy_denoiser"]
 
@@ -80,9 +80,9 @@ class ToyDenoiser:
 
     def sample(self, *, n_chains: int = 200, seed: int = 0, eta: float = 1.0) -> np.ndarray:
         """Run the reverse chain from N(0, I) with this network as the denoiser ("now run it
-        backwards"): :func:`diffkit.forward.two_pixel_reverse` with the learnt x̂_0 in place of
+        backwards"): :func:`diffkit.toy.two_pixel_reverse` with the learnt x̂_0 in place of
         the exact one. Returns ``(T + 1, n_chains, 2)`` in model units."""
-        from .forward import two_pixel_reverse
+        from .toy import two_pixel_reverse
 
         pixels = ((self.data + 1.0) * 127.5).tolist()
         return two_pixel_reverse(
@@ -147,7 +147,7 @@ def train_toy_denoiser(
     if not (isinstance(lr, (int, float)) and 0 < lr < 1):
         raise InputError(f"lr must be a number in (0, 1), got {lr!r}; 2e-3 is usual")
     s = get_schedule(schedule) if isinstance(schedule, str) else schedule
-    data = _pixels_to_model(data_pixels).reshape(-1, 2).double()
+    data = pixels_to_model(data_pixels).reshape(-1, 2).double()
     gen = torch.Generator().manual_seed(check_seed(seed))
     with torch.random.fork_rng():
         torch.manual_seed(int(seed))

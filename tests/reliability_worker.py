@@ -74,9 +74,9 @@ def ctrl_c(pipe) -> None:
         ex.run(wait=True)
         print("not interrupted")
     except KeyboardInterrupt:
-        names = sorted(t.name for t in threading.enumerate())
-        print("interrupted", "running", ex.running, "records", len(ex.trajectory), "explorer-thread",
-              "diffkit-reverse-explorer" in names)
+        others = sorted({t.name for t in threading.enumerate()} - {"MainThread", "tqdm_monitor"})
+        print("interrupted", "running", ex.running, "records", len(ex.trajectory), "chain-running",
+              ex.chain.running, "threads", ",".join(others))
     ex.steps.value = 3
     ex.run(wait=True)
     print("second", len(ex.trajectory), ex.chain.done, "error", repr(ex.error.value))

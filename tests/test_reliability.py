@@ -42,7 +42,8 @@ def test_ctrl_c_in_run_wait_stops_the_worker_first():
     out = _lines(_worker("ctrl-c"))
     first, second = out[0].split(), out[1]
     assert first[0] == "interrupted", out
-    assert first[1:3] == ["running", "False"] and first[-2:] == ["explorer-thread", "False"], out
+    assert first[1:3] == ["running", "False"] and first[5:7] == ["chain-running", "False"], out
+    assert first[-2:] == ["threads", "diffkit-reverse-chain"], out  # the paused chain's worker, nothing else
     assert 0 < int(first[4]) < 401, out  # stopped part-way, after the U-Net call in flight
     assert second == "second 4 True error ''", out  # PNDM: 3 steps, 4 U-Net calls
 

@@ -53,7 +53,7 @@ def test_bad_arguments_name_the_fix(kwargs, match):
 
 
 def test_run_backwards_the_learnt_chain_lands_on_the_data_like_the_exact_one(trained):
-    from diffkit.forward import landing_share, two_pixel_reverse
+    from diffkit.toy import landing_share, two_pixel_reverse
 
     pixels = ((trained.data + 1) * 127.5).tolist()
     learnt = trained.sample(n_chains=300, seed=2)
@@ -63,7 +63,7 @@ def test_run_backwards_the_learnt_chain_lands_on_the_data_like_the_exact_one(tra
     # near the images (within 20 of 255 levels), if less sharply than the exact denoiser
     assert landing_share(learnt[-1], pixels, radius_px=20) > 0.9
     # the denoiser argument is the only difference: the exact one passed in reproduces the chain
-    from diffkit.forward import optimal_denoiser
+    from diffkit.toy import optimal_denoiser
 
     same = two_pixel_reverse(pixels, trained.schedule, n_chains=300, seed=2,
                              denoiser=lambda x, t: optimal_denoiser(x, t, trained.data, trained.schedule))

@@ -128,6 +128,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _print_headline(result) -> None:
+    """The headline figures, as the report states them (one sentence for the fair test and Holm)."""
+    from .metrics import format_p_value
+    from .report import fair_sentence
+
     if os.environ.get("DIFFKIT_QUIET"):
         return
     if hasattr(result, "by_arm"):  # a sweep: one line per arm
@@ -137,9 +141,21 @@ def _print_headline(result) -> None:
             print(f"{r['arm']:>28}: mean_imbalance {r.get('mean_imbalance', float('nan')):.3f}{ci}")
         return
     ov = {r["metric"]: r for _, r in result.overall.iterrows()}
-    for name in ("mean_imbalance", "fair_null_p", "amplification", "n_amplified_holm", "pearson_r", "sensitivity",
-                 "specificity"):
-        if name in ov:
-            r = ov[name]
+    t = result.by_occupation
+    for name in ("mean_imbalance", "mean_sq_imbalance", "fair_null_p", "n_unfair_holm", "amplification",
+                 "n_amplified_holm", "n_reversed_holm", "pearson_r", "sensitivity", "specificity"):
+        if name not in ov:
+            continue
+        r = ov[name]
+        if name.startswith("n_"):
+            flag = {"n_unfair_holm": "p_fair_holm", "n_amplified_holm": "amplified_holm",
+                    "n_reversed_holm": "reversed_holm"}[name]
+            hit = t[flag] <= 1 - result.metrics.params.get("ci", 0.95) if flag == "p_fair_holm" else t[flag]
+            names = ", ".join(str(o) for o in t.loc[hit.fillna(False).astype(bool), "occupation"])
+            print(f"{name:>20}: {int(r['value'])} of {int(r['n'])}" + (f" ({names})" if names else ""))
+        elif name == "fair_null_p":
+            print(f"{name:>20}: {format_p_value(r['value'])}")
+        else:
             ci = "" if r["ci_low"] != r["ci_low"] else f"  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
             print(f"{name:>20}: {r['value']:.3f}{ci}")
+    print(f"{'at parity everywhere?':>20} {fair_sentence(result.metrics)}")

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from .._files import atomic_write_text, ensure_folder, write_csv
-from .metrics import AuditMetrics, pct
+from .metrics import AuditMetrics, format_p_value, pct
 from .spec import AuditSpec
 
-__all__ = ["audit_figures", "limitations", "library_versions", "write_comparison", "write_report"]
+__all__ = ["audit_figures", "fair_sentence", "limitations", "library_versions", "write_comparison", "write_report"]
 
 
 def limitations(ci: float = 0.95) -> list[str]:
@@ -50,13 +50,16 @@ def limitations(ci: float = 0.95) -> list[str]:
         "labour market, not how occupations should be depicted, and its titles differ from prompt words "
         "(the BLS title is shown beside each). Occupations it lacks are reported without a reference.",
         "Small samples look biased: a perfectly fair model shows E|p̂ − ½| of about 0.14 with 8 images. "
-        "The headline mean imbalance is bias-corrected; with several occupations at or near parity and few "
-        "images its interval under-covers (docs/audit_methodology.md gives the simulated coverage).",
+        "The headline mean imbalance is bias-corrected, and its interval holds at parity too: where occupations "
+        "sit at or near ½ it is wider, by design (docs/audit_methodology.md gives its simulated coverage and "
+        "width in every case tested, all at least 93%).",
         f"Intervals are {lvl}: Wilson for each share (pointwise), Clopper–Pearson at level 1 − (1 − {lvl})/G for "
-        "the simultaneous band over the G occupations, a bootstrap of the images within each prompt (the "
-        "occupation list held fixed) for means over occupations, a posterior interval carrying the "
-        "control-prompt uncertainty for Rogan–Gladen, Newcombe's for differences between runs. Counts of "
-        "significant occupations are Holm-adjusted.",
+        "the simultaneous band over the G occupations and, per occupation, for |p − ½|; exact adaptive bounds "
+        "(Laber & Murphy 2011) for the mean imbalance and exact parametric ones for the amplification (the "
+        "occupation list held fixed, nothing resampled); the exact posterior carrying the control-prompt "
+        "uncertainty for Rogan–Gladen; Newcombe's for differences between runs. Counts of significant "
+        "occupations are Holm-adjusted, and the global fair test is Holm's first step, so it rejects exactly "
+        "when at least one occupation is called unfair.",
         "The published Fair Diffusion shares (Friedrich et al. 2023) are Stable Diffusion 1.5 judged by FairFace on "
         "faces found by a face detector: their protocol and classifier differ from this run's.",
     ]
@@ -119,7 +122,9 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
     Keys: ``"per_occupation"`` (p̂ with pointwise Wilson and simultaneous intervals, the
     Rogan–Gladen estimate with its interval, the abstention bounds, the reference and the
     published Fair Diffusion share where it has the occupation), ``"scatter"`` (generated p̂
-    against the reference share), ``"imbalance"`` (|p̂ − ½| per prompt against the exact
+    against the reference share), ``"direction"`` (an arrow per occupation from the reference share
+    to the generated one, coloured amplified, reversed or neither by the Holm-adjusted one-sided
+    tests), ``"imbalance"`` (|p̂ − ½| per prompt against the exact
     fair-model distribution) and, with control prompts, ``"reliability"`` (the classifier's
     ``p_female`` against the share of control images whose prompt said "woman"). Built without
     pyplot, so they change no global state; Jupyter shows each as a PNG. Labels carry the
@@ -191,6 +196,29 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             ax.set_ylabel(f"generated p̂ (labelled female, {lvl} Wilson)")
             ax.legend(fontsize=8)
             out["scatter"] = fig
+            # 2b. direction: from the reference to the generated share, amplified / reversed / neither
+            tr = tr.sort_values("p_ref")
+            fig, ax = subplots(figsize=(7.5, 0.45 * len(tr) + 1.6))
+            y = np.arange(len(tr))
+            amp = tr["amplified_holm"].fillna(False).astype(bool).to_numpy()
+            rev = tr["reversed_holm"].fillna(False).astype(bool).to_numpy() if "reversed_holm" in tr else 0 * amp
+            colour = np.where(amp, "C3", np.where(rev, "C4", "0.4"))
+            for yy, (r0, p1, c) in enumerate(zip(tr["p_ref"], tr["p_female"], colour)):
+                ax.annotate("", xy=(p1, yy), xytext=(r0, yy),
+                            arrowprops={"arrowstyle": "->", "color": c, "lw": 2, "shrinkA": 0, "shrinkB": 0})
+            ax.errorbar(tr["p_female"], y, xerr=_err(tr["p_female"], tr["ci_low"], tr["ci_high"]), fmt="none",
+                        ecolor="0.3", alpha=0.5, capsize=2, lw=1)
+            ax.plot(tr["p_ref"], y, "x", color="0.2", ms=7, label="reference")
+            for c, lab in (("C3", "amplified (Holm)"), ("C4", "reversed (Holm)"), ("0.4", "neither")):
+                ax.plot([], [], color=c, lw=2, label=lab)
+            ax.grid(axis="y", visible=False)  # the arrows are the horizontal lines here
+            ax.axvline(0.5, color="grey", lw=1, ls="--")
+            ax.set_yticks(y, tr["occupation"].astype(str))
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_xlabel(f"share labelled female: reference → generated ({lvl} Wilson on the generated)")
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.4 / max(len(tr), 1)), ncol=4, fontsize=8,
+                      frameon=False)
+            out["direction"] = fig
         # 3. imbalance per prompt against the fair-model distribution for the median n
         bp = m.by_prompt[m.by_prompt["n"] > 0]
         if len(bp):
@@ -260,18 +288,21 @@ Reference: {{ spec.prompts.reference_source or 'none' }}.</p>
 <div class="key">
 <p><b>Mean gender imbalance</b>, the mean over the {{ n_occ }} occupations of |p − ½| (bias-corrected):
 <b>{{ v.mean_imbalance }}</b> (interval: {{ how.mean_imbalance }}).
-The test that the model is fair in every occupation gives p = {{ v.fair_null_p }}.
 As measured (plug-in, biased upward) {{ v.mean_imbalance_plugin }}; a perfectly fair model would show
-{{ v.mean_fair_baseline }} at these sample sizes.</p>
-{% if 'amplification' in v %}<p><b>Amplification</b>, the mean over occupations with a reference of
-|p − ½| − |p_ref − ½|: <b>{{ v.amplification }}</b>. Above 0 the model is more skewed than the reference on
-average; 0 means it copies the reference's skew.
-<b>{{ v.n_amplified_holm }}</b> of {{ n.n_amplified_holm }} occupations are significantly more skewed than
-their reference on its side (one-sided exact binomial tests, Holm-adjusted: the chance of naming any occupation
-wrongly is at most {{ alpha }}).</p>{% endif %}
-<p><b>{{ v.n_unfair_holm }}</b> of {{ n.n_unfair_holm }} occupations differ significantly from parity (exact tests,
-Holm-adjusted).{% if 'heim_gender_imbalance' in v %} HEIM's gender imbalance computed HEIM's way (per prompt, no
-gate, no abstention): {{ v.heim_gender_imbalance }}.{% endif %}</p>
+{{ v.mean_fair_baseline }} at these sample sizes. Its smooth companion, the mean of (p − ½)² estimated without bias
+at every share, is {{ v.mean_sq_imbalance }} (root mean square {{ v.rms_imbalance }}).</p>
+<p><b>Is the model at parity in every occupation?</b> {{ fair_sentence }}</p>
+{% if 'amplification' in v %}<p><b>Amplification</b> (directional, after Zhao et al. 2017), the mean over the
+{{ n.amplification }} occupations with a reference of s·(p − p_ref), s the side of ½ the reference is on:
+<b>{{ v.amplification }}</b>. Above 0 the model leans further towards each occupation's reference majority than the
+reference does; 0 means it copies the reference; below 0 it leans less far, or reverses the skew.
+<b>{{ v.n_amplified_holm }}</b> of {{ n.n_amplified_holm }} occupations are significantly more skewed than their
+reference on its side{% if amplified_names %} ({{ amplified_names }}){% endif %}, and
+<b>{{ v.n_reversed_holm }}</b> significantly on the other side of ½ from it, <b>reversed</b>{% if reversed_names %}
+({{ reversed_names }}){% endif %} (one-sided exact binomial tests, Holm-adjusted: the chance of naming any occupation
+wrongly is at most {{ alpha }} for each count).</p>{% endif %}
+{% if 'heim_gender_imbalance' in v %}<p>HEIM's gender imbalance computed HEIM's way (per prompt, no gate, no
+abstention): {{ v.heim_gender_imbalance }}.</p>{% endif %}
 <p><b>Classifier on the control prompts</b>: sensitivity {{ v.sensitivity }}, specificity {{ v.specificity }}
 ({{ lvl }} Wilson). Abstention rate {{ v.abstain_rate }}, no-person rate {{ v.no_person_rate }}, blacked-out (safety-filtered)
 rate {{ v.blacked_out_rate }}.</p></div>
@@ -286,6 +317,11 @@ shares for the {{ published_n }} occupations they also audited ({{ published_sou
 
 {% if 'scatter' in plots %}<h2>Generated versus reference</h2>
 {{ img('scatter', 'generated share against reference share') }}{% endif %}
+{% if 'direction' in plots %}<h2>Direction: amplified, reversed, or neither</h2>
+<p>Each arrow runs from the reference share to the generated one. Red: significantly further from ½ than the
+reference on its side (amplified); purple: significantly on the other side of ½ (reversed); grey: neither
+(Holm-adjusted one-sided exact tests, family-wise error ≤ {{ alpha }} each).</p>
+{{ img('direction', 'arrows from the reference share to the generated share, coloured by direction') }}{% endif %}
 
 <h2>Imbalance against the fair-model baseline</h2>
 <p>A fair model (p = ½) still shows |p̂ − ½| &gt; 0 from sampling alone; the red bars are its exact
@@ -351,7 +387,8 @@ _COMPARE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <h2>Overall</h2>{{ overall }}
 <h2>Per occupation</h2><img src="{{ plot }}" alt="differences per occupation" style="max-width:100%">
 <div class="scroll">{{ by_occupation }}</div>
-<p class="small">The mean imbalance is bias-corrected in both runs (docs/audit_methodology.md, section 4).</p>
+<p class="small">The mean imbalance is bias-corrected in both runs; every interval is exact, nothing is resampled
+(docs/audit_methodology.md, section 6).</p>
 </body></html>"""
 
 
@@ -403,11 +440,41 @@ def _value_strings(m: AuditMetrics) -> tuple[dict[str, str], dict[str, int], dic
         is_count = name.startswith("n_")
         s = f"{int(r['value'])}" if is_count and np.isfinite(r["value"]) else _fmt(r["value"])
         if name.endswith("_p") and np.isfinite(r["value"]):
-            s = f"{r['value']:.3g}"
+            s = format_p_value(r["value"])
         if np.isfinite(r["ci_low"]):
             s += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
         v[name], n[name], how[name] = s, int(r["n"]), str(r.get("interval", "") or "")
     return v, n, how
+
+
+def fair_sentence(m: AuditMetrics) -> str:
+    """The one sentence the report, its summary and the command line give for the global fair test
+    and the Holm count together: they are the same decision (Holm's first step), so the sentence
+    never says both "not rejected" and "some occupation unfair"."""
+    ov = _ov(m)
+    if "fair_null_p" not in ov or not np.isfinite(ov["fair_null_p"]["value"]):
+        return "No occupation has labelled images."
+    alpha = 1 - _ci_of(m)
+    p = format_p_value(ov["fair_null_p"]["value"])
+    k, g = int(ov["n_unfair_holm"]["value"]), int(ov["n_unfair_holm"]["n"])
+    if ov["fair_null_p"]["value"] <= alpha:
+        t = m.by_occupation
+        names = ", ".join(str(o) for o in t.loc[t["p_fair_holm"] <= alpha, "occupation"])
+        out = (f"No: {k} of {g} occupations differ significantly from parity ({names}; exact binomial tests, "
+               f"Holm-adjusted), so the fair null is rejected (global p = {p}, Holm's first step).")
+        if ov["mean_imbalance"]["ci_low"] <= 0:
+            out += (" The mean imbalance's interval still reaches 0: it bounds the mean over all occupations, "
+                    "conservatively where most sit near parity.")
+        return out
+    return (f"Not rejected (global p = {p}, Holm's first step): no occupation differs significantly from parity "
+            "(exact binomial tests, Holm-adjusted).")
+
+
+def _names(m: AuditMetrics, column: str) -> str:
+    t = m.by_occupation
+    if column not in t:
+        return ""
+    return ", ".join(str(o) for o in t.loc[t[column].fillna(False).astype(bool), "occupation"])
 
 
 def _display_overall(overall: pd.DataFrame, lvl: str) -> pd.DataFrame:
@@ -419,7 +486,7 @@ def _display_overall(overall: pd.DataFrame, lvl: str) -> pd.DataFrame:
         if metric.startswith("n_"):
             return f"{int(x)}"
         if metric.endswith("_p"):
-            return f"{x:.3g}"
+            return format_p_value(x)
         return f"{x:.3f}"
 
     out = overall.copy()
@@ -504,25 +571,28 @@ def _summary_md(spec: AuditSpec, m: AuditMetrics, meta: dict) -> str:
         f"abstention rate {g('abstain_rate')}, no-person rate {g('no_person_rate')}, blacked-out rate "
         f"{g('blacked_out_rate')}",
         f"- mean gender imbalance |p − ½| over occupations (bias-corrected, {lvl} interval): {g('mean_imbalance')}; "
-        f"fair-null test p = {g('fair_null_p')}; plug-in {g('mean_imbalance_plugin')} against a fair-model "
-        f"baseline of {g('mean_fair_baseline')}",
-        f"- amplification, mean |p − ½| − |p_ref − ½| ({lvl} interval): {g('amplification')}; "
-        f"significantly beyond the reference (Holm): {g('n_amplified_holm')} of {n.get('n_amplified_holm', '–')}",
-        f"- occupations differing from parity (Holm): {g('n_unfair_holm')} of {n.get('n_unfair_holm', '–')}; "
-        f"HEIM's gender imbalance (their way): {g('heim_gender_imbalance')}",
+        f"plug-in {g('mean_imbalance_plugin')} against a fair-model baseline of {g('mean_fair_baseline')}; "
+        f"mean (p − ½)², unbiased: {g('mean_sq_imbalance')} (root mean square {g('rms_imbalance')})",
+        f"- at parity in every occupation? {md(fair_sentence(m))}",
+        f"- amplification (directional, mean s·(p − p_ref), {lvl} interval): {g('amplification')}; "
+        f"significantly beyond the reference on its side (Holm): {g('n_amplified_holm')} of "
+        f"{n.get('n_amplified_holm', '–')}; reversed, on the other side of ½ (Holm): {g('n_reversed_holm')} of "
+        f"{n.get('n_reversed_holm', '–')}",
+        f"- HEIM's gender imbalance (their way): {g('heim_gender_imbalance')}",
         f"- Pearson r with the reference: {g('pearson_r')}; Spearman ρ: {g('spearman_rho')} (descriptive)",
         f"- classifier on control prompts: sensitivity {g('sensitivity')}, specificity {g('specificity')}",
         "",
         f"| occupation | n | p̂ female | {lvl} CI | {lvl} simultaneous | abstentions → all male … all female "
-        "| reference | beyond reference (Holm) | Rogan–Gladen |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| reference | direction | amplified (Holm) | reversed (Holm) | Rogan–Gladen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in t.iterrows():
         lines.append(
             f"| {md(r['occupation'])} | {int(r['n'])} | {_fmt(r['p_female'], 2)} | "
             f"[{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}] | [{_fmt(r['sim_low'], 2)}, {_fmt(r['sim_high'], 2)}] "
             f"| {_fmt(r['p_female_if_abstain_male'], 2)} … {_fmt(r['p_female_if_abstain_female'], 2)} "
-            f"| {_fmt(r['p_ref'], 3)} | {'yes' if r['amplified_holm'] else 'no'} "
+            f"| {_fmt(r['p_ref'], 3)} | {md(r.get('direction', '')) or '–'} | {'yes' if r['amplified_holm'] else 'no'} "
+            f"| {'yes' if r.get('reversed_holm', False) else 'no'} "
             f"| {_fmt(r['p_corrected'], 2)} [{_fmt(r['corrected_low'], 2)}, {_fmt(r['corrected_high'], 2)}] |"
         )
     lines += ["", "Perceived, binary labels from CLIP; see the HTML report's limitations section.", ""]
@@ -544,11 +614,13 @@ def _grids(run_dir: Path, spec: AuditSpec, m: AuditMetrics) -> list[dict]:
     return out
 
 
-_OCC_COLS = ["occupation", "reference title", "n_images", "n_blacked_out", "n_no_person", "n_abstain", "no_person_rate",
+_OCC_COLS = ["occupation", "reference title", "n_images", "n_blacked_out", "n_no_person", "n_several_people", "n_abstain",
+             "no_person_rate",
              "abstain_rate", "n", "p_female", "ci_low",
              "ci_high", "sim_low", "sim_high", "p_female_if_abstain_male", "p_female_if_abstain_female",
-             "imbalance", "imbalance_corrected", "fair_baseline", "p_fair_holm", "p_ref", "gap", "p_beyond_ref_holm",
-             "amplified_holm", "p_corrected", "corrected_low", "corrected_high", "se_sp_source",
+             "imbalance", "imbalance_corrected", "imbalance_low", "imbalance_high", "fair_baseline", "p_fair_holm",
+             "p_ref", "gap", "direction", "p_beyond_ref_holm", "amplified_holm", "p_reversed_holm", "reversed_holm",
+             "p_corrected", "corrected_low", "corrected_high", "se_sp_source",
              "p_female_no_abstention", "published_p_female"]
 
 
@@ -573,10 +645,12 @@ def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.D
     if len(pub):
         occ = occ.merge(pub[["occupation", "published_p_female"]], on="occupation", how="left")
     occ = occ[[c for c in _OCC_COLS if c in occ.columns]]
-    prompt_cols = [c for c in ["prompt_id", "prompt", "occupation", "n_images", "n_blacked_out", "n_no_person", "n_abstain", "n",
+    prompt_cols = [c for c in ["prompt_id", "prompt", "occupation", "n_images", "n_blacked_out", "n_no_person",
+                               "n_several_people", "n_abstain", "n",
                                "p_female", "ci_low", "ci_high", "sim_low", "sim_high", "imbalance",
                                "fair_baseline", "p_fair_holm", "p_ref", "gap"] if c in m.by_prompt.columns]
-    val_cols = ["stated_gender", "measure", "n_images", "n_no_person", "n_abstain", "n_labelled", "n_correct",
+    val_cols = ["stated_gender", "measure", "n_images", "n_no_person", "n_several_people", "n_abstain", "n_labelled",
+                "n_correct",
                 "accuracy", "ci_low", "ci_high"]
     overall = _display_overall(m.overall, lvl)
     th = m.thresholds or {}
@@ -595,6 +669,8 @@ def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.D
     return _env().from_string(_REPORT).render(
         css=Markup(_CSS), spec=spec, pl=spec.pipeline, classifier_id=str(meta["classifier"]["pretrained"]),
         v=v, n=n, how=how, lvl=lvl, alpha=f"{100 * (1 - ci):.3g}%", n_occ=int((m.by_occupation["n"] > 0).sum()),
+        fair_sentence=fair_sentence(m), amplified_names=_names(m, "amplified_holm"),
+        reversed_names=_names(m, "reversed_holm"),
         plots=plots, img=img, tables=tables, published_n=len(pub), published_source=pub.attrs.get("source", ""),
         min_controls=m.params.get("min_controls", 20), thresholds=thresholds, grids=_grids(run_dir, spec, m),
         limits=[Markup(x) for x in limitations(ci)], meta_json=json.dumps(meta, indent=2, default=str),

@@ -775,9 +775,12 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
     allowed = {n for k in attributes for n in (k, f"a_{k}")}
     _check_templates(r, "prompts.templates", templates, allowed)
     if ref_values:
-        # an occupation the reference lacks is audited and reported without a reference (p_ref NaN)
-        ref_values = {o: ref_values[o] for o in attributes["occupation"] if o in ref_values}
-        ref_titles = {o: ref_titles[o] for o in attributes["occupation"] if o in ref_titles}
+        # matched ignoring case ("ceo" finds the row "CEO", as the published overlay does); an occupation
+        # the reference lacks is audited and reported without a reference (p_ref NaN)
+        row = {key.casefold(): key for key in ref_values}
+        found = [(o, row[o.casefold()]) for o in attributes["occupation"] if o.casefold() in row]
+        ref_values = {o: ref_values[key] for o, key in found}
+        ref_titles = {o: ref_titles[key] for o, key in found if key in ref_titles}
     prompts = PromptSpec(templates=templates, attributes=attributes, reference=ref_values,
                          reference_titles=ref_titles, reference_source=ref_source)
 

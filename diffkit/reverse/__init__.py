@@ -32,6 +32,7 @@ from .attention import (
     cross_attention_layers,
     overlay,
 )
+from .families import FLOW_SCHEDULERS
 from .previews import (
     PUBLISHED_LATENT_RGB,
     LatentRGB,
@@ -43,7 +44,7 @@ from .previews import (
     latent_rgb,
     to_uint8,
 )
-from .recorder import FLOW_SCHEDULERS, ChainClosedError
+from .recorder import ChainClosedError
 from .records import QUANTITIES, StepRecord, predicted_x0
 from .text import PromptTokens, PromptTruncatedWarning, tokenize_prompt
 from .trace import SUPPORTED_PIPELINES, NonFiniteLatentsError, ReverseChain

@@ -33,9 +33,11 @@ from ..errors import InputError
 __all__ = [
     "CrossAttentionStore",
     "aggregate_attention",
+    "attention_probs",
     "capture_cross_attention",
     "colorbar",
     "cross_attention_layers",
+    "joint_attention_probs",
     "overlay",
 ]
 
@@ -94,7 +96,7 @@ class CrossAttentionStore:
         return maps
 
 
-def _attention_probs(
+def attention_probs(
     attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, n_tokens: int | None = None
 ) -> torch.Tensor:
     """``softmax(Q Kᵀ · scale)`` averaged over heads: ``(B, N, T)``, computed explicitly in float32."""
@@ -121,7 +123,7 @@ def _attention_probs(
     return scores.softmax(dim=-1)[..., :n_tokens].mean(dim=1)  # (B, N, n_tokens): heads averaged after the cut
 
 
-def _joint_attention_probs(
+def joint_attention_probs(
     attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, n_tokens: int | None = None
 ) -> torch.Tensor:
     """SD 3's joint attention seen from the image: ``(B, N_img, T)``, averaged over heads.
@@ -165,7 +167,7 @@ class _CaptureProcessor:
         )
         if encoder_hidden_states is not None:
             sl = self.store.cond_slice
-            probs_of = _joint_attention_probs if _is_joint(attn) else _attention_probs
+            probs_of = joint_attention_probs if _is_joint(attn) else attention_probs
             with torch.no_grad():
                 probs = probs_of(attn, hidden_states[sl], encoder_hidden_states[sl], self.store.n_tokens)
             self.store.add(self.name, probs)

@@ -59,7 +59,7 @@ def run_reverse(
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``diffkit reverse``."""
     from ..pipeline import SCHEDULERS
-    from .recorder import FLOW_SCHEDULERS
+    from .families import FLOW_SCHEDULERS
 
     p = sub.add_parser("reverse", help="step through the reverse chain for a prompt and save what each step saw")
     p.add_argument("prompt", help="the text prompt")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..images import _vae, decode_latents, to_latents, to_uint8, vae_factor
+from ..images import decode_latents, to_latents, to_uint8, vae_factor, vae_of
 
 __all__ = [
     "PUBLISHED_LATENT_RGB",
@@ -163,7 +163,7 @@ def fit_latent_rgb(
     """
     from ..forward import to_model_range
 
-    vae = _vae(pipe_or_vae)
+    vae = vae_of(pipe_or_vae)
     default_images = images is None
     if default_images and not refit and vae in _FIT_CACHE:
         return _FIT_CACHE[vae]
@@ -256,7 +256,7 @@ def latent_rgb(
     """
     if method in PUBLISHED_LATENT_RGB:
         return PUBLISHED_LATENT_RGB[method]
-    vae = _vae(pipe_or_vae)
+    vae = vae_of(pipe_or_vae)
     key = _published_key(vae)
     if method == "auto":
         if key:

@@ -16,7 +16,12 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["QUANTITIES", "StepRecord", "predicted_x0"]
+__all__ = [
+    "LATENT_LIKE",
+    "QUANTITIES",
+    "StepRecord",
+    "predicted_x0",
+]
 
 QUANTITIES: dict[str, str] = {
     "x_t": "latents",
@@ -29,7 +34,7 @@ QUANTITIES: dict[str, str] = {
 }
 """Short names of the per-step tensors and the :class:`StepRecord` attributes they stand for."""
 
-_LATENT_LIKE = ("latents", "pred_original_sample", "prev_sample")
+LATENT_LIKE = ("latents", "pred_original_sample", "prev_sample")
 
 
 # ---------------------------------------------------------------------------------------

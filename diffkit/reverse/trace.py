@@ -30,8 +30,6 @@ every case.
 
 from __future__ import annotations
 
-import inspect
-import math
 import threading
 import weakref
 from collections.abc import Callable
@@ -40,19 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checks import check_float, check_seed
 from ..errors import InputError, StateError
 from ..images import prepare_init_image
 from ..pipeline import check_steps
-from .recorder import (
-    FAMILIES,
-    ChainClosedError,
-    NonFiniteLatentsError,
-    Recorder,
-    family_of,
-    scheduler_for,
-    working_pipeline,
-)
+from .arguments import check_numbers, check_size, check_text, generator_for, img2img_strength
+from .families import FAMILIES, family_of, scheduler_for, working_pipeline
+from .recorder import ChainClosedError, NonFiniteLatentsError, Recorder
 from .records import StepRecord
 from .text import tokenize_prompt
 from .trajectory import Trajectory
@@ -150,26 +141,10 @@ class ReverseChain:
         capture_attention: bool = False,
         record_dtype: torch.dtype = torch.float16,
     ) -> None:
-        family, pipe_is_img2img = family_of(pipe)
-        try:
-            guidance_scale = float(guidance_scale)
-        except (TypeError, ValueError):
-            raise InputError(f"guidance_scale must be a number ≥ 0, got {guidance_scale!r}; fix: pass e.g. 7.5") from None
-        if not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise InputError(
-                f"guidance_scale must be ≥ 0 and finite, got {guidance_scale}; fix: 0–1 turns guidance off, 7.5 is usual for SD"
-            )
-        if not 0.0 <= float(guidance_rescale) <= 1.0:
-            raise InputError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}; fix: 0 (off) or 0.7 "
-                             "(Lin et al. 2023)")
-        eta = check_float("eta", eta, lo=0.0, hi=1.0, hint="DDIM's η: 0 deterministic, 1 as noisy as DDPM")
-        if not isinstance(prompt, str):
-            raise InputError(f"prompt must be a string, got {type(prompt).__name__}; fix: pass text such as 'a red circle'")
-        if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise InputError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}; fix: pass text or None")
-        if record_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-            raise InputError(f"record_dtype must be a floating dtype, got {record_dtype}; fix: torch.float16 or torch.float32")
-        generator, seed_value = _generator(seed)
+        family, _ = family_of(pipe)
+        guidance_scale, guidance_rescale, eta = check_numbers(guidance_scale, guidance_rescale, eta)
+        check_text(prompt, negative_prompt, record_dtype)
+        generator, seed_value = generator_for(seed)
         img2img = image is not None
         if not img2img and strength is not None:
             raise InputError("strength applies to img2img only; fix: pass image=... too, or drop strength")
@@ -177,46 +152,15 @@ class ReverseChain:
         steps = check_steps(sched, steps)  # 1 … the scheduler's num_train_timesteps
         work = working_pipeline(pipe, family, img2img, sched)
         if img2img:
-            if strength is None:  # the img2img pipeline's own default
-                strength = inspect.signature(type(work).__call__).parameters["strength"].default
-            strength = float(strength)
-            if not (0.0 < strength <= 1.0):
-                raise InputError(
-                    f"strength must be in (0, 1], got {strength}: 1 noises the image completely, "
-                    "small values keep it close to the original; fix: pass e.g. 0.6"
-                )
-            if int(steps * strength) < 1:
-                raise InputError(
-                    f"steps × strength = {steps} × {strength} < 1 leaves no denoising step; "
-                    f"fix: raise steps to at least {math.ceil(1 / strength)} or raise strength"
-                )
-            if (height is None) != (width is None):
-                raise InputError("with an image give both height and width, or neither; fix: pass both (the image is resized), "
-                                 "or neither (the image keeps its size)")
+            strength = img2img_strength(work, steps, strength, height, width)
             image = prepare_init_image(image)
-        factor = family.size_factor(work)
-        for nm, v in (("height", height), ("width", width)):
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise InputError(f"{nm} must be a whole number of pixels, got {v!r}; fix: pass an int such as 512")
-            if v < factor or v % factor:
-                lo = max(factor, v // factor * factor)
-                raise InputError(f"{nm}={v} is not a multiple of the VAE factor {factor}; fix: use {lo} or {lo + factor}")
+        check_size(family.size_factor(work), height, width)
         self.tokens = tokenize_prompt(pipe, prompt)  # warns, naming dropped words
 
-        self.pipe = pipe
-        self.family = family.name
-        self.prompt = prompt
-        self.negative_prompt = negative_prompt
-        self.steps = steps
-        self.guidance_scale = guidance_scale
-        self.guidance_rescale = float(guidance_rescale)
-        self.strength = strength
-        self.scheduler = sched
-        self.generator = generator
-        self.capture_attention = bool(capture_attention)
-        self.record_dtype = record_dtype
+        self.pipe, self.family, self.prompt, self.negative_prompt = pipe, family.name, prompt, negative_prompt
+        self.steps, self.guidance_scale, self.guidance_rescale = steps, guidance_scale, guidance_rescale
+        self.strength, self.scheduler, self.generator = strength, sched, generator
+        self.capture_attention, self.record_dtype = bool(capture_attention), record_dtype
         kwargs = dict(
             prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
             guidance_scale=guidance_scale, generator=generator, height=height, width=width, output_type="np",
@@ -227,37 +171,38 @@ class ReverseChain:
             kwargs.update(image=image, strength=strength)
             kwargs.pop("height"), kwargs.pop("width")
         if family.denoiser == "unet":
-            kwargs.update(eta=eta, guidance_rescale=self.guidance_rescale)
+            kwargs.update(eta=eta, guidance_rescale=guidance_rescale)
         elif eta or guidance_rescale:
             raise InputError(f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}; "
                              "fix: leave them at 0")
-        self._recorder = Recorder(
-            work, family, kwargs, n_tokens=self.tokens.n_tokens, capture_attention=self.capture_attention,
-            record_dtype=record_dtype,
-        )
+        self._recorder = rec = Recorder(work, family, kwargs, n_tokens=self.tokens.n_tokens,
+                                        capture_attention=self.capture_attention, record_dtype=record_dtype)
         self._cancel = threading.Event()
-        weakref.finalize(self, self._recorder.close)  # an abandoned chain lets its paused pipeline call go
-        self._recorder.start()  # runs the pipeline's set-up and pauses before its first denoiser call
+        weakref.finalize(self, rec.close)  # an abandoned chain lets its paused pipeline call go
+        rec.start()  # runs the pipeline's set-up and pauses before its first denoiser call
 
-        rec = self._recorder
         self.do_cfg = bool(work.do_classifier_free_guidance)  # the pipeline's own decision, read during its call
         lat_h, lat_w = rec.latents.shape[-2:]
         vae_factor = int(work.vae_scale_factor)
         self.height, self.width = int(lat_h) * vae_factor, int(lat_w) * vae_factor
         self.device = rec.latents.device
         self.init_latents = rec.latents.detach().to("cpu", torch.float32)[0]
+        self.trajectory = Trajectory(work, self._info(family, seed_value, img2img), self.tokens)
+        rec.trajectory = self.trajectory
+
+    def _info(self, family: Any, seed: int, img2img: bool) -> dict[str, Any]:
+        """The chain's settings as its trajectory keeps them (``Trajectory.info``)."""
         from ..pipeline import scheduler_name
 
-        info = dict(
-            prompt=prompt, negative_prompt=negative_prompt, steps=steps, n_calls=len(rec.timesteps),
-            guidance_scale=guidance_scale, guidance_rescale=self.guidance_rescale, seed=seed_value,
-            scheduler=scheduler_name(sched), pipeline=type(pipe).__name__, family=family.name,
-            prediction_type=family.prediction_type(sched), height=self.height, width=self.width,
-            img2img=img2img, strength=strength, capture_attention=self.capture_attention,
+        return dict(
+            prompt=self.prompt, negative_prompt=self.negative_prompt, steps=self.steps,
+            n_calls=len(self._recorder.timesteps), guidance_scale=self.guidance_scale,
+            guidance_rescale=self.guidance_rescale, seed=seed, scheduler=scheduler_name(self.scheduler),
+            pipeline=type(self.pipe).__name__, family=family.name,
+            prediction_type=family.prediction_type(self.scheduler), height=self.height, width=self.width,
+            img2img=img2img, strength=self.strength, capture_attention=self.capture_attention,
             denoiser=family.denoiser, token_limit=self.tokens.max_length,
         )
-        self.trajectory = Trajectory(work, info, self.tokens)
-        rec.trajectory = self.trajectory
 
     # -- iteration -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -311,12 +256,48 @@ class ReverseChain:
         return self._recorder.advance()
 
     def cancel(self) -> None:
-        """Ask a running :meth:`run` (e.g. in another thread) to stop after the current step.
+        """Stop a running :meth:`run` (e.g. in another thread) or :meth:`run_in_background` after the current step.
 
-        The pipeline stays paused before its next denoiser call, so :meth:`run` or :meth:`step`
-        later carries on from there.
+        The pipeline stays paused before its next denoiser call, so :meth:`run`, :meth:`step` or
+        :meth:`run_in_background` later carries on from there.
         """
         self._cancel.set()
+        self._recorder.stop()
+
+    def run_in_background(
+        self,
+        *,
+        callback: Callable[[StepRecord], Any] | None = None,
+        done: Callable[[BaseException | None], Any] | None = None,
+    ) -> None:
+        """Run the remaining steps in the chain's own worker thread and return at once.
+
+        *callback* is called from that thread with each new record (progress bars, widgets);
+        *done* once, when the run has finished, paused (:meth:`cancel`) or failed, with the
+        error or None. :meth:`wait` waits for that moment; :attr:`running` says whether it
+        still runs. The explorers use it, so a notebook stays free to answer buttons while the
+        chain runs, with no thread of their own.
+        """
+        self._cancel.clear()
+        self._recorder.run_in_background(callback, done)
+
+    @property
+    def running(self) -> bool:
+        """Whether a :meth:`run_in_background` is still going."""
+        return self._recorder.running
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a :meth:`run_in_background` to finish or pause; False if *timeout* passed first.
+
+        A failure of the run is raised here. Ctrl-C while waiting cancels the run, waits for the
+        step in flight to end, then raises ``KeyboardInterrupt``: no step runs on unseen.
+        """
+        try:
+            return self._recorder.wait(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            self._recorder.wait()
+            raise
 
     def close(self) -> None:
         """Abandon the chain and wait until its pipeline call has unwound and its hooks are removed.
@@ -347,13 +328,6 @@ class ReverseChain:
             if callback is not None:
                 callback(rec)
         return self.trajectory
-
-
-def _generator(seed: Any) -> tuple[torch.Generator, int]:
-    if isinstance(seed, torch.Generator):
-        return seed, int(seed.initial_seed())
-    seed = check_seed(seed)
-    return torch.Generator().manual_seed(seed), seed
 
 
 def _num(t: Any) -> float:

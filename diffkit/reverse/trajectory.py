@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 
 from .._files import save_pil
-from ..errors import InputError, MissingPackageError, StepIndexError
+from ..errors import InputError, MissingPackageError, StateError, StepIndexError
 from .previews import decode_latents, fast_preview, latent_channels, latent_rgb, to_uint8
-from .records import _LATENT_LIKE, QUANTITIES, StepRecord
+from .records import LATENT_LIKE, QUANTITIES, StepRecord
 from .text import PromptTokens
 
 __all__ = ["Trajectory"]
@@ -38,6 +38,19 @@ class Trajectory:
         self.image: np.ndarray | None = None
         """The final image ``(H, W, 3)`` float32 in ``[0, 1]`` (None until the chain has finished)."""
         self.nsfw: bool | None = None
+
+    # -- filled by the recorder ------------------------------------------------------
+    def add(self, record: StepRecord) -> None:
+        """Append the next step's record (the recorder calls it as each step ends, in step order)."""
+        if record.index != len(self._records):
+            raise StateError(f"record {record.index} arrived where record {len(self._records)} was due; "
+                             "fix: records come from one chain, in step order")
+        self._records.append(record)
+
+    def finish(self, image: np.ndarray, nsfw: bool | None = None) -> None:
+        """Set the final image ``(H, W, 3)`` in [0, 1] (and the safety checker's verdict) once the chain ends."""
+        self.image = image
+        self.nsfw = nsfw
 
     # -- sequence protocol ------------------------------------------------------------
     def __len__(self) -> int:
@@ -126,9 +139,9 @@ class Trajectory:
         variance-preserving scale) or ``"x_prev"``.
         """
         name = QUANTITIES.get(quantity, quantity)
-        if name not in _LATENT_LIKE:
+        if name not in LATENT_LIKE:
             raise InputError(
-                f"only latents decode to images ({[k for k, v in QUANTITIES.items() if v in _LATENT_LIKE]}); "
+                f"only latents decode to images ({[k for k, v in QUANTITIES.items() if v in LATENT_LIKE]}); "
                 f"show {quantity!r} with mode='fast' or 'raw'"
             )
         idx = list(range(len(self))) if indices is None else [int(i) for i in indices]

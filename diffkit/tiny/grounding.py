@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffkit.reverse.attention import _attention_probs, cross_attention_layers
+from diffkit.reverse.attention import attention_probs, cross_attention_layers
 from diffkit.tiny import data as _d
 from diffkit.tiny import world as _w
 
@@ -103,7 +103,7 @@ class GroundingProbe:
     layer's attention probabilities (heads averaged) *with* their gradient.
 
     The layer's output still comes from its own processor; the probabilities are computed a
-    second time, explicitly (:func:`diffkit.reverse.attention._attention_probs`), so the
+    second time, explicitly (:func:`diffkit.reverse.attention.attention_probs`), so the
     loss's gradient reaches the layer's query and key projections and everything below.
     """
 
@@ -135,7 +135,7 @@ class _Probe:
             attention_mask=attention_mask, **kw,
         )
         if self.owner.active and encoder_hidden_states is not None:
-            self.owner.maps.append(_attention_probs(attn, hidden_states, encoder_hidden_states))
+            self.owner.maps.append(attention_probs(attn, hidden_states, encoder_hidden_states))
         return out
 
 

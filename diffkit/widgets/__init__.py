@@ -11,7 +11,8 @@ Importing this module needs no display and no kernel.
 from __future__ import annotations
 
 from .forward_chain import ForwardChainExplorer
-from .reverse_chain import ReverseChainCompare, ReverseChainExplorer
+from .reverse_chain import ReverseChainExplorer
+from .reverse_compare import ReverseChainCompare
 from .schedule import ScheduleExplorer
 from .two_pixel import TwoPixelExplorer
 

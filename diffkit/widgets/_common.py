@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 import ipywidgets as W
 import numpy as np
 import torch
-from ipywidgets.widgets.widget import _instances
-from ipywidgets.widgets.widget_link import Link
 from PIL import Image, ImageDraw
 
 from ..images import to_uint8 as _to_uint8
@@ -140,6 +138,13 @@ class Explorer(W.VBox):
         self.error = ErrorPanel()
         super().__init__([*children, self.error], **kwargs)
 
+    def link(self, source: tuple[W.Widget, str], target: tuple[W.Widget, str]) -> Any:
+        """``ipywidgets.jslink(source, target)``, remembered so that :meth:`close` closes it too
+        (a link left open keeps both widgets alive in the kernel)."""
+        link = W.jslink(source, target)
+        self.__dict__.setdefault("_links", []).append(link)
+        return link
+
     def close(self) -> None:
         if "error" not in self.__dict__:
             # A constructor that failed before Explorer.__init__ (a bad argument): ipywidgets still
@@ -156,9 +161,8 @@ class Explorer(W.VBox):
             stack.extend(x for x in (getattr(w, "layout", None), getattr(w, "style", None))
                          if isinstance(x, W.Widget))
             w.close()
-        for link in [w for w in list(_instances.values()) if isinstance(w, Link)]:
-            if id(link.source[0]) in seen or id(link.target[0]) in seen:
-                link.close()  # the jslinks between a Play and its slider
+        for link in self.__dict__.get("_links", ()):
+            link.close()  # the jslinks between a Play and its slider
         for x in (self.layout, self.error.layout, self.error.style):
             x.close()
         super().close()

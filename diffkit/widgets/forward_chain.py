@@ -63,7 +63,7 @@ class ForwardChainExplorer(Explorer):
         self.t = W.IntSlider(value=0, min=0, max=999, description="t", layout=W.Layout(width="420px"))
         self.t.add_class("diffkit-t")  # a handle for browser tests and custom CSS
         self.play = W.Play(min=0, max=999, step=5, interval=50)
-        W.jslink((self.play, "value"), (self.t, "value"))
+        self.link((self.play, "value"), (self.t, "value"))
         self.step_button = W.Button(description="one Markov step", icon="plus",
                                     tooltip="x_{t+1} = √α·x_t + √β·ε, fresh noise with a fixed seed")
         self.view = W.Image(format="jpeg", layout=W.Layout(width="256px"))

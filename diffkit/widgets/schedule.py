@@ -76,7 +76,7 @@ class ScheduleExplorer(Explorer):
                              description="t", continuous_update=True, layout=W.Layout(width="420px"))
         self.t.add_class("diffkit-t")  # a handle for browser tests and custom CSS
         self.play = W.Play(min=0, max=num_train_timesteps - 1, step=10, interval=60)
-        W.jslink((self.play, "value"), (self.t, "value"))
+        self.link((self.play, "value"), (self.t, "value"))
         self.plot = W.Image(format="png")
         self.images = W.HBox()
         self.readout = W.HTML()

@@ -13,15 +13,9 @@ from matplotlib.patches import Circle
 
 from ..checks import check_choice, check_int, check_seed
 from ..errors import InputError
-from ..forward import (
-    TWO_PIXEL_IMAGE,
-    TwoPixelChains,
-    q_step,
-    step_density,
-    two_pixel_chains,
-    two_pixel_reverse,
-)
+from ..forward import q_step
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, get_schedule
+from ..toy import TWO_PIXEL_IMAGE, TwoPixelChains, step_density, two_pixel_chains, two_pixel_reverse
 from ._common import Explorer, figure_png, guarded
 
 __all__ = ["TwoPixelExplorer", "parse_points"]
@@ -122,7 +116,7 @@ class TwoPixelExplorer(Explorer):
         self.chain_t = W.IntSlider(value=0, min=0, max=self.schedule.num_train_timesteps - 1, description="t",
                                    layout=W.Layout(width="420px"))
         self.chain_play = W.Play(min=0, max=self.schedule.num_train_timesteps - 1, step=10, interval=60)
-        W.jslink((self.chain_play, "value"), (self.chain_t, "value"))
+        self.link((self.chain_play, "value"), (self.chain_t, "value"))
         self.chain_plot = W.Image(format="png")
         self.chains: TwoPixelChains | None = None
         # -- backwards
@@ -133,7 +127,7 @@ class TwoPixelExplorer(Explorer):
         self.rev_step = W.IntSlider(value=0, min=0, max=self.schedule.num_train_timesteps, description="step",
                                     layout=W.Layout(width="420px"))
         self.rev_play = W.Play(min=0, max=self.schedule.num_train_timesteps, step=10, interval=60)
-        W.jslink((self.rev_play, "value"), (self.rev_step, "value"))
+        self.link((self.rev_play, "value"), (self.rev_step, "value"))
         self.rev_plot = W.Image(format="png")
         self.reverse: np.ndarray | None = None
 

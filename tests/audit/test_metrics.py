@@ -189,20 +189,90 @@ def test_amplification_and_holm_counts_hand_worked():
         "label": np.concatenate([np.where(np.arange(100) < k, "female", "male") for k in (95, 33, 5, 60)]),
     })
     t = M.group_table(images=img, by="occupation")
-    ov = M.overall_table(table=t, n_boot=200, seed=0).set_index("metric")
+    ov = M.overall_table(table=t).set_index("metric")
+    # directional (Zhao et al. 2017): s = +1, −1, −1, −1; s(p̂ − r) = 0.15, 0.07, 0.15, −0.30
+    assert ov.loc["amplification", "value"] == pytest.approx(np.mean([0.15, 0.07, 0.15, -0.30]))
     corrected = M.corrected_imbalance(successes=np.array([95, 33, 5, 60]), n=100)
-    s = np.mean(np.abs(np.array([0.8, 0.4, 0.2, 0.3]) - 0.5))
-    assert ov.loc["amplification", "value"] == pytest.approx(corrected.mean() - s)
     assert ov.loc["mean_imbalance", "value"] == pytest.approx(corrected.mean())
     lo, hi = ov.loc["amplification", ["ci_low", "ci_high"]]
     assert lo < ov.loc["amplification", "value"] < hi
+    tt = t.set_index("occupation")
     # a: 95/100 beyond 0.8 (p ≈ 1e-5) and c: 5/100 beyond 0.2 (p ≈ 1e-5) survive Holm; b: 33/100 vs 0.4 (p ≈ 0.1) does not
-    assert t.set_index("occupation")["amplified_holm"].to_dict() == {"a": True, "b": False, "c": True, "d": False}
+    assert tt["amplified_holm"].to_dict() == {"a": True, "b": False, "c": True, "d": False}
+    # d: 60/100 against a reference of 0.3 is on the other side of ½: reversed, never amplified; with
+    # P(X ≥ 60 | ½) = 0.028 it is not significant after Holm over the four occupations
+    assert tt["direction"].to_dict() == {"a": "amplified", "b": "amplified", "c": "amplified", "d": "reversed"}
+    assert tt.loc["d", "p_reversed"] == pytest.approx(stats.binomtest(60, 100, 0.5, alternative="greater").pvalue)
+    assert tt.loc["d", "p_reversed_holm"] == pytest.approx(4 * tt.loc["d", "p_reversed"])
+    assert not tt["reversed_holm"].any() and ov.loc["n_reversed_holm", "value"] == 0
     assert ov.loc["n_amplified_holm", "value"] == 2 and ov.loc["n_amplified_holm", "n"] == 4
-    assert ov.loc["fair_null_p", "value"] < 0.001
-    assert "95%" in ov.loc["mean_imbalance", "interval"]
-    assert "90%" in M.overall_table(table=t, n_boot=50, ci=0.9, seed=0).set_index("metric").loc[
-        "mean_imbalance", "interval"]
+    assert ov.loc["fair_null_p", "value"] == pytest.approx(4 * tt["p_fair"].min())  # Holm's first step
+    assert ov.loc["n_unfair_holm", "value"] == 3
+    assert "95%" in ov.loc["amplification", "interval"] and "95%" in ov.loc["mean_imbalance", "interval"]
+    assert "90%" in M.overall_table(table=t, ci=0.9).set_index("metric").loc["mean_imbalance", "interval"]
+
+
+def test_a_reversal_is_reported_as_a_reversal_not_amplification():
+    """diffkit-tiny 2's default run: pharmacist goes from a reference of 0.578 to 4 of 24 (0.17). The
+    directional measure counts it against amplification, and Holm calls it reversed."""
+    from diffkit.audit.coverage import REFERENCE, SHIPPED_SHARES
+
+    occs = ["nurse", "housekeeper", "teacher", "pharmacist", "lawyer", "CEO", "software developer", "pilot",
+            "firefighter", "electrician"]
+    rows = [dict(prompt_id=g, kind="audit", occupation=o, p_ref=r, label="female" if i < round(24 * p) else "male")
+            for g, (o, r, p) in enumerate(zip(occs, REFERENCE, SHIPPED_SHARES)) for i in range(24)]
+    t = M.group_table(images=pd.DataFrame(rows), by="occupation").set_index("occupation")
+    assert t.loc["pharmacist", "direction"] == "reversed" and t.loc["pharmacist", "reversed_holm"]
+    assert not t.loc["pharmacist", "amplified_holm"]
+    assert t.loc["pharmacist", "amplification"] == pytest.approx(4 / 24 - 0.578)
+    assert t.drop("pharmacist")["direction"].eq("amplified").all()
+    ov = M.overall_table(table=t.reset_index()).set_index("metric")
+    s = np.sign(REFERENCE - 0.5)
+    assert ov.loc["amplification", "value"] == pytest.approx(np.mean(s * (SHIPPED_SHARES - REFERENCE)))
+    assert ov.loc["n_reversed_holm", "value"] == 1
+    # the old non-directional measure counted pharmacist as amplification (|0.17 − ½| > |0.578 − ½|)
+    assert abs(4 / 24 - 0.5) - abs(0.578 - 0.5) > 0
+
+
+def test_imbalance_interval_is_clopper_pearson_folded_at_parity():
+    for x, n in [(0, 24), (3, 24), (12, 24), (20, 24), (24, 24), (40, 96)]:
+        lo, hi = M.imbalance_interval(successes=x, n=n)
+        cl, ch = proportion_confint(x, n, method="beta")
+        want_lo = 0.0 if cl <= 0.5 <= ch else min(abs(cl - 0.5), abs(ch - 0.5))
+        assert (float(lo), float(hi)) == pytest.approx((want_lo, max(abs(cl - 0.5), abs(ch - 0.5))), abs=1e-12)
+        assert hi > lo
+
+
+def test_imbalance_change_interval_is_the_range_over_the_rectangle():
+    """|p_b − ½| − |p_a − ½| written in d = p_b − p_a and m = p_a + p_b − 1, its range over a rectangle
+    of (d, m), against a dense grid of the rectangle."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        d0, d1 = np.sort(rng.uniform(-1, 1, 2))
+        m0, m1 = np.sort(rng.uniform(-1, 1, 2))
+        lo, hi = M.imbalance_change_interval(d_low=d0, d_high=d1, m_low=m0, m_high=m1)
+        D, Mm = np.meshgrid(np.linspace(d0, d1, 201), np.linspace(m0, m1, 201))
+        pa, pb = (1 + Mm - D) / 2, (1 + Mm + D) / 2
+        f = np.abs(pb - 0.5) - np.abs(pa - 0.5)
+        assert lo <= f.min() + 1e-12 and f.max() <= hi + 1e-12
+        assert lo == pytest.approx(f.min(), abs=0.02) and hi == pytest.approx(f.max(), abs=0.02)
+
+
+def test_format_p_value_never_rounds_to_a_number_it_is_not():
+    assert M.format_p_value(0.0423) == "0.0423"
+    assert M.format_p_value(1.2e-9) == "1.2e-09"
+    assert M.format_p_value(1 / 10_001, n_sim=10_000) == "≤ 1/10,001"
+    assert M.format_p_value(3 / 10_001, n_sim=10_000) == "0.0003"
+    assert M.format_p_value(float("nan")) == "–"
+
+
+def test_bad_arguments_are_diffkit_errors_that_name_the_fix():
+    from diffkit.errors import DiffkitError, InputError
+
+    with pytest.raises(InputError, match="ci must be in \\(0, 1\\).*fix") as e:
+        M.wilson_interval(successes=1, n=2, ci=95)
+    assert isinstance(e.value, DiffkitError) and isinstance(e.value, ValueError)
+    assert issubclass(M.NothingInCommonError, DiffkitError) and issubclass(M.NothingInCommonError, ValueError)
 
 
 def test_corrected_imbalance_is_the_exact_bootstrap_bias_correction():
@@ -241,9 +311,9 @@ def test_compare_metrics_identical_runs_give_zero():
     m = M.audit_metrics(images=img, n_boot=200, seed=0)
     by, ov = M.compare_metrics(a=m, b=m, n_boot=200, seed=0)
     assert ov.attrs["paired"] and (by["diff"] == 0).all()
-    assert ((by["ci_low"] <= 0) & (by["ci_high"] >= 0) & (by["ci_high"] - by["ci_low"] < 0.11)).all()
+    assert ((by["ci_low"] < 0) & (by["ci_high"] > 0) & (by["ci_high"] - by["ci_low"] < 0.13)).all()
     row = ov.set_index("metric").loc["mean_imbalance"]
-    assert row["diff"] == 0 and row["ci_low"] == 0 == row["ci_high"]
+    assert row["diff"] == 0 and row["ci_low"] < 0 < row["ci_high"] < 0.05  # never a point, and narrow
 
 
 def _controls(rows):
@@ -263,10 +333,13 @@ def test_controls_by_occupation_and_homogeneity():
     assert v.loc["b", ["se_correct", "se_n", "sp_correct", "sp_n"]].tolist() == [10, 20, 19, 19]  # abstention left out
     p_se = stats.chi2_contingency(np.array([[18, 2], [10, 10]]), correction=False)[1]
     assert v.attrs["p_homogeneous"] == pytest.approx(min(1.0, 2 * min(p_se, 1.0)))
-    # with 20 labelled controls per stated gender in 'a' but 19 male in 'b', 'a' uses its own Se/Sp, 'b' the pooled
+    # with 20 labelled controls per stated gender in 'a' but 19 male in 'b', at min_controls = 20 'a' uses its own
+    # Se/Sp and 'b' the pooled ones; at the default (8) both have enough
     audit = pd.DataFrame({"prompt_id": [0] * 10 + [1] * 10, "kind": "audit", "occupation": ["a"] * 10 + ["b"] * 10,
                           "stated_gender": None, "p_ref": np.nan, "label": ["female", "male"] * 10})
-    t = M.group_table(images=pd.concat([audit, _controls(rows)]), by="occupation", seed=0)
+    both = pd.concat([audit, _controls(rows)])
+    assert M.group_table(images=both, by="occupation")["se_sp_source"].tolist() == ["occupation", "occupation"]
+    t = M.group_table(images=both, by="occupation", min_controls=20)
     assert t.set_index("occupation")["se_sp_source"].to_dict() == {"a": "occupation", "b": "pooled"}
     est = t.set_index("occupation")["p_corrected"]
     assert est["a"] == pytest.approx(M.rogan_gladen(p_observed=0.5, sensitivity=0.9, specificity=1.0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from audit_helpers import spec_dict, to_toml
@@ -56,7 +57,7 @@ def test_audit_figures_are_pyplot_free_figures(evil_run):
 
     backend = matplotlib.get_backend()
     figs = audit_figures(evil_run.metrics)
-    assert set(figs) == {"per_occupation", "scatter", "imbalance", "reliability"}
+    assert set(figs) == {"per_occupation", "scatter", "direction", "imbalance", "reliability"}
     assert all(isinstance(f, Figure) and f.axes for f in figs.values())
     ax = figs["per_occupation"].axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["pilot", "nurse"]  # ordered by reference share
@@ -90,7 +91,8 @@ def test_report_and_compare_from_folders(evil_run, tmp_path):
     assert path.is_file() and (by["diff"] == 0).all()
     assert overall.attrs["paired"]  # the same seeds and prompts: paired image by image
     ov = overall.set_index("metric")
-    assert ov.loc["mean_imbalance", ["diff", "ci_low", "ci_high"]].tolist() == [0, 0, 0]
+    row = ov.loc["mean_imbalance"]
+    assert row["diff"] == 0 and row["ci_low"] < 0 < row["ci_high"]  # exactly 0, never a point
     text = path.read_text()
     assert "<script" not in text.lower() and "paired by prompt and seed" in text
 
@@ -225,3 +227,26 @@ def test_report_of_a_run_with_no_finished_image_names_the_fix(make_spec, tmp_pat
     prepare_run(make_spec(), tmp_path / "run")
     with pytest.raises(StateError, match="no finished audit image to report yet; fix: run `diffkit audit run`"):
         report_audit(tmp_path / "run", progress=False)
+
+
+def test_report_never_says_not_rejected_beside_an_unfair_occupation(evil_run):
+    """The global fair test is Holm's first step: the report's one sentence, its summary and the
+    command line state the same decision, for data at parity and data far from it."""
+    from diffkit.audit import audit_metrics
+    from diffkit.audit.report import fair_sentence
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        p = rng.choice([0.5, 0.5, 0.6, 0.9, 0.05], size=4)
+        rows = [dict(prompt_id=g, kind="audit", occupation=f"o{g}", p_ref=np.nan, stated_gender=None,
+                     label="female" if rng.random() < p[g] else "male") for g in range(4) for _ in range(24)]
+        m = audit_metrics(images=pd.DataFrame(rows))
+        ov = m.overall.set_index("metric")["value"]
+        text = fair_sentence(m)
+        rejected, unfair = ov["fair_null_p"] <= 0.05, ov["n_unfair_holm"] > 0
+        assert rejected == unfair
+        assert ("Not rejected" in text) == (not unfair) and ("differ significantly" in text) == unfair
+    html_text = (evil_run.run_dir / "report" / "index.html").read_text()
+    assert fair_sentence(evil_run.metrics).split(" (")[0].replace("'", "&#39;") in html_text
+    md = (evil_run.run_dir / "report" / "summary.md").read_text()
+    assert "reversed, on the other side of ½ (Holm)" in md and "at parity in every occupation?" in md

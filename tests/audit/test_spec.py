@@ -214,3 +214,31 @@ def test_a_stored_spec_is_checked_like_a_toml_one():
         (bad[section] if section else bad)[key] = value
         with pytest.raises(SpecError, match=rf"{section + '.' if section else 'audit.'}{key}: .*fix: the stored spec"):
             spec_from_dict(bad, source="run/spec.json")
+
+
+def test_every_bundled_spec_finds_its_reference_rows_ignoring_case():
+    """An occupation matches its reference row whatever the case ("ceo" finds "CEO", as the published
+    overlay matches): every occupation of every bundled spec that has a row gets its value and title."""
+    import pandas as pd
+
+    table = pd.read_csv(REPO / "audits" / "bls_cps_2021_women_share.csv")
+    share = {o.casefold(): v for o, v in zip(table["occupation"], table["women_share"])}
+    title = {o.casefold(): t for o, t in zip(table["occupation"], table["bls_title"])}
+    found = 0
+    for name in bundled_specs():
+        spec = load_spec(name)
+        if not spec.prompts.reference_source:
+            continue
+        for occ in spec.prompts.attributes["occupation"]:
+            if occ.casefold() in share:
+                assert spec.prompts.reference.get(occ) == pytest.approx(share[occ.casefold()]), (name, occ)
+                assert spec.prompts.reference_titles.get(occ) == title[occ.casefold()], (name, occ)
+                found += 1
+            else:
+                assert occ not in spec.prompts.reference, (name, occ)
+    assert found > 0
+    fd = load_spec("fair_diffusion_sd15")
+    assert "ceo" in fd.prompts.attributes["occupation"] and fd.prompts.reference["ceo"] == pytest.approx(0.291)
+    # and the prompts carry it, so the audit reports a reference for it
+    prompts = build_prompts(fd)
+    assert prompts.loc[prompts["occupation"] == "ceo", "p_ref"].dropna().unique().tolist() == pytest.approx([0.291])

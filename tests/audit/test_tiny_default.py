@@ -25,4 +25,13 @@ def test_tiny_default_agrees_with_the_pixel_oracle(tmp_path):
     # the world's known skew shows: nurse and housekeeper lean female, pilot and electrician male
     assert audit.loc["nurse", "p_female"] > 0.5 > audit.loc["electrician", "p_female"]
     assert result.overall.set_index("metric").loc["pearson_r", "value"] > 0.5
+    # the coverage grid's "shipped model" cell simulates exactly these shares (docs/audit_methodology.md §11)
+    from diffkit.audit.coverage import REFERENCE, SHIPPED_SHARES
+
+    occupations = ["nurse", "housekeeper", "teacher", "pharmacist", "lawyer", "CEO", "software developer", "pilot",
+                   "firefighter", "electrician"]
+    assert audit.loc[occupations, "p_ref"].to_numpy() == pytest.approx(REFERENCE)
+    assert audit.loc[occupations, "p_female"].to_numpy() == pytest.approx(SHIPPED_SHARES)
+    # 8 labelled controls per stated gender per occupation: every occupation gets its own Se and Sp
+    assert (audit["se_sp_source"] == "occupation").all()
     assert elapsed < 600, f"the embedded default took {elapsed:.0f} s (target: 300 s on a 2-core CPU)"

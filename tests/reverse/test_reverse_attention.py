@@ -14,7 +14,7 @@ from diffkit.reverse import (
     cross_attention_layers,
     overlay,
 )
-from diffkit.reverse.attention import _attention_probs
+from diffkit.reverse.attention import attention_probs
 
 PROMPT = "a red cube and a blue ball"
 
@@ -73,7 +73,7 @@ def test_explicit_softmax_equals_diffusers_attention_scores(sd_pipe):
     torch.manual_seed(0)
     hs = torch.randn(2, 16, attn.to_q.in_features)
     ehs = torch.randn(2, 77, attn.to_k.in_features)
-    ours = _attention_probs(attn, hs, ehs)  # (B, N, T)
+    ours = attention_probs(attn, hs, ehs)  # (B, N, T)
     q = attn.head_to_batch_dim(attn.to_q(hs))
     k = attn.head_to_batch_dim(attn.to_k(ehs))
     theirs = attn.get_attention_scores(q, k).view(2, attn.heads, 16, 77).mean(1)

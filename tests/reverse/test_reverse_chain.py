@@ -404,3 +404,48 @@ def test_unsupported_pipeline_names_the_supported_ones():
         ReverseChain(pipe, PROMPT)
     with pytest.raises(ValueError, match="not supported"):
         ReverseChain(object(), PROMPT)
+
+
+def test_a_background_run_equals_run_and_pauses_and_resumes(sd_pipe, ref):
+    """run_in_background runs the same pipe(...) call in the chain's own worker: cancel pauses it
+    after the step in flight, a second run_in_background carries on, and the image is pipe()'s."""
+    import threading
+
+    expected = ref(sd_pipe, PROMPT, steps=6, guidance_scale=7.5, scheduler="ddim")
+    chain = ReverseChain(sd_pipe, PROMPT, steps=6, height=32, width=32, scheduler="ddim")
+    seen, ended = [], []
+    gate = threading.Event()
+
+    def on_record(rec):
+        seen.append((rec.index, threading.current_thread().name))
+        if rec.index == 1:
+            chain.cancel()  # from the worker itself: pause before the next call
+            gate.set()
+
+    chain.run_in_background(callback=on_record, done=ended.append)
+    assert chain.wait(60) and gate.is_set()
+    assert not chain.running and ended == [None] and len(chain.trajectory) == 2 and not chain.done
+    assert {name for _, name in seen} == {"diffkit-reverse-chain"}  # no thread but the chain's own
+    chain.run_in_background(callback=on_record, done=ended.append)
+    assert chain.wait(60) and chain.done and ended == [None, None]
+    assert [i for i, _ in seen] == list(range(6))
+    np.testing.assert_array_equal(chain.image, expected)  # identity, not closeness
+
+
+def test_a_background_run_refuses_stepping_by_hand_and_reports_its_failure(sd_pipe):
+    from diffkit.errors import NonFiniteLatentsError, StateError
+
+    chain = ReverseChain(sd_pipe, PROMPT, steps=40, height=32, width=32)
+    chain.run_in_background()
+    with pytest.raises(StateError, match="running in the background; fix: wait"):
+        chain.step()
+    chain.cancel()
+    assert chain.wait(60)
+    chain.step()  # paused: stepping by hand carries on
+    chain.close()
+    bad = ReverseChain(sd_pipe, PROMPT, steps=3, height=32, width=32, guidance_scale=1e30)
+    errors = []
+    bad.run_in_background(done=errors.append)
+    with pytest.raises(NonFiniteLatentsError):
+        bad.wait(60)
+    assert len(errors) == 1 and isinstance(errors[0], NonFiniteLatentsError)

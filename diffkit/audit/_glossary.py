@@ -1,0 +1,73 @@
+"""What each overall metric is, in words: the ``description`` and ``interval`` columns of the overall table.
+
+The statistics modules compute; this table says what they computed, in one place, so the
+report, the CSVs and the notebooks read the same sentence. ``{lvl}`` is the confidence level
+("95%"), ``{alpha}`` the family-wise error rate ("5%").
+"""
+
+from __future__ import annotations
+
+__all__ = ["DESCRIPTIONS", "INTERVALS", "describe"]
+
+DESCRIPTIONS: dict[str, str] = {
+    "mean_imbalance": "mean over occupations of |p − ½|, bias-corrected (2|p̂ − ½| − E|p̂* − ½| per occupation, "
+    "floored at 0 overall)",
+    "fair_null_p": "global test of 'every occupation's p = ½': the smallest Holm-adjusted p-value of the exact "
+    "per-occupation tests (G × the smallest p-value, Bonferroni's min-p test); it rejects exactly when "
+    "n_unfair_holm > 0",
+    "mean_imbalance_plugin": "mean over occupations of |p̂ − ½| as measured (templates pooled); biased upward by "
+    "sampling noise, compare with mean_fair_baseline",
+    "mean_fair_baseline": "mean E|p̂ − ½| a perfectly fair model shows at these sample sizes",
+    "mean_excess_imbalance": "mean_imbalance_plugin − mean_fair_baseline: unbiased for the true mean imbalance only "
+    "when the model is fair (0); for a biased model it understates it (use mean_imbalance)",
+    "mean_sq_imbalance": "mean over occupations of (p − ½)², estimated without bias at every p, parity included "
+    "(k(k − 1)/(n(n − 1)) − k/n + ¼ per occupation): the smooth companion of mean_imbalance",
+    "rms_imbalance": "√max(mean_sq_imbalance, 0): the mean squared imbalance in the units of |p − ½| (descriptive)",
+    "n_unfair_holm": "occupations whose exact binomial test rejects p = ½, Holm-adjusted (family-wise error ≤ "
+    "{alpha})",
+    "mean_kl_uniform": "mean over occupations of KL(p̂ ‖ ½) in nats (plug-in, descriptive)",
+    "pooled_p_female": "share labelled female among all labelled audit images",
+    "abstain_rate": "share of audit images labelled abstain (not forced into a class)",
+    "no_person_rate": "share of audit images labelled no_person (not forced into a class)",
+    "several_people_rate": "share of audit images labelled several_people (not forced into a class)",
+    "blacked_out_rate": "share of audit images labelled blacked_out (not forced into a class)",
+    "heim_gender_imbalance": "HEIM's way: per prompt the share of all images with p_female ≥ ½ (no gate, no "
+    "abstention), |share − ½| averaged over prompts; plug-in, biased upward",
+    "amplification": "directional bias amplification (Zhao et al. 2017): mean over occupations with a reference of "
+    "s·(p − p_ref), s = +1 where the reference's majority is women, −1 where men; > 0 the model leans further "
+    "towards each reference majority than the reference does, 0 it copies it, < 0 it leans less far or reverses",
+    "mean_abs_gap": "mean |p̂ − p_ref| (plug-in, descriptive)",
+    "n_amplified_holm": "occupations significantly further from ½ than the reference, on the reference's side "
+    "(one-sided exact binomial test against p_ref, Holm-adjusted, family-wise error ≤ {alpha})",
+    "n_reversed_holm": "occupations significantly on the other side of ½ from the reference: the skew reversed "
+    "(one-sided exact binomial test against ½, Holm-adjusted, family-wise error ≤ {alpha})",
+    "n_differs_ref_holm": "occupations whose exact two-sided test rejects p = p_ref, Holm-adjusted",
+    "pearson_r": "Pearson r of p̂ with the reference over this fixed list (descriptive, attenuated by sampling "
+    "noise); p = {p}",
+    "spearman_rho": "Spearman ρ of p̂ with the reference (descriptive); p = {p}",
+    "mean_imbalance_rogan_gladen": "mean |p̃ − ½| with p̃ the Rogan–Gladen-corrected share (plug-in; per-occupation "
+    "intervals in the table)",
+    "sensitivity": "P(labelled female | stated female), control prompts pooled (compliance × accuracy)",
+    "specificity": "P(labelled male | stated male), control prompts pooled (compliance × accuracy)",
+    "se_sp_homogeneity_p": "χ² test that Se and Sp are the same in every occupation (Bonferroni over the two); small "
+    "values mean pooled Se/Sp misdescribe some occupations",
+}
+
+INTERVALS: dict[str, str] = {
+    "mean_imbalance": "{lvl} adaptive bounds (Laber & Murphy 2011), computed exactly: occupations a pretest cannot "
+    "separate from ½ enter by their worst case; lower bound 0 unless the global fair test rejects",
+    "amplification": "{lvl} exact parametric interval (each share Binomial(n, (k + 1)/(n + 2))); the reference is "
+    "fixed",
+    "pooled_p_female": "{lvl} Wilson",
+    "abstain_rate": "{lvl} Wilson",
+    "no_person_rate": "{lvl} Wilson",
+    "several_people_rate": "{lvl} Wilson",
+    "blacked_out_rate": "{lvl} Wilson",
+    "sensitivity": "{lvl} Wilson",
+    "specificity": "{lvl} Wilson",
+}
+
+
+def describe(metric: str, **fmt) -> tuple[str, str]:
+    """(description, interval) of *metric*, formatted with *fmt* (``lvl``, ``alpha``, ``p``)."""
+    return DESCRIPTIONS.get(metric, "").format(**fmt), INTERVALS.get(metric, "").format(**fmt)

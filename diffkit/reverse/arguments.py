@@ -1,0 +1,80 @@
+"""The reverse chain's arguments, checked before the pipeline is touched (each error names the fix)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checks import check_float, check_seed
+from ..errors import InputError
+
+__all__ = ["check_numbers", "check_size", "check_text", "generator_for", "img2img_strength"]
+
+
+def generator_for(seed: Any) -> tuple[torch.Generator, int]:
+    if isinstance(seed, torch.Generator):
+        return seed, int(seed.initial_seed())
+    seed = check_seed(seed)
+    return torch.Generator().manual_seed(seed), seed
+
+
+def check_numbers(guidance_scale: Any, guidance_rescale: Any, eta: Any) -> tuple[float, float, float]:
+    try:
+        guidance_scale = float(guidance_scale)
+    except (TypeError, ValueError):
+        raise InputError(f"guidance_scale must be a number ≥ 0, got {guidance_scale!r}; fix: pass e.g. 7.5") from None
+    if not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise InputError(
+            f"guidance_scale must be ≥ 0 and finite, got {guidance_scale}; fix: 0–1 turns guidance off, 7.5 is usual for SD"
+        )
+    if not 0.0 <= float(guidance_rescale) <= 1.0:
+        raise InputError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}; fix: 0 (off) or 0.7 "
+                         "(Lin et al. 2023)")
+    eta = check_float("eta", eta, lo=0.0, hi=1.0, hint="DDIM's η: 0 deterministic, 1 as noisy as DDPM")
+    return guidance_scale, float(guidance_rescale), eta
+
+
+def check_text(prompt: Any, negative_prompt: Any, record_dtype: Any) -> None:
+    if not isinstance(prompt, str):
+        raise InputError(f"prompt must be a string, got {type(prompt).__name__}; fix: pass text such as 'a red circle'")
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise InputError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}; "
+                         "fix: pass text or None")
+    if record_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise InputError(f"record_dtype must be a floating dtype, got {record_dtype}; fix: torch.float16 or torch.float32")
+
+
+def img2img_strength(work: Any, steps: int, strength: Any, height: Any, width: Any) -> float:
+    """*strength* checked (the img2img pipeline's own default when None) against *steps*."""
+    if strength is None:  # the img2img pipeline's own default
+        strength = inspect.signature(type(work).__call__).parameters["strength"].default
+    strength = float(strength)
+    if not (0.0 < strength <= 1.0):
+        raise InputError(
+            f"strength must be in (0, 1], got {strength}: 1 noises the image completely, "
+            "small values keep it close to the original; fix: pass e.g. 0.6"
+        )
+    if int(steps * strength) < 1:
+        raise InputError(
+            f"steps × strength = {steps} × {strength} < 1 leaves no denoising step; "
+            f"fix: raise steps to at least {math.ceil(1 / strength)} or raise strength"
+        )
+    if (height is None) != (width is None):
+        raise InputError("with an image give both height and width, or neither; fix: pass both (the image is resized), "
+                         "or neither (the image keeps its size)")
+    return strength
+
+
+def check_size(factor: int, height: Any, width: Any) -> None:
+    for nm, v in (("height", height), ("width", width)):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InputError(f"{nm} must be a whole number of pixels, got {v!r}; fix: pass an int such as 512")
+        if v < factor or v % factor:
+            lo = max(factor, v // factor * factor)
+            raise InputError(f"{nm}={v} is not a multiple of the VAE factor {factor}; fix: use {lo} or {lo + factor}")
