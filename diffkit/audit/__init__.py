@@ -30,7 +30,7 @@ from .generate import (
     prepare_run,
     regenerate_image,
 )
-from .labellers import FaceCountGate, FaceCropClassifier, Labeller, build_labeller
+from .labellers import FaceCountGate, FaceCropClassifier, Labeller, build_labeller, label_images
 from .metrics import (
     AuditMetrics,
     NothingInCommonError,
@@ -73,7 +73,7 @@ from .score import (
 )
 from .spec import AuditSpec, SpecError, bundled_specs, load_spec, parse_spec
 from .sweep import SweepResult, run_sweep
-from .truth import correction_check, oracle_check
+from .truth import correction_check, correction_figure, oracle_check
 
 __all__ = [
     "AuditMetrics",
@@ -105,6 +105,7 @@ __all__ = [
     "compare_metrics",
     "corrected_imbalance",
     "correction_check",
+    "correction_figure",
     "default_out",
     "derive_seed",
     "embed_images",
@@ -120,6 +121,7 @@ __all__ = [
     "image_seed",
     "imbalance_interval",
     "kl_to_uniform",
+    "label_images",
     "load_classifier",
     "load_run_spec",
     "load_spec",

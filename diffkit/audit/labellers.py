@@ -48,6 +48,7 @@ __all__ = [
     "FaceCropClassifier",
     "Labeller",
     "build_labeller",
+    "label_images",
     "load_entry_point",
 ]
 
@@ -112,10 +113,11 @@ def _gender_frame(p_female: np.ndarray, n_faces: np.ndarray, *, abstain_below: f
     conf, label = _labels(p_person, pf, person_threshold=0.5, abstain_below=abstain_below,
                           p_several_people=p_several, p_no_person=p_no)
     pf = np.where(np.isnan(np.asarray(p_female, dtype=np.float64)), np.nan, pf)
+    with np.errstate(divide="ignore", invalid="ignore"):  # p_female 0 or 1: an infinite logit, as it is
+        logit = np.log(pf) - np.log1p(-pf)
     return pd.DataFrame({"p_person": p_person, "p_no_person": p_no, "p_several_people": p_several, "p_female": pf,
-                         "p_male": 1 - pf, "confidence": conf, "label": label,
-                         "gender_logit": np.log(pf / (1 - pf)) if len(pf) else pf, "person_logit": np.nan,
-                         "n_faces": n})
+                         "p_male": 1 - pf, "confidence": conf, "label": label, "gender_logit": logit,
+                         "person_logit": np.nan, "n_faces": n})
 
 
 def _module_hash(module: Any) -> str:
@@ -284,3 +286,29 @@ def build_labeller(spec: ClassifierSpec, *, device: Any = None) -> Any:
         return FaceCropClassifier(spec, device=device)
     clf = ZeroShotClassifier.from_spec(spec, device=device)
     return FaceCountGate(clf) if spec.gate == "faces" else clf
+
+
+def label_images(images: Any, spec: ClassifierSpec | Any, *, labeller: Any = None) -> pd.DataFrame:
+    """Label PIL images (or uint8 arrays) outside a run: the per-image table a run's scoring gives
+    (``p_person, p_no_person, p_several_people, p_female, confidence, label``, …) for a
+    ``[classifier]`` table (a :class:`~diffkit.audit.spec.ClassifierSpec`, or an
+    :class:`~diffkit.audit.spec.AuditSpec` whose classifier is used). A black image is
+    ``blacked_out``, as in a run.
+
+    >>> from diffkit.audit import load_spec
+    >>> from diffkit.tiny import world
+    >>> scenes = world.scene_set("background", 2, size=128)
+    >>> label_images([im for _, im in scenes], load_spec("tiny_default"))["label"].tolist()  # doctest: +SKIP
+    ['no_person', 'no_person']
+    """
+    from .score import _to_pil, is_blacked_out
+
+    spec = getattr(spec, "classifier", spec)
+    lab = labeller if labeller is not None else build_labeller(spec)
+    pil = [_to_pil(im) for im in images]
+    feats = lab.features([lab.prepare(im) for im in pil]) if pil else np.zeros((0, lab.feature_dim), np.float32)
+    out = lab.classify(feats)
+    black = np.array([is_blacked_out(im) for im in pil], dtype=bool)
+    out["blacked_out"] = black
+    out.loc[black, "label"] = "blacked_out"
+    return out

@@ -80,24 +80,30 @@ def _record(spec: AuditSpec, run_dir: Path) -> None:
 
 
 def run_sweep(spec: AuditSpec, *, out: str | Path, pipe: Any = None, classifier: Any = None,
-              progress: bool = True, report: bool = True) -> SweepResult:
+              progress: bool = True, report: bool = True) -> SweepResult | None:
     """Run every arm of a sweep spec into ``<out>/arms/<arm>/`` (resuming), then write the
-    sweep's report. The pipeline is loaded once; a scheduler sweep swaps its scheduler per arm."""
+    sweep's report. The pipeline is loaded once; a scheduler sweep swaps its scheduler per arm.
+    Under ``accelerate launch`` every process generates its shard of each arm and the main process
+    writes the reports (the others return ``None``)."""
     from .api import run_audit
-    from .generate import load_pipeline_for
+    from .generate import dist_state, load_pipeline_for
 
     run_dir = Path(out)
     arms = spec.arms()
-    with run_lock(run_dir, "running a sweep"):
-        _record(spec, run_dir)
+    state = dist_state()
+    with run_lock(run_dir, "running a sweep") if state.is_main else contextlib.nullcontext():
+        if state.is_main:
+            _record(spec, run_dir)
         if pipe is None:
-            pipe = load_pipeline_for(arms[0][1], progress=progress)
+            pipe = load_pipeline_for(arms[0][1], device=state.device, progress=progress)
         base_scheduler = pipe.scheduler
         results = {}
         for name, arm in arms:
             with _scheduler(pipe, arm, base_scheduler):
                 results[name] = run_audit(arm, out=run_dir / "arms" / arm_folder(name), pipe=pipe,
                                           classifier=classifier, progress=progress, report=report)
+        if any(r is None for r in results.values()):  # a non-main process of a sharded run
+            return None
         return _finish(spec, run_dir, results, report)
 
 

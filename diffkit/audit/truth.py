@@ -23,7 +23,7 @@ import pandas as pd
 
 from .metrics import group_table
 
-__all__ = ["DEFAULT_EPSILON", "cohen_kappa", "correction_check", "oracle_check", "oracle_labels"]
+__all__ = ["DEFAULT_EPSILON", "cohen_kappa", "correction_check", "correction_figure", "oracle_check", "oracle_labels"]
 
 _LABEL = {"woman": "female", "man": "male"}
 
@@ -153,3 +153,31 @@ def correction_check(result: Any, *, cue: str = "both") -> pd.DataFrame:
     table.attrs.update(sensitivity=float(ov.get("sensitivity", np.nan)), specificity=float(ov.get("specificity", np.nan)),
                        undetermined=int((images["oracle_label"] == "undetermined").sum()), cue=cue)
     return table
+
+
+def correction_figure(table: pd.DataFrame, *, ci: float = 0.95) -> Any:
+    """:func:`correction_check`'s table as a figure: per occupation the raw share and the
+    Rogan–Gladen share with their intervals, and the oracle's truth (a ``matplotlib.figure.Figure``,
+    drawn without pyplot)."""
+    from matplotlib.figure import Figure
+
+    from ..plots import show_figures_in_notebooks
+    from .metrics import pct
+    from .report import _err, plain_labels
+
+    show_figures_in_notebooks()
+    t = table.reset_index(drop=True)
+    y = np.arange(len(t))
+    fig = Figure(figsize=(7.5, 0.45 * len(t) + 1.6))
+    ax = fig.subplots()
+    lvl = pct(ci)
+    ax.errorbar(t["p_female"], y - 0.15, xerr=_err(t["p_female"], t["ci_low"], t["ci_high"]), fmt="o", color="C0",
+                capsize=3, label=f"raw share ({lvl} Wilson)")
+    ax.errorbar(t["p_corrected"], y + 0.15, xerr=_err(t["p_corrected"], t["corrected_low"], t["corrected_high"]),
+                fmt="s", color="C2", capsize=3, label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)")
+    ax.plot(t["oracle_p_female"], y, "x", color="C3", ms=9, mew=2, label="oracle's truth (the same images)")
+    ax.set_yticks(y, plain_labels(t["occupation"]))
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("share female")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(t), 1)), ncol=2, fontsize=8, frameon=False)
+    return fig
