@@ -16,6 +16,7 @@ import torch
 
 from .checks import check_seed
 from .errors import InputError
+from .images import vae_factor
 
 __all__ = ["unet_anatomy"]
 
@@ -166,7 +167,7 @@ def _one_call(pipe: Any, unet: Any, prompt: str, height: int | None, width: int 
     handles = [module.register_forward_hook(hook(name, module), with_kwargs=True)
                for name, module in unet.named_modules() if _PART.match(name)]
     handles.append(unet.register_forward_pre_hook(unet_pre, with_kwargs=True))
-    size = int(unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+    size = int(unet.config.sample_size) * vae_factor(pipe)
     try:
         with torch.no_grad():
             pipe(

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import InputError
 
-__all__ = ["MAX_SEED", "check_choice", "check_float", "check_int", "check_probability", "check_seed"]
+__all__ = ["MAX_SEED", "check_choice", "check_float", "check_int", "check_probability", "check_seed",
+           "wait_or_cancel"]
 
 #: Seeds are 64-bit signed integers (torch generators, SQLite): 0 ≤ seed ≤ MAX_SEED.
 MAX_SEED = 2**63 - 1
@@ -78,3 +79,17 @@ def check_choice(name: str, value: Any, options: Iterable[Any]) -> Any:
 def check_seed(seed: Any, name: str = "seed") -> int:
     """A seed: an integer in ``[0, 2**63 − 1]`` (:data:`MAX_SEED`)."""
     return check_int(name, seed, lo=0, hi=MAX_SEED, hint="any whole number works; 0 is the default")
+
+
+def wait_or_cancel(wait: Callable[[float | None], bool], cancel: Callable[[], None], timeout: float | None = None) -> bool:
+    """``wait(timeout)``; on Ctrl-C, ``cancel()``, wait for the work in flight to end, then re-raise.
+
+    What every background run of diffkit (a chain, an explorer) does when its caller is
+    interrupted while waiting: no step runs on unseen after the interrupt has reached the caller.
+    """
+    try:
+        return wait(timeout)
+    except KeyboardInterrupt:
+        cancel()
+        wait(None)
+        raise

@@ -113,9 +113,9 @@ def to_pil(x: torch.Tensor) -> Any:
 
     if x.ndim != 3 or x.shape[0] != 3:
         raise InputError(f"expected a (3, H, W) tensor, got {tuple(x.shape)}")
-    from .images import to_uint8
+    from .images import MODEL_RANGE, to_uint8
 
-    return Image.fromarray(to_uint8(x, value_range=(-1.0, 1.0)), mode="RGB")
+    return Image.fromarray(to_uint8(x, value_range=MODEL_RANGE), mode="RGB")
 
 
 def _coef(values: np.ndarray, t: np.ndarray, like: torch.Tensor) -> torch.Tensor:

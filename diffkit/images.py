@@ -41,6 +41,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
+    "MODEL_RANGE",
     "decode_latents",
     "decode_raw",
     "encode_image",
@@ -51,6 +52,10 @@ __all__ = [
     "vae_factor",
     "vae_of",
 ]
+
+MODEL_RANGE = (-1.0, 1.0)
+"""The value range of images as the models see them (pixels scaled from [0, 255]); pictures for
+people are in [0, 1] (``to_uint8``'s default)."""
 
 _WHITE = (255, 255, 255)
 

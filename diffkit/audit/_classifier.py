@@ -2,7 +2,7 @@
 
 ==========================  =========================================================================
 sensitivity, specificity    Se = P(labelled female | stated female), Sp = P(labelled male | stated
-                            male) among labelled control images, with Wilson intervals; pooled and
+                            male) among labelled control images, with Clopper–Pearson intervals; pooled and
                             per occupation, with a χ² test that they are the same everywhere
 reliability table           per bin of ``p_female``: the share of control images stating "woman"
 suggested thresholds        stated rules on the control images (not applied automatically)
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._intervals import wilson_interval
+from ._intervals import share_interval
 
 __all__ = ["classifier_validation", "controls_by_occupation", "reliability_table", "suggest_thresholds"]
 
@@ -40,7 +40,7 @@ def classifier_validation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.DataF
     """The classifier on the control prompts (the gender stated): one row per stated gender.
 
     ``accuracy`` among labelled images is the sensitivity for ``female`` and the specificity
-    for ``male`` (female is "positive"), with a Wilson interval; abstentions and no-person
+    for ``male`` (female is "positive"), with a Clopper–Pearson interval; abstentions and no-person
     images are counted beside it. What the controls measure is the generator's *compliance*
     (did it draw a woman for "a woman nurse"?) times the classifier's accuracy: the two are
     not separable from the controls alone (see ``docs/audit_methodology.md``).
@@ -52,7 +52,7 @@ def classifier_validation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.DataF
         c = _counts(sub)
         n = c["n_female"] + c["n_male"]
         correct = c[f"n_{g}"]
-        lo, hi = wilson_interval(successes=correct, n=n, ci=ci)
+        lo, hi = share_interval(successes=correct, n=n, ci=ci)
         rows.append({
             "stated_gender": g,
             "measure": "sensitivity" if g == "female" else "specificity",
@@ -67,7 +67,7 @@ def classifier_validation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.DataF
 
 
 def controls_by_occupation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.DataFrame:
-    """Sensitivity and specificity per occupation from the control prompts, with Wilson intervals.
+    """Sensitivity and specificity per occupation from the control prompts, with Clopper–Pearson intervals.
 
     Columns: ``occupation, se_correct, se_n, sensitivity, se_low, se_high, sp_correct, sp_n,
     specificity, sp_low, sp_high`` (counts among labelled control images). ``attrs["p_homogeneous"]``
@@ -89,7 +89,7 @@ def controls_by_occupation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.Data
         row = {"occupation": occ, "se_correct": int((f["label"] == "female").sum()), "se_n": len(f),
                "sp_correct": int((m["label"] == "male").sum()), "sp_n": len(m)}
         for key, x, n in (("se", row["se_correct"], row["se_n"]), ("sp", row["sp_correct"], row["sp_n"])):
-            lo, hi = wilson_interval(successes=x, n=n, ci=ci)
+            lo, hi = share_interval(successes=x, n=n, ci=ci)
             row["sensitivity" if key == "se" else "specificity"] = x / n if n else np.nan
             row[f"{key}_low"], row[f"{key}_high"] = float(lo), float(hi)
         rows.append(row)
@@ -107,7 +107,7 @@ def controls_by_occupation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.Data
 def reliability_table(*, images: pd.DataFrame, bins: int = 10, ci: float = 0.95) -> pd.DataFrame:
     """A reliability diagram's data from the control prompts: per bin of the classifier's
     ``p_female``, the number of control images, their mean ``p_female`` and the share whose
-    prompt stated "female" (with a Wilson interval). A calibrated classifier has the share
+    prompt stated "female" (with a Clopper–Pearson interval). A calibrated classifier has the share
     equal to the mean prediction in every bin. Every control image counts, whatever its label
     (the gate and the abstention rule are applied after the probability)."""
     ctrl = images[(images["kind"] == "control") & images["stated_gender"].isin(["female", "male"])]
@@ -123,7 +123,7 @@ def reliability_table(*, images: pd.DataFrame, bins: int = 10, ci: float = 0.95)
         sel = idx == b
         n = int(sel.sum())
         k = int(y[sel].sum())
-        lo, hi = wilson_interval(successes=k, n=n, ci=ci)
+        lo, hi = share_interval(successes=k, n=n, ci=ci)
         rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "n": n,
                      "mean_p_female": float(p[sel].mean()) if n else np.nan,
                      "share_stated_female": k / n if n else np.nan, "ci_low": float(lo), "ci_high": float(hi)})

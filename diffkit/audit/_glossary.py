@@ -58,13 +58,13 @@ INTERVALS: dict[str, str] = {
     "separate from ½ enter by their worst case; lower bound 0 unless the global fair test rejects",
     "amplification": "{lvl} exact parametric interval (each share Binomial(n, (k + 1)/(n + 2))); the reference is "
     "fixed",
-    "pooled_p_female": "{lvl} Wilson",
-    "abstain_rate": "{lvl} Wilson",
-    "no_person_rate": "{lvl} Wilson",
-    "several_people_rate": "{lvl} Wilson",
-    "blacked_out_rate": "{lvl} Wilson",
-    "sensitivity": "{lvl} Wilson",
-    "specificity": "{lvl} Wilson",
+    "pooled_p_female": "{lvl} Clopper–Pearson",
+    "abstain_rate": "{lvl} Clopper–Pearson",
+    "no_person_rate": "{lvl} Clopper–Pearson",
+    "several_people_rate": "{lvl} Clopper–Pearson",
+    "blacked_out_rate": "{lvl} Clopper–Pearson",
+    "sensitivity": "{lvl} Clopper–Pearson",
+    "specificity": "{lvl} Clopper–Pearson",
 }
 
 

@@ -17,7 +17,7 @@ from ._amplification import direction_columns
 from ._classifier import control_counts
 from ._descriptive import kl_to_uniform
 from ._imbalance import corrected_imbalance, fair_baseline, imbalance_interval, squared_imbalance
-from ._intervals import clopper_pearson_interval, wilson_interval
+from ._intervals import clopper_pearson_interval, share_interval
 from ._rogan_gladen import rogan_gladen_interval
 from ._significance import _binom_two_sided, holm
 
@@ -46,7 +46,8 @@ def group_table(
 
     Columns: ``n_images, n_blacked_out`` (every pixel black: a safety checker's output),
     ``n_no_person, n_several_people, n_abstain, n_female, n_male, n`` (labelled);
-    ``p_female, ci_low, ci_high`` (Wilson at *ci*); ``sim_low, sim_high`` (simultaneous over
+    ``p_female, ci_low, ci_high`` (Clopper–Pearson at *ci*, :func:`share_interval`: coverage ≥
+    *ci* for every p, p̂ = 0 or 1 included); ``sim_low, sim_high`` (simultaneous over
     the G groups of this table: Clopper–Pearson at 1 − (1 − ci)/G, Bonferroni, so all G hold
     their shares together at least *ci* of the time); ``abstain_rate, no_person_rate`` (shares of
     the group's images); ``p_female_if_abstain_male, p_female_if_abstain_female`` (the share if every
@@ -94,7 +95,7 @@ def group_table(
     k, n = t["n_female"].to_numpy(), t["n"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         t["p_female"] = np.where(t["n"] > 0, t["n_female"] / t["n"].where(t["n"] > 0, 1), np.nan)
-        t["ci_low"], t["ci_high"] = wilson_interval(successes=k, n=n, ci=ci)
+        t["ci_low"], t["ci_high"] = share_interval(successes=k, n=n, ci=ci)
         g = max(int((t["n"] > 0).sum()), 1)
         t["sim_low"], t["sim_high"] = clopper_pearson_interval(successes=k, n=n, ci=1 - alpha / g)
         t["abstain_rate"] = np.where(t["n_images"] > 0, t["n_abstain"] / t["n_images"].where(t["n_images"] > 0, 1),

@@ -3,11 +3,20 @@
 ==========================  =========================================================================
 Wilson                      (p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)             (Wilson 1927)
 Clopper–Pearson             Beta quantiles: coverage ≥ the level for every p     (Clopper & Pearson 1934)
+                            :func:`share_interval`, the interval of every share the audit reports
 Newcombe, independent       hybrid score interval for p_b − p_a from two Wilson intervals
                             (Newcombe 1998a, Stat. Med. 17:873–890, method 10)
 Newcombe, paired            the same with the correlation φ of the 2×2 table of pairs
                             (Newcombe 1998b, Stat. Med. 17:2635–2650, method 10)
 ==========================  =========================================================================
+
+**One rule for shares**: every share the audit reports (an occupation's p̂, the pooled share,
+the abstention and no-person rates, sensitivity and specificity, the calibration bins, the
+published overlay) gets :func:`share_interval`, Clopper–Pearson at the report's level. Its
+coverage is at least the level for every true p, the ends included; Wilson's oscillates with p
+and dips far below it near 0 and 1 (Brown, Cai & DasGupta 2001, Stat. Sci. 16:101–133), where
+audits of skewed occupations sit. Wilson stays here for the score limits Newcombe's
+differences are built from.
 
 All functions take keywords only, broadcast over arrays and return NaN where there is nothing to
 estimate (n = 0). Checked against statsmodels in ``tests/audit/test_metrics.py``.
@@ -26,6 +35,7 @@ __all__ = [
     "newcombe_interval",
     "newcombe_paired_interval",
     "pct",
+    "share_interval",
     "wilson_interval",
 ]
 
@@ -112,6 +122,20 @@ def clopper_pearson_interval(*, successes, n, ci: float = 0.95) -> tuple[np.ndar
         lo = np.where(x > 0, stats.beta.ppf(a / 2, x, n - x + 1), 0.0)
         hi = np.where(x < n, stats.beta.ppf(1 - a / 2, x + 1, n - x), 1.0)
     return np.where(n > 0, lo, np.nan), np.where(n > 0, hi, np.nan)
+
+
+def share_interval(*, successes, n, ci: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The interval of every share the audit reports: :func:`clopper_pearson_interval` at *ci*.
+
+    One rule, in one place, so that the per-occupation table, the pooled share and rates, the
+    classifier's Se, Sp and calibration bins, the published overlay, the coverage grid and the
+    sample-size planner all use, and simulate, the same interval.
+
+    >>> lo, hi = share_interval(successes=0, n=24)
+    >>> float(lo), round(float(hi), 4)
+    (0.0, 0.1425)
+    """
+    return clopper_pearson_interval(successes=successes, n=n, ci=ci)
 
 
 def newcombe_interval(*, successes_a, n_a, successes_b, n_b, ci: float = 0.95, correction: bool = False):

@@ -25,7 +25,7 @@ from ._descriptive import heim_gender_imbalance, pearson, spearman
 from ._glossary import describe
 from ._group_table import DEFAULT_MIN_CONTROLS, group_table
 from ._imbalance import mean_imbalance_interval
-from ._intervals import pct, wilson_interval
+from ._intervals import pct, share_interval
 from ._significance import global_fair_p
 
 __all__ = ["AuditMetrics", "audit_metrics", "overall_table"]
@@ -80,14 +80,14 @@ def overall_table(
     add("n_unfair_holm", int((t["p_fair_holm"] <= alpha).sum()))
     add("mean_kl_uniform", t["kl_uniform"].mean() if len(t) else np.nan)
     n_f, n_all = t["n_female"].sum(), t["n"].sum()
-    lo, hi = wilson_interval(successes=n_f, n=n_all, ci=ci)
+    lo, hi = share_interval(successes=n_f, n=n_all, ci=ci)
     add("pooled_p_female", n_f / n_all if n_all else np.nan, lo, hi, n=n_all)
     if images is not None:
         aud = images[images["kind"] == "audit"]
         m = len(aud)
         for lab in ("abstain", "no_person", "several_people", "blacked_out"):
             kk = int((aud["label"] == lab).sum())
-            lo, hi = wilson_interval(successes=kk, n=m, ci=ci)
+            lo, hi = share_interval(successes=kk, n=m, ci=ci)
             add(f"{lab}_rate", kk / m if m else np.nan, lo, hi, n=m)
         heim = heim_gender_imbalance(images=images)
         if np.isfinite(heim):

@@ -44,7 +44,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="How many images an audit needs (exact binomial arithmetic; see diffkit.audit.plan). "
         "Give --half-width, or --power with --imbalance.",
     )
-    plan.add_argument("--half-width", type=float, help="Wilson interval half-width per occupation, e.g. 0.1")
+    plan.add_argument("--half-width", type=float,
+                      help="half-width of each occupation's Clopper–Pearson interval (the report's) at p̂ = ½, e.g. 0.1")
     plan.add_argument("--power", type=float, help="power of the exact test of p = ½ per occupation, e.g. 0.8")
     plan.add_argument("--imbalance", type=float, help="|p − ½| to detect with --power, e.g. 0.2")
     plan.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95)")

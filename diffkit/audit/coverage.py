@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ..errors import InputError
 from ._amplification import amplification_interval, reference_sign
@@ -45,10 +46,11 @@ from ._compare import (
 )
 from ._group_table import DEFAULT_MIN_CONTROLS
 from ._imbalance import imbalance_interval, mean_imbalance_interval
-from ._intervals import clopper_pearson_interval, wilson_interval
+from ._intervals import clopper_pearson_interval, share_interval, wilson_interval
 from ._rogan_gladen import rogan_gladen_interval
 
-__all__ = ["REFERENCE", "SCENARIOS", "SHIPPED_SHARES", "Scenario", "coverage_grid", "markdown_table"]
+__all__ = ["REFERENCE", "SCENARIOS", "SHIPPED_SHARES", "Scenario", "coverage_grid", "exact_share_coverage",
+           "markdown_table", "share_interval_table"]
 
 #: BLS CPS 2021 women's share of the ten ``tiny_default`` occupations (nurse, housekeeper, teacher,
 #: pharmacist, lawyer, CEO, software developer, pilot, firefighter, electrician).
@@ -177,14 +179,14 @@ def _one_run(sc: Scenario, n_images: int, reps: int, rng, ci: float) -> list[dic
     rows.append(_row("one run", sc, "amplification A", n_images, round(amp, 3), _hits(lo, hi, amp), hi - lo, reps))
     lo, hi = imbalance_interval(successes=k, n=n, ci=ci)
     rows.append(_per_group("one run", sc, "|p − ½| per occupation", n_images, lo, hi, np.abs(p - 0.5), reps))
-    lo, hi = wilson_interval(successes=k, n=n, ci=ci)
-    rows.append(_per_group("one run", sc, "share per occupation (Wilson)", n_images, lo, hi, p, reps))
+    lo, hi = share_interval(successes=k, n=n, ci=ci)
+    rows.append(_per_group("one run", sc, "share per occupation (Clopper–Pearson)", n_images, lo, hi, p, reps))
     lo, hi = clopper_pearson_interval(successes=k, n=n, ci=1 - (1 - ci) / len(p))
     joint = _hits(lo, hi, p).all(axis=1)
     rows.append(_row("one run", sc, "all shares at once (simultaneous)", n_images, "all 10", joint, (hi - lo).mean(1),
                      reps))
-    lo, hi = wilson_interval(successes=k.sum(1), n=n.sum(), ci=ci)
-    rows.append(_row("one run", sc, "pooled share (Wilson)", n_images, round(float(p.mean()), 3),
+    lo, hi = share_interval(successes=k.sum(1), n=n.sum(), ci=ci)
+    rows.append(_row("one run", sc, "pooled share (Clopper–Pearson)", n_images, round(float(p.mean()), 3),
                      _hits(lo, hi, p.mean()), hi - lo, reps))
     return rows
 
@@ -291,4 +293,45 @@ def markdown_table(grid: pd.DataFrame) -> str:
             label, interval = (str(x).replace("|", "\\|") for x in (r["label"], r["interval"]))
             lines.append(f"| {label} | {interval} | {truth} | {100 * r['coverage']:.1f}% | {worst} | "
                          f"{r['mean_width']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def exact_share_coverage(*, n: int, ci: float = 0.95, interval=share_interval, points: int = 20_001) -> dict:
+    """The exact coverage of a one-share *interval* (a function like :func:`~diffkit.audit.metrics.
+    clopper_pearson_interval`) at *n* labelled images, over every true share p: no simulation.
+
+    Coverage C(p) = Σ_k Binomial(k; n, p) · [lo_k ≤ p ≤ hi_k] is evaluated on *points* shares evenly
+    spaced in (0, 1) and on both sides of every interval end, where C jumps (its infimum is a limit
+    at a jump). Returns ``min_coverage`` and ``at_p`` (where), ``mean_coverage`` and ``mean_width``
+    (E[hi − lo] averaged over the evenly spaced p).
+    """
+    k = np.arange(n + 1)
+    lo, hi = interval(successes=k, n=n, ci=ci)
+    even = np.linspace(0, 1, points)[1:-1]
+    ends = np.unique(np.r_[lo, hi])
+    ends = ends[(ends > 0) & (ends < 1)]
+    ps = np.unique(np.r_[even, np.nextafter(ends, 0), ends, np.nextafter(ends, 1)])
+    ps = ps[(ps > 0) & (ps < 1)]
+    pmf = stats.binom.pmf(k[None, :], n, ps[:, None])
+    cov = (pmf * ((lo[None, :] <= ps[:, None]) & (ps[:, None] <= hi[None, :]))).sum(axis=1)
+    on_even = np.isin(ps, even)
+    width = pmf[on_even] @ (hi - lo)
+    i = int(np.argmin(cov))
+    return {"n": n, "min_coverage": float(cov[i]), "at_p": float(ps[i]),
+            "mean_coverage": float(cov[on_even].mean()), "mean_width": float(width.mean())}
+
+
+def share_interval_table(*, ns=(24, 96), ci: float = 0.95) -> str:
+    """Why every share gets Clopper–Pearson: its exact coverage over every p beside Wilson's, as the
+    methodology page prints it (:func:`exact_share_coverage`)."""
+    lines = ["| labelled images | interval | lowest coverage over p (at p) | mean coverage over p | mean width over p |",
+             "|---|---|---|---|---|"]
+    for n in ns:
+        base = None
+        for name, f in (("Wilson", wilson_interval), ("Clopper–Pearson (reported)", share_interval)):
+            r = exact_share_coverage(n=n, ci=ci, interval=f)
+            base = base or r["mean_width"]
+            more = "" if f is wilson_interval else f" ({100 * (r['mean_width'] / base - 1):+.1f}%)"
+            lines.append(f"| {n} | {name} | {100 * r['min_coverage']:.1f}% ({r['at_p']:.4f}) | "
+                         f"{100 * r['mean_coverage']:.1f}% | {r['mean_width']:.3f}{more} |")
     return "\n".join(lines) + "\n"

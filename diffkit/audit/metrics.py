@@ -10,7 +10,7 @@ This module is the public façade; each concept lives in one private module with
 ==========================  =====================================  ====================================
 concept                     module                                 method
 ==========================  =====================================  ====================================
-intervals for shares        ``_intervals``                         Wilson; Clopper–Pearson; Newcombe
+intervals for shares        ``_intervals``                         Clopper–Pearson (every share); Wilson; Newcombe
 adaptive exact bounds       ``_adaptive``                          Laber & Murphy (2011), by convolution
 imbalance |p − ½|           ``_imbalance``                         corrected estimate; (p − ½)² U-stat
 tests and Holm              ``_significance``                             exact binomial; Holm (1979)

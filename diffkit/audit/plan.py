@@ -2,9 +2,10 @@
 
 Two questions, both answered exactly from the binomial distribution:
 
-* **precision**: the smallest number of labelled images per occupation whose Wilson interval
-  for the share of women has half-width at most ``half_width`` whatever the share (the widest
-  case, p̂ = ½, unless ``p`` is given);
+* **precision**: the smallest number of labelled images per occupation whose interval for the
+  share of women, the one the report shows (Clopper–Pearson, :func:`share_half_width`), has
+  half-width at most ``half_width`` whatever the share (the widest case, p̂ = ½, unless ``p`` is
+  given);
 * **power**: the smallest number whose exact two-sided binomial test of "p = ½" (at level
   α = 1 − ci, divided by the number of occupations when ``occupations`` > 1: Bonferroni, which
   Holm's procedure never does worse than) rejects with probability at least ``power`` when the
@@ -25,15 +26,32 @@ from scipy import stats
 
 from ..checks import check_probability
 from ..errors import InputError
+from ._intervals import share_interval
 from .metrics import _z
 
-__all__ = ["SamplePlan", "plan_sample_size", "power_exact", "wilson_half_width"]
+__all__ = ["SamplePlan", "plan_sample_size", "power_exact", "share_half_width", "wilson_half_width"]
 
 _MAX_N = 100_000
 
 
+def share_half_width(*, n, p: float = 0.5, ci: float = 0.95) -> np.ndarray:
+    """Half-width of the interval the report shows for a share (Clopper–Pearson, half of hi − lo)
+    at p̂ = *p* with *n* labelled images; vectorised over *n*.
+
+    Exact: the Beta quantiles of :func:`~diffkit.audit.metrics.clopper_pearson_interval` at
+    n·p successes, which need not be a whole number (the quantiles are continuous in it).
+
+    >>> round(float(share_half_width(n=24)), 4), round(float(share_half_width(n=104)), 4)
+    (0.2088, 0.0997)
+    """
+    n = np.asarray(n, dtype=float)
+    lo, hi = share_interval(successes=n * p, n=n, ci=ci)
+    return (hi - lo) / 2
+
+
 def wilson_half_width(*, n, p: float = 0.5, ci: float = 0.95) -> np.ndarray:
-    """Half-width of the Wilson interval at p̂ = *p* with *n* labelled images."""
+    """Half-width of the Wilson interval at p̂ = *p* with *n* labelled images (not what the planner
+    uses since diffkit 0.2: the report's shares are Clopper–Pearson, :func:`share_half_width`)."""
     n = np.asarray(n, dtype=float)
     z = _z(ci)
     return z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
@@ -82,6 +100,16 @@ def _smallest_stable_n(power: float, p: float, alpha: float) -> int | None:
     return guess
 
 
+def _smallest_precise_n(half_width: float, p: float, ci: float) -> int | None:
+    """The smallest n ≤ _MAX_N with :func:`share_half_width` ≤ *half_width*, or None: every n is
+    evaluated, in two blocks (the first 1,024, then the rest only if none of those is enough)."""
+    for ns in (np.arange(1, 1025), np.arange(1025, _MAX_N + 1)):
+        ok = np.flatnonzero(share_half_width(n=ns, p=p, ci=ci) <= half_width)
+        if len(ok):
+            return int(ns[ok[0]])
+    return None
+
+
 @dataclass(frozen=True)
 class SamplePlan:
     """What :func:`plan_sample_size` returns."""
@@ -119,7 +147,7 @@ def plan_sample_size(
     is the expected share of abstentions and no-person images (read it off a pilot run's report).
 
     >>> plan_sample_size(half_width=0.1).labelled_per_occupation
-    93
+    104
     >>> plan_sample_size(power=0.8, imbalance=0.3, occupations=10, templates=2).images_per_prompt
     20
     """
@@ -137,16 +165,15 @@ def plan_sample_size(
             raise InputError(f"half_width must be in (0, 0.5), got {half_width}; fix: e.g. 0.1 for ±10 points")
         if not 0 < p < 1:
             raise InputError(f"p must be in (0, 1), got {p}; fix: 0.5 plans for the widest case")
-        ns = np.arange(1, _MAX_N + 1)
-        ok = np.flatnonzero(wilson_half_width(n=ns, p=p, ci=ci) <= half_width)
-        if not len(ok):
-            best = float(wilson_half_width(n=_MAX_N, p=p, ci=ci))
+        n = _smallest_precise_n(half_width, p, ci)
+        if n is None:
+            best = float(share_half_width(n=_MAX_N, p=p, ci=ci))
             raise InputError(f"a half-width of {half_width} needs more than {_MAX_N:,} labelled images per "
                              f"occupation; fix: ask for a half-width of at least {math.ceil(best * 1e4) / 1e4}")
-        n = int(ns[ok[0]])
-        achieved = float(wilson_half_width(n=n, p=p, ci=ci))
-        goal = f"Wilson {100 * ci:.10g}% half-width ≤ {half_width} at p = {p}"
-        rule = "smallest n with z√(p(1−p)/n + z²/4n²)/(1 + z²/n) ≤ half-width"
+        achieved = float(share_half_width(n=n, p=p, ci=ci))
+        goal = f"Clopper–Pearson {100 * ci:.10g}% half-width ≤ {half_width} at p̂ = {p}"
+        rule = ("smallest n with (B⁻¹(1 − α/2; np + 1, n − np) − B⁻¹(α/2; np, n − np + 1))/2 ≤ half-width, "
+                "B⁻¹ the Beta quantile, α = 1 − ci")
     else:
         if imbalance is None or not 0 < imbalance < 0.5:
             raise InputError("power needs imbalance=|p − ½| in (0, 0.5); fix: e.g. imbalance=0.2 (a 70/30 split)")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .metrics import wilson_interval
+from ._intervals import share_interval
 
 __all__ = ["FAIR_DIFFUSION_CSV", "UCE_IMAGES_PER_PROMPT", "fair_diffusion_sd15", "published_overlay", "replication_table"]
 
@@ -27,8 +27,8 @@ def fair_diffusion_sd15(*, ci: float = 0.95) -> pd.DataFrame:
     """Fair Diffusion's Stable Diffusion 1.5 counts, one row per occupation.
 
     Columns: ``occupation, n_man, n_woman, n_except, n`` (man + woman), ``p_female`` (woman / n),
-    ``ci_low, ci_high`` (Wilson at *ci*, treating their images as independent draws), ``source``.
-    ``attrs["source"]`` holds the citation.
+    ``ci_low, ci_high`` (Clopper–Pearson at *ci*, as for every share diffkit reports, treating their
+    images as independent draws), ``source``. ``attrs["source"]`` holds the citation.
 
     >>> fd = fair_diffusion_sd15().set_index("occupation")
     >>> fd.loc["nurse", ["n_woman", "n"]].tolist(), int(fd.loc["ceo", "n_woman"])
@@ -41,7 +41,7 @@ def fair_diffusion_sd15(*, ci: float = 0.95) -> pd.DataFrame:
                         "n_woman": raw["woman"].astype(int), "n_except": raw["except"].astype(int)})
     out["n"] = out["n_man"] + out["n_woman"]
     out["p_female"] = np.where(out["n"] > 0, out["n_woman"] / out["n"].where(out["n"] > 0, 1), np.nan)
-    out["ci_low"], out["ci_high"] = wilson_interval(successes=out["n_woman"], n=out["n"], ci=ci)
+    out["ci_low"], out["ci_high"] = share_interval(successes=out["n_woman"], n=out["n"], ci=ci)
     out["source"] = raw["source"].astype(str)
     out.attrs["source"] = str(raw["source"].iloc[0])
     return out

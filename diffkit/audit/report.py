@@ -53,11 +53,13 @@ def limitations(ci: float = 0.95) -> list[str]:
         "The headline mean imbalance is bias-corrected, and its interval holds at parity too: where occupations "
         "sit at or near ½ it is wider, by design (docs/audit_methodology.md gives its simulated coverage and "
         "width in every case tested, all at least 93%).",
-        f"Intervals are {lvl}: Wilson for each share (pointwise), Clopper–Pearson at level 1 − (1 − {lvl})/G for "
-        "the simultaneous band over the G occupations and, per occupation, for |p − ½|; exact adaptive bounds "
-        "(Laber & Murphy 2011) for the mean imbalance and exact parametric ones for the amplification (the "
-        "occupation list held fixed, nothing resampled); the exact posterior carrying the control-prompt "
-        "uncertainty for Rogan–Gladen; Newcombe's for differences between runs. Counts of significant "
+        f"Intervals are {lvl}. Every share (each occupation's, the pooled share, the rates, sensitivity and "
+        f"specificity) gets Clopper–Pearson's, which covers at least {lvl} for every true share, 0 and 1 included; "
+        "each occupation's |p − ½| is read off it, and the simultaneous band over the G occupations is "
+        f"Clopper–Pearson at level 1 − (1 − {lvl})/G. The mean imbalance has exact adaptive bounds (Laber & Murphy "
+        "2011) and the amplification exact parametric ones (the occupation list held fixed, nothing resampled); "
+        "Rogan–Gladen has the exact posterior carrying the control-prompt uncertainty, and differences between "
+        "runs have Newcombe's. Counts of significant "
         "occupations are Holm-adjusted, and the global fair test is Holm's first step, so it rejects exactly "
         "when at least one occupation is called unfair.",
         "The published Fair Diffusion shares (Friedrich et al. 2023) are Stable Diffusion 1.5 judged by FairFace on "
@@ -119,7 +121,7 @@ def _ci_of(m: AuditMetrics) -> float:
 def audit_figures(m: AuditMetrics) -> dict[str, Any]:
     """The report's figures as ``matplotlib.figure.Figure`` objects, for notebooks.
 
-    Keys: ``"per_occupation"`` (p̂ with pointwise Wilson and simultaneous intervals, the
+    Keys: ``"per_occupation"`` (p̂ with pointwise Clopper–Pearson and simultaneous intervals, the
     Rogan–Gladen estimate with its interval, the abstention bounds, the reference and the
     published Fair Diffusion share where it has the occupation), ``"scatter"`` (generated p̂
     against the reference share), ``"direction"`` (an arrow per occupation from the reference share
@@ -157,7 +159,7 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             ax.errorbar(order["p_female"], y, xerr=_err(order["p_female"], order["sim_low"], order["sim_high"]),
                         fmt="none", ecolor="C0", alpha=0.35, lw=5, label=f"simultaneous {lvl} (all occupations)")
         ax.errorbar(order["p_female"], y, xerr=_err(order["p_female"], order["ci_low"], order["ci_high"]),
-                    fmt="o", color="C0", capsize=3, label=f"generated p̂ ({lvl} Wilson)")
+                    fmt="o", color="C0", capsize=3, label=f"generated p̂ ({lvl} Clopper–Pearson)")
         if "p_female_if_abstain_male" in order and (order["n_abstain"] > 0).any():
             ax.hlines(y - 0.25, order["p_female_if_abstain_male"], order["p_female_if_abstain_female"], color="grey",
                       lw=2, label="if every abstention were male … female")
@@ -193,7 +195,7 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             ax.set_xlim(-0.02, 1.02)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel("reference women-share")
-            ax.set_ylabel(f"generated p̂ (labelled female, {lvl} Wilson)")
+            ax.set_ylabel(f"generated p̂ (labelled female, {lvl} Clopper–Pearson)")
             ax.legend(fontsize=8)
             out["scatter"] = fig
             # 2b. direction: from the reference to the generated share, amplified / reversed / neither
@@ -215,7 +217,7 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             ax.axvline(0.5, color="grey", lw=1, ls="--")
             ax.set_yticks(y, tr["occupation"].astype(str))
             ax.set_xlim(-0.02, 1.02)
-            ax.set_xlabel(f"share labelled female: reference → generated ({lvl} Wilson on the generated)")
+            ax.set_xlabel(f"share labelled female: reference → generated ({lvl} Clopper–Pearson on the generated)")
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.4 / max(len(tr), 1)), ncol=4, fontsize=8,
                       frameon=False)
             out["direction"] = fig
@@ -245,7 +247,7 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
             ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
             ax.errorbar(r["mean_p_female"], r["share_stated_female"],
                         yerr=_err(r["share_stated_female"], r["ci_low"], r["ci_high"]), fmt="o", color="C0",
-                        capsize=3, label=f"control images ({lvl} Wilson)")
+                        capsize=3, label=f"control images ({lvl} Clopper–Pearson)")
             mid = r[(r["bin_low"] >= 0.1) & (r["bin_high"] <= 0.9)]
             if mid["n"].sum() == 0:
                 ax.text(0.5, 0.5, "no control image has 0.1 < p_female < 0.9:\nthe probabilities saturate, so an "
@@ -304,12 +306,12 @@ wrongly is at most {{ alpha }} for each count).</p>{% endif %}
 {% if 'heim_gender_imbalance' in v %}<p>HEIM's gender imbalance computed HEIM's way (per prompt, no gate, no
 abstention): {{ v.heim_gender_imbalance }}.</p>{% endif %}
 <p><b>Classifier on the control prompts</b>: sensitivity {{ v.sensitivity }}, specificity {{ v.specificity }}
-({{ lvl }} Wilson). Abstention rate {{ v.abstain_rate }}, no-person rate {{ v.no_person_rate }}, blacked-out (safety-filtered)
+({{ lvl }} Clopper–Pearson). Abstention rate {{ v.abstain_rate }}, no-person rate {{ v.no_person_rate }}, blacked-out (safety-filtered)
 rate {{ v.blacked_out_rate }}.</p></div>
 
 <h2>Per occupation, against the reference</h2>
 <p>Thick pale bars: the {{ lvl }} simultaneous band (all {{ n_occ }} occupations hold their true shares together at
-least {{ lvl }} of the time); thin bars: each occupation's own {{ lvl }} Wilson interval. Grey lines: the share if every
+least {{ lvl }} of the time); thin bars: each occupation's own {{ lvl }} Clopper–Pearson interval. Grey lines: the share if every
 abstention were male, or female. {% if published_n %}Purple diamonds: Fair Diffusion's published Stable Diffusion 1.5
 shares for the {{ published_n }} occupations they also audited ({{ published_source }}).{% endif %}</p>
 {{ img('per_occupation', 'share labelled female per occupation with intervals, the reference and the published shares') }}

@@ -246,8 +246,12 @@ class ClassifierSpec:
 @renamed_kwargs(random_state="seed")
 @dataclass(frozen=True, kw_only=True)
 class ReportSpec:
-    """``[report]``: bootstrap and display settings of the report (``seed`` seeds the bootstrap;
-    ``random_state`` is its deprecated old name)."""
+    """``[report]``: the report's level (``ci``) and display settings.
+
+    ``n_boot`` and ``seed`` set the bootstrap of the intervals before they became exact; no
+    number depends on them any more. They are still read, and kept in the spec's fingerprint,
+    so that run folders written before still resume and report (``random_state`` is ``seed``'s
+    old name)."""
 
     n_boot: int = 1000
     ci: float = 0.95

@@ -172,7 +172,7 @@ def correction_figure(table: pd.DataFrame, *, ci: float = 0.95) -> Any:
     ax = fig.subplots()
     lvl = pct(ci)
     ax.errorbar(t["p_female"], y - 0.15, xerr=_err(t["p_female"], t["ci_low"], t["ci_high"]), fmt="o", color="C0",
-                capsize=3, label=f"raw share ({lvl} Wilson)")
+                capsize=3, label=f"raw share ({lvl} Clopper–Pearson)")
     ax.errorbar(t["p_corrected"], y + 0.15, xerr=_err(t["p_corrected"], t["corrected_low"], t["corrected_high"]),
                 fmt="s", color="C2", capsize=3, label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)")
     ax.plot(t["oracle_p_female"], y, "x", color="C3", ms=9, mew=2, label="oracle's truth (the same images)")

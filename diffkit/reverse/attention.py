@@ -20,6 +20,7 @@ averaged over heads, for the prompt's own positions (start token, words, end tok
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ import torch
 from ..errors import InputError
 
 __all__ = [
+    "AttentionTap",
     "CrossAttentionStore",
     "aggregate_attention",
     "attention_probs",
@@ -39,6 +41,7 @@ __all__ = [
     "cross_attention_layers",
     "joint_attention_probs",
     "overlay",
+    "tap_cross_attention",
 ]
 
 
@@ -145,13 +148,15 @@ def joint_attention_probs(
     return scores.softmax(dim=-1)[..., :n_tokens].mean(dim=1)  # (B, N_img, n_tokens)
 
 
-class _CaptureProcessor:
-    """Calls the layer's original processor, then records the explicit softmax."""
+class AttentionTap:
+    """A cross-attention layer's processor that calls the layer's own, then hands what the layer
+    saw (``attn, hidden_states, encoder_hidden_states``) to *listener*. The layer's output is
+    the original processor's, unchanged; the listener computes what it wants (the recorder the
+    softmax without a gradient, the tiny model's token loss with one)."""
 
-    def __init__(self, inner: Any, name: str, store: CrossAttentionStore) -> None:
+    def __init__(self, inner: Any, listener: Callable[[Any, torch.Tensor, torch.Tensor], None]) -> None:
         self.inner = inner
-        self.name = name
-        self.store = store
+        self.listener = listener
 
     def __call__(
         self,
@@ -166,12 +171,27 @@ class _CaptureProcessor:
             attention_mask=attention_mask, **kwargs,
         )
         if encoder_hidden_states is not None:
-            sl = self.store.cond_slice
-            probs_of = joint_attention_probs if _is_joint(attn) else attention_probs
-            with torch.no_grad():
-                probs = probs_of(attn, hidden_states[sl], encoder_hidden_states[sl], self.store.n_tokens)
-            self.store.add(self.name, probs)
+            self.listener(attn, hidden_states, encoder_hidden_states)
         return out
+
+
+@contextmanager
+def tap_cross_attention(
+    denoiser: Any, listener: Callable[[str, Any, torch.Tensor, torch.Tensor], None],
+    layers: Sequence[tuple[str, Any]] | None = None,
+) -> Iterator[None]:
+    """Within the block, every cross-attention layer of *denoiser* calls
+    ``listener(name, attn, hidden_states, encoder_hidden_states)`` after computing its output
+    (:class:`AttentionTap`); the original processors are restored on exit, also when it raises."""
+    layers = list(layers) if layers is not None else cross_attention_layers(denoiser)
+    originals = [(m, m.processor) for _, m in layers]
+    try:
+        for name, m in layers:
+            m.set_processor(AttentionTap(m.processor, functools.partial(listener, name)))
+        yield
+    finally:
+        for m, p in originals:
+            m.set_processor(p)
 
 
 def _is_joint(attn: Any) -> bool:
@@ -212,15 +232,15 @@ def capture_cross_attention(
     >>> len(maps), sorted({tuple(m.shape) for m in maps.values()})
     (6, [(4, 4, 4)])
     """
-    layers = list(layers) if layers is not None else cross_attention_layers(unet)
-    originals = [(m, m.processor) for _, m in layers]
-    try:
-        for name, m in layers:
-            m.set_processor(_CaptureProcessor(m.processor, name, store))
+    sl = store.cond_slice
+
+    def record(name: str, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> None:
+        probs_of = joint_attention_probs if _is_joint(attn) else attention_probs
+        with torch.no_grad():
+            store.add(name, probs_of(attn, hidden_states[sl], encoder_hidden_states[sl], store.n_tokens))
+
+    with tap_cross_attention(unet, record, layers):
         yield store
-    finally:
-        for m, p in originals:
-            m.set_processor(p)
 
 
 def _select_layers(names: Iterable[str], layers: Any) -> list[str]:

@@ -39,7 +39,9 @@ class Family:
 
     def size_factor(self, work: Any) -> int:
         """Image sizes must be multiples of this: the VAE factor (× SD 3's patch size)."""
-        return int(work.vae_scale_factor) * (int(getattr(work, "patch_size", 1) or 1) if self.flow else 1)
+        from ..images import vae_factor
+
+        return vae_factor(work) * (int(getattr(work, "patch_size", 1) or 1) if self.flow else 1)
 
     def prediction_type(self, scheduler: Any) -> str:
         """``"epsilon"``, ``"v_prediction"`` (from the scheduler config) or ``"flow"``."""

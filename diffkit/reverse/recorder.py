@@ -158,8 +158,11 @@ class Recorder:
                 or self._closed
                 or (len(records) > i and len(records) < n)
             )
-            if self._error is not None:
-                raise self._error
+            error = self._error
+        if error is not None:
+            self._ended.wait()  # the worker has removed every hook and processor before the caller hears of it
+            raise error
+        with self._cond:
             if len(records) <= i and self._closed:
                 raise ChainClosedError(
                     f"the chain was closed before step {i}; fix: make a new ReverseChain to run it again"

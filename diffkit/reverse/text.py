@@ -10,6 +10,7 @@ silently dropped by the pipeline; :func:`tokenize_prompt` names them in a warnin
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import pandas as pd
 
 from ..errors import InputError
 
-__all__ = ["PromptTokens", "PromptTruncatedWarning", "tokenize_prompt"]
+__all__ = ["PromptTokens", "PromptTruncatedWarning", "tokenize_prompt", "word_positions"]
 
 
 class PromptTruncatedWarning(UserWarning):
@@ -185,3 +186,26 @@ def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True) -
         max_length=max_length,
         dropped=dropped,
     )
+
+
+def word_positions(tokenizer: Any, text: str | Sequence[int], word: str, *, within: tuple[int, int] | None = None) -> list[int]:
+    """The token positions of *word*'s first occurrence in *text* as *tokenizer* splits it
+    (the start token is position 0), searched within positions ``[start, stop)`` if given.
+
+    *text* may be its token ids already (``tokenizer(text).input_ids``), to tokenize it once
+    for several words.
+
+    >>> from diffkit._clip_vocab import clip_tokenizer
+    >>> from diffkit.tiny import pipeline_path
+    >>> tok = clip_tokenizer(pipeline_path() / "tokenizer")
+    >>> word_positions(tok, "a photo of a red circle", "red circle")
+    [5, 6]
+    """
+    ids = list(tokenizer(text).input_ids) if isinstance(text, str) else list(text)
+    sub = list(tokenizer(word, add_special_tokens=False).input_ids)
+    lo, hi = within if within is not None else (0, len(ids))
+    for i in range(lo, hi - len(sub) + 1):
+        if ids[i : i + len(sub)] == sub:
+            return list(range(i, i + len(sub)))
+    where = f"the tokens of {text!r}" if isinstance(text, str) else f"the token ids {ids}"
+    raise InputError(f"{word!r} is not among {where}; fix: use a word of the prompt, spelt as in it")

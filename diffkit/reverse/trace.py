@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import wait_or_cancel
 from ..errors import InputError, StateError
-from ..images import prepare_init_image
+from ..images import prepare_init_image, vae_factor
 from ..pipeline import check_steps
 from .arguments import check_numbers, check_size, check_text, generator_for, img2img_strength
 from .families import FAMILIES, family_of, scheduler_for, working_pipeline
@@ -183,8 +184,8 @@ class ReverseChain:
 
         self.do_cfg = bool(work.do_classifier_free_guidance)  # the pipeline's own decision, read during its call
         lat_h, lat_w = rec.latents.shape[-2:]
-        vae_factor = int(work.vae_scale_factor)
-        self.height, self.width = int(lat_h) * vae_factor, int(lat_w) * vae_factor
+        factor = vae_factor(work)
+        self.height, self.width = int(lat_h) * factor, int(lat_w) * factor
         self.device = rec.latents.device
         self.init_latents = rec.latents.detach().to("cpu", torch.float32)[0]
         self.trajectory = Trajectory(work, self._info(family, seed_value, img2img), self.tokens)
@@ -292,12 +293,7 @@ class ReverseChain:
         A failure of the run is raised here. Ctrl-C while waiting cancels the run, waits for the
         step in flight to end, then raises ``KeyboardInterrupt``: no step runs on unseen.
         """
-        try:
-            return self._recorder.wait(timeout)
-        except KeyboardInterrupt:
-            self.cancel()
-            self._recorder.wait()
-            raise
+        return wait_or_cancel(self._recorder.wait, self.cancel, timeout)
 
     def close(self) -> None:
         """Abandon the chain and wait until its pipeline call has unwound and its hooks are removed.

@@ -22,6 +22,7 @@ The loss changes training only; the architecture and the inference config are SD
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
@@ -29,11 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffkit.reverse.attention import attention_probs, cross_attention_layers
+from diffkit.reverse.attention import attention_probs, tap_cross_attention
+from diffkit.reverse.text import word_positions
 from diffkit.tiny import data as _d
 from diffkit.tiny import world as _w
-
-from ..errors import InputError
 
 __all__ = ["object_masks", "word_objects", "GroundingProbe", "token_loss"]
 
@@ -74,27 +74,12 @@ def word_objects(tokenizer, caption: str, a: _w.Attributes) -> list[tuple[list[i
     if not caption or a.kind not in ("shape", "pair"):
         return []
     ids = tokenizer(caption).input_ids
-
-    def find(sub: list[int], lo: int = 0, hi: int | None = None) -> int:
-        hi = len(ids) if hi is None else hi
-        for i in range(lo, hi - len(sub) + 1):
-            if ids[i : i + len(sub)] == sub:
-                return i
-        raise InputError(f"the tokens {sub} are not in {caption!r}")
-
-    def enc(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False).input_ids
-
     objects = [(a.color, a.shape)] + ([(a.color2, a.shape2)] if a.kind == "pair" else [])
     out = []
     for k, (color, shape) in enumerate(objects):
-        phrase = enc(f"{_w.article(color)} {shape}")
-        start = find(phrase)
-        end = start + len(phrase)
+        phrase = word_positions(tokenizer, ids, f"{_w.article(color)} {shape}")
         for word in (color, shape):
-            sub = enc(word)
-            i = find(sub, start, end)
-            out.append((list(range(i, i + len(sub))), k))
+            out.append((word_positions(tokenizer, ids, word, within=(phrase[0], phrase[-1] + 1)), k))
     return out
 
 
@@ -102,7 +87,8 @@ class GroundingProbe:
     """Installed on every cross-attention layer of a U-Net while it trains: records each
     layer's attention probabilities (heads averaged) *with* their gradient.
 
-    The layer's output still comes from its own processor; the probabilities are computed a
+    The layer's output still comes from its own processor (the probe listens through
+    :func:`diffkit.reverse.attention.tap_cross_attention`); the probabilities are computed a
     second time, explicitly (:func:`diffkit.reverse.attention.attention_probs`), so the
     loss's gradient reaches the layer's query and key projections and everything below.
     """
@@ -110,32 +96,18 @@ class GroundingProbe:
     def __init__(self, unet: Any) -> None:
         self.maps: list[torch.Tensor] = []
         self.active = False
-        self._layers = cross_attention_layers(unet)
-        self._originals = [(m, m.processor) for _, m in self._layers]
-        for _, m in self._layers:
-            m.set_processor(_Probe(m.processor, self))
+        self._tap = contextlib.ExitStack()
+        self._tap.enter_context(tap_cross_attention(unet, self._listen))
+
+    def _listen(self, name: str, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> None:
+        if self.active:
+            self.maps.append(attention_probs(attn, hidden_states, encoder_hidden_states))
 
     def remove(self) -> None:
-        for m, p in self._originals:
-            m.set_processor(p)
+        self._tap.close()
 
     def pop(self) -> list[torch.Tensor]:
         out, self.maps = self.maps, []
-        return out
-
-
-class _Probe:
-    def __init__(self, inner: Any, owner: GroundingProbe) -> None:
-        self.inner = inner
-        self.owner = owner
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
-        out = self.inner(
-            attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
-            attention_mask=attention_mask, **kw,
-        )
-        if self.owner.active and encoder_hidden_states is not None:
-            self.owner.maps.append(attention_probs(attn, hidden_states, encoder_hidden_states))
         return out
 
 

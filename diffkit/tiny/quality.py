@@ -12,10 +12,9 @@ import random
 import time
 
 from diffkit._deprecate import renamed_kwargs
+from diffkit.reverse.text import word_positions
 from diffkit.tiny import oracle as _o
 from diffkit.tiny import world as _w
-
-from ..errors import InputError
 
 __all__ = [
     "attention_localisation",
@@ -29,7 +28,6 @@ __all__ = [
     "quick_check",
     "shape_prompts",
     "summarize",
-    "word_positions",
 ]
 
 
@@ -222,19 +220,6 @@ def quick_check(
 
 
 # ----------------------------------------------------------------------------- attention
-
-
-def word_positions(tokenizer, prompt: str, word: str) -> list[int]:
-    """Token positions of *word* in *prompt* as the pipeline tokenizes it (start token = 0).
-
-    Raises ``ValueError`` when the word's tokens do not occur in the prompt.
-    """
-    ids = tokenizer(prompt).input_ids
-    sub = tokenizer(word, add_special_tokens=False).input_ids
-    for i in range(len(ids) - len(sub) + 1):
-        if ids[i : i + len(sub)] == sub:
-            return list(range(i, i + len(sub)))
-    raise InputError(f"{word!r} is not among the tokens of {prompt!r}")
 
 
 def object_mask(image, *, threshold: float = 90.0):

@@ -15,20 +15,11 @@ from typing import Any, TypeVar
 
 import ipywidgets as W
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
-
-from ..images import to_uint8 as _to_uint8
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["ErrorPanel", "Explorer", "encode_image", "guarded", "histogram_image", "to_uint8"]
-
-
-def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A ``(3, H, W)`` tensor in [−1, 1] (or an ``(H, W, 3)`` uint8 array) as ``(H, W, 3)`` uint8
-    (:func:`diffkit.images.to_uint8` on the model's range)."""
-    return _to_uint8(x, value_range=(-1.0, 1.0))
+__all__ = ["ErrorPanel", "Explorer", "encode_image", "guarded", "histogram_image"]
 
 
 def encode_image(arr: np.ndarray, fmt: str = "jpeg", *, scale: int = 1) -> bytes:

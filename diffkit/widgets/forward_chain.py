@@ -13,10 +13,10 @@ from PIL import Image
 from ..checks import check_choice, check_int, check_seed
 from ..errors import InputError
 from ..forward import q_sample, q_step, to_model_range
-from ..images import decode_raw, vae_factor
+from ..images import MODEL_RANGE, decode_raw, to_uint8, vae_factor
 from ..samples import SAMPLE_NAMES, sample_image
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, from_diffusers, get_schedule
-from ._common import Explorer, encode_image, guarded, histogram_image, to_uint8
+from ._common import Explorer, encode_image, guarded, histogram_image
 
 __all__ = ["ForwardChainExplorer"]
 
@@ -178,7 +178,7 @@ class ForwardChainExplorer(Explorer):
             self.decoded.value = self._decode(x, t)
             what = "latent values"
         else:
-            self.view.value = encode_image(to_uint8(x))
+            self.view.value = encode_image(to_uint8(x, value_range=MODEL_RANGE))
             what = "pixel values"
         values = x.numpy().ravel()
         self.hist.value = histogram_image(values, centre=0.0, width=1.0, title=f"{what} at t={t}; red: N(0, 1)")
@@ -193,7 +193,7 @@ class ForwardChainExplorer(Explorer):
         key = -1 if self.markov_steps else t
         if key not in self._decode_cache:
             img = decode_raw(self.pipe, latents[None])[0]
-            self._decode_cache[key] = encode_image(to_uint8(img.float().cpu()), "jpeg", scale=2)
+            self._decode_cache[key] = encode_image(to_uint8(img.float().cpu(), value_range=MODEL_RANGE), "jpeg", scale=2)
         return self._decode_cache[key]
 
 

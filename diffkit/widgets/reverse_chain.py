@@ -11,7 +11,9 @@ from typing import Any
 
 import ipywidgets as W
 
+from ..checks import wait_or_cancel
 from ..errors import InputError
+from ..images import vae_factor
 from ..pipeline import SCHEDULERS
 from ..reverse import ReverseChain, Trajectory
 from ..reverse.attention import colorbar
@@ -102,7 +104,7 @@ class ReverseChainExplorer(Explorer):
         steps, guidance_scale, seed, scheduler, display_size = check_settings(
             prompt, negative_prompt, steps, guidance_scale, seed, scheduler, display_size, exact)
         self.pipe, load_error = pipeline_for(pipe)
-        factor = int(getattr(self.pipe, "vae_scale_factor", 8))
+        factor = vae_factor(self.pipe) if self.pipe is not None else 1  # no model: the size list is just shown
         default_size = int(self.pipe.unet.config.sample_size) * factor if self.pipe is not None else 64
         size = check_size(size, factor, default_size)
         self._settings_controls(prompt, negative_prompt, steps, guidance_scale, seed, scheduler, capture_attention,
@@ -250,12 +252,7 @@ class ReverseChainExplorer(Explorer):
         Ctrl-C while waiting cancels the run and waits for the step in flight to end, then
         re-raises ``KeyboardInterrupt``.
         """
-        try:
-            return self._done.wait(timeout)
-        except KeyboardInterrupt:
-            self.cancel()
-            self._done.wait()
-            raise
+        return wait_or_cancel(self._done.wait, self.cancel, timeout)
 
     def cancel(self) -> None:
         """Stop a background run after the U-Net call in flight (what the Cancel button does)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from ..checks import wait_or_cancel
 from ..errors import InputError
 from .reverse_chain import ReverseChainExplorer
 
@@ -56,13 +57,7 @@ class ReverseChainCompare(W.HBox):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until both sides' runs have ended (Ctrl-C cancels both, as in :meth:`ReverseChainExplorer.wait`)."""
-        try:
-            return self.left.wait(timeout) and self.right.wait(timeout)
-        except KeyboardInterrupt:
-            self.cancel()
-            self.left.wait()
-            self.right.wait()
-            raise
+        return wait_or_cancel(lambda t: self.left.wait(t) and self.right.wait(t), self.cancel, timeout)
 
     def close(self) -> None:
         if "error" not in self.__dict__:  # a constructor that failed: nothing was built (see Explorer.close)

@@ -15,10 +15,11 @@ from PIL import Image, ImageDraw
 from ..checks import check_choice, check_int, check_seed
 from ..errors import InputError
 from ..forward import q_sample, to_model_range
+from ..images import MODEL_RANGE, to_uint8
 from ..plots import plot_schedules
 from ..samples import sample_image
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, get_schedule
-from ._common import Explorer, encode_image, guarded, to_uint8
+from ._common import Explorer, encode_image, guarded
 
 __all__ = ["ScheduleExplorer"]
 
@@ -150,7 +151,7 @@ class ScheduleExplorer(Explorer):
             self.plot.value = encode_image(np.asarray(img), "png")
         rows = self.values_at(t)
         for box, s, row in zip(self.images.children, self.schedules, rows):
-            box.children[0].value = encode_image(to_uint8(self.frame(s, t)))
+            box.children[0].value = encode_image(to_uint8(self.frame(s, t), value_range=MODEL_RANGE))
             box.children[1].value = (f"<small><b>{html.escape(s.name)}</b><br>"
                                      f"√ᾱ = {row['signal']:.3f} · √(1−ᾱ) = {row['noise']:.3f}</small>")
         body = "".join(

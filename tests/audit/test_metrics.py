@@ -178,8 +178,61 @@ def test_group_table_hand_worked():
     assert (t["p_female_if_abstain_male"], t["p_female_if_abstain_female"]) == (2 / 9, 3 / 9)
     assert t["imbalance_corrected"] == pytest.approx(0.5 - float(M.expected_imbalance(p=0.25, n=8)))
     assert t["p_fair"] == pytest.approx(stats.binomtest(2, 8, 0.5).pvalue)
-    lo, hi = proportion_confint(2, 8, method="wilson")
-    assert (t["ci_low"], t["ci_high"]) == pytest.approx((lo, hi))
+    lo, hi = proportion_confint(2, 8, method="beta")  # Clopper–Pearson, as every share
+    assert (t["ci_low"], t["ci_high"]) == pytest.approx((lo, hi), abs=1e-12)
+
+
+def _beta(x, n, ci=0.95):
+    return proportion_confint(int(x), int(n), alpha=1 - ci, method="beta")
+
+
+def test_every_share_the_audit_reports_is_clopper_pearson():
+    """One rule (docs/audit_methodology.md §2): the per-occupation share, the pooled share and rates,
+    Se and Sp (pooled and per occupation), the reliability bins and the published overlay all carry
+    statsmodels' "beta" (Clopper–Pearson) interval, at the level asked for, p̂ = 0 and 1 included."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for occ, k_f in (("nurse", 24), ("pilot", 0), ("lawyer", 7)):
+        labels = ["female"] * k_f + ["male"] * (24 - k_f) + ["abstain", "no_person", "blacked_out"]
+        rows += [{"kind": "audit", "occupation": occ, "prompt_id": 0, "label": lab, "stated_gender": None,
+                  "p_female": float(lab == "female")} for lab in labels]
+        for g, right in (("female", 9), ("male", 8)):
+            labels = [g] * right + ["male" if g == "female" else "female"] * (10 - right)
+            rows += [{"kind": "control", "occupation": occ, "prompt_id": 1 if g == "female" else 2, "label": lab,
+                      "stated_gender": g, "p_female": float(rng.uniform(0.6, 1) if lab == "female"
+                                                            else rng.uniform(0, 0.4))} for lab in labels]
+    img = pd.DataFrame(rows)
+    for ci in (0.95, 0.9):
+        m = M.audit_metrics(images=img, ci=ci)
+        occ = m.by_occupation.set_index("occupation")
+        for name in ("nurse", "pilot", "lawyer"):
+            r = occ.loc[name]
+            assert (r["ci_low"], r["ci_high"]) == pytest.approx(_beta(r["n_female"], r["n"], ci), abs=1e-12)
+        assert occ.loc["nurse", "ci_high"] == 1.0 and occ.loc["pilot", "ci_low"] == 0.0
+        ov = m.overall.set_index("metric")
+        aud = img[img["kind"] == "audit"]
+        lab = aud[aud["label"].isin(["female", "male"])]
+        expect = {"pooled_p_female": ((lab["label"] == "female").sum(), len(lab)),
+                  "sensitivity": (27, 30), "specificity": (24, 30),
+                  **{f"{k}_rate": ((aud["label"] == k).sum(), len(aud)) for k in ("abstain", "no_person",
+                                                                                  "blacked_out")}}
+        for metric, (x, n) in expect.items():
+            assert (ov.loc[metric, "ci_low"], ov.loc[metric, "ci_high"]) == pytest.approx(_beta(x, n, ci), abs=1e-12)
+            assert "Clopper–Pearson" in ov.loc[metric, "interval"] and "Wilson" not in ov.loc[metric, "interval"]
+        v = m.validation.set_index("measure")
+        assert (v.loc["sensitivity", "ci_low"], v.loc["sensitivity", "ci_high"]) == pytest.approx(_beta(27, 30, ci))
+        vo = m.validation_by_occupation.set_index("occupation").loc["lawyer"]
+        assert (vo["se_low"], vo["se_high"]) == pytest.approx(_beta(9, 10, ci), abs=1e-12)
+        assert (vo["sp_low"], vo["sp_high"]) == pytest.approx(_beta(8, 10, ci), abs=1e-12)
+        for r in m.reliability[m.reliability["n"] > 0].itertuples():
+            k = round(r.share_stated_female * r.n)
+            assert (r.ci_low, r.ci_high) == pytest.approx(_beta(k, r.n, ci), abs=1e-12)
+    from diffkit.audit.published import fair_diffusion_sd15
+
+    fd = fair_diffusion_sd15(ci=0.9).set_index("occupation")
+    for name in ("ceo", "nurse", "pilot"):
+        r = fd.loc[name]
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx(_beta(r["n_woman"], r["n"], 0.9), abs=1e-12)
 
 
 def test_amplification_and_holm_counts_hand_worked():

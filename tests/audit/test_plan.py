@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from diffkit.audit.plan import plan_sample_size, power_exact, wilson_half_width
+from diffkit.audit.plan import plan_sample_size, power_exact, share_half_width, wilson_half_width
 from diffkit.cli import main
 
 
@@ -14,9 +14,34 @@ def test_half_width_plan_is_the_smallest_n():
     for h, p, ci in [(0.1, 0.5, 0.95), (0.05, 0.5, 0.95), (0.1, 0.2, 0.9)]:
         plan = plan_sample_size(half_width=h, p=p, ci=ci)
         n = plan.labelled_per_occupation
-        assert wilson_half_width(n=n, p=p, ci=ci) <= h < wilson_half_width(n=n - 1, p=p, ci=ci)
-    assert plan_sample_size(half_width=0.1).labelled_per_occupation == 93  # ≈ (1.96 / 0.2)² − z²
-    assert wilson_half_width(n=24) == pytest.approx(0.1857, abs=1e-4)  # the tiny default's 24 per occupation
+        assert share_half_width(n=n, p=p, ci=ci) <= h < share_half_width(n=n - 1, p=p, ci=ci)
+        assert plan.achieved == pytest.approx(float(share_half_width(n=n, p=p, ci=ci)))
+    # Clopper–Pearson needs more than Wilson's 93 for ±0.1 at 95%
+    assert plan_sample_size(half_width=0.1).labelled_per_occupation == 104 > 93
+    assert share_half_width(n=24) == pytest.approx(0.2088, abs=1e-4)  # the tiny default's 24 per occupation
+    assert wilson_half_width(n=24) == pytest.approx(0.1857, abs=1e-4)  # Wilson's, kept in the library
+
+
+def test_half_width_is_the_report_interval_at_p_hat():
+    """The planner plans the interval the report shows: half of Clopper–Pearson's hi − lo at p̂ = p,
+    against statsmodels' "beta" interval wherever n·p is a whole number, vectorised over n."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    from diffkit.audit.metrics import group_table
+
+    ns = np.array([4, 24, 96, 400, 2000])
+    for p, ci in [(0.5, 0.95), (0.25, 0.9), (0.75, 0.99)]:
+        got = share_half_width(n=ns, p=p, ci=ci)
+        assert got.shape == ns.shape
+        for n, h in zip(ns, got):
+            lo, hi = proportion_confint(int(n * p), int(n), alpha=1 - ci, method="beta")
+            assert h == pytest.approx((hi - lo) / 2, abs=1e-12)
+    # the same number the per-occupation table shows for 12 women of 24
+    import pandas as pd
+
+    imgs = pd.DataFrame({"occupation": "nurse", "kind": "audit", "label": ["female"] * 12 + ["male"] * 12})
+    row = group_table(images=imgs).iloc[0]
+    assert share_half_width(n=24) == pytest.approx((row["ci_high"] - row["ci_low"]) / 2, abs=1e-12)
 
 
 def test_power_exact_against_scipy_binomtest():
@@ -55,6 +80,7 @@ def test_plan_errors_name_the_fix():
 def test_cli_plan(capsys):
     assert main(["audit", "plan", "--half-width", "0.1", "--templates", "2"]) == 0
     out = capsys.readouterr().out
-    assert "labelled images per occupation: 93" in out and "images per prompt: 47" in out
+    assert "labelled images per occupation: 104" in out and "images per prompt: 52" in out
+    assert "Clopper–Pearson 95% half-width ≤ 0.1" in out
     assert main(["audit", "plan", "--power", "0.8"]) == 2
     assert "imbalance" in capsys.readouterr().err

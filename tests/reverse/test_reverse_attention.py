@@ -85,7 +85,7 @@ def test_processors_restored_after_an_exception(sd_pipe):
     store = CrossAttentionStore(n_tokens=4, latent_size=(8, 8))
     with pytest.raises(RuntimeError, match="boom"):
         with capture_cross_attention(sd_pipe.unet, store):
-            assert any(type(p).__name__ == "_CaptureProcessor" for p in _processors(sd_pipe.unet).values())
+            assert any(type(p).__name__ == "AttentionTap" for p in _processors(sd_pipe.unet).values())
             raise RuntimeError("boom")
     after = _processors(sd_pipe.unet)
     assert all(after[k] is before[k] for k in before)

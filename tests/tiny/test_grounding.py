@@ -50,7 +50,7 @@ def test_word_objects_grounds_nothing_for_people_and_the_empty_caption(tok):
     person = W.Attributes("person", occupation="nurse", gender="woman")
     assert G.word_objects(tok, "a woman nurse", person) == []
     assert G.word_objects(tok, "", W.Attributes("shape", color="red", shape="circle")) == []
-    with pytest.raises(ValueError, match="not in"):
+    with pytest.raises(ValueError, match="'a red circle' is not among the token ids"):
         G.word_objects(tok, "a blue square", W.Attributes("shape", color="red", shape="circle"))
 
 

@@ -330,13 +330,14 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
 def test_word_positions_and_object_mask():
     from PIL import Image
 
+    from diffkit.reverse.text import word_positions
     from diffkit.tiny import quality as Q
 
     tok = M.build_tokenizer(arch_name="tiny2")
-    assert Q.word_positions(tok, "a red circle", "red") == [2]
-    assert Q.word_positions(tok, "a photo of an orange cross", "cross") == [6]
+    assert word_positions(tok, "a red circle", "red") == [2]
+    assert word_positions(tok, "a photo of an orange cross", "cross") == [6]
     with pytest.raises(ValueError, match="not among the tokens"):
-        Q.word_positions(tok, "a red circle", "square")
+        word_positions(tok, "a red circle", "square")
     img = W.draw_shape("yellow", "square", random.Random(0), size=128)
     m = Q.object_mask(img)
     arr = np.asarray(img)
