@@ -202,12 +202,16 @@ class FaceCropClassifier:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
     def crop(self, image: np.ndarray, box) -> Any:
-        """The square crop of *box* with the spec's margin, resized to ``crop_size`` (PIL)."""
+        """The square crop of *box* with the spec's margin, resized to ``crop_size`` (PIL). The square
+        is kept inside the picture (shifted, and at most the shorter side), so no black border that the
+        picture does not have reaches the classifier."""
         from PIL import Image
 
         x0, y0, x1, y1 = (float(v) for v in box[:4])
-        side = max(x1 - x0, y1 - y0) * (1 + 2 * self.spec.crop_margin)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        h, w = image.shape[:2]
+        side = min(max(x1 - x0, y1 - y0) * (1 + 2 * self.spec.crop_margin), w, h)
+        cx = min(max((x0 + x1) / 2, side / 2), w - side / 2)
+        cy = min(max((y0 + y1) / 2, side / 2), h - side / 2)
         c = Image.fromarray(image).crop((round(cx - side / 2), round(cy - side / 2),
                                          round(cx + side / 2), round(cy + side / 2)))
         return c.resize((self.spec.crop_size, self.spec.crop_size), Image.BILINEAR)

@@ -294,9 +294,15 @@ def _degrade(img, rng: random.Random):
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def _to_tensor(images):
+def _to_tensor(images, size: int | None = None):
+    """Normalised (N, 3, H, W) floats; with *size*, each image first resized to size² as open_clip's
+    preprocessing does (bicubic), so the weak judge (8²) trains on what it will be shown."""
     import torch
+    from PIL import Image
 
+    if size is not None:
+        images = [im if im.size == (size, size) else im.convert("RGB").resize((size, size), Image.BICUBIC)
+                  for im in images]
     arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
     x = torch.from_numpy(arr).permute(0, 3, 1, 2)
     mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
@@ -349,7 +355,7 @@ def train_clip(recipe, run_dir: Path, *, resume: bool, weak: bool = False) -> No
         )
         for g in opt.param_groups:
             g["lr"] = lr
-        img_f, txt_f, scale = model(_to_tensor(images), ids)
+        img_f, txt_f, scale = model(_to_tensor(images, model.visual.image_size[0]), ids)
         logits = scale * img_f @ txt_f.t()  # (B images, B captions)
         li = -(F.log_softmax(logits, 1) * valid / valid.sum(1, keepdim=True)).sum(1).mean()
         lt = -(F.log_softmax(logits, 0) * valid / valid.sum(0, keepdim=True)).sum(0).mean()

@@ -49,10 +49,13 @@ def test_the_gate_says_what_each_set_is(scored, kind):
 
 
 def test_one_drawn_person_keeps_their_gender(scored):
+    """Never the other gender; a few may abstain (the threshold that makes blends abstain costs that)."""
     table, scenes = scored
     t = table[table["prompt"] == "person"]
     truth = np.array(["female" if s.genders[0] == "woman" else "male" for s, _ in scenes["person"]])
-    assert (t["label"].to_numpy() == truth).mean() >= 0.95, t["label"].value_counts().to_dict()
+    labels = t["label"].to_numpy()
+    assert (labels == truth).mean() >= 0.9, t["label"].value_counts().to_dict()
+    assert ((labels != truth) & (labels != "abstain")).sum() == 0, t["label"].value_counts().to_dict()
 
 
 def test_a_blacked_out_image_stays_blacked_out(tmp_path):

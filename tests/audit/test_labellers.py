@@ -24,7 +24,7 @@ from diffkit.tiny import world as w
 
 STAND_INS = {"detector": "diffkit.audit._testing:pictogram_figures"}
 FACE_CROP = {"kind": "face_crop", "model": "diffkit.audit._testing:tiny_clip_gender_head",
-             "label_map": {"female": 0, "male": 1}, "crop_size": 64, **STAND_INS}
+             "label_map": {"female": 0, "male": 1}, "crop_size": 64, "abstain_below": 0.6, **STAND_INS}
 KINDS = ("person", "people", "background")
 
 
@@ -90,7 +90,7 @@ def test_a_face_crop_crops_the_largest_face_with_its_margin():
 
 
 def test_entry_points_that_cannot_be_used_name_the_fix():
-    with pytest.raises(MissingPackageError, match="cannot import 'no_such_pkg'.*fix: install"):
+    with pytest.raises(MissingPackageError, match="cannot import 'no_such_pkg.x'.*fix: install"):
         load_entry_point("no_such_pkg.x:f")
     with pytest.raises(InputError, match="has no 'nope'"):
         load_entry_point("diffkit.audit.faces:nope")
