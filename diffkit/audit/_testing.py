@@ -78,32 +78,14 @@ def to_toml(d: dict) -> str:
 # "diffkit.audit._testing:tiny_clip_gender_head" (label_map = { female = 0, male = 1 }).
 
 
-def pictogram_figures(weights: str | None = None, *, min_height: float = 0.25, gap: int = 3, side_gap: int = 2):
-    """A figure detector for the pictogram world, in a face detector's place: the dark regions
-    (luma < 65, the silhouettes), parts closer than *gap* pixels above or below each other and
-    *side_gap* pixels side by side joined (dilation: a head joins its body, two figures standing
-    close stay two), at least *min_height* of the image tall. Returns
+def pictogram_figures(weights: str | None = None):
+    """A figure detector for the pictogram world, in a face detector's place: the pixel oracle's
+    separate figures (:func:`diffkit.tiny.oracle.figure_boxes`: dark silhouettes at least a quarter of
+    the image tall, a head joined to its body, two figures standing close kept apart). Returns
     ``detect(image) -> [(x0, y0, x1, y1), …]``."""
-    import numpy as np
-    from scipy import ndimage
+    from ..tiny.oracle import figure_boxes
 
-    def detect(image):
-        arr = np.asarray(image, dtype=np.float32)
-        dark = arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32) < 65.0
-        if dark.mean() > 0.5:  # a dark picture, not a figure on a background
-            return []
-        joined = ndimage.binary_dilation(dark, structure=np.ones((2 * gap + 1, 2 * side_gap + 1), bool))
-        lab, _ = ndimage.label(joined)
-        boxes = []
-        for sl in ndimage.find_objects(lab):
-            if sl is None:
-                continue
-            ys, xs = sl
-            if (ys.stop - ys.start) >= min_height * arr.shape[0]:
-                boxes.append((xs.start, ys.start, xs.stop, ys.stop))
-        return boxes
-
-    return detect
+    return figure_boxes
 
 
 def tiny_clip_gender_head(weights: str | None = None):

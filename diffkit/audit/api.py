@@ -143,20 +143,30 @@ def report_audit(
 
 
 def rescore_audit(run_dir: str | Path, *, judge: str, pretrained: str | None = None,
+                  abstain_below: float | None = None, person_threshold: float | None = None,
                   progress: bool = False) -> AuditResult:
     """The same run's images read by another open_clip judge (``"tiny-weak"``, a hub model with
     *pretrained*): an :class:`AuditResult` with that judge's labels and statistics, the run's
     report left as it is. The embedding cache keys on each judge's weights, so the two never mix.
+    Thresholds belong to a judge: *abstain_below* and *person_threshold* replace the run's (the
+    weak judge's probabilities are never as sure as the shipped one's: ``abstain_below=0.5`` reads
+    every image it sees a person in).
 
-    >>> weak = rescore_audit("out/audit/tiny_default", judge="tiny-weak")   # doctest: +SKIP
+    >>> weak = rescore_audit("out/audit/tiny_default", judge="tiny-weak", abstain_below=0.5)   # doctest: +SKIP
     """
     from dataclasses import replace
 
+    from ..checks import check_probability
     from .labellers import build_labeller
 
     run_dir = Path(run_dir)
     spec = load_run_spec(run_dir)
-    spec = replace(spec, classifier=replace(spec.classifier, model=judge, pretrained=pretrained))
+    thresholds = {}
+    if abstain_below is not None:
+        thresholds["abstain_below"] = check_probability("abstain_below", abstain_below)
+    if person_threshold is not None:
+        thresholds["person_threshold"] = check_probability("person_threshold", person_threshold)
+    spec = replace(spec, classifier=replace(spec.classifier, model=judge, pretrained=pretrained, **thresholds))
     images = score_images(spec, run_dir, classifier=build_labeller(spec.classifier), progress=progress)
     return AuditResult(run_dir, spec, _metrics(spec, images, run_dir), None)
 

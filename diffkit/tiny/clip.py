@@ -72,7 +72,7 @@ MODEL_CONFIG = {
 WEAK_MODEL_NAME = "diffkit-tiny-clip-weak"
 WEAK_MODEL_CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 8, "layers": 2, "width": 64, "head_width": 32, "mlp_ratio": 2.0, "patch_size": 2},
+    "vision_cfg": {"image_size": 2, "layers": 2, "width": 64, "head_width": 32, "mlp_ratio": 2.0, "patch_size": 1},
     "text_cfg": MODEL_CONFIG["text_cfg"],
 }
 _CONFIGS = {MODEL_NAME: MODEL_CONFIG, WEAK_MODEL_NAME: WEAK_MODEL_CONFIG}

@@ -1,4 +1,4 @@
-"""A judge that errs and a correction that is seen to work: the weaker tiny judge (it sees 8×8 pixels)
+"""A judge that errs and a correction that is seen to work: the weaker tiny judge (it sees 2 × 2 pixels)
 audits diffkit-tiny; against the pixel oracle's truth (two cues, neither the judge's), the raw share's
 interval misses where the truth is near 0 or 1 and the Rogan–Gladen interval holds it, over seeds."""
 
@@ -27,7 +27,7 @@ def _spec(seed: int):
     d["prompts"]["templates"] = ["a photo of {a_occupation}"]
     d["prompts"]["attributes"]["occupation"] = ["nurse", "housekeeper", "pilot", "electrician"]
     d["controls"]["images_per_prompt"] = 12
-    d["classifier"]["model"] = "tiny-weak"
+    d["classifier"].update(model="tiny-weak", abstain_below=0.5)  # its own threshold: never as sure as the shipped judge
     d["report"]["thumbnails_per_prompt"] = 0
     return parse_spec(d, source=f"weak-{seed}.toml", base_dir=AUDITS_DIR)
 
