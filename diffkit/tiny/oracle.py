@@ -29,7 +29,7 @@ are joined): 0 for nobody, 2 for two people.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -86,9 +86,6 @@ class Reading:
     hem_gender: str | None = None
     hem_ratio: float | None = None
     figures: int | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _as_array(image) -> np.ndarray:
