@@ -93,14 +93,15 @@ def tiny_clip_gender_head(weights: str | None = None):
     text embeddings of "a photo of a woman" and "a photo of a man"), as a ``torch.nn.Module`` taking
     ``(N, 3, S, S)`` crops normalised with its ``mean``/``std`` (CLIP's). Outputs: 0 female, 1 male."""
     import torch
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
     from ..tiny import load_clip
 
     model, _, tokenizer = load_clip()
 
     class TinyClipGenderHead(torch.nn.Module):
-        mean = (0.48145466, 0.4578275, 0.40821073)
-        std = (0.26862954, 0.26130258, 0.27577711)
+        mean = OPENAI_DATASET_MEAN
+        std = OPENAI_DATASET_STD
 
         def __init__(self):
             super().__init__()

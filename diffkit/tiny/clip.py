@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from diffkit.tiny import data as _d
 from diffkit.tiny import world as _w
 
 from ..errors import WeightsMissingError
@@ -83,8 +82,6 @@ ZERO_SHOT_PROMPTS = {
     "person": "a photo of a person",
     "shape": "a photo of a shape",
 }
-_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN / STD
-_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def write_config(folder: Path, name: str = MODEL_NAME) -> Path:
@@ -239,11 +236,12 @@ def caption_weight(truth: dict, constraints: dict) -> float:
     return w
 
 
-def _batch(recipe, rng: random.Random):
-    """``(images, captions, weights)`` of one training batch: *weights[i][j]* says how far
-    caption j truthfully describes image i."""
-    n = recipe.clip_batch
-    if getattr(recipe, "clip_data", "world") == "world":  # diffkit-tiny 1's judge, unchanged
+def _batch(cfg, rng: random.Random):
+    """``(images, captions, weights)`` of one training batch (*cfg*: a
+    :class:`~diffkit.tiny.recipe.ClipConfig`): *weights[i][j]* says how far caption j truthfully
+    describes image i."""
+    n = cfg.batch
+    if cfg.data == "world":  # diffkit-tiny 1's judge, unchanged
         cfg = _w.WorldConfig(shape_fraction=0.3, stated_fraction=0.5)
         atts = [_w.sample_attributes(rng, cfg)[0] for _ in range(n)]
         images = [_degrade(_w.draw(a, rng), rng) for a in atts]
@@ -298,6 +296,7 @@ def _to_tensor(images, size: int | None = None):
     """Normalised (N, 3, H, W) floats; with *size*, each image first resized to size² as open_clip's
     preprocessing does (bicubic), so the weak judge (8²) trains on what it will be shown."""
     import torch
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from PIL import Image
 
     if size is not None:
@@ -305,80 +304,64 @@ def _to_tensor(images, size: int | None = None):
                   for im in images]
     arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
     x = torch.from_numpy(arr).permute(0, 3, 1, 2)
-    mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
 def train_clip(recipe, run_dir: Path, *, resume: bool, weak: bool = False) -> None:
-    """Contrastive training of the judge (multi-positive InfoNCE); saves ``run_dir/clip/``.
-
-    With *weak*, the deliberately weaker judge (:data:`WEAK_MODEL_CONFIG`, ``recipe.clip_weak_steps``
-    steps on the same data) into ``run_dir/clip-weak/``."""
+    """Contrastive training of the judge (:func:`diffkit.tiny.losses.multi_positive_infonce`) on
+    ``recipe.clip``; saves ``run_dir/clip/``. With *weak*, the deliberately weaker judge
+    (:data:`WEAK_MODEL_CONFIG`, ``recipe.clip_weak``) into ``run_dir/clip-weak/``."""
     import open_clip
     import torch
-    import torch.nn.functional as F
     from safetensors.torch import save_file
 
-    name = WEAK_MODEL_NAME if weak else MODEL_NAME
-    out = Path(run_dir) / ("clip-weak" if weak else "clip")
-    steps = recipe.clip_weak_steps if weak else recipe.clip_steps
+    from diffkit.tiny.loop import load_checkpoint, save_checkpoint, train_loop
+    from diffkit.tiny.losses import multi_positive_infonce
+    from diffkit.tiny.recipe import seed_for
+
+    stage = "clip_weak" if weak else "clip"
+    cfg, name = getattr(recipe, stage), WEAK_MODEL_NAME if weak else MODEL_NAME
+    out, ckpt = Path(run_dir) / ("clip-weak" if weak else "clip"), Path(run_dir) / f"{stage}_ckpt.pt"
     if (out / "open_clip_model.safetensors").exists() and not resume:
         log.info("clip: finished model found at %s", out)
         return
     write_config(out, name)
     register(out, name)
-    torch.manual_seed(recipe.seed + (20 if weak else 10))
-    model = open_clip.create_model(name)
-    tokenizer = open_clip.get_tokenizer(name)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.clip_lr, weight_decay=0.05)
-    ckpt = Path(run_dir) / ("clip_weak_ckpt.pt" if weak else "clip_ckpt.pt")
-    step, rng = 0, random.Random(recipe.seed + (21 if weak else 11))
+    torch.manual_seed(seed_for(recipe, f"{stage}.init"))
+    model, tokenizer = open_clip.create_model(name), open_clip.get_tokenizer(name)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
+    step, rng = 0, random.Random(seed_for(recipe, f"{stage}.batches"))
     if resume and ckpt.exists():
-        step, rng = _d.load_checkpoint(ckpt, model, opt)
+        step, rng = load_checkpoint(ckpt, opt=opt, model=model)
     memo: dict[str, torch.Tensor] = {}
-    model.train()
-    t0 = time.time()
-    while step < steps:
-        images, caps, weights = _batch(recipe, rng)
+    t0 = [time.time()]
+
+    def batch_loss(step: int) -> torch.Tensor:
+        images, caps, weights = _batch(cfg, rng)
         for c in caps:
             if c not in memo:
                 memo[c] = tokenizer([c])[0]
         ids = torch.stack([memo[c] for c in caps])
-        # valid[i, j]: how far caption j truthfully describes image i (soft for blends)
-        valid = torch.tensor(weights, dtype=torch.float32)
-        lr = (
-            recipe.clip_lr
-            * min(1.0, (step + 1) / 100)
-            * 0.5
-            * (1 + math.cos(math.pi * step / steps))
-        )
-        for g in opt.param_groups:
-            g["lr"] = lr
         img_f, txt_f, scale = model(_to_tensor(images, model.visual.image_size[0]), ids)
         logits = scale * img_f @ txt_f.t()  # (B images, B captions)
-        li = -(F.log_softmax(logits, 1) * valid / valid.sum(1, keepdim=True)).sum(1).mean()
-        lt = -(F.log_softmax(logits, 0) * valid / valid.sum(0, keepdim=True)).sum(0).mean()
-        loss = (li + lt) / 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        # valid[i, j]: how far caption j truthfully describes image i (soft for blends)
+        return multi_positive_infonce(logits, torch.tensor(weights, dtype=torch.float32))
+
+    def after_step(step: int, loss, lr: float) -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        step += 1
         if step % 50 == 0:
-            log.info(
-                "clip step %d loss %.4f %.2f s/step", step, loss.item(), (time.time() - t0) / 50
-            )
-            t0 = time.time()
+            log.info("clip step %d loss %.4f %.2f s/step", step, loss.item(), (time.time() - t0[0]) / 50)
+            t0[0] = time.time()
         if step % 500 == 0:
-            _d.save_checkpoint(ckpt, model, opt, step, rng)
+            save_checkpoint(ckpt, step=step, rng=rng, opt=opt, model=model)
+
+    model.train()
+    train_loop(cfg, opt, list(model.parameters()), batch_loss, after_step, step=step)
     model.eval()
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(out / "open_clip_model.safetensors"),
-    )
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
     log.info("clip: saved %s", out)
 
 

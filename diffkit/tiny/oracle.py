@@ -30,7 +30,7 @@ above or below, 1.5 % beside, are joined, and parts stacked one above another ar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -87,9 +87,6 @@ class Reading:
     hem_gender: str | None = None
     hem_ratio: float | None = None
     figures: int | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _as_array(image) -> np.ndarray:

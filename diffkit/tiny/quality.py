@@ -213,9 +213,9 @@ def quick_check(
     cases = rng.choices(shape_prompts(), k=n // 2) + rng.choices(gender_prompts(), k=n - n // 2)
     df = evaluate(pipe, cases, seeds=[rng.randrange(10**6)], guidance_scale=guidance_scale, batch_size=batch_size)
     if grid is not None:
-        from diffkit.tiny.train import _save_grid
+        from diffkit.tiny.data import save_grid
 
-        _save_grid(df.attrs["images"], 8, grid)
+        save_grid(df.attrs["images"], 8, grid)
     return summarize(df)
 
 

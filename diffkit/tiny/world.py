@@ -557,10 +557,6 @@ def all_attributes() -> list[Attributes]:
     return out
 
 
-def with_gender(a: Attributes, gender: Gender) -> Attributes:
-    return replace(a, gender=gender)
-
-
 # ----------------------------------------------------------------------------- scenes for the judge
 # What a person gate must tell apart, drawn with a known truth: nobody (an occupation's
 # background, its hat or tool alone, noise, a flat colour), one person, two people, and figures
