@@ -66,12 +66,12 @@ MODEL_CONFIG = {
     },
 }
 #: The deliberately weaker judge (issue 23), shipped to show the Rogan–Gladen correction at work: the
-#: same text tower, an image tower that sees the picture at 8×8 pixels (open_clip's transform resizes
-#: to the config's image_size), where the dress and the legs are a pixel or two apart.
+#: same text tower, an image tower that sees the picture at 3 × 3 pixels (open_clip's transform resizes
+#: to the config's image_size): nine averages of the picture, where a dress darkens the lower middle one.
 WEAK_MODEL_NAME = "diffkit-tiny-clip-weak"
 WEAK_MODEL_CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 2, "layers": 2, "width": 64, "head_width": 32, "mlp_ratio": 2.0, "patch_size": 1},
+    "vision_cfg": {"image_size": 3, "layers": 2, "width": 64, "head_width": 32, "mlp_ratio": 2.0, "patch_size": 1},
     "text_cfg": MODEL_CONFIG["text_cfg"],
 }
 _CONFIGS = {MODEL_NAME: MODEL_CONFIG, WEAK_MODEL_NAME: WEAK_MODEL_CONFIG}
@@ -294,7 +294,7 @@ def _degrade(img, rng: random.Random):
 
 def _to_tensor(images, size: int | None = None):
     """Normalised (N, 3, H, W) floats; with *size*, each image first resized to size² as open_clip's
-    preprocessing does (bicubic), so the weak judge (8²) trains on what it will be shown."""
+    preprocessing does (bicubic), so the weak judge (3²) trains on what it will be shown."""
     import torch
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from PIL import Image

@@ -15,7 +15,7 @@ each resuming from its checkpoint under ``--run-dir`` (default ``runs/tiny2``):
    agreement term and TokenCompose's token loss (:mod:`diffkit.tiny.grounding`);
 5. ``clip``: the independent open_clip judge, trained contrastively (:mod:`diffkit.tiny.clip`), a
    person gate too: nobody, two people, blends and half-drawn figures beside one person (issue 23);
-   ``clip_weak``: the deliberately weaker judge the course corrects for (it sees 8×8 pixels);
+   ``clip_weak``: the deliberately weaker judge the course corrects for (it sees 3 × 3 pixels);
 6. ``export``: the EMA pipeline (fp16) with its fitted fast-preview map, and the judges, into
    the package's ``weights/`` folder.
 

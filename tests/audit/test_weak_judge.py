@@ -1,4 +1,4 @@
-"""A judge that errs and a correction that is seen to work: the weaker tiny judge (it sees 2 × 2 pixels)
+"""A judge that errs and a correction that is seen to work: the weaker tiny judge (it sees 3 × 3 pixels)
 audits diffkit-tiny; against the pixel oracle's truth (two cues, neither the judge's), the raw share's
 interval misses where the truth is near 0 or 1 and the Rogan–Gladen interval holds it, over seeds."""
 
