@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._deprecate import renamed_kwargs
 from ..errors import DiffkitError
 from . import _adaptive
 from ._amplification import reference_sign
@@ -194,7 +193,6 @@ def _tables(pairs: pd.DataFrame, occupations: list[str]) -> pd.DataFrame:
             .reindex(occupations, fill_value=0).astype(int))
 
 
-@renamed_kwargs(random_state="seed")
 def compare_metrics(
     *, a, b, ci: float = 0.95, n_boot: int = 1000, seed=None, paired: bool | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -217,15 +215,7 @@ def compare_metrics(
     ci_low, ci_high``. Both carry ``design`` (a sentence saying what is shared) in a column and in
     ``attrs``.
     """
-    occ_a = set(a.by_occupation.loc[a.by_occupation["n"] > 0, "occupation"])
-    occ_b = set(b.by_occupation.loc[b.by_occupation["n"] > 0, "occupation"])
-    shared = sorted(occ_a & occ_b)
-    if not shared:
-        raise NothingInCommonError(
-            f"the two runs audit no occupation in common (a: {sorted(occ_a)[:6]}, b: {sorted(occ_b)[:6]}); "
-            "a comparison needs the same occupations in both. Fix: run both specs with the same "
-            "[prompts.attributes] occupation list (ideally the same seed and templates, so the runs pair image by "
-            "image)")
+    shared = _shared_occupations(a, b)
     pairs = pair_runs(a=a.images, b=b.images)
     pairs = pairs[pairs["occupation"].isin(shared)]
     if paired is True and pairs.empty:
@@ -233,55 +223,10 @@ def compare_metrics(
             "paired=True but the runs share no (prompt, seed): fix: give both specs the same [audit] seed and "
             "templates, or compare unpaired (paired=None)")
     use_pairs = (paired is not False) and not pairs.empty
-    lvl = pct(ci)
     if use_pairs:
-        shared = sorted(set(pairs["occupation"]))
-        tab = _tables(pairs, shared)
-        shared = [o for o in shared if tab.loc[o].sum() > 0]
-        tab = tab.loc[shared]
-    ta = a.by_occupation.set_index("occupation").loc[shared]
-    tb = b.by_occupation.set_index("occupation").loc[shared]
-    ref = ta["p_ref"].to_numpy(dtype=float)
-    if use_pairs:
-        n_a_all = int((a.images["kind"] == "audit").sum())
-        n_b_all = int((b.images["kind"] == "audit").sum())
-        design = (f"paired by prompt and seed: {len(pairs)} image pairs in {len(shared)} occupations "
-                  f"(of {n_a_all} audit images in a, {n_b_all} in b); per occupation {lvl} Newcombe paired interval (method 11), "
-                  f"overall {lvl} exact adaptive bounds on the pairs labelled in both runs")
-        lab_a = pairs["label_a"].isin(_LABELLED)
-        lab_b = pairs["label_b"].isin(_LABELLED)
-        occ = pairs["occupation"]
-        n_a = lab_a.groupby(occ).sum().reindex(shared, fill_value=0).to_numpy()
-        n_b = lab_b.groupby(occ).sum().reindex(shared, fill_value=0).to_numpy()
-        k_a = (pairs["label_a"] == "female").groupby(occ).sum().reindex(shared, fill_value=0).to_numpy()
-        k_b = (pairs["label_b"] == "female").groupby(occ).sum().reindex(shared, fill_value=0).to_numpy()
-        t4 = tab[["A", "B", "C", "D"]].to_numpy()
-        _, lo, hi, il, ih = paired_change_intervals(t4, ci=ci)
-        n_both = t4.sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pa, pb = k_a / n_a, k_b / n_b
-            # centred on the difference among all labelled images (pairs with an abstention included)
-            shift = (pb - pa) - (t4[:, 2] - t4[:, 1]) / np.where(n_both > 0, n_both, np.nan)
-        m = pd.DataFrame({"occupation": shared, "n_a": n_a, "n_b": n_b, "p_female_a": pa, "p_female_b": pb,
-                          "diff": pb - pa, "ci_low": lo + shift, "ci_high": hi + shift,
-                          "n_pairs_labelled": n_both, "discordant_pairs": t4[:, 1] + t4[:, 2]})
-        overall = paired_overall(t4, ref, ci=ci)
+        m, overall, design = _paired(a, b, pairs, ci)
     else:
-        design = (f"independent: the runs share no (prompt, seed), so their images are compared unpaired; "
-                  f"{len(shared)} occupations in common; per occupation {lvl} Newcombe (method 11), overall {lvl} exact adaptive "
-                  "bounds")
-        k_a, n_a = ta["n_female"].to_numpy(), ta["n"].to_numpy()
-        k_b, n_b = tb["n_female"].to_numpy(), tb["n"].to_numpy()
-        dd, lo, hi, il, ih = independent_change_intervals(k_a, n_a, k_b, n_b, ci=ci)
-        m = pd.DataFrame({"occupation": shared, "n_a": n_a, "n_b": n_b, "p_female_a": ta["p_female"].to_numpy(),
-                          "p_female_b": tb["p_female"].to_numpy(), "diff": dd, "ci_low": lo, "ci_high": hi})
-        overall = independent_overall(k_a, n_a, k_b, n_b, ref, ci=ci)
-    m["imbalance_a"] = corrected_imbalance(successes=k_a, n=n_a)
-    m["imbalance_b"] = corrected_imbalance(successes=k_b, n=n_b)
-    m["imbalance_diff"] = m["imbalance_b"] - m["imbalance_a"]
-    m["imbalance_diff_low"] = np.fmin(il, m["imbalance_diff"].to_numpy())
-    m["imbalance_diff_high"] = np.fmax(ih, m["imbalance_diff"].to_numpy())
-    m.insert(1, "reference", ref)
+        m, overall, design = _independent(a, b, shared, ci)
     rows = [{"metric": name, "a": float(va), "b": float(vb), "diff": float(d), "ci_low": float(lo_),
              "ci_high": float(hi_)} for name, (va, vb, d, lo_, hi_) in overall.items()]
     for metric in ("pearson_r", "abstain_rate", "no_person_rate"):
@@ -294,3 +239,80 @@ def compare_metrics(
         frame.attrs["design"] = design
         frame.attrs["paired"] = use_pairs
     return m, out
+
+
+def _shared_occupations(a, b) -> list[str]:
+    """The occupations with labelled images in both runs; none is :class:`NothingInCommonError`."""
+    occ_a = set(a.by_occupation.loc[a.by_occupation["n"] > 0, "occupation"])
+    occ_b = set(b.by_occupation.loc[b.by_occupation["n"] > 0, "occupation"])
+    shared = sorted(occ_a & occ_b)
+    if not shared:
+        raise NothingInCommonError(
+            f"the two runs audit no occupation in common (a: {sorted(occ_a)[:6]}, b: {sorted(occ_b)[:6]}); "
+            "a comparison needs the same occupations in both. Fix: run both specs with the same "
+            "[prompts.attributes] occupation list (ideally the same seed and templates, so the runs pair image by "
+            "image)")
+    return shared
+
+
+def _paired(a, b, pairs: pd.DataFrame, ci: float) -> tuple[pd.DataFrame, dict, str]:
+    """Per occupation and overall, on the image pairs (same prompt and seed): ``(table, overall, design)``."""
+    lvl = pct(ci)
+    shared = sorted(set(pairs["occupation"]))
+    tab = _tables(pairs, shared)
+    shared = [o for o in shared if tab.loc[o].sum() > 0]
+    tab = tab.loc[shared]
+    ref = a.by_occupation.set_index("occupation").loc[shared]["p_ref"].to_numpy(dtype=float)
+    n_a_all = int((a.images["kind"] == "audit").sum())
+    n_b_all = int((b.images["kind"] == "audit").sum())
+    design = (f"paired by prompt and seed: {len(pairs)} image pairs in {len(shared)} occupations "
+              f"(of {n_a_all} audit images in a, {n_b_all} in b); per occupation {lvl} Newcombe paired interval (method 11), "
+              f"overall {lvl} exact adaptive bounds on the pairs labelled in both runs")
+    lab_a = pairs["label_a"].isin(_LABELLED)
+    lab_b = pairs["label_b"].isin(_LABELLED)
+    occ = pairs["occupation"]
+    n_a = lab_a.groupby(occ).sum().reindex(shared, fill_value=0).to_numpy()
+    n_b = lab_b.groupby(occ).sum().reindex(shared, fill_value=0).to_numpy()
+    k_a = (pairs["label_a"] == "female").groupby(occ).sum().reindex(shared, fill_value=0).to_numpy()
+    k_b = (pairs["label_b"] == "female").groupby(occ).sum().reindex(shared, fill_value=0).to_numpy()
+    t4 = tab[["A", "B", "C", "D"]].to_numpy()
+    _, lo, hi, il, ih = paired_change_intervals(t4, ci=ci)
+    n_both = t4.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pa, pb = k_a / n_a, k_b / n_b
+        # centred on the difference among all labelled images (pairs with an abstention included)
+        shift = (pb - pa) - (t4[:, 2] - t4[:, 1]) / np.where(n_both > 0, n_both, np.nan)
+    m = pd.DataFrame({"occupation": shared, "n_a": n_a, "n_b": n_b, "p_female_a": pa, "p_female_b": pb,
+                      "diff": pb - pa, "ci_low": lo + shift, "ci_high": hi + shift,
+                      "n_pairs_labelled": n_both, "discordant_pairs": t4[:, 1] + t4[:, 2]})
+    _imbalance_change_columns(m, k_a, n_a, k_b, n_b, il, ih, ref)
+    return m, paired_overall(t4, ref, ci=ci), design
+
+
+def _independent(a, b, shared: list[str], ci: float) -> tuple[pd.DataFrame, dict, str]:
+    """Per occupation and overall, the runs' labelled images compared unpaired: ``(table, overall, design)``."""
+    lvl = pct(ci)
+    ta = a.by_occupation.set_index("occupation").loc[shared]
+    tb = b.by_occupation.set_index("occupation").loc[shared]
+    ref = ta["p_ref"].to_numpy(dtype=float)
+    design = (f"independent: the runs share no (prompt, seed), so their images are compared unpaired; "
+              f"{len(shared)} occupations in common; per occupation {lvl} Newcombe (method 11), overall {lvl} exact adaptive "
+              "bounds")
+    k_a, n_a = ta["n_female"].to_numpy(), ta["n"].to_numpy()
+    k_b, n_b = tb["n_female"].to_numpy(), tb["n"].to_numpy()
+    dd, lo, hi, il, ih = independent_change_intervals(k_a, n_a, k_b, n_b, ci=ci)
+    m = pd.DataFrame({"occupation": shared, "n_a": n_a, "n_b": n_b, "p_female_a": ta["p_female"].to_numpy(),
+                      "p_female_b": tb["p_female"].to_numpy(), "diff": dd, "ci_low": lo, "ci_high": hi})
+    _imbalance_change_columns(m, k_a, n_a, k_b, n_b, il, ih, ref)
+    return m, independent_overall(k_a, n_a, k_b, n_b, ref, ci=ci), design
+
+
+def _imbalance_change_columns(m: pd.DataFrame, k_a, n_a, k_b, n_b, il, ih, ref) -> None:
+    """The bias-corrected imbalance of each run and its change (interval widened to hold the
+    change itself), then the reference beside the occupation."""
+    m["imbalance_a"] = corrected_imbalance(successes=k_a, n=n_a)
+    m["imbalance_b"] = corrected_imbalance(successes=k_b, n=n_b)
+    m["imbalance_diff"] = m["imbalance_b"] - m["imbalance_a"]
+    m["imbalance_diff_low"] = np.fmin(il, m["imbalance_diff"].to_numpy())
+    m["imbalance_diff_high"] = np.fmax(ih, m["imbalance_diff"].to_numpy())
+    m.insert(1, "reference", ref)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .._deprecate import renamed_kwargs
 from ._amplification import amplification_interval, reference_sign
 from ._classifier import (
     classifier_validation,
@@ -31,7 +30,6 @@ from ._significance import global_fair_p
 __all__ = ["AuditMetrics", "audit_metrics", "overall_table"]
 
 
-@renamed_kwargs(random_state="seed")
 def overall_table(
     *,
     table: pd.DataFrame,
@@ -138,7 +136,6 @@ class AuditMetrics:
                 "reliability": self.reliability, "overall": self.overall}
 
 
-@renamed_kwargs(random_state="seed")
 def audit_metrics(
     *, images: pd.DataFrame, ci: float = 0.95, n_boot: int = 1000, seed=None,
     min_controls: int = DEFAULT_MIN_CONTROLS,

@@ -26,8 +26,7 @@ from scipy import stats
 
 from ..checks import check_probability
 from ..errors import InputError
-from ._intervals import share_interval
-from .metrics import _z
+from ._intervals import share_interval, z_quantile
 
 __all__ = ["SamplePlan", "plan_sample_size", "power_exact", "share_half_width", "wilson_half_width"]
 
@@ -53,7 +52,7 @@ def wilson_half_width(*, n, p: float = 0.5, ci: float = 0.95) -> np.ndarray:
     """Half-width of the Wilson interval at p̂ = *p* with *n* labelled images (not what the planner
     uses since diffkit 0.2: the report's shares are Clopper–Pearson, :func:`share_half_width`)."""
     n = np.asarray(n, dtype=float)
-    z = _z(ci)
+    z = z_quantile(ci)
     return z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
 
 
