@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._files import write_csv
+from ._report_html import table_html
 from .score import LABELS, PASSED_GATE
 from .spec import AuditSpec
 
@@ -67,9 +68,7 @@ def phrase_set_table(images: pd.DataFrame, spec: AuditSpec) -> pd.DataFrame:
 
 
 def _html(df: pd.DataFrame) -> Any:
-    from .report import _table_html
-
-    return _table_html(df)
+    return table_html(df)
 
 
 def report_sections(spec: AuditSpec, metrics: Any, out_dir: Path) -> list[dict[str, Any]]:
