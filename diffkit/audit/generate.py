@@ -26,7 +26,7 @@ How the guarantees are kept:
 * **Verified.** On resume each finished row's file is re-hashed; a missing or corrupt PNG
   is marked ``missing``/``corrupt`` and its batch regenerated.
 * **Full disk.** ``ENOSPC`` while writing removes the temporary file and raises
-  :class:`DiskFullError`; the ledger keeps only whole batches.
+  :class:`~diffkit.errors.DiskFullError`; the ledger keeps only whole batches.
 * **Prompts that fit.** Before generating, every prompt is tokenized; one longer than the
   text encoder reads is refused (:func:`check_prompt_lengths`) instead of being cut off.
 * **Sharded.** Under ``accelerate launch`` (or ``torchrun``) batch b goes to process
@@ -40,11 +40,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +50,12 @@ import pandas as pd
 
 from ..errors import InputError
 from ..pipeline import check_steps
+from ._distributed import DistState, dist_state
 from .prompts import build_prompts, image_seed
 from .rundir import (
-    LEDGER_NAME,
-    SPEC_NAME,
-    DiskFullError,
     Ledger,
-    RunMismatchError,
     clean_orphans,
     inside,
-    journal_mode,
-    load_run_spec,
     now,
     prepare_run,
     record_weights,
@@ -74,55 +67,13 @@ from .rundir import (
 from .spec import AuditSpec, SpecError
 
 __all__ = [
-    "DiskFullError",
     "DistState",
-    "Ledger",
-    "RunMismatchError",
     "check_prompt_lengths",
     "dist_state",
     "generate_images",
     "load_pipeline_for",
-    "load_run_spec",
-    "prepare_run",
     "regenerate_image",
 ]
-
-# The run folder (ledger, spec, hashes, atomic writes) is owned by .rundir; these names stay here
-# for code that imported them from this module.
-_ = (LEDGER_NAME, SPEC_NAME, journal_mode)
-
-
-@dataclass(frozen=True)
-class DistState:
-    """Where this process sits among the processes of a sharded run."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: Any = None
-    state: Any = None  # accelerate.PartialState when launched with several processes
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.state is not None and self.world_size > 1:
-            self.state.wait_for_everyone()
-
-
-def dist_state() -> DistState:
-    """The rank and world size under ``accelerate launch`` / ``torchrun``, else a single process.
-
-    On machines without CUDA the processes talk over gloo (``PartialState(cpu=True)``).
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistState()
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())
-    return DistState(state.process_index, state.num_processes, state.device, state)
 
 
 def check_prompt_lengths(spec: AuditSpec, tokenizer: Any, prompts: pd.DataFrame | None = None) -> None:
@@ -320,7 +271,7 @@ def generate_images(
         The audit spec (see :func:`~diffkit.audit.load_spec`).
     run_dir
         The run folder; created if needed, resumed if it holds this spec's run, refused
-        (:class:`RunMismatchError`) if it holds another's.
+        (:class:`~diffkit.audit.rundir.RunMismatchError`) if it holds another's.
     pipe
         A loaded pipeline; default :func:`load_pipeline_for` (*spec*'s model, on this process's device).
     progress
