@@ -1113,17 +1113,17 @@ def _env_read_only(target: str):
 def _env_cache_full(tmp):
     from unittest import mock
 
-    from diffkit.audit import score as score_mod
+    from diffkit.audit import _embedding_cache as cache_mod
 
-    real = score_mod.connect
+    real = cache_mod.connect
 
     def small(path, **kw):
         conn = real(path, **kw)
         conn.execute("PRAGMA max_page_count = 8")  # SQLite: "database or disk is full" past 8 pages
         return conn
 
-    with mock.patch.object(score_mod, "connect", small):
-        cache = score_mod.EmbeddingCache(tmp / "cache" / "embeddings.sqlite")
+    with mock.patch.object(cache_mod, "connect", small):
+        cache = cache_mod.EmbeddingCache(tmp / "cache" / "embeddings.sqlite")
         cache.put("m", "p", {f"{i:064x}": np.zeros(512, np.float32) for i in range(50)})
 
 
