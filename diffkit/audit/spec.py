@@ -37,7 +37,8 @@ under its first name) and resume and report as before (:func:`upgrade_spec_dict`
 
 The pieces: the schema (``_spec_schema``: the dataclasses, defaults and bounds), the strict
 reader (``_spec_reader``), the CSV tables a spec names (``_spec_tables``), the parser, one step
-per table (``_spec_parse``), and the history of renamed and added keys (``_spec_compat``).
+per table (``_spec_parse``; ``[classifier]`` in ``_spec_classifier``), and the history of renamed
+and added keys (``_spec_compat``).
 
 Examples
 --------
