@@ -154,7 +154,7 @@ _SPEC = [
     ("pipeline.steps", 2.5, "pipeline.steps", "expected int"),
     ("pipeline.guidance_scale", -1.0, "pipeline.guidance_scale", "out of range"),
     ("pipeline.guidance_scale", "7.5", "pipeline.guidance_scale", "expected float"),
-    ("pipeline.guidance", 5.0, "pipeline.guidance", "given together with pipeline.guidance_scale"),
+    ("pipeline.guidance", 5.0, "pipeline.guidance", "unknown key"),  # guidance_scale's name before 0.2
     ("pipeline.height", 30, "pipeline.height", "not a multiple of 8"),
     ("pipeline.height", 0, "pipeline.height", "out of range"),
     ("pipeline.height", 4, "pipeline.height", "out of range"),
@@ -192,7 +192,7 @@ _SPEC = [
     ("report.ci", "0.95", "report.ci", "expected float"),
     ("report.seed", -1, "report.seed", "out of range"),
     ("report.seed", 0.5, "report.seed", "expected int"),
-    ("report.random_state", 1, "report.random_state", "given together with report.seed"),
+    ("report.random_state", 1, "report.random_state", "unknown key"),  # seed's name before 0.2
     ("report.thumbnails_per_prompt", -1, "report.thumbnails_per_prompt", "out of range"),
     ("report.colour", 1, "report.colour", "unknown key"),
     ("extra", {"x": 1}, "[extra]", "unknown table"),
@@ -1113,17 +1113,17 @@ def _env_read_only(target: str):
 def _env_cache_full(tmp):
     from unittest import mock
 
-    from diffkit.audit import score as score_mod
+    from diffkit.audit import _embedding_cache as cache_mod
 
-    real = score_mod.connect
+    real = cache_mod.connect
 
     def small(path, **kw):
         conn = real(path, **kw)
         conn.execute("PRAGMA max_page_count = 8")  # SQLite: "database or disk is full" past 8 pages
         return conn
 
-    with mock.patch.object(score_mod, "connect", small):
-        cache = score_mod.EmbeddingCache(tmp / "cache" / "embeddings.sqlite")
+    with mock.patch.object(cache_mod, "connect", small):
+        cache = cache_mod.EmbeddingCache(tmp / "cache" / "embeddings.sqlite")
         cache.put("m", "p", {f"{i:064x}": np.zeros(512, np.float32) for i in range(50)})
 
 
@@ -1296,7 +1296,7 @@ def test_good_widget_arguments_are_kept_not_clamped(tiny_pipe):
 # --------------------------------------------------------------------------- the error family
 # Raises of a bare builtin that are not a user's input: each is a bug if it ever fires.
 _BUGS_NOT_INPUT = {
-    ("diffkit/audit/spec.py", "KeyError"),  # _default() of a field without a default: a schema bug
+    ("diffkit/audit/_spec_schema.py", "KeyError"),  # default_of() a field without a default: a schema bug
     ("diffkit/tiny/world.py", "RuntimeError"),  # no placement in 1,000 tries: cannot happen at the world's sizes
     ("diffkit/audit/_testing.py", "TypeError"),  # to_toml of a value the test helper does not write
     ("diffkit/reverse/recorder.py", "RuntimeError"),  # the pipeline broke its own timestep count: "please report"

@@ -21,15 +21,7 @@ from __future__ import annotations
 
 from ..errors import RunBusyError, RunFolderError
 from .api import AuditResult, compare_audits, default_out, report_audit, rescore_audit, run_audit
-from .generate import (
-    DiskFullError,
-    RunMismatchError,
-    check_prompt_lengths,
-    generate_images,
-    load_run_spec,
-    prepare_run,
-    regenerate_image,
-)
+from .generate import check_prompt_lengths, generate_images, regenerate_image
 from .labellers import FaceCountGate, FaceCropClassifier, Labeller, build_labeller, label_images
 from .metrics import (
     AuditMetrics,
@@ -63,6 +55,7 @@ from .plan import plan_sample_size
 from .prompts import article, build_prompts, derive_seed, image_grid, image_seed
 from .published import fair_diffusion_sd15, replication_table
 from .report import audit_figures, write_comparison, write_report
+from .rundir import DiskFullError, RunMismatchError, load_run_spec, prepare_run
 from .score import (
     ZeroShotClassifier,
     classify_embeddings,

@@ -17,10 +17,11 @@ import pandas as pd
 
 from .._files import read_csv
 from ..errors import StateError
-from .generate import dist_state, generate_images, load_run_spec
+from ._distributed import dist_state
+from .generate import generate_images
 from .metrics import AuditMetrics, audit_metrics, compare_metrics
 from .report import write_comparison, write_report
-from .rundir import run_lock
+from .rundir import load_run_spec, run_lock
 from .score import score_images
 from .spec import AuditSpec, load_spec
 

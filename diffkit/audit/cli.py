@@ -60,7 +60,7 @@ def _judge(spec):
     """The spec's labeller, loaded before any image is generated, so a judge that cannot be
     loaded (offline, not cached, a typo) fails first, as :class:`~diffkit.errors.ModelUnavailableError`."""
     from ..errors import DiffkitError, ModelUnavailableError
-    from .generate import dist_state
+    from ._distributed import dist_state
     from .labellers import build_labeller
     from .score import judge_unavailable
 

@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, MissingPackageError, ModelUnavailableError
+from ._clip_judge import ZeroShotClassifier, to_pil
+from ._labelling import is_blacked_out, label_rule
 from .spec import ClassifierSpec
 
 __all__ = [
@@ -102,15 +104,13 @@ def _gender_frame(p_female: np.ndarray, n_faces: np.ndarray, *, abstain_below: f
                   gate: bool = True) -> pd.DataFrame:
     """The per-image table of a count gate: 0 faces → no_person, 2+ → several_people, 1 → gender
     (abstain under *abstain_below*); without *gate* every image is read for its gender."""
-    from .score import _labels
-
     n = np.asarray(n_faces, dtype=np.float64)
     one = (n == 1) if gate else np.ones(len(n), dtype=bool)
     p_person = one.astype(np.float64)
     p_several = ((n >= 2) & gate).astype(np.float64)
     p_no = 1.0 - p_person - p_several
     pf = np.nan_to_num(np.asarray(p_female, dtype=np.float64), nan=0.5)
-    conf, label = _labels(p_person, pf, person_threshold=0.5, abstain_below=abstain_below,
+    conf, label = label_rule(p_person, pf, person_threshold=0.5, abstain_below=abstain_below,
                           p_several_people=p_several, p_no_person=p_no)
     pf = np.where(np.isnan(np.asarray(p_female, dtype=np.float64)), np.nan, pf)
     with np.errstate(divide="ignore", invalid="ignore"):  # p_female 0 or 1: an infinite logit, as it is
@@ -284,8 +284,6 @@ class FaceCountGate:
 
 def build_labeller(spec: ClassifierSpec, *, device: Any = None) -> Any:
     """The labeller a ``[classifier]`` table names (see the module doc)."""
-    from .score import ZeroShotClassifier
-
     if spec.kind == "face_crop":
         return FaceCropClassifier(spec, device=device)
     clf = ZeroShotClassifier.from_spec(spec, device=device)
@@ -305,11 +303,9 @@ def label_images(images: Any, spec: ClassifierSpec | Any, *, labeller: Any = Non
     >>> label_images([im for _, im in scenes], load_spec("tiny_default"))["label"].tolist()  # doctest: +SKIP
     ['no_person', 'no_person']
     """
-    from .score import _to_pil, is_blacked_out
-
     spec = getattr(spec, "classifier", spec)
     lab = labeller if labeller is not None else build_labeller(spec)
-    pil = [_to_pil(im) for im in images]
+    pil = [to_pil(im) for im in images]
     feats = lab.features([lab.prepare(im) for im in pil]) if pil else np.zeros((0, lab.feature_dim), np.float32)
     out = lab.classify(feats)
     black = np.array([is_blacked_out(im) for im in pil], dtype=bool)

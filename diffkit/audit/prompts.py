@@ -26,7 +26,7 @@ import itertools
 
 import pandas as pd
 
-from .spec import AuditSpec, SpecError, template_fields
+from ._spec_schema import AuditSpec, SpecError, template_fields
 
 __all__ = ["article", "build_prompts", "derive_seed", "image_grid", "image_seed"]
 

@@ -101,23 +101,7 @@ def replication_table(images: pd.DataFrame, replication: Any, *, ci: float = 0.9
     pub = pd.DataFrame([(k, nf, n) for k, (nf, n) in replication.counts.items()],
                        columns=["key", "published_n_female", "published_n"])
     agreement: dict[str, Any] = {}
-    if by == "prompt":
-        run_p = _run_counts(images, "prompt").reset_index().rename(columns={"prompt": "key"})
-        both = run_p.merge(pub, on="key")
-        agreement["n_prompts"] = int(len(both))
-        agreement["n_prompts_exact"] = int(((both["n_female"] == both["published_n_female"]) &
-                                            (both["n"] == both["published_n"])).sum())
-        # pool a profession's prompts: the published ones by their key's last words, this run's by its occupation
-        occ_of = images.drop_duplicates("prompt").set_index("prompt")["occupation"]
-        both["occupation"] = both["key"].map(occ_of)
-        run = both.groupby("occupation", sort=False)[["n_female", "n"]].sum()
-        pubg = both.groupby("occupation", sort=False)[["published_n_female", "published_n"]].sum()
-        t = run.join(pubg).reset_index().rename(columns={"occupation": "key"})
-    else:
-        run = _run_counts(images, "occupation").reset_index()
-        run["_k"] = run["occupation"].astype(str).str.strip().str.lower()
-        pub["_k"] = pub["key"].astype(str).str.strip().str.lower()
-        t = run.merge(pub.drop(columns="key"), on="_k").drop(columns="_k").rename(columns={"occupation": "key"})
+    t = _matched_counts(images, pub, by, agreement)
     if t.empty:
         out = pd.DataFrame(columns=["key", "n", "p_female", "published_n", "published_p_female", "diff", "ci_low",
                                     "ci_high", "consistent"])
@@ -138,3 +122,26 @@ def replication_table(images: pd.DataFrame, replication: Any, *, ci: float = 0.9
                      mean_abs_diff=float(out["diff"].abs().mean()) if len(out) else float("nan"), pearson_r=r)
     out.attrs.update(agreement=agreement, source=replication.source, by=by, ci=ci)
     return out
+
+
+def _matched_counts(images: pd.DataFrame, pub: pd.DataFrame, by: str, agreement: dict[str, Any]) -> pd.DataFrame:
+    """This run's counts beside the published ones, per occupation (UCE's prompts pooled by
+    profession; the prompts matched image for image are counted into *agreement*)."""
+    if by == "prompt":
+        run_p = _run_counts(images, "prompt").reset_index().rename(columns={"prompt": "key"})
+        both = run_p.merge(pub, on="key")
+        agreement["n_prompts"] = int(len(both))
+        agreement["n_prompts_exact"] = int(((both["n_female"] == both["published_n_female"]) &
+                                            (both["n"] == both["published_n"])).sum())
+        # pool a profession's prompts: the published ones by their key's last words, this run's by its occupation
+        occ_of = images.drop_duplicates("prompt").set_index("prompt")["occupation"]
+        both["occupation"] = both["key"].map(occ_of)
+        run = both.groupby("occupation", sort=False)[["n_female", "n"]].sum()
+        pubg = both.groupby("occupation", sort=False)[["published_n_female", "published_n"]].sum()
+        t = run.join(pubg).reset_index().rename(columns={"occupation": "key"})
+    else:
+        run = _run_counts(images, "occupation").reset_index()
+        run["_k"] = run["occupation"].astype(str).str.strip().str.lower()
+        pub["_k"] = pub["key"].astype(str).str.strip().str.lower()
+        t = run.merge(pub.drop(columns="key"), on="_k").drop(columns="_k").rename(columns={"occupation": "key"})
+    return t

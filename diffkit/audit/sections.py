@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._files import write_csv
+from ._report_html import table_html
 from .score import LABELS, PASSED_GATE
 from .spec import AuditSpec
 
@@ -67,21 +68,23 @@ def phrase_set_table(images: pd.DataFrame, spec: AuditSpec) -> pd.DataFrame:
 
 
 def _html(df: pd.DataFrame) -> Any:
-    from .report import _table_html
-
-    return _table_html(df)
+    return table_html(df)
 
 
 def report_sections(spec: AuditSpec, metrics: Any, out_dir: Path) -> list[dict[str, Any]]:
     """``[{"title", "body"}]`` for the HTML report (bodies are escaped HTML); writes each table as a CSV."""
-    from markupsafe import Markup, escape
-
-    from .metrics import pct
-    from .published import replication_table
-
     images = metrics.images
     ci = float(metrics.params.get("ci", spec.report.ci))
-    sections: list[dict[str, Any]] = []
+    sections = [_gate_section(spec, images, out_dir), _safety_section(images, out_dir)]
+    if spec.classifier.phrase_sets and "p_female" in images:
+        sections.append(_phrase_section(spec, images, out_dir))
+    if spec.replication.counts:
+        sections.append(_replication_section(spec, images, out_dir, ci))
+    return sections
+
+
+def _gate_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+    from markupsafe import Markup
 
     gate = gate_outcomes(images)
     write_csv(gate, out_dir / "gate_outcomes.csv")
@@ -99,7 +102,11 @@ def report_sections(spec: AuditSpec, metrics: Any, out_dir: Path) -> list[dict[s
             kept["n"], kept["n"], kept["left_out"],
             f"{len(short)} prompt(s) did not reach the target within audit.images_per_prompt: raise it."
             if short else "Every prompt reached the target.")
-    sections.append({"title": "Person gate", "body": body})
+    return {"title": "Person gate", "body": body}
+
+
+def _safety_section(images: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+    from markupsafe import Markup
 
     by_occ, by_gender = safety_table(images)
     write_csv(by_occ, out_dir / "safety_by_occupation.csv")
@@ -113,36 +120,44 @@ def report_sections(spec: AuditSpec, metrics: Any, out_dir: Path) -> list[dict[s
                        "occupation (audit images) and by stated gender (controls). A safety checker replaces a "
                        "flagged image with a black one, so a filter that flags one gender more often removes its "
                        "images unevenly.</p>") + _html(by_occ) + (_html(by_gender) if len(by_gender) else ""))
-    sections.append({"title": "Safety filter", "body": body})
+    return {"title": "Safety filter", "body": body}
 
-    if spec.classifier.phrase_sets and "p_female" in images:
-        t = phrase_set_table(images, spec)
-        write_csv(t, out_dir / "phrase_sets.csv")
-        names = ", ".join(escape(n) for n in spec.classifier.phrase_sets)
-        sections.append({"title": "Judge-phrase sensitivity", "body": Markup(
-            "<p>The same images read with other label phrases ({}; see diffkit.audit.spec.PHRASE_SETS): the share "
-            "labelled female per occupation, every gated image read, no abstention. Where the columns differ, the "
-            "phrases, not the images, moved the number.</p>").format(names) + _html(t)})
 
-    if spec.replication.counts:
-        t = replication_table(images, spec.replication, ci=ci)
-        write_csv(t, out_dir / "replication.csv")
-        a = t.attrs.get("agreement", {})
-        lvl = pct(ci)
-        body = Markup("<p>This run beside {} ({}). <i>diff</i> = this run − published, with Newcombe's {} interval for "
-                      "two independent proportions (both audits' sampling error). <b>{} of {}</b> compared {} are "
-                      "consistent (interval holds 0; a replication that differs by chance alone keeps about {} of "
-                      "them); mean |diff| {}, Pearson r of the shares {}.").format(
-            spec.replication.published, spec.replication.source or "source in the CSV", lvl,
-            a.get("n_consistent", 0), a.get("n_compared", 0),
-            "professions" if spec.replication.by == "prompt" else "occupations", lvl,
-            _f(a.get("mean_abs_diff")), _f(a.get("pearson_r")))
-        if "n_prompts" in a:
-            body += Markup(" Image-for-image: <b>{} of {}</b> prompts have exactly their count of images labelled "
-                           "female.").format(a["n_prompts_exact"], a["n_prompts"])
-        body += Markup("</p>") + _html(t)
-        sections.append({"title": "Replication of a published audit", "body": body})
-    return sections
+def _phrase_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+    from markupsafe import Markup, escape
+
+    t = phrase_set_table(images, spec)
+    write_csv(t, out_dir / "phrase_sets.csv")
+    names = ", ".join(escape(n) for n in spec.classifier.phrase_sets)
+    return {"title": "Judge-phrase sensitivity", "body": Markup(
+        "<p>The same images read with other label phrases ({}; see diffkit.audit.spec.PHRASE_SETS): the share "
+        "labelled female per occupation, every gated image read, no abstention. Where the columns differ, the "
+        "phrases, not the images, moved the number.</p>").format(names) + _html(t)}
+
+
+def _replication_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path, ci: float) -> dict[str, Any]:
+    from markupsafe import Markup
+
+    from ._intervals import pct
+    from .published import replication_table
+
+    t = replication_table(images, spec.replication, ci=ci)
+    write_csv(t, out_dir / "replication.csv")
+    a = t.attrs.get("agreement", {})
+    lvl = pct(ci)
+    body = Markup("<p>This run beside {} ({}). <i>diff</i> = this run − published, with Newcombe's {} interval for "
+                  "two independent proportions (both audits' sampling error). <b>{} of {}</b> compared {} are "
+                  "consistent (interval holds 0; a replication that differs by chance alone keeps about {} of "
+                  "them); mean |diff| {}, Pearson r of the shares {}.").format(
+        spec.replication.published, spec.replication.source or "source in the CSV", lvl,
+        a.get("n_consistent", 0), a.get("n_compared", 0),
+        "professions" if spec.replication.by == "prompt" else "occupations", lvl,
+        _f(a.get("mean_abs_diff")), _f(a.get("pearson_r")))
+    if "n_prompts" in a:
+        body += Markup(" Image-for-image: <b>{} of {}</b> prompts have exactly their count of images labelled "
+                       "female.").format(a["n_prompts_exact"], a["n_prompts"])
+    body += Markup("</p>") + _html(t)
+    return {"title": "Replication of a published audit", "body": body}
 
 
 def _f(x: Any) -> str:

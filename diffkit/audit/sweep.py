@@ -85,8 +85,9 @@ def run_sweep(spec: AuditSpec, *, out: str | Path, pipe: Any = None, classifier:
     sweep's report. The pipeline is loaded once; a scheduler sweep swaps its scheduler per arm.
     Under ``accelerate launch`` every process generates its shard of each arm and the main process
     writes the reports (the others return ``None``)."""
+    from ._distributed import dist_state
     from .api import run_audit
-    from .generate import dist_state, load_pipeline_for
+    from .generate import load_pipeline_for
 
     run_dir = Path(out)
     arms = spec.arms()
@@ -189,8 +190,8 @@ def sweep_figures(spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataF
     with its paired interval) and ``"occupations"`` (each occupation's share against the swept value)."""
     from matplotlib.figure import Figure
 
+    from ._report_figures import error_bars, plain_labels
     from .metrics import pct
-    from .report import _err, plain_labels
 
     lvl = pct(spec.report.ci)
     out: dict[str, Any] = {}
@@ -198,7 +199,7 @@ def sweep_figures(spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataF
     fig = Figure(figsize=(10, 3.8))
     ax1, ax2 = fig.subplots(1, 2)
     if "mean_imbalance" in by_arm:
-        ax1.errorbar(x, by_arm["mean_imbalance"], yerr=_err(by_arm["mean_imbalance"], by_arm["mean_imbalance_low"],
+        ax1.errorbar(x, by_arm["mean_imbalance"], yerr=error_bars(by_arm["mean_imbalance"], by_arm["mean_imbalance_low"],
                                                             by_arm["mean_imbalance_high"]),
                      fmt="o-", capsize=3, label=f"mean |p − ½| ({lvl} interval)")
     ax1.set_xticks(x, ticks)
@@ -208,7 +209,7 @@ def sweep_figures(spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataF
     ax1.legend(fontsize=8)
     if len(paired):
         px, _, _ = _x(spec, paired)
-        ax2.errorbar(px, paired["diff_from_first"], yerr=_err(paired["diff_from_first"], paired["diff_low"],
+        ax2.errorbar(px, paired["diff_from_first"], yerr=error_bars(paired["diff_from_first"], paired["diff_low"],
                                                               paired["diff_high"]),
                      fmt="s-", color="C2", capsize=3, label=f"change from {by_arm['arm'].iloc[0]} ({lvl}, paired)")
         ax2.axhline(0, color="grey", lw=1, ls="--")
@@ -257,20 +258,20 @@ def write_sweep_report(run_dir: str | Path, *, spec: AuditSpec, by_arm: pd.DataF
     ``sweep_by_occupation.csv``, ``sweep_paired.csv``; each written atomically."""
     from markupsafe import Markup
 
-    from .report import _CSS, _b64_png, _env, _table_html
+    from ._report_html import CSS, jinja_env, png_data_uri, table_html
 
     out = ensure_folder(Path(run_dir) / "report")
     write_csv(by_arm, out / "sweep_by_arm.csv")
     write_csv(by_occupation, out / "sweep_by_occupation.csv")
     write_csv(paired, out / "sweep_paired.csv")
-    plots = {k: _b64_png(f) for k, f in sweep_figures(spec, by_arm, by_occupation, paired).items()}
+    plots = {k: png_data_uri(f) for k, f in sweep_figures(spec, by_arm, by_occupation, paired).items()}
     arms = [{"name": a, "href": f"../arms/{arm_folder(a)}/report/index.html"} for a in by_arm["arm"]]
     swept = ", ".join(f"{k} = {list(v)}" for k, v in spec.sweep.items())
-    doc = _env().from_string(_SWEEP_HTML).render(
-        css=Markup(_CSS), spec=spec, swept=swept, n_arms=len(by_arm), arms=arms,
+    doc = jinja_env().from_string(_SWEEP_HTML).render(
+        css=Markup(CSS), spec=spec, swept=swept, n_arms=len(by_arm), arms=arms,
         plots={"imbalance": plots.get("imbalance", ""), "occupations": plots.get("occupations")},
-        by_arm=_table_html(by_arm), paired=_table_html(paired.drop(columns=["design_detail"], errors="ignore")),
-        by_occupation=_table_html(by_occupation),
+        by_arm=table_html(by_arm), paired=table_html(paired.drop(columns=["design_detail"], errors="ignore")),
+        by_occupation=table_html(by_occupation),
         design=str(paired["design_detail"].iloc[-1]) if len(paired) else "",
     )
     path = out / "index.html"

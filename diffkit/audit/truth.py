@@ -162,8 +162,8 @@ def correction_figure(table: pd.DataFrame, *, ci: float = 0.95) -> Any:
     from matplotlib.figure import Figure
 
     from ..plots import show_figures_in_notebooks
+    from ._report_figures import error_bars, plain_labels
     from .metrics import pct
-    from .report import _err, plain_labels
 
     show_figures_in_notebooks()
     t = table.reset_index(drop=True)
@@ -171,9 +171,9 @@ def correction_figure(table: pd.DataFrame, *, ci: float = 0.95) -> Any:
     fig = Figure(figsize=(7.5, 0.45 * len(t) + 1.6))
     ax = fig.subplots()
     lvl = pct(ci)
-    ax.errorbar(t["p_female"], y - 0.15, xerr=_err(t["p_female"], t["ci_low"], t["ci_high"]), fmt="o", color="C0",
+    ax.errorbar(t["p_female"], y - 0.15, xerr=error_bars(t["p_female"], t["ci_low"], t["ci_high"]), fmt="o", color="C0",
                 capsize=3, label=f"raw share ({lvl} Clopper–Pearson)")
-    ax.errorbar(t["p_corrected"], y + 0.15, xerr=_err(t["p_corrected"], t["corrected_low"], t["corrected_high"]),
+    ax.errorbar(t["p_corrected"], y + 0.15, xerr=error_bars(t["p_corrected"], t["corrected_low"], t["corrected_high"]),
                 fmt="s", color="C2", capsize=3, label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)")
     ax.plot(t["oracle_p_female"], y, "x", color="C3", ms=9, mew=2, label="oracle's truth (the same images)")
     ax.set_yticks(y, plain_labels(t["occupation"]))
