@@ -38,15 +38,7 @@ DATA_TABLES: dict[str, str] = {}
 
 #: Known violations awaiting the rewrites in flight (issue 24), by what they are, not by their
 #: size (the size is in the message). The test fails when an entry no longer occurs: remove it then.
-KNOWN: set[str] = {
-    # diffkit/tiny/ is being rewritten in nanoGPT's shape (issue 24, the training part)
-    "file diffkit/tiny/clip.py",  # 404 lines
-    "file diffkit/tiny/train.py",  # 1,039 lines
-    "file diffkit/tiny/world.py",  # 767 lines
-    "function diffkit/tiny/train.py:train_unet",  # 209 lines
-    "function diffkit/tiny/train.py:main",  # 115 lines
-    "private name diffkit/tiny/quality.py imports _save_grid from diffkit.tiny.train",
-}
+KNOWN: set[str] = set()
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -116,7 +116,7 @@ def _templates(n: int = 32) -> dict[str, np.ndarray]:
     out = {}
     for shape in _w.SHAPES:
         img = Image.new("L", (n, n), 0)
-        _w._shape_on(ImageDraw.Draw(img), shape, 0, 0, n, 255)
+        _w.draw_shape_on(ImageDraw.Draw(img), shape, 0, 0, n, 255)
         out[shape] = np.asarray(img, dtype=np.float32) / 255.0 > 0.5
     return out
 
