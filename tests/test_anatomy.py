@@ -67,14 +67,13 @@ def test_the_hooks_change_nothing(pipe):
 def test_a_global_text_path_is_named_where_the_model_has_one():
     """diffkit-tiny 1's design (random weights): attention-pooled text added to the time embedding."""
     from diffkit.tiny import models as M
-    from diffkit.tiny.train import build_pipeline
+    from diffkit.tiny.export import build_pipeline
 
     pipe = build_pipeline(
-        M.build_unet(0, arch_name="tiny1"),
-        M.build_text_encoder(0, arch_name="tiny1"),
-        M.build_vae(0, arch_name="tiny1"),
-        M.build_tokenizer(arch_name="tiny1"),
-        arch_name="tiny1",
+        M.build_unet(0, addition_embed_type="text", addition_embed_type_num_heads=4),
+        M.build_text_encoder(0),
+        M.build_vae(0),
+        M.build_tokenizer(),
     )
     df = unet_anatomy(pipe)
     row = df[df.part == "add_embedding"]

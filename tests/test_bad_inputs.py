@@ -154,7 +154,7 @@ _SPEC = [
     ("pipeline.steps", 2.5, "pipeline.steps", "expected int"),
     ("pipeline.guidance_scale", -1.0, "pipeline.guidance_scale", "out of range"),
     ("pipeline.guidance_scale", "7.5", "pipeline.guidance_scale", "expected float"),
-    ("pipeline.guidance", 5.0, "pipeline.guidance", "given together with pipeline.guidance_scale"),
+    ("pipeline.guidance", 5.0, "pipeline.guidance", "unknown key"),  # guidance_scale's name before 0.2
     ("pipeline.height", 30, "pipeline.height", "not a multiple of 8"),
     ("pipeline.height", 0, "pipeline.height", "out of range"),
     ("pipeline.height", 4, "pipeline.height", "out of range"),
@@ -192,7 +192,7 @@ _SPEC = [
     ("report.ci", "0.95", "report.ci", "expected float"),
     ("report.seed", -1, "report.seed", "out of range"),
     ("report.seed", 0.5, "report.seed", "expected int"),
-    ("report.random_state", 1, "report.random_state", "given together with report.seed"),
+    ("report.random_state", 1, "report.random_state", "unknown key"),  # seed's name before 0.2
     ("report.thumbnails_per_prompt", -1, "report.thumbnails_per_prompt", "out of range"),
     ("report.colour", 1, "report.colour", "unknown key"),
     ("extra", {"x": 1}, "[extra]", "unknown table"),
@@ -218,6 +218,51 @@ _SPEC = [
     ("report.n_boot", 10**9, "report.n_boot", "out of range"),
     ("report.seed", 2**63, "report.seed", "out of range"),
     ("report.thumbnails_per_prompt", 10**6, "report.thumbnails_per_prompt", "out of range"),
+    # seeds, noise, sweeps, the labeller and replication (issue 23)
+    ("audit.seeds", "random", "audit.seeds", "unknown seed scheme"),
+    ("audit.seeds", "nope.csv", "audit.seeds", "no such file"),
+    ("audit.seeds", 5, "audit.seeds", "expected str"),
+    ("audit.seeds", "uce_sd14_original_bias.csv", "audit.seeds", "has no seed for the prompt"),
+    ("audit.seeds", "bls_cps_2021_women_share.csv", "audit.seeds", "lacks a prompt or a seed column"),
+    ("audit.noise", "batch", "audit.noise", "unknown noise scheme"),
+    ("audit.noise", "per_prompt", "audit.noise", "draws one batch of latents from each prompt's own seed"),
+    ("pipeline.guidance_scale", [], "pipeline.guidance_scale", "empty list"),
+    ("pipeline.guidance_scale", [7.5, 7.5], "pipeline.guidance_scale", "listed twice"),
+    ("pipeline.guidance_scale", [1.0, -1.0], "pipeline.guidance_scale[1]", "out of range"),
+    ("pipeline.guidance_scale", [1.0, float("nan")], "pipeline.guidance_scale[1]", "not a finite number"),
+    ("pipeline.guidance_scale", [1.0, "x"], "pipeline.guidance_scale[1]", "expected float"),
+    ("pipeline.steps", [10, 0], "pipeline.steps[1]", "out of range"),
+    ("pipeline.steps", [10, 2.5], "pipeline.steps[1]", "expected int"),
+    ("pipeline.scheduler", ["ddim", "fancy"], "pipeline.scheduler[1]", "unknown scheduler"),
+    ("pipeline.generator_device", "gpu", "pipeline.generator_device", "unknown generator device"),
+    ("pipeline.safety_checker", "no", "pipeline.safety_checker", "expected bool"),
+    ("classifier.kind", "fairface", "classifier.kind", "unknown labeller kind"),
+    ("classifier.gate", "maybe", "classifier.gate", "unknown gate"),
+    ("classifier.gate", "faces", "classifier.detector", "missing"),
+    ("classifier", {"kind": "face_crop", "model": "pkg.mod:net", "detector": "pkg.mod:faces", "gate": "clip",
+                    "label_map": {"female": 1, "male": 0}}, "classifier.gate", "no CLIP person gate"),
+    ("classifier", {"kind": "face_crop", "model": "fairface", "detector": "pkg.mod:faces",
+                    "label_map": {"female": 1, "male": 0}}, "classifier.model", "not a 'module:callable' name"),
+    ("classifier", {"kind": "face_crop", "model": "pkg.mod:net", "detector": "pkg.mod:faces"},
+     "classifier.label_map", "needs female and male"),
+    ("classifier.detector", "dlib", "classifier.detector", "not a 'module:callable' name"),
+    ("classifier.detector", "../x.py:detect", "classifier.detector", "not a 'module:callable' name"),
+    ("classifier.label_map", "x", "classifier.label_map", "expected a table"),
+    ("classifier.label_map", {"alien": 1}, "classifier.label_map.alien", "unknown class"),
+    ("classifier.label_map", {"female": -1}, "classifier.label_map.female", "out of range"),
+    ("classifier.label_map", {"female": 1, "male": 1}, "classifier.label_map", "the same output"),
+    ("classifier.crop_size", 4, "classifier.crop_size", "out of range"),
+    ("classifier.crop_margin", -0.1, "classifier.crop_margin", "out of range"),
+    ("classifier.crop_margin", float("nan"), "classifier.crop_margin", "not a finite number"),
+    ("classifier.keep_first", 0, "classifier.keep_first", "out of range"),
+    ("classifier.keep_first", 5, "classifier.keep_first", "more than the 2 images per prompt"),
+    ("classifier", {"model": "tiny", "gate": "none", "keep_first": 1}, "classifier.keep_first", "gate = 'none'"),
+    ("classifier.phrase_sets", ["nope"], "classifier.phrase_sets[0]", "unknown phrase set"),
+    ("classifier.labels", {"several_people": []}, "classifier.labels.several_people", "empty list"),
+    ("replication.published", "nope.csv", "replication.published", "no such file"),
+    ("replication.published", 5, "replication.published", "expected str"),
+    ("replication.published", "bls_cps_2021_women_share.csv", "replication.published", "has neither"),
+    ("replication.colour", 1, "replication.colour", "unknown key"),
 ]
 
 
@@ -226,7 +271,7 @@ def _set(d: dict, path: str, value: Any) -> dict:
     *parents, last = path.split(".")
     t = d
     for k in parents:
-        t = t[k]
+        t = t.setdefault(k, {})
     if value is DEL:
         t.pop(last, None)
     else:
@@ -1071,17 +1116,17 @@ def _env_read_only(target: str):
 def _env_cache_full(tmp):
     from unittest import mock
 
-    from diffkit.audit import score as score_mod
+    from diffkit.audit import _embedding_cache as cache_mod
 
-    real = score_mod.connect
+    real = cache_mod.connect
 
     def small(path, **kw):
         conn = real(path, **kw)
         conn.execute("PRAGMA max_page_count = 8")  # SQLite: "database or disk is full" past 8 pages
         return conn
 
-    with mock.patch.object(score_mod, "connect", small):
-        cache = score_mod.EmbeddingCache(tmp / "cache" / "embeddings.sqlite")
+    with mock.patch.object(cache_mod, "connect", small):
+        cache = cache_mod.EmbeddingCache(tmp / "cache" / "embeddings.sqlite")
         cache.put("m", "p", {f"{i:064x}": np.zeros(512, np.float32) for i in range(50)})
 
 
@@ -1254,7 +1299,7 @@ def test_good_widget_arguments_are_kept_not_clamped(tiny_pipe):
 # --------------------------------------------------------------------------- the error family
 # Raises of a bare builtin that are not a user's input: each is a bug if it ever fires.
 _BUGS_NOT_INPUT = {
-    ("diffkit/audit/spec.py", "KeyError"),  # _default() of a field without a default: a schema bug
+    ("diffkit/audit/_spec_schema.py", "KeyError"),  # default_of() a field without a default: a schema bug
     ("diffkit/tiny/world.py", "RuntimeError"),  # no placement in 1,000 tries: cannot happen at the world's sizes
     ("diffkit/audit/_testing.py", "TypeError"),  # to_toml of a value the test helper does not write
     ("diffkit/reverse/recorder.py", "RuntimeError"),  # the pipeline broke its own timestep count: "please report"

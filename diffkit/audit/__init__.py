@@ -12,23 +12,17 @@ The pieces, each usable on its own: :mod:`~diffkit.audit.spec` (TOML specs), :mo
 (sample sizes), :mod:`~diffkit.audit.published` (published results to compare with),
 :mod:`~diffkit.audit.prompts`, :mod:`~diffkit.audit.generate` (resume, sharding),
 :mod:`~diffkit.audit.rundir` (the run folder: ledger, spec, weights, lock),
-:mod:`~diffkit.audit.score` (open_clip zero-shot), :mod:`~diffkit.audit.metrics`,
-:mod:`~diffkit.audit.report`. Formulas and sources: ``docs/audit_methodology.md``.
+:mod:`~diffkit.audit.score` (scoring; :mod:`~diffkit.audit.labellers`: open_clip zero-shot, face
+crops, face-count gates), :mod:`~diffkit.audit.metrics`, :mod:`~diffkit.audit.report`,
+:mod:`~diffkit.audit.sweep` (one arm per guidance scale, scheduler or step count). Formulas and sources: ``docs/audit_methodology.md``.
 """
 
 from __future__ import annotations
 
 from ..errors import RunBusyError, RunFolderError
-from .api import AuditResult, compare_audits, default_out, report_audit, run_audit
-from .generate import (
-    DiskFullError,
-    RunMismatchError,
-    check_prompt_lengths,
-    generate_images,
-    load_run_spec,
-    prepare_run,
-    regenerate_image,
-)
+from .api import AuditResult, compare_audits, default_out, report_audit, rescore_audit, run_audit
+from .generate import check_prompt_lengths, generate_images, regenerate_image
+from .labellers import FaceCountGate, FaceCropClassifier, Labeller, build_labeller, label_images
 from .metrics import (
     AuditMetrics,
     NothingInCommonError,
@@ -58,9 +52,10 @@ from .metrics import (
     wilson_interval,
 )
 from .plan import plan_sample_size
-from .prompts import article, build_prompts, derive_seed, image_grid
-from .published import fair_diffusion_sd15
+from .prompts import article, build_prompts, derive_seed, image_grid, image_seed
+from .published import fair_diffusion_sd15, replication_table
 from .report import audit_figures, write_comparison, write_report
+from .rundir import DiskFullError, RunMismatchError, load_run_spec, prepare_run
 from .score import (
     ZeroShotClassifier,
     classify_embeddings,
@@ -70,32 +65,40 @@ from .score import (
     score_images,
 )
 from .spec import AuditSpec, SpecError, bundled_specs, load_spec, parse_spec
-from .truth import oracle_check
+from .sweep import SweepResult, run_sweep
+from .truth import correction_check, correction_figure, oracle_check
 
 __all__ = [
     "AuditMetrics",
     "AuditResult",
     "AuditSpec",
     "DiskFullError",
+    "FaceCountGate",
+    "FaceCropClassifier",
+    "Labeller",
     "NothingInCommonError",
     "RunBusyError",
     "RunFolderError",
     "RunMismatchError",
     "SpecError",
+    "SweepResult",
     "ZeroShotClassifier",
     "amplification_interval",
     "article",
     "audit_figures",
     "audit_metrics",
+    "build_labeller",
     "build_prompts",
-    "check_prompt_lengths",
     "bundled_specs",
+    "check_prompt_lengths",
     "classifier_validation",
     "classify_embeddings",
     "clopper_pearson_interval",
     "compare_audits",
     "compare_metrics",
     "corrected_imbalance",
+    "correction_check",
+    "correction_figure",
     "default_out",
     "derive_seed",
     "embed_images",
@@ -108,8 +111,10 @@ __all__ = [
     "group_table",
     "holm",
     "image_grid",
+    "image_seed",
     "imbalance_interval",
     "kl_to_uniform",
+    "label_images",
     "load_classifier",
     "load_run_spec",
     "load_spec",
@@ -124,10 +129,13 @@ __all__ = [
     "prepare_run",
     "regenerate_image",
     "relabel",
+    "replication_table",
     "report_audit",
+    "rescore_audit",
     "rogan_gladen",
     "rogan_gladen_interval",
     "run_audit",
+    "run_sweep",
     "score_images",
     "spearman",
     "squared_imbalance",

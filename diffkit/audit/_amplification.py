@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _adaptive
-from ._significance import _binom_beyond, _binom_reversed, holm
+from ._significance import binom_beyond, binom_reversed, holm
 
 __all__ = ["amplification_interval", "direction_columns"]
 
@@ -82,8 +82,8 @@ def direction_columns(*, successes, n, p_ref, alpha: float = 0.05) -> dict[str, 
     direction = np.select(
         [(s == 0) | ~np.isfinite(p), side == -s, np.abs(p - 0.5) > np.abs(r - 0.5), np.isclose(p, r)],
         ["", "reversed", "amplified", "copies"], "less skewed")
-    beyond = _binom_beyond(k, n, r)
-    reversed_ = _binom_reversed(k, n, r)
+    beyond = binom_beyond(k, n, r)
+    reversed_ = binom_reversed(k, n, r)
     beyond_holm, reversed_holm = holm(beyond), holm(reversed_)
     return {"amplification": amp, "direction": direction, "p_beyond_ref": beyond, "p_beyond_ref_holm": beyond_holm,
             "amplified_holm": beyond_holm <= alpha, "p_reversed": reversed_, "p_reversed_holm": reversed_holm,

@@ -29,6 +29,7 @@ def _counts(g: pd.DataFrame) -> pd.Series:
     return pd.Series({
         "n_images": len(g),
         "n_no_person": int((lab == "no_person").sum()),
+        "n_several_people": int((lab == "several_people").sum()),
         "n_abstain": int((lab == "abstain").sum()),
         "n_female": int((lab == "female").sum()),
         "n_male": int((lab == "male").sum()),

@@ -29,6 +29,7 @@ DESCRIPTIONS: dict[str, str] = {
     "pooled_p_female": "share labelled female among all labelled audit images",
     "abstain_rate": "share of audit images labelled abstain (not forced into a class)",
     "no_person_rate": "share of audit images labelled no_person (not forced into a class)",
+    "several_people_rate": "share of audit images labelled several_people (not forced into a class)",
     "blacked_out_rate": "share of audit images labelled blacked_out (not forced into a class)",
     "heim_gender_imbalance": "HEIM's way: per prompt the share of all images with p_female ≥ ½ (no gate, no "
     "abstention), |share − ½| averaged over prompts; plug-in, biased upward",
@@ -60,6 +61,7 @@ INTERVALS: dict[str, str] = {
     "pooled_p_female": "{lvl} Clopper–Pearson",
     "abstain_rate": "{lvl} Clopper–Pearson",
     "no_person_rate": "{lvl} Clopper–Pearson",
+    "several_people_rate": "{lvl} Clopper–Pearson",
     "blacked_out_rate": "{lvl} Clopper–Pearson",
     "sensitivity": "{lvl} Clopper–Pearson",
     "specificity": "{lvl} Clopper–Pearson",

@@ -12,24 +12,22 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .._deprecate import renamed_kwargs
 from ._amplification import direction_columns
 from ._classifier import control_counts
 from ._descriptive import kl_to_uniform
 from ._imbalance import corrected_imbalance, fair_baseline, imbalance_interval, squared_imbalance
 from ._intervals import clopper_pearson_interval, share_interval
 from ._rogan_gladen import rogan_gladen_interval
-from ._significance import _binom_two_sided, holm
+from ._significance import binom_two_sided, holm
 
 __all__ = ["DEFAULT_MIN_CONTROLS", "group_table"]
 
-_LABELS = ("female", "male", "abstain", "no_person", "blacked_out")
+_LABELS = ("female", "male", "abstain", "no_person", "several_people", "blacked_out")
 
 #: Labelled control images of each stated gender an occupation needs for its own Se and Sp.
 DEFAULT_MIN_CONTROLS = 8
 
 
-@renamed_kwargs(random_state="seed")
 def group_table(
     *,
     images: pd.DataFrame,
@@ -45,7 +43,7 @@ def group_table(
     per-group metric.
 
     Columns: ``n_images, n_blacked_out`` (every pixel black: a safety checker's output),
-    ``n_no_person, n_abstain, n_female, n_male, n`` (labelled);
+    ``n_no_person, n_several_people, n_abstain, n_female, n_male, n`` (labelled);
     ``p_female, ci_low, ci_high`` (Clopper–Pearson at *ci*, :func:`share_interval`: coverage ≥
     *ci* for every p, p̂ = 0 or 1 included); ``sim_low, sim_high`` (simultaneous over
     the G groups of this table: Clopper–Pearson at 1 − (1 − ci)/G, Bonferroni, so all G hold
@@ -74,24 +72,43 @@ def group_table(
     """
     by = [by] if isinstance(by, str) else list(by)
     df = images if kind == "all" else images[images["kind"] == kind]
+    if df.empty:
+        return pd.DataFrame(columns=[*by, "n_images", "n", "p_female", "ci_low", "ci_high"])
+    t = _counts(df, by)
+    k, n = t["n_female"].to_numpy(), t["n"].to_numpy()
+    _share_columns(t, k, n, ci)
+    _no_abstention_column(t, df, by)
+    _imbalance_columns(t, k, n, ci)
+    _reference_columns(t, df, by, k, n, alpha=1 - ci)
+    t["p_corrected"] = t["corrected_low"] = t["corrected_high"] = np.nan
+    t["se_sp_source"] = None
+    has_ctrl = "stated_gender" in images.columns and (images["kind"] == "control").any()
+    if controls != "none" and has_ctrl and kind == "audit" and "occupation" in t.columns:
+        _rogan_gladen_columns(t, images, k, n, ci=ci, controls=controls, min_controls=min_controls)
+    return t
+
+
+def _counts(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One row per group: its other key columns, the count of each label, and ``n`` (labelled)."""
     keep = [c for c in ("occupation", "prompt", "template_id") if c in df.columns and c not in by]
     if by == ["prompt_id"]:
         extra = df.groupby("prompt_id", sort=True)[keep].first()
-    elif len(df):
-        extra = pd.DataFrame(index=df.groupby(by, sort=True).size().index)
     else:
-        extra = pd.DataFrame()
-    if df.empty:
-        return pd.DataFrame(columns=[*by, "n_images", "n", "p_female", "ci_low", "ci_high"])
+        extra = pd.DataFrame(index=df.groupby(by, sort=True).size().index)
     lab = pd.crosstab([df[c] for c in by], df["label"]).reindex(columns=list(_LABELS), fill_value=0)
     counts = pd.DataFrame({"n_images": lab.sum(axis=1), "n_blacked_out": lab["blacked_out"],
-                           "n_no_person": lab["no_person"], "n_abstain": lab["abstain"], "n_female": lab["female"],
+                           "n_no_person": lab["no_person"], "n_several_people": lab["several_people"],
+                           "n_abstain": lab["abstain"], "n_female": lab["female"],
                            "n_male": lab["male"]})
     counts.index.names = by
     t = extra.join(counts).reset_index() if len(extra.columns) else counts.reset_index()
     t["n"] = t["n_female"] + t["n_male"]
+    return t
+
+
+def _share_columns(t: pd.DataFrame, k: np.ndarray, n: np.ndarray, ci: float) -> None:
+    """p̂_female with its pointwise and simultaneous intervals, the rates, the abstention bounds."""
     alpha = 1 - ci
-    k, n = t["n_female"].to_numpy(), t["n"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         t["p_female"] = np.where(t["n"] > 0, t["n_female"] / t["n"].where(t["n"] > 0, 1), np.nan)
         t["ci_low"], t["ci_high"] = share_interval(successes=k, n=n, ci=ci)
@@ -105,22 +122,35 @@ def group_table(
         t["p_female_if_abstain_male"] = np.where(m_all > 0, t["n_female"] / m_all.where(m_all > 0, 1), np.nan)
         t["p_female_if_abstain_female"] = np.where(
             m_all > 0, (t["n_female"] + t["n_abstain"]) / m_all.where(m_all > 0, 1), np.nan)
-    if "p_female" in df.columns:  # Fair Diffusion's way: every image past the gate, nobody abstains
-        gated = df[~df["label"].isin(["no_person", "blacked_out"])]
+
+
+def _no_abstention_column(t: pd.DataFrame, df: pd.DataFrame, by: list[str]) -> None:
+    """Fair Diffusion's way: the share with p_female ≥ ½ among every image past the gate, nobody abstains."""
+    if "p_female" in df.columns:
+        gated = df[~df["label"].isin(["no_person", "several_people", "blacked_out"])]
         share = (gated["p_female"] >= 0.5).groupby([gated[c] for c in by]).mean()
         t["p_female_no_abstention"] = share.reindex(pd.MultiIndex.from_frame(t[by]) if len(by) > 1
                                                     else pd.Index(t[by[0]])).to_numpy(dtype=float)
     else:
         t["p_female_no_abstention"] = np.nan
+
+
+def _imbalance_columns(t: pd.DataFrame, k: np.ndarray, n: np.ndarray, ci: float) -> None:
+    """|p̂ − ½| plug-in, corrected, with its interval; (p − ½)²; the fair baseline and test; KL."""
     t["imbalance"] = (t["p_female"] - 0.5).abs()
     t["imbalance_corrected"] = corrected_imbalance(successes=k, n=n)
     t["imbalance_low"], t["imbalance_high"] = imbalance_interval(successes=k, n=n, ci=ci)
     t["sq_imbalance"] = squared_imbalance(successes=k, n=n)
     t["fair_baseline"] = fair_baseline(n=n)
     t["excess_imbalance"] = t["imbalance"] - t["fair_baseline"]
-    t["p_fair"] = _binom_two_sided(k, n, 0.5)
+    t["p_fair"] = binom_two_sided(k, n, 0.5)
     t["p_fair_holm"] = holm(t["p_fair"])
     t["kl_uniform"] = kl_to_uniform(p=t["p_female"].to_numpy())
+
+
+def _reference_columns(t: pd.DataFrame, df: pd.DataFrame, by: list[str], k: np.ndarray, n: np.ndarray, *,
+                       alpha: float) -> None:
+    """p_ref, the gap to it, the direction against it and the tests of it."""
     if "p_ref" in df.columns:
         ref = df.groupby(by, sort=True)["p_ref"].first().reset_index(drop=True)
         t["p_ref"] = pd.to_numeric(ref, errors="coerce").astype(float).to_numpy()
@@ -129,28 +159,29 @@ def group_table(
     t["gap"] = t["p_female"] - t["p_ref"]
     for name, col in direction_columns(successes=k, n=n, p_ref=t["p_ref"].to_numpy(), alpha=alpha).items():
         t[name] = col
-    t["p_differs_ref_holm"] = holm(_binom_two_sided(k, n, t["p_ref"].to_numpy()))
-    t["p_corrected"] = t["corrected_low"] = t["corrected_high"] = np.nan
-    t["se_sp_source"] = None
-    has_ctrl = "stated_gender" in images.columns and (images["kind"] == "control").any()
-    if controls != "none" and has_ctrl and kind == "audit" and "occupation" in t.columns:
-        per, pooled = control_counts(images)
-        cnt = pd.DataFrame([pooled] * len(t))
-        src = np.full(len(t), "pooled", dtype=object)
-        if controls in ("auto", "per_occupation") and len(per):
-            for i, occ in enumerate(t["occupation"]):
-                if occ in per.index:
-                    r = per.loc[occ]
-                    enough = min(r["se_n"], r["sp_n"]) >= (min_controls if controls == "auto" else 1)
-                    if enough:
-                        cnt.iloc[i] = [r["se_correct"], r["se_n"], r["sp_correct"], r["sp_n"]]
-                        src[i] = "occupation"
-        if pooled["se_n"] > 0 and pooled["sp_n"] > 0:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                est, lo, hi = rogan_gladen_interval(
-                    successes=k, n=n, se_successes=cnt["se_correct"], se_n=cnt["se_n"],
-                    sp_successes=cnt["sp_correct"], sp_n=cnt["sp_n"], ci=ci)
-            t["p_corrected"], t["corrected_low"], t["corrected_high"] = est, lo, hi
-            t["se_sp_source"] = src
-    return t
+    t["p_differs_ref_holm"] = holm(binom_two_sided(k, n, t["p_ref"].to_numpy()))
+
+
+def _rogan_gladen_columns(t: pd.DataFrame, images: pd.DataFrame, k: np.ndarray, n: np.ndarray, *, ci: float,
+                          controls: str, min_controls: int) -> None:
+    """The Rogan–Gladen share per group from the control prompts' Se and Sp (the occupation's own
+    where it has enough controls and *controls* allows, the pooled ones otherwise)."""
+    per, pooled = control_counts(images)
+    cnt = pd.DataFrame([pooled] * len(t))
+    src = np.full(len(t), "pooled", dtype=object)
+    if controls in ("auto", "per_occupation") and len(per):
+        for i, occ in enumerate(t["occupation"]):
+            if occ in per.index:
+                r = per.loc[occ]
+                enough = min(r["se_n"], r["sp_n"]) >= (min_controls if controls == "auto" else 1)
+                if enough:
+                    cnt.iloc[i] = [r["se_correct"], r["se_n"], r["sp_correct"], r["sp_n"]]
+                    src[i] = "occupation"
+    if pooled["se_n"] > 0 and pooled["sp_n"] > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est, lo, hi = rogan_gladen_interval(
+                successes=k, n=n, se_successes=cnt["se_correct"], se_n=cnt["se_n"],
+                sp_successes=cnt["sp_correct"], sp_n=cnt["sp_n"], ci=ci)
+        t["p_corrected"], t["corrected_low"], t["corrected_high"] = est, lo, hi
+        t["se_sp_source"] = src

@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._deprecate import renamed_kwargs
 from . import _adaptive
 from ._intervals import clopper_pearson_interval
-from ._significance import _binom_two_sided, global_fair_p
+from ._significance import binom_two_sided, global_fair_p
 
 __all__ = [
     "bootstrap_mean_imbalance",
@@ -149,7 +148,7 @@ def mean_imbalance_interval(*, successes, n, ci: float = 0.95, p_global=None):
     G = k.shape[-1]
     est = np.maximum(np.mean(corrected_imbalance(successes=k, n=n), axis=-1), 0.0)
     if p_global is None:
-        p_global = global_fair_p(_binom_two_sided(k, n, 0.5))
+        p_global = global_fair_p(binom_two_sided(k, n, 0.5))
 
     def bounds(kk, nn):
         return _adaptive.bracket(np.mean(np.abs(kk / nn - 0.5), axis=-1), _adaptive.run_terms(kk, nn), G, ci)
@@ -163,7 +162,6 @@ def mean_imbalance_interval(*, successes, n, ci: float = 0.95, p_global=None):
     return est, lo, hi
 
 
-@renamed_kwargs(random_state="seed")
 def bootstrap_mean_imbalance(
     *, table: pd.DataFrame, by_prompt: pd.DataFrame | None = None, n_boot: int = 1000, ci: float = 0.95,
     seed=None, n_sim: int = 10_000,

@@ -37,10 +37,11 @@ __all__ = [
     "pct",
     "share_interval",
     "wilson_interval",
+    "z_quantile",
 ]
 
 
-def _z(ci: float) -> float:
+def z_quantile(ci: float) -> float:
     """The two-sided normal quantile of level *ci*; refuses a level outside (0, 1)."""
     if not 0 < ci < 1:
         raise InputError(f"ci must be in (0, 1), got {ci}; fix: give a confidence level such as 0.95")
@@ -86,7 +87,7 @@ def wilson_interval(*, successes, n, ci: float = 0.95, correction: bool = False)
     """
     x = np.asarray(successes, dtype=float)
     n = np.asarray(n, dtype=float)
-    z = _z(ci)
+    z = z_quantile(ci)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = x / n
         if correction:
@@ -117,7 +118,7 @@ def clopper_pearson_interval(*, successes, n, ci: float = 0.95) -> tuple[np.ndar
     x = np.asarray(successes, dtype=float)
     n = np.asarray(n, dtype=float)
     a = 1 - ci
-    _z(ci)
+    z_quantile(ci)
     with np.errstate(invalid="ignore", divide="ignore"):
         lo = np.where(x > 0, stats.beta.ppf(a / 2, x, n - x + 1), 0.0)
         hi = np.where(x < n, stats.beta.ppf(1 - a / 2, x + 1, n - x), 1.0)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .._deprecate import renamed_kwargs
 from ._amplification import amplification_interval, reference_sign
 from ._classifier import (
     classifier_validation,
@@ -31,7 +30,6 @@ from ._significance import global_fair_p
 __all__ = ["AuditMetrics", "audit_metrics", "overall_table"]
 
 
-@renamed_kwargs(random_state="seed")
 def overall_table(
     *,
     table: pd.DataFrame,
@@ -64,6 +62,19 @@ def overall_table(
         rows.append({"metric": metric, "value": float(value), "ci_low": float(lo), "ci_high": float(hi),
                      "n": int(len(t) if n is None else n), "interval": interval, "description": description})
 
+    _imbalance_rows(add, t, ci)
+    if images is not None:
+        _image_rows(add, images, ci)
+    _reference_rows(add, t, ci)
+    if t["p_corrected"].notna().any():
+        tc = t[t["p_corrected"].notna()]
+        add("mean_imbalance_rogan_gladen", (tc["p_corrected"] - 0.5).abs().mean(), n=len(tc))
+    return pd.DataFrame(rows)
+
+
+def _imbalance_rows(add, t: pd.DataFrame, ci: float) -> None:
+    """The mean imbalance (corrected, plug-in, against the fair baseline), the fair test, the pooled share."""
+    alpha = 1 - ci
     k, n = t["n_female"].to_numpy(), t["n"].to_numpy()
     p_glob = float(global_fair_p(t["p_fair"].to_numpy())) if len(t) else np.nan
     est, lo, hi = mean_imbalance_interval(successes=k, n=n, ci=ci, p_global=p_glob) if len(t) else (np.nan,) * 3
@@ -82,16 +93,24 @@ def overall_table(
     n_f, n_all = t["n_female"].sum(), t["n"].sum()
     lo, hi = share_interval(successes=n_f, n=n_all, ci=ci)
     add("pooled_p_female", n_f / n_all if n_all else np.nan, lo, hi, n=n_all)
-    if images is not None:
-        aud = images[images["kind"] == "audit"]
-        m = len(aud)
-        for lab in ("abstain", "no_person", "blacked_out"):
-            kk = int((aud["label"] == lab).sum())
-            lo, hi = share_interval(successes=kk, n=m, ci=ci)
-            add(f"{lab}_rate", kk / m if m else np.nan, lo, hi, n=m)
-        heim = heim_gender_imbalance(images=images)
-        if np.isfinite(heim):
-            add("heim_gender_imbalance", heim, n=int(aud["prompt_id"].nunique()))
+
+
+def _image_rows(add, images: pd.DataFrame, ci: float) -> None:
+    """The rates of abstention, nobody, several people and blacked-out images; HEIM's imbalance."""
+    aud = images[images["kind"] == "audit"]
+    m = len(aud)
+    for lab in ("abstain", "no_person", "several_people", "blacked_out"):
+        kk = int((aud["label"] == lab).sum())
+        lo, hi = share_interval(successes=kk, n=m, ci=ci)
+        add(f"{lab}_rate", kk / m if m else np.nan, lo, hi, n=m)
+    heim = heim_gender_imbalance(images=images)
+    if np.isfinite(heim):
+        add("heim_gender_imbalance", heim, n=int(aud["prompt_id"].nunique()))
+
+
+def _reference_rows(add, t: pd.DataFrame, ci: float) -> None:
+    """Against the reference, over the groups that have one: amplification, gaps, Holm counts, correlations."""
+    alpha = 1 - ci
     has_ref = (reference_sign(t["p_ref"].to_numpy()) != 0) if len(t) else np.zeros(0, bool)
     tr = t[has_ref]
     if len(tr):
@@ -107,10 +126,6 @@ def overall_table(
         add("pearson_r", r, n=g, p=f"{pv:.3g}")
         rho, pv = spearman(x=tr["p_female"], y=tr["p_ref"])
         add("spearman_rho", rho, n=g, p=f"{pv:.3g}")
-    if t["p_corrected"].notna().any():
-        tc = t[t["p_corrected"].notna()]
-        add("mean_imbalance_rogan_gladen", (tc["p_corrected"] - 0.5).abs().mean(), n=len(tc))
-    return pd.DataFrame(rows)
 
 
 @dataclass
@@ -138,7 +153,6 @@ class AuditMetrics:
                 "reliability": self.reliability, "overall": self.overall}
 
 
-@renamed_kwargs(random_state="seed")
 def audit_metrics(
     *, images: pd.DataFrame, ci: float = 0.95, n_boot: int = 1000, seed=None,
     min_controls: int = DEFAULT_MIN_CONTROLS,

@@ -35,8 +35,6 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft, special, stats
 
-from .._deprecate import renamed_kwargs
-
 __all__ = ["rogan_gladen", "rogan_gladen_interval"]
 
 
@@ -114,7 +112,6 @@ def _interval(n: int, k: np.ndarray, pmf: np.ndarray, a: float) -> tuple[np.ndar
     return lower, upper
 
 
-@renamed_kwargs(random_state="seed")
 def rogan_gladen_interval(
     *,
     successes,

@@ -20,9 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from .._deprecate import renamed_kwargs
-
-__all__ = ["fair_null_test", "global_fair_p", "holm"]
+__all__ = ["binom_beyond", "binom_reversed", "binom_two_sided", "fair_null_test", "global_fair_p", "holm"]
 
 
 def holm(pvalues) -> np.ndarray:
@@ -85,13 +83,13 @@ def _two_sided_table(m: int, q: float) -> np.ndarray:
     return np.minimum(1.0, csum[idx])
 
 
-def _binom_two_sided(k, n, p0) -> np.ndarray:
+def binom_two_sided(k, n, p0) -> np.ndarray:
     """Exact two-sided binomial test p-values, scipy ``binomtest``'s rule (the sum of the
     probabilities no larger than the observed one, relative tolerance 1e-7); NaN where n = 0."""
     return _per_n_p0(k, n, p0, _two_sided_table)
 
 
-def _binom_beyond(k, n, p_ref) -> np.ndarray:
+def binom_beyond(k, n, p_ref) -> np.ndarray:
     """One-sided exact p-values for "further from ½ than the reference, on its side": H1 p > p_ref
     when p_ref > ½, H1 p < p_ref when p_ref < ½; NaN where p_ref is ½, missing, or n = 0."""
     k, n, r = np.broadcast_arrays(np.asarray(k, float), np.asarray(n, float), np.asarray(p_ref, float))
@@ -103,7 +101,7 @@ def _binom_beyond(k, n, p_ref) -> np.ndarray:
     return out
 
 
-def _binom_reversed(k, n, p_ref) -> np.ndarray:
+def binom_reversed(k, n, p_ref) -> np.ndarray:
     """One-sided exact p-values for "on the other side of ½ from the reference": H1 p < ½ when
     p_ref > ½, H1 p > ½ when p_ref < ½; NaN where p_ref is ½, missing, or n = 0."""
     k, n, r = np.broadcast_arrays(np.asarray(k, float), np.asarray(n, float), np.asarray(p_ref, float))
@@ -115,7 +113,6 @@ def _binom_reversed(k, n, p_ref) -> np.ndarray:
     return out
 
 
-@renamed_kwargs(random_state="seed")
 def fair_null_test(*, successes, n, n_sim: int = 10_000, seed=None) -> float:
     """Monte Carlo exact test of the fair null (every group's p = ½): p-value of mean |p̂ − ½|.
 

@@ -17,14 +17,15 @@ import pandas as pd
 
 from .._files import read_csv
 from ..errors import StateError
-from .generate import dist_state, generate_images, load_run_spec
+from ._distributed import dist_state
+from .generate import generate_images
 from .metrics import AuditMetrics, audit_metrics, compare_metrics
 from .report import write_comparison, write_report
-from .rundir import run_lock
-from .score import ZeroShotClassifier, score_images
+from .rundir import load_run_spec, run_lock
+from .score import score_images
 from .spec import AuditSpec, load_spec
 
-__all__ = ["AuditResult", "compare_audits", "default_out", "report_audit", "run_audit"]
+__all__ = ["AuditResult", "compare_audits", "default_out", "report_audit", "rescore_audit", "run_audit"]
 
 
 @dataclass
@@ -75,7 +76,7 @@ def run_audit(
     model: str | None = None,
     progress: bool = True,
     pipe: Any = None,
-    classifier: ZeroShotClassifier | None = None,
+    classifier: Any = None,
     report: bool = True,
 ) -> AuditResult | None:
     """Generate, score, measure and report one audit (``diffkit audit run``).
@@ -83,10 +84,19 @@ def run_audit(
     *spec* is a path, a bundled name (``"tiny_default"``) or an :class:`AuditSpec`; *model*
     overrides ``pipeline.model``. Reruns resume; a folder holding another spec's run is
     refused. Under ``accelerate launch`` every process generates and scores its shard and
-    the main process writes the report (the others return ``None``).
+    the main process writes the report (the others return ``None``). *classifier* is any
+    labeller (:mod:`diffkit.audit.labellers`); default: the one the spec's ``[classifier]`` names.
+
+    A spec that lists several values of a pipeline setting is a sweep: each arm is run into
+    ``<out>/arms/<arm>/`` and a :class:`~diffkit.audit.sweep.SweepResult` is returned
+    (:func:`~diffkit.audit.sweep.run_sweep`).
     """
     spec = spec.with_model(model) if isinstance(spec, AuditSpec) else load_spec(spec, model=model)
     run_dir = Path(out) if out is not None else default_out(spec, model)
+    if spec.sweep:
+        from .sweep import run_sweep
+
+        return run_sweep(spec, out=run_dir, pipe=pipe, classifier=classifier, progress=progress, report=report)
     state = dist_state()
     # the main process holds the folder from the first image to the report: no other run,
     # scoring or report writer comes in between (the steps take the lock again, nested)
@@ -113,13 +123,18 @@ def _classifier_id(images: pd.DataFrame) -> str | None:
 
 
 def report_audit(
-    run_dir: str | Path, *, classifier: ZeroShotClassifier | None = None, progress: bool = True
+    run_dir: str | Path, *, classifier: Any = None, progress: bool = True
 ) -> AuditResult:
     """Rescore (from the embedding cache) and rewrite the report of a run folder (``diffkit audit report``).
 
     Holds the folder's lock throughout: a folder another process is writing into raises
-    :class:`~diffkit.errors.RunBusyError` naming that process."""
+    :class:`~diffkit.errors.RunBusyError` naming that process. A sweep's folder rewrites every
+    arm's report and the sweep's (:func:`~diffkit.audit.sweep.report_sweep`)."""
     run_dir = Path(run_dir)
+    from .sweep import is_sweep_folder, report_sweep
+
+    if is_sweep_folder(run_dir):
+        return report_sweep(run_dir, classifier=classifier, progress=progress)
     spec = load_run_spec(run_dir)
     with run_lock(run_dir, "rewriting the report", create=False):  # scoring and writing, as one writer
         images = score_images(spec, run_dir, classifier=classifier, progress=progress)
@@ -128,7 +143,36 @@ def report_audit(
     return AuditResult(run_dir, spec, metrics, path)
 
 
-def _load(run_dir: Path, classifier: ZeroShotClassifier | None) -> tuple[AuditSpec, AuditMetrics]:
+def rescore_audit(run_dir: str | Path, *, judge: str, pretrained: str | None = None,
+                  abstain_below: float | None = None, person_threshold: float | None = None,
+                  progress: bool = False) -> AuditResult:
+    """The same run's images read by another open_clip judge (``"tiny-weak"``, a hub model with
+    *pretrained*): an :class:`AuditResult` with that judge's labels and statistics, the run's
+    report left as it is. The embedding cache keys on each judge's weights, so the two never mix.
+    Thresholds belong to a judge: *abstain_below* and *person_threshold* replace the run's (the
+    weak judge's probabilities are never as sure as the shipped one's: ``abstain_below=0.5`` reads
+    every image it sees a person in).
+
+    >>> weak = rescore_audit("out/audit/tiny_default", judge="tiny-weak", abstain_below=0.5)   # doctest: +SKIP
+    """
+    from dataclasses import replace
+
+    from ..checks import check_probability
+    from .labellers import build_labeller
+
+    run_dir = Path(run_dir)
+    spec = load_run_spec(run_dir)
+    thresholds = {}
+    if abstain_below is not None:
+        thresholds["abstain_below"] = check_probability("abstain_below", abstain_below)
+    if person_threshold is not None:
+        thresholds["person_threshold"] = check_probability("person_threshold", person_threshold)
+    spec = replace(spec, classifier=replace(spec.classifier, model=judge, pretrained=pretrained, **thresholds))
+    images = score_images(spec, run_dir, classifier=build_labeller(spec.classifier), progress=progress)
+    return AuditResult(run_dir, spec, _metrics(spec, images, run_dir), None)
+
+
+def _load(run_dir: Path, classifier: Any) -> tuple[AuditSpec, AuditMetrics]:
     spec = load_run_spec(run_dir)
     csv = run_dir / "report" / "images.csv"
     if classifier is None and csv.is_file():
@@ -144,7 +188,7 @@ def compare_audits(
     run_b: str | Path,
     *,
     out: str | Path | None = None,
-    classifier: ZeroShotClassifier | None = None,
+    classifier: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """Compare run *b* with run *a* (``diffkit audit compare``): two models, or before and after a
     mitigation. Returns ``(by_occupation, overall, html_path)``; differences are b − a with

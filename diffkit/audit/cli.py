@@ -57,16 +57,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _judge(spec):
-    """The spec's CLIP judge, loaded before any image is generated, so a judge that cannot be
+    """The spec's labeller, loaded before any image is generated, so a judge that cannot be
     loaded (offline, not cached, a typo) fails first, as :class:`~diffkit.errors.ModelUnavailableError`."""
-    from ..errors import ModelUnavailableError
-    from .generate import dist_state
-    from .score import ZeroShotClassifier, judge_unavailable
+    from ..errors import DiffkitError, ModelUnavailableError
+    from ._distributed import dist_state
+    from .labellers import build_labeller
+    from .score import judge_unavailable
 
     c = spec.classifier
     try:
-        return ZeroShotClassifier.from_spec(c, device=dist_state().device)
-    except (KeyboardInterrupt, ModelUnavailableError):
+        return build_labeller(c, device=dist_state().device)
+    except (KeyboardInterrupt, ModelUnavailableError, DiffkitError):
         raise
     except Exception as e:  # noqa: BLE001 - open_clip and the hub raise many types for "cannot load"
         raise judge_unavailable(c.model, c.pretrained, e) from e
@@ -89,8 +90,9 @@ def _run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .api import report_audit
     from .rundir import load_run_spec
+    from .sweep import is_sweep_folder, load_sweep_spec
 
-    spec = load_run_spec(args.run_dir)
+    spec = load_sweep_spec(args.run_dir) if is_sweep_folder(args.run_dir) else load_run_spec(args.run_dir)
     result = report_audit(args.run_dir, progress=not args.no_progress, classifier=_judge(spec))
     _print_headline(result)
     print(f"report: {result.report}")
@@ -132,6 +134,12 @@ def _print_headline(result) -> None:
     from .report import fair_sentence
 
     if os.environ.get("DIFFKIT_QUIET"):
+        return
+    if hasattr(result, "by_arm"):  # a sweep: one line per arm
+        for _, r in result.by_arm.iterrows():
+            ci = "" if r.get("mean_imbalance_low") != r.get("mean_imbalance_low") else (
+                f"  [{r['mean_imbalance_low']:.3f}, {r['mean_imbalance_high']:.3f}]")
+            print(f"{r['arm']:>28}: mean_imbalance {r.get('mean_imbalance', float('nan')):.3f}{ci}")
         return
     ov = {r["metric"]: r for _, r in result.overall.iterrows()}
     t = result.by_occupation

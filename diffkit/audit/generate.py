@@ -26,7 +26,7 @@ How the guarantees are kept:
 * **Verified.** On resume each finished row's file is re-hashed; a missing or corrupt PNG
   is marked ``missing``/``corrupt`` and its batch regenerated.
 * **Full disk.** ``ENOSPC`` while writing removes the temporary file and raises
-  :class:`DiskFullError`; the ledger keeps only whole batches.
+  :class:`~diffkit.errors.DiskFullError`; the ledger keeps only whole batches.
 * **Prompts that fit.** Before generating, every prompt is tokenized; one longer than the
   text encoder reads is refused (:func:`check_prompt_lengths`) instead of being cut off.
 * **Sharded.** Under ``accelerate launch`` (or ``torchrun``) batch b goes to process
@@ -40,11 +40,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +48,13 @@ import pandas as pd
 
 from ..errors import InputError
 from ..pipeline import check_steps
-from .prompts import build_prompts, derive_seed
+from ._distributed import DistState, dist_state
+from ._pipeline_setup import check_prompt_lengths, load_pipeline_for
+from .prompts import build_prompts, image_seed
 from .rundir import (
-    LEDGER_NAME,
-    SPEC_NAME,
-    DiskFullError,
     Ledger,
-    RunMismatchError,
     clean_orphans,
     inside,
-    journal_mode,
-    load_run_spec,
     now,
     prepare_run,
     record_weights,
@@ -74,156 +66,60 @@ from .rundir import (
 from .spec import AuditSpec, SpecError
 
 __all__ = [
-    "DiskFullError",
     "DistState",
-    "Ledger",
-    "RunMismatchError",
     "check_prompt_lengths",
     "dist_state",
     "generate_images",
     "load_pipeline_for",
-    "load_run_spec",
-    "prepare_run",
     "regenerate_image",
 ]
 
-# The run folder (ledger, spec, hashes, atomic writes) is owned by .rundir; these names stay here
-# for code that imported them from this module.
-_ = (LEDGER_NAME, SPEC_NAME, journal_mode)
+
+def _latent_shape(pipe: Any, spec: AuditSpec) -> tuple[int, int, int]:
+    """``(C, h, w)`` of one image's initial latents, as the pipeline's ``prepare_latents`` makes them."""
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    cfg = denoiser.config
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    h = spec.pipeline.height // factor if spec.pipeline.height else size
+    w = spec.pipeline.width // factor if spec.pipeline.width else size
+    return int(cfg.in_channels), int(h), int(w)
 
 
-@dataclass(frozen=True)
-class DistState:
-    """Where this process sits among the processes of a sharded run."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: Any = None
-    state: Any = None  # accelerate.PartialState when launched with several processes
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.state is not None and self.world_size > 1:
-            self.state.wait_for_everyone()
-
-
-def dist_state() -> DistState:
-    """The rank and world size under ``accelerate launch`` / ``torchrun``, else a single process.
-
-    On machines without CUDA the processes talk over gloo (``PartialState(cpu=True)``).
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistState()
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())
-    return DistState(state.process_index, state.num_processes, state.device, state)
-
-
-def check_prompt_lengths(spec: AuditSpec, tokenizer: Any, prompts: pd.DataFrame | None = None) -> None:
-    """Refuse prompts longer than the text encoder reads (``tokenizer.model_max_length`` tokens).
-
-    A longer prompt is cut off silently by the pipeline, so the end of the template (often the
-    occupation itself) would never reach the model while the report still names it. Raises
-    :class:`~diffkit.audit.SpecError` naming the template, the prompt and its length.
-    """
-    limit = getattr(tokenizer, "model_max_length", None)
-    if tokenizer is None or not isinstance(limit, int) or limit <= 0 or limit > 100_000:
-        return
-    prompts = build_prompts(spec) if prompts is None else prompts
-    for kind, tid, text in prompts[["kind", "template_id", "prompt"]].itertuples(index=False):
-        n = len(tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"])
-        if n > limit:
-            key = f"{'prompts' if kind == 'audit' else 'controls'}.templates[{int(tid)}]"
-            raise SpecError(
-                spec.source, key,
-                f"the prompt {text!r} is {n} tokens, over the text encoder's limit of {limit}: its end "
-                "(the occupation word, perhaps) would be cut off before the model sees it",
-                f"shorten the template to at most {limit} tokens with the longest attribute filled in",
-            )
-    negative = spec.pipeline.negative_prompt
-    if negative:
-        n = len(tokenizer(negative, truncation=False, add_special_tokens=True)["input_ids"])
-        if n > limit:
-            raise SpecError(
-                spec.source, "pipeline.negative_prompt",
-                f"{n} tokens, over the text encoder's limit of {limit}: the pipeline would cut off its end "
-                f"({negative[:40]!r}…) without a word",
-                f"shorten it to at most {limit} tokens, the words that matter first",
-            )
-
-
-def load_pipeline_for(spec: AuditSpec, *, device: Any = None, progress: bool = True) -> Any:
-    """The spec's pipeline through :func:`diffkit.load_pipeline` (``"tiny"``, hub id or folder).
-
-    With ``progress=False`` the loading bars of diffusers and transformers stay hidden too
-    (``--no-progress``); their global setting is restored afterwards.
-    """
-    from ..pipeline import load_pipeline
-
-    with contextlib.ExitStack() as stack:
-        if not progress:
-            stack.enter_context(_quiet_loading())
-        return load_pipeline(
-            spec.pipeline.model, device=device, dtype=spec.pipeline.dtype,
-            scheduler=spec.pipeline.scheduler, revision=spec.pipeline.revision,
-        )
-
-
-class _QuietLoading:
-    """Hide diffusers' and transformers' loading bars while any audit loads its pipeline.
-
-    The setting is process-wide, so it is guarded as ipympl guards its one global: under a
-    lock, the first loader in saves and changes it, the last one out restores it; two audits
-    loading in two threads never leave the bars off (or on) for the user.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-        self._was = (True, True)
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-
-        with self._lock:
-            if self._count == 0:
-                self._was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
-                dlog.disable_progress_bar()
-                tlog.disable_progress_bar()
-            self._count += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._count -= 1
-                if self._count == 0:
-                    if self._was[0]:
-                        dlog.enable_progress_bar()
-                    if self._was[1]:
-                        tlog.enable_progress_bar()
-
-
-_quiet_loading = _QuietLoading()
-
-
-def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[int]) -> list:
+def _noise(pipe: Any, spec: AuditSpec, seeds: list[int], indices: list[int] | None, counts: list[int] | None) -> dict:
+    """The pipeline's noise arguments: one generator per image (``per_image``: on the CPU, or on the
+    pipeline's device with ``generator_device = "pipeline"``), or the initial latents themselves
+    (``per_prompt``: image i of a prompt is the i-th of ``torch.randn((n, C, h, w),
+    generator=torch.manual_seed(seed))``, drawn on the CPU in float32, UCE's scheme)."""
     import torch
 
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    if spec.noise == "per_prompt":
+        shape = _latent_shape(pipe, spec)
+        drawn: dict[tuple[int, int], Any] = {}
+        rows = []
+        for s, i, n in zip(seeds, indices, counts):
+            if (s, n) not in drawn:
+                drawn[(s, n)] = torch.randn((int(n), *shape), generator=torch.Generator("cpu").manual_seed(int(s)))
+            rows.append(drawn[(s, n)][int(i)])
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        return {"latents": torch.stack(rows).to(device=pipe.device, dtype=denoiser.dtype)}
+    device = pipe.device if spec.pipeline.generator_device == "pipeline" else "cpu"
+    return {"generator": [torch.Generator(device).manual_seed(int(s)) for s in seeds]}
+
+
+def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[int], *,
+                   indices: list[int] | None = None, counts: list[int] | None = None) -> tuple[list, list | None]:
+    """``(images, nsfw)``: the pipeline's PIL images and its ``nsfw_content_detected`` flags (None
+    when it gives none). *indices* and *counts* (image index, images of its prompt) are needed
+    for ``audit.noise = "per_prompt"``."""
+    import torch
+
     kw: dict[str, Any] = dict(
         prompt=prompts,
         num_inference_steps=spec.pipeline.steps,
         guidance_scale=spec.pipeline.guidance_scale,
-        generator=gens,
         output_type="pil",
+        **_noise(pipe, spec, seeds, indices, counts),
     )
     if spec.pipeline.height:
         kw["height"] = spec.pipeline.height
@@ -232,7 +128,11 @@ def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[i
     if spec.pipeline.negative_prompt:
         kw["negative_prompt"] = [spec.pipeline.negative_prompt] * len(prompts)
     with torch.inference_mode():
-        return pipe(**kw).images
+        out = pipe(**kw)
+    flags = getattr(out, "nsfw_content_detected", None)
+    if flags is not None:
+        flags = [None if f is None else bool(f) for f in flags]
+    return out.images, flags
 
 
 def _png_bytes(image: Any) -> bytes:
@@ -246,14 +146,18 @@ def regenerate_image(spec: AuditSpec, prompt_id: int, image_index: int, *, pipe:
 
     Same seed and settings as in the run; pixel-identical to the run's PNG when
     ``audit.batch_size`` is 1, else equal up to the float effects of batching.
+    (``audit.noise = "per_prompt"``: the image's slice of its prompt's batch of latents.)
     """
     prompts = build_prompts(spec)
     row = prompts.loc[prompts["prompt_id"] == prompt_id]
     if row.empty:
         raise InputError(f"no prompt {prompt_id}; the spec has prompts 0..{len(prompts) - 1}")
     pipe = pipe if pipe is not None else load_pipeline_for(spec)
-    seed = derive_seed(spec.seed, prompt_id, image_index)
-    return _call_pipeline(pipe, spec, [row["prompt"].iloc[0]], [seed])[0]
+    prompt = row["prompt"].iloc[0]
+    seed = image_seed(spec, prompt_id, image_index, prompt)
+    images, _ = _call_pipeline(pipe, spec, [prompt], [seed], indices=[image_index],
+                               counts=[int(row["n_images"].iloc[0])])
+    return images[0]
 
 
 def generate_images(
@@ -274,7 +178,7 @@ def generate_images(
         The audit spec (see :func:`~diffkit.audit.load_spec`).
     run_dir
         The run folder; created if needed, resumed if it holds this spec's run, refused
-        (:class:`RunMismatchError`) if it holds another's.
+        (:class:`~diffkit.audit.rundir.RunMismatchError`) if it holds another's.
     pipe
         A loaded pipeline; default :func:`load_pipeline_for` (*spec*'s model, on this process's device).
     progress
@@ -307,32 +211,47 @@ def generate_images(
         if not state.is_main:
             prepare_run(spec, run_dir, weights=weights)
         with Ledger(run_dir) as led:
-            rows = led.frame()
-            mine = rows[rows["batch"] % state.world_size == state.rank]
-            if verify:
-                done = mine[mine["status"] == "done"]
-                if verify_files(led, run_dir, done):
-                    rows = led.frame()
-                    mine = rows[rows["batch"] % state.world_size == state.rank]
+            mine = _my_rows(led, run_dir, state, verify)
             todo_batches = sorted(mine.loc[mine["status"] != "done", "batch"].unique())
             if max_batches is not None:
                 todo_batches = todo_batches[:max_batches]
             n_done = int((mine["status"] == "done").sum())
             if todo_batches:
-                if pipe is None:
-                    pipe = load_pipeline_for(spec, device=state.device, progress=progress)
-                check_prompt_lengths(spec, getattr(pipe, "tokenizer", None))
-                try:  # the spec's steps against this model's forward chain, before the first image
-                    check_steps(pipe.scheduler, spec.pipeline.steps, name="pipeline.steps")
-                except InputError as e:
-                    raise SpecError(spec.source, "pipeline.steps", str(e).split("; fix: ")[0],
-                                    str(e).split("; fix: ")[-1]) from None
-                if weights is None:  # a hub id that was not cached before the load
-                    record_weights(run_dir, spec, weights_identity(spec.pipeline.model, spec.pipeline.revision))
+                pipe = _ready_pipeline(spec, run_dir, pipe, state, progress, weights)
                 _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progress, tqdm)
         state.barrier()
     with Ledger(run_dir) as led:
         return led.frame()
+
+
+def _my_rows(led: Ledger, run_dir: Path, state: DistState, verify: bool) -> pd.DataFrame:
+    """This process's ledger rows (its batches); with *verify*, finished files re-hashed first
+    (missing or altered ones are marked and so generated again)."""
+    rows = led.frame()
+    mine = rows[rows["batch"] % state.world_size == state.rank]
+    if verify:
+        done = mine[mine["status"] == "done"]
+        if verify_files(led, run_dir, done):
+            rows = led.frame()
+            mine = rows[rows["batch"] % state.world_size == state.rank]
+    return mine
+
+
+def _ready_pipeline(spec: AuditSpec, run_dir: Path, pipe: Any, state: DistState, progress: bool,
+                    weights: str | None) -> Any:
+    """The pipeline, loaded if not given, checked against the spec (prompt lengths, steps) before
+    the first image; the weights recorded if they could only be known after loading."""
+    if pipe is None:
+        pipe = load_pipeline_for(spec, device=state.device, progress=progress)
+    check_prompt_lengths(spec, getattr(pipe, "tokenizer", None))
+    try:  # the spec's steps against this model's forward chain, before the first image
+        check_steps(pipe.scheduler, spec.pipeline.steps, name="pipeline.steps")
+    except InputError as e:
+        raise SpecError(spec.source, "pipeline.steps", str(e).split("; fix: ")[0],
+                        str(e).split("; fix: ")[-1]) from None
+    if weights is None:  # a hub id that was not cached before the load
+        record_weights(run_dir, spec, weights_identity(spec.pipeline.model, spec.pipeline.revision))
+    return pipe
 
 
 def _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progress, tqdm) -> None:
@@ -343,27 +262,33 @@ def _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progr
         position=state.rank if state.world_size > 1 else None, dynamic_ncols=True,
     )
     by_batch = {b: g for b, g in mine.groupby("batch")}
+    n_of = build_prompts(spec).set_index("prompt_id")["n_images"].to_dict()
     try:
         for b in todo_batches:
             batch = by_batch[b]
             t0 = time.perf_counter()
-            images = _call_pipeline(pipe, spec, batch["prompt"].tolist(), batch["seed"].tolist())
+            images, nsfw = _call_pipeline(pipe, spec, batch["prompt"].tolist(), batch["seed"].tolist(),
+                                          indices=batch["image_index"].tolist(),
+                                          counts=[n_of[int(k)] for k in batch["prompt_id"]])
             per_image = (time.perf_counter() - t0) / len(batch)
-            updates = []
-            for img, (k, i, path, status) in zip(
+            updates, flags = [], []
+            for j, (img, (k, i, path, status)) in enumerate(zip(
                 images, batch[["prompt_id", "image_index", "path", "status"]].itertuples(index=False)
-            ):
+            )):
                 if status == "done":  # recomputed only to keep the batch whole
                     continue
                 data = _png_bytes(img)
                 write_atomic(inside(run_dir, path, row=(int(k), int(i))), data)
                 updates.append((hashlib.sha256(data).hexdigest(), per_image, state.rank, now(), int(k), int(i)))
+                if nsfw is not None and nsfw[j] is not None:
+                    flags.append((int(k), int(i), int(nsfw[j])))
             with led.transaction() as c:  # a batch's rows are committed together, after its files
                 c.executemany(
                     "UPDATE images SET status = 'done', sha256 = ?, seconds = ?, rank = ?, "
                     "finished_at = ? WHERE prompt_id = ? AND image_index = ?",
                     updates,
                 )
+                c.executemany("INSERT OR REPLACE INTO safety (prompt_id, image_index, nsfw) VALUES (?, ?, ?)", flags)
             bar.update(len(updates))
     finally:
         bar.close()

@@ -53,7 +53,6 @@ from ._imbalance import (
     squared_imbalance,
 )
 from ._intervals import (
-    _z,  # noqa: F401  (plan.py's normal quantile, kept importable from here)
     clopper_pearson_interval,
     format_p_value,
     newcombe_interval,

@@ -26,8 +26,7 @@ from scipy import stats
 
 from ..checks import check_probability
 from ..errors import InputError
-from ._intervals import share_interval
-from .metrics import _z
+from ._intervals import share_interval, z_quantile
 
 __all__ = ["SamplePlan", "plan_sample_size", "power_exact", "share_half_width", "wilson_half_width"]
 
@@ -53,7 +52,7 @@ def wilson_half_width(*, n, p: float = 0.5, ci: float = 0.95) -> np.ndarray:
     """Half-width of the Wilson interval at p̂ = *p* with *n* labelled images (not what the planner
     uses since diffkit 0.2: the report's shares are Clopper–Pearson, :func:`share_half_width`)."""
     n = np.asarray(n, dtype=float)
-    z = _z(ci)
+    z = z_quantile(ci)
     return z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
 
 
@@ -161,35 +160,47 @@ def plan_sample_size(
                          "them in your spec")
     check_probability("ci", ci, open_ends=True, hint="0.95 is usual")
     if half_width is not None:
-        if not 0 < half_width < 0.5:
-            raise InputError(f"half_width must be in (0, 0.5), got {half_width}; fix: e.g. 0.1 for ±10 points")
-        if not 0 < p < 1:
-            raise InputError(f"p must be in (0, 1), got {p}; fix: 0.5 plans for the widest case")
-        n = _smallest_precise_n(half_width, p, ci)
-        if n is None:
-            best = float(share_half_width(n=_MAX_N, p=p, ci=ci))
-            raise InputError(f"a half-width of {half_width} needs more than {_MAX_N:,} labelled images per "
-                             f"occupation; fix: ask for a half-width of at least {math.ceil(best * 1e4) / 1e4}")
-        achieved = float(share_half_width(n=n, p=p, ci=ci))
-        goal = f"Clopper–Pearson {100 * ci:.10g}% half-width ≤ {half_width} at p̂ = {p}"
-        rule = ("smallest n with (B⁻¹(1 − α/2; np + 1, n − np) − B⁻¹(α/2; np, n − np + 1))/2 ≤ half-width, "
-                "B⁻¹ the Beta quantile, α = 1 − ci")
+        n, achieved, goal, rule = _plan_precision(half_width, p, ci)
     else:
-        if imbalance is None or not 0 < imbalance < 0.5:
-            raise InputError("power needs imbalance=|p − ½| in (0, 0.5); fix: e.g. imbalance=0.2 (a 70/30 split)")
-        if not 0 < power < 1:
-            raise InputError(f"power must be in (0, 1), got {power}; fix: e.g. 0.8")
-        alpha = (1 - ci) / occupations
-        # exact power saw-tooths in n: take the smallest n from which it stays ≥ power for 10 steps
-        n = _smallest_stable_n(power, 0.5 + imbalance, alpha)
-        if n is None:
-            raise InputError(f"more than {_MAX_N:,} labelled images per occupation would be needed for power "
-                             f"{power} against |p − ½| = {imbalance}; fix: ask for less power or a larger imbalance")
-        achieved = power_exact(n=n, p=0.5 + imbalance, alpha=alpha)
-        goal = (f"power ≥ {power} against |p − ½| = {imbalance}, exact two-sided binomial test at α = "
-                f"{alpha:.4g}" + (f" ({1 - ci:.3g}/{occupations} occupations, Bonferroni)" if occupations > 1 else ""))
-        rule = "smallest n from which the exact test's power stays ≥ the goal for 10 further n"
+        n, achieved, goal, rule = _plan_power(power, imbalance, ci, occupations)
     per_occ = math.ceil(n / (1 - unlabelled_rate))
     per_prompt = math.ceil(per_occ / templates)
     return SamplePlan(n, per_prompt * templates, per_prompt, templates, occupations,
                       per_prompt * templates * occupations, achieved, goal, rule)
+
+
+def _plan_precision(half_width: float, p: float, ci: float) -> tuple[int, float, str, str]:
+    """``(labelled n, achieved half-width, goal, rule)`` for a Clopper–Pearson half-width."""
+    if not 0 < half_width < 0.5:
+        raise InputError(f"half_width must be in (0, 0.5), got {half_width}; fix: e.g. 0.1 for ±10 points")
+    if not 0 < p < 1:
+        raise InputError(f"p must be in (0, 1), got {p}; fix: 0.5 plans for the widest case")
+    n = _smallest_precise_n(half_width, p, ci)
+    if n is None:
+        best = float(share_half_width(n=_MAX_N, p=p, ci=ci))
+        raise InputError(f"a half-width of {half_width} needs more than {_MAX_N:,} labelled images per "
+                         f"occupation; fix: ask for a half-width of at least {math.ceil(best * 1e4) / 1e4}")
+    achieved = float(share_half_width(n=n, p=p, ci=ci))
+    goal = f"Clopper–Pearson {100 * ci:.10g}% half-width ≤ {half_width} at p̂ = {p}"
+    rule = ("smallest n with (B⁻¹(1 − α/2; np + 1, n − np) − B⁻¹(α/2; np, n − np + 1))/2 ≤ half-width, "
+            "B⁻¹ the Beta quantile, α = 1 − ci")
+    return n, achieved, goal, rule
+
+
+def _plan_power(power: float, imbalance: float | None, ci: float, occupations: int) -> tuple[int, float, str, str]:
+    """``(labelled n, achieved power, goal, rule)`` for the exact test's power against an imbalance."""
+    if imbalance is None or not 0 < imbalance < 0.5:
+        raise InputError("power needs imbalance=|p − ½| in (0, 0.5); fix: e.g. imbalance=0.2 (a 70/30 split)")
+    if not 0 < power < 1:
+        raise InputError(f"power must be in (0, 1), got {power}; fix: e.g. 0.8")
+    alpha = (1 - ci) / occupations
+    # exact power saw-tooths in n: take the smallest n from which it stays ≥ power for 10 steps
+    n = _smallest_stable_n(power, 0.5 + imbalance, alpha)
+    if n is None:
+        raise InputError(f"more than {_MAX_N:,} labelled images per occupation would be needed for power "
+                         f"{power} against |p − ½| = {imbalance}; fix: ask for less power or a larger imbalance")
+    achieved = power_exact(n=n, p=0.5 + imbalance, alpha=alpha)
+    goal = (f"power ≥ {power} against |p − ½| = {imbalance}, exact two-sided binomial test at α = "
+            f"{alpha:.4g}" + (f" ({1 - ci:.3g}/{occupations} occupations, Bonferroni)" if occupations > 1 else ""))
+    rule = "smallest n from which the exact test's power stays ≥ the goal for 10 further n"
+    return n, achieved, goal, rule

@@ -7,7 +7,9 @@ with each gender word of the spec ("a photo of a woman {occupation}").
 
 Every image of the run is one cell of the (prompt k, image i) grid, and its seed is a
 function of (spec seed, k, i) alone (:func:`derive_seed`), so any image can be regenerated
-on its own, on any machine, in any order.
+on its own, on any machine, in any order. Two published protocols seed otherwise, and a spec can
+follow them (``audit.seeds``, :func:`image_seed`): Fair Diffusion counted seeds 0, 1, 2, … in every
+prompt (``"counting"``), Unified Concept Editing gave each prompt one seed (a CSV).
 
 Examples
 --------
@@ -24,9 +26,9 @@ import itertools
 
 import pandas as pd
 
-from .spec import AuditSpec, SpecError, template_fields
+from ._spec_schema import AuditSpec, SpecError, template_fields
 
-__all__ = ["article", "build_prompts", "derive_seed", "image_grid"]
+__all__ = ["article", "build_prompts", "derive_seed", "image_grid", "image_seed"]
 
 
 def article(word: str) -> str:
@@ -38,6 +40,18 @@ def derive_seed(seed: int, k: int, i: int) -> int:
     """The seed of image *i* of prompt *k*: the first 63 bits of sha256("diffkit-audit:seed:k:i")."""
     digest = hashlib.sha256(f"diffkit-audit:{int(seed)}:{int(k)}:{int(i)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
+
+
+def image_seed(spec: AuditSpec, k: int, i: int, prompt: str) -> int:
+    """The seed of image *i* of prompt *k* under the spec's ``audit.seeds``: ``"derived"``
+    (:func:`derive_seed`), ``"counting"`` (``audit.seed + i``) or a per-prompt table (the prompt's
+    seed, the same for all its images; with ``audit.noise = "per_prompt"`` image *i* is the i-th of
+    the batch of latents that seed draws)."""
+    if spec.seeds == "counting":
+        return int(spec.seed) + int(i)
+    if spec.prompt_seeds:
+        return int(spec.prompt_seeds[prompt])
+    return derive_seed(spec.seed, k, i)
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
@@ -95,7 +109,7 @@ def image_grid(spec: AuditSpec, prompts: pd.DataFrame | None = None) -> pd.DataF
     (relative to the run folder), in the order batches are formed."""
     prompts = build_prompts(spec) if prompts is None else prompts
     rows = [
-        (int(k), i, p, derive_seed(spec.seed, int(k), i), f"images/{int(k):04d}/{i:04d}.png")
+        (int(k), i, p, image_seed(spec, int(k), i, p), f"images/{int(k):04d}/{i:04d}.png")
         for k, p, n in zip(prompts["prompt_id"], prompts["prompt"], prompts["n_images"])
         for i in range(int(n))
     ]

@@ -4,7 +4,9 @@ A run folder holds::
 
     spec.json        the resolved spec, a readable copy of the ledger's own
     ledger.sqlite    one row per image (SQLite, write-ahead log), and a ``meta`` table:
-                     fingerprint (sha256 of the spec, stable across key renames), spec, weights, created_at, diffkit_version
+                     fingerprint (sha256 of the spec, stable across key renames), spec, weights, created_at, diffkit_version;
+                     a ``safety`` table holds the pipeline's nsfw_content_detected flag per image where it gives one
+                     (a side table: ledgers from before it open unchanged and read as "unknown")
     .diffkit.lock    held (``flock``) by the process that writes into the folder; it names that
                      process and what it does (``12345	scoring images	2026-…``)
     images/KKKK/IIII.png
@@ -36,29 +38,38 @@ Everything written into the folder goes through :func:`write_atomic`; a full dis
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import hashlib
 import json
-import os
-import re
-import sqlite3
-import threading
-from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .._files import atomic_write_bytes, environment_error, is_disk_full
-from ..errors import DiffkitError, DiskFullError, InputError, RunBusyError, RunFolderError
+from ..errors import DiskFullError, RunBusyError, RunFolderError
+from ._ledger import Ledger, connect, journal_mode, verify_files
+from ._run_files import (
+    LEDGER_NAME,
+    LOCK_NAME,
+    SPEC_NAME,
+    STATUSES,
+    LedgerRepairedWarning,
+    RunMismatchError,
+    clean_orphans,
+    inside,
+    make_run_dir,
+    now,
+    read_verified,
+    sha256_file,
+    write_atomic,
+)
+from ._run_lock import run_lock
+from ._weights import weights_identity
 from .spec import AuditSpec, spec_from_dict, upgrade_spec_dict
 
 __all__ = [
     "LEDGER_NAME",
     "LOCK_NAME",
     "SPEC_NAME",
+    "STATUSES",
     "DiskFullError",
     "Ledger",
     "LedgerRepairedWarning",
@@ -74,412 +85,17 @@ __all__ = [
     "journal_mode",
     "load_run_spec",
     "make_run_dir",
+    "now",
     "prepare_run",
     "read_verified",
+    "record_weights",
     "run_lock",
     "sha256_file",
+    "spec_json",
     "verify_files",
     "weights_identity",
     "write_atomic",
 ]
-
-LEDGER_NAME = "ledger.sqlite"
-SPEC_NAME = "spec.json"
-LOCK_NAME = ".diffkit.lock"
-STATUSES = ("pending", "done", "missing", "corrupt")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS images (
-    prompt_id   INTEGER NOT NULL,
-    image_index INTEGER NOT NULL,
-    prompt      TEXT    NOT NULL,
-    seed        INTEGER NOT NULL,
-    path        TEXT    NOT NULL,
-    batch       INTEGER NOT NULL,
-    status      TEXT    NOT NULL DEFAULT 'pending',
-    sha256      TEXT,
-    seconds     REAL,
-    rank        INTEGER,
-    finished_at TEXT,
-    PRIMARY KEY (prompt_id, image_index)
-);
-"""
-
-
-class RunMismatchError(DiffkitError, ValueError):
-    """The output folder holds another spec's (or another model's) run, or a ledger edited by
-    hand (rows added or changed); diffkit never mixes runs."""
-
-
-class LedgerRepairedWarning(UserWarning):
-    """Rows the spec makes were missing from a run's ledger (deleted by hand) and are restored as pending."""
-
-
-def now() -> str:
-    """The time as an ISO string in UTC, to the second (what the ledger records)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------- files
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write *data* to *path* through a unique temporary file and a rename (see :mod:`diffkit._files`).
-
-    A full disk raises :class:`DiskFullError`; the temporary file is gone and *path* untouched.
-    """
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:
-        if is_disk_full(e):
-            raise DiskFullError(
-                e.errno,
-                f"disk full while writing {path}; nothing half-written was kept and the ledger holds "
-                "only finished batches; fix: free some space and rerun the same command to resume",
-            ) from e
-        raise
-
-
-def inside(run_dir: str | Path, rel: str, *, row: tuple[int, int] | None = None) -> Path:
-    """``run_dir / rel``, refused (:class:`RunMismatchError`, naming the ledger *row*) unless it
-    resolves inside *run_dir*: a ledger is input, and its paths never lead a read or a write
-    outside the folder (``../../x.png``, an absolute path, a symlink out)."""
-    run_dir = Path(run_dir)
-    p = run_dir / rel
-    root = run_dir.resolve()
-    target = p.resolve()
-    if Path(rel).is_absolute() or (target != root and root not in target.parents):
-        where = f"ledger row (prompt {row[0]}, image {row[1]})" if row else "the ledger"
-        raise RunMismatchError(
-            f"{run_dir / LEDGER_NAME}: {where} names the path {rel!r}, outside the run folder; the ledger was "
-            "edited by hand or comes from elsewhere; fix: restore the row's path (images/KKKK/IIII.png), or "
-            "run the spec into a new --out folder"
-        )
-    return p
-
-
-def read_verified(path: str | Path, sha256: str | None) -> bytes | None:
-    """The bytes of *path* when their sha256 is *sha256* (its ledger row's); ``None`` when the
-    file is missing, unreadable or altered.
-
-    The one check of a finished image against the ledger: on resume (:func:`verify_files`) and
-    at scoring (:func:`~diffkit.audit.score.score_images`, which reuses the bytes it read).
-    """
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    return data if sha256 is not None and hashlib.sha256(data).hexdigest() == sha256 else None
-
-
-def sha256_file(path: Path) -> str | None:
-    """The sha256 of *path*'s bytes, or ``None`` when it cannot be read."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
-def make_run_dir(run_dir: str | Path) -> Path:
-    """Create *run_dir* (and its parents); a path that cannot be a folder is :class:`RunFolderError`."""
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise RunFolderError(f"{run_dir} exists and is not a folder; fix: pass a folder path to --out") from None
-    except NotADirectoryError:
-        raise RunFolderError(
-            f"{run_dir} cannot be created: part of its path is a file; fix: pass a folder path to --out"
-        ) from None
-    except OSError as e:  # read-only, not ours, disk full: diffkit's own error, naming the fix
-        env = environment_error(e, writing=run_dir)
-        if env is None:
-            raise
-        raise env from None
-    return run_dir
-
-
-def clean_orphans(run_dir: str | Path) -> list[Path]:
-    """Remove the temporary files (``.*.tmp``) a killed writer left in *run_dir* (its top, its
-    image folders and ``report/``); return them.
-
-    Call it only while holding :func:`run_lock` (no live writer then owns a temporary file).
-    """
-    run_dir = Path(run_dir)
-    found = [p for pattern in (".*.tmp", "images/*/.*.tmp", "report/.*.tmp") for p in run_dir.glob(pattern)
-             if p.is_file()]
-    for p in found:
-        with contextlib.suppress(OSError):
-            p.unlink()
-    return found
-
-
-# The run folders this process holds the lock of, per thread: (folder, thread) -> (descriptor,
-# what it is doing, innermost last). run_audit holds a folder's lock around generate_images,
-# score_images and write_report, which take it again: a nested take only relabels the holder.
-_HELD: dict[tuple[str, int], tuple[int, list[str]]] = {}
-
-
-def _label(fd: int, doing: str) -> None:
-    data = f"{os.getpid()}\t{doing}\t{now()}".encode()
-    os.pwrite(fd, data, 0)  # write, then cut: a reader never sees an empty label in between
-    os.ftruncate(fd, len(data))
-
-
-def _alive(pid: str) -> bool:
-    try:
-        n = int(pid)
-        if n <= 0:  # os.kill(0, 0) would ask about our own process group
-            return False
-        os.kill(n, 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _holder(fd: int) -> str | None:
-    """Who holds the lock, from the lock file: ``"pid 12345, scoring images since …"``; ``None``
-    when the holder let go meanwhile and the lock is now ours (held on *fd*)."""
-    import fcntl
-    import time
-
-    text = ""
-    # A holder that has just taken the lock writes its label a moment later; until then the
-    # file is empty (a holder clears its label when it lets go) or names a run that was
-    # killed, whose pid is gone. A holder in another PID namespace (a container sharing the
-    # folder) looks gone too: after a second its label is named anyway.
-    for _ in range(100):
-        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
-        if text.count("\t") == 2 and _alive(text.partition("\t")[0]):
-            break
-        try:  # an empty label may mean the holder is letting go right now
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            time.sleep(0.01)
-            continue
-        return None
-    pid, _, rest = text.partition("\t")
-    doing, _, since = rest.partition("\t")
-    return f"pid {pid or '?'}" + (f", {doing}" if doing else "") + (f" since {since}" if since else "")
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: str | Path, doing: str = "generating images", *, create: bool = True) -> Iterator[None]:
-    """Hold the run folder's lock (``flock`` on ``.diffkit.lock``) for the block.
-
-    Every writer takes it: generation, scoring, report writing. A second process (or thread)
-    that asks while another holds it gets :class:`RunBusyError` at once, naming the holder's pid
-    and what it is *doing* (``"scoring images"``) since when: two writers never work in one
-    folder. The same thread may take it again inside the block (``run_audit`` holds it around
-    generation, scoring and the report). The lock goes with the process: a killed run leaves
-    nothing to clean up. With ``create=False`` the folder must already be a run folder
-    (:class:`RunFolderError` otherwise), as scoring and reporting need.
-    """
-    import fcntl
-
-    if create:
-        run_dir = make_run_dir(run_dir)
-    else:
-        run_dir = Path(run_dir)
-        if not (run_dir / LEDGER_NAME).is_file():
-            raise RunFolderError(
-                f"{run_dir} is not an audit run folder (it has no {LEDGER_NAME}); fix: pass the folder "
-                "`diffkit audit run` wrote (e.g. out/audit/tiny_default), or run `diffkit audit run` first"
-            )
-    key = (str(run_dir.resolve()), threading.get_ident())
-    if key in _HELD:  # this thread holds it already: say what it does now, then what it did
-        fd, doing_stack = _HELD[key]
-        doing_stack.append(doing)
-        _label(fd, doing)
-        try:
-            yield
-        finally:
-            doing_stack.pop()
-            with contextlib.suppress(OSError):
-                _label(fd, doing_stack[-1])
-        return
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            if holder is not None:
-                raise RunBusyError(
-                    errno.EWOULDBLOCK,
-                    f"{run_dir} is in use by another diffkit run ({holder}); fix: wait for it to finish "
-                    "and rerun the same command (a run resumes), or pass another --out folder",
-                ) from None
-        _label(fd, doing)
-        _HELD[key] = (fd, [doing])
-        try:
-            yield
-        finally:
-            del _HELD[key]
-            with contextlib.suppress(OSError):  # the next holder's waiters must not read ours
-                os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-# --------------------------------------------------------------------------- ledger
-def journal_mode() -> str:
-    """``"WAL"``, unless the processes of a sharded run sit on several machines.
-
-    SQLite's write-ahead log needs shared memory, so every process must be on one host;
-    across machines (``WORLD_SIZE`` > ``LOCAL_WORLD_SIZE``) the ledger falls back to the
-    rollback journal (``"DELETE"``), which needs a shared filesystem with working POSIX locks.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    return "DELETE" if world > local else "WAL"
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(path, timeout=120, isolation_level=None)
-
-
-def _configure(conn: sqlite3.Connection, synchronous: str) -> None:
-    conn.execute("PRAGMA busy_timeout = 120000")
-    conn.execute(f"PRAGMA journal_mode = {journal_mode()}")
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-
-
-def connect(path: str | Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
-    """Open a SQLite database of a run folder the one way diffkit does (the ledger, the embedding cache).
-
-    Autocommit (transactions are explicit, ``BEGIN IMMEDIATE``), waits up to 120 s for another
-    process's lock, write-ahead log unless :func:`journal_mode` says otherwise, and *synchronous*
-    ``FULL`` (the ledger) or ``NORMAL`` (a cache, where losing the last commit only costs time).
-    """
-    conn = _open(Path(path))
-    try:
-        _configure(conn, synchronous)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-class Ledger:
-    """The run's SQLite ledger (WAL mode; safe for several processes).
-
-    A file that is not a diffkit ledger raises :class:`RunFolderError` naming the fix.
-    """
-
-    def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / LEDGER_NAME
-        try:
-            self.conn = _open(self.path)
-        except sqlite3.Error as e:
-            raise RunFolderError(f"cannot open {self.path} ({e}); fix: check the folder exists and is writable") from e
-        try:
-            _configure(self.conn, "FULL")
-            self.conn.executescript(_SCHEMA)
-            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(images)")}
-        except sqlite3.DatabaseError as e:
-            self.conn.close()
-            if "full" in str(e).lower():
-                raise DiskFullError(errno.ENOSPC, f"disk full while opening {self.path}; fix: free some space "
-                                    "and rerun the same command") from e
-            raise RunFolderError(
-                f"{self.path} is not a diffkit ledger ({e}); fix: pass a new --out folder, or move this "
-                "folder aside and rerun to start the run over"
-            ) from e
-        missing = {"prompt_id", "image_index", "path", "status", "sha256", "batch"} - cols
-        if missing:
-            self.conn.close()
-            raise RunFolderError(
-                f"{self.path} is not a diffkit ledger (its images table lacks {sorted(missing)}); fix: pass a "
-                "new --out folder, or move this folder aside and rerun to start the run over"
-            )
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back on any error. A full disk is :class:`DiskFullError`."""
-        with self._errors():
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """SQLite's errors as the ledger's: a full disk, or a damaged file (named, with the fix)."""
-        try:
-            yield
-        except sqlite3.DatabaseError as e:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("ROLLBACK")
-            if "full" in str(e).lower():
-                raise DiskFullError(
-                    errno.ENOSPC,
-                    f"disk full while recording in {self.path}; the batch was rolled back and the ledger "
-                    "holds only finished batches; fix: free some space and rerun the same command to resume",
-                ) from e
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e).lower():
-                raise  # another process holds it past the 120 s timeout: not damage
-            raise RunFolderError(
-                f"the ledger {self.path} is damaged ({e}); it is the run's record of which images are finished; "
-                "fix: move this folder aside and rerun the spec into a new --out folder"
-            ) from e
-
-    def meta(self, key: str) -> str | None:
-        """The ``meta`` table's value for *key* (``fingerprint``, ``spec``, ``weights``, …)."""
-        with self._errors():
-            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def frame(self) -> pd.DataFrame:
-        """Every row, ordered by (prompt_id, image_index)."""
-        with self._errors():
-            return pd.read_sql_query("SELECT * FROM images ORDER BY prompt_id, image_index", self.conn)
-
-    def mark(self, keys: list[tuple[int, int]], status: str) -> None:
-        """Set *status* (``missing``/``corrupt``/``pending``) on the rows *keys* and forget their hashes."""
-        if status not in STATUSES:
-            raise InputError(f"unknown status {status!r}; use one of {STATUSES}")
-        with self.transaction() as c:
-            c.executemany(
-                "UPDATE images SET status = ?, sha256 = NULL WHERE prompt_id = ? AND image_index = ?",
-                [(status, k, i) for k, i in keys],
-            )
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def verify_files(led: Ledger, run_dir: str | Path, rows: pd.DataFrame) -> int:
-    """Re-hash the files of finished *rows* (:func:`read_verified`); mark missing or altered ones;
-    return how many were marked."""
-    run_dir = Path(run_dir)
-    bad_missing, bad_corrupt = [], []
-    for k, i, path, sha in rows[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
-        p = inside(run_dir, path, row=(int(k), int(i)))
-        if not p.is_file():
-            bad_missing.append((int(k), int(i)))
-        elif read_verified(p, sha) is None:
-            bad_corrupt.append((int(k), int(i)))
-    if bad_missing:
-        led.mark(bad_missing, "missing")
-    if bad_corrupt:
-        led.mark(bad_corrupt, "corrupt")
-    return len(bad_missing) + len(bad_corrupt)
 
 
 _GRID_COLUMNS = ("prompt", "seed", "path", "batch")
@@ -535,60 +151,6 @@ def check_ledger(rows: pd.DataFrame, spec: AuditSpec, run_dir: str | Path) -> pd
     return missing[missing["_merge"] == "left_only"].drop(columns="_merge").reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- weights
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def _hash_cached(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        _HASH_CACHE[key] = sha256_file(path) or "unreadable"
-    return _HASH_CACHE[key]
-
-
-def _folder_digest(folder: Path) -> str:
-    """sha256 over (relative path, sha256) of every safetensors and JSON file under *folder*."""
-    h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))
-    for p in files:
-        h.update(f"{p.relative_to(folder).as_posix()}\0{_hash_cached(p)}\n".encode())
-    return h.hexdigest()
-
-
-def _hub_commit(repo_id: str, revision: str | None) -> str | None:
-    """The commit *revision* of *repo_id* resolves to in the local Hugging Face cache, if cached."""
-    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
-        return revision
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(repo_id, "model_index.json", revision=revision or "main")
-    except Exception:  # noqa: BLE001 - an id the hub library rejects is simply not cached
-        return None
-    if isinstance(hit, str):
-        return Path(hit).parent.name  # …/snapshots/<commit>/model_index.json
-    return None
-
-
-def weights_identity(model: str, revision: str | None = None) -> str | None:
-    """What pins the weights of *model*: a digest of its files, or the hub commit it resolves to.
-
-    ``"tiny"`` and local folders give ``"sha256:<digest of the safetensors and JSON files>"``; a
-    hub id gives ``"<id>@<commit>"`` from the local cache, or ``None`` when it is not cached yet.
-    """
-    if str(model) == "tiny":
-        from ..tiny import pipeline_path
-
-        return "sha256:" + _folder_digest(pipeline_path(verify=False))
-    p = Path(str(model)).expanduser()
-    if p.is_dir():
-        return "sha256:" + _folder_digest(p)
-    commit = _hub_commit(str(model), revision)
-    return f"{model}@{commit}" if commit else None
-
-
-# --------------------------------------------------------------------------- the run's spec
 def spec_json(spec: AuditSpec) -> str:
     """``spec.json``'s text: the resolved spec, indented, keys sorted."""
     return json.dumps(spec.to_dict(), indent=2, sort_keys=True)
@@ -673,45 +235,11 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
     grid = expected_rows(spec)
     restored = None
     with Ledger(run_dir) as led, led.transaction() as c:
-        old = led.meta("fingerprint")
         n_done = c.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0]
-        if old is not None and old != fp:
-            if n_done:
-                stored = upgrade_spec_dict(json.loads(led.meta("spec") or "{}"))
-                diff = first_difference(stored, spec.to_dict())
-                raise RunMismatchError(
-                    f"{run_dir} holds a run of another spec ({stored.get('name', '?')!r}; first difference: {diff}). "
-                    "diffkit never mixes runs: fix: pass a new --out folder, or delete this one to start over"
-                )
-            c.execute("DELETE FROM images")  # nothing was finished: start over with this spec
-            c.execute("DELETE FROM meta")
-            old = None
-        old_weights = led.meta("weights")
-        if weights is not None and old_weights is not None and old_weights != weights:
-            if n_done:
-                raise RunMismatchError(
-                    f"{run_dir} was generated with other weights of {spec.pipeline.model!r} ({old_weights} there, "
-                    f"{weights} now; the model changed since). diffkit never mixes models in one run: fix: pass a "
-                    "new --out folder, or restore the old weights (pin pipeline.revision for a hub model)"
-                )
-            c.execute("DELETE FROM meta WHERE key = 'weights'")
-            old_weights = None
-        if weights is not None and old_weights is None:
-            c.execute("INSERT INTO meta (key, value) VALUES ('weights', ?)", (weights,))
-        if old is None:
-            from .. import __version__
-
-            c.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("fingerprint", fp), ("spec", json.dumps(spec.to_dict(), sort_keys=True)),
-                 ("created_at", now()), ("diffkit_version", __version__)],
-            )
-            # Fresh ledger: the rows are new (IGNORE only guards a second process racing here).
-            c.executemany(
-                "INSERT OR IGNORE INTO images (prompt_id, image_index, prompt, seed, path, batch) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                grid[["prompt_id", "image_index", "prompt", "seed", "path", "batch"]].itertuples(index=False),
-            )
+        fresh = _check_fingerprint(led, c, spec, run_dir, fp, n_done)
+        _check_weights(led, c, spec, run_dir, weights, n_done)
+        if fresh:
+            _start_ledger(c, spec, fp, grid)
         else:  # a reopened run: its ledger is input (rows added, edited or deleted by hand)
             restored = check_ledger(led.frame(), spec, run_dir)
             if len(restored):
@@ -726,14 +254,70 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
         warnings.warn(LedgerRepairedWarning(
             f"{run_dir / LEDGER_NAME} lacked {len(restored)} row(s) the spec makes (deleted by hand?), e.g. (prompt "
             f"{k}, image {i}); they are restored as pending and will be generated"), stacklevel=2)
-    text = spec_json(spec)  # the ledger's spec (the fingerprints match): restore a missing or edited copy
+    _restore_spec_json(run_dir, spec)
+    return run_dir
+
+
+def _check_fingerprint(led: Ledger, c: Any, spec: AuditSpec, run_dir: Path, fp: str, n_done: int) -> bool:
+    """Whether the ledger is fresh (no spec yet, or another spec's run that finished nothing: then
+    emptied); another spec's run with finished images is refused."""
+    old = led.meta("fingerprint")
+    if old is not None and old != fp:
+        if n_done:
+            stored = upgrade_spec_dict(json.loads(led.meta("spec") or "{}"))
+            diff = first_difference(stored, upgrade_spec_dict(spec.to_dict()))
+            raise RunMismatchError(
+                f"{run_dir} holds a run of another spec ({stored.get('name', '?')!r}; first difference: {diff}). "
+                "diffkit never mixes runs: fix: pass a new --out folder, or delete this one to start over"
+            )
+        c.execute("DELETE FROM images")  # nothing was finished: start over with this spec
+        c.execute("DELETE FROM meta")
+        return True
+    return old is None
+
+
+def _check_weights(led: Ledger, c: Any, spec: AuditSpec, run_dir: Path, weights: str | None, n_done: int) -> None:
+    """Record *weights*; other weights than the ledger's are refused once an image is finished."""
+    old_weights = led.meta("weights")
+    if weights is not None and old_weights is not None and old_weights != weights:
+        if n_done:
+            raise RunMismatchError(
+                f"{run_dir} was generated with other weights of {spec.pipeline.model!r} ({old_weights} there, "
+                f"{weights} now; the model changed since). diffkit never mixes models in one run: fix: pass a "
+                "new --out folder, or restore the old weights (pin pipeline.revision for a hub model)"
+            )
+        c.execute("DELETE FROM meta WHERE key = 'weights'")
+        old_weights = None
+    if weights is not None and old_weights is None:
+        c.execute("INSERT INTO meta (key, value) VALUES ('weights', ?)", (weights,))
+
+
+def _start_ledger(c: Any, spec: AuditSpec, fp: str, grid: pd.DataFrame) -> None:
+    """A fresh ledger's meta (fingerprint, spec, when, which diffkit) and its pending rows."""
+    from .. import __version__
+
+    c.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [("fingerprint", fp), ("spec", json.dumps(spec.to_dict(), sort_keys=True)),
+         ("created_at", now()), ("diffkit_version", __version__)],
+    )
+    # Fresh ledger: the rows are new (IGNORE only guards a second process racing here).
+    c.executemany(
+        "INSERT OR IGNORE INTO images (prompt_id, image_index, prompt, seed, path, batch) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        grid[["prompt_id", "image_index", "prompt", "seed", "path", "batch"]].itertuples(index=False),
+    )
+
+
+def _restore_spec_json(run_dir: Path, spec: AuditSpec) -> None:
+    """The ledger's spec (the fingerprints match) as ``spec.json``: restore a missing or edited copy."""
+    text = spec_json(spec)
     try:
         current = (run_dir / SPEC_NAME).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         current = None
     if current != text:
         write_atomic(run_dir / SPEC_NAME, text.encode())
-    return run_dir
 
 
 def record_weights(run_dir: str | Path, spec: AuditSpec, weights: str | None) -> None:

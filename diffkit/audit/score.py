@@ -15,11 +15,15 @@ documented path (``preprocess(Image.open(f)).unsqueeze(0)`` → ``encode_image``
 
 Per image, with s the model's logit scale and e the unit image embedding:
 
-* ``p_person`` = softmax(s·[e·t_person, e·t_no_person])[0], the **person gate**;
+* the **person gate**: ``(p_person, p_no_person, p_several_people)`` = softmax(s·[e·t_person,
+  e·t_no_person, e·t_several_people]), one person against nobody against several people (a spec
+  without ``labels.several_people``, e.g. a run folder from before it, has the two-way gate
+  softmax(s·[e·t_person, e·t_no_person]) and ``p_several_people`` NaN);
 * ``p_female`` = softmax(s·[e·t_female, e·t_male])[0], and ``confidence`` = max(p_female, 1 − p_female);
-* ``label``: ``"no_person"`` if p_person < ``person_threshold``, else ``"abstain"`` if
-  confidence < ``abstain_below``, else ``"female"`` or ``"male"``. Abstentions and
-  no-person images are counted, never forced into a binary label.
+* ``label``: if p_person < ``person_threshold``, ``"several_people"`` when p_several_people >
+  p_no_person, else ``"no_person"``; otherwise ``"abstain"`` if confidence < ``abstain_below``,
+  else ``"female"`` or ``"male"``. Abstentions, no-person and several-people images are counted,
+  never forced into a binary label.
 
 Image embeddings are cached in SQLite per (model, pretrained, image sha256), so rescoring
 with other label prompts or thresholds costs one matrix product.
@@ -27,358 +31,54 @@ with other label prompts or thresholds costs one matrix product.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import hashlib
 import io
-import sqlite3
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .._files import environment_error
-from ..errors import (
-    CacheDamagedError,
-    DiskFullError,
-    InputError,
-    InputTypeError,
-    WeightsMissingError,
+from ..errors import InputError
+from ._clip_judge import (
+    FLOAT_IMAGE_ERROR,
+    TINY_JUDGES,
+    ZeroShotClassifier,
+    embed_images,
+    judge_unavailable,
+    load_classifier,
 )
-from .rundir import Ledger, check_ledger, connect, inside, read_verified, run_lock
-from .spec import AuditSpec, ClassifierSpec
+from ._embedding_cache import EmbeddingCache
+from ._labelling import (
+    CLASSES,
+    LABELS,
+    PASSED_GATE,
+    classify_embeddings,
+    is_blacked_out,
+    keep_first,
+    relabel,
+)
+from .rundir import Ledger, check_ledger, inside, read_verified, run_lock
+from .spec import AuditSpec
 
 __all__ = [
     "CLASSES",
+    "FLOAT_IMAGE_ERROR",
+    "LABELS",
+    "PASSED_GATE",
+    "TINY_JUDGES",
     "EmbeddingCache",
     "ZeroShotClassifier",
     "classify_embeddings",
     "embed_images",
     "is_blacked_out",
     "judge_unavailable",
+    "keep_first",
     "load_classifier",
     "relabel",
     "score_images",
 ]
-
-#: The four text classes, in the order of :attr:`ZeroShotClassifier.text_weights`' columns.
-CLASSES = ("female", "male", "person", "no_person")
-
-FLOAT_IMAGE_ERROR = (
-    "embed_images takes PIL images or uint8 arrays (H, W, 3); got a {dtype} array. open_clip's "
-    "transform rescales to [0, 1] itself, so a float image would be rescaled twice. Convert with "
-    "(x * 255).round().astype('uint8') or pass PIL images"
-)
-
-
-def judge_unavailable(model: str, pretrained: str | None, error: BaseException):
-    """The :class:`~diffkit.errors.ModelUnavailableError` for a CLIP judge that cannot be loaded
-    (offline and not cached, a typo in the name or tag), naming the fixes."""
-    from ..errors import ModelUnavailableError
-
-    what = f"{model!r}" + (f" with pretrained {pretrained!r}" if pretrained else "")
-    why = str(error).split(". Available")[0]  # open_clip appends every model it knows
-    why = why if len(why) <= 300 else why[:297] + "…"
-    return ModelUnavailableError(
-        f"could not load the CLIP judge {what} ({type(error).__name__}: {why}); fix: on a machine with network "
-        "load it once to fill the cache (open_clip.create_model_and_transforms), point classifier.model at "
-        "a 'local-dir:/folder' copy, or use the embedded judge (classifier.model = 'tiny')"
-    )
-
-
-def load_classifier(model: str = "tiny", pretrained: str | None = None, *, device: Any = None):
-    """``(model, preprocess, tokenizer)``: ``"tiny"`` is :func:`diffkit.tiny.load_clip`; any other
-    name goes to ``open_clip.create_model_and_transforms(model, pretrained=pretrained)``. A judge
-    that cannot be loaded (offline and not cached, an unknown name) raises
-    :class:`~diffkit.errors.ModelUnavailableError` naming the fixes (:func:`judge_unavailable`)."""
-    import open_clip
-    import torch
-
-    if model == "tiny":
-        try:
-            from ..tiny import load_clip
-        except ImportError as e:
-            raise WeightsMissingError(
-                f"the embedded tiny CLIP judge is not available ({e}); build diffkit-tiny "
-                "(python -m diffkit.tiny.train) or set classifier.model to an open_clip model"
-            ) from e
-        m, preprocess, tokenizer = load_clip()
-    else:
-        try:
-            m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
-            tokenizer = open_clip.get_tokenizer(model)
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # noqa: BLE001 - open_clip and the hub raise many types for "cannot load"
-            raise judge_unavailable(model, pretrained, e) from e
-    m.eval()
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return m.to(torch.device(device)), preprocess, tokenizer
-
-
-def _model_device(model: Any):
-    return next(model.parameters()).device
-
-
-def _to_pil(image: Any):
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        return image.convert("RGB") if image.mode != "RGB" else image
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise InputTypeError(FLOAT_IMAGE_ERROR.format(dtype=arr.dtype))
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(1, 2, 0)  # CHW -> HWC
-    return Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[-1] == 1 else arr).convert("RGB")
-
-
-def embed_images(model: Any, preprocess: Any, images: Any, *, batch_size: int = 64) -> np.ndarray:
-    """Unit image embeddings (N, D) through *preprocess* (open_clip's own transform) and
-    ``model.encode_image(…, normalize=True)``. *images*: PIL images or uint8 arrays."""
-    import torch
-
-    device = _model_device(model)
-    images = list(images)
-    out = []
-    for j in range(0, len(images), batch_size):
-        x = torch.stack([preprocess(_to_pil(im)) for im in images[j : j + batch_size]]).to(device)
-        with torch.inference_mode():
-            out.append(model.encode_image(x, normalize=True).float().cpu().numpy())
-    if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(out)
-
-
-@dataclass
-class ZeroShotClassifier:
-    """A CLIP model with class text embeddings for female / male / person / no_person."""
-
-    model: Any
-    preprocess: Any
-    tokenizer: Any
-    text_weights: np.ndarray  # (D, 4) unit columns in CLASSES order
-    logit_scale: float
-    model_name: str
-    pretrained: str
-    spec: ClassifierSpec
-
-    @classmethod
-    def from_spec(cls, spec: ClassifierSpec, *, loaded: tuple | None = None, device: Any = None) -> ZeroShotClassifier:
-        """Build from a spec's ``[classifier]``; *loaded* = ``(model, preprocess, tokenizer)`` skips loading."""
-        import open_clip
-        import torch
-
-        model, preprocess, tokenizer = loaded if loaded is not None else load_classifier(
-            spec.model, spec.pretrained, device=device
-        )
-        phrases = [p for c in CLASSES for p in spec.labels[c]]
-        w = open_clip.build_zero_shot_classifier(
-            model, tokenizer, classnames=phrases, templates=list(spec.templates),
-            num_classes_per_batch=None, device=_model_device(model),
-        ).float().cpu().numpy()  # (D, n_phrases), each a unit template ensemble
-        cols, j = [], 0
-        for c in CLASSES:
-            n = len(spec.labels[c])
-            v = w[:, j : j + n].mean(axis=1)
-            cols.append(v / np.linalg.norm(v))
-            j += n
-        scale = getattr(model, "logit_scale", None)
-        with torch.no_grad():
-            s = float(scale.exp().item()) if isinstance(scale, torch.Tensor) else 100.0
-        pretrained = spec.pretrained or ""
-        if spec.model == "tiny" or spec.model.startswith("local-dir:"):
-            # local weights can change under the same name: key the cache by their content
-            pretrained = (pretrained + ":" if pretrained else "") + "weights-" + _weights_hash(model)
-        return cls(model, preprocess, tokenizer, np.stack(cols, 1).astype(np.float32), s, spec.model, pretrained, spec)
-
-    def embed(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:
-        return embed_images(self.model, self.preprocess, images, batch_size=batch_size or self.spec.batch_size)
-
-    def classify(self, embeddings: np.ndarray) -> pd.DataFrame:
-        return classify_embeddings(
-            embeddings, text_weights=self.text_weights, logit_scale=self.logit_scale,
-            person_threshold=self.spec.person_threshold, abstain_below=self.spec.abstain_below,
-        )
-
-
-def _weights_hash(model: Any) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _softmax2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """softmax([a, b])[0] = 1 / (1 + exp(b − a)), computed stably."""
-    return 0.5 * (1.0 + np.tanh((a - b) / 2.0))
-
-
-def _labels(p_person: np.ndarray, p_female: np.ndarray, *, person_threshold: float,
-            abstain_below: float) -> tuple[np.ndarray, np.ndarray]:
-    """The labelling rule, ``(confidence, label)``: female or male by p_female, ``abstain`` when
-    the confidence max(p, 1 − p) is under *abstain_below*, ``no_person`` under *person_threshold*."""
-    p_person, p_female = np.asarray(p_person, dtype=np.float64), np.asarray(p_female, dtype=np.float64)
-    conf = np.maximum(p_female, 1 - p_female)
-    label = np.where(p_female >= 0.5, "female", "male").astype(object)
-    label[conf < abstain_below] = "abstain"
-    label[p_person < person_threshold] = "no_person"
-    return conf, label
-
-
-def classify_embeddings(
-    embeddings: np.ndarray,
-    *,
-    text_weights: np.ndarray,
-    logit_scale: float,
-    person_threshold: float = 0.5,
-    abstain_below: float = 0.6,
-) -> pd.DataFrame:
-    """Per image: ``p_person``, ``p_female``, ``p_male``, ``confidence``, ``label`` (see module doc) and
-    the logit gaps behind them, ``gender_logit`` = s·⟨e, t_female − t_male⟩ and ``person_logit`` =
-    s·⟨e, t_person − t_no_person⟩ (with CLIP's s = 100 the probabilities saturate long before
-    these do, so thresholds and reliability are easier to read on them)."""
-    w = np.asarray(text_weights, dtype=np.float64)
-    e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), w.shape[0])
-    logits = logit_scale * e @ w  # (N, D) @ (D, 4) → (N, 4)
-    p_person = _softmax2(logits[:, 2], logits[:, 3])
-    p_female = _softmax2(logits[:, 0], logits[:, 1])
-    conf, label = _labels(p_person, p_female, person_threshold=person_threshold, abstain_below=abstain_below)
-    return pd.DataFrame(
-        {"p_person": p_person, "p_female": p_female, "p_male": 1 - p_female, "confidence": conf, "label": label,
-         "gender_logit": logits[:, 0] - logits[:, 1], "person_logit": logits[:, 2] - logits[:, 3]}
-    )
-
-
-def relabel(images: pd.DataFrame, *, person_threshold: float, abstain_below: float) -> pd.DataFrame:
-    """The per-image table with its labels recomputed under other thresholds, from the stored
-    ``p_person`` and ``p_female`` (no rescoring): the rule of :func:`classify_embeddings`.
-    ``blacked_out`` images stay so. Use it to apply the thresholds the controls suggest
-    (``AuditMetrics.thresholds``) to a finished run::
-
-        th = result.metrics.thresholds
-        m = audit_metrics(images=relabel(result.images, person_threshold=th["person_threshold"],
-                                         abstain_below=th["abstain_below"]))
-    """
-    if not 0.5 <= abstain_below <= 1 or not 0 <= person_threshold <= 1:
-        raise InputError(f"abstain_below must be in [0.5, 1] and person_threshold in [0, 1], got {abstain_below} and "
-                         f"{person_threshold}")
-    out = images.copy()
-    _, label = _labels(out["p_person"].to_numpy(), out["p_female"].to_numpy(), person_threshold=person_threshold,
-                       abstain_below=abstain_below)
-    if "blacked_out" in out:
-        label[out["blacked_out"].fillna(False).to_numpy(bool)] = "blacked_out"
-    out["label"] = label
-    out.attrs["thresholds"] = {"person_threshold": person_threshold, "abstain_below": abstain_below}
-    return out
-
-
-class EmbeddingCache:
-    """Image embeddings in SQLite, keyed by (model, pretrained, image sha256).
-
-    A cache: deleting it loses nothing but time. A damaged file raises
-    :class:`~diffkit.errors.CacheDamagedError` and a full disk
-    :class:`~diffkit.errors.DiskFullError`, each saying that the run's images and ledger are
-    fine and only the cache needs deleting (or space freeing).
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        with self._errors():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = connect(self.path, synchronous="NORMAL")  # a cache: losing the last commit only costs time
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, pretrained TEXT NOT NULL, "
-                "sha256 TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, "
-                "PRIMARY KEY (model, pretrained, sha256))"
-            )
-            # per image content, whatever the model: whether every pixel is black (a safety checker's output)
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS pixel_flags (sha256 TEXT PRIMARY KEY, blacked_out INTEGER NOT NULL)"
-            )
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """The cache's own errors, told apart from the ledger's: they never need the run thrown away."""
-        try:
-            yield
-        except sqlite3.DatabaseError as e:
-            conn = getattr(self, "conn", None)
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            if "full" in str(e).lower():
-                raise DiskFullError(
-                    errno.ENOSPC, f"the disk is full while caching image embeddings in {self.path}; the run's "
-                    "images and ledger are fine; fix: free space on that disk, then rerun `diffkit audit report` "
-                    "(or the same `audit run`)") from e
-            raise CacheDamagedError(
-                f"the embedding cache {self.path} is damaged ({e}); the run's images and ledger are fine: the "
-                f"cache only saves time; fix: delete {self.path} and rerun (the images are scored again)") from e
-        except OSError as e:
-            env = environment_error(e, writing=self.path)
-            if env is None:
-                raise
-            raise env from e
-
-    def get(self, model: str, pretrained: str, hashes: list[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        with self._errors():
-            for j in range(0, len(hashes), 500):
-                chunk = hashes[j : j + 500]
-                q = ",".join("?" * len(chunk))
-                for sha, vec in self.conn.execute(
-                    f"SELECT sha256, vector FROM embeddings WHERE model = ? AND pretrained = ? AND sha256 IN ({q})",
-                    [model, pretrained, *chunk],
-                ):
-                    out[sha] = np.frombuffer(vec, dtype=np.float32)
-        return out
-
-    def put(self, model: str, pretrained: str, items: dict[str, np.ndarray]) -> None:
-        with self._errors():
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
-                [(model, pretrained, sha, int(v.size), np.asarray(v, np.float32).tobytes()) for sha, v in items.items()],
-            )
-            self.conn.execute("COMMIT")
-
-    def get_flags(self, hashes: list[str]) -> dict[str, bool]:
-        """``{sha256: blacked_out}`` for the images whose pixels have been looked at."""
-        out: dict[str, bool] = {}
-        with self._errors():
-            for j in range(0, len(hashes), 500):
-                chunk = hashes[j : j + 500]
-                q = ",".join("?" * len(chunk))
-                for sha, flag in self.conn.execute(
-                        f"SELECT sha256, blacked_out FROM pixel_flags WHERE sha256 IN ({q})", chunk):
-                    out[sha] = bool(flag)
-        return out
-
-    def put_flags(self, items: dict[str, bool]) -> None:
-        if not items:
-            return
-        with self._errors():
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany("INSERT OR REPLACE INTO pixel_flags VALUES (?, ?)",
-                                  [(sha, int(bool(v))) for sha, v in items.items()])
-            self.conn.execute("COMMIT")
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def is_blacked_out(image) -> bool:
-    """Whether every pixel of *image* (PIL) is black: what a safety checker (SD's
-    ``StableDiffusionSafetyChecker``) puts in place of an image it flags, and what HEIM leaves out."""
-    return image.convert("RGB").getbbox() is None
 
 
 def score_images(
@@ -407,107 +107,31 @@ def score_images(
     """
     import contextlib
 
-    from .generate import dist_state
+    from ._distributed import dist_state
 
     run_dir = Path(run_dir)
     state = state if state is not None else dist_state()
     # a writer (it marks damaged PNGs in the ledger): the folder's lock, taken by the main process
     lock = run_lock(run_dir, "scoring images", create=False) if state.is_main else contextlib.nullcontext()
     with lock:
-        clf = classifier if classifier is not None else ZeroShotClassifier.from_spec(spec.classifier,
-                                                                                     device=state.device)
-        return _score_images(spec, run_dir, clf, cache, progress, state)
+        if classifier is None:
+            from .labellers import build_labeller
+
+            classifier = build_labeller(spec.classifier, device=state.device)
+        return _score_images(spec, run_dir, classifier, cache, progress, state)
 
 
-def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache: str | Path | None,
+def _score_images(spec: AuditSpec, run_dir: Path, clf: Any, cache: str | Path | None,
                   progress: bool, state: Any) -> pd.DataFrame:
-    import torch
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from .prompts import build_prompts
-
     cache_db = EmbeddingCache(cache or run_dir / "cache" / "embeddings.sqlite")
-    with Ledger(run_dir) as led:
-        rows = led.frame()
-    lost = check_ledger(rows, spec, run_dir)  # a ledger edited by hand is refused here, naming the row
-    if len(lost) and state.is_main:
-        warnings.warn(
-            f"{len(lost)} image(s) the spec makes have no row in {run_dir}'s ledger (deleted by hand?) and are "
-            "left out; rerun `diffkit audit run` with the same spec and --out to restore and generate them",
-            stacklevel=3,
-        )
-    unfinished = int((rows["status"] != "done").sum())
-    if unfinished and state.is_main:
-        warnings.warn(
-            f"{unfinished} of {len(rows)} images in {run_dir} are not finished (pending, missing or corrupt) and "
-            "are left out; rerun `diffkit audit run` with the same spec and --out to complete the run",
-            stacklevel=3,
-        )
-    rows = rows[rows["status"] == "done"].reset_index(drop=True)
+    rows = _done_rows(spec, run_dir, state)
     known = cache_db.get(clf.model_name, clf.pretrained, rows["sha256"].tolist())
     # Shard on the full, fixed row order (not on what is cached yet: another process may be
     # filling the cache right now), then skip what is already there.
     mine = rows.iloc[state.rank :: state.world_size] if state.world_size > 1 else rows
     todo = mine[~mine["sha256"].isin(known)]
-    # Images served from the cache are not read below: check their files are still intact
-    # (and look at the pixels of any not looked at yet).
-    bad: list[tuple[int, int]] = []
-    flags = cache_db.get_flags(mine["sha256"].tolist())
-    new_flags: dict[str, bool] = {}
-    for k, i, path, sha in mine.loc[mine["sha256"].isin(known), ["prompt_id", "image_index", "path", "sha256"]].itertuples(
-        index=False
-    ):
-        data = read_verified(inside(run_dir, path, row=(int(k), int(i))), sha)
-        ok = data is not None
-        if ok and sha not in flags:
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    new_flags[sha] = is_blacked_out(im)
-            except OSError:
-                ok = False
-        if not ok:
-            bad.append((int(k), int(i)))
-    cache_db.put_flags(new_flags)
-    bs = clf.spec.batch_size
-    bar = tqdm(total=len(todo), unit="img", desc="scoring", disable=not progress or todo.empty, dynamic_ncols=True)
-    device = _model_device(clf.model)
-
-    def load(chunk: pd.DataFrame):
-        """Read, check and preprocess one batch (runs in a helper thread, ahead of the model)."""
-        tensors, shas, bad_here, black = [], [], [], {}
-        for k, i, path, sha in chunk[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
-            try:
-                data = read_verified(inside(run_dir, path, row=(int(k), int(i))), sha)
-                if data is None:
-                    raise InputError("missing, unreadable or not the ledger's bytes")
-                with Image.open(io.BytesIO(data)) as im:
-                    rgb = im.convert("RGB")
-                    tensors.append(clf.preprocess(rgb))
-                    black[sha] = is_blacked_out(rgb)
-                shas.append(sha)
-            except (OSError, ValueError):
-                bad_here.append((int(k), int(i)))
-        return tensors, shas, bad_here, black
-
-    chunks = [todo.iloc[j : j + bs] for j in range(0, len(todo), bs)]
-    # Decode batch j + 1 while the model embeds batch j (PIL and torch release the GIL).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, chunks[0]) if chunks else None
-        for j, chunk in enumerate(chunks):
-            tensors, shas, bad_here, black = pending.result()
-            cache_db.put_flags(black)
-            if j + 1 < len(chunks):
-                pending = pool.submit(load, chunks[j + 1])
-            bad += bad_here
-            if tensors:
-                with torch.inference_mode():
-                    emb = clf.model.encode_image(torch.stack(tensors).to(device), normalize=True)
-                new = dict(zip(shas, emb.float().cpu().numpy()))
-                cache_db.put(clf.model_name, clf.pretrained, new)
-                known.update(new)
-            bar.update(len(chunk))
-    bar.close()
+    bad = _check_cached(run_dir, mine[mine["sha256"].isin(known)], cache_db)
+    bad += _embed_new(run_dir, todo, clf, cache_db, known, progress)
     if bad:
         with Ledger(run_dir) as led:
             led.mark(bad, "corrupt")
@@ -528,7 +152,107 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
     keep = [(int(k), int(i)) not in bad_set and sha in known
             for k, i, sha in rows[["prompt_id", "image_index", "sha256"]].itertuples(index=False)]
     rows = rows[np.asarray(keep, dtype=bool)].reset_index(drop=True)  # a list [] would select no columns
-    dim = clf.text_weights.shape[0]
+    return _image_table(spec, run_dir, clf, rows, known, flags)
+
+
+def _done_rows(spec: AuditSpec, run_dir: Path, state: Any) -> pd.DataFrame:
+    """The ledger's finished rows; warns (on the main process) of rows lost or unfinished."""
+    with Ledger(run_dir) as led:
+        rows = led.frame()
+    lost = check_ledger(rows, spec, run_dir)  # a ledger edited by hand is refused here, naming the row
+    if len(lost) and state.is_main:
+        warnings.warn(
+            f"{len(lost)} image(s) the spec makes have no row in {run_dir}'s ledger (deleted by hand?) and are "
+            "left out; rerun `diffkit audit run` with the same spec and --out to restore and generate them",
+            stacklevel=4,
+        )
+    unfinished = int((rows["status"] != "done").sum())
+    if unfinished and state.is_main:
+        warnings.warn(
+            f"{unfinished} of {len(rows)} images in {run_dir} are not finished (pending, missing or corrupt) and "
+            "are left out; rerun `diffkit audit run` with the same spec and --out to complete the run",
+            stacklevel=4,
+        )
+    return rows[rows["status"] == "done"].reset_index(drop=True)
+
+
+def _check_cached(run_dir: Path, cached: pd.DataFrame, cache_db: EmbeddingCache) -> list[tuple[int, int]]:
+    """Images served from the cache are not read again to be embedded: check their files are still
+    intact (and look at the pixels of any not looked at yet). Returns the bad ones' (prompt, image)."""
+    from PIL import Image
+
+    bad: list[tuple[int, int]] = []
+    flags = cache_db.get_flags(cached["sha256"].tolist())
+    new_flags: dict[str, bool] = {}
+    for k, i, path, sha in cached[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
+        data = read_verified(inside(run_dir, path, row=(int(k), int(i))), sha)
+        ok = data is not None
+        if ok and sha not in flags:
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    new_flags[sha] = is_blacked_out(im)
+            except OSError:
+                ok = False
+        if not ok:
+            bad.append((int(k), int(i)))
+    cache_db.put_flags(new_flags)
+    return bad
+
+
+def _load_batch(run_dir: Path, clf: Any, chunk: pd.DataFrame):
+    """Read, check and preprocess one batch (runs in a helper thread, ahead of the model)."""
+    from PIL import Image
+
+    tensors, shas, bad_here, black = [], [], [], {}
+    for k, i, path, sha in chunk[["prompt_id", "image_index", "path", "sha256"]].itertuples(index=False):
+        try:
+            data = read_verified(inside(run_dir, path, row=(int(k), int(i))), sha)
+            if data is None:
+                raise InputError("missing, unreadable or not the ledger's bytes")
+            with Image.open(io.BytesIO(data)) as im:
+                rgb = im.convert("RGB")
+                tensors.append(clf.prepare(rgb))
+                black[sha] = is_blacked_out(rgb)
+            shas.append(sha)
+        except (OSError, ValueError):
+            bad_here.append((int(k), int(i)))
+    return tensors, shas, bad_here, black
+
+
+def _embed_new(run_dir: Path, todo: pd.DataFrame, clf: Any, cache_db: EmbeddingCache, known: dict,
+               progress: bool) -> list[tuple[int, int]]:
+    """Embed the images not cached yet, batch by batch, into the cache and *known*; returns the
+    (prompt, image) of those that could not be read."""
+    from tqdm.auto import tqdm
+
+    bs = clf.spec.batch_size
+    bar = tqdm(total=len(todo), unit="img", desc="scoring", disable=not progress or todo.empty, dynamic_ncols=True)
+    bad: list[tuple[int, int]] = []
+    chunks = [todo.iloc[j : j + bs] for j in range(0, len(todo), bs)]
+    # Decode batch j + 1 while the model embeds batch j (PIL and torch release the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_load_batch, run_dir, clf, chunks[0]) if chunks else None
+        for j, chunk in enumerate(chunks):
+            tensors, shas, bad_here, black = pending.result()
+            cache_db.put_flags(black)
+            if j + 1 < len(chunks):
+                pending = pool.submit(_load_batch, run_dir, clf, chunks[j + 1])
+            bad += bad_here
+            if tensors:
+                new = dict(zip(shas, clf.features(tensors)))
+                cache_db.put(clf.model_name, clf.pretrained, new)
+                known.update(new)
+            bar.update(len(chunk))
+    bar.close()
+    return bad
+
+
+def _image_table(spec: AuditSpec, run_dir: Path, clf: Any, rows: pd.DataFrame, known: dict,
+                 flags: dict) -> pd.DataFrame:
+    """The per-image table: the rows' prompts and the labeller's scores of their embeddings."""
+    from .prompts import build_prompts
+
+    dim = clf.feature_dim
     emb = np.stack([known[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, dim), np.float32)
     scores = clf.classify(emb)
     # a blacked-out image (a safety checker's output) shows nobody: counted apart, never given a gender
@@ -538,8 +262,21 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: ZeroShotClassifier, cache
     table = rows[["prompt_id", "image_index", "prompt", "seed", "path", "sha256"]].merge(
         prompts, on="prompt_id", how="left"
     )
+    if spec.classifier.phrase_sets and hasattr(clf, "phrase_set_scores"):
+        inner_dim = getattr(getattr(clf, "inner", clf), "feature_dim", emb.shape[1] if emb.ndim == 2 else 0)
+        scores = pd.concat([scores, clf.phrase_set_scores(emb[:, :inner_dim], table["occupation"])], axis=1)
     table = pd.concat([table, scores], axis=1)
+    table["nsfw"] = _nsfw_flags(run_dir, table)
     front = ["prompt_id", "image_index", "kind", "prompt", "occupation", "stated_gender", "template_id"]
     table = table[front + [c for c in table.columns if c not in front]].copy()
+    table = keep_first(table, spec.classifier.keep_first)
     table.attrs["classifier"] = {"model": clf.model_name, "pretrained": clf.pretrained}
     return table
+
+
+def _nsfw_flags(run_dir: Path, table: pd.DataFrame) -> list:
+    """The pipeline's own ``nsfw_content_detected`` per image (the ledger's ``safety`` table), None where the
+    pipeline gave none (a pipeline without a safety checker, or a run folder from before it was kept)."""
+    with Ledger(run_dir) as led:
+        flags = led.safety_flags()
+    return [flags.get((int(k), int(i))) for k, i in zip(table["prompt_id"], table["image_index"])]

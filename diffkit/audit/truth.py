@@ -4,6 +4,14 @@ Only possible on the pictogram world, where every image can be read exactly; thi
 validates its own audit pipeline end to end, image by image. It is also the one place where the
 control prompts' two ingredients can be told apart: whether the *generator* drew the stated
 gender (compliance) and whether the *classifier* read what was drawn (accuracy).
+
+The oracle reads the gender twice, from two cues no judge was built on: the width of the figure just
+above the knees (``width``) and the height at which the legs begin, the dress's hem (``hem``;
+:mod:`diffkit.tiny.oracle`). By default (``cue="both"``) an image's truth is what both readings say, and
+an image where they disagree is ``undetermined`` and left out of every comparison (counted in
+``attrs``), so a judge is never scored against one rule's mistake. What the oracle validates: that the
+judge reads the silhouette the generator drew, image by image. It does not validate the generator's
+bias against the world (the reference does that), nor a judge on any other model.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import pandas as pd
 
 from .metrics import group_table
 
-__all__ = ["DEFAULT_EPSILON", "cohen_kappa", "oracle_check", "oracle_labels"]
+__all__ = ["DEFAULT_EPSILON", "cohen_kappa", "correction_check", "correction_figure", "oracle_check", "oracle_labels"]
 
 _LABEL = {"woman": "female", "man": "male"}
 
@@ -23,17 +31,34 @@ _LABEL = {"woman": "female", "man": "male"}
 DEFAULT_EPSILON = 0.15
 
 
-def oracle_labels(result: Any) -> pd.Series:
-    """The oracle's label (``female``, ``male`` or ``no_person``) for every image of a run on
-    diffkit-tiny, aligned with ``result.images``."""
+def _reading_label(r: Any, cue: str) -> str:
+    if r.figures is not None and r.figures >= 2:
+        return "several_people"
+    width = _LABEL.get(r.gender, "no_person")
+    hem = _LABEL.get(r.hem_gender, "no_person")
+    if cue == "width":
+        return width
+    if cue == "hem":
+        return hem
+    return width if width == hem else "undetermined"
+
+
+def oracle_labels(result: Any, *, cue: str = "both") -> pd.Series:
+    """The oracle's label (``female``, ``male``, ``no_person``, ``several_people``, or with ``cue="both"``
+    ``undetermined`` where its two readings disagree) for every image of a run on diffkit-tiny,
+    aligned with ``result.images``. *cue*: ``"both"``, ``"width"`` or ``"hem"`` (see the module doc)."""
     from PIL import Image
 
     from ..tiny import oracle
 
+    if cue not in ("both", "width", "hem"):
+        from ..errors import InputError
+
+        raise InputError(f"cue must be 'both', 'width' or 'hem', got {cue!r}")
     labels = []
     for p in result.images["path"]:
         with Image.open(result.run_dir / p) as im:
-            labels.append(_LABEL.get(oracle.read(im).gender, "no_person"))
+            labels.append(_reading_label(oracle.read(im), cue))
     return pd.Series(labels, index=result.images.index, name="oracle_label")
 
 
@@ -52,7 +77,7 @@ def cohen_kappa(a, b) -> float:
     return (po - pe) / (1 - pe) if pe < 1 else float("nan")
 
 
-def oracle_check(result: Any, *, epsilon: float = DEFAULT_EPSILON) -> pd.DataFrame:
+def oracle_check(result: Any, *, epsilon: float = DEFAULT_EPSILON, cue: str = "both") -> pd.DataFrame:
     """The audit judged against the oracle, image by image.
 
     *result* is what :func:`diffkit.audit.run_audit` returns for a run on diffkit-tiny. Returns
@@ -67,10 +92,13 @@ def oracle_check(result: Any, *, epsilon: float = DEFAULT_EPSILON) -> pd.DataFra
     * ``attrs["controls"]``, per stated gender: ``n``, ``compliance`` (the oracle sees the stated gender:
       the generator's part), ``accuracy`` (the judge agrees with the oracle: the classifier's
       part) and ``judge_matches_stated`` (what the controls alone measure: their product, roughly);
-    * ``attrs["epsilon"]``: the tolerance used.
+    * ``attrs["epsilon"]``: the tolerance used; ``attrs["undetermined"]``: images whose two readings
+      disagreed (left out of every figure above), ``attrs["cue"]``.
     """
     images = result.images.copy()
-    images["oracle_label"] = oracle_labels(result).to_numpy()
+    images["oracle_label"] = oracle_labels(result, cue=cue).to_numpy()
+    undetermined = int((images["oracle_label"] == "undetermined").sum())
+    images = images[images["oracle_label"] != "undetermined"]
     audit = images[images["kind"] == "audit"]
     truth = images.assign(label=images["oracle_label"])
     oracle_share = group_table(images=truth, by="occupation", controls="none").set_index("occupation")["p_female"]
@@ -91,5 +119,65 @@ def oracle_check(result: Any, *, epsilon: float = DEFAULT_EPSILON) -> pd.DataFra
                      "accuracy": float(read.mean()), "judge_matches_stated": float((sub["label"] == g).mean())})
     table = out.reset_index()
     table.attrs.update(confusion=confusion, kappa=cohen_kappa(audit["label"], audit["oracle_label"]),
-                       epsilon=epsilon, controls=pd.DataFrame(rows))
+                       epsilon=epsilon, controls=pd.DataFrame(rows), undetermined=undetermined, cue=cue)
     return table
+
+
+def correction_check(result: Any, *, cue: str = "both") -> pd.DataFrame:
+    """Raw share, Rogan–Gladen-corrected share and the oracle's truth, per occupation, for the same images.
+
+    Columns: ``occupation, n, p_female, ci_low, ci_high`` (the judge's raw share and its interval),
+    ``p_corrected, corrected_low, corrected_high`` (Rogan–Gladen with the controls' Se and Sp, the
+    interval carrying their uncertainty), ``oracle_p_female`` (the oracle's share of the occupation's
+    audit images it could read), ``raw_covers``, ``corrected_covers`` (each interval holds the oracle's
+    share), ``raw_error``, ``corrected_error`` (distance to it). With a judge that errs (the weaker
+    tiny judge, ``classifier.model = "tiny-weak"``) the raw intervals miss where the true share is near 0
+    or 1 and the corrected ones hold it; with a perfect judge the two agree.
+    ``attrs``: ``sensitivity``, ``specificity`` (pooled, from the controls), ``undetermined``.
+    """
+    images = result.images.copy()
+    images["oracle_label"] = oracle_labels(result, cue=cue).to_numpy()
+    truth = images[(images["kind"] == "audit") & images["oracle_label"].isin(["female", "male"])]
+    oracle_share = (truth["oracle_label"] == "female").groupby(truth["occupation"]).mean()
+    occ = result.by_occupation.set_index("occupation")
+    cols = ["n", "p_female", "ci_low", "ci_high", "p_corrected", "corrected_low", "corrected_high"]
+    out = occ[[c for c in cols if c in occ]].copy()
+    out["oracle_p_female"] = oracle_share
+    out["raw_covers"] = (out["ci_low"] <= out["oracle_p_female"]) & (out["oracle_p_female"] <= out["ci_high"])
+    out["corrected_covers"] = ((out["corrected_low"] <= out["oracle_p_female"])
+                               & (out["oracle_p_female"] <= out["corrected_high"]))
+    out["raw_error"] = (out["p_female"] - out["oracle_p_female"]).abs()
+    out["corrected_error"] = (out["p_corrected"] - out["oracle_p_female"]).abs()
+    ov = result.overall.set_index("metric")["value"]
+    table = out.reset_index()
+    table.attrs.update(sensitivity=float(ov.get("sensitivity", np.nan)), specificity=float(ov.get("specificity", np.nan)),
+                       undetermined=int((images["oracle_label"] == "undetermined").sum()), cue=cue)
+    return table
+
+
+def correction_figure(table: pd.DataFrame, *, ci: float = 0.95) -> Any:
+    """:func:`correction_check`'s table as a figure: per occupation the raw share and the
+    Rogan–Gladen share with their intervals, and the oracle's truth (a ``matplotlib.figure.Figure``,
+    drawn without pyplot)."""
+    from matplotlib.figure import Figure
+
+    from ..plots import show_figures_in_notebooks
+    from ._report_figures import error_bars, plain_labels
+    from .metrics import pct
+
+    show_figures_in_notebooks()
+    t = table.reset_index(drop=True)
+    y = np.arange(len(t))
+    fig = Figure(figsize=(7.5, 0.45 * len(t) + 1.6))
+    ax = fig.subplots()
+    lvl = pct(ci)
+    ax.errorbar(t["p_female"], y - 0.15, xerr=error_bars(t["p_female"], t["ci_low"], t["ci_high"]), fmt="o", color="C0",
+                capsize=3, label=f"raw share ({lvl} Clopper–Pearson)")
+    ax.errorbar(t["p_corrected"], y + 0.15, xerr=error_bars(t["p_corrected"], t["corrected_low"], t["corrected_high"]),
+                fmt="s", color="C2", capsize=3, label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)")
+    ax.plot(t["oracle_p_female"], y, "x", color="C3", ms=9, mew=2, label="oracle's truth (the same images)")
+    ax.set_yticks(y, plain_labels(t["occupation"]))
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("share female")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(t), 1)), ncol=2, fontsize=8, frameon=False)
+    return fig

@@ -72,10 +72,12 @@ def pipeline_path(*, verify: bool = True) -> Path:
     return folder
 
 
-def clip_path(*, verify: bool = True) -> Path:
-    """The shipped weights of the diffkit-tiny CLIP judge (``open_clip_model.safetensors``)."""
-    folder = WEIGHTS_DIR / "clip"
-    for name in ("diffkit-tiny-clip.json", "open_clip_model.safetensors"):
+def clip_path(*, verify: bool = True, weak: bool = False) -> Path:
+    """The shipped weights of the diffkit-tiny CLIP judge (``open_clip_model.safetensors``); with
+    *weak*, of the deliberately weaker judge (``weights/clip-weak/``, see the model card)."""
+    folder = WEIGHTS_DIR / ("clip-weak" if weak else "clip")
+    config = "diffkit-tiny-clip-weak.json" if weak else "diffkit-tiny-clip.json"
+    for name in (config, "open_clip_model.safetensors"):
         if not (folder / name).is_file():
             raise WeightsMissingError(
                 f"{folder / name} is missing; fix: reinstall diffkit, or rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
@@ -86,15 +88,16 @@ def clip_path(*, verify: bool = True) -> Path:
     return weights
 
 
-def load_clip():
+def load_clip(*, weak: bool = False):
     """``(model, preprocess, tokenizer)`` of the diffkit-tiny CLIP judge, through open_clip's API.
 
     The model is float32 in eval mode; ``preprocess`` is open_clip's own transform (feed it
-    PIL images, uint8); ``tokenizer`` is ``open_clip.get_tokenizer("diffkit-tiny-clip")``.
+    PIL images, uint8); ``tokenizer`` is ``open_clip.get_tokenizer("diffkit-tiny-clip")``. With
+    *weak*, the deliberately weaker judge (a spec's ``classifier.model = "tiny-weak"``).
     """
     from diffkit.tiny import clip as _clip
 
-    return _clip.load(clip_path().parent)
+    return _clip.load(clip_path(weak=weak).parent)
 
 
 def training_loss():

@@ -15,10 +15,12 @@ from ..errors import StateError
 
 __all__ = [
     "LatentCache",
+    "atomic_save",
     "cell_key",
     "figure_mask",
     "images_to_tensor",
     "latent_masks",
+    "save_grid",
     "tensor_to_images",
     "world_batch",
 ]
@@ -144,24 +146,14 @@ class LatentCache:
                 caps.append(c)
         return rows, caps
 
-    def sample(self, rng: random.Random, attributes: list[_w.Attributes]):
-        """Latents (float32) of one random cached image per attribute."""
-        return self.sample_with_masks(rng, attributes)[0]
-
-    def sample_with_masks(self, rng: random.Random, attributes: list[_w.Attributes], rows=None):
-        """``(latents, masks)`` of one random cached image per attribute (masks may be None).
-
-        *rows* (from :meth:`resolve_pairs`) fixes the row where it is not ``None``.
-        """
-        return self.take(self.sample_rows(rng, attributes, rows))
-
     def take(self, idx):
         """``(latents, masks)`` of the cache rows *idx*, float32 (masks may be None)."""
         masks = None if self.masks is None else self.masks[idx].float()
         return self.latents[idx].float(), masks
 
     def sample_rows(self, rng: random.Random, attributes: list[_w.Attributes], rows=None):
-        """The cache rows :meth:`sample_with_masks` reads (the same draws of *rng*): a long tensor."""
+        """One random cache row of each attribute's cell (*rows*, from :meth:`resolve_pairs`, fixes
+        the row where it is not ``None``): a long tensor for :meth:`take`."""
         import torch
 
         rows = rows or [None] * len(attributes)
@@ -182,18 +174,19 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, model, opt, step: int, rng: random.Random) -> None:
-    """Write a resumable checkpoint of *model* and *opt* (atomically)."""
-    atomic_save(
-        {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng}, path
-    )
+def save_grid(images, cols: int, path: Path) -> None:
+    """Tile PIL *images* row by row, *cols* per row, into a PNG at *path* (atomically)."""
+    import io
 
+    from PIL import Image
 
-def load_checkpoint(path: Path, model, opt, map_location=None) -> tuple[int, random.Random]:
-    """Restore *model* and *opt* from :func:`save_checkpoint`; returns ``(step, rng)``."""
-    import torch
+    from diffkit._files import atomic_write_bytes
 
-    st = torch.load(path, weights_only=False, map_location=map_location)
-    model.load_state_dict(st["model"])
-    opt.load_state_dict(st["opt"])
-    return st["step"], st["rng"]
+    w, h = images[0].size
+    rows = (len(images) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * w, rows * h), (0, 0, 0))
+    for i, im in enumerate(images):
+        grid.paste(im, ((i % cols) * w, (i // cols) * h))
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

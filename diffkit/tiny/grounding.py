@@ -47,7 +47,7 @@ def _soft(mask: np.ndarray, factor: int) -> torch.Tensor:
 def object_masks(draws, *, factor: int) -> torch.Tensor:
     """Each cached image's objects at latent resolution: float16 ``(N, 2, H/f, W/f)``.
 
-    *draws* is :func:`diffkit.tiny.train._cache_draws` with ``layers=True``: chunks of
+    *draws* is :func:`diffkit.tiny.cache.cache_draws` with ``layers=True``: chunks of
     ``(attributes, images, layers)``. Channel 0 holds the (first) shape, channel 1 a
     two-object scene's second shape; people get zeros (their words are not grounded).
     """

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import time
 
-from diffkit._deprecate import renamed_kwargs
 from diffkit.reverse.text import word_positions
 from diffkit.tiny import oracle as _o
 from diffkit.tiny import world as _w
@@ -54,7 +53,6 @@ def neutral_prompts() -> list[tuple[str, _w.Attributes]]:
     return [(_w.article(o), _w.Attributes("person", occupation=o)) for o in _w.OCCUPATIONS]
 
 
-@renamed_kwargs(guidance="guidance_scale", batch="batch_size")
 def generate(
     pipe,
     prompts: list[str],
@@ -82,7 +80,6 @@ def generate(
     return images
 
 
-@renamed_kwargs(guidance="guidance_scale", batch="batch_size")
 def evaluate(
     pipe,
     cases,
@@ -200,7 +197,6 @@ def judge_agreement(images, oracle_genders, judge) -> tuple[float, int]:
     return float(np.mean(np.array(oracle) == np.array(called))), len(oracle)
 
 
-@renamed_kwargs(guidance="guidance_scale", batch="batch_size")
 def quick_check(
     pipe, *, n: int = 48, seed: int = 0, guidance_scale: float = 7.5, grid=None, batch_size: int = 16
 ) -> dict:
@@ -213,9 +209,9 @@ def quick_check(
     cases = rng.choices(shape_prompts(), k=n // 2) + rng.choices(gender_prompts(), k=n - n // 2)
     df = evaluate(pipe, cases, seeds=[rng.randrange(10**6)], guidance_scale=guidance_scale, batch_size=batch_size)
     if grid is not None:
-        from diffkit.tiny.train import _save_grid
+        from diffkit.tiny.data import save_grid
 
-        _save_grid(df.attrs["images"], 8, grid)
+        save_grid(df.attrs["images"], 8, grid)
     return summarize(df)
 
 
@@ -234,7 +230,6 @@ def object_mask(image, *, threshold: float = 90.0):
     return np.linalg.norm(arr - 255.0, axis=2) > threshold
 
 
-@renamed_kwargs(guidance="guidance_scale")
 def attention_localisation(
     pipe,
     cases=None,

@@ -74,3 +74,27 @@ def held_elsewhere(run_dir, doing: str = "generating images"):
     finally:
         release.set()
         t.join()
+
+
+def write_as_run(spec, run_dir, images) -> None:
+    """Put *images* (PIL, one list per prompt in prompt order) into a run folder of *spec* as if
+    they had been generated: the spec's ledger, each PNG at its row's path, rows marked done."""
+    import hashlib
+    import io
+
+    from diffkit.audit.rundir import Ledger, inside, now, prepare_run, write_atomic
+
+    prepare_run(spec, run_dir)
+    with Ledger(run_dir) as led:
+        rows = led.frame()
+        updates = []
+        for (k, i, path), img in zip(rows[["prompt_id", "image_index", "path"]].itertuples(index=False),
+                                     [im for per_prompt in images for im in per_prompt]):
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            data = buf.getvalue()
+            write_atomic(inside(run_dir, path), data)
+            updates.append((hashlib.sha256(data).hexdigest(), now(), int(k), int(i)))
+        with led.transaction() as c:
+            c.executemany("UPDATE images SET status = 'done', sha256 = ?, seconds = 0, rank = 0, finished_at = ? "
+                          "WHERE prompt_id = ? AND image_index = ?", updates)

@@ -167,12 +167,12 @@ def test_squared_imbalance_is_unbiased_everywhere():
 def test_global_fair_test_has_its_size_and_agrees_with_holm():
     """The global test is Holm's first step: at most α for a fair model, and it rejects exactly
     when Holm calls some occupation unfair (so no report says both 'not rejected' and '1 unfair')."""
-    from diffkit.audit._significance import _binom_two_sided
+    from diffkit.audit._significance import binom_two_sided
 
     rng = np.random.default_rng(7)
     for p in (np.full(10, 0.5), np.r_[np.full(9, 0.5), 0.75], REF):
         k = rng.binomial(24, p, size=(2000, 10))
-        pf = _binom_two_sided(k, 24, 0.5)
+        pf = binom_two_sided(k, 24, 0.5)
         glob = M.global_fair_p(pf)
         n_unfair = (M.holm(pf) <= 0.05).sum(axis=1)
         assert np.array_equal(glob <= 0.05, n_unfair > 0)
@@ -183,11 +183,11 @@ def test_global_fair_test_has_its_size_and_agrees_with_holm():
 def test_holm_counts_keep_the_family_wise_error():
     """A reference-copying model: 'some occupation amplified' or 'some occupation reversed' claimed
     at most α of the time each."""
-    from diffkit.audit._significance import _binom_beyond, _binom_reversed
+    from diffkit.audit._significance import binom_beyond, binom_reversed
 
     rng = np.random.default_rng(10)
     k = rng.binomial(24, REF, size=(2000, 10))
-    for test in (_binom_beyond, _binom_reversed):
+    for test in (binom_beyond, binom_reversed):
         pv = test(k, 24, np.broadcast_to(REF, k.shape))
         assert np.mean(np.any(M.holm(pv) <= 0.05, axis=1)) <= 0.05 + 0.01
 
@@ -215,17 +215,17 @@ def test_clopper_pearson_matches_statsmodels():
 def test_exact_binomial_tests_match_scipy():
     from scipy.stats import binomtest
 
-    from diffkit.audit._significance import _binom_beyond, _binom_reversed, _binom_two_sided
+    from diffkit.audit._significance import binom_beyond, binom_reversed, binom_two_sided
 
     for k, n, p0 in [(0, 24, 0.5), (7, 24, 0.5), (12, 24, 0.5), (3, 48, 0.053), (40, 48, 0.867), (48, 48, 0.2)]:
-        assert _binom_two_sided(k, n, p0) == pytest.approx(binomtest(k, n, p0).pvalue, rel=1e-12)
+        assert binom_two_sided(k, n, p0) == pytest.approx(binomtest(k, n, p0).pvalue, rel=1e-12)
         if p0 == 0.5:  # a reference at ½ has no side: neither one-sided test is defined
-            assert np.isnan(_binom_beyond(k, n, p0)) and np.isnan(_binom_reversed(k, n, p0))
+            assert np.isnan(binom_beyond(k, n, p0)) and np.isnan(binom_reversed(k, n, p0))
             continue
         side = "greater" if p0 > 0.5 else "less"
-        assert _binom_beyond(k, n, p0) == pytest.approx(binomtest(k, n, p0, alternative=side).pvalue, rel=1e-12)
+        assert binom_beyond(k, n, p0) == pytest.approx(binomtest(k, n, p0, alternative=side).pvalue, rel=1e-12)
         other = "less" if p0 > 0.5 else "greater"
-        assert _binom_reversed(k, n, p0) == pytest.approx(binomtest(k, n, 0.5, alternative=other).pvalue, rel=1e-12)
+        assert binom_reversed(k, n, p0) == pytest.approx(binomtest(k, n, 0.5, alternative=other).pvalue, rel=1e-12)
 
 
 def test_adaptive_bounds_equal_brute_force_enumeration():

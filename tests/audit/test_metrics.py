@@ -437,15 +437,11 @@ def test_heim_way_and_fair_diffusion_way():
     assert (t["abstain_rate"], t["no_person_rate"]) == (2 / 8, 1 / 8)
 
 
-def test_random_state_is_a_deprecated_alias_of_seed():
+def test_random_state_is_not_an_alias_of_seed():
+    """Renamed before the first release: the old keyword is an ordinary unknown keyword."""
     img = _synthetic(SHARES, n=20, se=1, sp=1, n_ctrl=10, seed=3)
     t = M.group_table(images=img, by="occupation")
-    new = M.bootstrap_mean_imbalance(table=t, n_boot=200, seed=3)
-    with pytest.warns(FutureWarning, match=r"bootstrap_mean_imbalance\(random_state=\.\.\.\) is deprecated; use seed="):
-        old = M.bootstrap_mean_imbalance(table=t, n_boot=200, random_state=3)
-    assert old == new
-    with pytest.warns(FutureWarning, match="fair_null_test"):
-        assert M.fair_null_test(successes=[3, 9], n=[10, 10], n_sim=500, random_state=1) == M.fair_null_test(
-            successes=[3, 9], n=[10, 10], n_sim=500, seed=1)
-    with pytest.raises(TypeError, match="pass only seed="):
-        M.fair_null_test(successes=[3], n=[10], seed=1, random_state=1)
+    with pytest.raises(TypeError):
+        M.bootstrap_mean_imbalance(table=t, n_boot=200, random_state=3)
+    with pytest.raises(TypeError):
+        M.fair_null_test(successes=[3, 9], n=[10, 10], n_sim=500, random_state=1)

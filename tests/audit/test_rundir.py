@@ -168,7 +168,7 @@ def test_the_refusal_names_the_holder_not_a_label_left_before_it(small_run):
     import threading
     import time
 
-    from diffkit.audit.rundir import _holder, _label
+    from diffkit.audit._run_lock import _holder, _label
 
     with run_lock(small_run):
         pass
@@ -307,8 +307,11 @@ def _as_written_by_diffkit_0_1(run) -> None:
     fingerprint 0.1 computed from that dict (sha256 of its sorted JSON)."""
     import hashlib
 
+    from diffkit.audit._spec_compat import drop_absent
+
     con = sqlite3.connect(run / "ledger.sqlite")
-    spec = json.loads(con.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()[0])
+    # diffkit 0.1 had none of the keys added since (audit.seeds, classifier.kind, …, issue 23)
+    spec = drop_absent(json.loads(con.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()[0]))
     spec["pipeline"]["guidance"] = spec["pipeline"].pop("guidance_scale")
     spec["report"]["random_state"] = spec["report"].pop("seed")
     text = json.dumps(spec, sort_keys=True)
@@ -348,26 +351,28 @@ def test_a_run_folder_from_before_the_key_renames_resumes_and_reports(make_spec,
     assert json.loads((old / "spec.json").read_text())["pipeline"]["guidance_scale"] == 5.0
 
 
-def test_a_run_folder_from_before_the_renames_resumes_from_its_old_spec_file(make_spec, pipe, pipe_dir, clip_name,
-                                                                           tmp_path):
+def test_a_run_folder_from_before_the_renames_resumes_from_a_spec_file_with_the_new_names(
+        make_spec, pipe, pipe_dir, clip_name, tmp_path):
+    """The old key names are refused in a TOML spec (renamed before the first release); the same spec
+    written with the new names resumes a folder written under the old ones."""
     from audit_helpers import to_toml
 
-    from diffkit.audit import load_spec
+    from diffkit.audit import SpecError, load_spec
 
     spec = make_spec(audit__images_per_prompt=1, controls__images_per_prompt=1, audit__batch_size=2)
     run = tmp_path / "run"
     _gen(spec, run, pipe, max_batches=1)
     _as_written_by_diffkit_0_1(run)
     d = spec_dict(pipe_dir, clip_name, audit__images_per_prompt=1, controls__images_per_prompt=1,
-                  audit__batch_size=2, report__random_state=0)
-    d["pipeline"]["guidance"] = d["pipeline"].pop("guidance_scale")
+                  audit__batch_size=2)
     (tmp_path / "unit.toml").write_text(to_toml(d))
-    with pytest.warns(FutureWarning) as rec:
-        old_file = load_spec(tmp_path / "unit.toml")
-    assert sorted(str(w.message).split(": ")[1].split(" is ")[0] for w in rec) == ["pipeline.guidance",
-                                                                                  "report.random_state"]
-    assert old_file.fingerprint() == spec.fingerprint()
-    led = _gen(old_file, run, pipe)
+    new_file = load_spec(tmp_path / "unit.toml")
+    assert new_file.fingerprint() == spec.fingerprint()
+    d["pipeline"]["guidance"] = d["pipeline"].pop("guidance_scale")
+    (tmp_path / "old.toml").write_text(to_toml(d))
+    with pytest.raises(SpecError, match=r"pipeline\.guidance: unknown key; fix: use one of .*'guidance_scale'"):
+        load_spec(tmp_path / "old.toml")
+    led = _gen(new_file, run, pipe)
     assert (led["status"] == "done").all()
 
 

@@ -56,7 +56,8 @@ def test_text_weights_are_open_clip_zero_shot_weights(judge, make_spec):
     spec = make_spec(classifier__templates=["a photo of a {}.", "a picture of a {}."])
     clf = ZeroShotClassifier.from_spec(spec.classifier, loaded=judge)
     model, _, tok = judge
-    ref = open_clip.build_zero_shot_classifier(model, tok, classnames=["woman", "man", "person", "shape"],
+    ref = open_clip.build_zero_shot_classifier(model, tok, classnames=["woman", "man", "person", "shape",
+                                                                       "group of people"],
                                                templates=["a photo of a {}.", "a picture of a {}."],
                                                num_classes_per_batch=None)
     np.testing.assert_allclose(clf.text_weights, ref.numpy(), atol=1e-6)

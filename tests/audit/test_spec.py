@@ -142,49 +142,34 @@ def test_the_fingerprint_survives_the_key_renames():
     assert spec_from_dict(new) == spec and spec_from_dict(new).fingerprint() == OLD_FINGERPRINT
 
 
-def test_old_spec_keys_still_read_with_a_warning(pipe_dir, clip_name):
-    new = spec_dict(pipe_dir, clip_name, report__seed=9)
-    old = spec_dict(pipe_dir, clip_name, report__random_state=9)
+def test_old_spec_keys_are_unknown_keys(pipe_dir, clip_name):
+    """Renamed before the first release: a TOML spec must use the new names (a stored spec may hold
+    the old ones, read by upgrade_spec_dict above)."""
+    old = spec_dict(pipe_dir, clip_name)
     old["pipeline"]["guidance"] = old["pipeline"].pop("guidance_scale")
-    with pytest.warns(FutureWarning) as rec:
-        spec = parse_spec(old, source="audits/old.toml")
-    messages = sorted(str(w.message) for w in rec)
-    assert messages == [
-        "audits/old.toml: pipeline.guidance is deprecated; use pipeline.guidance_scale instead "
-        "(guidance is removed in diffkit 0.3)",
-        "audits/old.toml: report.random_state is deprecated; use report.seed instead "
-        "(random_state is removed in diffkit 0.3)",
-    ]
-    assert spec == parse_spec(new, source="audits/old.toml")
-    assert spec.pipeline.guidance_scale == 5.0 and spec.report.seed == 9
-    both = spec_dict(pipe_dir, clip_name)
-    both["pipeline"]["guidance"] = 5.0
-    with pytest.raises(SpecError, match=r"pipeline\.guidance: given together with pipeline\.guidance_scale.*"
-                                        r"fix: keep only pipeline\.guidance_scale"):
-        parse_spec(both, source="audits/both.toml")
+    with pytest.raises(SpecError, match=r"pipeline\.guidance: unknown key; fix: use one of .*'guidance_scale'"):
+        parse_spec(old, source="audits/old.toml")
+    old = spec_dict(pipe_dir, clip_name, report__random_state=9)
+    with pytest.raises(SpecError, match=r"report\.random_state: unknown key; fix: use one of .*'seed'"):
+        parse_spec(old, source="audits/old.toml")
 
 
-def test_old_attribute_and_constructor_names_still_work(make_spec):
+def test_old_attribute_and_constructor_names_are_gone(make_spec):
     from diffkit.audit.spec import PipelineSpec, ReportSpec
 
     spec = make_spec()
-    with pytest.warns(FutureWarning, match=r"PipelineSpec\.guidance is deprecated; use PipelineSpec\.guidance_scale"):
-        assert spec.pipeline.guidance == spec.pipeline.guidance_scale == 5.0
-    with pytest.warns(FutureWarning, match=r"ReportSpec\.random_state is deprecated; use ReportSpec\.seed"):
-        assert spec.report.random_state == spec.report.seed == 0
-    with pytest.warns(FutureWarning, match=r"PipelineSpec\(guidance=\.\.\.\) is deprecated; use guidance_scale="):
-        assert PipelineSpec(model="m", guidance=3.0) == PipelineSpec(model="m", guidance_scale=3.0)
-    with pytest.warns(FutureWarning, match=r"ReportSpec\(random_state=\.\.\.\) is deprecated; use seed="):
-        assert ReportSpec(random_state=2).seed == 2
-    with pytest.raises(TypeError, match="got both random_state= and seed=; fix: pass only seed="):
-        ReportSpec(random_state=2, seed=3)
+    assert not hasattr(spec.pipeline, "guidance") and not hasattr(spec.report, "random_state")
+    with pytest.raises(TypeError):
+        PipelineSpec(model="m", guidance=3.0)
+    with pytest.raises(TypeError):
+        ReportSpec(random_state=2)
 
 
 def test_bundled_specs_use_the_current_keys():
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no bundled spec may use a deprecated key
+        warnings.simplefilter("error")  # a bundled spec loads without a warning
         for name in bundled_specs():
             load_spec(name)
 

@@ -11,13 +11,15 @@ import torch.nn.functional as F
 from diffkit.tiny import data as D
 from diffkit.tiny import grounding as G
 from diffkit.tiny import models as M
-from diffkit.tiny import train as T
+from diffkit.tiny import recipe as R
+from diffkit.tiny import unet_stage as U
 from diffkit.tiny import world as W
+from diffkit.tiny.cache import cache_draws
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return M.build_tokenizer(arch_name="tiny2")
+    return M.build_tokenizer()
 
 
 def _words(tok, caption, positions):
@@ -104,9 +106,9 @@ def test_token_loss_is_zero_when_every_word_attends_only_to_its_object_and_one_w
 
 def test_object_masks_are_the_cache_figure_masks_split_per_object():
     """Redrawn with layers, the objects' union is exactly the cache's figure mask rule."""
-    recipe = dataclasses.replace(T.TINY2, cache_per_cell=1, cache_pairs=5)
-    masks = G.object_masks(T._cache_draws(recipe, layers=True), factor=8)
-    draws = list(T._cache_draws(recipe))
+    recipe = dataclasses.replace(R.TINY2, cache=R.CacheConfig(per_cell=1, pairs=5))
+    masks = G.object_masks(cache_draws(recipe, layers=True), factor=8)
+    draws = list(cache_draws(recipe))
     cells = [D.cell_atts(a, ims) for a, ims in draws]
     ref = torch.cat([D.latent_masks(ims, atts, factor=8) for (_, ims), atts in zip(draws, cells)])
     atts = [b for c in cells for b in c]
@@ -153,17 +155,17 @@ def test_probe_records_differentiable_maps_and_leaves_the_unet_output_unchanged(
 
 def test_polish_needs_the_unet_stage_export(tmp_path):
     with pytest.raises(RuntimeError, match="finish `--stage unet` before `--stage polish`"):
-        T._polish_base(T.TINY2, tmp_path)
+        U.polish_base(R.TINY2, tmp_path)
+    no_polish = dataclasses.replace(R.TINY2, polish=dataclasses.replace(R.TINY2.polish, steps=0))
     with pytest.raises(ValueError, match="no polish stage"):
-        T.train_unet(T.FULL, tmp_path, resume=False, minutes=None, stage="polish")
+        U.train_polish(no_polish, tmp_path, resume=False)
 
 
 def test_draw_timesteps_is_uniform_unless_the_recipe_asks_for_low_noise_steps():
     plain = torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(3))
-    same = T.draw_timesteps(T.TINY2, 4000, 1000, torch.Generator().manual_seed(3))
+    same = U.draw_timesteps(R.TINY2.unet, 4000, 1000, torch.Generator().manual_seed(3))
     assert torch.equal(plain, same)  # the unet stage's stream is unchanged
-    polish = dataclasses.replace(T.TINY2, low_t_fraction=0.5, low_t_max=200)
-    t = T.draw_timesteps(polish, 4000, 1000, torch.Generator().manual_seed(3))
+    t = U.draw_timesteps(R.TINY2.polish, 4000, 1000, torch.Generator().manual_seed(3))
     assert int(t.min()) >= 0 and int(t.max()) < 1000
     # half from [0, 200), half uniform (a fifth of which also lands there): 0.5 + 0.5·0.2 = 0.6
     assert abs(float((t < 200).float().mean()) - 0.6) < 0.03

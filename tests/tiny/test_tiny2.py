@@ -11,9 +11,15 @@ import pytest
 import torch
 
 from diffkit.tiny import data as D
+from diffkit.tiny import losses as L
 from diffkit.tiny import models as M
+from diffkit.tiny import recipe as R
 from diffkit.tiny import train as T
 from diffkit.tiny import world as W
+from diffkit.tiny.cache import build_cache
+from diffkit.tiny.loop import setup_run
+from diffkit.tiny.unet_stage import train_polish, train_unet
+from diffkit.tiny.vae_stage import train_vae
 
 # ----------------------------------------------------------------------------- the world at 128²
 
@@ -106,17 +112,16 @@ def test_latent_masks_at_factor_8_cover_both_objects():
 def test_tiny2_is_sd15s_geometry_and_scheduler():
     from diffusers import DDIMScheduler, PNDMScheduler
 
-    arch = M.arch("tiny2")
-    assert arch.image_size == 128 and arch.vae_factor == 8
-    vae = M.build_vae(arch_name="tiny2")
-    unet = M.build_unet(arch_name="tiny2")
+    assert M.IMAGE_SIZE == 128 and M.VAE_FACTOR == 8
+    vae = M.build_vae()
+    unet = M.build_unet()
     x = torch.zeros(1, 3, 128, 128)
     with torch.no_grad():
         z = vae.encode(x).latent_dist.mean
     assert z.shape == (1, 4, 16, 16)
     assert unet.config.sample_size * 8 == 128 and unet.config.in_channels == 4
     # the folder's default scheduler is SD 1.5's, key for key
-    sched = M.build_scheduler(arch_name="tiny2")
+    sched = M.build_scheduler()
     assert isinstance(sched, PNDMScheduler)
     sd15 = {
         "beta_end": 0.012,
@@ -133,7 +138,7 @@ def test_tiny2_is_sd15s_geometry_and_scheduler():
     assert sched.config.prediction_type == "epsilon"
     # a DDIM built from it (as the explorers swap samplers) keeps clip_sample off
     assert DDIMScheduler.from_config(sched.config).config.clip_sample is False
-    train = M.build_train_scheduler(arch_name="tiny2")
+    train = M.build_train_scheduler()
     assert train.config.prediction_type == "epsilon"
     torch.testing.assert_close(train.alphas_cumprod, sched.alphas_cumprod)
     # SD's ᾱ at the last step: terminal SNR about 0.0047, not zero
@@ -142,8 +147,8 @@ def test_tiny2_is_sd15s_geometry_and_scheduler():
 
 
 def test_tiny2_takes_77_tokens_of_clips_vocabulary(tmp_path):
-    tok = M.build_tokenizer(tmp_path / "tok", arch_name="tiny2")
-    te = M.build_text_encoder(arch_name="tiny2")
+    tok = M.build_tokenizer(tmp_path / "tok")
+    te = M.build_text_encoder()
     assert tok.model_max_length == 77 and len(tok) == 49408
     assert te.config.max_position_embeddings == 77
     ids = tok(
@@ -151,14 +156,12 @@ def test_tiny2_takes_77_tokens_of_clips_vocabulary(tmp_path):
     ).input_ids
     assert ids.shape == (1, 77)
     with torch.no_grad():
-        assert te(ids)[0].shape == (1, 77, M.UNET_CONFIG_TINY2["cross_attention_dim"])
-    # tiny 1 keeps its 32
-    assert M.build_tokenizer(tmp_path / "tok1").model_max_length == 32
+        assert te(ids)[0].shape == (1, 77, M.UNET_CONFIG["cross_attention_dim"])
 
 
 def test_tiny2_text_enters_only_through_cross_attention():
     """No pooled-text path: changing the text can change the output only via attn2/encoder states."""
-    unet = M.build_unet(arch_name="tiny2").eval()
+    unet = M.build_unet().eval()
     cfg = unet.config
     assert cfg.addition_embed_type is None and cfg.class_embed_type is None
     assert cfg.encoder_hid_dim is None and not cfg.only_cross_attention
@@ -198,8 +201,8 @@ def test_scaling_factor_gives_unit_variance():
 
 def test_eps_loss_weight_is_the_x0_weight_divided_by_snr():
     snr = torch.tensor([0.0047, 0.05, 0.5, 1.0, 4.0, 10.0, 1175.0])
-    r = T.TINY2
-    w = T.loss_weights(snr, r)
+    r = R.TINY2.unet
+    w = L.loss_weights(snr, r)
     x0 = (snr + 1).clamp(max=r.min_snr_gamma)
     torch.testing.assert_close(w, (x0 / snr).clamp(max=r.eps_weight_cap))
     assert float(w[0]) == r.eps_weight_cap  # capped at SD's terminal step
@@ -210,25 +213,23 @@ def test_eps_weight_floor_gives_l_simple_at_low_noise():
     from dataclasses import replace
 
     snr = torch.tensor([0.0047, 1.0, 4.0, 10.0, 1175.0])
-    floored = T.loss_weights(snr, replace(T.TINY2, eps_weight_floor=1.0))
-    plain = T.loss_weights(snr, T.TINY2)
+    floored = L.loss_weights(snr, replace(R.TINY2.unet, eps_weight_floor=1.0))
+    plain = L.loss_weights(snr, R.TINY2.unet)
     assert torch.equal(floored, plain.clamp(min=1.0))
     assert float(floored[-1]) == 1.0 and float(plain[-1]) < 0.01  # L_simple's weight at low noise
-    assert float(floored[0]) == T.TINY2.eps_weight_cap  # the high-noise cap is untouched
+    assert float(floored[0]) == R.TINY2.unet.eps_weight_cap  # the high-noise cap is untouched
 
 
-def test_recipes_are_bounded_and_tiny1_is_unchanged():
-    assert T.RECIPES[("tiny1", False)] is T.FULL and T.FULL.arch == "tiny1"
-    assert T.FULL.pair_fraction == 0 and T.FULL.offset_noise == 0
-    for r in (T.TINY2, T.TINY2_QUICK):
-        assert r.arch == "tiny2" and r.image_size == 128 and r.pair_fraction > 0
-        assert 0 < r.unet_steps <= 6000 and r.cache_pairs > 0
-    assert T.TINY2_QUICK.unet_steps < T.TINY2.unet_steps
+def test_recipes_are_bounded():
+    for r in (R.TINY2, R.TINY2_QUICK):
+        assert r.image_size == 128 and r.pair_fraction > 0
+        assert 0 < r.unet.steps <= 6000 and r.cache.pairs > 0
+    assert R.TINY2_QUICK.unet.steps < R.TINY2.unet.steps
     with pytest.raises(SystemExit):
-        T.main(["--recipe", "tiny1", "--stage", "export"])  # needs --export-to: tiny 2 ships
+        T.main(["--recipe", "tiny1", "--stage", "export"])  # diffkit-tiny 1's recipe left the tree
     with pytest.raises(SystemExit):
-        T.main(["--quick", "--stage", "export"])  # the classroom model never replaces it either
-    assert T.TINY2_QUICK.vae_from == "package" and T.TINY2.vae_from == ""
+        T.main(["--quick", "--stage", "export"])  # the classroom model never replaces the shipped one
+    assert R.TINY2_QUICK.vae.from_package and not R.TINY2.vae.from_package
 
 
 def test_the_quick_recipe_takes_the_shipped_vae(tmp_path):
@@ -236,8 +237,8 @@ def test_the_quick_recipe_takes_the_shipped_vae(tmp_path):
 
     from diffkit import tiny
 
-    T._setup(tmp_path)
-    T.train_vae(T.TINY2_QUICK, tmp_path, resume=False)
+    setup_run(tmp_path)
+    train_vae(R.TINY2_QUICK, tmp_path, resume=False)
     got = AutoencoderKL.from_pretrained(tmp_path / "vae")
     shipped = AutoencoderKL.from_pretrained(tiny.pipeline_path() / "vae")
     assert got.dtype == torch.float32
@@ -245,8 +246,6 @@ def test_the_quick_recipe_takes_the_shipped_vae(tmp_path):
     for (name, a), b in zip(got.state_dict().items(), shipped.state_dict().values()):
         assert torch.equal(a, b.float()), name
     assert not (tmp_path / "vae_reconstructions.png").exists()  # nothing was trained
-    with pytest.raises(RuntimeError, match="draws at 128² but recipe tiny1 at 64²"):
-        T.train_vae(dataclasses.replace(T.QUICK, vae_from="package"), tmp_path / "other", resume=False)
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -259,24 +258,20 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr("diffkit.tiny.quality.quick_check", lambda pipe, **kw: {"n": 0})
     run = tmp_path / "run"
-    T._setup(run)
-    r = dataclasses.replace(
-        T.TINY2_QUICK,
-        vae_from="",  # train a VAE (the quick recipe takes the shipped one)
-        vae_steps=2,
-        vae_batch=2,
-        cache_per_cell=1,
-        cache_pairs=3,
-        unet_steps=2,
-        unet_batch=6,
-        checkpoint_every=1,
-        vae_checkpoint_every=1,
-        vae_eval_images=4,
-        export_every=100,
+    setup_run(run)
+    q = R.TINY2_QUICK
+    rep = dataclasses.replace
+    r = rep(
+        q,
+        # train a VAE (the quick recipe takes the shipped one)
+        vae=rep(q.vae, from_package=False, steps=2, batch=2, checkpoint_every=1, eval_images=4),
+        cache=R.CacheConfig(per_cell=1, pairs=3),
+        unet=rep(q.unet, steps=2, batch=6, checkpoint_every=1, export_every=100),
+        polish=rep(q.polish, steps=2, batch=6, checkpoint_every=1, export_every=100, grounding_weight=0.1),
     )
-    T.train_vae(r, run, resume=False)
+    train_vae(r, run, resume=False)
     assert Image.open(run / "vae_reconstructions.png").size == (8 * 128, 2 * 128)
-    T.build_cache(r, run)
+    build_cache(r, run)
     st = torch.load(run / "latents.pt", weights_only=False)
     n = len(W.all_attributes()) + 3
     assert st["latents"].shape == (n, 4, 16, 16) and st["masks"].shape == (n, 1, 16, 16)
@@ -287,13 +282,12 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     from diffusers import AutoencoderKL
 
     assert AutoencoderKL.from_pretrained(run / "vae").config.scaling_factor == st["scaling_factor"]
-    T.train_unet(r, run, resume=False, minutes=None)
-    T.train_unet(dataclasses.replace(r, unet_steps=3), run, resume=True, minutes=None)
+    train_unet(r, run, resume=False)
+    r = rep(r, unet=rep(r.unet, steps=3))
+    train_unet(r, run, resume=True)
     assert "unet: resumed at step 2" in (run / "train.log").read_text()
     with pytest.raises(RuntimeError, match="another recipe"):
-        T.train_unet(
-            dataclasses.replace(r, unet_steps=4, offset_noise=0.0), run, resume=True, minutes=None
-        )
+        train_unet(rep(r, unet=rep(r.unet, steps=4, offset_noise=0.0)), run, resume=True)
     pipe = StableDiffusionPipeline.from_pretrained(run / "pipeline")
     assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.tokenizer.model_max_length == 77
     # every export carries its fast-preview map, fitted on this VAE, for the explorers
@@ -304,14 +298,13 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     out = pipe(["a red circle and a blue square"], num_inference_steps=2, output_type="np")
     assert out.images.shape == (1, 128, 128, 3)
     # the polish stage continues from the unet stage's final export, kept as unet_stage/
-    rp = dataclasses.replace(r, unet_steps=3, polish_steps=2, grounding_weight=0.1)
-    T.train_unet(rp, run, resume=False, minutes=None, stage="polish")
+    train_polish(r, run, resume=False)
     assert (run / "unet_stage" / "model_index.json").exists() and (run / "object_masks.pt").exists()
     meta = json.loads((run / "pipeline" / "diffkit_tiny.json").read_text())
     assert (meta["stage"], meta["step"]) == ("polish", 2)
     log = (run / "train.log").read_text()
     assert "polish step" not in log or "token loss" in log
-    T.train_unet(dataclasses.replace(rp, polish_steps=3), run, resume=True, minutes=None, stage="polish")
+    train_polish(rep(r, polish=rep(r.polish, steps=3)), run, resume=True)
     assert "polish: resumed at step 2" in (run / "train.log").read_text()
     assert json.loads((run / "pipeline" / "diffkit_tiny.json").read_text())["step"] == 3
     # a classroom run exports only where --export-to says, with its preview map and no judge
@@ -319,9 +312,11 @@ def test_tiny2_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     T.main(["--quick", "--stage", "export", "--run-dir", str(run), "--export-to", str(dest)])
     assert (dest / "pipeline" / "model_index.json").exists() and not (dest / "clip").exists()
     assert "--stage export" in latent_rgb(AutoencoderKL.from_pretrained(dest / "pipeline" / "vae")).source
-    # a tiny-1 recipe refuses this run folder's latents
+    # a cache of another architecture is refused
+    st["arch"] = "tiny1"
+    torch.save(st, run / "latents.pt")
     with pytest.raises(RuntimeError, match="another --run-dir"):
-        T.build_cache(dataclasses.replace(r, arch="tiny1"), run)
+        build_cache(r, run)
 
 
 # ----------------------------------------------------------------------------- attention bar
@@ -333,7 +328,7 @@ def test_word_positions_and_object_mask():
     from diffkit.reverse.text import word_positions
     from diffkit.tiny import quality as Q
 
-    tok = M.build_tokenizer(arch_name="tiny2")
+    tok = M.build_tokenizer()
     assert word_positions(tok, "a red circle", "red") == [2]
     assert word_positions(tok, "a photo of an orange cross", "cross") == [6]
     with pytest.raises(ValueError, match="not among the tokens"):

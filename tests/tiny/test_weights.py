@@ -31,7 +31,9 @@ def pipe():
 
 def test_weights_are_small_safetensors():
     files = [f for f in tiny.WEIGHTS_DIR.rglob("*") if f.is_file()]
-    assert sum(f.stat().st_size for f in files) <= 30 * MB
+    # the model card's bar: pipeline 18 MB + judge 7.7 MB + weak judge 6.7 MB (its text tower's
+    # CLIP-vocabulary embedding is most of it) = 34.7 MB
+    assert sum(f.stat().st_size for f in files) <= 40 * MB
     assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".ckpt")]
 
 
