@@ -19,6 +19,7 @@ demo: $(STAMP)
 # and the slow ones, on two workers (pytest-xdist).
 test: $(STAMP)
 	$(PY) -m ruff check diffkit tests benchmarks
+	$(PY) -m ruff format --check diffkit tests benchmarks
 	$(PY) -m pytest -q -n 2 -m "not slow and not browser" --durations=10
 
 # Everything CI runs: the fast loop, then the course's notebooks executed cold, the JupyterLab
@@ -51,6 +52,7 @@ chromium:
 
 lint: $(STAMP)
 	$(PY) -m ruff check diffkit tests benchmarks
+	$(PY) -m ruff format --check diffkit tests benchmarks
 
 # The site: notebooks rendered with their outputs (executed copies from `make test` when present).
 docs: $(STAMP)

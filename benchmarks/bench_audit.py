@@ -40,12 +40,16 @@ BENCH_CLIP = {  # a ViT-S/32-sized CLIP: big enough that scoring is model-bound,
 }
 
 
-def _spec(pipe_dir: Path, clip: str, *, occupations: list[str], n: int, batch: int, steps: int, size: int,
-          controls: int = 2) -> dict:
+def _spec(
+    pipe_dir: Path, clip: str, *, occupations: list[str], n: int, batch: int, steps: int, size: int, controls: int = 2
+) -> dict:
     return {
         "audit": {"name": "bench", "seed": 0, "images_per_prompt": n, "batch_size": batch},
-        "prompts": {"templates": ["a photo of {a_occupation}"], "attributes": {"occupation": occupations},
-                    "reference": str(REPO / "audits" / "bls_cps_2021_women_share.csv")},
+        "prompts": {
+            "templates": ["a photo of {a_occupation}"],
+            "attributes": {"occupation": occupations},
+            "reference": str(REPO / "audits" / "bls_cps_2021_women_share.csv"),
+        },
         "controls": {"templates": ["a {gender} {occupation}"], "images_per_prompt": controls},
         "pipeline": {"model": str(pipe_dir), "steps": steps, "height": size, "width": size, "guidance_scale": 5.0},
         "classifier": {"model": clip, "person_threshold": 0.0, "abstain_below": 0.5, "batch_size": batch},
@@ -68,8 +72,11 @@ def hand_loop(spec, pipe, clip, out: Path) -> float:
 
     t0 = time.perf_counter()
     prompts = build_prompts(spec)
-    jobs = [(int(k), i, p) for k, p, n in zip(prompts["prompt_id"], prompts["prompt"], prompts["n_images"])
-            for i in range(int(n))]
+    jobs = [
+        (int(k), i, p)
+        for k, p, n in zip(prompts["prompt_id"], prompts["prompt"], prompts["n_images"])
+        for i in range(int(n))
+    ]
     bs = spec.batch_size
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -77,9 +84,15 @@ def hand_loop(spec, pipe, clip, out: Path) -> float:
         chunk = jobs[j : j + bs]
         gens = [torch.Generator("cpu").manual_seed(derive_seed(spec.seed, k, i)) for k, i, _ in chunk]
         with torch.inference_mode():
-            images = pipe(prompt=[p for _, _, p in chunk], num_inference_steps=spec.pipeline.steps,
-                          guidance_scale=spec.pipeline.guidance_scale, height=spec.pipeline.height,
-                          width=spec.pipeline.width, generator=gens, output_type="pil").images
+            images = pipe(
+                prompt=[p for _, _, p in chunk],
+                num_inference_steps=spec.pipeline.steps,
+                guidance_scale=spec.pipeline.guidance_scale,
+                height=spec.pipeline.height,
+                width=spec.pipeline.width,
+                generator=gens,
+                output_type="pil",
+            ).images
         for (k, i, _), im in zip(chunk, images):
             p = out / f"{k:04d}_{i:04d}.png"
             im.save(p)
@@ -140,7 +153,7 @@ def bench_throughput(tmp: Path, pipe_dir: Path, clip_name: str, repeats: int, qu
 
     t_ours, t_hand, c_ours, c_hand = [], [], [], []
     for r in range(repeats):
-        for who in (("ours", "hand") if r % 2 == 0 else ("hand", "ours")):
+        for who in ("ours", "hand") if r % 2 == 0 else ("hand", "ours"):
             run = tmp / f"e2e_{who}_{r}"
             c0 = time.process_time()  # CPU seconds of this process (all threads): steadier on a shared machine
             wall = ours(run) if who == "ours" else hand_loop(spec, pipe, clip, run)
@@ -154,11 +167,12 @@ def bench_throughput(tmp: Path, pipe_dir: Path, clip_name: str, repeats: int, qu
     paths = sorted((run / "images").rglob("*.png"))
     s_ours, s_raw, sc_ours, sc_raw = [], [], [], []
     for r in range(max(5, 2 * repeats)):  # cheap: more repeats, a steadier best-of
-        for who in (("ours", "raw") if r % 2 == 0 else ("raw", "ours")):
+        for who in ("ours", "raw") if r % 2 == 0 else ("raw", "ours"):
             t0, c0 = time.perf_counter(), time.process_time()
             if who == "ours":
-                score_images(spec, run, classifier=clf, cache=tmp / f"cache_{r}.sqlite", progress=False,
-                             state=DistState())
+                score_images(
+                    spec, run, classifier=clf, cache=tmp / f"cache_{r}.sqlite", progress=False, state=DistState()
+                )
                 s_ours.append(time.perf_counter() - t0)
                 sc_ours.append(time.process_time() - c0)
             else:
@@ -168,13 +182,25 @@ def bench_throughput(tmp: Path, pipe_dir: Path, clip_name: str, repeats: int, qu
     e2e = min(t_hand) / min(t_ours)
     sc = min(s_raw) / min(s_ours)
     return {
-        "images": n_images, "batch_size": spec.batch_size, "steps": spec.pipeline.steps, "size": size,
-        "e2e_ours_s": min(t_ours), "e2e_hand_s": min(t_hand), "e2e_ratio": e2e,
-        "score_images": len(paths), "score_ours_s": min(s_ours), "score_raw_s": min(s_raw), "score_ratio": sc,
-        "e2e_cpu_ratio": min(c_hand) / min(c_ours), "score_cpu_ratio": min(sc_raw) / min(sc_ours),
-        "e2e_cpu": {"ours": c_ours, "hand": c_hand}, "score_cpu": {"ours": sc_ours, "raw": sc_raw},
-        "threads": torch.get_num_threads(), "open_clip": open_clip.__version__,
-        "e2e_all": {"ours": t_ours, "hand": t_hand}, "score_all": {"ours": s_ours, "raw": s_raw},
+        "images": n_images,
+        "batch_size": spec.batch_size,
+        "steps": spec.pipeline.steps,
+        "size": size,
+        "e2e_ours_s": min(t_ours),
+        "e2e_hand_s": min(t_hand),
+        "e2e_ratio": e2e,
+        "score_images": len(paths),
+        "score_ours_s": min(s_ours),
+        "score_raw_s": min(s_raw),
+        "score_ratio": sc,
+        "e2e_cpu_ratio": min(c_hand) / min(c_ours),
+        "score_cpu_ratio": min(sc_raw) / min(sc_ours),
+        "e2e_cpu": {"ours": c_ours, "hand": c_hand},
+        "score_cpu": {"ours": sc_ours, "raw": sc_raw},
+        "threads": torch.get_num_threads(),
+        "open_clip": open_clip.__version__,
+        "e2e_all": {"ours": t_ours, "hand": t_hand},
+        "score_all": {"ours": s_ours, "raw": s_raw},
         "_np": np.__version__,
     }
 
@@ -199,8 +225,12 @@ def bench_memory(tmp: Path, pipe_dir: Path, clip_name: str, quick: bool) -> dict
         d = _spec(pipe_dir, clip_name, occupations=occ, n=n, batch=16, steps=1, size=32)
         f = tmp / f"mem_{total}.toml"
         f.write_text(_toml(d))
-        r = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(f), str(tmp / f"mem_{total}")],
-                           capture_output=True, text=True, env=env)
+        r = subprocess.run(
+            [sys.executable, "-c", _MEM_CHILD, str(f), str(tmp / f"mem_{total}")],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if r.returncode:
             raise RuntimeError(r.stderr[-3000:])
         line = [x for x in r.stdout.splitlines() if x.startswith("RESULT")][-1].split()
@@ -224,14 +254,39 @@ def bench_sharding(tmp: Path, pipe_dir: Path, clip_name: str, quick: bool) -> di
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmds = {
-        "one process, 1 thread": ([sys.executable, "-m", "diffkit", "audit", "run", str(f), "--no-progress", "--out"],
-                                  env1),
-        "one process, 2 threads": ([sys.executable, "-m", "diffkit", "audit", "run", str(f), "--no-progress",
-                                    "--out"], env2),
+        "one process, 1 thread": (
+            [sys.executable, "-m", "diffkit", "audit", "run", str(f), "--no-progress", "--out"],
+            env1,
+        ),
+        "one process, 2 threads": (
+            [sys.executable, "-m", "diffkit", "audit", "run", str(f), "--no-progress", "--out"],
+            env2,
+        ),
         "2 processes × 1 thread (accelerate)": (
-            [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-             "-m", "diffkit", "audit", "run", str(f), "--no-progress", "--out"], env1),
+            [
+                str(accelerate),
+                "launch",
+                "--multi_gpu",
+                "--num_processes",
+                "2",
+                "--num_machines",
+                "1",
+                "--mixed_precision",
+                "no",
+                "--dynamo_backend",
+                "no",
+                "--main_process_port",
+                str(port),
+                "-m",
+                "diffkit",
+                "audit",
+                "run",
+                str(f),
+                "--no-progress",
+                "--out",
+            ],
+            env1,
+        ),
     }
     out = {}
     for name, (cmd, env) in cmds.items():
@@ -265,33 +320,43 @@ def main() -> int:
         if "throughput" in only:
             t = bench_throughput(tmp, pipe_dir, clip_name, args.repeats, args.quick)
             results["throughput"] = t
-            print(f"end to end  ({t['images']} images, {t['size']}×{t['size']}, {t['steps']} steps, "
-                  f"batch {t['batch_size']}): "
-                  f"diffkit {t['e2e_ours_s']:.1f} s, hand-written loop {t['e2e_hand_s']:.1f} s "
-                  f"-> throughput ratio {t['e2e_ratio']:.3f}× (target ≥ 0.95); "
-                  f"by CPU time {t['e2e_cpu_ratio']:.3f}×")
-            print(f"scoring     ({t['score_images']} images, ViT-S/32-sized CLIP, cold cache): diffkit "
-                  f"{t['score_ours_s']:.2f} s, raw open_clip {t['score_raw_s']:.2f} s "
-                  f"-> ratio {t['score_ratio']:.3f}× (target ≥ 0.95); by CPU time {t['score_cpu_ratio']:.3f}×")
+            print(
+                f"end to end  ({t['images']} images, {t['size']}×{t['size']}, {t['steps']} steps, "
+                f"batch {t['batch_size']}): "
+                f"diffkit {t['e2e_ours_s']:.1f} s, hand-written loop {t['e2e_hand_s']:.1f} s "
+                f"-> throughput ratio {t['e2e_ratio']:.3f}× (target ≥ 0.95); "
+                f"by CPU time {t['e2e_cpu_ratio']:.3f}×"
+            )
+            print(
+                f"scoring     ({t['score_images']} images, ViT-S/32-sized CLIP, cold cache): diffkit "
+                f"{t['score_ours_s']:.2f} s, raw open_clip {t['score_raw_s']:.2f} s "
+                f"-> ratio {t['score_ratio']:.3f}× (target ≥ 0.95); by CPU time {t['score_cpu_ratio']:.3f}×"
+            )
         if "memory" in only:
             m = bench_memory(tmp, pipe_dir, save_test_clip(tmp / "small_clip"), args.quick)
             results["memory"] = m
             (a, ma), (b, mb) = [(k, v) for k, v in m.items() if k != "ratio"]
-            print(f"peak memory (max RSS, whole audit + report, 32×32, 1 step): {ma['images']} images "
-                  f"{ma['max_rss_mib']:.0f} MiB, {mb['images']} images {mb['max_rss_mib']:.0f} MiB "
-                  f"-> ratio {m['ratio']:.3f} (target within 10%)")
+            print(
+                f"peak memory (max RSS, whole audit + report, 32×32, 1 step): {ma['images']} images "
+                f"{ma['max_rss_mib']:.0f} MiB, {mb['images']} images {mb['max_rss_mib']:.0f} MiB "
+                f"-> ratio {m['ratio']:.3f} (target within 10%)"
+            )
         if "sharding" in only:
             s = bench_sharding(tmp, pipe_dir, clip_name, args.quick)
             results["sharding"] = s
             base1 = s["one process, 1 thread"]
             base2 = s["one process, 2 threads"]
             two = s["2 processes × 1 thread (accelerate)"]
-            print(f"sharding    ({s['images']} images, whole `diffkit audit run` incl. start-up): one process "
-                  f"1 thread {base1:.1f} s, 2 threads {base2:.1f} s; accelerate 2 processes {two:.1f} s "
-                  f"-> speedup {base1 / two:.2f}× vs 1 thread, {base2 / two:.2f}× vs 2 threads")
+            print(
+                f"sharding    ({s['images']} images, whole `diffkit audit run` incl. start-up): one process "
+                f"1 thread {base1:.1f} s, 2 threads {base2:.1f} s; accelerate 2 processes {two:.1f} s "
+                f"-> speedup {base1 / two:.2f}× vs 1 thread, {base2 / two:.2f}× vs 2 threads"
+            )
         results["load_avg_end"] = os.getloadavg()
-        print(f"(machine: {os.cpu_count()} CPUs, load average {results['load_avg'][0]:.1f} at start, "
-              f"{results['load_avg_end'][0]:.1f} at end)")
+        print(
+            f"(machine: {os.cpu_count()} CPUs, load average {results['load_avg'][0]:.1f} at start, "
+            f"{results['load_avg_end'][0]:.1f} at end)"
+        )
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     finally:

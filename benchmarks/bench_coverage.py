@@ -41,10 +41,17 @@ def old_bootstrap(k_s: np.ndarray, m: int, *, n_boot: int, rng, ci: float = 0.95
     ind = np.kron(np.eye(G), np.ones((2, 1)))
     n = 2 * m
     est = corrected_imbalance(successes=(k_s @ ind).astype(int), n=n).mean(-1)
-    boot = np.concatenate([  # 200 audits at a time, in bounded memory
-        corrected_imbalance(successes=np.rint(rng.binomial(m, k_s[i:i + 200, None, :] / m,
-                                                           size=(len(k_s[i:i + 200]), n_boot, S)) @ ind).astype(int),
-                            n=n).mean(-1) for i in range(0, reps, 200)])
+    boot = np.concatenate(
+        [  # 200 audits at a time, in bounded memory
+            corrected_imbalance(
+                successes=np.rint(
+                    rng.binomial(m, k_s[i : i + 200, None, :] / m, size=(len(k_s[i : i + 200]), n_boot, S)) @ ind
+                ).astype(int),
+                n=n,
+            ).mean(-1)
+            for i in range(0, reps, 200)
+        ]
+    )
     a = (1 - ci) / 2
     lo, hi = np.quantile(boot, [a, 1 - a], axis=-1)
     shift = np.median(boot, axis=-1) - est
@@ -54,8 +61,10 @@ def old_bootstrap(k_s: np.ndarray, m: int, *, n_boot: int, rng, ci: float = 0.95
 def compare_with_bootstrap(reps: int = 2000, n_boot: int = 1000) -> None:
     rng = np.random.default_rng(0)
     m = 12
-    for name, p in (("copies the reference", coverage.REFERENCE), ("9 at parity, 1 at 0.55",
-                                                                    np.r_[np.full(9, 0.5), 0.55])):
+    for name, p in (
+        ("copies the reference", coverage.REFERENCE),
+        ("9 at parity, 1 at 0.55", np.r_[np.full(9, 0.5), 0.55]),
+    ):
         theta = np.abs(p - 0.5).mean()
         k_s = rng.binomial(m, np.repeat(p, 2), size=(reps, 20))
         k = k_s.reshape(reps, 10, 2).sum(-1)
@@ -67,10 +76,12 @@ def compare_with_bootstrap(reps: int = 2000, n_boot: int = 1000) -> None:
         t_exact = time.perf_counter() - t0
         cov_b = np.mean((lo_b <= theta) & (theta <= hi_b))
         cov_e = np.mean((lo_e <= theta) & (theta <= hi_e))
-        print(f"{name}, {reps:,} audits at 24 images: bootstrap ({n_boot} resamples) {t_boot:6.2f} s, "
-              f"coverage {100 * cov_b:.1f}%, width {np.mean(hi_b - lo_b):.3f}; exact adaptive bounds "
-              f"{t_exact:5.2f} s, coverage {100 * cov_e:.1f}%, width {np.mean(hi_e - lo_e):.3f} "
-              f"-> speed ratio {t_boot / t_exact:.1f}x")
+        print(
+            f"{name}, {reps:,} audits at 24 images: bootstrap ({n_boot} resamples) {t_boot:6.2f} s, "
+            f"coverage {100 * cov_b:.1f}%, width {np.mean(hi_b - lo_b):.3f}; exact adaptive bounds "
+            f"{t_exact:5.2f} s, coverage {100 * cov_e:.1f}%, width {np.mean(hi_e - lo_e):.3f} "
+            f"-> speed ratio {t_boot / t_exact:.1f}x"
+        )
 
 
 def grid(n_images: int, reps: int) -> None:
@@ -79,8 +90,10 @@ def grid(n_images: int, reps: int) -> None:
     total = time.perf_counter() - t0
     per = g.groupby(["section", "scenario"], sort=False)["seconds"].first().groupby(level=0, sort=False).sum()
     parts = ", ".join(f"{s} {v:.1f} s" for s, v in per.items())
-    print(f"grid at {n_images} images, {reps:,} audits per cell, {g['scenario'].nunique()} cells, {len(g)} "
-          f"intervals: {total:.1f} s ({parts}); lowest coverage {100 * g['coverage'].min():.1f}%")
+    print(
+        f"grid at {n_images} images, {reps:,} audits per cell, {g['scenario'].nunique()} cells, {len(g)} "
+        f"intervals: {total:.1f} s ({parts}); lowest coverage {100 * g['coverage'].min():.1f}%"
+    )
 
 
 def main() -> int:

@@ -40,14 +40,21 @@ def _time(fn) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kind", nargs="+", choices=["sd", "sdxl", "sd3", "sd3-wide"], default=["sd", "sd3", "sd3-wide"],
-                    help="sd3-wide: the tiny SD 3 with SD 3's own attention head width (64) and patch size (2)")
+    ap.add_argument(
+        "--kind",
+        nargs="+",
+        choices=["sd", "sdxl", "sd3", "sd3-wide"],
+        default=["sd", "sd3", "sd3-wide"],
+        help="sd3-wide: the tiny SD 3 with SD 3's own attention head width (64) and patch size (2)",
+    )
     ap.add_argument("--size", type=int, default=128, help="image side in pixels (128 → 64×64 latents)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--scheduler", default=None, help="default: ddim (SD, SDXL), flow_euler (SD 3)")
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--full-memory", action="store_true", help="run all 50 steps for the memory figure (else 5, extrapolated)")
+    ap.add_argument(
+        "--full-memory", action="store_true", help="run all 50 steps for the memory figure (else 5, extrapolated)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -80,14 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     measured = first + (traj.nbytes() - first) * 50 / n_run
     analytic = (1 + 5 * 50) * per * 2  # x_t once, then ε̂_u, ε̂_c, ε̂, x̂_0, x_{t−1} per step, float16
     how = "measured" if n_run == 50 else f"measured over {n_run} steps, scaled to 50"
-    print(f"records of a 50-step run, latents {shape}: {measured / 2**20:.2f} MB {how}; "
-          f"{analytic / 2**20:.2f} MB by count (target <= 20 MB)")
+    print(
+        f"records of a 50-step run, latents {shape}: {measured / 2**20:.2f} MB {how}; "
+        f"{analytic / 2**20:.2f} MB by count (target <= 20 MB)"
+    )
     c2 = ReverseChain(pipe, prompt, steps=50, height=lat, width=lat, seed=0, capture_attention=True, **common)
     for _ in range(3):
         next(c2)
     att = (c2.trajectory.nbytes(attention=True) - c2.trajectory.nbytes()) / 3
-    print(f"  attention maps (capture on, {c2.tokens.n_tokens} prompt tokens): {att / 2**20:.3f} MB per step "
-          "on this tiny U-Net")
+    print(
+        f"  attention maps (capture on, {c2.tokens.n_tokens} prompt tokens): {att / 2**20:.3f} MB per step "
+        "on this tiny U-Net"
+    )
     ok &= measured <= 20 * 2**20
     return 0 if ok else 1
 
@@ -102,13 +113,23 @@ def _overhead(kind: str, args: argparse.Namespace) -> tuple[float, float, object
     pipe = tiny_random_pipeline(kind.removesuffix("-wide"))
     pipe.set_progress_bar_config(disable=True)
     size = args.size
-    if kind == "sd3-wide":  # SD 3 medium's heads are 64 wide over 2×2 latent patches; 2× the image side keeps 64² tokens
+    if (
+        kind == "sd3-wide"
+    ):  # SD 3 medium's heads are 64 wide over 2×2 latent patches; 2× the image side keeps 64² tokens
         from diffusers import SD3Transformer2DModel
 
         torch.manual_seed(0)
         pipe.transformer = SD3Transformer2DModel(
-            sample_size=32, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=64, num_attention_heads=4,
-            caption_projection_dim=256, joint_attention_dim=64, pooled_projection_dim=64, out_channels=4,
+            sample_size=32,
+            patch_size=2,
+            in_channels=4,
+            num_layers=2,
+            attention_head_dim=64,
+            num_attention_heads=4,
+            caption_projection_dim=256,
+            joint_attention_dim=64,
+            pooled_projection_dim=64,
+            out_channels=4,
         )
         size = 2 * args.size
     family = next(f for f in FAMILIES if f.name == kind.removesuffix("-wide"))
@@ -117,12 +138,20 @@ def _overhead(kind: str, args: argparse.Namespace) -> tuple[float, float, object
     common = dict(guidance_scale=args.guidance)
 
     def plain():
-        pipe(PROMPT, num_inference_steps=args.steps, height=size, width=size,
-             generator=torch.Generator().manual_seed(0), output_type="np", **common)
+        pipe(
+            PROMPT,
+            num_inference_steps=args.steps,
+            height=size,
+            width=size,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+            **common,
+        )
 
     def chain(capture: bool):
-        ReverseChain(pipe, PROMPT, steps=args.steps, height=size, width=size, seed=0,
-                     capture_attention=capture, **common).run()
+        ReverseChain(
+            pipe, PROMPT, steps=args.steps, height=size, width=size, seed=0, capture_attention=capture, **common
+        ).run()
 
     plain(), chain(False), chain(True)  # warm up
     t_plain, t_off, t_on = [], [], []
@@ -130,17 +159,25 @@ def _overhead(kind: str, args: argparse.Namespace) -> tuple[float, float, object
         t_plain.append(_time(plain))
         t_off.append(_time(lambda: chain(False)))
         t_on.append(_time(lambda: chain(True)))
-    med = {k: [statistics.median(t[j] for t in ts) for j in (0, 1)]
-           for k, ts in (("plain", t_plain), ("off", t_off), ("on", t_on))}
+    med = {
+        k: [statistics.median(t[j] for t in ts) for j in (0, 1)]
+        for k, ts in (("plain", t_plain), ("off", t_off), ("on", t_on))
+    }
     (cp, wp), (coff, woff), (con, won) = med["plain"], med["off"], med["on"]
-    print(f"pipeline: tiny random {kind}, {size}x{size} px, {args.steps} steps, "
-          f"{scheduler}, guidance {args.guidance}, {args.threads} thread(s), median of {args.repeats}")
+    print(
+        f"pipeline: tiny random {kind}, {size}x{size} px, {args.steps} steps, "
+        f"{scheduler}, guidance {args.guidance}, {args.threads} thread(s), median of {args.repeats}"
+    )
     print("                                   CPU time   ratio |  wall time   ratio")
     print(f"  pipe()                          {cp * 1e3:8.1f} ms  1.000 | {wp * 1e3:8.1f} ms  1.000")
-    print(f"  ReverseChain.run(), capture off {coff * 1e3:8.1f} ms  {coff / cp:.3f} | {woff * 1e3:8.1f} ms  "
-          f"{woff / wp:.3f}   (target <= 1.05)")
-    print(f"  ReverseChain.run(), capture on  {con * 1e3:8.1f} ms  {con / cp:.3f} | {won * 1e3:8.1f} ms  "
-          f"{won / wp:.3f}   (target <= 1.10{'; not judged: head width 8' if kind == 'sd3' else ''})")
+    print(
+        f"  ReverseChain.run(), capture off {coff * 1e3:8.1f} ms  {coff / cp:.3f} | {woff * 1e3:8.1f} ms  "
+        f"{woff / wp:.3f}   (target <= 1.05)"
+    )
+    print(
+        f"  ReverseChain.run(), capture on  {con * 1e3:8.1f} ms  {con / cp:.3f} | {won * 1e3:8.1f} ms  "
+        f"{won / wp:.3f}   (target <= 1.10{'; not judged: head width 8' if kind == 'sd3' else ''})"
+    )
     return coff / cp, con / cp, pipe
 
 

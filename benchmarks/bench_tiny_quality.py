@@ -31,9 +31,7 @@ from pathlib import Path
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--pipeline", type=Path, default=None, help="pipeline folder (default: the shipped one)"
-    )
+    p.add_argument("--pipeline", type=Path, default=None, help="pipeline folder (default: the shipped one)")
     p.add_argument("--clip", type=Path, default=None, help="CLIP folder (default: the shipped one)")
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--neutral", type=int, default=64, help="images per neutral prompt")
@@ -46,9 +44,7 @@ def main() -> None:
         default=[5.0, 7.5],
     )
     p.add_argument("--threads", type=int, default=int(os.environ.get("DIFFKIT_THREADS", "2")))
-    p.add_argument(
-        "--skip", nargs="*", default=[], choices=["shapes", "gender", "neutral", "clip", "speed"]
-    )
+    p.add_argument("--skip", nargs="*", default=[], choices=["shapes", "gender", "neutral", "clip", "speed"])
     p.add_argument(
         "--schedulers",
         nargs="*",
@@ -56,9 +52,7 @@ def main() -> None:
         help="'all' or scheduler names: shape and gender figures per scheduler (last --guidance-scale)",
     )
     p.add_argument("--attention", action="store_true", help="the attention-localisation figure")
-    p.add_argument(
-        "--compare", default=None, help="another pipeline folder to time beside this one (speed)"
-    )
+    p.add_argument("--compare", default=None, help="another pipeline folder to time beside this one (speed)")
     p.add_argument("--attention-seeds", type=int, default=4)
     p.add_argument(
         "--device",
@@ -133,12 +127,8 @@ def main() -> None:
         for name in names:
             pipe.scheduler = make_scheduler(name, own.config)
             row = {"scheduler": name}
-            row.update(
-                q.summarize(q.evaluate(pipe, q.shape_prompts(), seeds=args.seeds, guidance_scale=g))
-            )
-            row.update(
-                q.summarize(q.evaluate(pipe, q.gender_prompts(), seeds=args.seeds, guidance_scale=g))
-            )
+            row.update(q.summarize(q.evaluate(pipe, q.shape_prompts(), seeds=args.seeds, guidance_scale=g)))
+            row.update(q.summarize(q.evaluate(pipe, q.gender_prompts(), seeds=args.seeds, guidance_scale=g)))
             row.pop("n")
             rows.append(row)
             print(
@@ -149,9 +139,7 @@ def main() -> None:
         pipe.scheduler = own
         table = pd.DataFrame(rows).set_index("scheduler")
         for col, bar in (("color", 0.95), ("shape", 0.90), ("gender", 0.95), ("occupation", 0.90)):
-            print(
-                f"worst scheduler for {col}: {table[col].idxmin()} {table[col].min():.1%} (issue 11 bar {bar:.0%})"
-            )
+            print(f"worst scheduler for {col}: {table[col].idxmin()} {table[col].min():.1%} (issue 11 bar {bar:.0%})")
     if args.attention:
         g = args.guidance_scale[-1]
         df = q.attention_localisation(pipe, seeds=args.attention_seeds, guidance_scale=g)

@@ -46,8 +46,10 @@ def main() -> None:
 
     lib = timed(library, idx)
     wid = timed(widget, idx)
-    print(f"ReverseChainExplorer step slider, 512×512 panels: median {wid:.1f} ms per update "
-          f"(target ≤ 50 ms); library previews alone {lib:.1f} ms; ratio {wid / lib:.2f}x")
+    print(
+        f"ReverseChainExplorer step slider, 512×512 panels: median {wid:.1f} ms per update "
+        f"(target ≤ 50 ms); library previews alone {lib:.1f} ms; ratio {wid / lib:.2f}x"
+    )
 
     s = ScheduleExplorer(sample_image("astronaut", 512))
     ms = timed(lambda t: setattr(s.t, "value", t), range(10, 1000, 25))

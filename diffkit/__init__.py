@@ -65,10 +65,27 @@ _PUBLIC = {
 __all__ = ["__version__", *sorted(_PUBLIC)]
 
 
-_SUBMODULES = frozenset({
-    "anatomy", "audit", "checks", "demo", "errors", "forward", "images", "pipeline", "plots", "reverse",
-    "samples", "schedules", "testing", "tiny", "toy", "toy_training", "widgets",
-})
+_SUBMODULES = frozenset(
+    {
+        "anatomy",
+        "audit",
+        "checks",
+        "demo",
+        "errors",
+        "forward",
+        "images",
+        "pipeline",
+        "plots",
+        "reverse",
+        "samples",
+        "schedules",
+        "testing",
+        "tiny",
+        "toy",
+        "toy_training",
+        "widgets",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -206,15 +206,24 @@ def environment_error(error: OSError, *, writing: str | os.PathLike, fix_full: s
     where = os.fspath(writing)
     if is_disk_full(error):
         extra = f"; {fix_full}" if fix_full else ""
-        return DiskFullError(error.errno, f"the disk is full: cannot write {where}; nothing half-written was kept; "
-                                          f"fix: free space on that disk or write to another one{extra}, then "
-                                          "rerun the same command")
+        return DiskFullError(
+            error.errno,
+            f"the disk is full: cannot write {where}; nothing half-written was kept; "
+            f"fix: free space on that disk or write to another one{extra}, then "
+            "rerun the same command",
+        )
     if error.errno in _READ_ONLY:
-        return ReadOnlyError(error.errno, f"cannot write {where}: {os.strerror(error.errno).lower()} (a read-only "
-                                          "or someone else's folder); fix: pass an output folder you can write "
-                                          "to (e.g. --out ~/diffkit-out), or change that folder's permissions")
+        return ReadOnlyError(
+            error.errno,
+            f"cannot write {where}: {os.strerror(error.errno).lower()} (a read-only "
+            "or someone else's folder); fix: pass an output folder you can write "
+            "to (e.g. --out ~/diffkit-out), or change that folder's permissions",
+        )
     if isinstance(error, (FileExistsError, NotADirectoryError, IsADirectoryError)):
         what = "a folder is in the way" if isinstance(error, IsADirectoryError) else "a file is in the way"
-        return OutputExistsError(error.errno, f"cannot write {where}: {what} ({error.filename or where}); "
-                                              "fix: choose another output path, or move that file or folder aside")
+        return OutputExistsError(
+            error.errno,
+            f"cannot write {where}: {what} ({error.filename or where}); "
+            "fix: choose another output path, or move that file or folder aside",
+        )
     return None

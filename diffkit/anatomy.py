@@ -47,8 +47,7 @@ def _stage(name: str) -> str:
 
 
 _ADDED = {
-    "text": "the text, attention-pooled, added to the time embedding (a global text path beside "
-    "cross-attention)",
+    "text": "the text, attention-pooled, added to the time embedding (a global text path beside cross-attention)",
     "text_time": "the pooled text and the image size and crop, added to the time embedding (SDXL)",
     "text_image": "the text and an image embedding, added to the time embedding",
 }
@@ -127,8 +126,13 @@ def unet_anatomy(
 def _part_row(name: str, module: Any, config: Any, args: tuple, kwargs: dict, out: Any, meta: dict) -> dict[str, Any]:
     """What one part did in the call: its shapes and what else entered it."""
     x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
-    row = {"part": name, "stage": _stage(name), "kind": _kind(name, module, config),
-           "input": _shape(x), "output": _shape(out)}
+    row = {
+        "part": name,
+        "stage": _stage(name),
+        "kind": _kind(name, module, config),
+        "input": _shape(x),
+        "output": _shape(out),
+    }
     if ".resnets." in name:
         temb = args[1] if len(args) > 1 else kwargs.get("temb")
         how = "scale and shift" if getattr(module, "time_embedding_norm", "") == "scale_shift" else "added"
@@ -145,8 +149,9 @@ def _part_row(name: str, module: Any, config: Any, args: tuple, kwargs: dict, ou
     return row
 
 
-def _one_call(pipe: Any, unet: Any, prompt: str, height: int | None, width: int | None,
-              seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _one_call(
+    pipe: Any, unet: Any, prompt: str, height: int | None, width: int | None, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run one denoising step of *pipe* with hooks on the U-Net's parts: (a row per part, in call order; the call's timestep and text shape)."""
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
@@ -155,6 +160,7 @@ def _one_call(pipe: Any, unet: Any, prompt: str, height: int | None, width: int 
         def fn(mod: Any, args: tuple, kwargs: dict, out: Any) -> None:
             if not (rows and rows[-1]["part"] == "conv_out"):  # later calls (a second step) are not recorded
                 rows.append(_part_row(name, mod, unet.config, args, kwargs, out, meta))
+
         return fn
 
     def unet_pre(mod: Any, args: tuple, kwargs: dict) -> None:
@@ -164,8 +170,11 @@ def _one_call(pipe: Any, unet: Any, prompt: str, height: int | None, width: int 
             meta["timestep"] = float(torch.as_tensor(t).flatten()[0])
             meta["text"] = _shape(text)
 
-    handles = [module.register_forward_hook(hook(name, module), with_kwargs=True)
-               for name, module in unet.named_modules() if _PART.match(name)]
+    handles = [
+        module.register_forward_hook(hook(name, module), with_kwargs=True)
+        for name, module in unet.named_modules()
+        if _PART.match(name)
+    ]
     handles.append(unet.register_forward_pre_hook(unet_pre, with_kwargs=True))
     size = int(unet.config.sample_size) * vae_factor(pipe)
     try:
@@ -195,12 +204,19 @@ def _skip_connections(df: pd.DataFrame) -> None:
     parts = set(df.part)
     for i, r in df.iterrows():
         part = r["part"]
-        if part == "conv_in" or (r["stage"].startswith("down") and (
-                ".downsamplers." in part or ".attentions." in part
-                or (".resnets." in part and part.replace("resnets", "attentions") not in parts))):
+        if part == "conv_in" or (
+            r["stage"].startswith("down")
+            and (
+                ".downsamplers." in part
+                or ".attentions." in part
+                or (".resnets." in part and part.replace("resnets", "attentions") not in parts)
+            )
+        ):
             saved.append((part, int(r["channels"])))
         elif r["stage"].startswith("up") and ".resnets." in part and saved:
             source, channels = saved.pop()
             sep = "; " if r["enters"] else ""
             df.at[i, "skip_from"] = source
-            df.at[i, "enters"] = f"skip connection from the down path: {channels} channels concatenated{sep}{r['enters']}"
+            df.at[i, "enters"] = (
+                f"skip connection from the down path: {channels} channels concatenated{sep}{r['enters']}"
+            )

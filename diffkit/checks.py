@@ -28,8 +28,7 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["MAX_SEED", "check_choice", "check_float", "check_int", "check_probability", "check_seed",
-           "wait_or_cancel"]
+__all__ = ["MAX_SEED", "check_choice", "check_float", "check_int", "check_probability", "check_seed", "wait_or_cancel"]
 
 #: Seeds are 64-bit signed integers (torch generators, SQLite): 0 ≤ seed ≤ MAX_SEED.
 MAX_SEED = 2**63 - 1
@@ -52,8 +51,9 @@ def check_float(name: str, value: Any, *, lo: float, hi: float, hint: str = "") 
         raise InputError(f"{name}={value!r} is not a number; fix: pass a number between {lo:g} and {hi:g}{extra}")
     v = float(value)
     if not math.isfinite(v):
-        raise InputError(f"{name}={value!r} is not a finite number; fix: pass a number between {lo:g} and "
-                         f"{hi:g}{extra}")
+        raise InputError(
+            f"{name}={value!r} is not a finite number; fix: pass a number between {lo:g} and {hi:g}{extra}"
+        )
     if not lo <= v <= hi:
         raise InputError(f"{name}={value!r} is out of range; fix: pass a number between {lo:g} and {hi:g}{extra}")
     return v
@@ -81,7 +81,9 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     return check_int(name, seed, lo=0, hi=MAX_SEED, hint="any whole number works; 0 is the default")
 
 
-def wait_or_cancel(wait: Callable[[float | None], bool], cancel: Callable[[], None], timeout: float | None = None) -> bool:
+def wait_or_cancel(
+    wait: Callable[[float | None], bool], cancel: Callable[[], None], timeout: float | None = None
+) -> bool:
     """``wait(timeout)``; on Ctrl-C, ``cancel()``, wait for the work in flight to end, then re-raise.
 
     What every background run of diffkit (a chain, an explorer) does when its caller is

@@ -32,8 +32,9 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                          help="show the full traceback of an error")
+        self.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,8 +59,9 @@ def _add_demo(sub: Any) -> None:
     """``diffkit demo``: the tour's figures, a diffkit-tiny grid and the embedded audit (:func:`diffkit.demo.run_demo`)."""
     p = sub.add_parser("demo", help="write the tour's figures for the embedded defaults to a folder")
     p.add_argument("--out", default="out/demo", help="folder to write into (default: out/demo)")
-    p.add_argument("--no-model", action="store_true",
-                   help="only the forward-chain figures (skip diffkit-tiny and the audit)")
+    p.add_argument(
+        "--no-model", action="store_true", help="only the forward-chain figures (skip diffkit-tiny and the audit)"
+    )
 
     def run(args: argparse.Namespace) -> int:
         from pathlib import Path
@@ -94,7 +96,9 @@ def _add_unet(sub: Any) -> None:
         df = unet_anatomy(load_pipeline(args.model), args.prompt)
         with pd.option_context("display.width", 200, "display.max_colwidth", 80):
             print(df.drop(columns=["kind"]).to_string(index=False))
-        print(f"timestep {df.attrs['timestep']:g}, text {df.attrs['text']}, time embedding {df.attrs['time_embedding']}")
+        print(
+            f"timestep {df.attrs['timestep']:g}, text {df.attrs['text']}, time embedding {df.attrs['time_embedding']}"
+        )
         write_csv(df.assign(input=df.input.astype(str), output=df.output.astype(str)), out / "unet_anatomy.csv")
         save_figure(plot_unet_anatomy(df), out / "unet_anatomy.png")
         print(f"wrote {out / 'unet_anatomy.csv'} and {out / 'unet_anatomy.png'}")
@@ -147,8 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"\ndiffkit {name}: interrupted; finished work is kept, rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            f"\ndiffkit {name}: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - every failure ends in one line unless --debug
         if debug:
@@ -156,8 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = describe_error(e)
         if msg is None:  # not a failure diffkit knows: a bug, shown with its traceback
             traceback.print_exception(e, file=sys.stderr)
-            msg = (f"unexpected {type(e).__name__}: {_one_line(str(e))}; this is a bug in diffkit, please report "
-                   "it to the diffkit developers with the traceback above (--debug raises it instead)")
+            msg = (
+                f"unexpected {type(e).__name__}: {_one_line(str(e))}; this is a bug in diffkit, please report "
+                "it to the diffkit developers with the traceback above (--debug raises it instead)"
+            )
         print(f"diffkit {name}: error: {msg}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -20,7 +20,9 @@ def _save_figure(fig, path: Path) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-def run_demo(out: str | Path = "out/demo", *, with_model: bool = True, log: Callable[[str], None] = print) -> list[Path]:
+def run_demo(
+    out: str | Path = "out/demo", *, with_model: bool = True, log: Callable[[str], None] = print
+) -> list[Path]:
     """Write the demo's figures and tables into *out*; returns the paths written.
 
     With *with_model*, also the diffkit-tiny tour: a grid of generated images, a reverse-chain
@@ -58,8 +60,16 @@ def run_demo(out: str | Path = "out/demo", *, with_model: bool = True, log: Call
     return written
 
 
-TINY_PROMPTS = ("a red circle", "a blue square", "a green triangle", "a yellow cross",
-                "a man nurse", "a woman pilot", "a nurse", "a firefighter")
+TINY_PROMPTS = (
+    "a red circle",
+    "a blue square",
+    "a green triangle",
+    "a yellow cross",
+    "a man nurse",
+    "a woman pilot",
+    "a nurse",
+    "a firefighter",
+)
 
 
 def _model_tour(out: Path, *, log: Callable[[str], None]) -> list[Path]:
@@ -71,8 +81,9 @@ def _model_tour(out: Path, *, log: Callable[[str], None]) -> list[Path]:
 
     pipe = load_pipeline("tiny")
     trajs = [ReverseChain(pipe, p, steps=25, seed=i).run() for i, p in enumerate(TINY_PROMPTS)]
-    grid = image_grid([(t.image * 255).round().astype("uint8") for t in trajs], titles=list(TINY_PROMPTS), ncols=4,
-                      panel_size=1.8)
+    grid = image_grid(
+        [(t.image * 255).round().astype("uint8") for t in trajs], titles=list(TINY_PROMPTS), ncols=4, panel_size=1.8
+    )
     written = [_save_figure(grid, out / "tiny_grid.png")]
     written.append(trajs[0].save_strip(out / "reverse_chain_strip.png", quantity="x0_hat"))
     log(f"wrote {written[0]}")

@@ -66,9 +66,7 @@ def to_model_range(image: ImageLike, *, value_range: tuple[float, float] | None 
 
     if isinstance(image, Image.Image):
         if image.mode != "RGB":
-            raise InputError(
-                f"expected an RGB image, got mode {image.mode!r}; convert it with image.convert('RGB')"
-            )
+            raise InputError(f"expected an RGB image, got mode {image.mode!r}; convert it with image.convert('RGB')")
         x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
     elif isinstance(image, np.ndarray):
         if image.ndim not in (3, 4) or image.shape[-1] != 3:
@@ -86,9 +84,7 @@ def to_model_range(image: ImageLike, *, value_range: tuple[float, float] | None 
             )
         x = image.detach().cpu()
     else:
-        raise InputError(
-            f"expected a PIL image, NumPy array or torch tensor, got {type(image).__name__}"
-        )
+        raise InputError(f"expected a PIL image, NumPy array or torch tensor, got {type(image).__name__}")
     if x.dtype == torch.bool or x.dtype.is_complex:
         raise InputError(f"unsupported image dtype {x.dtype}; use uint8 (0–255) or float (0–1)")
     if value_range is None:
@@ -145,9 +141,7 @@ def q_sample(
     _check_finite(x0, "x0")
     tt = s.check_timestep(t)
     if tt.ndim > 1 or (tt.ndim == 1 and tt.shape[0] != x0.shape[0]):
-        raise InputError(
-            f"t must be a scalar or have one entry per item of x0 ({x0.shape[0]}), got shape {tt.shape}"
-        )
+        raise InputError(f"t must be a scalar or have one entry per item of x0 ({x0.shape[0]}), got shape {tt.shape}")
     x0 = x0 if x0.is_floating_point() else x0.float()
     if noise is None:
         noise = torch.randn(x0.shape, generator=_generator(seed, x0.device), device=x0.device, dtype=x0.dtype)

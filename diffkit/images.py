@@ -107,7 +107,10 @@ def _mean_std(cfg: Any, z: Any) -> tuple[Any, Any] | None:
     if lm is None or ls is None:
         return None
     c = z.shape[1]
-    return (torch.tensor(lm).view(1, c, 1, 1).to(z.device, z.dtype), torch.tensor(ls).view(1, c, 1, 1).to(z.device, z.dtype))
+    return (
+        torch.tensor(lm).view(1, c, 1, 1).to(z.device, z.dtype),
+        torch.tensor(ls).view(1, c, 1, 1).to(z.device, z.dtype),
+    )
 
 
 def to_latents(pipe_or_vae: Any, z: Any) -> Any:
@@ -148,8 +151,10 @@ def unpack_latents(tokens: Any, grid: tuple[int, int]) -> Any:
     b, n, d = tokens.shape
     gh, gw = int(grid[0]), int(grid[1])
     if gh * gw != n or d % 4:
-        raise InputError(f"{n} tokens of width {d} do not fill a {gh}×{gw} grid of 2×2 patches; "
-                         "fix: pass the grid the pipeline used (its img_ids)")
+        raise InputError(
+            f"{n} tokens of width {d} do not fill a {gh}×{gw} grid of 2×2 patches; "
+            "fix: pass the grid the pipeline used (its img_ids)"
+        )
     z = tokens.view(b, gh, gw, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # (B, C, h/2, 2, w/2, 2)
     return z.reshape(b, d // 4, gh * 2, gw * 2)
 
@@ -169,7 +174,9 @@ def encode_image(pipe_or_vae: Any, x: Any) -> Any:
     vae = vae_of(pipe_or_vae)
     f = vae_factor(vae)
     if x.shape[-1] % f or x.shape[-2] % f:
-        raise InputError(f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {f}; fix: resize or crop it")
+        raise InputError(
+            f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {f}; fix: resize or crop it"
+        )
     param = next(vae.parameters())
     with torch.no_grad():
         mean = vae.encode(x.to(param.device, param.dtype)).latent_dist.mean
@@ -186,7 +193,11 @@ def decode_raw(pipe_or_vae: Any, z: Any, *, generator: Any = None) -> Any:
     import torch
 
     vae = vae_of(pipe_or_vae)
-    param = next(vae.post_quant_conv.parameters()) if getattr(vae, "post_quant_conv", None) is not None else next(vae.parameters())
+    param = (
+        next(vae.post_quant_conv.parameters())
+        if getattr(vae, "post_quant_conv", None) is not None
+        else next(vae.parameters())
+    )
     upcast = _upcast(vae)
     try:
         if upcast:
@@ -219,7 +230,9 @@ def decode_latents(pipe: Any, latents: Any, *, batch_size: int = 4, generator: A
     if single:
         x = x[None]
     if x.ndim != 4:
-        raise InputError(f"latents must be (C, h, w) or (B, C, h, w), got shape {tuple(x.shape)}; fix: add or drop the batch axis")
+        raise InputError(
+            f"latents must be (C, h, w) or (B, C, h, w), got shape {tuple(x.shape)}; fix: add or drop the batch axis"
+        )
     out = []
     for start in range(0, x.shape[0], batch_size):
         img = decode_raw(pipe, x[start : start + batch_size], generator=generator)
@@ -236,8 +249,10 @@ def _pil_rgb(img: Any) -> Any:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img).astype(np.float64)
         if a.min() < 0 or a.max() > 65535:
-            raise InputError(f"a mode {img.mode} image must hold 16-bit values 0–65535, got {a.min():g}–{a.max():g}; "
-                             "fix: rescale it, or pass floats in [0, 1]")
+            raise InputError(
+                f"a mode {img.mode} image must hold 16-bit values 0–65535, got {a.min():g}–{a.max():g}; "
+                "fix: rescale it, or pass floats in [0, 1]"
+            )
         if img.mode == "I" and 0 < a.max() <= 255:
             # 32-bit integer pixels that never pass 255: 8-bit values (as many converters leave
             # them), or a 16-bit picture darker than 0.4 %; read as 16-bit it would be near-black
@@ -256,7 +271,9 @@ def _pil_rgb(img: Any) -> Any:
     try:
         return img.convert("RGB")
     except (ValueError, OSError) as e:
-        raise InputError(f"cannot read a PIL image of mode {img.mode!r} as RGB ({e}); fix: convert it with img.convert('RGB')") from e
+        raise InputError(
+            f"cannot read a PIL image of mode {img.mode!r} as RGB ({e}); fix: convert it with img.convert('RGB')"
+        ) from e
 
 
 def _float_array(a: np.ndarray) -> np.ndarray:
@@ -296,7 +313,9 @@ def prepare_init_image(image: Any) -> Any:
         if t.ndim == 3:
             t = t[None]
         if t.ndim != 4 or t.shape[0] != 1:
-            raise InputError(f"an image tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}; fix: pass one picture")
+            raise InputError(
+                f"an image tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}; fix: pass one picture"
+            )
         if t.shape[1] != 3:
             what = "latents" if t.shape[1] == 4 else "an image"
             raise InputError(
@@ -310,8 +329,14 @@ def prepare_init_image(image: Any) -> Any:
     if isinstance(image, np.ndarray):
         a = image
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)):
-            hint = ": transpose a (3, H, W) array with a.transpose(1, 2, 0)" if a.ndim == 3 and a.shape[0] in (3, 4) else ""
-            raise InputError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}; fix: pass one RGB picture{hint}")
+            hint = (
+                ": transpose a (3, H, W) array with a.transpose(1, 2, 0)"
+                if a.ndim == 3 and a.shape[0] in (3, 4)
+                else ""
+            )
+            raise InputError(
+                f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}; fix: pass one RGB picture{hint}"
+            )
         if a.dtype == np.uint8:
             if a.ndim == 3 and a.shape[-1] == 1:
                 a = a[..., 0]
@@ -319,8 +344,10 @@ def prepare_init_image(image: Any) -> Any:
         if a.dtype == np.uint16:
             return _float_array(a.astype(np.float64) / 65535.0)
         if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
-            raise InputError(f"an image array must hold real numbers (uint8, uint16 or float in [0, 1]), got dtype {a.dtype}; "
-                             "fix: convert it, e.g. a.astype(np.uint8)")
+            raise InputError(
+                f"an image array must hold real numbers (uint8, uint16 or float in [0, 1]), got dtype {a.dtype}; "
+                "fix: convert it, e.g. a.astype(np.uint8)"
+            )
         if np.issubdtype(a.dtype, np.integer):
             raise InputError(
                 f"an integer image array must be uint8 (0–255) or uint16 (0–65535), got {a.dtype}; "

@@ -58,9 +58,13 @@ class GatedPipelineError(PipelineNotAvailableError, GatedModelError):
 
 
 GATED_MODELS: tuple[str, ...] = (
-    "black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-Kontext-dev", "black-forest-labs/FLUX.1-Krea-dev",
-    "black-forest-labs/FLUX.1-Fill-dev", "stabilityai/stable-diffusion-3-medium-diffusers",
-    "stabilityai/stable-diffusion-3.5-medium", "stabilityai/stable-diffusion-3.5-large",
+    "black-forest-labs/FLUX.1-dev",
+    "black-forest-labs/FLUX.1-Kontext-dev",
+    "black-forest-labs/FLUX.1-Krea-dev",
+    "black-forest-labs/FLUX.1-Fill-dev",
+    "stabilityai/stable-diffusion-3-medium-diffusers",
+    "stabilityai/stable-diffusion-3.5-medium",
+    "stabilityai/stable-diffusion-3.5-large",
 )
 """Hub pipelines whose files are gated behind a licence accepted on their hub page (as of 2026)."""
 
@@ -86,12 +90,16 @@ def default_device_and_dtype(
         raise InputError(f"unknown device {device!r}; fix: use 'cpu', 'cuda', 'cuda:0' or 'mps'") from None
     if isinstance(dtype, str):
         try:
-            dtype = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-                     "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+            dtype = {
+                "float32": torch.float32,
+                "fp32": torch.float32,
+                "float16": torch.float16,
+                "fp16": torch.float16,
+                "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16,
+            }[dtype]
         except KeyError:
-            raise InputError(
-                f"unknown dtype {dtype!r}; fix: use 'float32', 'float16' or 'bfloat16'"
-            ) from None
+            raise InputError(f"unknown dtype {dtype!r}; fix: use 'float32', 'float16' or 'bfloat16'") from None
     if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise InputError(f"dtype {dtype!r} cannot run a pipeline; fix: use 'float32', 'float16' or 'bfloat16'")
     if dtype is None:
@@ -165,8 +173,10 @@ def _check_local_folder(path: Path) -> None:
 def _resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
     """(what to pass to from_pretrained, whether it is a local folder)."""
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise InputError(f"name_or_path={name_or_path!r} is not a model name; fix: pass 'tiny', a hub id such as "
-                         "'stable-diffusion-v1-5/stable-diffusion-v1-5', or a folder saved with save_pretrained")
+        raise InputError(
+            f"name_or_path={name_or_path!r} is not a model name; fix: pass 'tiny', a hub id such as "
+            "'stable-diffusion-v1-5/stable-diffusion-v1-5', or a folder saved with save_pretrained"
+        )
     if str(name_or_path) == "tiny":
         try:
             from .tiny import pipeline_path
@@ -226,8 +236,10 @@ def load_pipeline(
     from diffusers import DiffusionPipeline
 
     if "use_safetensors" in kwargs and not kwargs.pop("use_safetensors"):
-        raise PickledWeightsError("diffkit loads safetensors only; use_safetensors=False is refused; fix: leave "
-                                 "use_safetensors out (a repository without safetensors: convert it once)")
+        raise PickledWeightsError(
+            "diffkit loads safetensors only; use_safetensors=False is refused; fix: leave "
+            "use_safetensors out (a repository without safetensors: convert it once)"
+        )
     device, dtype = default_device_and_dtype(device, dtype)
     source, is_local = _resolve(name_or_path)
     if local_files_only is None:
@@ -236,12 +248,18 @@ def load_pipeline(
         _check_local_folder(Path(source))
     try:
         pipe = DiffusionPipeline.from_pretrained(
-            source, dtype=dtype, use_safetensors=True, revision=revision, variant=variant,
-            local_files_only=local_files_only or is_local, **kwargs,
+            source,
+            dtype=dtype,
+            use_safetensors=True,
+            revision=revision,
+            variant=variant,
+            local_files_only=local_files_only or is_local,
+            **kwargs,
         )
     except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-        err = _load_error(e, name_or_path, source, is_local=is_local, local_files_only=local_files_only,
-                          revision=revision)
+        err = _load_error(
+            e, name_or_path, source, is_local=is_local, local_files_only=local_files_only, revision=revision
+        )
         if err is e:
             raise
         raise err from e
@@ -254,8 +272,9 @@ def load_pipeline(
     return pipe
 
 
-def _load_error(e: Exception, name_or_path: Any, source: str, *, is_local: bool, local_files_only: bool,
-                revision: str | None) -> BaseException:
+def _load_error(
+    e: Exception, name_or_path: Any, source: str, *, is_local: bool, local_files_only: bool, revision: str | None
+) -> BaseException:
     """diffkit's error for what ``from_pretrained`` raised (or *e* itself, when it is no loading failure)."""
     if not isinstance(e, OSError):
         if not is_local:
@@ -275,7 +294,11 @@ def _load_error(e: Exception, name_or_path: Any, source: str, *, is_local: bool,
             f"{source} is not a usable diffusers pipeline folder ({_one_line(e)}); fix: save the pipeline "
             "again with pipe.save_pretrained(folder), or pass a hub id"
         )
-    hint = "the hub is unreachable or offline mode is on" if local_files_only else "it could not be fetched from the Hugging Face hub"
+    hint = (
+        "the hub is unreachable or offline mode is on"
+        if local_files_only
+        else "it could not be fetched from the Hugging Face hub"
+    )
     gated = str(name_or_path) in GATED_MODELS or "gated" in msg or "401" in msg or "403" in msg
     if gated:
         return GatedPipelineError(

@@ -107,8 +107,7 @@ def plot_schedules(
     if axes[-1].get_legend() is not None:
         # (not sns.move_legend: it keeps every figure it touched alive)
         handles, labels = axes[-1].get_legend_handles_labels()
-        axes[-1].legend(handles, labels, title="schedule", loc="upper left", bbox_to_anchor=(1.02, 1),
-                        frameon=False)
+        axes[-1].legend(handles, labels, title="schedule", loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     return fig
 
 
@@ -189,8 +188,13 @@ def plot_two_pixel(
         ax1.scatter(pts[:, 0], pts[:, 1], s=5, color=cmap(j / max(1, len(timesteps) - 1)), label=f"t={t}")
     g = np.linspace(0, 2 * np.pi, 200)
     # N(0, I) lives in model units; in pixel units (x_px = 127.5·(x + 1)) its centre is 127.5 and σ = 127.5
-    ax1.plot(127.5 + 127.5 * 2 * np.cos(g), 127.5 + 127.5 * 2 * np.sin(g), "k--", lw=0.8,
-             label="N(0, I) in pixels: 2σ = 255 around 127.5")
+    ax1.plot(
+        127.5 + 127.5 * 2 * np.cos(g),
+        127.5 + 127.5 * 2 * np.sin(g),
+        "k--",
+        lw=0.8,
+        label="N(0, I) in pixels: 2σ = 255 around 127.5",
+    )
     ax1.plot(*start, "k*", ms=12)
     ax1.set_title(f"{ch.points.shape[1]} chains drift to N(0, I)")
     ax1.set_xlabel("pixel 1")
@@ -206,8 +210,9 @@ def _circle(center: np.ndarray, radius: float, alpha: float):
     return Circle(tuple(center), radius, color="tab:green", alpha=alpha, lw=0)
 
 
-def image_grid(images: Sequence[object], *, titles: Sequence[str] | None = None, ncols: int = 8,
-               panel_size: float = 1.4) -> Figure:
+def image_grid(
+    images: Sequence[object], *, titles: Sequence[str] | None = None, ncols: int = 8, panel_size: float = 1.4
+) -> Figure:
     """A grid of images (PIL, NumPy HWC uint8, or torch (3, H, W) in [−1, 1]) with optional titles."""
     if not images:
         raise InputError("no images to show")
@@ -228,7 +233,9 @@ def image_grid(images: Sequence[object], *, titles: Sequence[str] | None = None,
     return fig
 
 
-def plot_paint_drop(positions: np.ndarray, *, steps: Sequence[int] = (0, 10, 100, 400), step_size: float = 1.0) -> Figure:
+def plot_paint_drop(
+    positions: np.ndarray, *, steps: Sequence[int] = (0, 10, 100, 400), step_size: float = 1.0
+) -> Figure:
     """Snapshots of :func:`diffkit.toy.paint_drop`: the drop spreads, its width grows as √steps.
 
     Each panel draws the particles and a dashed circle of radius 2·step_size·√k (where about 86%
@@ -255,8 +262,9 @@ def plot_paint_drop(positions: np.ndarray, *, steps: Sequence[int] = (0, 10, 100
     return fig
 
 
-def plot_gaussian_bells(centre: float = 170.0, widths: Sequence[float] = (2.0, 5.0, 15.0), *,
-                        draws: Sequence[float] = (173.0, 190.0)) -> Figure:
+def plot_gaussian_bells(
+    centre: float = 170.0, widths: Sequence[float] = (2.0, 5.0, 15.0), *, draws: Sequence[float] = (173.0, 190.0)
+) -> Figure:
     """Gaussian bells around one pixel value: the narrower the bell, the likelier a draw near it.
 
     *draws* are marked green when within two widths of the centre for the narrowest bell (likely),
@@ -276,8 +284,13 @@ def plot_gaussian_bells(centre: float = 170.0, widths: Sequence[float] = (2.0, 5
     for d in draws:
         likely = abs(d - centre) <= 2 * w0
         ax.axvline(d, color="tab:green" if likely else "tab:red", ls=":", lw=1.5)
-        ax.text(d, ax.get_ylim()[1] * 0.9, f" {d:g} ({'likely' if likely else 'unlikely'})", fontsize=8,
-                color="tab:green" if likely else "tab:red")
+        ax.text(
+            d,
+            ax.get_ylim()[1] * 0.9,
+            f" {d:g} ({'likely' if likely else 'unlikely'})",
+            fontsize=8,
+            color="tab:green" if likely else "tab:red",
+        )
     ax.axvline(centre, color="k", lw=0.8)
     ax.set_xlabel("pixel value")
     ax.set_ylabel("density")
@@ -307,22 +320,44 @@ def plot_unet_anatomy(anatomy) -> Figure:
     for x, r in df.iterrows():
         y = -level[int(r.resolution.split("×")[0])]
         colour = colours.get(r.stage, "tab:blue" if r.stage.startswith("down") else "tab:orange")
-        ax.add_patch(Rectangle((x - 0.4, y - 0.3), 0.8, 0.6, color=colour, alpha=0.25 if "transformer" in r.kind else 0.5))
+        ax.add_patch(
+            Rectangle((x - 0.4, y - 0.3), 0.8, 0.6, color=colour, alpha=0.25 if "transformer" in r.kind else 0.5)
+        )
         ax.text(x, y, "T" if "transformer" in r.kind else str(r.channels), ha="center", va="center", fontsize=7)
         where[r.part] = (x, y)
         if r.skip_from:
             src = where[r.skip_from]
-            ax.add_patch(FancyArrowPatch((src[0], src[1] + 0.3), (x, y + 0.3), connectionstyle="arc3,rad=-0.25",
-                                         arrowstyle="->", ls="--", lw=0.8, color="tab:green", mutation_scale=8))
+            ax.add_patch(
+                FancyArrowPatch(
+                    (src[0], src[1] + 0.3),
+                    (x, y + 0.3),
+                    connectionstyle="arc3,rad=-0.25",
+                    arrowstyle="->",
+                    ls="--",
+                    lw=0.8,
+                    color="tab:green",
+                    mutation_scale=8,
+                )
+            )
     ax.set_yticks([-i for i in range(len(sides))], [f"{s}×{s}" for s in sides])
-    ax.set_xticks(range(len(df)), [p.replace("_blocks", "").replace("resnets", "res").replace("attentions", "attn")
-                                   .replace("samplers", "") for p in df.part], rotation=90, fontsize=6)
+    ax.set_xticks(
+        range(len(df)),
+        [
+            p.replace("_blocks", "").replace("resnets", "res").replace("attentions", "attn").replace("samplers", "")
+            for p in df.part
+        ],
+        rotation=90,
+        fontsize=6,
+    )
     ax.set_xlim(-0.7, len(df) - 0.3)
     ax.set_ylim(-len(sides) + 0.4, 1.6)  # room for the arcs over the top level
     ax.set_ylabel("feature map")
     text = anatomy.attrs.get("text")
-    ax.set_title(f"the U-Net, one call (t = {anatomy.attrs.get('timestep', 0):g}): numbers are channels, "
-                 f"T a transformer attending to the text {text}, dashed arcs skip connections", fontsize=8)
+    ax.set_title(
+        f"the U-Net, one call (t = {anatomy.attrs.get('timestep', 0):g}): numbers are channels, "
+        f"T a transformer attending to the text {text}, dashed arcs skip connections",
+        fontsize=8,
+    )
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return fig

@@ -60,9 +60,7 @@ __all__ = [
 
 def _check_T(num_train_timesteps: int) -> int:
     if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, (int, np.integer)):
-        raise InputError(
-            f"num_train_timesteps must be a whole number ≥ 2, got {num_train_timesteps!r}"
-        )
+        raise InputError(f"num_train_timesteps must be a whole number ≥ 2, got {num_train_timesteps!r}")
     if num_train_timesteps < 2:
         raise InputError(f"num_train_timesteps must be ≥ 2, got {num_train_timesteps}")
     return int(num_train_timesteps)
@@ -73,9 +71,7 @@ def _check_beta_range(beta_start: float, beta_end: float) -> None:
         if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 < v < 1.0):
             raise InputError(f"{name} must be a number in (0, 1), got {v!r}")
     if beta_start > beta_end:
-        raise InputError(
-            f"beta_start must not exceed beta_end, got {beta_start} > {beta_end}; swap them"
-        )
+        raise InputError(f"beta_start must not exceed beta_end, got {beta_start} > {beta_end}; swap them")
 
 
 def linear_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -134,9 +130,7 @@ def laplace_betas(num_train_timesteps: int = 1000, max_beta: float = 0.999) -> n
     return np.minimum(1.0 - alpha_bar((i + 1) / T) / alpha_bar(i / T), max_beta)
 
 
-def sigmoid_betas(
-    num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
-) -> np.ndarray:
+def sigmoid_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
     """Sigmoid schedule (GeoDiff, Xu et al. 2022), as diffusers implements it: β = β_start + (β_end − β_start)·sigmoid(linspace(−6, 6, T))."""
     T = _check_T(num_train_timesteps)
     _check_beta_range(beta_start, beta_end)
@@ -149,9 +143,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise InputError(f"n must be a whole number ≥ 2, got {n!r}")
     if not (0.0 < sigma_min < sigma_max):
-        raise InputError(
-            f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
-        )
+        raise InputError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
     if rho <= 0:
         raise InputError(f"rho must be > 0, got {rho!r}")
     ramp = np.linspace(0.0, 1.0, int(n), dtype=np.float64)
@@ -185,9 +177,7 @@ class NoiseSchedule:
         if not np.all(np.isfinite(b)):
             raise InputError("betas must be finite; found NaN or inf")
         if np.any(b <= 0) or np.any(b > 1):
-            raise InputError(
-                f"every beta must be in (0, 1], got min {b.min():g} and max {b.max():g}"
-            )
+            raise InputError(f"every beta must be in (0, 1], got min {b.min():g} and max {b.max():g}")
         return cls._from_alphas_cumprod(np.cumprod(1.0 - b), name=name, betas=b)
 
     @classmethod
@@ -360,9 +350,7 @@ def from_diffusers(scheduler_or_config: Any, name: str | None = None) -> NoiseSc
 
 def schedules_frame(schedules: Iterable[NoiseSchedule | str], **kwargs: Any) -> pd.DataFrame:
     """A tidy frame of several schedules: one row per (schedule, t). Strings are looked up."""
-    frames = [
-        (get_schedule(s, **kwargs) if isinstance(s, str) else s).to_frame() for s in schedules
-    ]
+    frames = [(get_schedule(s, **kwargs) if isinstance(s, str) else s).to_frame() for s in schedules]
     if not frames:
         raise InputError("give at least one schedule, e.g. ['linear', 'cosine']")
     return pd.concat(frames, ignore_index=True)

@@ -21,18 +21,47 @@ import torch
 
 __all__ = ["CAPTIONS", "flux_pipeline", "t5_tokenizer"]
 
-_PEOPLE = ("CEO", "software developer", "nurse", "lawyer", "pilot", "flight attendant", "taxi driver",
-           "firefighter", "electrician", "chef", "housekeeper", "teacher", "police officer", "pharmacist",
-           "person", "woman", "man", "doctor", "cat", "dog")
-_SCENES = ("a photo of a {}", "a photo of the face of a {}", "a {} at work", "a woman {}", "a man {}",
-           "a female {}", "a male {}", "a red circle and a {}", "a blue square beside a {}",
-           "a painting of a {} on a table")
+_PEOPLE = (
+    "CEO",
+    "software developer",
+    "nurse",
+    "lawyer",
+    "pilot",
+    "flight attendant",
+    "taxi driver",
+    "firefighter",
+    "electrician",
+    "chef",
+    "housekeeper",
+    "teacher",
+    "police officer",
+    "pharmacist",
+    "person",
+    "woman",
+    "man",
+    "doctor",
+    "cat",
+    "dog",
+)
+_SCENES = (
+    "a photo of a {}",
+    "a photo of the face of a {}",
+    "a {} at work",
+    "a woman {}",
+    "a man {}",
+    "a female {}",
+    "a male {}",
+    "a red circle and a {}",
+    "a blue square beside a {}",
+    "a painting of a {} on a table",
+)
 CAPTIONS: tuple[str, ...] = tuple(t.format(p) for t in _SCENES for p in _PEOPLE)
 """The corpus the tiny T5 tokenizer is trained on (200 captions)."""
 
 #: FLUX.1-dev's scheduler config (``scheduler/scheduler_config.json`` of black-forest-labs/FLUX.1-dev)
-DEV_SCHEDULER = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                     base_image_seq_len=256, max_image_seq_len=4096)
+DEV_SCHEDULER = dict(
+    shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+)
 #: FLUX.1-schnell's: no shifting
 SCHNELL_SCHEDULER = dict(shift=1.0, use_dynamic_shifting=False)
 
@@ -63,8 +92,14 @@ def t5_tokenizer(max_length: int = 512) -> Any:
     inner.normalizer = normalizers.NFKC()
     inner.pre_tokenizer = pre_tokenizers.Metaspace()
     inner.decoder = decoders.Metaspace()
-    return T5TokenizerFast(tokenizer_object=inner, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                           extra_ids=0, model_max_length=max_length)
+    return T5TokenizerFast(
+        tokenizer_object=inner,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_ids=0,
+        model_max_length=max_length,
+    )
 
 
 def flux_pipeline(seed: int, clip_tokenizer: Any, clip_encoder: Any, *, schnell: bool = False) -> Any:
@@ -80,27 +115,55 @@ def flux_pipeline(seed: int, clip_tokenizer: Any, clip_encoder: Any, *, schnell:
     tokenizer_2 = t5_tokenizer()
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
         guidance_embeds=not schnell,
     )
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(
-        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64),
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
-        latent_channels=1, use_quant_conv=False, use_post_quant_conv=False,
-        shift_factor=0.0609, scaling_factor=1.5035,
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        layers_per_block=1,
+        latent_channels=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
     )
     torch.manual_seed(seed + 3)
-    text_encoder_2 = T5EncoderModel(T5Config(
-        vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-    ))
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer_2),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
     for module in (transformer, vae, clip_encoder, text_encoder_2):
         module.eval()  # T5's dropout would otherwise make two identical calls differ
     scheduler = FlowMatchEulerDiscreteScheduler(**(SCHNELL_SCHEDULER if schnell else DEV_SCHEDULER))
     return FluxPipeline(
-        scheduler=scheduler, vae=vae, text_encoder=clip_encoder, tokenizer=clip_tokenizer,
-        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=clip_encoder,
+        tokenizer=clip_tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
     )

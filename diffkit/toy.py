@@ -37,6 +37,7 @@ __all__ = [
 TWO_PIXEL_IMAGE: tuple[int, int] = (170, 150)
 """The seed article's image: two grey pixels with values 170 and 150 (0–255)."""
 
+
 def pixels_to_model(pixels: Any) -> torch.Tensor:
     """Two-pixel images ``(..., 2)`` in 0–255 as float64 model values in [−1, 1] (the toy's units)."""
     p = torch.as_tensor(np.asarray(pixels, dtype=np.float64))
@@ -170,7 +171,9 @@ def paint_drop(n_particles: int = 2000, steps: int = 400, *, step_size: float = 
     return np.concatenate([np.zeros((1, n_particles, 2)), np.cumsum(kicks, axis=0)])
 
 
-def step_density(x_prev: np.ndarray | Sequence[float], t: int, schedule: NoiseSchedule | str = "linear") -> tuple[np.ndarray, float]:
+def step_density(
+    x_prev: np.ndarray | Sequence[float], t: int, schedule: NoiseSchedule | str = "linear"
+) -> tuple[np.ndarray, float]:
     """The bell of one Markov step: mean √α_t · x_{t−1} and standard deviation √β_t."""
     s = get_schedule(schedule)
     tt = int(s.check_timestep(t))

@@ -35,8 +35,9 @@ def _time_features(t: torch.Tensor, n: int, num_train_timesteps: int) -> torch.T
     SD's U-Net uses; t is rescaled to 0 … 1000 so any T gets the same frequencies."""
     from diffusers.models.embeddings import get_timestep_embedding
 
-    return get_timestep_embedding(t.float() * (1000.0 / num_train_timesteps), n, flip_sin_to_cos=False,
-                                  downscale_freq_shift=0)
+    return get_timestep_embedding(
+        t.float() * (1000.0 / num_train_timesteps), n, flip_sin_to_cos=False, downscale_freq_shift=0
+    )
 
 
 class _MLP(torch.nn.Module):
@@ -86,7 +87,11 @@ class ToyDenoiser:
 
         pixels = ((self.data + 1.0) * 127.5).tolist()
         return two_pixel_reverse(
-            pixels, self.schedule, n_chains=n_chains, seed=seed, eta=eta,
+            pixels,
+            self.schedule,
+            n_chains=n_chains,
+            seed=seed,
+            eta=eta,
             denoiser=lambda x, t: self.x0_hat(x, t),
         )
 

@@ -75,8 +75,17 @@ def ctrl_c(pipe) -> None:
         print("not interrupted")
     except KeyboardInterrupt:
         others = sorted({t.name for t in threading.enumerate()} - {"MainThread", "tqdm_monitor"})
-        print("interrupted", "running", ex.running, "records", len(ex.trajectory), "chain-running",
-              ex.chain.running, "threads", ",".join(others))
+        print(
+            "interrupted",
+            "running",
+            ex.running,
+            "records",
+            len(ex.trajectory),
+            "chain-running",
+            ex.chain.running,
+            "threads",
+            ",".join(others),
+        )
     ex.steps.value = 3
     ex.run(wait=True)
     print("second", len(ex.trajectory), ex.chain.done, "error", repr(ex.error.value))

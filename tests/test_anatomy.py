@@ -30,17 +30,32 @@ def test_the_table_follows_the_unet_down_middle_up(pipe):
     assert df.loc[df.part == "conv_in", "channels"].item() == cfg.block_out_channels[0]
     stages = list(dict.fromkeys(df.stage))
     n = len(cfg.block_out_channels)
-    assert stages == ["conditioning", "in", *[f"down {i}" for i in range(1, n + 1)], "middle",
-                      *[f"up {i}" for i in range(1, n + 1)], "out"]
+    assert stages == [
+        "conditioning",
+        "in",
+        *[f"down {i}" for i in range(1, n + 1)],
+        "middle",
+        *[f"up {i}" for i in range(1, n + 1)],
+        "out",
+    ]
     # each down level ends at its own width; the resolution halves between levels
     for i, ch in enumerate(cfg.block_out_channels):
         last = df[(df.stage == f"down {i + 1}") & df.part.str.contains("resnets")].iloc[-1]
         assert last.channels == ch and last.output[-1] == side >> i
     # every output the down path saves is concatenated once in the up path, channels and all
-    saved = [r.channels for r in df.itertuples() if r.part == "conv_in" or (
-        r.stage.startswith("down") and (".downsamplers." in r.part or (
-            ".resnets." in r.part and not ((df.part == r.part.replace("resnets", "attentions")).any()))
-            or ".attentions." in r.part))]
+    saved = [
+        r.channels
+        for r in df.itertuples()
+        if r.part == "conv_in"
+        or (
+            r.stage.startswith("down")
+            and (
+                ".downsamplers." in r.part
+                or (".resnets." in r.part and not ((df.part == r.part.replace("resnets", "attentions")).any()))
+                or ".attentions." in r.part
+            )
+        )
+    ]
     skips = [int(e.split(": ")[1].split(" ")[0]) for e in df.enters if e.startswith("skip connection")]
     assert sorted(skips) == sorted(saved) and len(skips) == len(pipe.unet.up_blocks) * (cfg.layers_per_block + 1)
     # and each concatenation adds up: the ResNet's input = what came before it + the named skip
@@ -56,8 +71,13 @@ def test_the_table_follows_the_unet_down_middle_up(pipe):
 
 def test_the_hooks_change_nothing(pipe):
     def run():
-        return pipe("a red circle", num_inference_steps=2, guidance_scale=1.0, output_type="latent",
-                    generator=torch.Generator().manual_seed(0)).images
+        return pipe(
+            "a red circle",
+            num_inference_steps=2,
+            guidance_scale=1.0,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(0),
+        ).images
 
     before = run()
     unet_anatomy(pipe)

@@ -59,6 +59,7 @@ def _kw(kw: dict) -> str:
     def show(v: Any) -> str:
         text = repr(v)
         return f"{type(v).__name__}()" if " at 0x" in text else text  # no memory address in the docs table
+
     return ", ".join(f"{k}={show(v)}" for k, v in kw.items())
 
 
@@ -138,8 +139,12 @@ _SPEC = [
     ("controls.templates", ["a {gender} {job}"], "controls.templates[0]", "unknown placeholder {job}"),
     ("controls.templates", [5], "controls.templates", "expected a list of strings"),
     ("controls.gender_words", {"female": ["woman"]}, "controls.gender_words", "expected keys female and male"),
-    ("controls.gender_words", {"female": ["w"], "male": ["m"], "other": ["x"]}, "controls.gender_words",
-     "expected keys female and male"),
+    (
+        "controls.gender_words",
+        {"female": ["w"], "male": ["m"], "other": ["x"]},
+        "controls.gender_words",
+        "expected keys female and male",
+    ),
     ("controls.gender_words", "woman", "controls.gender_words", "expected keys female and male"),
     ("controls.gender_words", {"female": [], "male": ["man"]}, "controls.gender_words.female", "empty list"),
     ("controls.images_per_prompt", 0, "controls.images_per_prompt", "out of range"),
@@ -239,12 +244,30 @@ _SPEC = [
     ("classifier.kind", "fairface", "classifier.kind", "unknown labeller kind"),
     ("classifier.gate", "maybe", "classifier.gate", "unknown gate"),
     ("classifier.gate", "faces", "classifier.detector", "missing"),
-    ("classifier", {"kind": "face_crop", "model": "pkg.mod:net", "detector": "pkg.mod:faces", "gate": "clip",
-                    "label_map": {"female": 1, "male": 0}}, "classifier.gate", "no CLIP person gate"),
-    ("classifier", {"kind": "face_crop", "model": "fairface", "detector": "pkg.mod:faces",
-                    "label_map": {"female": 1, "male": 0}}, "classifier.model", "not a 'module:callable' name"),
-    ("classifier", {"kind": "face_crop", "model": "pkg.mod:net", "detector": "pkg.mod:faces"},
-     "classifier.label_map", "needs female and male"),
+    (
+        "classifier",
+        {
+            "kind": "face_crop",
+            "model": "pkg.mod:net",
+            "detector": "pkg.mod:faces",
+            "gate": "clip",
+            "label_map": {"female": 1, "male": 0},
+        },
+        "classifier.gate",
+        "no CLIP person gate",
+    ),
+    (
+        "classifier",
+        {"kind": "face_crop", "model": "fairface", "detector": "pkg.mod:faces", "label_map": {"female": 1, "male": 0}},
+        "classifier.model",
+        "not a 'module:callable' name",
+    ),
+    (
+        "classifier",
+        {"kind": "face_crop", "model": "pkg.mod:net", "detector": "pkg.mod:faces"},
+        "classifier.label_map",
+        "needs female and male",
+    ),
     ("classifier.detector", "dlib", "classifier.detector", "not a 'module:callable' name"),
     ("classifier.detector", "../x.py:detect", "classifier.detector", "not a 'module:callable' name"),
     ("classifier.label_map", "x", "classifier.label_map", "expected a table"),
@@ -285,12 +308,11 @@ def _toml_value(v: Any) -> str:
     text = json.dumps(v)
     if len(text) <= 60:
         return text
-    return f"{text[:12]}…\" ({len(v)} characters)" if isinstance(v, str) else text[:57] + "…"
+    return f'{text[:12]}…" ({len(v)} characters)' if isinstance(v, str) else text[:57] + "…"
 
 
 SPEC_CASES = [
-    Case(f"spec-{i:03d}", f"`{path} = {_toml_value(v)}`", SpecError,
-         says, (path, v, key))
+    Case(f"spec-{i:03d}", f"`{path} = {_toml_value(v)}`", SpecError, says, (path, v, key))
     for i, (path, v, key, says) in enumerate(_SPEC)
 ]
 
@@ -322,14 +344,17 @@ def _file(text: bytes | None = None, *, kind: str = "file") -> Callable[[Path], 
         elif kind == "file":
             p.write_bytes(text)
         return p
+
     return make
 
 
 def _with_ref(csv: bytes) -> Callable[[Path], Path]:
     """A spec whose reference CSV holds *csv*."""
+
     def make(tmp: Path) -> Path:
         (tmp / "ref.csv").write_bytes(csv)
         return _file(b'[prompts]\ntemplates=["{occupation}"]\nreference="ref.csv"\n[pipeline]\nmodel="tiny"\n')(tmp)
+
     return make
 
 
@@ -339,34 +364,98 @@ FILE_CASES = [
     Case("file-syntax", "`[audit` (broken TOML)", SpecError, "not valid TOML", _file(b"[audit\nname = 1")),
     Case("file-binary", "bytes that are not UTF-8", SpecError, "not UTF-8 text", _file(b"\xff\xfe\x00bad")),
     Case("file-empty", "an empty file", SpecError, "[prompts]: missing table", _file(b"")),
-    Case("file-scalar-table", "`audit = 5`", SpecError, "audit: expected a table",
-         _file(b'audit = 5\n[prompts]\ntemplates=["{occupation}"]\n')),
-    Case("file-bad-ref-csv", "a reference CSV without its columns", SpecError, "lacks column(s)",
-         lambda tmp: (tmp / "ref.csv").write_text("job,share\nnurse,0.9\n") and _file(
-             b'[prompts]\ntemplates=["{occupation}"]\nreference="ref.csv"\n[pipeline]\nmodel="tiny"\n')(tmp)),
-    Case("file-ref-percent", "a reference CSV in percent (86.7)", SpecError, "fraction in [0, 1]",
-         lambda tmp: (tmp / "ref.csv").write_text("occupation,women_share\nnurse,86.7\n") and _file(
-             b'[prompts]\ntemplates=["{occupation}"]\nreference="ref.csv"\n[pipeline]\nmodel="tiny"\n')(tmp)),
-    Case("file-ref-empty", "an empty reference CSV (0 bytes)", SpecError, "is not a readable CSV table",
-         _with_ref(b"")),
-    Case("file-ref-binary", "a reference CSV of binary bytes", SpecError, "is not a readable CSV table",
-         _with_ref(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe" * 20)),
-    Case("file-ref-header-only", "a reference CSV with a header and no rows", SpecError, "has a header but no rows",
-         _with_ref(b"occupation,women_share,year,source\n")),
-    Case("file-ref-bad-year", "a reference CSV whose year is `twenty`", SpecError, "is not a year",
-         _with_ref(b"occupation,women_share,year,source\nnurse,0.867,twenty,BLS\n")),
-    Case("file-ref-odd-year", "a reference CSV whose year is 20210", SpecError, "not a plausible whole year",
-         _with_ref(b"occupation,women_share,year,source\nnurse,0.867,20210,BLS\n")),
-    Case("file-ref-ragged", "a reference CSV with a ragged row", SpecError, "is not a readable CSV table",
-         _with_ref(b"occupation,women_share\nnurse,0.867,1,2,3\n")),
-    Case("file-toml-nan", "`guidance_scale = nan` written in TOML", SpecError, "not a finite number",
-         _file(b'[prompts]\ntemplates=["{occupation}"]\nattributes.occupation=["nurse"]\n'
-               b'[pipeline]\nmodel="tiny"\nguidance_scale = nan\n')),
-    Case("file-toml-inf", "`person_threshold = inf` written in TOML", SpecError, "not a finite number",
-         _file(b'[prompts]\ntemplates=["{occupation}"]\nattributes.occupation=["nurse"]\n'
-               b'[pipeline]\nmodel="tiny"\n[classifier]\nperson_threshold = inf\n')),
-    Case("file-utf16", "a spec saved as UTF-16", SpecError, "not UTF-8 text",
-         _file('[pipeline]\nmodel="tiny"\n'.encode("utf-16"))),
+    Case(
+        "file-scalar-table",
+        "`audit = 5`",
+        SpecError,
+        "audit: expected a table",
+        _file(b'audit = 5\n[prompts]\ntemplates=["{occupation}"]\n'),
+    ),
+    Case(
+        "file-bad-ref-csv",
+        "a reference CSV without its columns",
+        SpecError,
+        "lacks column(s)",
+        lambda tmp: (
+            (tmp / "ref.csv").write_text("job,share\nnurse,0.9\n")
+            and _file(b'[prompts]\ntemplates=["{occupation}"]\nreference="ref.csv"\n[pipeline]\nmodel="tiny"\n')(tmp)
+        ),
+    ),
+    Case(
+        "file-ref-percent",
+        "a reference CSV in percent (86.7)",
+        SpecError,
+        "fraction in [0, 1]",
+        lambda tmp: (
+            (tmp / "ref.csv").write_text("occupation,women_share\nnurse,86.7\n")
+            and _file(b'[prompts]\ntemplates=["{occupation}"]\nreference="ref.csv"\n[pipeline]\nmodel="tiny"\n')(tmp)
+        ),
+    ),
+    Case(
+        "file-ref-empty", "an empty reference CSV (0 bytes)", SpecError, "is not a readable CSV table", _with_ref(b"")
+    ),
+    Case(
+        "file-ref-binary",
+        "a reference CSV of binary bytes",
+        SpecError,
+        "is not a readable CSV table",
+        _with_ref(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe" * 20),
+    ),
+    Case(
+        "file-ref-header-only",
+        "a reference CSV with a header and no rows",
+        SpecError,
+        "has a header but no rows",
+        _with_ref(b"occupation,women_share,year,source\n"),
+    ),
+    Case(
+        "file-ref-bad-year",
+        "a reference CSV whose year is `twenty`",
+        SpecError,
+        "is not a year",
+        _with_ref(b"occupation,women_share,year,source\nnurse,0.867,twenty,BLS\n"),
+    ),
+    Case(
+        "file-ref-odd-year",
+        "a reference CSV whose year is 20210",
+        SpecError,
+        "not a plausible whole year",
+        _with_ref(b"occupation,women_share,year,source\nnurse,0.867,20210,BLS\n"),
+    ),
+    Case(
+        "file-ref-ragged",
+        "a reference CSV with a ragged row",
+        SpecError,
+        "is not a readable CSV table",
+        _with_ref(b"occupation,women_share\nnurse,0.867,1,2,3\n"),
+    ),
+    Case(
+        "file-toml-nan",
+        "`guidance_scale = nan` written in TOML",
+        SpecError,
+        "not a finite number",
+        _file(
+            b'[prompts]\ntemplates=["{occupation}"]\nattributes.occupation=["nurse"]\n'
+            b'[pipeline]\nmodel="tiny"\nguidance_scale = nan\n'
+        ),
+    ),
+    Case(
+        "file-toml-inf",
+        "`person_threshold = inf` written in TOML",
+        SpecError,
+        "not a finite number",
+        _file(
+            b'[prompts]\ntemplates=["{occupation}"]\nattributes.occupation=["nurse"]\n'
+            b'[pipeline]\nmodel="tiny"\n[classifier]\nperson_threshold = inf\n'
+        ),
+    ),
+    Case(
+        "file-utf16",
+        "a spec saved as UTF-16",
+        SpecError,
+        "not UTF-8 text",
+        _file('[pipeline]\nmodel="tiny"\n'.encode("utf-16")),
+    ),
 ]
 
 
@@ -535,8 +624,9 @@ def _rf_long_template(tmp):
     from diffkit.audit.generate import check_prompt_lengths
     from diffkit.pipeline import load_pipeline
 
-    spec = parse_spec(_set(BASE, "prompts.templates", ["a photo of " + "very " * 80 + "{a_occupation}"]),
-                      source="long.toml")
+    spec = parse_spec(
+        _set(BASE, "prompts.templates", ["a photo of " + "very " * 80 + "{a_occupation}"]), source="long.toml"
+    )
     check_prompt_lengths(spec, load_pipeline("tiny", device="cpu").tokenizer)
 
 
@@ -552,6 +642,7 @@ def _rf_path(path: str):
         r = _fresh_run(tmp)
         _edit_ledger(r, "UPDATE images SET path = ?, status = 'pending' WHERE prompt_id = 0 AND image_index = 0", path)
         prepare_run(_spec(), r)  # what `audit run` does first on a folder it resumes
+
     return run
 
 
@@ -563,8 +654,11 @@ def _rf_seed_edited(tmp):
 
 def _rf_row_added(tmp):
     r = _fresh_run(tmp)
-    _edit_ledger(r, "INSERT INTO images (prompt_id, image_index, prompt, seed, path, batch) VALUES "
-                    "(0, 99, 'a photo of a nurse', 1, 'images/0000/0099.png', 0)")
+    _edit_ledger(
+        r,
+        "INSERT INTO images (prompt_id, image_index, prompt, seed, path, batch) VALUES "
+        "(0, 99, 'a photo of a nurse', 1, 'images/0000/0099.png', 0)",
+    )
     prepare_run(_spec(), r)
 
 
@@ -572,8 +666,10 @@ def _rf_score_edited(tmp):
     from diffkit.audit import score_images
 
     r = _fresh_run(tmp)
-    _edit_ledger(r, "UPDATE images SET path = '/etc/passwd', status = 'done', sha256 = 'x' "
-                    "WHERE prompt_id = 0 AND image_index = 0")
+    _edit_ledger(
+        r,
+        "UPDATE images SET path = '/etc/passwd', status = 'done', sha256 = 'x' WHERE prompt_id = 0 AND image_index = 0",
+    )
     score_images(_spec(), r, progress=False)
 
 
@@ -604,53 +700,144 @@ def _rf_report_empty(tmp):
 
 RUN_CASES = [
     Case("run-empty", "`audit report` of an empty folder", RunFolderError, "not an audit run folder", _rf_empty),
-    Case("run-spec-only", "a folder with spec.json and no ledger", RunFolderError, "has spec.json but no ledger",
-         _rf_spec_only),
+    Case(
+        "run-spec-only",
+        "a folder with spec.json and no ledger",
+        RunFolderError,
+        "has spec.json but no ledger",
+        _rf_spec_only,
+    ),
     Case("run-garbage-ledger", "ledger.sqlite that is not SQLite", RunFolderError, "not a diffkit ledger", _rf_garbage),
     Case("run-foreign-ledger", "ledger.sqlite of another program", RunFolderError, "lacks", _rf_other_schema),
     Case("run-no-spec", "a ledger that never recorded a spec", RunFolderError, "holds no spec", _rf_no_spec),
-    Case("run-damaged-spec", "a ledger whose stored spec lacks keys", RunFolderError, "stored spec is damaged",
-         _rf_damaged_spec),
-    Case("run-edited-spec", "spec.json edited after the run (an occupation added)", RunMismatchError,
-         "differs from the spec this run was generated with", _rf_edited),
+    Case(
+        "run-damaged-spec",
+        "a ledger whose stored spec lacks keys",
+        RunFolderError,
+        "stored spec is damaged",
+        _rf_damaged_spec,
+    ),
+    Case(
+        "run-edited-spec",
+        "spec.json edited after the run (an occupation added)",
+        RunMismatchError,
+        "differs from the spec this run was generated with",
+        _rf_edited,
+    ),
     Case("run-spec-not-json", "spec.json that is not JSON", RunMismatchError, "not valid JSON", _rf_not_json),
-    Case("run-foreign-folder", "`--out` a folder of other files", RunMismatchError, "holds no audit ledger",
-         _rf_foreign),
-    Case("run-other-spec", "`--out` a run of another spec", RunMismatchError, "holds a run of another spec",
-         _rf_other_spec),
-    Case("run-other-weights", "the model's weights changed between two halves of a run", RunMismatchError,
-         "generated with other weights", _rf_other_weights),
+    Case(
+        "run-foreign-folder", "`--out` a folder of other files", RunMismatchError, "holds no audit ledger", _rf_foreign
+    ),
+    Case(
+        "run-other-spec",
+        "`--out` a run of another spec",
+        RunMismatchError,
+        "holds a run of another spec",
+        _rf_other_spec,
+    ),
+    Case(
+        "run-other-weights",
+        "the model's weights changed between two halves of a run",
+        RunMismatchError,
+        "generated with other weights",
+        _rf_other_weights,
+    ),
     Case("run-busy", "a second run on a folder in use", RunBusyError, "in use by another diffkit run", _rf_busy),
-    Case("run-busy-report", "`audit report` of a folder another process generates into", RunBusyError,
-         "generating images since", _rf_busy_report),
-    Case("run-busy-score", "`score_images` of a folder another process generates into", RunBusyError,
-         "in use by another diffkit run (pid", _rf_busy_score),
-    Case("run-score-not-a-run", "`score_images` of a folder that is not a run", RunFolderError,
-         "not an audit run folder", _rf_score_not_a_run),
-    Case("run-out-is-file", "`--out` an existing file", RunFolderError, "exists and is not a folder",
-         _rf_out_is_file),
-    Case("run-out-under-file", "`--out` a path below a file", RunFolderError, "part of its path is a file",
-         _rf_out_under_file),
-    Case("run-long-template", "a template longer than the text encoder reads", SpecError,
-         "over the text encoder's limit", _rf_long_template),
-    Case("run-ledger-escapes", "a ledger row's path set to `../../x.png` (pending), then `audit run`",
-         RunMismatchError, "outside the run folder", _rf_path("../../x.png")),
-    Case("run-ledger-absolute", "a ledger row's path set to `/tmp/x.png`, then `audit run`", RunMismatchError,
-         "outside the run folder", _rf_path("/tmp/x.png")),
-    Case("run-ledger-other-path", "a ledger row's path set to another image's", RunMismatchError,
-         "whose path is not the spec's", _rf_path("images/0000/0001.png")),
-    Case("run-ledger-seed", "a ledger row's seed edited by hand", RunMismatchError, "whose seed is not the spec's",
-         _rf_seed_edited),
-    Case("run-ledger-row-added", "a ledger row added by hand", RunMismatchError, "the spec does not make",
-         _rf_row_added),
-    Case("run-ledger-score-escapes", "scoring a run whose ledger names `/etc/passwd`", RunMismatchError,
-         "outside the run folder", _rf_score_edited),
-    Case("run-stored-spec-nan", "a run folder whose stored spec has `guidance_scale` NaN", RunFolderError,
-         "not a finite number", _rf_stored_nan),
-    Case("run-cache-damaged", "a damaged `cache/embeddings.sqlite`", CacheDamagedError,
-         "the run's images and ledger are fine", _rf_cache_damaged),
-    Case("run-report-empty", "`audit report` of a run with no finished image", StateError,
-         "no finished audit image to report yet", _rf_report_empty),
+    Case(
+        "run-busy-report",
+        "`audit report` of a folder another process generates into",
+        RunBusyError,
+        "generating images since",
+        _rf_busy_report,
+    ),
+    Case(
+        "run-busy-score",
+        "`score_images` of a folder another process generates into",
+        RunBusyError,
+        "in use by another diffkit run (pid",
+        _rf_busy_score,
+    ),
+    Case(
+        "run-score-not-a-run",
+        "`score_images` of a folder that is not a run",
+        RunFolderError,
+        "not an audit run folder",
+        _rf_score_not_a_run,
+    ),
+    Case("run-out-is-file", "`--out` an existing file", RunFolderError, "exists and is not a folder", _rf_out_is_file),
+    Case(
+        "run-out-under-file",
+        "`--out` a path below a file",
+        RunFolderError,
+        "part of its path is a file",
+        _rf_out_under_file,
+    ),
+    Case(
+        "run-long-template",
+        "a template longer than the text encoder reads",
+        SpecError,
+        "over the text encoder's limit",
+        _rf_long_template,
+    ),
+    Case(
+        "run-ledger-escapes",
+        "a ledger row's path set to `../../x.png` (pending), then `audit run`",
+        RunMismatchError,
+        "outside the run folder",
+        _rf_path("../../x.png"),
+    ),
+    Case(
+        "run-ledger-absolute",
+        "a ledger row's path set to `/tmp/x.png`, then `audit run`",
+        RunMismatchError,
+        "outside the run folder",
+        _rf_path("/tmp/x.png"),
+    ),
+    Case(
+        "run-ledger-other-path",
+        "a ledger row's path set to another image's",
+        RunMismatchError,
+        "whose path is not the spec's",
+        _rf_path("images/0000/0001.png"),
+    ),
+    Case(
+        "run-ledger-seed",
+        "a ledger row's seed edited by hand",
+        RunMismatchError,
+        "whose seed is not the spec's",
+        _rf_seed_edited,
+    ),
+    Case(
+        "run-ledger-row-added", "a ledger row added by hand", RunMismatchError, "the spec does not make", _rf_row_added
+    ),
+    Case(
+        "run-ledger-score-escapes",
+        "scoring a run whose ledger names `/etc/passwd`",
+        RunMismatchError,
+        "outside the run folder",
+        _rf_score_edited,
+    ),
+    Case(
+        "run-stored-spec-nan",
+        "a run folder whose stored spec has `guidance_scale` NaN",
+        RunFolderError,
+        "not a finite number",
+        _rf_stored_nan,
+    ),
+    Case(
+        "run-cache-damaged",
+        "a damaged `cache/embeddings.sqlite`",
+        CacheDamagedError,
+        "the run's images and ledger are fine",
+        _rf_cache_damaged,
+    ),
+    Case(
+        "run-report-empty",
+        "`audit report` of a run with no finished image",
+        StateError,
+        "no finished audit image to report yet",
+        _rf_report_empty,
+    ),
 ]
 
 
@@ -699,86 +886,273 @@ def _cli_edited_spec(tmp):
 
 
 CLI_CASES = [
-    Case("cli-no-spec", "`diffkit audit run nope.toml`", SpecError, "no such spec file",
-         lambda tmp: ["audit", "run", str(tmp / "nope.toml")]),
-    Case("cli-bad-toml", "`diffkit audit run` of broken TOML", SpecError, "not valid TOML",
-         lambda tmp: ["audit", "run", _toml(tmp, "[audit\n")]),
-    Case("cli-name-traversal", '`diffkit audit run` with `audit.name = "../../x"`', SpecError,
-         "not a plain folder name",
-         lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML.replace('"cli"', '"../../x"'))]),
-    Case("cli-unknown-key", "`diffkit audit run` with an unknown key", SpecError, "unknown key",
-         lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML.replace("steps = 1", "step = 1"))]),
-    Case("cli-clip-offline", "`diffkit audit run` whose CLIP judge is not available", ModelUnavailableError,
-         "could not load the CLIP judge",
-         lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML + '[classifier]\nmodel = "ViT-B-32"\n'
-                                            'pretrained = "no-such-weights"\n')]),
-    Case("cli-model-folder", "`diffkit audit run --model` a folder that does not exist", ModelUnavailableError,
-         "no such folder",
-         lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML), "--model", str(tmp / "no" / "model"),
-                      "--out", str(tmp / "o"), "--no-progress"]),
-    Case("cli-model-not-cached", "`diffkit audit run --model` a hub id that is not cached, offline",
-         ModelUnavailableError, "hf download",
-         lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML), "--model", "diffkit-nobody/not-cached",
-                      "--out", str(tmp / "o"), "--no-progress"]),
-    Case("cli-out-file", "`diffkit audit run --out` an existing file", RunFolderError, "exists and is not a folder",
-         lambda tmp: (tmp / "f").write_text("x") and ["audit", "run", _toml(tmp, _GOOD_TOML), "--out",
-                                                      str(tmp / "f"), "--no-progress"]),
-    Case("cli-report-missing", "`diffkit audit report` of a folder that does not exist", RunFolderError,
-         "not an audit run folder", lambda tmp: ["audit", "report", str(tmp / "nope")]),
-    Case("cli-report-garbage", "`diffkit audit report` of a garbage ledger", RunFolderError,
-         "not a diffkit ledger", _cli_garbage_ledger),
-    Case("cli-report-edited", "`diffkit audit report` after spec.json was edited", RunMismatchError,
-         "differs from the spec", _cli_edited_spec),
-    Case("cli-compare-missing", "`diffkit audit compare` of folders that do not exist", RunFolderError,
-         "not an audit run folder", lambda tmp: ["audit", "compare", str(tmp / "a"), str(tmp / "b")]),
-    Case("cli-demo-out-file", "`diffkit demo --out` below an existing file", OutputExistsError, "a file is in the way",
-         lambda tmp: (tmp / "f").write_text("x") and ["demo", "--no-model", "--out", str(tmp / "f" / "d")]),
-    Case("cli-unet-out-file", "`diffkit unet --out` below an existing file", OutputExistsError, "a file is in the way",
-         lambda tmp: (tmp / "f").write_text("x") and ["unet", "--out", str(tmp / "f" / "d")]),
-    Case("cli-reverse-out-file", "`diffkit reverse --out` below an existing file", OutputExistsError,
-         "a file is in the way",
-         lambda tmp: (tmp / "f").write_text("x") and ["reverse", "a red circle", "--out", str(tmp / "f" / "d")]),
-    Case("cli-compare-out-file", "`diffkit audit compare --out` an existing file", OutputExistsError,
-         "a file is in the way",
-         lambda tmp: (tmp / "f").write_text("x") and ["audit", "compare", "a", "b", "--out", str(tmp / "f")]),
-    Case("cli-audit-nan", "`diffkit audit run` of a spec with `guidance_scale = nan`", SpecError, "not a finite number",
-         lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML + "guidance_scale = nan\n")]),
-    Case("cli-audit-huge", "`diffkit audit run` of a spec with `images_per_prompt = 1000000000`", SpecError,
-         "out of range", lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML.replace("images_per_prompt = 1",
-                                                                                      "images_per_prompt = 1000000000"))]),
-    Case("cli-audit-utf16", "`diffkit audit run` of a UTF-16 spec", SpecError, "not UTF-8 text",
-         lambda tmp: ["audit", "run", str((tmp / "s.toml").write_bytes(_GOOD_TOML.encode("utf-16")) and tmp / "s.toml")]),
-    Case("cli-plan-none", "`diffkit audit plan` with no goal", InputError, "give exactly one goal",
-         lambda tmp: ["audit", "plan"]),
-    Case("cli-plan-both", "`diffkit audit plan --half-width 0.1 --power 0.8`", InputError, "give exactly one goal",
-         lambda tmp: ["audit", "plan", "--half-width", "0.1", "--power", "0.8"]),
-    Case("cli-plan-tiny-width", "`diffkit audit plan --half-width 0.001`", InputError, "needs more than 100,000",
-         lambda tmp: ["audit", "plan", "--half-width", "0.001"]),
-    Case("cli-plan-huge-power", "`diffkit audit plan --power 0.999999 --imbalance 0.001`", InputError,
-         "more than 100,000 labelled images", lambda tmp: ["audit", "plan", "--power", "0.999999", "--imbalance", "0.001"]),
-    Case("cli-plan-nan-width", "`diffkit audit plan --half-width nan`", InputError, "half_width must be in (0, 0.5)",
-         lambda tmp: ["audit", "plan", "--half-width", "nan"]),
-    Case("cli-plan-nan-ci", "`diffkit audit plan --half-width 0.1 --ci nan`", InputError, "ci=nan is not a finite number",
-         lambda tmp: ["audit", "plan", "--half-width", "0.1", "--ci", "nan"]),
-    Case("cli-plan-no-imbalance", "`diffkit audit plan --power 0.8`", InputError, "power needs imbalance",
-         lambda tmp: ["audit", "plan", "--power", "0.8"]),
-    Case("cli-plan-rate", "`diffkit audit plan --half-width 0.1 --unlabelled-rate 1`", InputError,
-         "unlabelled_rate must be in [0, 1)", lambda tmp: ["audit", "plan", "--half-width", "0.1", "--unlabelled-rate", "1"]),
-    Case("cli-reverse-steps-zero", "`diffkit reverse --steps 0`", InputError, "steps=0 is out of range",
-         lambda tmp: ["reverse", "a red circle", "--steps", "0", "--out", str(tmp / "o")]),
-    Case("cli-reverse-steps-past-T", "`diffkit reverse --steps 5000`", InputError,
-         "more than the 1000 timesteps", lambda tmp: ["reverse", "a red circle", "--steps", "5000", "--out", str(tmp / "o")]),
-    Case("cli-reverse-pndm-past-T", "`diffkit reverse --steps 1001 --scheduler pndm`", InputError,
-         "PNDMScheduler: past them",
-         lambda tmp: ["reverse", "a red circle", "--steps", "1001", "--scheduler", "pndm", "--out", str(tmp / "o")]),
-    Case("cli-reverse-seed", "`diffkit reverse --seed -1`", InputError, "seed=-1 is out of range",
-         lambda tmp: ["reverse", "a red circle", "--seed", "-1", "--out", str(tmp / "o")]),
-    Case("cli-reverse-nan", "`diffkit reverse --guidance-scale nan`", InputError, "guidance_scale must be ≥ 0",
-         lambda tmp: ["reverse", "a red circle", "--guidance-scale", "nan", "--out", str(tmp / "o")]),
-    Case("cli-reverse-size", "`diffkit reverse --height 33 --width 32`", InputError, "not a multiple of the VAE factor",
-         lambda tmp: ["reverse", "a red circle", "--height", "33", "--width", "32", "--out", str(tmp / "o")]),
-    Case("cli-reverse-model", "`diffkit reverse --model ./nope`", ModelUnavailableError, "no such folder",
-         lambda tmp: ["reverse", "a red circle", "--model", "./nope", "--out", str(tmp / "o")]),
+    Case(
+        "cli-no-spec",
+        "`diffkit audit run nope.toml`",
+        SpecError,
+        "no such spec file",
+        lambda tmp: ["audit", "run", str(tmp / "nope.toml")],
+    ),
+    Case(
+        "cli-bad-toml",
+        "`diffkit audit run` of broken TOML",
+        SpecError,
+        "not valid TOML",
+        lambda tmp: ["audit", "run", _toml(tmp, "[audit\n")],
+    ),
+    Case(
+        "cli-name-traversal",
+        '`diffkit audit run` with `audit.name = "../../x"`',
+        SpecError,
+        "not a plain folder name",
+        lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML.replace('"cli"', '"../../x"'))],
+    ),
+    Case(
+        "cli-unknown-key",
+        "`diffkit audit run` with an unknown key",
+        SpecError,
+        "unknown key",
+        lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML.replace("steps = 1", "step = 1"))],
+    ),
+    Case(
+        "cli-clip-offline",
+        "`diffkit audit run` whose CLIP judge is not available",
+        ModelUnavailableError,
+        "could not load the CLIP judge",
+        lambda tmp: [
+            "audit",
+            "run",
+            _toml(tmp, _GOOD_TOML + '[classifier]\nmodel = "ViT-B-32"\npretrained = "no-such-weights"\n'),
+        ],
+    ),
+    Case(
+        "cli-model-folder",
+        "`diffkit audit run --model` a folder that does not exist",
+        ModelUnavailableError,
+        "no such folder",
+        lambda tmp: [
+            "audit",
+            "run",
+            _toml(tmp, _GOOD_TOML),
+            "--model",
+            str(tmp / "no" / "model"),
+            "--out",
+            str(tmp / "o"),
+            "--no-progress",
+        ],
+    ),
+    Case(
+        "cli-model-not-cached",
+        "`diffkit audit run --model` a hub id that is not cached, offline",
+        ModelUnavailableError,
+        "hf download",
+        lambda tmp: [
+            "audit",
+            "run",
+            _toml(tmp, _GOOD_TOML),
+            "--model",
+            "diffkit-nobody/not-cached",
+            "--out",
+            str(tmp / "o"),
+            "--no-progress",
+        ],
+    ),
+    Case(
+        "cli-out-file",
+        "`diffkit audit run --out` an existing file",
+        RunFolderError,
+        "exists and is not a folder",
+        lambda tmp: (
+            (tmp / "f").write_text("x")
+            and ["audit", "run", _toml(tmp, _GOOD_TOML), "--out", str(tmp / "f"), "--no-progress"]
+        ),
+    ),
+    Case(
+        "cli-report-missing",
+        "`diffkit audit report` of a folder that does not exist",
+        RunFolderError,
+        "not an audit run folder",
+        lambda tmp: ["audit", "report", str(tmp / "nope")],
+    ),
+    Case(
+        "cli-report-garbage",
+        "`diffkit audit report` of a garbage ledger",
+        RunFolderError,
+        "not a diffkit ledger",
+        _cli_garbage_ledger,
+    ),
+    Case(
+        "cli-report-edited",
+        "`diffkit audit report` after spec.json was edited",
+        RunMismatchError,
+        "differs from the spec",
+        _cli_edited_spec,
+    ),
+    Case(
+        "cli-compare-missing",
+        "`diffkit audit compare` of folders that do not exist",
+        RunFolderError,
+        "not an audit run folder",
+        lambda tmp: ["audit", "compare", str(tmp / "a"), str(tmp / "b")],
+    ),
+    Case(
+        "cli-demo-out-file",
+        "`diffkit demo --out` below an existing file",
+        OutputExistsError,
+        "a file is in the way",
+        lambda tmp: (tmp / "f").write_text("x") and ["demo", "--no-model", "--out", str(tmp / "f" / "d")],
+    ),
+    Case(
+        "cli-unet-out-file",
+        "`diffkit unet --out` below an existing file",
+        OutputExistsError,
+        "a file is in the way",
+        lambda tmp: (tmp / "f").write_text("x") and ["unet", "--out", str(tmp / "f" / "d")],
+    ),
+    Case(
+        "cli-reverse-out-file",
+        "`diffkit reverse --out` below an existing file",
+        OutputExistsError,
+        "a file is in the way",
+        lambda tmp: (tmp / "f").write_text("x") and ["reverse", "a red circle", "--out", str(tmp / "f" / "d")],
+    ),
+    Case(
+        "cli-compare-out-file",
+        "`diffkit audit compare --out` an existing file",
+        OutputExistsError,
+        "a file is in the way",
+        lambda tmp: (tmp / "f").write_text("x") and ["audit", "compare", "a", "b", "--out", str(tmp / "f")],
+    ),
+    Case(
+        "cli-audit-nan",
+        "`diffkit audit run` of a spec with `guidance_scale = nan`",
+        SpecError,
+        "not a finite number",
+        lambda tmp: ["audit", "run", _toml(tmp, _GOOD_TOML + "guidance_scale = nan\n")],
+    ),
+    Case(
+        "cli-audit-huge",
+        "`diffkit audit run` of a spec with `images_per_prompt = 1000000000`",
+        SpecError,
+        "out of range",
+        lambda tmp: [
+            "audit",
+            "run",
+            _toml(tmp, _GOOD_TOML.replace("images_per_prompt = 1", "images_per_prompt = 1000000000")),
+        ],
+    ),
+    Case(
+        "cli-audit-utf16",
+        "`diffkit audit run` of a UTF-16 spec",
+        SpecError,
+        "not UTF-8 text",
+        lambda tmp: ["audit", "run", str((tmp / "s.toml").write_bytes(_GOOD_TOML.encode("utf-16")) and tmp / "s.toml")],
+    ),
+    Case(
+        "cli-plan-none",
+        "`diffkit audit plan` with no goal",
+        InputError,
+        "give exactly one goal",
+        lambda tmp: ["audit", "plan"],
+    ),
+    Case(
+        "cli-plan-both",
+        "`diffkit audit plan --half-width 0.1 --power 0.8`",
+        InputError,
+        "give exactly one goal",
+        lambda tmp: ["audit", "plan", "--half-width", "0.1", "--power", "0.8"],
+    ),
+    Case(
+        "cli-plan-tiny-width",
+        "`diffkit audit plan --half-width 0.001`",
+        InputError,
+        "needs more than 100,000",
+        lambda tmp: ["audit", "plan", "--half-width", "0.001"],
+    ),
+    Case(
+        "cli-plan-huge-power",
+        "`diffkit audit plan --power 0.999999 --imbalance 0.001`",
+        InputError,
+        "more than 100,000 labelled images",
+        lambda tmp: ["audit", "plan", "--power", "0.999999", "--imbalance", "0.001"],
+    ),
+    Case(
+        "cli-plan-nan-width",
+        "`diffkit audit plan --half-width nan`",
+        InputError,
+        "half_width must be in (0, 0.5)",
+        lambda tmp: ["audit", "plan", "--half-width", "nan"],
+    ),
+    Case(
+        "cli-plan-nan-ci",
+        "`diffkit audit plan --half-width 0.1 --ci nan`",
+        InputError,
+        "ci=nan is not a finite number",
+        lambda tmp: ["audit", "plan", "--half-width", "0.1", "--ci", "nan"],
+    ),
+    Case(
+        "cli-plan-no-imbalance",
+        "`diffkit audit plan --power 0.8`",
+        InputError,
+        "power needs imbalance",
+        lambda tmp: ["audit", "plan", "--power", "0.8"],
+    ),
+    Case(
+        "cli-plan-rate",
+        "`diffkit audit plan --half-width 0.1 --unlabelled-rate 1`",
+        InputError,
+        "unlabelled_rate must be in [0, 1)",
+        lambda tmp: ["audit", "plan", "--half-width", "0.1", "--unlabelled-rate", "1"],
+    ),
+    Case(
+        "cli-reverse-steps-zero",
+        "`diffkit reverse --steps 0`",
+        InputError,
+        "steps=0 is out of range",
+        lambda tmp: ["reverse", "a red circle", "--steps", "0", "--out", str(tmp / "o")],
+    ),
+    Case(
+        "cli-reverse-steps-past-T",
+        "`diffkit reverse --steps 5000`",
+        InputError,
+        "more than the 1000 timesteps",
+        lambda tmp: ["reverse", "a red circle", "--steps", "5000", "--out", str(tmp / "o")],
+    ),
+    Case(
+        "cli-reverse-pndm-past-T",
+        "`diffkit reverse --steps 1001 --scheduler pndm`",
+        InputError,
+        "PNDMScheduler: past them",
+        lambda tmp: ["reverse", "a red circle", "--steps", "1001", "--scheduler", "pndm", "--out", str(tmp / "o")],
+    ),
+    Case(
+        "cli-reverse-seed",
+        "`diffkit reverse --seed -1`",
+        InputError,
+        "seed=-1 is out of range",
+        lambda tmp: ["reverse", "a red circle", "--seed", "-1", "--out", str(tmp / "o")],
+    ),
+    Case(
+        "cli-reverse-nan",
+        "`diffkit reverse --guidance-scale nan`",
+        InputError,
+        "guidance_scale must be ≥ 0",
+        lambda tmp: ["reverse", "a red circle", "--guidance-scale", "nan", "--out", str(tmp / "o")],
+    ),
+    Case(
+        "cli-reverse-size",
+        "`diffkit reverse --height 33 --width 32`",
+        InputError,
+        "not a multiple of the VAE factor",
+        lambda tmp: ["reverse", "a red circle", "--height", "33", "--width", "32", "--out", str(tmp / "o")],
+    ),
+    Case(
+        "cli-reverse-model",
+        "`diffkit reverse --model ./nope`",
+        ModelUnavailableError,
+        "no such folder",
+        lambda tmp: ["reverse", "a red circle", "--model", "./nope", "--out", str(tmp / "o")],
+    ),
 ]
 
 
@@ -824,8 +1198,10 @@ def test_unexpected_errors_say_how_to_report_them(capsys, monkeypatch):
     assert main(["demo", "--no-model"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "Traceback (most recent call last):" and "ZeroDivisionError: division by zero" in err
-    assert err[-1].startswith("diffkit demo: error: unexpected ZeroDivisionError: division by zero; this is a bug "
-                              "in diffkit, please report it")
+    assert err[-1].startswith(
+        "diffkit demo: error: unexpected ZeroDivisionError: division by zero; this is a bug "
+        "in diffkit, please report it"
+    )
 
 
 # --------------------------------------------------------------------------- ReverseChain
@@ -878,8 +1254,7 @@ _REVERSE = [
 
 
 REVERSE_CASES = [
-    Case(f"reverse-{name}", f"`ReverseChain(pipe, {_kw(kw)})`", InputError, says, kw)
-    for name, kw, says in _REVERSE
+    Case(f"reverse-{name}", f"`ReverseChain(pipe, {_kw(kw)})`", InputError, says, kw) for name, kw, says in _REVERSE
 ]
 
 
@@ -943,11 +1318,20 @@ _IMAGES = [
     ("tensor-0-255", lambda: torch.full((3, 16, 16), 128.0), InputError, "divide a 0–255 array by 255"),
     ("tensor-nan", lambda: torch.full((3, 16, 16), float("nan")), InputError, "NaN or inf"),
     ("path-string", lambda: "cat.png", InputError, "PIL.Image.open(path)"),
-    ("nested-list", lambda: [[0.0, 0.5], [0.5, 1.0]], InputError, "must be a PIL image, a numpy array or a torch tensor"),
+    (
+        "nested-list",
+        lambda: [[0.0, 0.5], [0.5, 1.0]],
+        InputError,
+        "must be a PIL image, a numpy array or a torch tensor",
+    ),
     ("none", lambda: None, InputError, "must be a PIL image"),
     ("mode-F-range", lambda: _pil("F", np.full((16, 16), 3.0, dtype=np.float32)), InputError, "must lie in [0, 1]"),
-    ("mode-I16-ok-then-float-image", lambda: np.full((16, 16, 3), 1.5, dtype=np.float16), InputError,
-     "must lie in [0, 1]"),
+    (
+        "mode-I16-ok-then-float-image",
+        lambda: np.full((16, 16, 3), 1.5, dtype=np.float16),
+        InputError,
+        "must lie in [0, 1]",
+    ),
 ]
 
 IMAGE_CASES = [
@@ -985,6 +1369,7 @@ def _lp_folder(kind: str):
                 w = next(f.glob("unet/*.safetensors"))
                 w.write_bytes(w.read_bytes()[:100])
         return load_pipeline(f)
+
     return run
 
 
@@ -993,43 +1378,118 @@ def _lp(*args, **kwargs):
         from diffkit import load_pipeline
 
         return load_pipeline(*args, **kwargs)
+
     return run
 
 
 LOAD_CASES = [
-    Case("load-not-cached", "`load_pipeline('nobody/not-cached', local_files_only=True)`", ModelUnavailableError,
-         "not in the Hugging Face cache", _lp("diffkit-nobody/not-cached", local_files_only=True)),
-    Case("load-gated", "`load_pipeline('black-forest-labs/FLUX.1-dev')` not cached (a gated model)",
-         ModelUnavailableError, "accept its licence",
-         _lp("black-forest-labs/FLUX.1-dev", local_files_only=True)),
-    Case("load-no-folder", "`load_pipeline('./no/such/folder')`", ModelUnavailableError, "no such folder",
-         _lp("./no/such/folder")),
-    Case("load-deep-path", "`load_pipeline('a/b/c')` (neither a folder nor a hub id)", ModelUnavailableError,
-         "no such folder", _lp("a/b/c")),
+    Case(
+        "load-not-cached",
+        "`load_pipeline('nobody/not-cached', local_files_only=True)`",
+        ModelUnavailableError,
+        "not in the Hugging Face cache",
+        _lp("diffkit-nobody/not-cached", local_files_only=True),
+    ),
+    Case(
+        "load-gated",
+        "`load_pipeline('black-forest-labs/FLUX.1-dev')` not cached (a gated model)",
+        ModelUnavailableError,
+        "accept its licence",
+        _lp("black-forest-labs/FLUX.1-dev", local_files_only=True),
+    ),
+    Case(
+        "load-no-folder",
+        "`load_pipeline('./no/such/folder')`",
+        ModelUnavailableError,
+        "no such folder",
+        _lp("./no/such/folder"),
+    ),
+    Case(
+        "load-deep-path",
+        "`load_pipeline('a/b/c')` (neither a folder nor a hub id)",
+        ModelUnavailableError,
+        "no such folder",
+        _lp("a/b/c"),
+    ),
     Case("load-int", "`load_pipeline(5)`", InputError, "is not a model name", _lp(5)),
     Case("load-none-name", "`load_pipeline(None)`", InputError, "is not a model name", _lp(None)),
-    Case("load-empty-folder", "a folder without model_index.json", ModelUnavailableError, "model_index.json",
-         _lp_folder("empty")),
-    Case("load-pickled", "a folder with pickled weights only", ModelUnavailableError if False else ValueError,
-         "safetensors only", _lp_folder("pickled")),
-    Case("load-unsafe", "`load_pipeline(..., use_safetensors=False)`", ValueError, "safetensors only",
-         _lp("some/model", use_safetensors=False)),
-    Case("load-bad-class", "model_index.json naming an unknown pipeline class", ModelUnavailableError,
-         "not a usable diffusers pipeline folder", _lp_folder("bad-class")),
-    Case("load-bad-json", "model_index.json that is not JSON", ModelUnavailableError,
-         "not a usable diffusers pipeline folder", _lp_folder("bad-json")),
-    Case("load-truncated", "a truncated safetensors file", ModelUnavailableError, "not a usable diffusers pipeline",
-         _lp_folder("truncated-weights")),
-    Case("load-device", "`load_pipeline('tiny', device='gpu7')`", InputError, "unknown device 'gpu7'",
-         _lp("tiny", device="gpu7")),
-    Case("load-dtype-name", "`load_pipeline('tiny', dtype='float8')`", InputError, "unknown dtype 'float8'",
-         _lp("tiny", dtype="float8")),
-    Case("load-dtype-int", "`load_pipeline('tiny', dtype=torch.int8)`", InputError, "cannot run a pipeline",
-         _lp("tiny", dtype=torch.int8)),
-    Case("load-dtype-number", "`load_pipeline('tiny', dtype=5)`", InputError, "cannot run a pipeline",
-         _lp("tiny", dtype=5)),
-    Case("load-scheduler", "`load_pipeline('tiny', scheduler='fancy')`", InputError, "unknown scheduler 'fancy'",
-         _lp("tiny", scheduler="fancy")),
+    Case(
+        "load-empty-folder",
+        "a folder without model_index.json",
+        ModelUnavailableError,
+        "model_index.json",
+        _lp_folder("empty"),
+    ),
+    Case(
+        "load-pickled",
+        "a folder with pickled weights only",
+        ModelUnavailableError if False else ValueError,
+        "safetensors only",
+        _lp_folder("pickled"),
+    ),
+    Case(
+        "load-unsafe",
+        "`load_pipeline(..., use_safetensors=False)`",
+        ValueError,
+        "safetensors only",
+        _lp("some/model", use_safetensors=False),
+    ),
+    Case(
+        "load-bad-class",
+        "model_index.json naming an unknown pipeline class",
+        ModelUnavailableError,
+        "not a usable diffusers pipeline folder",
+        _lp_folder("bad-class"),
+    ),
+    Case(
+        "load-bad-json",
+        "model_index.json that is not JSON",
+        ModelUnavailableError,
+        "not a usable diffusers pipeline folder",
+        _lp_folder("bad-json"),
+    ),
+    Case(
+        "load-truncated",
+        "a truncated safetensors file",
+        ModelUnavailableError,
+        "not a usable diffusers pipeline",
+        _lp_folder("truncated-weights"),
+    ),
+    Case(
+        "load-device",
+        "`load_pipeline('tiny', device='gpu7')`",
+        InputError,
+        "unknown device 'gpu7'",
+        _lp("tiny", device="gpu7"),
+    ),
+    Case(
+        "load-dtype-name",
+        "`load_pipeline('tiny', dtype='float8')`",
+        InputError,
+        "unknown dtype 'float8'",
+        _lp("tiny", dtype="float8"),
+    ),
+    Case(
+        "load-dtype-int",
+        "`load_pipeline('tiny', dtype=torch.int8)`",
+        InputError,
+        "cannot run a pipeline",
+        _lp("tiny", dtype=torch.int8),
+    ),
+    Case(
+        "load-dtype-number",
+        "`load_pipeline('tiny', dtype=5)`",
+        InputError,
+        "cannot run a pipeline",
+        _lp("tiny", dtype=5),
+    ),
+    Case(
+        "load-scheduler",
+        "`load_pipeline('tiny', scheduler='fancy')`",
+        InputError,
+        "unknown scheduler 'fancy'",
+        _lp("tiny", scheduler="fancy"),
+    ),
 ]
 
 
@@ -1080,9 +1540,12 @@ def _env_compare_full(tmp):
     from diffkit.audit.report import write_comparison
 
     fsync, _ = _raise_on_write(errno.ENOSPC)
-    by = pd.DataFrame({"occupation": ["nurse"], "diff": [0.1], "ci_low": [0.0], "ci_high": [0.2], "a": [0.5], "b": [0.6]})
-    ov = pd.DataFrame({"metric": ["mean_imbalance"], "a": [0.1], "b": [0.2], "diff": [0.1], "ci_low": [0.0],
-                       "ci_high": [0.2]})
+    by = pd.DataFrame(
+        {"occupation": ["nurse"], "diff": [0.1], "ci_low": [0.0], "ci_high": [0.2], "a": [0.5], "b": [0.6]}
+    )
+    ov = pd.DataFrame(
+        {"metric": ["mean_imbalance"], "a": [0.1], "b": [0.2], "diff": [0.1], "ci_low": [0.0], "ci_high": [0.2]}
+    )
     with mock.patch("diffkit._files.os.fsync", fsync):
         write_comparison(by_occupation=by, overall=ov, name_a="a", name_b="b", out_dir=tmp / "cmp")
 
@@ -1110,6 +1573,7 @@ def _env_read_only(target: str):
                 from diffkit._files import atomic_write_text
 
                 atomic_write_text(tmp / "out" / "report" / "index.html", "x")
+
     return run
 
 
@@ -1138,20 +1602,51 @@ def _env_exists(tmp):
 
 
 ENV_CASES = [
-    Case("env-demo-disk-full", "the disk fills while `diffkit demo` writes", DiskFullError, "the disk is full",
-         _env_demo_full),
-    Case("env-compare-disk-full", "the disk fills while a comparison is written", DiskFullError,
-         "nothing half-written was kept", _env_compare_full),
-    Case("env-demo-read-only", "`diffkit demo` in a read-only folder", ReadOnlyError, "read-only",
-         _env_read_only("demo")),
-    Case("env-run-read-only", "`diffkit audit run` in a read-only folder", ReadOnlyError, "read-only",
-         _env_read_only("run")),
-    Case("env-report-read-only", "a report written into a read-only folder", ReadOnlyError, "read-only",
-         _env_read_only("report")),
-    Case("env-cache-full", "the disk fills while scoring fills the embedding cache", DiskFullError,
-         "the run's images and ledger are fine", _env_cache_full),
-    Case("env-folder-is-file", "an output folder whose name a file already has", OutputExistsError,
-         "a file is in the way", _env_exists),
+    Case(
+        "env-demo-disk-full",
+        "the disk fills while `diffkit demo` writes",
+        DiskFullError,
+        "the disk is full",
+        _env_demo_full,
+    ),
+    Case(
+        "env-compare-disk-full",
+        "the disk fills while a comparison is written",
+        DiskFullError,
+        "nothing half-written was kept",
+        _env_compare_full,
+    ),
+    Case(
+        "env-demo-read-only", "`diffkit demo` in a read-only folder", ReadOnlyError, "read-only", _env_read_only("demo")
+    ),
+    Case(
+        "env-run-read-only",
+        "`diffkit audit run` in a read-only folder",
+        ReadOnlyError,
+        "read-only",
+        _env_read_only("run"),
+    ),
+    Case(
+        "env-report-read-only",
+        "a report written into a read-only folder",
+        ReadOnlyError,
+        "read-only",
+        _env_read_only("report"),
+    ),
+    Case(
+        "env-cache-full",
+        "the disk fills while scoring fills the embedding cache",
+        DiskFullError,
+        "the run's images and ledger are fine",
+        _env_cache_full,
+    ),
+    Case(
+        "env-folder-is-file",
+        "an output folder whose name a file already has",
+        OutputExistsError,
+        "a file is in the way",
+        _env_exists,
+    ),
 ]
 
 
@@ -1304,8 +1799,20 @@ _BUGS_NOT_INPUT = {
     ("diffkit/audit/_testing.py", "TypeError"),  # to_toml of a value the test helper does not write
     ("diffkit/reverse/recorder.py", "RuntimeError"),  # the pipeline broke its own timestep count: "please report"
 }
-_BUILTINS = {"ValueError", "TypeError", "RuntimeError", "OSError", "IOError", "FileNotFoundError", "KeyError",
-             "IndexError", "LookupError", "FileExistsError", "PermissionError", "NotImplementedError"}
+_BUILTINS = {
+    "ValueError",
+    "TypeError",
+    "RuntimeError",
+    "OSError",
+    "IOError",
+    "FileNotFoundError",
+    "KeyError",
+    "IndexError",
+    "LookupError",
+    "FileExistsError",
+    "PermissionError",
+    "NotImplementedError",
+}
 
 
 def test_every_deliberate_raise_is_a_diffkit_error():

@@ -31,6 +31,7 @@ def img():
 
 # ---- value ranges ------------------------------------------------------------------------
 
+
 def test_to_model_range_all_input_kinds_agree():
     pil = sample_image("coffee", 16)
     arr = np.array(pil)
@@ -69,6 +70,7 @@ def test_bad_images_name_the_fix(bad, match):
 
 
 # ---- closed form and Markov step --------------------------------------------------------
+
 
 def test_q_sample_matches_diffusers_add_noise(img):
     sched = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
@@ -195,6 +197,7 @@ def test_bad_forward_input(img, call, match):
 
 # ---- the two-pixel toy ------------------------------------------------------------------
 
+
 def test_two_pixel_chains_start_at_the_image_and_end_at_standard_normal():
     ch = two_pixel_chains(TWO_PIXEL_IMAGE, n_chains=4000, seed=0)
     assert ch.points.shape == (1001, 4000, 2)
@@ -215,8 +218,9 @@ def test_optimal_denoiser_is_the_posterior_mean():
     xt = q_sample(data, 5, s, seed=0)
     torch.testing.assert_close(optimal_denoiser(xt, 5, data, s), data, atol=1e-6, rtol=0)
     # at the end it knows nothing: the data mean
-    torch.testing.assert_close(optimal_denoiser(torch.zeros(1, 2, dtype=torch.float64), 999, data, s)[0],
-                               data.mean(0), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        optimal_denoiser(torch.zeros(1, 2, dtype=torch.float64), 999, data, s)[0], data.mean(0), atol=1e-3, rtol=0
+    )
     # brute-force check of the softmax weights at a middle step
     x = torch.tensor([[0.1, -0.1]], dtype=torch.float64)
     ab = s.alphas_cumprod[300]
@@ -241,6 +245,7 @@ def test_two_pixel_reverse_flows_back_to_the_data(eta):
 
 # ---- latents ----------------------------------------------------------------------------
 
+
 def test_forward_latents_uses_the_pipeline_scheduler(tiny_sd):
     from diffkit import forward_latents
 
@@ -249,8 +254,9 @@ def test_forward_latents_uses_the_pipeline_scheduler(tiny_sd):
     lat0, noisy = out["latents0"], out["noisy"]
     assert noisy.shape == (3, *lat0.shape)
     noise = torch.randn(lat0[None].shape, generator=torch.Generator().manual_seed(0))
-    ref = tiny_sd.scheduler.add_noise(lat0[None].expand(3, -1, -1, -1), noise.expand(3, -1, -1, -1),
-                                      torch.tensor([0, 500, 999]))
+    ref = tiny_sd.scheduler.add_noise(
+        lat0[None].expand(3, -1, -1, -1), noise.expand(3, -1, -1, -1), torch.tensor([0, 500, 999])
+    )
     torch.testing.assert_close(noisy, ref, atol=1e-5, rtol=0)
     assert out["images"].shape == (3, 3, 32, 32)
     with pytest.raises(ValueError, match="multiple of the VAE factor"):

@@ -41,8 +41,13 @@ def test_latent_conventions_round_trip_and_match_the_pipelines():
     from diffusers import AutoencoderKL
 
     z = torch.randn(1, 4, 3, 3)
-    sd = AutoencoderKL(block_out_channels=[8, 8], norm_num_groups=8, latent_channels=4,
-                       down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+    sd = AutoencoderKL(
+        block_out_channels=[8, 8],
+        norm_num_groups=8,
+        latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+    )
     assert vae_factor(sd) == 2
     torch.testing.assert_close(to_latents(sd, z), z * sd.config.scaling_factor)
     sd3 = AutoencoderKL.from_config(sd.config, shift_factor=0.0609, scaling_factor=1.5035)
@@ -57,11 +62,13 @@ def test_latent_conventions_round_trip_and_match_the_pipelines():
 def test_decode_latents_is_the_pipelines_decode(pipes, kind):
     pipe = pipes[kind]
     latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    out = pipe(prompt="x", num_inference_steps=1, latents=latents.clone(), height=32, width=32,
-               output_type="latent").images
+    out = pipe(
+        prompt="x", num_inference_steps=1, latents=latents.clone(), height=32, width=32, output_type="latent"
+    ).images
     with torch.no_grad():  # the pipelines' own decode, written out as they write it
-        ref = pipe.image_processor.postprocess(pipe.vae.decode(
-            from_latents(pipe, out), return_dict=False)[0], output_type="np")[0]
+        ref = pipe.image_processor.postprocess(
+            pipe.vae.decode(from_latents(pipe, out), return_dict=False)[0], output_type="np"
+        )[0]
     np.testing.assert_array_equal(decode_latents(pipe, out[0]), ref)
 
 
@@ -135,8 +142,12 @@ def test_reverse_chain_img2img_reads_every_form_alike(form):
     pipe = tiny_random_pipeline("sd")
     pipe.set_progress_bar_config(disable=True)
     img = _photo().resize((32, 32))
-    given = {"pil": img, "uint8": np.asarray(img), "rgba_pil": img.convert("RGBA"),
-             "float": np.asarray(img, np.float32) / 255.0}[form]
+    given = {
+        "pil": img,
+        "uint8": np.asarray(img),
+        "rgba_pil": img.convert("RGBA"),
+        "float": np.asarray(img, np.float32) / 255.0,
+    }[form]
     traj = ReverseChain(pipe, "a cat", steps=2, image=given, strength=0.5).run()
     ref = ReverseChain(pipe, "a cat", steps=2, image=img, strength=0.5).run()
     np.testing.assert_array_equal(traj.image, ref.image)

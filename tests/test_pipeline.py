@@ -57,7 +57,9 @@ def test_pickled_weights_are_refused(tmp_path):
 
 
 def test_missing_hub_model_names_the_fix():
-    with pytest.raises(PipelineNotAvailableError, match=r"not in the Hugging Face cache.*`hf download .*snapshot_download"):
+    with pytest.raises(
+        PipelineNotAvailableError, match=r"not in the Hugging Face cache.*`hf download .*snapshot_download"
+    ):
         load_pipeline("diffkit-does-not-exist/nothing-here", local_files_only=True)
 
 
@@ -66,8 +68,11 @@ def test_a_gated_model_names_the_licence_step(monkeypatch):
 
     from diffkit.errors import GatedModelError
 
-    with pytest.raises(GatedModelError, match=r"gated model.*accept its licence.*hf auth login.*hf download "
-                                              r"black-forest-labs/FLUX\.1-dev"):
+    with pytest.raises(
+        GatedModelError,
+        match=r"gated model.*accept its licence.*hf auth login.*hf download "
+        r"black-forest-labs/FLUX\.1-dev",
+    ):
         load_pipeline("black-forest-labs/FLUX.1-dev", local_files_only=True)
 
     def refuse(*a, **k):
@@ -142,8 +147,14 @@ def test_a_small_unet_runs_native_cpu_convolutions_without_touching_process_stat
     for m in convs:
         m.register_forward_pre_hook(lambda m, a: flags.append(torch.backends.mkldnn.enabled))
     assert torch.backends.mkldnn.enabled
-    out = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np",
-               generator=torch.Generator().manual_seed(0)).images
+    out = pipe(
+        "a red circle",
+        num_inference_steps=2,
+        height=32,
+        width=32,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     pipe(["a red circle"] * 3, num_inference_steps=2, height=32, width=32, output_type="np")
     assert flags and all(flags) and torch.backends.mkldnn.enabled
 
@@ -162,8 +173,10 @@ def test_a_small_unet_runs_native_cpu_convolutions_without_touching_process_stat
             assert torch.equal(native, ref), b
         x, e = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 77, 32, generator=g)
         bf = copy.deepcopy(pipe.unet).to(torch.bfloat16)
-        assert torch.equal(bf(x.bfloat16(), 1, encoder_hidden_states=e.bfloat16()).sample,
-                           plain.to(torch.bfloat16)(x.bfloat16(), 1, encoder_hidden_states=e.bfloat16()).sample)
+        assert torch.equal(
+            bf(x.bfloat16(), 1, encoder_hidden_states=e.bfloat16()).sample,
+            plain.to(torch.bfloat16)(x.bfloat16(), 1, encoder_hidden_states=e.bfloat16()).sample,
+        )
     with pytest.raises(RuntimeError):  # a wrong input fails as the conv itself would fail
         pipe.unet(torch.zeros(1, 7, 4, 4), 1, encoder_hidden_states=torch.zeros(1, 77, 32))
 
@@ -174,13 +187,21 @@ def test_a_small_unet_runs_native_cpu_convolutions_without_touching_process_stat
     x, e = torch.randn(1, 4, 4, 4, generator=g), torch.zeros(1, 77, 32)
     with torch.no_grad():
         twin.conv_in.weight.zero_()
-        assert not torch.equal(twin(x, 1, encoder_hidden_states=e).sample, pipe.unet(x, 1, encoder_hidden_states=e).sample)
+        assert not torch.equal(
+            twin(x, 1, encoder_hidden_states=e).sample, pipe.unet(x, 1, encoder_hidden_states=e).sample
+        )
 
     from diffkit.testing import tiny_random_pipeline
 
     plain_pipe = tiny_random_pipeline("sd")  # oneDNN throughout
-    ref = plain_pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np",
-                     generator=torch.Generator().manual_seed(0)).images
+    ref = plain_pipe(
+        "a red circle",
+        num_inference_steps=2,
+        height=32,
+        width=32,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert abs(out - ref).max() < 1e-4
 
     wide = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(block_out_channels=(320, 640, 1280))))

@@ -19,8 +19,13 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONFAULT
 
 
 def _worker(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(HERE / "reliability_worker.py"), *args], capture_output=True,
-                          text=True, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(HERE / "reliability_worker.py"), *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 def _lines(p: subprocess.CompletedProcess) -> list[str]:
@@ -105,11 +110,14 @@ def test_no_call_changes_process_wide_state(tmp_path):
         tiny_random_pipeline("sd")
         folder = save_tiny_random_pipeline(run / "pipe")
         save_test_clip(run / "clip")
-        spec = parse_spec({
-            "audit": {"name": "state", "seed": 1, "images_per_prompt": 2, "batch_size": 2},
-            "prompts": {"templates": ["a photo of {a_occupation}"], "attributes": {"occupation": ["nurse"]}},
-            "pipeline": {"model": str(folder), "steps": 2, "height": 32, "width": 32},
-        }, source="state.toml")
+        spec = parse_spec(
+            {
+                "audit": {"name": "state", "seed": 1, "images_per_prompt": 2, "batch_size": 2},
+                "prompts": {"templates": ["a photo of {a_occupation}"], "attributes": {"occupation": ["nurse"]}},
+                "pipeline": {"model": str(folder), "steps": 2, "height": 32, "width": 32},
+            },
+            source="state.toml",
+        )
         generate_images(spec, run / "run", progress=False)
 
     calls(tmp_path / "first")  # first imports add their libraries' own warning filters: not a call's doing

@@ -63,8 +63,9 @@ def test_from_diffusers_every_scheduler_class(short):
 
 
 def test_from_diffusers_honours_zero_snr_and_trained_betas():
-    sched = diffusers.DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                     rescale_betas_zero_snr=True)
+    sched = diffusers.DDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, rescale_betas_zero_snr=True
+    )
     s = from_diffusers(sched)
     assert s.alphas_cumprod[-1] < 1e-6
     betas = np.linspace(1e-3, 0.05, 50)

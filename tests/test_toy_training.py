@@ -18,8 +18,10 @@ def trained():
 def test_the_loss_falls_and_the_network_learns_the_exact_denoiser(trained):
     assert trained.losses[-200:].mean() < 0.6 * trained.losses[:200].mean()
     untrained = ToyDenoiser(
-        model=train_toy_denoiser(steps=1, lr=1e-9, seed=0).model, data=trained.data,
-        schedule=trained.schedule, losses=np.zeros(1),
+        model=train_toy_denoiser(steps=1, lr=1e-9, seed=0).model,
+        data=trained.data,
+        schedule=trained.schedule,
+        losses=np.zeros(1),
     )
     for t in (200, 500, 800):
         got, before = trained.compare(t, seed=1), untrained.compare(t, seed=1)
@@ -44,8 +46,12 @@ def test_training_is_seeded():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"steps": 0}, "steps must be an integer ≥ 1"), ({"batch_size": 2.5}, "batch_size"),
-     ({"lr": 0}, "lr must be a number"), ({"data_pixels": [(300, 1)]}, "pixel values must lie in")],
+    [
+        ({"steps": 0}, "steps must be an integer ≥ 1"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"lr": 0}, "lr must be a number"),
+        ({"data_pixels": [(300, 1)]}, "pixel values must lie in"),
+    ],
 )
 def test_bad_arguments_name_the_fix(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -65,6 +71,11 @@ def test_run_backwards_the_learnt_chain_lands_on_the_data_like_the_exact_one(tra
     # the denoiser argument is the only difference: the exact one passed in reproduces the chain
     from diffkit.toy import optimal_denoiser
 
-    same = two_pixel_reverse(pixels, trained.schedule, n_chains=300, seed=2,
-                             denoiser=lambda x, t: optimal_denoiser(x, t, trained.data, trained.schedule))
+    same = two_pixel_reverse(
+        pixels,
+        trained.schedule,
+        n_chains=300,
+        seed=2,
+        denoiser=lambda x, t: optimal_denoiser(x, t, trained.data, trained.schedule),
+    )
     np.testing.assert_array_equal(same, exact)

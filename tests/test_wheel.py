@@ -29,8 +29,23 @@ def test_bundled_specs_are_package_data():
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "-w", str(out), str(REPO)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (whl,) = out.glob("diffkit-*.whl")
     return whl
@@ -41,10 +56,16 @@ def test_wheel_holds_specs_tables_and_weights(wheel):
     for spec in bundled_specs():
         assert f"diffkit/audits/{spec}.toml" in names
     assert "diffkit/audits/bls_cps_2021_women_share.csv" in names
-    for rel in ("pipeline/model_index.json", "pipeline/unet/diffusion_pytorch_model.safetensors",
-                "pipeline/vae/diffusion_pytorch_model.safetensors", "pipeline/text_encoder/model.safetensors",
-                "pipeline/tokenizer/tokenizer.json", "pipeline/scheduler/scheduler_config.json",
-                "clip/open_clip_model.safetensors", "clip/diffkit-tiny-clip.json"):
+    for rel in (
+        "pipeline/model_index.json",
+        "pipeline/unet/diffusion_pytorch_model.safetensors",
+        "pipeline/vae/diffusion_pytorch_model.safetensors",
+        "pipeline/text_encoder/model.safetensors",
+        "pipeline/tokenizer/tokenizer.json",
+        "pipeline/scheduler/scheduler_config.json",
+        "clip/open_clip_model.safetensors",
+        "clip/diffkit-tiny-clip.json",
+    ):
         assert f"diffkit/tiny/weights/{rel}" in names
     assert "diffkit/py.typed" in names and "diffkit/tiny/MODEL_CARD.md" in names
     assert not [n for n in names if n.startswith(("tests/", "audits/", "notebooks/"))]

@@ -223,13 +223,16 @@ def paired_terms(tables, *, sign=None, L: int | None = None):
         p_a = laplace_share(t[..., 0] + t[..., 1], N)
         p_b = laplace_share(t[..., 0] + t[..., 2], N)
         c = -s * (p_b - p_a)
-        return (c, _on_lattice(s[..., None] * D, nn, L, True), c, _on_lattice(s[..., None] * D, nn, L, False), w,
-                L)
+        return (c, _on_lattice(s[..., None] * D, nn, L, True), c, _on_lattice(s[..., None] * D, nn, L, False), w, L)
     M = fft.next_fast_len(nmax + 1)
     x = np.exp(-2j * np.pi * np.arange(M) / M)
     X, Y = x[:, None], x[None, :]
-    gen = (pi[..., 3, None, None] + pi[..., 1, None, None] * X + pi[..., 2, None, None] * Y
-           + pi[..., 0, None, None] * X * Y)
+    gen = (
+        pi[..., 3, None, None]
+        + pi[..., 1, None, None] * X
+        + pi[..., 2, None, None] * Y
+        + pi[..., 0, None, None] * X * Y
+    )
     P = fft.ifft2(_int_power(gen, N[..., None, None]), axes=(-2, -1)).real[..., : nmax + 1, : nmax + 1]
     P = np.where(P > 1e-14, P, 0.0)  # (…, G, K_a, K_b)
     return _pair_terms(P, t[..., 0] + t[..., 1], N, t[..., 0] + t[..., 2], N, sign, L)

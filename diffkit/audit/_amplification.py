@@ -81,10 +81,19 @@ def direction_columns(*, successes, n, p_ref, alpha: float = 0.05) -> dict[str, 
     side = np.sign(p - 0.5)
     direction = np.select(
         [(s == 0) | ~np.isfinite(p), side == -s, np.abs(p - 0.5) > np.abs(r - 0.5), np.isclose(p, r)],
-        ["", "reversed", "amplified", "copies"], "less skewed")
+        ["", "reversed", "amplified", "copies"],
+        "less skewed",
+    )
     beyond = binom_beyond(k, n, r)
     reversed_ = binom_reversed(k, n, r)
     beyond_holm, reversed_holm = holm(beyond), holm(reversed_)
-    return {"amplification": amp, "direction": direction, "p_beyond_ref": beyond, "p_beyond_ref_holm": beyond_holm,
-            "amplified_holm": beyond_holm <= alpha, "p_reversed": reversed_, "p_reversed_holm": reversed_holm,
-            "reversed_holm": reversed_holm <= alpha}
+    return {
+        "amplification": amp,
+        "direction": direction,
+        "p_beyond_ref": beyond,
+        "p_beyond_ref_holm": beyond_holm,
+        "amplified_holm": beyond_holm <= alpha,
+        "p_reversed": reversed_,
+        "p_reversed_holm": reversed_holm,
+        "reversed_holm": reversed_holm <= alpha,
+    }

@@ -59,8 +59,9 @@ def independent_change_intervals(k_a, n_a, k_b, n_b, ci: float = 0.95):
     diff, lo, hi = newcombe_interval(successes_a=k_a, n_a=n_a, successes_b=k_b, n_b=n_b, ci=ci, correction=True)
     half = 1 - (1 - ci) / 2
     _, dl, dh = newcombe_interval(successes_a=k_a, n_a=n_a, successes_b=k_b, n_b=n_b, ci=half)
-    _, ml, mh = newcombe_interval(successes_a=np.asarray(n_a) - np.asarray(k_a), n_a=n_a, successes_b=k_b, n_b=n_b,
-                                  ci=half)  # p_b − (1 − p_a) = m
+    _, ml, mh = newcombe_interval(
+        successes_a=np.asarray(n_a) - np.asarray(k_a), n_a=n_a, successes_b=k_b, n_b=n_b, ci=half
+    )  # p_b − (1 − p_a) = m
     il, ih = imbalance_change_interval(d_low=dl, d_high=dh, m_low=ml, m_high=mh)
     return diff, lo, hi, il, ih
 
@@ -104,11 +105,17 @@ def paired_overall(tables, p_ref, ci: float = 0.95) -> dict[str, tuple]:
         va = np.mean(ss * ((tt[..., 0] + tt[..., 1]) / nn - r[ok]), axis=-1)
         out["amplification"] = (va, va + e, e, np.minimum(lo, e), np.maximum(hi, e))
     pooled = t.sum(-2)
-    d, lo, hi = newcombe_paired_interval(both=pooled[..., 0], a_only=pooled[..., 1], b_only=pooled[..., 2],
-                                         neither=pooled[..., 3], ci=ci)
+    d, lo, hi = newcombe_paired_interval(
+        both=pooled[..., 0], a_only=pooled[..., 1], b_only=pooled[..., 2], neither=pooled[..., 3], ci=ci
+    )
     n_all = pooled.sum(-1)
-    out["pooled_p_female"] = ((pooled[..., 0] + pooled[..., 1]) / n_all, (pooled[..., 0] + pooled[..., 2]) / n_all,
-                              d, lo, hi)
+    out["pooled_p_female"] = (
+        (pooled[..., 0] + pooled[..., 1]) / n_all,
+        (pooled[..., 0] + pooled[..., 2]) / n_all,
+        d,
+        lo,
+        hi,
+    )
     return out
 
 
@@ -144,7 +151,8 @@ def independent_overall(k_a, n_a, k_b, n_b, p_ref, ci: float = 0.95) -> dict[str
         e, lo, hi = _adaptive.chunked(amp_bounds, *args, rows=400) if k_a.ndim > 1 else amp_bounds(*args)
         va = np.mean(ss * (k_a[..., ok] / n_a[..., ok] - r[ok]), axis=-1)
         out["amplification"] = (va, va + e, e, np.minimum(lo, e), np.maximum(hi, e))
-    d, lo, hi = newcombe_interval(successes_a=k_a.sum(-1), n_a=n_a.sum(-1), successes_b=k_b.sum(-1), n_b=n_b.sum(-1),
-                                  ci=ci)
+    d, lo, hi = newcombe_interval(
+        successes_a=k_a.sum(-1), n_a=n_a.sum(-1), successes_b=k_b.sum(-1), n_b=n_b.sum(-1), ci=ci
+    )
     out["pooled_p_female"] = (k_a.sum(-1) / n_a.sum(-1), k_b.sum(-1) / n_b.sum(-1), d, lo, hi)
     return out

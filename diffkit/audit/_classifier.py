@@ -26,14 +26,16 @@ __all__ = ["classifier_validation", "controls_by_occupation", "reliability_table
 
 def _counts(g: pd.DataFrame) -> pd.Series:
     lab = g["label"]
-    return pd.Series({
-        "n_images": len(g),
-        "n_no_person": int((lab == "no_person").sum()),
-        "n_several_people": int((lab == "several_people").sum()),
-        "n_abstain": int((lab == "abstain").sum()),
-        "n_female": int((lab == "female").sum()),
-        "n_male": int((lab == "male").sum()),
-    })
+    return pd.Series(
+        {
+            "n_images": len(g),
+            "n_no_person": int((lab == "no_person").sum()),
+            "n_several_people": int((lab == "several_people").sum()),
+            "n_abstain": int((lab == "abstain").sum()),
+            "n_female": int((lab == "female").sum()),
+            "n_male": int((lab == "male").sum()),
+        }
+    )
 
 
 def classifier_validation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.DataFrame:
@@ -53,16 +55,18 @@ def classifier_validation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.DataF
         n = c["n_female"] + c["n_male"]
         correct = c[f"n_{g}"]
         lo, hi = share_interval(successes=correct, n=n, ci=ci)
-        rows.append({
-            "stated_gender": g,
-            "measure": "sensitivity" if g == "female" else "specificity",
-            **c.to_dict(),
-            "n_labelled": int(n),
-            "n_correct": int(correct),
-            "accuracy": correct / n if n else np.nan,
-            "ci_low": float(lo),
-            "ci_high": float(hi),
-        })
+        rows.append(
+            {
+                "stated_gender": g,
+                "measure": "sensitivity" if g == "female" else "specificity",
+                **c.to_dict(),
+                "n_labelled": int(n),
+                "n_correct": int(correct),
+                "accuracy": correct / n if n else np.nan,
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -76,8 +80,19 @@ def controls_by_occupation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.Data
     fewer than two occupations have controls).
     """
     ctrl = images[(images["kind"] == "control") & images["label"].isin(["female", "male"])]
-    cols = ["occupation", "se_correct", "se_n", "sensitivity", "se_low", "se_high", "sp_correct", "sp_n",
-            "specificity", "sp_low", "sp_high"]
+    cols = [
+        "occupation",
+        "se_correct",
+        "se_n",
+        "sensitivity",
+        "se_low",
+        "se_high",
+        "sp_correct",
+        "sp_n",
+        "specificity",
+        "sp_low",
+        "sp_high",
+    ]
     if ctrl.empty or "occupation" not in ctrl:
         out = pd.DataFrame(columns=cols)
         out.attrs["p_homogeneous"] = float("nan")
@@ -86,8 +101,13 @@ def controls_by_occupation(*, images: pd.DataFrame, ci: float = 0.95) -> pd.Data
     for occ, g in ctrl.groupby("occupation", sort=True):
         f = g[g["stated_gender"] == "female"]
         m = g[g["stated_gender"] == "male"]
-        row = {"occupation": occ, "se_correct": int((f["label"] == "female").sum()), "se_n": len(f),
-               "sp_correct": int((m["label"] == "male").sum()), "sp_n": len(m)}
+        row = {
+            "occupation": occ,
+            "se_correct": int((f["label"] == "female").sum()),
+            "se_n": len(f),
+            "sp_correct": int((m["label"] == "male").sum()),
+            "sp_n": len(m),
+        }
         for key, x, n in (("se", row["se_correct"], row["se_n"]), ("sp", row["sp_correct"], row["sp_n"])):
             lo, hi = share_interval(successes=x, n=n, ci=ci)
             row["sensitivity" if key == "se" else "specificity"] = x / n if n else np.nan
@@ -124,9 +144,17 @@ def reliability_table(*, images: pd.DataFrame, bins: int = 10, ci: float = 0.95)
         n = int(sel.sum())
         k = int(y[sel].sum())
         lo, hi = share_interval(successes=k, n=n, ci=ci)
-        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "n": n,
-                     "mean_p_female": float(p[sel].mean()) if n else np.nan,
-                     "share_stated_female": k / n if n else np.nan, "ci_low": float(lo), "ci_high": float(hi)})
+        rows.append(
+            {
+                "bin_low": edges[b],
+                "bin_high": edges[b + 1],
+                "n": n,
+                "mean_p_female": float(p[sel].mean()) if n else np.nan,
+                "share_stated_female": k / n if n else np.nan,
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -147,12 +175,17 @@ def suggest_thresholds(
     them into the spec's ``[classifier]`` for the next run.
     """
     ctrl = images[(images["kind"] == "control") & images["stated_gender"].isin(["female", "male"])]
-    out = {"abstain_below": float("nan"), "person_threshold": float("nan"), "error_at_suggestion": float("nan"),
-           "kept_at_suggestion": float("nan"), "n_controls": float(len(ctrl))}
+    out = {
+        "abstain_below": float("nan"),
+        "person_threshold": float("nan"),
+        "error_at_suggestion": float("nan"),
+        "kept_at_suggestion": float("nan"),
+        "n_controls": float(len(ctrl)),
+    }
     if ctrl.empty or "confidence" not in ctrl:
         return out
     conf = ctrl["confidence"].to_numpy(float)
-    wrong = ((ctrl["p_female"].to_numpy(float) >= 0.5) != (ctrl["stated_gender"] == "female").to_numpy())
+    wrong = (ctrl["p_female"].to_numpy(float) >= 0.5) != (ctrl["stated_gender"] == "female").to_numpy()
     for t in np.unique(np.concatenate([[0.5], conf[conf >= 0.5]])):
         keep = conf >= t
         if keep.sum() == 0:
@@ -168,6 +201,10 @@ def suggest_thresholds(
 def control_counts(images: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Se/Sp counts per occupation (indexed by occupation) and pooled over occupations."""
     per = controls_by_occupation(images=images)
-    pooled = {"se_correct": int(per["se_correct"].sum()), "se_n": int(per["se_n"].sum()),
-              "sp_correct": int(per["sp_correct"].sum()), "sp_n": int(per["sp_n"].sum())}
+    pooled = {
+        "se_correct": int(per["se_correct"].sum()),
+        "se_n": int(per["se_n"].sum()),
+        "sp_correct": int(per["sp_correct"].sum()),
+        "sp_n": int(per["sp_n"].sum()),
+    }
     return per.set_index("occupation") if len(per) else per, pooled

@@ -140,15 +140,24 @@ class ZeroShotClassifier:
         import open_clip
         import torch
 
-        model, preprocess, tokenizer = loaded if loaded is not None else load_classifier(
-            spec.model, spec.pretrained, device=device
+        model, preprocess, tokenizer = (
+            loaded if loaded is not None else load_classifier(spec.model, spec.pretrained, device=device)
         )
         classes = [c for c in CLASSES if c in spec.labels]
         phrases = [p for c in classes for p in spec.labels[c]]
-        w = open_clip.build_zero_shot_classifier(
-            model, tokenizer, classnames=phrases, templates=list(spec.templates),
-            num_classes_per_batch=None, device=model_device(model),
-        ).float().cpu().numpy()  # (D, n_phrases), each a unit template ensemble
+        w = (
+            open_clip.build_zero_shot_classifier(
+                model,
+                tokenizer,
+                classnames=phrases,
+                templates=list(spec.templates),
+                num_classes_per_batch=None,
+                device=model_device(model),
+            )
+            .float()
+            .cpu()
+            .numpy()
+        )  # (D, n_phrases), each a unit template ensemble
         cols, j = [], 0
         for c in classes:
             n = len(spec.labels[c])
@@ -184,7 +193,9 @@ class ZeroShotClassifier:
     def classify(self, embeddings: np.ndarray) -> pd.DataFrame:
         """The per-image table of :func:`classify_embeddings` (``gate = "none"``: nobody is gated)."""
         return classify_embeddings(
-            embeddings, text_weights=self.text_weights, logit_scale=self.logit_scale,
+            embeddings,
+            text_weights=self.text_weights,
+            logit_scale=self.logit_scale,
             person_threshold=0.0 if self.spec.gate == "none" else self.spec.person_threshold,
             abstain_below=self.spec.abstain_below,
         )
@@ -206,9 +217,19 @@ class ZeroShotClassifier:
             keys = occupations.fillna("").unique() if any("{occupation}" in p for p in ps["female"]) else [None]
             for occ in keys:
                 phrases = [p.format(occupation=occ) if occ is not None else p for p in (*ps["female"], *ps["male"])]
-                w = open_clip.build_zero_shot_classifier(
-                    self.model, self.tokenizer, classnames=phrases, templates=list(ps["templates"]),
-                    num_classes_per_batch=None, device=model_device(self.model)).float().cpu().numpy()
+                w = (
+                    open_clip.build_zero_shot_classifier(
+                        self.model,
+                        self.tokenizer,
+                        classnames=phrases,
+                        templates=list(ps["templates"]),
+                        num_classes_per_batch=None,
+                        device=model_device(self.model),
+                    )
+                    .float()
+                    .cpu()
+                    .numpy()
+                )
                 nf = len(ps["female"])
                 tf = w[:, :nf].mean(1)
                 tm = w[:, nf:].mean(1)

@@ -63,13 +63,23 @@ def _tables(pairs: pd.DataFrame, occupations: list[str]) -> pd.DataFrame:
     B (a only), C (b only), D (neither)."""
     both = pairs[pairs["label_a"].isin(_LABELLED) & pairs["label_b"].isin(_LABELLED)]
     fa, fb = both["label_a"] == "female", both["label_b"] == "female"
-    return (pd.DataFrame({"occupation": both["occupation"], "A": fa & fb, "B": fa & ~fb, "C": ~fa & fb,
-                          "D": ~fa & ~fb}).groupby("occupation")[["A", "B", "C", "D"]].sum()
-            .reindex(occupations, fill_value=0).astype(int))
+    return (
+        pd.DataFrame({"occupation": both["occupation"], "A": fa & fb, "B": fa & ~fb, "C": ~fa & fb, "D": ~fa & ~fb})
+        .groupby("occupation")[["A", "B", "C", "D"]]
+        .sum()
+        .reindex(occupations, fill_value=0)
+        .astype(int)
+    )
 
 
 def compare_metrics(
-    *, a, b, ci: float = 0.95, n_boot: int = 1000, seed=None, paired: bool | None = None,
+    *,
+    a,
+    b,
+    ci: float = 0.95,
+    n_boot: int = 1000,
+    seed=None,
+    paired: bool | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run *b* against run *a* (two models, or before and after a mitigation): differences b − a.
 
@@ -96,14 +106,17 @@ def compare_metrics(
     if paired is True and pairs.empty:
         raise NothingInCommonError(
             "paired=True but the runs share no (prompt, seed): fix: give both specs the same [audit] seed and "
-            "templates, or compare unpaired (paired=None)")
+            "templates, or compare unpaired (paired=None)"
+        )
     use_pairs = (paired is not False) and not pairs.empty
     if use_pairs:
         m, overall, design = _paired(a, b, pairs, ci)
     else:
         m, overall, design = _independent(a, b, shared, ci)
-    rows = [{"metric": name, "a": float(va), "b": float(vb), "diff": float(d), "ci_low": float(lo_),
-             "ci_high": float(hi_)} for name, (va, vb, d, lo_, hi_) in overall.items()]
+    rows = [
+        {"metric": name, "a": float(va), "b": float(vb), "diff": float(d), "ci_low": float(lo_), "ci_high": float(hi_)}
+        for name, (va, vb, d, lo_, hi_) in overall.items()
+    ]
     for metric in ("pearson_r", "abstain_rate", "no_person_rate"):
         va = a.overall.set_index("metric")["value"].get(metric, np.nan)
         vb = b.overall.set_index("metric")["value"].get(metric, np.nan)
@@ -126,7 +139,8 @@ def _shared_occupations(a, b) -> list[str]:
             f"the two runs audit no occupation in common (a: {sorted(occ_a)[:6]}, b: {sorted(occ_b)[:6]}); "
             "a comparison needs the same occupations in both. Fix: run both specs with the same "
             "[prompts.attributes] occupation list (ideally the same seed and templates, so the runs pair image by "
-            "image)")
+            "image)"
+        )
     return shared
 
 
@@ -140,9 +154,11 @@ def _paired(a, b, pairs: pd.DataFrame, ci: float) -> tuple[pd.DataFrame, dict, s
     ref = a.by_occupation.set_index("occupation").loc[shared]["p_ref"].to_numpy(dtype=float)
     n_a_all = int((a.images["kind"] == "audit").sum())
     n_b_all = int((b.images["kind"] == "audit").sum())
-    design = (f"paired by prompt and seed: {len(pairs)} image pairs in {len(shared)} occupations "
-              f"(of {n_a_all} audit images in a, {n_b_all} in b); per occupation {lvl} Newcombe paired interval (method 11), "
-              f"overall {lvl} exact adaptive bounds on the pairs labelled in both runs")
+    design = (
+        f"paired by prompt and seed: {len(pairs)} image pairs in {len(shared)} occupations "
+        f"(of {n_a_all} audit images in a, {n_b_all} in b); per occupation {lvl} Newcombe paired interval (method 11), "
+        f"overall {lvl} exact adaptive bounds on the pairs labelled in both runs"
+    )
     lab_a = pairs["label_a"].isin(_LABELLED)
     lab_b = pairs["label_b"].isin(_LABELLED)
     occ = pairs["occupation"]
@@ -157,9 +173,20 @@ def _paired(a, b, pairs: pd.DataFrame, ci: float) -> tuple[pd.DataFrame, dict, s
         pa, pb = k_a / n_a, k_b / n_b
         # centred on the difference among all labelled images (pairs with an abstention included)
         shift = (pb - pa) - (t4[:, 2] - t4[:, 1]) / np.where(n_both > 0, n_both, np.nan)
-    m = pd.DataFrame({"occupation": shared, "n_a": n_a, "n_b": n_b, "p_female_a": pa, "p_female_b": pb,
-                      "diff": pb - pa, "ci_low": lo + shift, "ci_high": hi + shift,
-                      "n_pairs_labelled": n_both, "discordant_pairs": t4[:, 1] + t4[:, 2]})
+    m = pd.DataFrame(
+        {
+            "occupation": shared,
+            "n_a": n_a,
+            "n_b": n_b,
+            "p_female_a": pa,
+            "p_female_b": pb,
+            "diff": pb - pa,
+            "ci_low": lo + shift,
+            "ci_high": hi + shift,
+            "n_pairs_labelled": n_both,
+            "discordant_pairs": t4[:, 1] + t4[:, 2],
+        }
+    )
     _imbalance_change_columns(m, k_a, n_a, k_b, n_b, il, ih, ref)
     return m, paired_overall(t4, ref, ci=ci), design
 
@@ -170,14 +197,26 @@ def _independent(a, b, shared: list[str], ci: float) -> tuple[pd.DataFrame, dict
     ta = a.by_occupation.set_index("occupation").loc[shared]
     tb = b.by_occupation.set_index("occupation").loc[shared]
     ref = ta["p_ref"].to_numpy(dtype=float)
-    design = (f"independent: the runs share no (prompt, seed), so their images are compared unpaired; "
-              f"{len(shared)} occupations in common; per occupation {lvl} Newcombe (method 11), overall {lvl} exact adaptive "
-              "bounds")
+    design = (
+        f"independent: the runs share no (prompt, seed), so their images are compared unpaired; "
+        f"{len(shared)} occupations in common; per occupation {lvl} Newcombe (method 11), overall {lvl} exact adaptive "
+        "bounds"
+    )
     k_a, n_a = ta["n_female"].to_numpy(), ta["n"].to_numpy()
     k_b, n_b = tb["n_female"].to_numpy(), tb["n"].to_numpy()
     dd, lo, hi, il, ih = independent_change_intervals(k_a, n_a, k_b, n_b, ci=ci)
-    m = pd.DataFrame({"occupation": shared, "n_a": n_a, "n_b": n_b, "p_female_a": ta["p_female"].to_numpy(),
-                      "p_female_b": tb["p_female"].to_numpy(), "diff": dd, "ci_low": lo, "ci_high": hi})
+    m = pd.DataFrame(
+        {
+            "occupation": shared,
+            "n_a": n_a,
+            "n_b": n_b,
+            "p_female_a": ta["p_female"].to_numpy(),
+            "p_female_b": tb["p_female"].to_numpy(),
+            "diff": dd,
+            "ci_low": lo,
+            "ci_high": hi,
+        }
+    )
     _imbalance_change_columns(m, k_a, n_a, k_b, n_b, il, ih, ref)
     return m, independent_overall(k_a, n_a, k_b, n_b, ref, ci=ci), design
 

@@ -53,12 +53,15 @@ class EmbeddingCache:
                     conn.execute("ROLLBACK")
             if "full" in str(e).lower():
                 raise DiskFullError(
-                    errno.ENOSPC, f"the disk is full while caching image embeddings in {self.path}; the run's "
+                    errno.ENOSPC,
+                    f"the disk is full while caching image embeddings in {self.path}; the run's "
                     "images and ledger are fine; fix: free space on that disk, then rerun `diffkit audit report` "
-                    "(or the same `audit run`)") from e
+                    "(or the same `audit run`)",
+                ) from e
             raise CacheDamagedError(
                 f"the embedding cache {self.path} is damaged ({e}); the run's images and ledger are fine: the "
-                f"cache only saves time; fix: delete {self.path} and rerun (the images are scored again)") from e
+                f"cache only saves time; fix: delete {self.path} and rerun (the images are scored again)"
+            ) from e
         except OSError as e:
             env = environment_error(e, writing=self.path)
             if env is None:
@@ -83,7 +86,10 @@ class EmbeddingCache:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(
                 "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
-                [(model, pretrained, sha, int(v.size), np.asarray(v, np.float32).tobytes()) for sha, v in items.items()],
+                [
+                    (model, pretrained, sha, int(v.size), np.asarray(v, np.float32).tobytes())
+                    for sha, v in items.items()
+                ],
             )
             self.conn.execute("COMMIT")
 
@@ -95,7 +101,8 @@ class EmbeddingCache:
                 chunk = hashes[j : j + 500]
                 q = ",".join("?" * len(chunk))
                 for sha, flag in self.conn.execute(
-                        f"SELECT sha256, blacked_out FROM pixel_flags WHERE sha256 IN ({q})", chunk):
+                    f"SELECT sha256, blacked_out FROM pixel_flags WHERE sha256 IN ({q})", chunk
+                ):
                     out[sha] = bool(flag)
         return out
 
@@ -104,8 +111,9 @@ class EmbeddingCache:
             return
         with self._errors():
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany("INSERT OR REPLACE INTO pixel_flags VALUES (?, ?)",
-                                  [(sha, int(bool(v))) for sha, v in items.items()])
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO pixel_flags VALUES (?, ?)", [(sha, int(bool(v))) for sha, v in items.items()]
+            )
             self.conn.execute("COMMIT")
 
     def close(self) -> None:

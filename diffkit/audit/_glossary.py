@@ -23,8 +23,7 @@ DESCRIPTIONS: dict[str, str] = {
     "mean_sq_imbalance": "mean over occupations of (p − ½)², estimated without bias at every p, parity included "
     "(k(k − 1)/(n(n − 1)) − k/n + ¼ per occupation): the smooth companion of mean_imbalance",
     "rms_imbalance": "√max(mean_sq_imbalance, 0): the mean squared imbalance in the units of |p − ½| (descriptive)",
-    "n_unfair_holm": "occupations whose exact binomial test rejects p = ½, Holm-adjusted (family-wise error ≤ "
-    "{alpha})",
+    "n_unfair_holm": "occupations whose exact binomial test rejects p = ½, Holm-adjusted (family-wise error ≤ {alpha})",
     "mean_kl_uniform": "mean over occupations of KL(p̂ ‖ ½) in nats (plug-in, descriptive)",
     "pooled_p_female": "share labelled female among all labelled audit images",
     "abstain_rate": "share of audit images labelled abstain (not forced into a class)",

@@ -96,10 +96,17 @@ def _counts(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     else:
         extra = pd.DataFrame(index=df.groupby(by, sort=True).size().index)
     lab = pd.crosstab([df[c] for c in by], df["label"]).reindex(columns=list(_LABELS), fill_value=0)
-    counts = pd.DataFrame({"n_images": lab.sum(axis=1), "n_blacked_out": lab["blacked_out"],
-                           "n_no_person": lab["no_person"], "n_several_people": lab["several_people"],
-                           "n_abstain": lab["abstain"], "n_female": lab["female"],
-                           "n_male": lab["male"]})
+    counts = pd.DataFrame(
+        {
+            "n_images": lab.sum(axis=1),
+            "n_blacked_out": lab["blacked_out"],
+            "n_no_person": lab["no_person"],
+            "n_several_people": lab["several_people"],
+            "n_abstain": lab["abstain"],
+            "n_female": lab["female"],
+            "n_male": lab["male"],
+        }
+    )
     counts.index.names = by
     t = extra.join(counts).reset_index() if len(extra.columns) else counts.reset_index()
     t["n"] = t["n_female"] + t["n_male"]
@@ -114,14 +121,17 @@ def _share_columns(t: pd.DataFrame, k: np.ndarray, n: np.ndarray, ci: float) -> 
         t["ci_low"], t["ci_high"] = share_interval(successes=k, n=n, ci=ci)
         g = max(int((t["n"] > 0).sum()), 1)
         t["sim_low"], t["sim_high"] = clopper_pearson_interval(successes=k, n=n, ci=1 - alpha / g)
-        t["abstain_rate"] = np.where(t["n_images"] > 0, t["n_abstain"] / t["n_images"].where(t["n_images"] > 0, 1),
-                                     np.nan)
-        t["no_person_rate"] = np.where(t["n_images"] > 0,
-                                       t["n_no_person"] / t["n_images"].where(t["n_images"] > 0, 1), np.nan)
+        t["abstain_rate"] = np.where(
+            t["n_images"] > 0, t["n_abstain"] / t["n_images"].where(t["n_images"] > 0, 1), np.nan
+        )
+        t["no_person_rate"] = np.where(
+            t["n_images"] > 0, t["n_no_person"] / t["n_images"].where(t["n_images"] > 0, 1), np.nan
+        )
         m_all = t["n"] + t["n_abstain"]
         t["p_female_if_abstain_male"] = np.where(m_all > 0, t["n_female"] / m_all.where(m_all > 0, 1), np.nan)
         t["p_female_if_abstain_female"] = np.where(
-            m_all > 0, (t["n_female"] + t["n_abstain"]) / m_all.where(m_all > 0, 1), np.nan)
+            m_all > 0, (t["n_female"] + t["n_abstain"]) / m_all.where(m_all > 0, 1), np.nan
+        )
 
 
 def _no_abstention_column(t: pd.DataFrame, df: pd.DataFrame, by: list[str]) -> None:
@@ -129,8 +139,9 @@ def _no_abstention_column(t: pd.DataFrame, df: pd.DataFrame, by: list[str]) -> N
     if "p_female" in df.columns:
         gated = df[~df["label"].isin(["no_person", "several_people", "blacked_out"])]
         share = (gated["p_female"] >= 0.5).groupby([gated[c] for c in by]).mean()
-        t["p_female_no_abstention"] = share.reindex(pd.MultiIndex.from_frame(t[by]) if len(by) > 1
-                                                    else pd.Index(t[by[0]])).to_numpy(dtype=float)
+        t["p_female_no_abstention"] = share.reindex(
+            pd.MultiIndex.from_frame(t[by]) if len(by) > 1 else pd.Index(t[by[0]])
+        ).to_numpy(dtype=float)
     else:
         t["p_female_no_abstention"] = np.nan
 
@@ -148,8 +159,9 @@ def _imbalance_columns(t: pd.DataFrame, k: np.ndarray, n: np.ndarray, ci: float)
     t["kl_uniform"] = kl_to_uniform(p=t["p_female"].to_numpy())
 
 
-def _reference_columns(t: pd.DataFrame, df: pd.DataFrame, by: list[str], k: np.ndarray, n: np.ndarray, *,
-                       alpha: float) -> None:
+def _reference_columns(
+    t: pd.DataFrame, df: pd.DataFrame, by: list[str], k: np.ndarray, n: np.ndarray, *, alpha: float
+) -> None:
     """p_ref, the gap to it, the direction against it and the tests of it."""
     if "p_ref" in df.columns:
         ref = df.groupby(by, sort=True)["p_ref"].first().reset_index(drop=True)
@@ -162,8 +174,9 @@ def _reference_columns(t: pd.DataFrame, df: pd.DataFrame, by: list[str], k: np.n
     t["p_differs_ref_holm"] = holm(binom_two_sided(k, n, t["p_ref"].to_numpy()))
 
 
-def _rogan_gladen_columns(t: pd.DataFrame, images: pd.DataFrame, k: np.ndarray, n: np.ndarray, *, ci: float,
-                          controls: str, min_controls: int) -> None:
+def _rogan_gladen_columns(
+    t: pd.DataFrame, images: pd.DataFrame, k: np.ndarray, n: np.ndarray, *, ci: float, controls: str, min_controls: int
+) -> None:
     """The Rogan–Gladen share per group from the control prompts' Se and Sp (the occupation's own
     where it has enough controls and *controls* allows, the pooled ones otherwise)."""
     per, pooled = control_counts(images)
@@ -181,7 +194,13 @@ def _rogan_gladen_columns(t: pd.DataFrame, images: pd.DataFrame, k: np.ndarray, 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est, lo, hi = rogan_gladen_interval(
-                successes=k, n=n, se_successes=cnt["se_correct"], se_n=cnt["se_n"],
-                sp_successes=cnt["sp_correct"], sp_n=cnt["sp_n"], ci=ci)
+                successes=k,
+                n=n,
+                se_successes=cnt["se_correct"],
+                se_n=cnt["se_n"],
+                sp_successes=cnt["sp_correct"],
+                sp_n=cnt["sp_n"],
+                ci=ci,
+            )
         t["p_corrected"], t["corrected_low"], t["corrected_high"] = est, lo, hi
         t["se_sp_source"] = src

@@ -163,8 +163,13 @@ def mean_imbalance_interval(*, successes, n, ci: float = 0.95, p_global=None):
 
 
 def bootstrap_mean_imbalance(
-    *, table: pd.DataFrame, by_prompt: pd.DataFrame | None = None, n_boot: int = 1000, ci: float = 0.95,
-    seed=None, n_sim: int = 10_000,
+    *,
+    table: pd.DataFrame,
+    by_prompt: pd.DataFrame | None = None,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed=None,
+    n_sim: int = 10_000,
 ) -> tuple[float, float, float]:
     """Mean |p − ½| over the table's groups: (bias-corrected estimate, interval low, high).
 

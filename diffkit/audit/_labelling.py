@@ -41,9 +41,15 @@ def softmax2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh((a - b) / 2.0))
 
 
-def label_rule(p_person: np.ndarray, p_female: np.ndarray, *, person_threshold: float, abstain_below: float,
-            p_several_people: np.ndarray | None = None, p_no_person: np.ndarray | None = None,
-            ) -> tuple[np.ndarray, np.ndarray]:
+def label_rule(
+    p_person: np.ndarray,
+    p_female: np.ndarray,
+    *,
+    person_threshold: float,
+    abstain_below: float,
+    p_several_people: np.ndarray | None = None,
+    p_no_person: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The labelling rule, ``(confidence, label)``: female or male by p_female, ``abstain`` when
     the confidence max(p, 1 − p) is under *abstain_below*; under *person_threshold* of p_person,
     ``several_people`` where p_several_people > p_no_person, else ``no_person``."""
@@ -91,12 +97,26 @@ def classify_embeddings(
         p_person = softmax2(logits[:, 2], logits[:, 3])
         p_no, p_several = 1 - p_person, np.full(len(p_person), np.nan)
     p_female = softmax2(logits[:, 0], logits[:, 1])
-    conf, label = label_rule(p_person, p_female, person_threshold=person_threshold, abstain_below=abstain_below,
-                          p_several_people=p_several, p_no_person=p_no)
+    conf, label = label_rule(
+        p_person,
+        p_female,
+        person_threshold=person_threshold,
+        abstain_below=abstain_below,
+        p_several_people=p_several,
+        p_no_person=p_no,
+    )
     return pd.DataFrame(
-        {"p_person": p_person, "p_no_person": p_no, "p_several_people": p_several, "p_female": p_female,
-         "p_male": 1 - p_female, "confidence": conf, "label": label,
-         "gender_logit": logits[:, 0] - logits[:, 1], "person_logit": logits[:, 2] - logits[:, 3]}
+        {
+            "p_person": p_person,
+            "p_no_person": p_no,
+            "p_several_people": p_several,
+            "p_female": p_female,
+            "p_male": 1 - p_female,
+            "confidence": conf,
+            "label": label,
+            "gender_logit": logits[:, 0] - logits[:, 1],
+            "person_logit": logits[:, 2] - logits[:, 3],
+        }
     )
 
 
@@ -111,13 +131,21 @@ def relabel(images: pd.DataFrame, *, person_threshold: float, abstain_below: flo
                                          abstain_below=th["abstain_below"]))
     """
     if not 0.5 <= abstain_below <= 1 or not 0 <= person_threshold <= 1:
-        raise InputError(f"abstain_below must be in [0.5, 1] and person_threshold in [0, 1], got {abstain_below} and "
-                         f"{person_threshold}")
+        raise InputError(
+            f"abstain_below must be in [0.5, 1] and person_threshold in [0, 1], got {abstain_below} and "
+            f"{person_threshold}"
+        )
     out = images.copy()
     several = out["p_several_people"].to_numpy() if "p_several_people" in out else None
     nobody = out["p_no_person"].to_numpy() if "p_no_person" in out else None
-    _, label = label_rule(out["p_person"].to_numpy(), out["p_female"].to_numpy(), person_threshold=person_threshold,
-                       abstain_below=abstain_below, p_several_people=several, p_no_person=nobody)
+    _, label = label_rule(
+        out["p_person"].to_numpy(),
+        out["p_female"].to_numpy(),
+        person_threshold=person_threshold,
+        abstain_below=abstain_below,
+        p_several_people=several,
+        p_no_person=nobody,
+    )
     if "blacked_out" in out:
         label[out["blacked_out"].fillna(False).to_numpy(bool)] = "blacked_out"
     out["label"] = label

@@ -42,7 +42,6 @@ CREATE TABLE IF NOT EXISTS safety (
 """
 
 
-
 def journal_mode() -> str:
     """``"WAL"``, unless the processes of a sharded run sit on several machines.
 
@@ -100,8 +99,10 @@ class Ledger:
         except sqlite3.DatabaseError as e:
             self.conn.close()
             if "full" in str(e).lower():
-                raise DiskFullError(errno.ENOSPC, f"disk full while opening {self.path}; fix: free some space "
-                                    "and rerun the same command") from e
+                raise DiskFullError(
+                    errno.ENOSPC,
+                    f"disk full while opening {self.path}; fix: free some space and rerun the same command",
+                ) from e
             raise RunFolderError(
                 f"{self.path} is not a diffkit ledger ({e}); fix: pass a new --out folder, or move this "
                 "folder aside and rerun to start the run over"
@@ -164,8 +165,10 @@ class Ledger:
         finished image, where it gave one (the ``safety`` table; a run folder from before diffkit
         kept it has none, and reads as unknown)."""
         with self._errors():
-            return {(int(k), int(i)): bool(f)
-                    for k, i, f in self.conn.execute("SELECT prompt_id, image_index, nsfw FROM safety")}
+            return {
+                (int(k), int(i)): bool(f)
+                for k, i, f in self.conn.execute("SELECT prompt_id, image_index, nsfw FROM safety")
+            }
 
     def mark(self, keys: list[tuple[int, int]], status: str) -> None:
         """Set *status* (``missing``/``corrupt``/``pending``) on the rows *keys* and forget their hashes."""

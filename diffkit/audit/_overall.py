@@ -59,8 +59,17 @@ def overall_table(
 
     def add(metric, value, lo=np.nan, hi=np.nan, n=None, **extra):
         description, interval = describe(metric, **{**fmt, **extra})
-        rows.append({"metric": metric, "value": float(value), "ci_low": float(lo), "ci_high": float(hi),
-                     "n": int(len(t) if n is None else n), "interval": interval, "description": description})
+        rows.append(
+            {
+                "metric": metric,
+                "value": float(value),
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+                "n": int(len(t) if n is None else n),
+                "interval": interval,
+                "description": description,
+            }
+        )
 
     _imbalance_rows(add, t, ci)
     if images is not None:
@@ -115,8 +124,9 @@ def _reference_rows(add, t: pd.DataFrame, ci: float) -> None:
     tr = t[has_ref]
     if len(tr):
         g = len(tr)
-        est, lo, hi = amplification_interval(successes=tr["n_female"].to_numpy(), n=tr["n"].to_numpy(),
-                                             p_ref=tr["p_ref"].to_numpy(), ci=ci)
+        est, lo, hi = amplification_interval(
+            successes=tr["n_female"].to_numpy(), n=tr["n"].to_numpy(), p_ref=tr["p_ref"].to_numpy(), ci=ci
+        )
         add("amplification", est, lo, hi, n=g)
         add("mean_abs_gap", tr["gap"].abs().mean(), n=g)
         add("n_amplified_holm", int(tr["amplified_holm"].sum()), n=g)
@@ -148,13 +158,23 @@ class AuditMetrics:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every tidy table by name (the CSV files of a report)."""
-        return {"images": self.images, "by_prompt": self.by_prompt, "by_occupation": self.by_occupation,
-                "validation": self.validation, "validation_by_occupation": self.validation_by_occupation,
-                "reliability": self.reliability, "overall": self.overall}
+        return {
+            "images": self.images,
+            "by_prompt": self.by_prompt,
+            "by_occupation": self.by_occupation,
+            "validation": self.validation,
+            "validation_by_occupation": self.validation_by_occupation,
+            "reliability": self.reliability,
+            "overall": self.overall,
+        }
 
 
 def audit_metrics(
-    *, images: pd.DataFrame, ci: float = 0.95, n_boot: int = 1000, seed=None,
+    *,
+    images: pd.DataFrame,
+    ci: float = 0.95,
+    n_boot: int = 1000,
+    seed=None,
     min_controls: int = DEFAULT_MIN_CONTROLS,
 ) -> AuditMetrics:
     """Every table from a per-image score table (:func:`~diffkit.audit.score.score_images`).
@@ -176,17 +196,50 @@ def audit_metrics(
     extra = []
     for i, name in enumerate(("sensitivity", "specificity")):
         description, interval = describe(name, **fmt)
-        extra.append({"metric": name, "value": se if i == 0 else sp, "ci_low": val["ci_low"].iloc[i],
-                      "ci_high": val["ci_high"].iloc[i], "n": int(val["n_labelled"].iloc[i]), "interval": interval,
-                      "description": description})
+        extra.append(
+            {
+                "metric": name,
+                "value": se if i == 0 else sp,
+                "ci_low": val["ci_low"].iloc[i],
+                "ci_high": val["ci_high"].iloc[i],
+                "n": int(val["n_labelled"].iloc[i]),
+                "interval": interval,
+                "description": description,
+            }
+        )
     overall = pd.concat([overall, pd.DataFrame(extra)], ignore_index=True)
     vocc = controls_by_occupation(images=images, ci=ci)
     if np.isfinite(vocc.attrs.get("p_homogeneous", np.nan)):
         description, _ = describe("se_sp_homogeneity_p", **fmt)
-        overall = pd.concat([overall, pd.DataFrame([{
-            "metric": "se_sp_homogeneity_p", "value": vocc.attrs["p_homogeneous"], "ci_low": np.nan,
-            "ci_high": np.nan, "n": len(vocc), "interval": "", "description": description}])], ignore_index=True)
-    return AuditMetrics(images, by_prompt, by_occ, val, overall, se, sp,
-                        {"ci": ci, "n_boot": n_boot, "seed": seed, "min_controls": min_controls},
-                        validation_by_occupation=vocc, reliability=reliability_table(images=images, ci=ci),
-                        thresholds=suggest_thresholds(images=images))
+        overall = pd.concat(
+            [
+                overall,
+                pd.DataFrame(
+                    [
+                        {
+                            "metric": "se_sp_homogeneity_p",
+                            "value": vocc.attrs["p_homogeneous"],
+                            "ci_low": np.nan,
+                            "ci_high": np.nan,
+                            "n": len(vocc),
+                            "interval": "",
+                            "description": description,
+                        }
+                    ]
+                ),
+            ],
+            ignore_index=True,
+        )
+    return AuditMetrics(
+        images,
+        by_prompt,
+        by_occ,
+        val,
+        overall,
+        se,
+        sp,
+        {"ci": ci, "n_boot": n_boot, "seed": seed, "min_controls": min_controls},
+        validation_by_occupation=vocc,
+        reliability=reliability_table(images=images, ci=ci),
+        thresholds=suggest_thresholds(images=images),
+    )

@@ -32,7 +32,8 @@ def check_prompt_lengths(spec: AuditSpec, tokenizer: Any, prompts: pd.DataFrame 
         if n > limit:
             key = f"{'prompts' if kind == 'audit' else 'controls'}.templates[{int(tid)}]"
             raise SpecError(
-                spec.source, key,
+                spec.source,
+                key,
                 f"the prompt {text!r} is {n} tokens, over the text encoder's limit of {limit}: its end "
                 "(the occupation word, perhaps) would be cut off before the model sees it",
                 f"shorten the template to at most {limit} tokens with the longest attribute filled in",
@@ -42,7 +43,8 @@ def check_prompt_lengths(spec: AuditSpec, tokenizer: Any, prompts: pd.DataFrame 
         n = len(tokenizer(negative, truncation=False, add_special_tokens=True)["input_ids"])
         if n > limit:
             raise SpecError(
-                spec.source, "pipeline.negative_prompt",
+                spec.source,
+                "pipeline.negative_prompt",
                 f"{n} tokens, over the text encoder's limit of {limit}: the pipeline would cut off its end "
                 f"({negative[:40]!r}…) without a word",
                 f"shorten it to at most {limit} tokens, the words that matter first",
@@ -61,8 +63,11 @@ def load_pipeline_for(spec: AuditSpec, *, device: Any = None, progress: bool = T
         if not progress:
             stack.enter_context(quiet_loading())
         pipe = load_pipeline(
-            spec.pipeline.model, device=device, dtype=spec.pipeline.dtype,
-            scheduler=spec.pipeline.scheduler, revision=spec.pipeline.revision,
+            spec.pipeline.model,
+            device=device,
+            dtype=spec.pipeline.dtype,
+            scheduler=spec.pipeline.scheduler,
+            revision=spec.pipeline.revision,
         )
     if not spec.pipeline.safety_checker and getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # pipeline.safety_checker = false: diffusers then flags nothing

@@ -17,7 +17,12 @@ __all__ = ["write_comparison"]
 
 
 def write_comparison(
-    *, by_occupation: pd.DataFrame, overall: pd.DataFrame, name_a: str, name_b: str, out_dir: str | Path,
+    *,
+    by_occupation: pd.DataFrame,
+    overall: pd.DataFrame,
+    name_a: str,
+    name_b: str,
+    out_dir: str | Path,
     ci: float = 0.95,
 ) -> Path:
     """Write a comparison of two runs (``compare.html``, ``compare_by_occupation.csv``,
@@ -41,16 +46,32 @@ def write_comparison(
     ax.set_yticks(y, plain_labels(t["occupation"]))
     ax.set_xlabel(f"p̂ female: b − a ({lvl} {'Newcombe paired' if paired else 'Newcombe'})")
     plot = png_data_uri(fig)
-    md_lines = [f"# {html.escape(name_b)} versus {html.escape(name_a)}", "", f"Design: {html.escape(design)}.", "",
-                f"| metric | a | b | b − a | {lvl} CI |", "|---|---|---|---|---|"]
+    md_lines = [
+        f"# {html.escape(name_b)} versus {html.escape(name_a)}",
+        "",
+        f"Design: {html.escape(design)}.",
+        "",
+        f"| metric | a | b | b − a | {lvl} CI |",
+        "|---|---|---|---|---|",
+    ]
     for _, r in overall.iterrows():
-        md_lines.append(f"| {r['metric']} | {fmt(r['a'])} | {fmt(r['b'])} | {fmt(r['diff'])} | "
-                        f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] |")
+        md_lines.append(
+            f"| {r['metric']} | {fmt(r['a'])} | {fmt(r['b'])} | {fmt(r['diff'])} | "
+            f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] |"
+        )
     atomic_write_text(out / "compare.md", "\n".join(md_lines) + "\n")
-    doc = jinja_env().from_string(COMPARE_HTML).render(
-        css=Markup(CSS), name_a=name_a, name_b=name_b, design=design, plot=plot,
-        overall=table_html(overall.rename(columns={"ci_low": f"{lvl} low", "ci_high": f"{lvl} high"})),
-        by_occupation=table_html(by_occupation),
+    doc = (
+        jinja_env()
+        .from_string(COMPARE_HTML)
+        .render(
+            css=Markup(CSS),
+            name_a=name_a,
+            name_b=name_b,
+            design=design,
+            plot=plot,
+            overall=table_html(overall.rename(columns={"ci_low": f"{lvl} low", "ci_high": f"{lvl} high"})),
+            by_occupation=table_html(by_occupation),
+        )
     )
     path = out / "compare.html"
     atomic_write_text(path, doc)

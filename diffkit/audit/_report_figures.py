@@ -85,29 +85,66 @@ def _per_occupation(order: pd.DataFrame, pub: pd.DataFrame, lvl: str) -> Any:
     fig, ax = _subplots(figsize=(7.5, 0.5 * len(order) + 1.6))
     y = np.arange(len(order))
     if "sim_low" in order:
-        ax.errorbar(order["p_female"], y, xerr=error_bars(order["p_female"], order["sim_low"], order["sim_high"]),
-                    fmt="none", ecolor="C0", alpha=0.35, lw=5, label=f"simultaneous {lvl} (all occupations)")
-    ax.errorbar(order["p_female"], y, xerr=error_bars(order["p_female"], order["ci_low"], order["ci_high"]),
-                fmt="o", color="C0", capsize=3, label=f"generated p̂ ({lvl} Clopper–Pearson)")
+        ax.errorbar(
+            order["p_female"],
+            y,
+            xerr=error_bars(order["p_female"], order["sim_low"], order["sim_high"]),
+            fmt="none",
+            ecolor="C0",
+            alpha=0.35,
+            lw=5,
+            label=f"simultaneous {lvl} (all occupations)",
+        )
+    ax.errorbar(
+        order["p_female"],
+        y,
+        xerr=error_bars(order["p_female"], order["ci_low"], order["ci_high"]),
+        fmt="o",
+        color="C0",
+        capsize=3,
+        label=f"generated p̂ ({lvl} Clopper–Pearson)",
+    )
     if "p_female_if_abstain_male" in order and (order["n_abstain"] > 0).any():
-        ax.hlines(y - 0.25, order["p_female_if_abstain_male"], order["p_female_if_abstain_female"], color="grey",
-                  lw=2, label="if every abstention were male … female")
+        ax.hlines(
+            y - 0.25,
+            order["p_female_if_abstain_male"],
+            order["p_female_if_abstain_female"],
+            color="grey",
+            lw=2,
+            label="if every abstention were male … female",
+        )
     if order["p_corrected"].notna().any():
-        ax.errorbar(order["p_corrected"], y + 0.25,
-                    xerr=error_bars(order["p_corrected"], order["corrected_low"], order["corrected_high"]),
-                    fmt="s", color="C2", ms=4, capsize=2, lw=1, label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)")
+        ax.errorbar(
+            order["p_corrected"],
+            y + 0.25,
+            xerr=error_bars(order["p_corrected"], order["corrected_low"], order["corrected_high"]),
+            fmt="s",
+            color="C2",
+            ms=4,
+            capsize=2,
+            lw=1,
+            label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)",
+        )
     if order["p_ref"].notna().any():
         ax.plot(order["p_ref"], y, "x", color="C3", ms=9, mew=2, label="reference (BLS)")
     if len(pub):
         py = np.array([list(order["occupation"]).index(o) for o in pub.index])
-        ax.plot(pub["published_p_female"], py, "D", color="C4", ms=5, mfc="none",
-                label="Fair Diffusion, SD 1.5, FairFace (published)")
+        ax.plot(
+            pub["published_p_female"],
+            py,
+            "D",
+            color="C4",
+            ms=5,
+            mfc="none",
+            label="Fair Diffusion, SD 1.5, FairFace (published)",
+        )
     ax.axvline(0.5, color="grey", lw=1, ls="--")
     ax.set_yticks(y, plain_labels(order["occupation"]))
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("share labelled female")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.4 / max(len(order), 1)), ncol=2, fontsize=8,
-              frameon=False)
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.4 / max(len(order), 1)), ncol=2, fontsize=8, frameon=False
+    )
     return fig
 
 
@@ -117,11 +154,22 @@ def _scatter(tr: pd.DataFrame, lvl: str) -> Any:
 
     fig, ax = _subplots(figsize=(5, 5))
     sns.scatterplot(data=tr, x="p_ref", y="p_female", ax=ax, s=50)
-    ax.errorbar(tr["p_ref"], tr["p_female"], yerr=error_bars(tr["p_female"], tr["ci_low"], tr["ci_high"]),
-                fmt="none", ecolor="C0", alpha=0.5)
+    ax.errorbar(
+        tr["p_ref"],
+        tr["p_female"],
+        yerr=error_bars(tr["p_female"], tr["ci_low"], tr["ci_high"]),
+        fmt="none",
+        ecolor="C0",
+        alpha=0.5,
+    )
     for _, r in tr.iterrows():
-        ax.annotate(plain_labels([r["occupation"]])[0], (r["p_ref"], r["p_female"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            plain_labels([r["occupation"]])[0],
+            (r["p_ref"], r["p_female"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="generated = reference")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xlim(-0.02, 1.02)
@@ -140,10 +188,22 @@ def _direction(tr: pd.DataFrame, lvl: str) -> Any:
     rev = tr["reversed_holm"].fillna(False).astype(bool).to_numpy() if "reversed_holm" in tr else 0 * amp
     colour = np.where(amp, "C3", np.where(rev, "C4", "0.4"))
     for yy, (r0, p1, c) in enumerate(zip(tr["p_ref"], tr["p_female"], colour)):
-        ax.annotate("", xy=(p1, yy), xytext=(r0, yy),
-                    arrowprops={"arrowstyle": "->", "color": c, "lw": 2, "shrinkA": 0, "shrinkB": 0})
-    ax.errorbar(tr["p_female"], y, xerr=error_bars(tr["p_female"], tr["ci_low"], tr["ci_high"]), fmt="none",
-                ecolor="0.3", alpha=0.5, capsize=2, lw=1)
+        ax.annotate(
+            "",
+            xy=(p1, yy),
+            xytext=(r0, yy),
+            arrowprops={"arrowstyle": "->", "color": c, "lw": 2, "shrinkA": 0, "shrinkB": 0},
+        )
+    ax.errorbar(
+        tr["p_female"],
+        y,
+        xerr=error_bars(tr["p_female"], tr["ci_low"], tr["ci_high"]),
+        fmt="none",
+        ecolor="0.3",
+        alpha=0.5,
+        capsize=2,
+        lw=1,
+    )
     ax.plot(tr["p_ref"], y, "x", color="0.2", ms=7, label="reference")
     for c, lab in (("C3", "amplified (Holm)"), ("C4", "reversed (Holm)"), ("0.4", "neither")):
         ax.plot([], [], color=c, lw=2, label=lab)
@@ -152,8 +212,9 @@ def _direction(tr: pd.DataFrame, lvl: str) -> Any:
     ax.set_yticks(y, tr["occupation"].astype(str))
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel(f"share labelled female: reference → generated ({lvl} Clopper–Pearson on the generated)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.4 / max(len(tr), 1)), ncol=4, fontsize=8,
-              frameon=False)
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.4 / max(len(tr), 1)), ncol=4, fontsize=8, frameon=False
+    )
     return fig
 
 
@@ -167,8 +228,14 @@ def _imbalance(bp: pd.DataFrame) -> Any:
     vals = np.abs(k / n_med - 0.5)
     pmf = pd.Series(stats.binom.pmf(k, n_med, 0.5)).groupby(np.round(vals, 9)).sum()
     fig, ax = _subplots(figsize=(7, 3.5))
-    sns.histplot(bp["imbalance"], bins=np.linspace(0, 0.5, 11), stat="probability", ax=ax, color="C0",
-                 label=f"generated, per prompt ({len(bp)} prompts)")
+    sns.histplot(
+        bp["imbalance"],
+        bins=np.linspace(0, 0.5, 11),
+        stat="probability",
+        ax=ax,
+        color="C0",
+        label=f"generated, per prompt ({len(bp)} prompts)",
+    )
     ax.vlines(pmf.index, 0, pmf.values, color="C3", lw=3, alpha=0.7, label=f"fair model, n = {n_med} (exact)")
     ax.axvline(float(bp["fair_baseline"].mean()), color="C3", ls="--", lw=1, label="fair-model E|p̂ − ½|")
     ax.axvline(float(bp["imbalance"].mean()), color="C0", ls="--", lw=1, label="generated mean (plug-in)")
@@ -181,17 +248,36 @@ def _reliability(r: pd.DataFrame, lvl: str) -> Any:
     """4. Reliability diagram on the control prompts."""
     fig, ax = _subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
-    ax.errorbar(r["mean_p_female"], r["share_stated_female"],
-                yerr=error_bars(r["share_stated_female"], r["ci_low"], r["ci_high"]), fmt="o", color="C0",
-                capsize=3, label=f"control images ({lvl} Clopper–Pearson)")
+    ax.errorbar(
+        r["mean_p_female"],
+        r["share_stated_female"],
+        yerr=error_bars(r["share_stated_female"], r["ci_low"], r["ci_high"]),
+        fmt="o",
+        color="C0",
+        capsize=3,
+        label=f"control images ({lvl} Clopper–Pearson)",
+    )
     mid = r[(r["bin_low"] >= 0.1) & (r["bin_high"] <= 0.9)]
     if mid["n"].sum() == 0:
-        ax.text(0.5, 0.5, "no control image has 0.1 < p_female < 0.9:\nthe probabilities saturate, so an "
-                "abstention\nthreshold on them cannot act", ha="center", va="center", fontsize=8,
-                color="C3", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no control image has 0.1 < p_female < 0.9:\nthe probabilities saturate, so an "
+            "abstention\nthreshold on them cannot act",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="C3",
+            transform=ax.transAxes,
+        )
     for _, row in r.iterrows():
-        ax.annotate(f"n={int(row['n'])}", (row["mean_p_female"], row["share_stated_female"]), fontsize=7,
-                    xytext=(4, -10), textcoords="offset points")
+        ax.annotate(
+            f"n={int(row['n'])}",
+            (row["mean_p_female"], row["share_stated_female"]),
+            fontsize=7,
+            xytext=(4, -10),
+            textcoords="offset points",
+        )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("classifier p_female (mean in bin)")

@@ -40,11 +40,11 @@ def limitations(ci: float = 0.95) -> list[str]:
         "gender, measure sensitivity and specificity on <i>this</i> generator's images. What they measure is the "
         "generator's <i>compliance</i> (did it draw a woman for \"a woman nurse\"?) times the classifier's "
         "accuracy: a generator that ignores the gender word is booked as classifier error and then "
-        "\"corrected\" away. On diffkit-tiny the pixel oracle separates the two "
+        '"corrected" away. On diffkit-tiny the pixel oracle separates the two '
         "(<code>diffkit.audit.oracle_check</code>); on a real model, look at the control thumbnails. The "
         "Rogan–Gladen correction also assumes the error rates on neutral prompts equal those on the controls.",
         "The reference (US BLS CPS Table 11) counts employed people in the United States in one year by "
-        "survey-reported sex. It is not the \"right\" answer for an image model: it describes one country's "
+        'survey-reported sex. It is not the "right" answer for an image model: it describes one country\'s '
         "labour market, not how occupations should be depicted, and its titles differ from prompt words "
         "(the BLS title is shown beside each). Occupations it lacks are reported without a reference.",
         "Small samples look biased: a perfectly fair model shows E|p̂ − ½| of about 0.14 with 8 images. "
@@ -70,8 +70,20 @@ def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for name in ("diffkit", "torch", "diffusers", "transformers", "open_clip_torch", "accelerate", "numpy",
-                 "pandas", "scipy", "seaborn", "pillow", "jinja2"):
+    for name in (
+        "diffkit",
+        "torch",
+        "diffusers",
+        "transformers",
+        "open_clip_torch",
+        "accelerate",
+        "numpy",
+        "pandas",
+        "scipy",
+        "seaborn",
+        "pillow",
+        "jinja2",
+    ):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -111,14 +123,20 @@ def fair_sentence(m: AuditMetrics) -> str:
     if ov["fair_null_p"]["value"] <= alpha:
         t = m.by_occupation
         names = ", ".join(str(o) for o in t.loc[t["p_fair_holm"] <= alpha, "occupation"])
-        out = (f"No: {k} of {g} occupations differ significantly from parity ({names}; exact binomial tests, "
-               f"Holm-adjusted), so the fair null is rejected (global p = {p}, Holm's first step).")
+        out = (
+            f"No: {k} of {g} occupations differ significantly from parity ({names}; exact binomial tests, "
+            f"Holm-adjusted), so the fair null is rejected (global p = {p}, Holm's first step)."
+        )
         if ov["mean_imbalance"]["ci_low"] <= 0:
-            out += (" The mean imbalance's interval still reaches 0: it bounds the mean over all occupations, "
-                    "conservatively where most sit near parity.")
+            out += (
+                " The mean imbalance's interval still reaches 0: it bounds the mean over all occupations, "
+                "conservatively where most sit near parity."
+            )
         return out
-    return (f"Not rejected (global p = {p}, Holm's first step): no occupation differs significantly from parity "
-            "(exact binomial tests, Holm-adjusted).")
+    return (
+        f"Not rejected (global p = {p}, Holm's first step): no occupation differs significantly from parity "
+        "(exact binomial tests, Holm-adjusted)."
+    )
 
 
 def names_where(m: AuditMetrics, column: str) -> str:
@@ -132,6 +150,7 @@ def names_where(m: AuditMetrics, column: str) -> str:
 def display_overall(overall: pd.DataFrame, lvl: str) -> pd.DataFrame:
     """The overall table as the report shows it: counts as integers, p-values to 3 significant
     digits, everything else to 3 decimals; the interval columns named with their level."""
+
     def one(metric: str, x: Any) -> str:
         if x is None or not np.isfinite(x):
             return "–"

@@ -134,8 +134,9 @@ def rogan_gladen_interval(
     effect. All arguments broadcast (Se, Sp counts may be per group). NaN where n = 0 or a control
     count is 0.
     """
-    k, n, xs, ms, xp, mp = (np.atleast_1d(np.asarray(v, dtype=float)) for v in
-                            (successes, n, se_successes, se_n, sp_successes, sp_n))
+    k, n, xs, ms, xp, mp = (
+        np.atleast_1d(np.asarray(v, dtype=float)) for v in (successes, n, se_successes, se_n, sp_successes, sp_n)
+    )
     k, n, xs, ms, xp, mp = np.broadcast_arrays(k, n, xs, ms, xp, mp)
     shape = k.shape
     k, n, xs, ms, xp, mp = (v.ravel() for v in (k, n, xs, ms, xp, mp))

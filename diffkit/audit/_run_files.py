@@ -32,6 +32,7 @@ SPEC_NAME = "spec.json"
 LOCK_NAME = ".diffkit.lock"
 STATUSES = ("pending", "done", "missing", "corrupt")
 
+
 class RunMismatchError(DiffkitError, ValueError):
     """The output folder holds another spec's (or another model's) run, or a ledger edited by
     hand (rows added or changed); diffkit never mixes runs."""
@@ -133,8 +134,9 @@ def clean_orphans(run_dir: str | Path) -> list[Path]:
     Call it only while holding :func:`run_lock` (no live writer then owns a temporary file).
     """
     run_dir = Path(run_dir)
-    found = [p for pattern in (".*.tmp", "images/*/.*.tmp", "report/.*.tmp") for p in run_dir.glob(pattern)
-             if p.is_file()]
+    found = [
+        p for pattern in (".*.tmp", "images/*/.*.tmp", "report/.*.tmp") for p in run_dir.glob(pattern) if p.is_file()
+    ]
     for p in found:
         with contextlib.suppress(OSError):
             p.unlink()

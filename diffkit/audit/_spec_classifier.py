@@ -20,18 +20,26 @@ def read_classifier(r: SpecReader, n_img: int) -> ClassifierSpec:
     cmodel = r.get(cl, "classifier", "model", str, default.model)
     pretrained = r.get(cl, "classifier", "pretrained", str, default.pretrained) or None
     if kind == "open_clip" and cmodel not in ("tiny", "tiny-weak") and ":" not in cmodel and pretrained is None:
-        raise r.err("classifier.pretrained", f"missing for open_clip model {cmodel!r}",
-                    "name the weights, e.g. pretrained = 'laion2b_s34b_b79k' (see open_clip.list_pretrained()), "
-                    "or use a 'local-dir:/folder' or 'hf-hub:org/name' model")
+        raise r.err(
+            "classifier.pretrained",
+            f"missing for open_clip model {cmodel!r}",
+            "name the weights, e.g. pretrained = 'laion2b_s34b_b79k' (see open_clip.list_pretrained()), "
+            "or use a 'local-dir:/folder' or 'hf-hub:org/name' model",
+        )
     detector = _detector(r, cl, default, kind, gate, cmodel)
     label_map = _label_map(r, cl, kind)
     phrase_sets = r.strings(cl, "classifier", "phrase_sets", (), nonempty=False) or ()
     for i, name in enumerate(phrase_sets):
         if name not in PHRASE_SETS:
-            raise r.err(f"classifier.phrase_sets[{i}]", f"unknown phrase set {name!r}", f"use some of {sorted(PHRASE_SETS)}")
+            raise r.err(
+                f"classifier.phrase_sets[{i}]", f"unknown phrase set {name!r}", f"use some of {sorted(PHRASE_SETS)}"
+            )
     if phrase_sets and kind != "open_clip":
-        raise r.err("classifier.phrase_sets", "phrase sets are text prompts for a CLIP judge",
-                    "remove them, or use kind = 'open_clip'")
+        raise r.err(
+            "classifier.phrase_sets",
+            "phrase sets are text prompts for a CLIP judge",
+            "remove them, or use kind = 'open_clip'",
+        )
     classifier = ClassifierSpec(
         kind=kind,
         model=cmodel,
@@ -62,8 +70,11 @@ def _kind_and_gate(r: SpecReader, cl: dict, default: ClassifierSpec) -> tuple[st
     if gate not in GATES:
         raise r.err("classifier.gate", f"unknown gate {gate!r}", f"use one of {list(GATES)}")
     if kind == "face_crop" and gate == "clip":
-        raise r.err("classifier.gate", "a face-crop classifier has no CLIP person gate",
-                    "use gate = 'faces' (the detector's count) or 'none'")
+        raise r.err(
+            "classifier.gate",
+            "a face-crop classifier has no CLIP person gate",
+            "use gate = 'faces' (the detector's count) or 'none'",
+        )
     return kind, gate
 
 
@@ -84,8 +95,11 @@ def _labels_and_templates(r: SpecReader, cl: dict, default: ClassifierSpec) -> t
         except ValueError:
             fields = None
         if fields != [""]:
-            raise r.err(f"classifier.templates[{i}]", f"{t!r} must hold exactly one {{}}",
-                        "write label templates open_clip-style, e.g. 'a photo of a {}.'")
+            raise r.err(
+                f"classifier.templates[{i}]",
+                f"{t!r} must hold exactly one {{}}",
+                "write label templates open_clip-style, e.g. 'a photo of a {}.'",
+            )
     return labels, cl_templates
 
 
@@ -93,13 +107,18 @@ def _detector(r: SpecReader, cl: dict, default: ClassifierSpec, kind: str, gate:
     """``classifier.detector`` (and the face-crop model's entry point), required by a face gate."""
     detector = r.get(cl, "classifier", "detector", str, default.detector) or None
     if kind == "face_crop":
-        check_entry_point(r, "classifier.model", cmodel, "a torch module (FairFace-style)",
-                          "diffkit.audit.faces:fairface")
+        check_entry_point(
+            r, "classifier.model", cmodel, "a torch module (FairFace-style)", "diffkit.audit.faces:fairface"
+        )
     if detector is not None:
         check_entry_point(r, "classifier.detector", detector, "a face detector", "diffkit.audit.faces:dlib_cnn")
     elif gate == "faces" or kind == "face_crop":
-        raise r.err("classifier.detector", "missing", "name the face detector, e.g. detector = "
-                    "'diffkit.audit.faces:dlib_cnn' with detector_weights = '/path/mmod_human_face_detector.dat'")
+        raise r.err(
+            "classifier.detector",
+            "missing",
+            "name the face detector, e.g. detector = "
+            "'diffkit.audit.faces:dlib_cnn' with detector_weights = '/path/mmod_human_face_detector.dat'",
+        )
     return detector
 
 
@@ -114,8 +133,11 @@ def _label_map(r: SpecReader, cl: dict, kind: str) -> dict[str, int]:
             raise r.err(f"classifier.label_map.{k}", "unknown class", "give the output index of female and male")
         label_map[k] = r.get(label_map_raw, "classifier.label_map", k, int, lo=0, hi=100_000)
     if kind == "face_crop" and set(label_map) != set(GENDER_CLASSES):
-        raise r.err("classifier.label_map", f"needs female and male, got {sorted(label_map)}",
-                    "give the classifier's output index of each, e.g. label_map = { female = 8, male = 7 } (FairFace)")
+        raise r.err(
+            "classifier.label_map",
+            f"needs female and male, got {sorted(label_map)}",
+            "give the classifier's output index of each, e.g. label_map = { female = 8, male = 7 } (FairFace)",
+        )
     if label_map and label_map["female"] == label_map.get("male"):
         raise r.err("classifier.label_map", "female and male name the same output", "give two different indices")
     return label_map
@@ -124,8 +146,14 @@ def _label_map(r: SpecReader, cl: dict, kind: str) -> dict[str, int]:
 def _check_keep_first(r: SpecReader, classifier: ClassifierSpec, n_img: int) -> None:
     if classifier.keep_first is not None:
         if classifier.keep_first > n_img:
-            raise r.err("classifier.keep_first", f"{classifier.keep_first} is more than the {n_img} images per prompt",
-                        f"generate more (audit.images_per_prompt ≥ {classifier.keep_first}, as a cap) or keep fewer")
+            raise r.err(
+                "classifier.keep_first",
+                f"{classifier.keep_first} is more than the {n_img} images per prompt",
+                f"generate more (audit.images_per_prompt ≥ {classifier.keep_first}, as a cap) or keep fewer",
+            )
         if classifier.gate == "none":
-            raise r.err("classifier.keep_first", "keeps the first images the gate passes, but gate = 'none'",
-                        "use a gate ('clip' or 'faces'), or remove keep_first")
+            raise r.err(
+                "classifier.keep_first",
+                "keeps the first images the gate passes, but gate = 'none'",
+                "use a gate ('clip' or 'faces'), or remove keep_first",
+            )

@@ -26,11 +26,25 @@ RENAMED: dict[str, dict[str, str]] = {
 # leaves them out at that value, so adding a key never changes the fingerprint of a run folder
 # written before it. Add new keys here, never remove.
 ADDED: dict[str, dict[str, Any]] = {
-    "": {"seeds": "derived", "noise": "per_image", "prompt_seeds": {}, "sweep": {},
-         "replication": {"published": "", "by": "", "counts": {}, "source": ""}},
+    "": {
+        "seeds": "derived",
+        "noise": "per_image",
+        "prompt_seeds": {},
+        "sweep": {},
+        "replication": {"published": "", "by": "", "counts": {}, "source": ""},
+    },
     "pipeline": {"generator_device": "cpu", "safety_checker": True},
-    "classifier": {"kind": "open_clip", "gate": "clip", "detector": None, "detector_weights": None,
-                   "label_map": {}, "crop_size": 224, "crop_margin": 0.25, "keep_first": None, "phrase_sets": []},
+    "classifier": {
+        "kind": "open_clip",
+        "gate": "clip",
+        "detector": None,
+        "detector_weights": None,
+        "label_map": {},
+        "crop_size": 224,
+        "crop_margin": 0.25,
+        "keep_first": None,
+        "phrase_sets": [],
+    },
 }
 
 

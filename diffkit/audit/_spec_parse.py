@@ -32,8 +32,12 @@ __all__ = ["parse_spec"]
 def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | None = None) -> AuditSpec:
     """Validate a spec already parsed from TOML (a nested dict) and resolve its reference table."""
     if not isinstance(data, dict):
-        raise SpecError(source, "(spec)", f"expected a table of tables, got {type(data).__name__}",
-                        "write the spec as TOML tables [audit], [prompts], [pipeline] (see audits/tiny_default.toml)")
+        raise SpecError(
+            source,
+            "(spec)",
+            f"expected a table of tables, got {type(data).__name__}",
+            "write the spec as TOML tables [audit], [prompts], [pipeline] (see audits/tiny_default.toml)",
+        )
     data = copy.deepcopy(data)
     r = SpecReader(data, source)
     unknown = sorted(set(data) - set(KNOWN_KEYS))
@@ -52,10 +56,23 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
     if audit["seeds"] not in ("derived", "counting"):
         prompt_seeds = read_prompt_seeds(r, audit["seeds"], base_dir)
     elif audit["noise"] == "per_prompt":
-        raise r.err("audit.noise", "'per_prompt' draws one batch of latents from each prompt's own seed",
-                    "give audit.seeds a CSV of per-prompt seeds (columns prompt, evaluation_seed), or use 'per_image'")
-    spec = AuditSpec(**audit, prompts=prompts, controls=controls, pipeline=pipeline, classifier=classifier,
-                     report=report, source=source, replication=replication, prompt_seeds=prompt_seeds, sweep=sweep)
+        raise r.err(
+            "audit.noise",
+            "'per_prompt' draws one batch of latents from each prompt's own seed",
+            "give audit.seeds a CSV of per-prompt seeds (columns prompt, evaluation_seed), or use 'per_image'",
+        )
+    spec = AuditSpec(
+        **audit,
+        prompts=prompts,
+        controls=controls,
+        pipeline=pipeline,
+        classifier=classifier,
+        report=report,
+        source=source,
+        replication=replication,
+        prompt_seeds=prompt_seeds,
+        sweep=sweep,
+    )
     _check_whole(r, spec)
     return spec
 
@@ -67,8 +84,11 @@ def _read_audit(r: SpecReader, source: str) -> dict[str, Any]:
     name = r.get(a, "audit", "name", str, default_name or default_of(AuditSpec, "name"))
     if not NAME_OK.fullmatch(name) or name in (".", ".."):
         slug = NAME_JUNK.sub("-", name).strip("-.") or "my_audit"
-        raise r.err("audit.name", f"{name!r} is not a plain folder name (it names the run folder out/audit/<name>)",
-                    f"use letters, digits, '.', '_' and '-' only, at most 100, e.g. name = {slug[:100]!r}")
+        raise r.err(
+            "audit.name",
+            f"{name!r} is not a plain folder name (it names the run folder out/audit/<name>)",
+            f"use letters, digits, '.', '_' and '-' only, at most 100, e.g. name = {slug[:100]!r}",
+        )
     out = {
         "name": name,
         "seed": r.num(a, "audit", "seed", default_of(AuditSpec, "seed")),
@@ -79,8 +99,11 @@ def _read_audit(r: SpecReader, source: str) -> dict[str, Any]:
         "noise": r.get(a, "audit", "noise", str, default_of(AuditSpec, "noise")),
     }
     if out["noise"] not in ("per_image", "per_prompt"):
-        raise r.err("audit.noise", f"unknown noise scheme {out['noise']!r}",
-                    "use 'per_image' (each image its own generator) or 'per_prompt' (one batch of latents per prompt)")
+        raise r.err(
+            "audit.noise",
+            f"unknown noise scheme {out['noise']!r}",
+            "use 'per_image' (each image its own generator) or 'per_prompt' (one batch of latents per prompt)",
+        )
     return out
 
 
@@ -97,8 +120,11 @@ def _read_prompts(r: SpecReader, base_dir: Path | None) -> PromptSpec:
     attributes: dict[str, tuple[str, ...]] = {}
     for k in attrs_raw:
         if not k.isidentifier() or k.startswith("a_") or k == "gender":
-            raise r.err(f"prompts.attributes.{k}", "not a usable attribute name",
-                        "use a plain name such as occupation, adjective or activity")
+            raise r.err(
+                f"prompts.attributes.{k}",
+                "not a usable attribute name",
+                "use a plain name such as occupation, adjective or activity",
+            )
         attributes[k] = r.strings(attrs_raw, "prompts.attributes", k)
     ref_values, ref_titles, ref_source = {}, {}, ""
     if "reference" in p:
@@ -107,8 +133,11 @@ def _read_prompts(r: SpecReader, base_dir: Path | None) -> PromptSpec:
         if "occupation" not in attributes:
             attributes["occupation"] = tuple(ref_values)
     if "occupation" not in attributes:
-        raise r.err("prompts.attributes.occupation", "missing",
-                    "list the occupations to audit, or set prompts.reference to a CSV whose rows are used")
+        raise r.err(
+            "prompts.attributes.occupation",
+            "missing",
+            "list the occupations to audit, or set prompts.reference to a CSV whose rows are used",
+        )
     allowed = {n for k in attributes for n in (k, f"a_{k}")}
     check_templates(r, "prompts.templates", templates, allowed)
     if ref_values:
@@ -118,8 +147,13 @@ def _read_prompts(r: SpecReader, base_dir: Path | None) -> PromptSpec:
         found = [(o, row[o.casefold()]) for o in attributes["occupation"] if o.casefold() in row]
         ref_values = {o: ref_values[key] for o, key in found}
         ref_titles = {o: ref_titles[key] for o, key in found if key in ref_titles}
-    return PromptSpec(templates=templates, attributes=attributes, reference=ref_values,
-                      reference_titles=ref_titles, reference_source=ref_source)
+    return PromptSpec(
+        templates=templates,
+        attributes=attributes,
+        reference=ref_values,
+        reference_titles=ref_titles,
+        reference_source=ref_source,
+    )
 
 
 def _read_controls(r: SpecReader, allowed: set[str], n_img: int) -> ControlSpec:
@@ -128,16 +162,25 @@ def _read_controls(r: SpecReader, allowed: set[str], n_img: int) -> ControlSpec:
     c_templates = r.strings(c, "controls", "templates", (), nonempty=False) or ()
     gw_raw = c.get("gender_words", default_of(ControlSpec, "gender_words"))
     if not isinstance(gw_raw, dict) or set(gw_raw) != set(GENDER_CLASSES):
-        raise r.err("controls.gender_words", f"expected keys female and male, got {gw_raw!r}",
-                    'write [controls.gender_words] female = ["woman"] male = ["man"]')
+        raise r.err(
+            "controls.gender_words",
+            f"expected keys female and male, got {gw_raw!r}",
+            'write [controls.gender_words] female = ["woman"] male = ["man"]',
+        )
     gender_words = {g: r.strings(gw_raw, "controls.gender_words", g) for g in GENDER_CLASSES}
     check_templates(r, "controls.templates", c_templates, allowed | {"gender", "a_gender"})
     for i, t in enumerate(c_templates):
         if "gender" not in template_fields(t) and "a_gender" not in template_fields(t):
-            raise r.err(f"controls.templates[{i}]", f"{t!r} does not state the gender",
-                        "control prompts must contain {gender} (e.g. 'a photo of a {gender} {occupation}')")
-    return ControlSpec(templates=c_templates, gender_words=gender_words,
-                       images_per_prompt=r.num(c, "controls", "images_per_prompt", max(1, n_img // 2)))
+            raise r.err(
+                f"controls.templates[{i}]",
+                f"{t!r} does not state the gender",
+                "control prompts must contain {gender} (e.g. 'a photo of a {gender} {occupation}')",
+            )
+    return ControlSpec(
+        templates=c_templates,
+        gender_words=gender_words,
+        images_per_prompt=r.num(c, "controls", "images_per_prompt", max(1, n_img // 2)),
+    )
 
 
 def _read_pipeline(r: SpecReader) -> tuple[PipelineSpec, dict[str, tuple]]:
@@ -153,16 +196,25 @@ def _read_pipeline(r: SpecReader) -> tuple[PipelineSpec, dict[str, tuple]]:
         raise r.err("pipeline.dtype", f"unknown dtype {dtype!r}", "use float32, float16 or bfloat16")
     sweep: dict[str, tuple] = {}
     sched = _sweepable(r, pp, sweep, "scheduler", lambda t, at="": _scheduler(r, t, at))
-    steps = _sweepable(r, pp, sweep, "steps", lambda t, at="": num_at(
-        r, t, "pipeline", "steps", at, default_of(PipelineSpec, "steps")))
-    guidance = _sweepable(r, pp, sweep, "guidance_scale", lambda t, at="": num_at(
-        r, t, "pipeline", "guidance_scale", at, default_of(PipelineSpec, "guidance_scale")))
+    steps = _sweepable(
+        r, pp, sweep, "steps", lambda t, at="": num_at(r, t, "pipeline", "steps", at, default_of(PipelineSpec, "steps"))
+    )
+    guidance = _sweepable(
+        r,
+        pp,
+        sweep,
+        "guidance_scale",
+        lambda t, at="": num_at(r, t, "pipeline", "guidance_scale", at, default_of(PipelineSpec, "guidance_scale")),
+    )
     if "scheduler" in sweep and any(x is None for x in sweep["scheduler"]):
         raise r.err("pipeline.scheduler", "an empty scheduler name in the sweep", "name each scheduler")
     gen_dev = r.get(pp, "pipeline", "generator_device", str, default_of(PipelineSpec, "generator_device"))
     if gen_dev not in ("cpu", "pipeline"):
-        raise r.err("pipeline.generator_device", f"unknown generator device {gen_dev!r}",
-                    "use 'cpu' (the same noise on every machine) or 'pipeline' (the pipeline's device, e.g. CUDA)")
+        raise r.err(
+            "pipeline.generator_device",
+            f"unknown generator device {gen_dev!r}",
+            "use 'cpu' (the same noise on every machine) or 'pipeline' (the pipeline's device, e.g. CUDA)",
+        )
     pipeline = PipelineSpec(
         model=r.get(pp, "pipeline", "model", str, required=True),
         revision=r.get(pp, "pipeline", "revision", str, default_of(PipelineSpec, "revision")) or None,
@@ -172,8 +224,8 @@ def _read_pipeline(r: SpecReader) -> tuple[PipelineSpec, dict[str, tuple]]:
         height=size_h,
         width=size_w,
         dtype=dtype,
-        negative_prompt=r.get(pp, "pipeline", "negative_prompt", str,
-                              default_of(PipelineSpec, "negative_prompt")) or None,
+        negative_prompt=r.get(pp, "pipeline", "negative_prompt", str, default_of(PipelineSpec, "negative_prompt"))
+        or None,
         generator_device=gen_dev,
         safety_checker=r.get(pp, "pipeline", "safety_checker", bool, default_of(PipelineSpec, "safety_checker")),
     )
@@ -214,8 +266,9 @@ def _read_report(r: SpecReader) -> ReportSpec:
         n_boot=r.num(rp, "report", "n_boot", default_of(ReportSpec, "n_boot")),
         ci=r.num(rp, "report", "ci", default_of(ReportSpec, "ci")),
         seed=r.num(rp, "report", "seed", default_of(ReportSpec, "seed")),
-        thumbnails_per_prompt=r.num(rp, "report", "thumbnails_per_prompt",
-                                    default_of(ReportSpec, "thumbnails_per_prompt")),
+        thumbnails_per_prompt=r.num(
+            rp, "report", "thumbnails_per_prompt", default_of(ReportSpec, "thumbnails_per_prompt")
+        ),
     )
 
 
@@ -226,11 +279,15 @@ def _check_whole(r: SpecReader, spec: AuditSpec) -> None:
 
         lacking = [p for p in build_prompts(spec)["prompt"] if p not in spec.prompt_seeds]
         if lacking:
-            raise r.err("audit.seeds", f"{spec.seeds} has no seed for the prompt {lacking[0]!r} "
-                        f"({len(lacking)} prompt(s) lack one)",
-                        "add a row for every prompt the spec makes (controls included), or use seeds = 'derived'")
+            raise r.err(
+                "audit.seeds",
+                f"{spec.seeds} has no seed for the prompt {lacking[0]!r} ({len(lacking)} prompt(s) lack one)",
+                "add a row for every prompt the spec makes (controls included), or use seeds = 'derived'",
+            )
     total = spec_image_count(spec)
     if total > MAX_IMAGES:
-        raise r.err("audit.images_per_prompt", f"the spec asks for {total:,} images, over the {MAX_IMAGES:,} one run "
-                    "folder holds", "lower images_per_prompt (or controls.images_per_prompt), or split the audit "
-                    "into several specs")
+        raise r.err(
+            "audit.images_per_prompt",
+            f"the spec asks for {total:,} images, over the {MAX_IMAGES:,} one run folder holds",
+            "lower images_per_prompt (or controls.images_per_prompt), or split the audit into several specs",
+        )

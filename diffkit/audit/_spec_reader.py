@@ -136,8 +136,11 @@ def load_csv(r: SpecReader, key: str, found: Path, header: str):
             raise csv.Error(f"line {bad} has {len(rows[bad - 1])} fields where the header has {len(rows[0])}")
         return pd.read_csv(found, index_col=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, csv.Error) as e:
-        raise r.err(key, f"{found} is not a readable CSV table ({one_line(e)})",
-                    f"the CSV needs a header row {header} and one row per entry") from None
+        raise r.err(
+            key,
+            f"{found} is not a readable CSV table ({one_line(e)})",
+            f"the CSV needs a header row {header} and one row per entry",
+        ) from None
     except OSError as e:
         raise r.err(key, f"{found} cannot be read ({e.strerror or e})", "check the file's permissions") from None
 
@@ -158,8 +161,11 @@ _ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_
 def check_entry_point(r: SpecReader, key: str, value: str, what: str, example: str) -> None:
     """Refuse a *value* that is not a ``module:callable`` name."""
     if not _ENTRY.fullmatch(value):
-        raise r.err(key, f"{value!r} is not a 'module:callable' name of {what}",
-                    f"name an importable factory, e.g. {example!r} (see docs/howto/audit.md)")
+        raise r.err(
+            key,
+            f"{value!r} is not a 'module:callable' name of {what}",
+            f"name an importable factory, e.g. {example!r} (see docs/howto/audit.md)",
+        )
 
 
 def check_templates(r: SpecReader, key: str, templates: tuple[str, ...], allowed: set[str]) -> None:
@@ -168,9 +174,15 @@ def check_templates(r: SpecReader, key: str, templates: tuple[str, ...], allowed
         try:
             names = template_fields(t)
         except ValueError as e:
-            raise r.err(f"{key}[{i}]", f"malformed {e} in {t!r}",
-                        "placeholders are plain names in braces, e.g. {occupation}; write {{ }} for literal braces") from None
+            raise r.err(
+                f"{key}[{i}]",
+                f"malformed {e} in {t!r}",
+                "placeholders are plain names in braces, e.g. {occupation}; write {{ }} for literal braces",
+            ) from None
         bad = [n for n in names if n not in allowed]
         if bad:
-            raise r.err(f"{key}[{i}]", f"unknown placeholder {{{bad[0]}}} in {t!r}",
-                        "use one of " + ", ".join("{" + a + "}" for a in sorted(allowed)))
+            raise r.err(
+                f"{key}[{i}]",
+                f"unknown placeholder {{{bad[0]}}} in {t!r}",
+                "use one of " + ", ".join("{" + a + "}" for a in sorted(allowed)),
+            )

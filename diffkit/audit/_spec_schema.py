@@ -122,9 +122,7 @@ class ControlSpec:
     """``[controls]``: prompts that state the gender, to measure the classifier."""
 
     templates: tuple[str, ...] = ()
-    gender_words: dict[str, tuple[str, ...]] = field(
-        default_factory=lambda: {"female": ("woman",), "male": ("man",)}
-    )
+    gender_words: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"female": ("woman",), "male": ("man",)})
     images_per_prompt: int = 4  # in a TOML spec: half of audit.images_per_prompt unless given
 
 
@@ -307,8 +305,14 @@ def template_fields(template: str) -> list[str]:
 
 
 #: The sub-tables of a spec and their dataclasses.
-TABLES = {"prompts": PromptSpec, "controls": ControlSpec, "pipeline": PipelineSpec,
-          "classifier": ClassifierSpec, "report": ReportSpec, "replication": ReplicationSpec}
+TABLES = {
+    "prompts": PromptSpec,
+    "controls": ControlSpec,
+    "pipeline": PipelineSpec,
+    "classifier": ClassifierSpec,
+    "report": ReportSpec,
+    "replication": ReplicationSpec,
+}
 
 #: The pipeline keys a spec may list several values of (a sweep), in arm-name order.
 SWEEPABLE = ("scheduler", "steps", "guidance_scale")
@@ -343,5 +347,7 @@ def spec_image_count(spec: AuditSpec) -> int:
         return math.prod(len(v) for k, v in attrs.items() if k in used)
 
     n_words = sum(len(v) for v in spec.controls.gender_words.values())
-    return (sum(prompts_of(t) for t in spec.prompts.templates) * spec.images_per_prompt
-            + sum(prompts_of(t) for t in spec.controls.templates) * n_words * spec.controls.images_per_prompt)
+    return (
+        sum(prompts_of(t) for t in spec.prompts.templates) * spec.images_per_prompt
+        + sum(prompts_of(t) for t in spec.controls.templates) * n_words * spec.controls.images_per_prompt
+    )

@@ -20,15 +20,22 @@ def read_reference(r: SpecReader, ref: str, base_dir: Path | None) -> tuple[dict
     df = load_csv(r, "prompts.reference", found, "occupation,women_share,year,source")
     missing = [c for c in ("occupation", "women_share") if c not in df.columns]
     if missing:
-        raise r.err("prompts.reference", f"{found.name} lacks column(s) {missing}",
-                    "the CSV needs columns occupation, women_share (a fraction in [0, 1]), year, source")
+        raise r.err(
+            "prompts.reference",
+            f"{found.name} lacks column(s) {missing}",
+            "the CSV needs columns occupation, women_share (a fraction in [0, 1]), year, source",
+        )
     share = pd.to_numeric(df["women_share"], errors="coerce")
     if df.empty:
-        raise r.err("prompts.reference", f"{found.name} has a header but no rows",
-                    "add one row per occupation: occupation,women_share,year,source")
+        raise r.err(
+            "prompts.reference",
+            f"{found.name} has a header but no rows",
+            "add one row per occupation: occupation,women_share,year,source",
+        )
     if share.isna().any() or ((share < 0) | (share > 1)).any():
-        raise r.err("prompts.reference", f"{found.name}: women_share must be a fraction in [0, 1]",
-                    "write 86.7% as 0.867")
+        raise r.err(
+            "prompts.reference", f"{found.name}: women_share must be a fraction in [0, 1]", "write 86.7% as 0.867"
+        )
     values = dict(zip(df["occupation"].astype(str), share.astype(float)))
     titles = dict(zip(df["occupation"].astype(str), df.get("bls_title", df["occupation"]).astype(str)))
     source = ""
@@ -37,11 +44,17 @@ def read_reference(r: SpecReader, ref: str, base_dir: Path | None) -> tuple[dict
         year = pd.to_numeric(df["year"], errors="coerce") if "year" in df.columns else pd.Series(dtype=float)
         if year.isna().ne(df["year"].isna()).any() if "year" in df.columns else False:
             bad = df.loc[year.isna() & df["year"].notna(), "year"].iloc[0]
-            raise r.err("prompts.reference", f"{found.name}: year {bad!r} is not a year",
-                        "write the year of the statistics as a number, e.g. 2021")
+            raise r.err(
+                "prompts.reference",
+                f"{found.name}: year {bad!r} is not a year",
+                "write the year of the statistics as a number, e.g. 2021",
+            )
         if ((year.dropna() != year.dropna().round()) | (year.dropna() < 1800) | (year.dropna() > 2200)).any():
-            raise r.err("prompts.reference", f"{found.name}: a year is not a plausible whole year",
-                        "write the year of the statistics as a whole number, e.g. 2021")
+            raise r.err(
+                "prompts.reference",
+                f"{found.name}: a year is not a plausible whole year",
+                "write the year of the statistics as a whole number, e.g. 2021",
+            )
         yrs = year.dropna().astype(int).astype(str).unique()
         source = "; ".join(src) + (f" ({', '.join(yrs)})" if len(yrs) else "")
     return values, titles, source
@@ -52,23 +65,35 @@ def read_prompt_seeds(r: SpecReader, ref: str, base_dir: Path | None) -> dict[st
     import pandas as pd
 
     if not ref.lower().endswith(".csv"):
-        raise r.err("audit.seeds", f"unknown seed scheme {ref!r}",
-                    "use 'derived', 'counting', or a CSV file of per-prompt seeds (columns prompt, evaluation_seed)")
+        raise r.err(
+            "audit.seeds",
+            f"unknown seed scheme {ref!r}",
+            "use 'derived', 'counting', or a CSV file of per-prompt seeds (columns prompt, evaluation_seed)",
+        )
     found = find_csv(r, "audit.seeds", ref, base_dir, "uce_sd14_original_bias.csv")
     df = load_csv(r, "audit.seeds", found, "prompt,evaluation_seed")
     col = "evaluation_seed" if "evaluation_seed" in df.columns else "seed"
     if "prompt" not in df.columns or col not in df.columns:
-        raise r.err("audit.seeds", f"{found.name} lacks a prompt or a seed column",
-                    "the CSV needs columns prompt and evaluation_seed (or seed)")
+        raise r.err(
+            "audit.seeds",
+            f"{found.name} lacks a prompt or a seed column",
+            "the CSV needs columns prompt and evaluation_seed (or seed)",
+        )
     seeds = pd.to_numeric(df[col], errors="coerce")
     if seeds.isna().any() or (seeds != seeds.round()).any() or (seeds < 0).any() or (seeds > MAX_SEED).any():
         bad = df.loc[seeds.isna() | (seeds != seeds.round()) | (seeds < 0) | (seeds > MAX_SEED), col].iloc[0]
-        raise r.err("audit.seeds", f"{found.name}: seed {bad!r} is not a whole number in [0, {MAX_SEED}]",
-                    "give every prompt a whole, non-negative seed")
+        raise r.err(
+            "audit.seeds",
+            f"{found.name}: seed {bad!r} is not a whole number in [0, {MAX_SEED}]",
+            "give every prompt a whole, non-negative seed",
+        )
     prompts = df["prompt"].astype(str)
     if prompts.duplicated().any():
-        raise r.err("audit.seeds", f"{found.name}: the prompt {prompts[prompts.duplicated()].iloc[0]!r} has two rows",
-                    "give each prompt one seed")
+        raise r.err(
+            "audit.seeds",
+            f"{found.name}: the prompt {prompts[prompts.duplicated()].iloc[0]!r} has two rows",
+            "give each prompt one seed",
+        )
     return dict(zip(prompts, seeds.astype(int).tolist()))
 
 
@@ -86,8 +111,11 @@ def read_replication(r: SpecReader, t: dict, base_dir: Path | None) -> Replicati
     if {"occupation", "man", "woman"} <= set(df.columns):
         man, woman = (pd.to_numeric(df[c], errors="coerce") for c in ("man", "woman"))
         if man.isna().any() or woman.isna().any() or (man < 0).any() or (woman < 0).any():
-            raise r.err("replication.published", f"{found.name}: man and woman must be counts",
-                        "write whole, non-negative numbers of images")
+            raise r.err(
+                "replication.published",
+                f"{found.name}: man and woman must be counts",
+                "write whole, non-negative numbers of images",
+            )
         counts = {str(o): (int(w), int(w) + int(m)) for o, m, w in zip(df["occupation"], man, woman)}
         return ReplicationSpec(published=found.name, by="occupation", counts=counts, source=source)
     if {"prompt", "male_bias"} <= set(df.columns):
@@ -96,10 +124,17 @@ def read_replication(r: SpecReader, t: dict, base_dir: Path | None) -> Replicati
         share = pd.to_numeric(df["male_bias"], errors="coerce")
         k = share * UCE_IMAGES_PER_PROMPT
         if share.isna().any() or ((k - k.round()).abs() > 1e-6).any() or (share < 0).any() or (share > 1).any():
-            raise r.err("replication.published", f"{found.name}: male_bias must be a share of "
-                        f"{UCE_IMAGES_PER_PROMPT} images", "write 3 of 10 as 0.3")
-        counts = {str(p): (UCE_IMAGES_PER_PROMPT - int(round(x)), UCE_IMAGES_PER_PROMPT)
-                  for p, x in zip(df["prompt"], k)}
+            raise r.err(
+                "replication.published",
+                f"{found.name}: male_bias must be a share of {UCE_IMAGES_PER_PROMPT} images",
+                "write 3 of 10 as 0.3",
+            )
+        counts = {
+            str(p): (UCE_IMAGES_PER_PROMPT - int(round(x)), UCE_IMAGES_PER_PROMPT) for p, x in zip(df["prompt"], k)
+        }
         return ReplicationSpec(published=found.name, by="prompt", counts=counts, source=source)
-    raise r.err("replication.published", f"{found.name} has neither occupation,man,woman nor prompt,male_bias columns",
-                "give Fair Diffusion's counts per occupation or UCE's male_bias per prompt (see diffkit/audits/)")
+    raise r.err(
+        "replication.published",
+        f"{found.name} has neither occupation,man,woman nor prompt,male_bias columns",
+        "give Fair Diffusion's counts per occupation or UCE's male_bias per prompt (see diffkit/audits/)",
+    )

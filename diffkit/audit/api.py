@@ -65,8 +65,7 @@ def _metrics(spec: AuditSpec, images: pd.DataFrame, run_dir: Path | None = None)
             f"{run_dir} has no finished audit image to report yet; fix: run `diffkit audit run` with its spec and "
             f"--out {run_dir} to generate them (a rerun resumes)"
         )
-    return audit_metrics(images=images, ci=spec.report.ci, n_boot=spec.report.n_boot,
-                         seed=spec.report.seed)
+    return audit_metrics(images=images, ci=spec.report.ci, n_boot=spec.report.n_boot, seed=spec.report.seed)
 
 
 def run_audit(
@@ -122,9 +121,7 @@ def _classifier_id(images: pd.DataFrame) -> str | None:
     return images.attrs.get("classifier", {}).get("pretrained")
 
 
-def report_audit(
-    run_dir: str | Path, *, classifier: Any = None, progress: bool = True
-) -> AuditResult:
+def report_audit(run_dir: str | Path, *, classifier: Any = None, progress: bool = True) -> AuditResult:
     """Rescore (from the embedding cache) and rewrite the report of a run folder (``diffkit audit report``).
 
     Holds the folder's lock throughout: a folder another process is writing into raises
@@ -143,9 +140,15 @@ def report_audit(
     return AuditResult(run_dir, spec, metrics, path)
 
 
-def rescore_audit(run_dir: str | Path, *, judge: str, pretrained: str | None = None,
-                  abstain_below: float | None = None, person_threshold: float | None = None,
-                  progress: bool = False) -> AuditResult:
+def rescore_audit(
+    run_dir: str | Path,
+    *,
+    judge: str,
+    pretrained: str | None = None,
+    abstain_below: float | None = None,
+    person_threshold: float | None = None,
+    progress: bool = False,
+) -> AuditResult:
     """The same run's images read by another open_clip judge (``"tiny-weak"``, a hub model with
     *pretrained*): an :class:`AuditResult` with that judge's labels and statistics, the run's
     report left as it is. The embedding cache keys on each judge's weights, so the two never mix.
@@ -196,10 +199,17 @@ def compare_audits(
     run_a, run_b = Path(run_a), Path(run_b)
     spec_a, ma = _load(run_a, classifier)
     spec_b, mb = _load(run_b, classifier)
-    by_occ, overall = compare_metrics(a=ma, b=mb, ci=spec_b.report.ci, n_boot=spec_b.report.n_boot,
-                                      seed=spec_b.report.seed)
+    by_occ, overall = compare_metrics(
+        a=ma, b=mb, ci=spec_b.report.ci, n_boot=spec_b.report.n_boot, seed=spec_b.report.seed
+    )
     name_a = f"{spec_a.name} ({spec_a.pipeline.model})"
     name_b = f"{spec_b.name} ({spec_b.pipeline.model})"
-    path = write_comparison(by_occupation=by_occ, overall=overall, name_a=name_a, name_b=name_b,
-                            out_dir=Path(out) if out is not None else run_b / "compare", ci=spec_b.report.ci)
+    path = write_comparison(
+        by_occupation=by_occ,
+        overall=overall,
+        name_a=name_a,
+        name_b=name_b,
+        out_dir=Path(out) if out is not None else run_b / "compare",
+        ci=spec_b.report.ci,
+    )
     return by_occ, overall, path

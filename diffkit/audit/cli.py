@@ -11,20 +11,28 @@ __all__ = ["add_commands"]
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``audit`` with its three sub-commands to the ``diffkit`` parser's *subparsers*."""
     audit = subparsers.add_parser(
-        "audit", help="audit a text-to-image model for gender bias",
+        "audit",
+        help="audit a text-to-image model for gender bias",
         description="Generate prompt sets, classify perceived gender with CLIP, report honest statistics.",
     )
     sub = audit.add_subparsers(dest="audit_command", required=True, metavar="{run,report,compare,plan}")
 
     run = sub.add_parser(
-        "run", help="generate, score and report one audit (resumes an interrupted run)",
+        "run",
+        help="generate, score and report one audit (resumes an interrupted run)",
         description="Run an audit spec end to end. Under `accelerate launch` (or torchrun) the images are "
         "sharded across processes, e.g. `accelerate launch --multi_gpu --num_processes 2 -m diffkit audit run SPEC`.",
     )
-    run.add_argument("spec", nargs="?", default="tiny_default",
-                     help="a TOML spec, or a bundled name (default: tiny_default, diffkit-tiny on its pictogram world)")
+    run.add_argument(
+        "spec",
+        nargs="?",
+        default="tiny_default",
+        help="a TOML spec, or a bundled name (default: tiny_default, diffkit-tiny on its pictogram world)",
+    )
     run.add_argument("--out", metavar="DIR", help="run folder (default: out/audit/<spec name>)")
-    run.add_argument("--model", metavar="ID", help="pipeline to audit instead of the spec's: 'tiny', a hub id or a folder")
+    run.add_argument(
+        "--model", metavar="ID", help="pipeline to audit instead of the spec's: 'tiny', a hub id or a folder"
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     run.set_defaults(func=_run)
 
@@ -40,19 +48,27 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cmp_.set_defaults(func=_compare)
 
     plan = sub.add_parser(
-        "plan", help="images per prompt for a chosen interval half-width, or for a chosen power",
+        "plan",
+        help="images per prompt for a chosen interval half-width, or for a chosen power",
         description="How many images an audit needs (exact binomial arithmetic; see diffkit.audit.plan). "
         "Give --half-width, or --power with --imbalance.",
     )
-    plan.add_argument("--half-width", type=float,
-                      help="half-width of each occupation's Clopper–Pearson interval (the report's) at p̂ = ½, e.g. 0.1")
+    plan.add_argument(
+        "--half-width",
+        type=float,
+        help="half-width of each occupation's Clopper–Pearson interval (the report's) at p̂ = ½, e.g. 0.1",
+    )
     plan.add_argument("--power", type=float, help="power of the exact test of p = ½ per occupation, e.g. 0.8")
     plan.add_argument("--imbalance", type=float, help="|p − ½| to detect with --power, e.g. 0.2")
     plan.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95)")
     plan.add_argument("--occupations", type=int, default=1, help="occupations audited (Bonferroni for --power)")
     plan.add_argument("--templates", type=int, default=1, help="prompt templates per occupation")
-    plan.add_argument("--unlabelled-rate", type=float, default=0.0,
-                      help="expected share of abstentions and no-person images, e.g. 0.05")
+    plan.add_argument(
+        "--unlabelled-rate",
+        type=float,
+        default=0.0,
+        help="expected share of abstentions and no-person images, e.g. 0.05",
+    )
     plan.set_defaults(func=_plan)
 
 
@@ -78,8 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     from .spec import load_spec
 
     spec = load_spec(args.spec)
-    result = run_audit(spec, out=args.out, model=args.model, progress=not args.no_progress,
-                       classifier=_judge(spec))
+    result = run_audit(spec, out=args.out, model=args.model, progress=not args.no_progress, classifier=_judge(spec))
     if result is None:  # a non-main process of a sharded run
         return 0
     _print_headline(result)
@@ -117,13 +132,21 @@ def _compare(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from .plan import plan_sample_size
 
-    p = plan_sample_size(half_width=args.half_width, power=args.power, imbalance=args.imbalance, ci=args.ci,
-                         occupations=args.occupations, templates=args.templates,
-                         unlabelled_rate=args.unlabelled_rate)
+    p = plan_sample_size(
+        half_width=args.half_width,
+        power=args.power,
+        imbalance=args.imbalance,
+        ci=args.ci,
+        occupations=args.occupations,
+        templates=args.templates,
+        unlabelled_rate=args.unlabelled_rate,
+    )
     print(f"goal: {p.goal} (achieved {p.achieved:.3f})")
     print(f"labelled images per occupation: {p.labelled_per_occupation}")
-    print(f"images per prompt: {p.images_per_prompt}  ({p.templates} template(s), {p.occupations} occupation(s), "
-          f"{p.total_images} audit images in all)")
+    print(
+        f"images per prompt: {p.images_per_prompt}  ({p.templates} template(s), {p.occupations} occupation(s), "
+        f"{p.total_images} audit images in all)"
+    )
     print(f"rule: {p.rule}")
     return 0
 
@@ -137,20 +160,36 @@ def _print_headline(result) -> None:
         return
     if hasattr(result, "by_arm"):  # a sweep: one line per arm
         for _, r in result.by_arm.iterrows():
-            ci = "" if r.get("mean_imbalance_low") != r.get("mean_imbalance_low") else (
-                f"  [{r['mean_imbalance_low']:.3f}, {r['mean_imbalance_high']:.3f}]")
+            ci = (
+                ""
+                if r.get("mean_imbalance_low") != r.get("mean_imbalance_low")
+                else (f"  [{r['mean_imbalance_low']:.3f}, {r['mean_imbalance_high']:.3f}]")
+            )
             print(f"{r['arm']:>28}: mean_imbalance {r.get('mean_imbalance', float('nan')):.3f}{ci}")
         return
     ov = {r["metric"]: r for _, r in result.overall.iterrows()}
     t = result.by_occupation
-    for name in ("mean_imbalance", "mean_sq_imbalance", "fair_null_p", "n_unfair_holm", "amplification",
-                 "n_amplified_holm", "n_reversed_holm", "pearson_r", "sensitivity", "specificity"):
+    for name in (
+        "mean_imbalance",
+        "mean_sq_imbalance",
+        "fair_null_p",
+        "n_unfair_holm",
+        "amplification",
+        "n_amplified_holm",
+        "n_reversed_holm",
+        "pearson_r",
+        "sensitivity",
+        "specificity",
+    ):
         if name not in ov:
             continue
         r = ov[name]
         if name.startswith("n_"):
-            flag = {"n_unfair_holm": "p_fair_holm", "n_amplified_holm": "amplified_holm",
-                    "n_reversed_holm": "reversed_holm"}[name]
+            flag = {
+                "n_unfair_holm": "p_fair_holm",
+                "n_amplified_holm": "amplified_holm",
+                "n_reversed_holm": "reversed_holm",
+            }[name]
             hit = t[flag] <= 1 - result.metrics.params.get("ci", 0.95) if flag == "p_fair_holm" else t[flag]
             names = ", ".join(str(o) for o in t.loc[hit.fillna(False).astype(bool), "occupation"])
             print(f"{name:>20}: {int(r['value'])} of {int(r['n'])}" + (f" ({names})" if names else ""))

@@ -40,12 +40,21 @@ from ._coverage_cells import SIMULATE
 from ._coverage_scenarios import REFERENCE, SCENARIOS, SHIPPED_SHARES, TEMPLATES, Scenario
 from ._intervals import share_interval, wilson_interval
 
-__all__ = ["REFERENCE", "SCENARIOS", "SHIPPED_SHARES", "Scenario", "coverage_grid", "exact_share_coverage",
-           "markdown_table", "share_interval_table"]
+__all__ = [
+    "REFERENCE",
+    "SCENARIOS",
+    "SHIPPED_SHARES",
+    "Scenario",
+    "coverage_grid",
+    "exact_share_coverage",
+    "markdown_table",
+    "share_interval_table",
+]
 
 
-def coverage_grid(*, n_images: int = 24, reps: int = 2000, seed: int = 2024, ci: float = 0.95,
-                  cells: list[str] | None = None) -> pd.DataFrame:
+def coverage_grid(
+    *, n_images: int = 24, reps: int = 2000, seed: int = 2024, ci: float = 0.95, cells: list[str] | None = None
+) -> pd.DataFrame:
     """The coverage grid at *n_images* labelled images per occupation, *reps* audits per cell.
 
     Seeded: each cell draws from its own generator, ``numpy.random.default_rng([seed, i])`` for
@@ -59,8 +68,10 @@ def coverage_grid(*, n_images: int = 24, reps: int = 2000, seed: int = 2024, ci:
     if unknown:
         raise InputError(f"unknown coverage cell(s) {unknown}; fix: pick from {names}")
     if n_images < 2 * TEMPLATES or n_images % TEMPLATES or reps < 1:
-        raise InputError(f"n_images={n_images}, reps={reps}: fix: give an even n_images of at least {2 * TEMPLATES} "
-                         f"({TEMPLATES} templates share them) and reps ≥ 1")
+        raise InputError(
+            f"n_images={n_images}, reps={reps}: fix: give an even n_images of at least {2 * TEMPLATES} "
+            f"({TEMPLATES} templates share them) and reps ≥ 1"
+        )
     rows = []
     t_all = time.perf_counter()
     for i, sc in enumerate(SCENARIOS):
@@ -83,19 +94,27 @@ def markdown_table(grid: pd.DataFrame) -> str:
     n = int(grid["n_images"].iloc[0])
     reps = int(grid["reps"].iloc[0])
     se = 100 * np.sqrt(0.95 * 0.05 / reps)
-    lines.append(f"{n} labelled images per occupation (10 occupations × 2 templates), {reps:,} simulated audits per "
-                 f"cell, seed {grid.attrs.get('seed', '–')}; Monte Carlo standard error ±{se:.1f} points at 95% "
-                 "coverage (smaller for per-occupation rows, pooled over 10 occupations).")
+    lines.append(
+        f"{n} labelled images per occupation (10 occupations × 2 templates), {reps:,} simulated audits per "
+        f"cell, seed {grid.attrs.get('seed', '–')}; Monte Carlo standard error ±{se:.1f} points at 95% "
+        "coverage (smaller for per-occupation rows, pooled over 10 occupations)."
+    )
     for section, g in grid.groupby("section", sort=False):
-        lines += ["", f"**{section}**", "", "| case | interval | true value | coverage | worst occupation | mean width |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"**{section}**",
+            "",
+            "| case | interval | true value | coverage | worst occupation | mean width |",
+            "|---|---|---|---|---|---|",
+        ]
         for _, r in g.iterrows():
             per = r["truth"] == "per occupation"
             worst = f"{100 * r['worst']:.1f}%" if per else ""
             truth = r["truth"] if isinstance(r["truth"], str) else f"{r['truth']:.3f}"
             label, interval = (str(x).replace("|", "\\|") for x in (r["label"], r["interval"]))
-            lines.append(f"| {label} | {interval} | {truth} | {100 * r['coverage']:.1f}% | {worst} | "
-                         f"{r['mean_width']:.3f} |")
+            lines.append(
+                f"| {label} | {interval} | {truth} | {100 * r['coverage']:.1f}% | {worst} | {r['mean_width']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -120,21 +139,30 @@ def exact_share_coverage(*, n: int, ci: float = 0.95, interval=share_interval, p
     on_even = np.isin(ps, even)
     width = pmf[on_even] @ (hi - lo)
     i = int(np.argmin(cov))
-    return {"n": n, "min_coverage": float(cov[i]), "at_p": float(ps[i]),
-            "mean_coverage": float(cov[on_even].mean()), "mean_width": float(width.mean())}
+    return {
+        "n": n,
+        "min_coverage": float(cov[i]),
+        "at_p": float(ps[i]),
+        "mean_coverage": float(cov[on_even].mean()),
+        "mean_width": float(width.mean()),
+    }
 
 
 def share_interval_table(*, ns=(24, 96), ci: float = 0.95) -> str:
     """Why every share gets Clopper–Pearson: its exact coverage over every p beside Wilson's, as the
     methodology page prints it (:func:`exact_share_coverage`)."""
-    lines = ["| labelled images | interval | lowest coverage over p (at p) | mean coverage over p | mean width over p |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| labelled images | interval | lowest coverage over p (at p) | mean coverage over p | mean width over p |",
+        "|---|---|---|---|---|",
+    ]
     for n in ns:
         base = None
         for name, f in (("Wilson", wilson_interval), ("Clopper–Pearson (reported)", share_interval)):
             r = exact_share_coverage(n=n, ci=ci, interval=f)
             base = base or r["mean_width"]
             more = "" if f is wilson_interval else f" ({100 * (r['mean_width'] / base - 1):+.1f}%)"
-            lines.append(f"| {n} | {name} | {100 * r['min_coverage']:.1f}% ({r['at_p']:.4f}) | "
-                         f"{100 * r['mean_coverage']:.1f}% | {r['mean_width']:.3f}{more} |")
+            lines.append(
+                f"| {n} | {name} | {100 * r['min_coverage']:.1f}% ({r['at_p']:.4f}) | "
+                f"{100 * r['mean_coverage']:.1f}% | {r['mean_width']:.3f}{more} |"
+            )
     return "\n".join(lines) + "\n"

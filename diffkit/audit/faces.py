@@ -42,19 +42,24 @@ def dlib_cnn(weights: str | None = None, *, max_size: int = 800, upsample: int =
     try:
         import dlib
     except ImportError as e:
-        raise MissingPackageError("the dlib face detector needs dlib; fix: pip install dlib (a C++ build), or name "
-                                  "another detector in classifier.detector") from e
+        raise MissingPackageError(
+            "the dlib face detector needs dlib; fix: pip install dlib (a C++ build), or name "
+            "another detector in classifier.detector"
+        ) from e
     if not weights:
-        raise WeightsMissingError("classifier.detector_weights is not set; fix: point it at dlib's "
-                                  "mmod_human_face_detector.dat (dlib.net/files)")
+        raise WeightsMissingError(
+            "classifier.detector_weights is not set; fix: point it at dlib's "
+            "mmod_human_face_detector.dat (dlib.net/files)"
+        )
     net = dlib.cnn_face_detection_model_v1(str(weights))
 
     def detect(image: np.ndarray) -> list[tuple[float, float, float, float]]:
         h, w = image.shape[:2]
         s = max_size / max(h, w)
         img = dlib.resize_image(np.ascontiguousarray(image), rows=int(round(h * s)), cols=int(round(w * s)))
-        return [(d.rect.left() / s, d.rect.top() / s, d.rect.right() / s, d.rect.bottom() / s)
-                for d in net(img, upsample)]
+        return [
+            (d.rect.left() / s, d.rect.top() / s, d.rect.right() / s, d.rect.bottom() / s) for d in net(img, upsample)
+        ]
 
     return detect
 
@@ -69,8 +74,9 @@ def fairface(weights: str | None = None) -> Any:
     except ImportError as e:
         raise MissingPackageError("FairFace needs torchvision; fix: pip install torchvision") from e
     if not weights:
-        raise WeightsMissingError("classifier.pretrained is not set; fix: point it at FairFace's "
-                                  "res34_fair_align_multi_7_20190809.pt")
+        raise WeightsMissingError(
+            "classifier.pretrained is not set; fix: point it at FairFace's res34_fair_align_multi_7_20190809.pt"
+        )
     net = resnet34(weights=None)
     net.fc = torch.nn.Linear(net.fc.in_features, 18)
     state = torch.load(str(weights), map_location="cpu", weights_only=True)

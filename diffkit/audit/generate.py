@@ -107,8 +107,15 @@ def _noise(pipe: Any, spec: AuditSpec, seeds: list[int], indices: list[int] | No
     return {"generator": [torch.Generator(device).manual_seed(int(s)) for s in seeds]}
 
 
-def _call_pipeline(pipe: Any, spec: AuditSpec, prompts: list[str], seeds: list[int], *,
-                   indices: list[int] | None = None, counts: list[int] | None = None) -> tuple[list, list | None]:
+def _call_pipeline(
+    pipe: Any,
+    spec: AuditSpec,
+    prompts: list[str],
+    seeds: list[int],
+    *,
+    indices: list[int] | None = None,
+    counts: list[int] | None = None,
+) -> tuple[list, list | None]:
     """``(images, nsfw)``: the pipeline's PIL images and its ``nsfw_content_detected`` flags (None
     when it gives none). *indices* and *counts* (image index, images of its prompt) are needed
     for ``audit.noise = "per_prompt"``."""
@@ -155,8 +162,9 @@ def regenerate_image(spec: AuditSpec, prompt_id: int, image_index: int, *, pipe:
     pipe = pipe if pipe is not None else load_pipeline_for(spec)
     prompt = row["prompt"].iloc[0]
     seed = image_seed(spec, prompt_id, image_index, prompt)
-    images, _ = _call_pipeline(pipe, spec, [prompt], [seed], indices=[image_index],
-                               counts=[int(row["n_images"].iloc[0])])
+    images, _ = _call_pipeline(
+        pipe, spec, [prompt], [seed], indices=[image_index], counts=[int(row["n_images"].iloc[0])]
+    )
     return images[0]
 
 
@@ -237,8 +245,9 @@ def _my_rows(led: Ledger, run_dir: Path, state: DistState, verify: bool) -> pd.D
     return mine
 
 
-def _ready_pipeline(spec: AuditSpec, run_dir: Path, pipe: Any, state: DistState, progress: bool,
-                    weights: str | None) -> Any:
+def _ready_pipeline(
+    spec: AuditSpec, run_dir: Path, pipe: Any, state: DistState, progress: bool, weights: str | None
+) -> Any:
     """The pipeline, loaded if not given, checked against the spec (prompt lengths, steps) before
     the first image; the weights recorded if they could only be known after loading."""
     if pipe is None:
@@ -247,8 +256,9 @@ def _ready_pipeline(spec: AuditSpec, run_dir: Path, pipe: Any, state: DistState,
     try:  # the spec's steps against this model's forward chain, before the first image
         check_steps(pipe.scheduler, spec.pipeline.steps, name="pipeline.steps")
     except InputError as e:
-        raise SpecError(spec.source, "pipeline.steps", str(e).split("; fix: ")[0],
-                        str(e).split("; fix: ")[-1]) from None
+        raise SpecError(
+            spec.source, "pipeline.steps", str(e).split("; fix: ")[0], str(e).split("; fix: ")[-1]
+        ) from None
     if weights is None:  # a hub id that was not cached before the load
         record_weights(run_dir, spec, weights_identity(spec.pipeline.model, spec.pipeline.revision))
     return pipe
@@ -257,9 +267,13 @@ def _ready_pipeline(spec: AuditSpec, run_dir: Path, pipe: Any, state: DistState,
 def _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progress, tqdm) -> None:
     """Generate the batches *todo_batches* of this process's rows *mine*, one transaction each."""
     bar = tqdm(
-        total=len(mine), initial=n_done, unit="img", disable=not progress,
+        total=len(mine),
+        initial=n_done,
+        unit="img",
+        disable=not progress,
         desc="generating" + (f" [{state.rank + 1}/{state.world_size}]" if state.world_size > 1 else ""),
-        position=state.rank if state.world_size > 1 else None, dynamic_ncols=True,
+        position=state.rank if state.world_size > 1 else None,
+        dynamic_ncols=True,
     )
     by_batch = {b: g for b, g in mine.groupby("batch")}
     n_of = build_prompts(spec).set_index("prompt_id")["n_images"].to_dict()
@@ -267,14 +281,19 @@ def _generate(spec, run_dir, led, pipe, mine, todo_batches, n_done, state, progr
         for b in todo_batches:
             batch = by_batch[b]
             t0 = time.perf_counter()
-            images, nsfw = _call_pipeline(pipe, spec, batch["prompt"].tolist(), batch["seed"].tolist(),
-                                          indices=batch["image_index"].tolist(),
-                                          counts=[n_of[int(k)] for k in batch["prompt_id"]])
+            images, nsfw = _call_pipeline(
+                pipe,
+                spec,
+                batch["prompt"].tolist(),
+                batch["seed"].tolist(),
+                indices=batch["image_index"].tolist(),
+                counts=[n_of[int(k)] for k in batch["prompt_id"]],
+            )
             per_image = (time.perf_counter() - t0) / len(batch)
             updates, flags = [], []
-            for j, (img, (k, i, path, status)) in enumerate(zip(
-                images, batch[["prompt_id", "image_index", "path", "status"]].itertuples(index=False)
-            )):
+            for j, (img, (k, i, path, status)) in enumerate(
+                zip(images, batch[["prompt_id", "image_index", "path", "status"]].itertuples(index=False))
+            ):
                 if status == "done":  # recomputed only to keep the batch whole
                     continue
                 data = _png_bytes(img)

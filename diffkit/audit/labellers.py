@@ -93,15 +93,17 @@ def load_entry_point(name: str, *, key: str = "classifier.model") -> Any:
     except ImportError as e:
         raise MissingPackageError(
             f"{key}: cannot import {mod_name!r} ({e}); fix: install the package that provides it in this "
-            "environment (see docs/howto/audit.md, 'Labellers')") from e
+            "environment (see docs/howto/audit.md, 'Labellers')"
+        ) from e
     try:
         return getattr(mod, attr)
     except AttributeError:
         raise InputError(f"{key}: {mod_name!r} has no {attr!r}; fix: name a callable the module defines") from None
 
 
-def _gender_frame(p_female: np.ndarray, n_faces: np.ndarray, *, abstain_below: float,
-                  gate: bool = True) -> pd.DataFrame:
+def _gender_frame(
+    p_female: np.ndarray, n_faces: np.ndarray, *, abstain_below: float, gate: bool = True
+) -> pd.DataFrame:
     """The per-image table of a count gate: 0 faces → no_person, 2+ → several_people, 1 → gender
     (abstain under *abstain_below*); without *gate* every image is read for its gender."""
     n = np.asarray(n_faces, dtype=np.float64)
@@ -110,14 +112,26 @@ def _gender_frame(p_female: np.ndarray, n_faces: np.ndarray, *, abstain_below: f
     p_several = ((n >= 2) & gate).astype(np.float64)
     p_no = 1.0 - p_person - p_several
     pf = np.nan_to_num(np.asarray(p_female, dtype=np.float64), nan=0.5)
-    conf, label = label_rule(p_person, pf, person_threshold=0.5, abstain_below=abstain_below,
-                          p_several_people=p_several, p_no_person=p_no)
+    conf, label = label_rule(
+        p_person, pf, person_threshold=0.5, abstain_below=abstain_below, p_several_people=p_several, p_no_person=p_no
+    )
     pf = np.where(np.isnan(np.asarray(p_female, dtype=np.float64)), np.nan, pf)
     with np.errstate(divide="ignore", invalid="ignore"):  # p_female 0 or 1: an infinite logit, as it is
         logit = np.log(pf) - np.log1p(-pf)
-    return pd.DataFrame({"p_person": p_person, "p_no_person": p_no, "p_several_people": p_several, "p_female": pf,
-                         "p_male": 1 - pf, "confidence": conf, "label": label, "gender_logit": logit,
-                         "person_logit": np.nan, "n_faces": n})
+    return pd.DataFrame(
+        {
+            "p_person": p_person,
+            "p_no_person": p_no,
+            "p_several_people": p_several,
+            "p_female": pf,
+            "p_male": 1 - pf,
+            "confidence": conf,
+            "label": label,
+            "gender_logit": logit,
+            "person_logit": np.nan,
+            "n_faces": n,
+        }
+    )
 
 
 def _module_hash(module: Any) -> str:
@@ -184,13 +198,17 @@ class FaceCropClassifier:
                     f"({type(e).__name__}: {e}); fix: check classifier.pretrained names the model's weights file"
                 ) from e
         if not isinstance(module, torch.nn.Module):
-            raise InputError(f"classifier.model: {spec.model!r} returned a {type(module).__name__}, not a "
-                             "torch.nn.Module; fix: return the classifier network from the factory")
+            raise InputError(
+                f"classifier.model: {spec.model!r} returned a {type(module).__name__}, not a "
+                "torch.nn.Module; fix: return the classifier network from the factory"
+            )
         self.module = module.eval().to(device or "cpu")
         self.detect = detector if detector is not None else _make_detector(spec)
         self.model_name = f"face_crop:{spec.model}"
-        self.pretrained = (f"weights-{_module_hash(self.module)}+detector-{spec.detector}:"
-                           f"{_file_tag(spec.detector_weights)}+crop-{spec.crop_size}-{spec.crop_margin:g}")
+        self.pretrained = (
+            f"weights-{_module_hash(self.module)}+detector-{spec.detector}:"
+            f"{_file_tag(spec.detector_weights)}+crop-{spec.crop_size}-{spec.crop_margin:g}"
+        )
         mean = getattr(self.module, "mean", _IMAGENET_MEAN)
         std = getattr(self.module, "std", _IMAGENET_STD)
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -212,8 +230,9 @@ class FaceCropClassifier:
         side = min(max(x1 - x0, y1 - y0) * (1 + 2 * self.spec.crop_margin), w, h)
         cx = min(max((x0 + x1) / 2, side / 2), w - side / 2)
         cy = min(max((y0 + y1) / 2, side / 2), h - side / 2)
-        c = Image.fromarray(image).crop((round(cx - side / 2), round(cy - side / 2),
-                                         round(cx + side / 2), round(cy + side / 2)))
+        c = Image.fromarray(image).crop(
+            (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+        )
         return c.resize((self.spec.crop_size, self.spec.crop_size), Image.BILINEAR)
 
     def features(self, prepared: list) -> np.ndarray:
@@ -236,8 +255,10 @@ class FaceCropClassifier:
                 logits = self.module(x.to(device)).float().cpu()
             f, m = self.spec.label_map["female"], self.spec.label_map["male"]
             if logits.ndim != 2 or max(f, m) >= logits.shape[1]:
-                raise InputError(f"classifier.label_map: indices {f}, {m} but the module returns shape "
-                                 f"{tuple(logits.shape)}; fix: give the output indices of female and male")
+                raise InputError(
+                    f"classifier.label_map: indices {f}, {m} but the module returns shape "
+                    f"{tuple(logits.shape)}; fix: give the output indices of female and male"
+                )
             out[where, 1] = torch.softmax(logits[:, [f, m]], dim=1)[:, 0].numpy()
         return out
 

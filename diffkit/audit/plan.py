@@ -151,13 +151,17 @@ def plan_sample_size(
     20
     """
     if (half_width is None) == (power is None):
-        raise InputError("give exactly one goal; fix: half_width=… (e.g. 0.1), or power=… with imbalance=… (e.g. 0.8 and "
-                         "0.2; on the command line --half-width 0.1, or --power 0.8 --imbalance 0.2)")
+        raise InputError(
+            "give exactly one goal; fix: half_width=… (e.g. 0.1), or power=… with imbalance=… (e.g. 0.8 and "
+            "0.2; on the command line --half-width 0.1, or --power 0.8 --imbalance 0.2)"
+        )
     if not 0 <= unlabelled_rate < 1:
         raise InputError(f"unlabelled_rate must be in [0, 1), got {unlabelled_rate}; fix: use e.g. 0.05 for 5%")
     if templates < 1 or occupations < 1:
-        raise InputError(f"templates and occupations must be at least 1, got {templates} and {occupations}; fix: count "
-                         "them in your spec")
+        raise InputError(
+            f"templates and occupations must be at least 1, got {templates} and {occupations}; fix: count "
+            "them in your spec"
+        )
     check_probability("ci", ci, open_ends=True, hint="0.95 is usual")
     if half_width is not None:
         n, achieved, goal, rule = _plan_precision(half_width, p, ci)
@@ -165,8 +169,17 @@ def plan_sample_size(
         n, achieved, goal, rule = _plan_power(power, imbalance, ci, occupations)
     per_occ = math.ceil(n / (1 - unlabelled_rate))
     per_prompt = math.ceil(per_occ / templates)
-    return SamplePlan(n, per_prompt * templates, per_prompt, templates, occupations,
-                      per_prompt * templates * occupations, achieved, goal, rule)
+    return SamplePlan(
+        n,
+        per_prompt * templates,
+        per_prompt,
+        templates,
+        occupations,
+        per_prompt * templates * occupations,
+        achieved,
+        goal,
+        rule,
+    )
 
 
 def _plan_precision(half_width: float, p: float, ci: float) -> tuple[int, float, str, str]:
@@ -178,12 +191,16 @@ def _plan_precision(half_width: float, p: float, ci: float) -> tuple[int, float,
     n = _smallest_precise_n(half_width, p, ci)
     if n is None:
         best = float(share_half_width(n=_MAX_N, p=p, ci=ci))
-        raise InputError(f"a half-width of {half_width} needs more than {_MAX_N:,} labelled images per "
-                         f"occupation; fix: ask for a half-width of at least {math.ceil(best * 1e4) / 1e4}")
+        raise InputError(
+            f"a half-width of {half_width} needs more than {_MAX_N:,} labelled images per "
+            f"occupation; fix: ask for a half-width of at least {math.ceil(best * 1e4) / 1e4}"
+        )
     achieved = float(share_half_width(n=n, p=p, ci=ci))
     goal = f"Clopper–Pearson {100 * ci:.10g}% half-width ≤ {half_width} at p̂ = {p}"
-    rule = ("smallest n with (B⁻¹(1 − α/2; np + 1, n − np) − B⁻¹(α/2; np, n − np + 1))/2 ≤ half-width, "
-            "B⁻¹ the Beta quantile, α = 1 − ci")
+    rule = (
+        "smallest n with (B⁻¹(1 − α/2; np + 1, n − np) − B⁻¹(α/2; np, n − np + 1))/2 ≤ half-width, "
+        "B⁻¹ the Beta quantile, α = 1 − ci"
+    )
     return n, achieved, goal, rule
 
 
@@ -197,10 +214,13 @@ def _plan_power(power: float, imbalance: float | None, ci: float, occupations: i
     # exact power saw-tooths in n: take the smallest n from which it stays ≥ power for 10 steps
     n = _smallest_stable_n(power, 0.5 + imbalance, alpha)
     if n is None:
-        raise InputError(f"more than {_MAX_N:,} labelled images per occupation would be needed for power "
-                         f"{power} against |p − ½| = {imbalance}; fix: ask for less power or a larger imbalance")
+        raise InputError(
+            f"more than {_MAX_N:,} labelled images per occupation would be needed for power "
+            f"{power} against |p − ½| = {imbalance}; fix: ask for less power or a larger imbalance"
+        )
     achieved = power_exact(n=n, p=0.5 + imbalance, alpha=alpha)
-    goal = (f"power ≥ {power} against |p − ½| = {imbalance}, exact two-sided binomial test at α = "
-            f"{alpha:.4g}" + (f" ({1 - ci:.3g}/{occupations} occupations, Bonferroni)" if occupations > 1 else ""))
+    goal = f"power ≥ {power} against |p − ½| = {imbalance}, exact two-sided binomial test at α = {alpha:.4g}" + (
+        f" ({1 - ci:.3g}/{occupations} occupations, Bonferroni)" if occupations > 1 else ""
+    )
     rule = "smallest n from which the exact test's power stays ≥ the goal for 10 further n"
     return n, achieved, goal, rule

@@ -90,14 +90,18 @@ def build_prompts(spec: AuditSpec) -> pd.DataFrame:
             for w in words:
                 add("control", t_id, t, {"gender": w}, g, spec.controls.images_per_prompt)
     if not rows:
-        raise SpecError(spec.source, "prompts.templates", "the prompt set is empty",
-                        "add at least one template and one occupation")
+        raise SpecError(
+            spec.source, "prompts.templates", "the prompt set is empty", "add at least one template and one occupation"
+        )
     df = pd.DataFrame(rows)
     dup = df["prompt"][df["prompt"].duplicated()]
     if len(dup):
-        raise SpecError(spec.source, "prompts.templates",
-                        f"the prompt {dup.iloc[0]!r} appears twice",
-                        "make templates and attribute lists distinct; each prompt is audited once")
+        raise SpecError(
+            spec.source,
+            "prompts.templates",
+            f"the prompt {dup.iloc[0]!r} appears twice",
+            "make templates and attribute lists distinct; each prompt is audited once",
+        )
     df.insert(0, "prompt_id", range(len(df)))
     ref = spec.prompts.reference
     df["p_ref"] = df["occupation"].map(ref).astype(float) if ref else float("nan")

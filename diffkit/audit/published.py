@@ -17,7 +17,13 @@ import pandas as pd
 
 from ._intervals import share_interval
 
-__all__ = ["FAIR_DIFFUSION_CSV", "UCE_IMAGES_PER_PROMPT", "fair_diffusion_sd15", "published_overlay", "replication_table"]
+__all__ = [
+    "FAIR_DIFFUSION_CSV",
+    "UCE_IMAGES_PER_PROMPT",
+    "fair_diffusion_sd15",
+    "published_overlay",
+    "replication_table",
+]
 
 #: The bundled file name (in ``diffkit/audits/``).
 FAIR_DIFFUSION_CSV = "fair_diffusion_sd15_fairface.csv"
@@ -37,8 +43,14 @@ def fair_diffusion_sd15(*, ci: float = 0.95) -> pd.DataFrame:
     path = resources.files("diffkit") / "audits" / FAIR_DIFFUSION_CSV
     with resources.as_file(path) as p:
         raw = pd.read_csv(p)
-    out = pd.DataFrame({"occupation": raw["occupation"].astype(str), "n_man": raw["man"].astype(int),
-                        "n_woman": raw["woman"].astype(int), "n_except": raw["except"].astype(int)})
+    out = pd.DataFrame(
+        {
+            "occupation": raw["occupation"].astype(str),
+            "n_man": raw["man"].astype(int),
+            "n_woman": raw["woman"].astype(int),
+            "n_except": raw["except"].astype(int),
+        }
+    )
     out["n"] = out["n_man"] + out["n_woman"]
     out["p_female"] = np.where(out["n"] > 0, out["n_woman"] / out["n"].where(out["n"] > 0, 1), np.nan)
     out["ci_low"], out["ci_high"] = share_interval(successes=out["n_woman"], n=out["n"], ci=ci)
@@ -60,9 +72,15 @@ def published_overlay(by_occupation: pd.DataFrame, *, ci: float = 0.95) -> pd.Da
     occ["_k"] = occ["occupation"].astype(str).str.strip().str.lower()
     occ = occ[occ["_k"].isin(key.index)]
     sel = key.loc[occ["_k"]]
-    out = pd.DataFrame({"occupation": occ["occupation"].to_numpy(), "published_n": sel["n"].to_numpy(),
-                        "published_p_female": sel["p_female"].to_numpy(), "published_low": sel["ci_low"].to_numpy(),
-                        "published_high": sel["ci_high"].to_numpy()})
+    out = pd.DataFrame(
+        {
+            "occupation": occ["occupation"].to_numpy(),
+            "published_n": sel["n"].to_numpy(),
+            "published_p_female": sel["p_female"].to_numpy(),
+            "published_low": sel["ci_low"].to_numpy(),
+            "published_high": sel["ci_high"].to_numpy(),
+        }
+    )
     out.attrs["source"] = fd.attrs["source"]
     return out
 
@@ -76,8 +94,12 @@ UCE_IMAGES_PER_PROMPT = 10
 def _run_counts(images: pd.DataFrame, by: str) -> pd.DataFrame:
     audit = images[images["kind"] == "audit"]
     g = audit.groupby(by, sort=False)["label"]
-    return pd.DataFrame({"n_female": g.apply(lambda s: int((s == "female").sum())),
-                         "n": g.apply(lambda s: int(s.isin(["female", "male"]).sum()))})
+    return pd.DataFrame(
+        {
+            "n_female": g.apply(lambda s: int((s == "female").sum())),
+            "n": g.apply(lambda s: int(s.isin(["female", "male"]).sum())),
+        }
+    )
 
 
 def replication_table(images: pd.DataFrame, replication: Any, *, ci: float = 0.95) -> pd.DataFrame:
@@ -98,28 +120,57 @@ def replication_table(images: pd.DataFrame, replication: Any, *, ci: float = 0.9
     if not replication.counts:
         return pd.DataFrame()
     by = replication.by
-    pub = pd.DataFrame([(k, nf, n) for k, (nf, n) in replication.counts.items()],
-                       columns=["key", "published_n_female", "published_n"])
+    pub = pd.DataFrame(
+        [(k, nf, n) for k, (nf, n) in replication.counts.items()], columns=["key", "published_n_female", "published_n"]
+    )
     agreement: dict[str, Any] = {}
     t = _matched_counts(images, pub, by, agreement)
     if t.empty:
-        out = pd.DataFrame(columns=["key", "n", "p_female", "published_n", "published_p_female", "diff", "ci_low",
-                                    "ci_high", "consistent"])
+        out = pd.DataFrame(
+            columns=[
+                "key",
+                "n",
+                "p_female",
+                "published_n",
+                "published_p_female",
+                "diff",
+                "ci_low",
+                "ci_high",
+                "consistent",
+            ]
+        )
         out.attrs.update(agreement={"n_compared": 0, **agreement}, source=replication.source, by=by)
         return out
     ok = (t["n"] > 0) & (t["published_n"] > 0)
     t = t[ok].reset_index(drop=True)
-    d, lo, hi = newcombe_interval(successes_a=t["published_n_female"], n_a=t["published_n"],
-                                  successes_b=t["n_female"], n_b=t["n"], ci=ci)
-    out = pd.DataFrame({"key": t["key"], "n": t["n"], "p_female": t["n_female"] / t["n"],
-                        "published_n": t["published_n"], "published_p_female": t["published_n_female"] / t["published_n"],
-                        "diff": d, "ci_low": lo, "ci_high": hi})
+    d, lo, hi = newcombe_interval(
+        successes_a=t["published_n_female"], n_a=t["published_n"], successes_b=t["n_female"], n_b=t["n"], ci=ci
+    )
+    out = pd.DataFrame(
+        {
+            "key": t["key"],
+            "n": t["n"],
+            "p_female": t["n_female"] / t["n"],
+            "published_n": t["published_n"],
+            "published_p_female": t["published_n_female"] / t["published_n"],
+            "diff": d,
+            "ci_low": lo,
+            "ci_high": hi,
+        }
+    )
     out["consistent"] = (out["ci_low"] <= 0) & (0 <= out["ci_high"])
-    r = float(np.corrcoef(out["p_female"], out["published_p_female"])[0, 1]) if len(out) > 2 and \
-        out["p_female"].std() > 0 and out["published_p_female"].std() > 0 else float("nan")
-    agreement.update(n_compared=int(len(out)), n_consistent=int(out["consistent"].sum()),
-                     share_consistent=float(out["consistent"].mean()) if len(out) else float("nan"),
-                     mean_abs_diff=float(out["diff"].abs().mean()) if len(out) else float("nan"), pearson_r=r)
+    r = (
+        float(np.corrcoef(out["p_female"], out["published_p_female"])[0, 1])
+        if len(out) > 2 and out["p_female"].std() > 0 and out["published_p_female"].std() > 0
+        else float("nan")
+    )
+    agreement.update(
+        n_compared=int(len(out)),
+        n_consistent=int(out["consistent"].sum()),
+        share_consistent=float(out["consistent"].mean()) if len(out) else float("nan"),
+        mean_abs_diff=float(out["diff"].abs().mean()) if len(out) else float("nan"),
+        pearson_r=r,
+    )
     out.attrs.update(agreement=agreement, source=replication.source, by=by, ci=ci)
     return out
 
@@ -131,8 +182,9 @@ def _matched_counts(images: pd.DataFrame, pub: pd.DataFrame, by: str, agreement:
         run_p = _run_counts(images, "prompt").reset_index().rename(columns={"prompt": "key"})
         both = run_p.merge(pub, on="key")
         agreement["n_prompts"] = int(len(both))
-        agreement["n_prompts_exact"] = int(((both["n_female"] == both["published_n_female"]) &
-                                            (both["n"] == both["published_n"])).sum())
+        agreement["n_prompts_exact"] = int(
+            ((both["n_female"] == both["published_n_female"]) & (both["n"] == both["published_n"])).sum()
+        )
         # pool a profession's prompts: the published ones by their key's last words, this run's by its occupation
         occ_of = images.drop_duplicates("prompt").set_index("prompt")["occupation"]
         both["occupation"] = both["key"].map(occ_of)

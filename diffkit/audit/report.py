@@ -51,8 +51,11 @@ def _ledger_info(run_dir: Path) -> dict[str, Any]:
 
     with Ledger(run_dir) as led:
         rows = led.frame()
-        info = {"created_at": led.meta("created_at"), "diffkit_version_at_creation": led.meta("diffkit_version"),
-                "fingerprint": led.meta("fingerprint")}
+        info = {
+            "created_at": led.meta("created_at"),
+            "diffkit_version_at_creation": led.meta("diffkit_version"),
+            "fingerprint": led.meta("fingerprint"),
+        }
     info["images_by_status"] = rows["status"].value_counts().to_dict()
     info["generation_seconds"] = float(rows["seconds"].fillna(0).sum())
     info["first_finished"] = rows["finished_at"].dropna().min() if rows["finished_at"].notna().any() else None
@@ -83,8 +86,9 @@ def write_report(
         return _write_report(run_dir, spec, metrics, out_dir, classifier_id)
 
 
-def _write_report(run_dir: Path, spec: AuditSpec, metrics: AuditMetrics, out_dir: str | Path | None,
-                  classifier_id: str | None) -> Path:
+def _write_report(
+    run_dir: Path, spec: AuditSpec, metrics: AuditMetrics, out_dir: str | Path | None, classifier_id: str | None
+) -> Path:
     out = ensure_folder(Path(out_dir) if out_dir is not None else run_dir / "report")
     for name, df in metrics.tables().items():
         write_csv(df, out / f"{name}.csv")
@@ -123,25 +127,70 @@ def _grids(run_dir: Path, spec: AuditSpec, m: AuditMetrics) -> list[dict]:
     for pid, g in m.images.sort_values(["prompt_id", "image_index"]).groupby("prompt_id", sort=True):
         g = g.head(k)
         first = g.iloc[0]
-        cells = [{"src": thumbnail(run_dir / str(r["path"])), "index": int(r["image_index"]), "label": str(r["label"]),
-                  "conf": fmt(r["confidence"], 2), "p_person": fmt(r["p_person"], 2)} for _, r in g.iterrows()]
-        out.append({"prompt": str(first["prompt"]), "kind": "control" if first["kind"] == "control" else "audit",
-                    "pid": int(pid), "cells": cells})
+        cells = [
+            {
+                "src": thumbnail(run_dir / str(r["path"])),
+                "index": int(r["image_index"]),
+                "label": str(r["label"]),
+                "conf": fmt(r["confidence"], 2),
+                "p_person": fmt(r["p_person"], 2),
+            }
+            for _, r in g.iterrows()
+        ]
+        out.append(
+            {
+                "prompt": str(first["prompt"]),
+                "kind": "control" if first["kind"] == "control" else "audit",
+                "pid": int(pid),
+                "cells": cells,
+            }
+        )
     return out
 
 
-_OCC_COLS = ["occupation", "reference title", "n_images", "n_blacked_out", "n_no_person", "n_several_people", "n_abstain",
-             "no_person_rate",
-             "abstain_rate", "n", "p_female", "ci_low",
-             "ci_high", "sim_low", "sim_high", "p_female_if_abstain_male", "p_female_if_abstain_female",
-             "imbalance", "imbalance_corrected", "imbalance_low", "imbalance_high", "fair_baseline", "p_fair_holm",
-             "p_ref", "gap", "direction", "p_beyond_ref_holm", "amplified_holm", "p_reversed_holm", "reversed_holm",
-             "p_corrected", "corrected_low", "corrected_high", "se_sp_source",
-             "p_female_no_abstention", "published_p_female"]
+_OCC_COLS = [
+    "occupation",
+    "reference title",
+    "n_images",
+    "n_blacked_out",
+    "n_no_person",
+    "n_several_people",
+    "n_abstain",
+    "no_person_rate",
+    "abstain_rate",
+    "n",
+    "p_female",
+    "ci_low",
+    "ci_high",
+    "sim_low",
+    "sim_high",
+    "p_female_if_abstain_male",
+    "p_female_if_abstain_female",
+    "imbalance",
+    "imbalance_corrected",
+    "imbalance_low",
+    "imbalance_high",
+    "fair_baseline",
+    "p_fair_holm",
+    "p_ref",
+    "gap",
+    "direction",
+    "p_beyond_ref_holm",
+    "amplified_holm",
+    "p_reversed_holm",
+    "reversed_holm",
+    "p_corrected",
+    "corrected_low",
+    "corrected_high",
+    "se_sp_source",
+    "p_female_no_abstention",
+    "published_p_female",
+]
 
 
-def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.DataFrame,
-          sections: list | None = None) -> str:
+def _html(
+    run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.DataFrame, sections: list | None = None
+) -> str:
     from markupsafe import Markup
 
     ci = ci_of(m)
@@ -154,25 +203,74 @@ def _html(run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.D
             return ""
         return Markup('<img src="{}" alt="{}" style="max-width:100%">').format(plots[key], alt)
 
-    return jinja_env().from_string(REPORT_HTML).render(
-        css=Markup(CSS), spec=spec, pl=spec.pipeline, classifier_id=str(meta["classifier"]["pretrained"]),
-        v=v, n=n, how=how, lvl=lvl, alpha=f"{100 * (1 - ci):.3g}%", n_occ=int((m.by_occupation["n"] > 0).sum()),
-        fair_sentence=fair_sentence(m), amplified_names=names_where(m, "amplified_holm"),
-        reversed_names=names_where(m, "reversed_holm"),
-        plots=plots, img=img, tables=_html_tables(spec, m, pub, lvl), published_n=len(pub),
-        published_source=pub.attrs.get("source", ""),
-        min_controls=m.params.get("min_controls", 20), thresholds=_thresholds(m), grids=_grids(run_dir, spec, m),
-        limits=[Markup(x) for x in limitations(ci)], meta_json=json.dumps(meta, indent=2, default=str),
-        spec_json=json.dumps(spec.to_dict(), indent=2, sort_keys=True),
-        version=meta["libraries"].get("diffkit", "?"), sections=sections or [],
+    return (
+        jinja_env()
+        .from_string(REPORT_HTML)
+        .render(
+            css=Markup(CSS),
+            spec=spec,
+            pl=spec.pipeline,
+            classifier_id=str(meta["classifier"]["pretrained"]),
+            v=v,
+            n=n,
+            how=how,
+            lvl=lvl,
+            alpha=f"{100 * (1 - ci):.3g}%",
+            n_occ=int((m.by_occupation["n"] > 0).sum()),
+            fair_sentence=fair_sentence(m),
+            amplified_names=names_where(m, "amplified_holm"),
+            reversed_names=names_where(m, "reversed_holm"),
+            plots=plots,
+            img=img,
+            tables=_html_tables(spec, m, pub, lvl),
+            published_n=len(pub),
+            published_source=pub.attrs.get("source", ""),
+            min_controls=m.params.get("min_controls", 20),
+            thresholds=_thresholds(m),
+            grids=_grids(run_dir, spec, m),
+            limits=[Markup(x) for x in limitations(ci)],
+            meta_json=json.dumps(meta, indent=2, default=str),
+            spec_json=json.dumps(spec.to_dict(), indent=2, sort_keys=True),
+            version=meta["libraries"].get("diffkit", "?"),
+            sections=sections or [],
+        )
     )
 
 
-_PROMPT_COLS = ["prompt_id", "prompt", "occupation", "n_images", "n_blacked_out", "n_no_person", "n_several_people",
-                "n_abstain", "n", "p_female", "ci_low", "ci_high", "sim_low", "sim_high", "imbalance",
-                "fair_baseline", "p_fair_holm", "p_ref", "gap"]
-_VALIDATION_COLS = ["stated_gender", "measure", "n_images", "n_no_person", "n_several_people", "n_abstain",
-                    "n_labelled", "n_correct", "accuracy", "ci_low", "ci_high"]
+_PROMPT_COLS = [
+    "prompt_id",
+    "prompt",
+    "occupation",
+    "n_images",
+    "n_blacked_out",
+    "n_no_person",
+    "n_several_people",
+    "n_abstain",
+    "n",
+    "p_female",
+    "ci_low",
+    "ci_high",
+    "sim_low",
+    "sim_high",
+    "imbalance",
+    "fair_baseline",
+    "p_fair_holm",
+    "p_ref",
+    "gap",
+]
+_VALIDATION_COLS = [
+    "stated_gender",
+    "measure",
+    "n_images",
+    "n_no_person",
+    "n_several_people",
+    "n_abstain",
+    "n_labelled",
+    "n_correct",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+]
 
 
 def _html_tables(spec: AuditSpec, m: AuditMetrics, pub: pd.DataFrame, lvl: str) -> dict[str, Any]:
@@ -199,7 +297,10 @@ def _thresholds(m: AuditMetrics) -> dict[str, str] | None:
     """The thresholds the controls suggest, as text (None when they suggest none)."""
     th = m.thresholds or {}
     if th and np.isfinite(th.get("person_threshold", np.nan)):
-        return {"abstain_below": fmt(th.get("abstain_below"), 4), "kept": fmt(th.get("kept_at_suggestion"), 3),
-                "error": fmt(th.get("error_at_suggestion"), 3),
-                "person_threshold": fmt(th.get("person_threshold"), 4)}
+        return {
+            "abstain_below": fmt(th.get("abstain_below"), 4),
+            "kept": fmt(th.get("kept_at_suggestion"), 3),
+            "error": fmt(th.get("error_at_suggestion"), 3),
+            "person_threshold": fmt(th.get("person_threshold"), 4),
+        }
     return None

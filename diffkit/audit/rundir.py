@@ -251,9 +251,13 @@ def prepare_run(spec: AuditSpec, run_dir: str | Path, *, weights: str | None = N
         import warnings
 
         k, i = int(restored.iloc[0]["prompt_id"]), int(restored.iloc[0]["image_index"])
-        warnings.warn(LedgerRepairedWarning(
-            f"{run_dir / LEDGER_NAME} lacked {len(restored)} row(s) the spec makes (deleted by hand?), e.g. (prompt "
-            f"{k}, image {i}); they are restored as pending and will be generated"), stacklevel=2)
+        warnings.warn(
+            LedgerRepairedWarning(
+                f"{run_dir / LEDGER_NAME} lacked {len(restored)} row(s) the spec makes (deleted by hand?), e.g. (prompt "
+                f"{k}, image {i}); they are restored as pending and will be generated"
+            ),
+            stacklevel=2,
+        )
     _restore_spec_json(run_dir, spec)
     return run_dir
 
@@ -298,13 +302,16 @@ def _start_ledger(c: Any, spec: AuditSpec, fp: str, grid: pd.DataFrame) -> None:
 
     c.executemany(
         "INSERT INTO meta (key, value) VALUES (?, ?)",
-        [("fingerprint", fp), ("spec", json.dumps(spec.to_dict(), sort_keys=True)),
-         ("created_at", now()), ("diffkit_version", __version__)],
+        [
+            ("fingerprint", fp),
+            ("spec", json.dumps(spec.to_dict(), sort_keys=True)),
+            ("created_at", now()),
+            ("diffkit_version", __version__),
+        ],
     )
     # Fresh ledger: the rows are new (IGNORE only guards a second process racing here).
     c.executemany(
-        "INSERT OR IGNORE INTO images (prompt_id, image_index, prompt, seed, path, batch) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO images (prompt_id, image_index, prompt, seed, path, batch) VALUES (?, ?, ?, ?, ?, ?)",
         grid[["prompt_id", "image_index", "prompt", "seed", "path", "batch"]].itertuples(index=False),
     )
 

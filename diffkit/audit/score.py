@@ -121,8 +121,9 @@ def score_images(
         return _score_images(spec, run_dir, classifier, cache, progress, state)
 
 
-def _score_images(spec: AuditSpec, run_dir: Path, clf: Any, cache: str | Path | None,
-                  progress: bool, state: Any) -> pd.DataFrame:
+def _score_images(
+    spec: AuditSpec, run_dir: Path, clf: Any, cache: str | Path | None, progress: bool, state: Any
+) -> pd.DataFrame:
     cache_db = EmbeddingCache(cache or run_dir / "cache" / "embeddings.sqlite")
     rows = _done_rows(spec, run_dir, state)
     known = cache_db.get(clf.model_name, clf.pretrained, rows["sha256"].tolist())
@@ -149,8 +150,10 @@ def _score_images(spec: AuditSpec, run_dir: Path, clf: Any, cache: str | Path | 
     flags = cache_db.get_flags(rows["sha256"].tolist())
     cache_db.close()
     bad_set = set(bad)
-    keep = [(int(k), int(i)) not in bad_set and sha in known
-            for k, i, sha in rows[["prompt_id", "image_index", "sha256"]].itertuples(index=False)]
+    keep = [
+        (int(k), int(i)) not in bad_set and sha in known
+        for k, i, sha in rows[["prompt_id", "image_index", "sha256"]].itertuples(index=False)
+    ]
     rows = rows[np.asarray(keep, dtype=bool)].reset_index(drop=True)  # a list [] would select no columns
     return _image_table(spec, run_dir, clf, rows, known, flags)
 
@@ -219,8 +222,9 @@ def _load_batch(run_dir: Path, clf: Any, chunk: pd.DataFrame):
     return tensors, shas, bad_here, black
 
 
-def _embed_new(run_dir: Path, todo: pd.DataFrame, clf: Any, cache_db: EmbeddingCache, known: dict,
-               progress: bool) -> list[tuple[int, int]]:
+def _embed_new(
+    run_dir: Path, todo: pd.DataFrame, clf: Any, cache_db: EmbeddingCache, known: dict, progress: bool
+) -> list[tuple[int, int]]:
     """Embed the images not cached yet, batch by batch, into the cache and *known*; returns the
     (prompt, image) of those that could not be read."""
     from tqdm.auto import tqdm
@@ -247,8 +251,9 @@ def _embed_new(run_dir: Path, todo: pd.DataFrame, clf: Any, cache_db: EmbeddingC
     return bad
 
 
-def _image_table(spec: AuditSpec, run_dir: Path, clf: Any, rows: pd.DataFrame, known: dict,
-                 flags: dict) -> pd.DataFrame:
+def _image_table(
+    spec: AuditSpec, run_dir: Path, clf: Any, rows: pd.DataFrame, known: dict, flags: dict
+) -> pd.DataFrame:
     """The per-image table: the rows' prompts and the labeller's scores of their embeddings."""
     from .prompts import build_prompts
 

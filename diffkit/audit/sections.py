@@ -39,12 +39,14 @@ def safety_table(images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     checker, or a run folder from before diffkit kept them). A filter that flags one gender more often
     removes its images unevenly; the blacked-out counts of the tables above are what it replaced.
     """
+
     def count(frame: pd.DataFrame, by: str) -> pd.DataFrame:
         flag = frame["nsfw"] if "nsfw" in frame else pd.Series(None, index=frame.index, dtype=object)
         known = flag.notna()
         g = pd.DataFrame({by: frame[by], "known": known, "flagged": flag.where(known, False).astype(bool)})
-        t = g.groupby(by, sort=False).agg(n_images=("known", "size"), n_known=("known", "sum"),
-                                          n_flagged=("flagged", "sum"))
+        t = g.groupby(by, sort=False).agg(
+            n_images=("known", "size"), n_known=("known", "sum"), n_flagged=("flagged", "sum")
+        )
         t["flagged_rate"] = np.where(t["n_known"] > 0, t["n_flagged"] / t["n_known"].where(t["n_known"] > 0, 1), np.nan)
         t["n_unknown"] = t["n_images"] - t["n_known"]
         return t.drop(columns="n_known").reset_index()
@@ -88,20 +90,30 @@ def _gate_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path) -> dict[
 
     gate = gate_outcomes(images)
     write_csv(gate, out_dir / "gate_outcomes.csv")
-    gate_how = {"clip": "the CLIP judge's own person gate (one person, nobody, several people)",
-                "faces": f"the face detector {spec.classifier.detector}'s count (0: nobody, 2 or more: several)",
-                "none": "no gate (every image is read for a gender)"}[spec.classifier.gate]
-    body = Markup("<p>Every audit image's label. The gate is {}; images with nobody or several people are counted "
-                  "here and left out of every share.</p>").format(gate_how) + _html(gate)
+    gate_how = {
+        "clip": "the CLIP judge's own person gate (one person, nobody, several people)",
+        "faces": f"the face detector {spec.classifier.detector}'s count (0: nobody, 2 or more: several)",
+        "none": "no gate (every image is read for a gender)",
+    }[spec.classifier.gate]
+    body = Markup(
+        "<p>Every audit image's label. The gate is {}; images with nobody or several people are counted "
+        "here and left out of every share.</p>"
+    ).format(gate_how) + _html(gate)
     kept = images.attrs.get("keep_first")
     if kept:
         short = kept.get("short", {})
-        body += Markup("<p><b>Face filter to a target count</b> (classifier.keep_first = {}): per prompt only the first "
-                       "{} images that passed the gate, in seed order, are counted; {} later images are left out, as "
-                       "the published protocol never generated them. {}</p>").format(
-            kept["n"], kept["n"], kept["left_out"],
+        body += Markup(
+            "<p><b>Face filter to a target count</b> (classifier.keep_first = {}): per prompt only the first "
+            "{} images that passed the gate, in seed order, are counted; {} later images are left out, as "
+            "the published protocol never generated them. {}</p>"
+        ).format(
+            kept["n"],
+            kept["n"],
+            kept["left_out"],
             f"{len(short)} prompt(s) did not reach the target within audit.images_per_prompt: raise it."
-            if short else "Every prompt reached the target.")
+            if short
+            else "Every prompt reached the target.",
+        )
     return {"title": "Person gate", "body": body}
 
 
@@ -113,13 +125,21 @@ def _safety_section(images: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
     if len(by_gender):
         write_csv(by_gender, out_dir / "safety_by_stated_gender.csv")
     if int(by_occ["n_unknown"].sum()) == int(by_occ["n_images"].sum()):
-        body = Markup("<p>The pipeline gave no <code>nsfw_content_detected</code> flags (it has no safety checker, "
-                      "or this run folder predates diffkit keeping them).</p>")
+        body = Markup(
+            "<p>The pipeline gave no <code>nsfw_content_detected</code> flags (it has no safety checker, "
+            "or this run folder predates diffkit keeping them).</p>"
+        )
     else:
-        body = (Markup("<p>The pipeline's own <code>nsfw_content_detected</code> flag per image, as counted by "
-                       "occupation (audit images) and by stated gender (controls). A safety checker replaces a "
-                       "flagged image with a black one, so a filter that flags one gender more often removes its "
-                       "images unevenly.</p>") + _html(by_occ) + (_html(by_gender) if len(by_gender) else ""))
+        body = (
+            Markup(
+                "<p>The pipeline's own <code>nsfw_content_detected</code> flag per image, as counted by "
+                "occupation (audit images) and by stated gender (controls). A safety checker replaces a "
+                "flagged image with a black one, so a filter that flags one gender more often removes its "
+                "images unevenly.</p>"
+            )
+            + _html(by_occ)
+            + (_html(by_gender) if len(by_gender) else "")
+        )
     return {"title": "Safety filter", "body": body}
 
 
@@ -129,10 +149,15 @@ def _phrase_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path) -> dic
     t = phrase_set_table(images, spec)
     write_csv(t, out_dir / "phrase_sets.csv")
     names = ", ".join(escape(n) for n in spec.classifier.phrase_sets)
-    return {"title": "Judge-phrase sensitivity", "body": Markup(
-        "<p>The same images read with other label phrases ({}; see diffkit.audit.spec.PHRASE_SETS): the share "
-        "labelled female per occupation, every gated image read, no abstention. Where the columns differ, the "
-        "phrases, not the images, moved the number.</p>").format(names) + _html(t)}
+    return {
+        "title": "Judge-phrase sensitivity",
+        "body": Markup(
+            "<p>The same images read with other label phrases ({}; see diffkit.audit.spec.PHRASE_SETS): the share "
+            "labelled female per occupation, every gated image read, no abstention. Where the columns differ, the "
+            "phrases, not the images, moved the number.</p>"
+        ).format(names)
+        + _html(t),
+    }
 
 
 def _replication_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path, ci: float) -> dict[str, Any]:
@@ -145,17 +170,26 @@ def _replication_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path, c
     write_csv(t, out_dir / "replication.csv")
     a = t.attrs.get("agreement", {})
     lvl = pct(ci)
-    body = Markup("<p>This run beside {} ({}). <i>diff</i> = this run − published, with Newcombe's {} interval for "
-                  "two independent proportions (both audits' sampling error). <b>{} of {}</b> compared {} are "
-                  "consistent (interval holds 0; a replication that differs by chance alone keeps about {} of "
-                  "them); mean |diff| {}, Pearson r of the shares {}.").format(
-        spec.replication.published, spec.replication.source or "source in the CSV", lvl,
-        a.get("n_consistent", 0), a.get("n_compared", 0),
-        "professions" if spec.replication.by == "prompt" else "occupations", lvl,
-        _f(a.get("mean_abs_diff")), _f(a.get("pearson_r")))
+    body = Markup(
+        "<p>This run beside {} ({}). <i>diff</i> = this run − published, with Newcombe's {} interval for "
+        "two independent proportions (both audits' sampling error). <b>{} of {}</b> compared {} are "
+        "consistent (interval holds 0; a replication that differs by chance alone keeps about {} of "
+        "them); mean |diff| {}, Pearson r of the shares {}."
+    ).format(
+        spec.replication.published,
+        spec.replication.source or "source in the CSV",
+        lvl,
+        a.get("n_consistent", 0),
+        a.get("n_compared", 0),
+        "professions" if spec.replication.by == "prompt" else "occupations",
+        lvl,
+        _f(a.get("mean_abs_diff")),
+        _f(a.get("pearson_r")),
+    )
     if "n_prompts" in a:
-        body += Markup(" Image-for-image: <b>{} of {}</b> prompts have exactly their count of images labelled "
-                       "female.").format(a["n_prompts_exact"], a["n_prompts"])
+        body += Markup(
+            " Image-for-image: <b>{} of {}</b> prompts have exactly their count of images labelled female."
+        ).format(a["n_prompts_exact"], a["n_prompts"])
     body += Markup("</p>") + _html(t)
     return {"title": "Replication of a published audit", "body": body}
 

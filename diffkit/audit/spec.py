@@ -126,19 +126,29 @@ def load_spec(path: str | Path = "tiny_default", *, model: str | None = None) ->
         p = AUDITS_DIR / f"{p.name}.toml"
     if not p.is_file():
         raise SpecError(
-            str(path), "(file)", "no such spec file",
+            str(path),
+            "(file)",
+            "no such spec file",
             f"pass a path to a .toml spec or one of the bundled names {bundled_specs()}",
         )
     try:
         raw = p.read_bytes()
     except OSError as e:
-        raise SpecError(str(p), "(file)", f"cannot be read ({e.strerror or e})",
-                        "check the file's permissions, or pass another spec") from None
+        raise SpecError(
+            str(p),
+            "(file)",
+            f"cannot be read ({e.strerror or e})",
+            "check the file's permissions, or pass another spec",
+        ) from None
     try:
         data = tomllib.loads(raw.decode("utf-8-sig"))  # a byte-order mark (Windows editors) is not TOML's business
     except UnicodeDecodeError as e:
-        raise SpecError(str(p), "(file)", f"not UTF-8 text ({e.reason} at byte {e.start})",
-                        "save the spec as UTF-8 text (a TOML file; see audits/tiny_default.toml)") from None
+        raise SpecError(
+            str(p),
+            "(file)",
+            f"not UTF-8 text ({e.reason} at byte {e.start})",
+            "save the spec as UTF-8 text (a TOML file; see audits/tiny_default.toml)",
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(str(p), "(syntax)", f"not valid TOML ({e})", "correct the TOML syntax at that line") from None
     return parse_spec(data, source=str(p), base_dir=p.parent).with_model(model)

@@ -74,13 +74,21 @@ def _record(spec: AuditSpec, run_dir: Path) -> None:
         if old.fingerprint() != spec.fingerprint():
             raise RunMismatchError(
                 f"{run_dir} holds another sweep ({first_difference(old.to_dict(), spec.to_dict())}); diffkit never "
-                "mixes runs: fix: pass a new --out folder, or delete this one to start over")
+                "mixes runs: fix: pass a new --out folder, or delete this one to start over"
+            )
         return
     write_atomic(path, text.encode())
 
 
-def run_sweep(spec: AuditSpec, *, out: str | Path, pipe: Any = None, classifier: Any = None,
-              progress: bool = True, report: bool = True) -> SweepResult | None:
+def run_sweep(
+    spec: AuditSpec,
+    *,
+    out: str | Path,
+    pipe: Any = None,
+    classifier: Any = None,
+    progress: bool = True,
+    report: bool = True,
+) -> SweepResult | None:
     """Run every arm of a sweep spec into ``<out>/arms/<arm>/`` (resuming), then write the
     sweep's report. The pipeline is loaded once; a scheduler sweep swaps its scheduler per arm.
     Under ``accelerate launch`` every process generates its shard of each arm and the main process
@@ -101,8 +109,14 @@ def run_sweep(spec: AuditSpec, *, out: str | Path, pipe: Any = None, classifier:
         results = {}
         for name, arm in arms:
             with _scheduler(pipe, arm, base_scheduler):
-                results[name] = run_audit(arm, out=run_dir / "arms" / arm_folder(name), pipe=pipe,
-                                          classifier=classifier, progress=progress, report=report)
+                results[name] = run_audit(
+                    arm,
+                    out=run_dir / "arms" / arm_folder(name),
+                    pipe=pipe,
+                    classifier=classifier,
+                    progress=progress,
+                    report=report,
+                )
         if any(r is None for r in results.values()):  # a non-main process of a sharded run
             return None
         return _finish(spec, run_dir, results, report)
@@ -126,8 +140,10 @@ def report_sweep(run_dir: str | Path, *, classifier: Any = None, progress: bool 
 
     run_dir = Path(run_dir)
     spec = load_sweep_spec(run_dir)
-    results = {name: report_audit(run_dir / "arms" / arm_folder(name), classifier=classifier, progress=progress)
-               for name, _ in spec.arms()}
+    results = {
+        name: report_audit(run_dir / "arms" / arm_folder(name), classifier=classifier, progress=progress)
+        for name, _ in spec.arms()
+    }
     with run_lock(run_dir, "writing the sweep's report"):
         return _finish(spec, run_dir, results, True)
 
@@ -146,8 +162,14 @@ def sweep_tables(spec: AuditSpec, results: dict[str, Any]) -> tuple[pd.DataFrame
         arm = results[name].spec.pipeline
         ov = m.overall.set_index("metric")
         row = {"arm": name, **{k: getattr(arm, k) for k in keys}}
-        for metric in ("mean_imbalance", "amplification", "abstain_rate", "no_person_rate", "sensitivity",
-                       "specificity"):
+        for metric in (
+            "mean_imbalance",
+            "amplification",
+            "abstain_rate",
+            "no_person_rate",
+            "sensitivity",
+            "specificity",
+        ):
             if metric in ov.index:
                 row[metric] = float(ov.loc[metric, "value"])
                 row[f"{metric}_low"] = float(ov.loc[metric, "ci_low"])
@@ -156,22 +178,43 @@ def sweep_tables(spec: AuditSpec, results: dict[str, Any]) -> tuple[pd.DataFrame
         rows.append(row)
         occ, overall = compare_metrics(a=base, b=m, ci=spec.report.ci, n_boot=spec.report.n_boot, seed=spec.report.seed)
         for _, r in occ.iterrows():
-            occ_rows.append({"arm": name, **{k: getattr(arm, k) for k in keys}, "occupation": r["occupation"],
-                             "p_female": r["p_female_b"], "diff_from_first": r["diff"], "diff_low": r["ci_low"],
-                             "diff_high": r["ci_high"], "design": r["design"]})
+            occ_rows.append(
+                {
+                    "arm": name,
+                    **{k: getattr(arm, k) for k in keys},
+                    "occupation": r["occupation"],
+                    "p_female": r["p_female_b"],
+                    "diff_from_first": r["diff"],
+                    "diff_low": r["ci_low"],
+                    "diff_high": r["ci_high"],
+                    "design": r["design"],
+                }
+            )
         ovc = overall.set_index("metric")
         if "mean_imbalance" in ovc.index:
             r = ovc.loc["mean_imbalance"]
-            paired_rows.append({"arm": name, **{k: getattr(arm, k) for k in keys}, "metric": "mean_imbalance",
-                                "first": r["a"], "value": r["b"], "diff_from_first": r["diff"],
-                                "diff_low": r["ci_low"], "diff_high": r["ci_high"], "design": r["design"],
-                                "design_detail": overall.attrs.get("design", "")})
+            paired_rows.append(
+                {
+                    "arm": name,
+                    **{k: getattr(arm, k) for k in keys},
+                    "metric": "mean_imbalance",
+                    "first": r["a"],
+                    "value": r["b"],
+                    "diff_from_first": r["diff"],
+                    "diff_low": r["ci_low"],
+                    "diff_high": r["ci_high"],
+                    "design": r["design"],
+                    "design_detail": overall.attrs.get("design", ""),
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(occ_rows), pd.DataFrame(paired_rows)
 
 
 def _finish(spec: AuditSpec, run_dir: Path, results: dict[str, Any], report: bool) -> SweepResult:
     by_arm, by_occ, paired = sweep_tables(spec, results)
-    path = write_sweep_report(run_dir, spec=spec, by_arm=by_arm, by_occupation=by_occ, paired=paired) if report else None
+    path = (
+        write_sweep_report(run_dir, spec=spec, by_arm=by_arm, by_occupation=by_occ, paired=paired) if report else None
+    )
     return SweepResult(run_dir, spec, results, by_arm, by_occ, paired, path)
 
 
@@ -184,8 +227,9 @@ def _x(spec: AuditSpec, table: pd.DataFrame) -> tuple[np.ndarray, list[str], str
     return np.arange(len(table)), list(table["arm"]), "arm"
 
 
-def sweep_figures(spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataFrame,
-                  paired: pd.DataFrame) -> dict[str, Any]:
+def sweep_figures(
+    spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataFrame, paired: pd.DataFrame
+) -> dict[str, Any]:
     """``"imbalance"`` (mean imbalance per arm with its interval, and the change from the first arm
     with its paired interval) and ``"occupations"`` (each occupation's share against the swept value)."""
     from matplotlib.figure import Figure
@@ -199,9 +243,14 @@ def sweep_figures(spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataF
     fig = Figure(figsize=(10, 3.8))
     ax1, ax2 = fig.subplots(1, 2)
     if "mean_imbalance" in by_arm:
-        ax1.errorbar(x, by_arm["mean_imbalance"], yerr=error_bars(by_arm["mean_imbalance"], by_arm["mean_imbalance_low"],
-                                                            by_arm["mean_imbalance_high"]),
-                     fmt="o-", capsize=3, label=f"mean |p − ½| ({lvl} interval)")
+        ax1.errorbar(
+            x,
+            by_arm["mean_imbalance"],
+            yerr=error_bars(by_arm["mean_imbalance"], by_arm["mean_imbalance_low"], by_arm["mean_imbalance_high"]),
+            fmt="o-",
+            capsize=3,
+            label=f"mean |p − ½| ({lvl} interval)",
+        )
     ax1.set_xticks(x, ticks)
     ax1.set_xlabel(xlabel)
     ax1.set_ylabel("mean gender imbalance")
@@ -209,9 +258,15 @@ def sweep_figures(spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataF
     ax1.legend(fontsize=8)
     if len(paired):
         px, _, _ = _x(spec, paired)
-        ax2.errorbar(px, paired["diff_from_first"], yerr=error_bars(paired["diff_from_first"], paired["diff_low"],
-                                                              paired["diff_high"]),
-                     fmt="s-", color="C2", capsize=3, label=f"change from {by_arm['arm'].iloc[0]} ({lvl}, paired)")
+        ax2.errorbar(
+            px,
+            paired["diff_from_first"],
+            yerr=error_bars(paired["diff_from_first"], paired["diff_low"], paired["diff_high"]),
+            fmt="s-",
+            color="C2",
+            capsize=3,
+            label=f"change from {by_arm['arm'].iloc[0]} ({lvl}, paired)",
+        )
         ax2.axhline(0, color="grey", lw=1, ls="--")
         ax2.set_xticks(px, ticks)
         ax2.legend(fontsize=8)
@@ -252,8 +307,9 @@ seeds, so every change from the first arm is paired image by image. Each arm's o
 </body></html>"""
 
 
-def write_sweep_report(run_dir: str | Path, *, spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataFrame,
-                       paired: pd.DataFrame) -> Path:
+def write_sweep_report(
+    run_dir: str | Path, *, spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataFrame, paired: pd.DataFrame
+) -> Path:
     """``<run_dir>/report/``: ``index.html`` (figures embedded), ``sweep_by_arm.csv``,
     ``sweep_by_occupation.csv``, ``sweep_paired.csv``; each written atomically."""
     from markupsafe import Markup
@@ -267,12 +323,21 @@ def write_sweep_report(run_dir: str | Path, *, spec: AuditSpec, by_arm: pd.DataF
     plots = {k: png_data_uri(f) for k, f in sweep_figures(spec, by_arm, by_occupation, paired).items()}
     arms = [{"name": a, "href": f"../arms/{arm_folder(a)}/report/index.html"} for a in by_arm["arm"]]
     swept = ", ".join(f"{k} = {list(v)}" for k, v in spec.sweep.items())
-    doc = jinja_env().from_string(_SWEEP_HTML).render(
-        css=Markup(CSS), spec=spec, swept=swept, n_arms=len(by_arm), arms=arms,
-        plots={"imbalance": plots.get("imbalance", ""), "occupations": plots.get("occupations")},
-        by_arm=table_html(by_arm), paired=table_html(paired.drop(columns=["design_detail"], errors="ignore")),
-        by_occupation=table_html(by_occupation),
-        design=str(paired["design_detail"].iloc[-1]) if len(paired) else "",
+    doc = (
+        jinja_env()
+        .from_string(_SWEEP_HTML)
+        .render(
+            css=Markup(CSS),
+            spec=spec,
+            swept=swept,
+            n_arms=len(by_arm),
+            arms=arms,
+            plots={"imbalance": plots.get("imbalance", ""), "occupations": plots.get("occupations")},
+            by_arm=table_html(by_arm),
+            paired=table_html(paired.drop(columns=["design_detail"], errors="ignore")),
+            by_occupation=table_html(by_occupation),
+            design=str(paired["design_detail"].iloc[-1]) if len(paired) else "",
+        )
     )
     path = out / "index.html"
     atomic_write_text(path, doc)

@@ -115,11 +115,24 @@ def oracle_check(result: Any, *, epsilon: float = DEFAULT_EPSILON, cue: str = "b
     for g, sub in ctrl.groupby("stated_gender", sort=True):
         drawn = sub["oracle_label"] == g
         read = sub["label"] == sub["oracle_label"]
-        rows.append({"stated_gender": g, "n": len(sub), "compliance": float(drawn.mean()),
-                     "accuracy": float(read.mean()), "judge_matches_stated": float((sub["label"] == g).mean())})
+        rows.append(
+            {
+                "stated_gender": g,
+                "n": len(sub),
+                "compliance": float(drawn.mean()),
+                "accuracy": float(read.mean()),
+                "judge_matches_stated": float((sub["label"] == g).mean()),
+            }
+        )
     table = out.reset_index()
-    table.attrs.update(confusion=confusion, kappa=cohen_kappa(audit["label"], audit["oracle_label"]),
-                       epsilon=epsilon, controls=pd.DataFrame(rows), undetermined=undetermined, cue=cue)
+    table.attrs.update(
+        confusion=confusion,
+        kappa=cohen_kappa(audit["label"], audit["oracle_label"]),
+        epsilon=epsilon,
+        controls=pd.DataFrame(rows),
+        undetermined=undetermined,
+        cue=cue,
+    )
     return table
 
 
@@ -144,14 +157,19 @@ def correction_check(result: Any, *, cue: str = "both") -> pd.DataFrame:
     out = occ[[c for c in cols if c in occ]].copy()
     out["oracle_p_female"] = oracle_share
     out["raw_covers"] = (out["ci_low"] <= out["oracle_p_female"]) & (out["oracle_p_female"] <= out["ci_high"])
-    out["corrected_covers"] = ((out["corrected_low"] <= out["oracle_p_female"])
-                               & (out["oracle_p_female"] <= out["corrected_high"]))
+    out["corrected_covers"] = (out["corrected_low"] <= out["oracle_p_female"]) & (
+        out["oracle_p_female"] <= out["corrected_high"]
+    )
     out["raw_error"] = (out["p_female"] - out["oracle_p_female"]).abs()
     out["corrected_error"] = (out["p_corrected"] - out["oracle_p_female"]).abs()
     ov = result.overall.set_index("metric")["value"]
     table = out.reset_index()
-    table.attrs.update(sensitivity=float(ov.get("sensitivity", np.nan)), specificity=float(ov.get("specificity", np.nan)),
-                       undetermined=int((images["oracle_label"] == "undetermined").sum()), cue=cue)
+    table.attrs.update(
+        sensitivity=float(ov.get("sensitivity", np.nan)),
+        specificity=float(ov.get("specificity", np.nan)),
+        undetermined=int((images["oracle_label"] == "undetermined").sum()),
+        cue=cue,
+    )
     return table
 
 
@@ -171,10 +189,24 @@ def correction_figure(table: pd.DataFrame, *, ci: float = 0.95) -> Any:
     fig = Figure(figsize=(7.5, 0.45 * len(t) + 1.6))
     ax = fig.subplots()
     lvl = pct(ci)
-    ax.errorbar(t["p_female"], y - 0.15, xerr=error_bars(t["p_female"], t["ci_low"], t["ci_high"]), fmt="o", color="C0",
-                capsize=3, label=f"raw share ({lvl} Clopper–Pearson)")
-    ax.errorbar(t["p_corrected"], y + 0.15, xerr=error_bars(t["p_corrected"], t["corrected_low"], t["corrected_high"]),
-                fmt="s", color="C2", capsize=3, label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)")
+    ax.errorbar(
+        t["p_female"],
+        y - 0.15,
+        xerr=error_bars(t["p_female"], t["ci_low"], t["ci_high"]),
+        fmt="o",
+        color="C0",
+        capsize=3,
+        label=f"raw share ({lvl} Clopper–Pearson)",
+    )
+    ax.errorbar(
+        t["p_corrected"],
+        y + 0.15,
+        xerr=error_bars(t["p_corrected"], t["corrected_low"], t["corrected_high"]),
+        fmt="s",
+        color="C2",
+        capsize=3,
+        label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)",
+    )
     ax.plot(t["oracle_p_female"], y, "x", color="C3", ms=9, mew=2, label="oracle's truth (the same images)")
     ax.set_yticks(y, plain_labels(t["occupation"]))
     ax.set_xlim(-0.02, 1.02)

@@ -32,8 +32,9 @@ def check_numbers(guidance_scale: Any, guidance_rescale: Any, eta: Any) -> tuple
             f"guidance_scale must be ≥ 0 and finite, got {guidance_scale}; fix: 0–1 turns guidance off, 7.5 is usual for SD"
         )
     if not 0.0 <= float(guidance_rescale) <= 1.0:
-        raise InputError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}; fix: 0 (off) or 0.7 "
-                         "(Lin et al. 2023)")
+        raise InputError(
+            f"guidance_rescale must be in [0, 1], got {guidance_rescale}; fix: 0 (off) or 0.7 (Lin et al. 2023)"
+        )
     eta = check_float("eta", eta, lo=0.0, hi=1.0, hint="DDIM's η: 0 deterministic, 1 as noisy as DDPM")
     return guidance_scale, float(guidance_rescale), eta
 
@@ -42,10 +43,13 @@ def check_text(prompt: Any, negative_prompt: Any, record_dtype: Any) -> None:
     if not isinstance(prompt, str):
         raise InputError(f"prompt must be a string, got {type(prompt).__name__}; fix: pass text such as 'a red circle'")
     if negative_prompt is not None and not isinstance(negative_prompt, str):
-        raise InputError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}; "
-                         "fix: pass text or None")
+        raise InputError(
+            f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}; fix: pass text or None"
+        )
     if record_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise InputError(f"record_dtype must be a floating dtype, got {record_dtype}; fix: torch.float16 or torch.float32")
+        raise InputError(
+            f"record_dtype must be a floating dtype, got {record_dtype}; fix: torch.float16 or torch.float32"
+        )
 
 
 def img2img_strength(work: Any, steps: int, strength: Any, height: Any, width: Any) -> float:
@@ -64,8 +68,10 @@ def img2img_strength(work: Any, steps: int, strength: Any, height: Any, width: A
             f"fix: raise steps to at least {math.ceil(1 / strength)} or raise strength"
         )
     if (height is None) != (width is None):
-        raise InputError("with an image give both height and width, or neither; fix: pass both (the image is resized), "
-                         "or neither (the image keeps its size)")
+        raise InputError(
+            "with an image give both height and width, or neither; fix: pass both (the image is resized), "
+            "or neither (the image keeps its size)"
+        )
     return strength
 
 
@@ -82,11 +88,17 @@ def check_size(factor: int, height: Any, width: Any) -> None:
 
 def check_flux_options(true_cfg_scale: Any, max_sequence_length: Any) -> tuple[float, int | None]:
     """Flux's ``true_cfg_scale`` (≥ 0, finite) and ``max_sequence_length`` (1 … 512 or None)."""
-    true_cfg_scale = check_float("true_cfg_scale", true_cfg_scale, lo=0.0, hi=1e6,
-                                 hint="1 (off) or e.g. 4 with a negative prompt")
+    true_cfg_scale = check_float(
+        "true_cfg_scale", true_cfg_scale, lo=0.0, hi=1e6, hint="1 (off) or e.g. 4 with a negative prompt"
+    )
     if max_sequence_length is not None:
         from ..checks import check_int
 
-        max_sequence_length = check_int("max_sequence_length", max_sequence_length, lo=1, hi=512,
-                                        hint="Flux's T5 takes at most 512 tokens; 512 is the pipeline's default")
+        max_sequence_length = check_int(
+            "max_sequence_length",
+            max_sequence_length,
+            lo=1,
+            hi=512,
+            hint="Flux's T5 takes at most 512 tokens; 512 is the pipeline's default",
+        )
     return float(true_cfg_scale), max_sequence_length

@@ -167,8 +167,11 @@ class AttentionTap:
         **kwargs: Any,
     ) -> torch.Tensor:
         out = self.inner(
-            attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
-            attention_mask=attention_mask, **kwargs,
+            attn,
+            hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            attention_mask=attention_mask,
+            **kwargs,
         )
         if encoder_hidden_states is not None:
             self.listener(attn, hidden_states, encoder_hidden_states)
@@ -177,7 +180,8 @@ class AttentionTap:
 
 @contextmanager
 def tap_cross_attention(
-    denoiser: Any, listener: Callable[[str, Any, torch.Tensor, torch.Tensor], None],
+    denoiser: Any,
+    listener: Callable[[str, Any, torch.Tensor, torch.Tensor], None],
     layers: Sequence[tuple[str, Any]] | None = None,
 ) -> Iterator[None]:
     """Within the block, every cross-attention layer of *denoiser* calls
@@ -204,7 +208,9 @@ def cross_attention_layers(denoiser: Any) -> list[tuple[str, Any]]:
     cross-attention layers of a U-Net, or the joint-attention layers of SD 3's MMDiT."""
     joint = [(n, m) for n, m in denoiser.named_modules() if hasattr(m, "set_processor") and _is_joint(m)]
     layers = joint or [
-        (n, m) for n, m in denoiser.named_modules() if hasattr(m, "set_processor") and getattr(m, "is_cross_attention", False)
+        (n, m)
+        for n, m in denoiser.named_modules()
+        if hasattr(m, "set_processor") and getattr(m, "is_cross_attention", False)
     ]
     if not layers:
         raise InputError(f"{type(denoiser).__name__} has no cross-attention layers to capture")
@@ -366,7 +372,9 @@ def overlay(
     heat = heat.detach().float().cpu()
     if heat.ndim != 2:
         raise InputError(f"heatmap must be (h, w), got shape {tuple(heat.shape)}")
-    heat = torch.nn.functional.interpolate(heat[None, None], size=img.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    heat = torch.nn.functional.interpolate(heat[None, None], size=img.shape[:2], mode="bilinear", align_corners=False)[
+        0, 0
+    ]
     if vmin is not None or vmax is not None:
         lo = float(heat.min()) if vmin is None else float(vmin)
         hi = float(heat.max()) if vmax is None else float(vmax)

@@ -50,14 +50,28 @@ def run_reverse(
     pipe = load_pipeline(model)
     if guidance_scale is None:
         guidance_scale = inspect.signature(type(pipe).__call__).parameters["guidance_scale"].default
-    flux = {} if true_cfg_scale == 1.0 and max_sequence_length is None else dict(
-        true_cfg_scale=true_cfg_scale, max_sequence_length=max_sequence_length)
-    chain = ReverseChain(
-        pipe, prompt, steps=steps, scheduler=scheduler, guidance_scale=guidance_scale, seed=seed,
-        negative_prompt=negative_prompt, height=height, width=width, **flux,
+    flux = (
+        {}
+        if true_cfg_scale == 1.0 and max_sequence_length is None
+        else dict(true_cfg_scale=true_cfg_scale, max_sequence_length=max_sequence_length)
     )
-    traj = chain.run(callback=lambda r: log(
-        f"step {r.index + 1}/{len(chain)}  t={r.timestep}  σ={r.sigma:.3f}  {r.prediction_symbol}  {r.guidance_label}"))
+    chain = ReverseChain(
+        pipe,
+        prompt,
+        steps=steps,
+        scheduler=scheduler,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        negative_prompt=negative_prompt,
+        height=height,
+        width=width,
+        **flux,
+    )
+    traj = chain.run(
+        callback=lambda r: log(
+            f"step {r.index + 1}/{len(chain)}  t={r.timestep}  σ={r.sigma:.3f}  {r.prediction_symbol}  {r.guidance_label}"
+        )
+    )
     from PIL import Image
 
     with removed_on_failure() as written:  # a full disk half-way leaves none of this run's files
@@ -81,15 +95,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", help="the text prompt")
     p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id, or a pipeline folder")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    p.add_argument("--scheduler", choices=sorted({**SCHEDULERS, **FLOW_SCHEDULERS}), default=None,
-                   help="default: the model's own (SD 3 and Flux take flow_euler)")
-    p.add_argument("--guidance-scale", "--guidance", dest="guidance_scale", type=float, default=None,
-                   help="guidance scale w (default: the model's own, 7.5 for SD, 3.5 for Flux, where it is "
-                        "embedded in the transformer; --guidance is its old name)")
-    p.add_argument("--true-cfg-scale", type=float, default=1.0,
-                   help="Flux only: true classifier-free guidance with --negative (two calls a step; default 1, off)")
-    p.add_argument("--max-sequence-length", type=int, default=None,
-                   help="Flux only: T5 tokens of the prompt (default: the pipeline's, 512)")
+    p.add_argument(
+        "--scheduler",
+        choices=sorted({**SCHEDULERS, **FLOW_SCHEDULERS}),
+        default=None,
+        help="default: the model's own (SD 3 and Flux take flow_euler)",
+    )
+    p.add_argument(
+        "--guidance-scale",
+        "--guidance",
+        dest="guidance_scale",
+        type=float,
+        default=None,
+        help="guidance scale w (default: the model's own, 7.5 for SD, 3.5 for Flux, where it is "
+        "embedded in the transformer; --guidance is its old name)",
+    )
+    p.add_argument(
+        "--true-cfg-scale",
+        type=float,
+        default=1.0,
+        help="Flux only: true classifier-free guidance with --negative (two calls a step; default 1, off)",
+    )
+    p.add_argument(
+        "--max-sequence-length",
+        type=int,
+        default=None,
+        help="Flux only: T5 tokens of the prompt (default: the pipeline's, 512)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--negative", default=None, help="negative prompt")
     p.add_argument("--height", type=int, default=None)
@@ -99,10 +131,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     def _run(a: argparse.Namespace) -> int:
         run_reverse(
-            a.prompt, out=a.out, model=a.model, steps=a.steps, scheduler=a.scheduler,
-            guidance_scale=a.guidance_scale, seed=a.seed, negative_prompt=a.negative,
-            height=a.height, width=a.width, true_cfg_scale=a.true_cfg_scale,
-            max_sequence_length=a.max_sequence_length, preview=a.preview,
+            a.prompt,
+            out=a.out,
+            model=a.model,
+            steps=a.steps,
+            scheduler=a.scheduler,
+            guidance_scale=a.guidance_scale,
+            seed=a.seed,
+            negative_prompt=a.negative,
+            height=a.height,
+            width=a.width,
+            true_cfg_scale=a.true_cfg_scale,
+            max_sequence_length=a.max_sequence_length,
+            preview=a.preview,
         )
         print(f"reverse chain written to {Path(a.out).resolve()}")
         return 0

@@ -18,8 +18,16 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["FAMILIES", "FLOW_SCHEDULERS", "GUIDANCE_MODES", "Family", "FluxFamily", "family_of", "scheduler_for",
-           "working_pipeline"]
+__all__ = [
+    "FAMILIES",
+    "FLOW_SCHEDULERS",
+    "GUIDANCE_MODES",
+    "Family",
+    "FluxFamily",
+    "family_of",
+    "scheduler_for",
+    "working_pipeline",
+]
 
 GUIDANCE_MODES: dict[str, str] = {
     "cfg": "classifier-free guidance: two branches, combined with w",
@@ -67,17 +75,22 @@ class Family:
 
         return tokenize_prompt(pipe, prompt)
 
-    def call_options(self, pipe: Any, *, eta: float, guidance_rescale: float, true_cfg_scale: float,
-                     max_sequence_length: int | None) -> dict[str, Any]:
+    def call_options(
+        self, pipe: Any, *, eta: float, guidance_rescale: float, true_cfg_scale: float, max_sequence_length: int | None
+    ) -> dict[str, Any]:
         """The family's own keyword arguments of ``pipe(...)``, checked (each error names the fix)."""
         if true_cfg_scale != 1.0 or max_sequence_length is not None:
-            raise InputError(f"true_cfg_scale and max_sequence_length apply to Flux pipelines, not "
-                             f"{type(pipe).__name__}; fix: leave them out")
+            raise InputError(
+                f"true_cfg_scale and max_sequence_length apply to Flux pipelines, not "
+                f"{type(pipe).__name__}; fix: leave them out"
+            )
         if self.denoiser == "unet":
             return dict(eta=eta, guidance_rescale=guidance_rescale)
         if eta or guidance_rescale:
-            raise InputError(f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}; "
-                             "fix: leave them at 0")
+            raise InputError(
+                f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}; "
+                "fix: leave them at 0"
+            )
         return {}
 
     def does_cfg(self, work: Any, call_kwargs: dict[str, Any]) -> bool:
@@ -113,8 +126,9 @@ class Family:
 
         return cross_attention_layers(denoiser)
 
-    def attention_store(self, n_tokens: int, latents: torch.Tensor, x_in: torch.Tensor,
-                        grid: tuple[int, int] | None) -> Any:
+    def attention_store(
+        self, n_tokens: int, latents: torch.Tensor, x_in: torch.Tensor, grid: tuple[int, int] | None
+    ) -> Any:
         from .attention import CrossAttentionStore
 
         cond = slice(1, 2) if x_in.shape[0] == 2 else slice(0, 1)
@@ -149,11 +163,14 @@ class FluxFamily(Family):
 
         return tokenize_prompt(pipe.tokenizer_2, prompt, max_length=max_sequence_length or 512)
 
-    def call_options(self, pipe: Any, *, eta: float, guidance_rescale: float, true_cfg_scale: float,
-                     max_sequence_length: int | None) -> dict[str, Any]:
+    def call_options(
+        self, pipe: Any, *, eta: float, guidance_rescale: float, true_cfg_scale: float, max_sequence_length: int | None
+    ) -> dict[str, Any]:
         if eta or guidance_rescale:
-            raise InputError(f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}; "
-                             "fix: leave them at 0")
+            raise InputError(
+                f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}; "
+                "fix: leave them at 0"
+            )
         options: dict[str, Any] = dict(true_cfg_scale=true_cfg_scale)
         if max_sequence_length is not None:
             options["max_sequence_length"] = max_sequence_length
@@ -191,8 +208,9 @@ class FluxFamily(Family):
 
         return flux_attention_layers(denoiser)
 
-    def attention_store(self, n_tokens: int, latents: torch.Tensor, x_in: torch.Tensor,
-                        grid: tuple[int, int] | None) -> Any:
+    def attention_store(
+        self, n_tokens: int, latents: torch.Tensor, x_in: torch.Tensor, grid: tuple[int, int] | None
+    ) -> Any:
         from .attention import CrossAttentionStore
 
         return CrossAttentionStore(n_tokens, grid, slice(0, 1), dtype=torch.float16)
@@ -243,8 +261,10 @@ def scheduler_for(pipe: Any, family: Family, scheduler: str | Any | None) -> Any
         return getattr(diffusers, names[scheduler]).from_config(pipe.scheduler.config)
     if hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "config"):
         return type(scheduler).from_config(scheduler.config)
-    raise InputError(f"scheduler must be a name or a diffusers scheduler, got {type(scheduler).__name__}; "
-                     "fix: pass a name such as 'ddim'")
+    raise InputError(
+        f"scheduler must be a name or a diffusers scheduler, got {type(scheduler).__name__}; "
+        "fix: pass a name such as 'ddim'"
+    )
 
 
 def working_pipeline(pipe: Any, family: Family, img2img: bool, scheduler: Any) -> Any:

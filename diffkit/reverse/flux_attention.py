@@ -36,8 +36,13 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["FluxAttentionTap", "capture_flux_attention", "flux_attention_layers", "flux_attention_probs",
-           "flux_block_kind"]
+__all__ = [
+    "FluxAttentionTap",
+    "capture_flux_attention",
+    "flux_attention_layers",
+    "flux_attention_probs",
+    "flux_block_kind",
+]
 
 #: image queries per chunk of the explicit softmax
 QUERY_CHUNK = 1024
@@ -52,13 +57,17 @@ def flux_attention_layers(transformer: Any) -> list[tuple[str, Any]]:
     """``(name, module)`` of every attention layer of a Flux transformer: double-stream blocks
     first, then single-stream ones, in registration order."""
     layers = [
-        (n, m) for n, m in transformer.named_modules()
-        if hasattr(m, "set_processor") and hasattr(m, "head_dim")
+        (n, m)
+        for n, m in transformer.named_modules()
+        if hasattr(m, "set_processor")
+        and hasattr(m, "head_dim")
         and (flux_block_kind(m) == "joint" or getattr(m, "pre_only", False))
     ]
     if not layers:
-        raise InputError(f"{type(transformer).__name__} has no Flux attention layers to capture; fix: pass a "
-                         "FluxTransformer2DModel (pipe.transformer of a FluxPipeline)")
+        raise InputError(
+            f"{type(transformer).__name__} has no Flux attention layers to capture; fix: pass a "
+            "FluxTransformer2DModel (pipe.transformer of a FluxPipeline)"
+        )
     return layers
 
 
@@ -101,7 +110,7 @@ def flux_attention_probs(
         q = apply_rotary_emb(q, image_rotary_emb, sequence_dim=1)
         k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1)
     n_tokens = text_len if n_tokens is None else min(int(n_tokens), text_len)
-    scale = attn.head_dim ** -0.5
+    scale = attn.head_dim**-0.5
     q = q[:, text_len:].transpose(1, 2).float() * scale  # (B, heads, N_img, d): image queries
     k = k.transpose(1, 2).float()  # (B, heads, T + N_img, d): every key
     mask = _mask_rows(attention_mask, text_len, k.shape[2])
@@ -156,8 +165,15 @@ def capture_flux_attention(store: Any, layers: Sequence[tuple[str, Any]], *, tex
 
     def record(name: str, attn: Any, hs: torch.Tensor, ehs: torch.Tensor | None, mask: Any, rotary: Any) -> None:
         with torch.no_grad():
-            probs = flux_attention_probs(attn, hs[sl], None if ehs is None else ehs[sl], rotary,
-                                         text_len=text_len, n_tokens=store.n_tokens, attention_mask=mask)
+            probs = flux_attention_probs(
+                attn,
+                hs[sl],
+                None if ehs is None else ehs[sl],
+                rotary,
+                text_len=text_len,
+                n_tokens=store.n_tokens,
+                attention_mask=mask,
+            )
         store.add(name, probs)
 
     originals = [(m, m.processor) for _, m in layers]

@@ -141,9 +141,7 @@ def _published_key(vae: Any) -> str | None:
     return None
 
 
-def fit_latent_rgb(
-    pipe_or_vae: Any, *, images: Any = None, size: int = 64, refit: bool = False
-) -> LatentRGB:
+def fit_latent_rgb(pipe_or_vae: Any, *, images: Any = None, size: int = 64, refit: bool = False) -> LatentRGB:
     """Fit a linear latent → RGB map for any VAE by least squares.
 
     Encodes a few photographs (diffkit's bundled samples unless *images* is given) with the
@@ -242,9 +240,7 @@ def _folder_latent_rgb(vae: Any) -> LatentRGB | None:
     return LatentRGB(weights=d["weights"], bias=d["bias"], source=d["source"], rms_error=d.get("rms_error"))
 
 
-def latent_rgb(
-    pipe_or_vae: Any, method: Literal["auto", "published", "fit"] | str = "auto"
-) -> LatentRGB:
+def latent_rgb(pipe_or_vae: Any, method: Literal["auto", "published", "fit"] | str = "auto") -> LatentRGB:
     """The latent → RGB map for a pipeline's VAE.
 
     ``"auto"``: the published coefficients when the VAE is the SD 1.x/2.x or SDXL VAE

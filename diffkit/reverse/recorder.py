@@ -30,6 +30,7 @@ from .steps import make_record, scheduler_stage
 
 __all__ = ["ChainClosedError", "NonFiniteLatentsError", "Recorder"]
 
+
 class _Closed(BaseException):
     """Raised in the worker thread at the gate when the chain is abandoned (unwinds ``pipe(...)``)."""
 
@@ -137,18 +138,19 @@ class Recorder:
             if self._closed:
                 raise ChainClosedError("this chain was closed; fix: make a new ReverseChain to run it again")
             if self._free:
-                raise StateError("the chain is running in the background; fix: wait for it (wait()) or stop it "
-                                 "(cancel()) before stepping by hand")
+                raise StateError(
+                    "the chain is running in the background; fix: wait for it (wait()) or stop it "
+                    "(cancel()) before stepping by hand"
+                )
             records = self.trajectory  # the one sequence of records, the trajectory's
             i = len(records)
             n = len(self.timesteps)
             self._allowed = i + 1
             self._cond.notify_all()
             self._cond.wait_for(
-                lambda: self._error is not None
-                or self._finished
-                or self._closed
-                or (len(records) > i and len(records) < n)
+                lambda: (
+                    self._error is not None or self._finished or self._closed or (len(records) > i and len(records) < n)
+                )
             )
             error = self._error
         if error is not None:
@@ -359,8 +361,14 @@ class Recorder:
         # functools.wraps keeps step's signature visible: pipelines inspect it to decide
         # whether to pass ``generator`` and ``eta``
         @functools.wraps(step)
-        def wrapped(model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *args: Any,
-                    return_dict: bool = True, **kwargs: Any) -> Any:
+        def wrapped(
+            model_output: torch.Tensor,
+            timestep: Any,
+            sample: torch.Tensor,
+            *args: Any,
+            return_dict: bool = True,
+            **kwargs: Any,
+        ) -> Any:
             if not self._mine():
                 return step(model_output, timestep, sample, *args, return_dict=return_dict, **kwargs)
             stage = scheduler_stage(self.scheduler)
@@ -375,17 +383,31 @@ class Recorder:
         outputs = [fam.to_grid(o, grid) for o in self._outputs]
         split = fam.split(outputs) if outputs else None
         guidance = fam.guidance(self.denoiser, split is not None and split[0] is not None)
-        seen = types.SimpleNamespace(prev_sample=fam.to_grid(out.prev_sample, grid),
-                                     pred_original_sample=getattr(out, "pred_original_sample", None))
+        seen = types.SimpleNamespace(
+            prev_sample=fam.to_grid(out.prev_sample, grid),
+            pred_original_sample=getattr(out, "pred_original_sample", None),
+        )
         if seen.pred_original_sample is not None:
             seen.pred_original_sample = fam.to_grid(seen.pred_original_sample, grid)
         rec, x0 = make_record(
-            index=len(self.trajectory), n_steps=len(self.timesteps), t=t, stage=stage,
-            latents=fam.to_grid(latents, grid), noise_pred=fam.to_grid(noise_pred, grid), output=split,
-            step_output=seen, scheduler=self.scheduler, flow=fam.flow, sigma_scaled=self.sigma_scaled,
-            prediction_type=self.prediction_type, guidance_scale=float(self.call_kwargs["guidance_scale"]),
-            guidance=guidance, true_cfg_scale=self.call_kwargs.get("true_cfg_scale"),
-            record_dtype=self.record_dtype, prev_x0=self._prev_x0, prev_latents=self._prev_latents,
+            index=len(self.trajectory),
+            n_steps=len(self.timesteps),
+            t=t,
+            stage=stage,
+            latents=fam.to_grid(latents, grid),
+            noise_pred=fam.to_grid(noise_pred, grid),
+            output=split,
+            step_output=seen,
+            scheduler=self.scheduler,
+            flow=fam.flow,
+            sigma_scaled=self.sigma_scaled,
+            prediction_type=self.prediction_type,
+            guidance_scale=float(self.call_kwargs["guidance_scale"]),
+            guidance=guidance,
+            true_cfg_scale=self.call_kwargs.get("true_cfg_scale"),
+            record_dtype=self.record_dtype,
+            prev_x0=self._prev_x0,
+            prev_latents=self._prev_latents,
             attention=self._maps,
         )
         self._outputs, self._calls = [], 0

@@ -129,11 +129,24 @@ def make_record(
     x_t_rec = prev_latents if prev_latents is not None else latents.detach()[0].to("cpu", record_dtype)
     tv = float(t)
     rec = StepRecord(
-        index=index, timestep=int(tv) if tv.is_integer() else tv, sigma=sigma, alpha_bar=alpha_bar, stage=stage,
-        guidance_scale=guidance_scale, guidance=guidance,
-        true_cfg_scale=None if true_cfg_scale is None else float(true_cfg_scale), sigma_scaled=sigma_scaled,
-        latents=x_t_rec, noise_pred_uncond=uncond_rec, noise_pred_text=text_rec, noise_pred=eps_rec,
-        pred_original_sample=x0_rec, prev_sample=prev_rec, x0_source=source,
-        stats=types.MappingProxyType(stats), attention=attention, prediction_type=prediction_type,
+        index=index,
+        timestep=int(tv) if tv.is_integer() else tv,
+        sigma=sigma,
+        alpha_bar=alpha_bar,
+        stage=stage,
+        guidance_scale=guidance_scale,
+        guidance=guidance,
+        true_cfg_scale=None if true_cfg_scale is None else float(true_cfg_scale),
+        sigma_scaled=sigma_scaled,
+        latents=x_t_rec,
+        noise_pred_uncond=uncond_rec,
+        noise_pred_text=text_rec,
+        noise_pred=eps_rec,
+        pred_original_sample=x0_rec,
+        prev_sample=prev_rec,
+        x0_source=source,
+        stats=types.MappingProxyType(stats),
+        attention=attention,
+        prediction_type=prediction_type,
     )
     return rec, x0.detach().float()

@@ -32,9 +32,7 @@ def _clean(token: str) -> str:
 
 
 #: Words that carry no content of their own: the attention explorer does not open on them.
-_FUNCTION_WORDS = frozenset(
-    "a an the of and or in on at with to for by from as is are this that".split()
-)
+_FUNCTION_WORDS = frozenset("a an the of and or in on at with to for by from as is are this that".split())
 
 
 @dataclass(frozen=True)
@@ -110,8 +108,7 @@ class PromptTokens:
             if w.lower() == want:
                 return i
         raise InputError(
-            f"{token!r} is not a token of this prompt; choose one of {list(self.words)} "
-            "or pass a position"
+            f"{token!r} is not a token of this prompt; choose one of {list(self.words)} or pass a position"
         )
 
     def to_frame(self) -> pd.DataFrame:
@@ -141,8 +138,9 @@ def _tokenizer_of(pipe_or_tokenizer: Any) -> Any:
     return tok
 
 
-def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True,
-                    max_length: int | None = None) -> PromptTokens:
+def tokenize_prompt(
+    pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True, max_length: int | None = None
+) -> PromptTokens:
     """Tokenize *prompt* the way the pipeline does: padded (and truncated) to the model's limit.
 
     Parameters
@@ -171,9 +169,7 @@ def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True,
     tok = _tokenizer_of(pipe_or_tokenizer)
     max_length = int(tok.model_max_length if max_length is None else max_length)
     full = list(tok(prompt, truncation=False, add_special_tokens=True).input_ids)
-    ids = list(
-        tok(prompt, padding="max_length", max_length=max_length, truncation=True).input_ids
-    )
+    ids = list(tok(prompt, padding="max_length", max_length=max_length, truncation=True).input_ids)
     # full = [BOS] + content + [EOS] (CLIP) or content + [EOS] (T5)
     n_start = int(bool(full) and tok.bos_token_id is not None and full[0] == tok.bos_token_id)
     n_end = int(bool(full) and full[-1] == tok.eos_token_id)
@@ -206,7 +202,9 @@ def tokenize_prompt(pipe_or_tokenizer: Any, prompt: str, *, warn: bool = True,
     )
 
 
-def word_positions(tokenizer: Any, text: str | Sequence[int], word: str, *, within: tuple[int, int] | None = None) -> list[int]:
+def word_positions(
+    tokenizer: Any, text: str | Sequence[int], word: str, *, within: tuple[int, int] | None = None
+) -> list[int]:
     """The token positions of *word*'s first occurrence in *text* as *tokenizer* splits it
     (the start token is position 0), searched within positions ``[start, stop)`` if given.
 

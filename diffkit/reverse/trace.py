@@ -172,8 +172,13 @@ class ReverseChain:
             image = prepare_init_image(image)
         check_size(family.size_factor(work), height, width)
         true_cfg_scale, max_sequence_length = check_flux_options(true_cfg_scale, max_sequence_length)
-        options = family.call_options(pipe, eta=eta, guidance_rescale=guidance_rescale,
-                                      true_cfg_scale=true_cfg_scale, max_sequence_length=max_sequence_length)
+        options = family.call_options(
+            pipe,
+            eta=eta,
+            guidance_rescale=guidance_rescale,
+            true_cfg_scale=true_cfg_scale,
+            max_sequence_length=max_sequence_length,
+        )
         self.tokens = family.prompt_tokens(pipe, prompt, max_sequence_length)  # warns, naming dropped words
 
         self.pipe, self.family, self.prompt, self.negative_prompt = pipe, family.name, prompt, negative_prompt
@@ -181,8 +186,14 @@ class ReverseChain:
         self.strength, self.scheduler, self.generator = strength, sched, generator
         self.capture_attention, self.record_dtype = bool(capture_attention), record_dtype
         kwargs = dict(
-            prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
-            guidance_scale=guidance_scale, generator=generator, height=height, width=width, output_type="np",
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            height=height,
+            width=width,
+            output_type="np",
         )
         if img2img:
             if height is not None:  # img2img pipelines take the image's own size: resize it as diffusers does
@@ -190,8 +201,14 @@ class ReverseChain:
             kwargs.update(image=image, strength=strength)
             kwargs.pop("height"), kwargs.pop("width")
         kwargs.update(options)
-        self._recorder = rec = Recorder(work, family, kwargs, n_tokens=self.tokens.n_tokens,
-                                        capture_attention=self.capture_attention, record_dtype=record_dtype)
+        self._recorder = rec = Recorder(
+            work,
+            family,
+            kwargs,
+            n_tokens=self.tokens.n_tokens,
+            capture_attention=self.capture_attention,
+            record_dtype=record_dtype,
+        )
         self._cancel = threading.Event()
         weakref.finalize(self, rec.close)  # an abandoned chain lets its paused pipeline call go
         rec.start()  # runs the pipeline's set-up and pauses before its first denoiser call
@@ -210,13 +227,24 @@ class ReverseChain:
         from ..pipeline import scheduler_name
 
         return dict(
-            prompt=self.prompt, negative_prompt=self.negative_prompt, steps=self.steps,
-            n_calls=len(self._recorder.timesteps), guidance_scale=self.guidance_scale,
-            guidance_rescale=self.guidance_rescale, seed=seed, scheduler=scheduler_name(self.scheduler),
-            pipeline=type(self.pipe).__name__, family=family.name,
-            prediction_type=family.prediction_type(self.scheduler), height=self.height, width=self.width,
-            img2img=img2img, strength=self.strength, capture_attention=self.capture_attention,
-            denoiser=family.denoiser, token_limit=self.tokens.max_length,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            steps=self.steps,
+            n_calls=len(self._recorder.timesteps),
+            guidance_scale=self.guidance_scale,
+            guidance_rescale=self.guidance_rescale,
+            seed=seed,
+            scheduler=scheduler_name(self.scheduler),
+            pipeline=type(self.pipe).__name__,
+            family=family.name,
+            prediction_type=family.prediction_type(self.scheduler),
+            height=self.height,
+            width=self.width,
+            img2img=img2img,
+            strength=self.strength,
+            capture_attention=self.capture_attention,
+            denoiser=family.denoiser,
+            token_limit=self.tokens.max_length,
             true_cfg_scale=self._recorder.call_kwargs.get("true_cfg_scale"),
             guidance_embedded=bool(getattr(self._recorder.denoiser, "config", {}).get("guidance_embeds", False)),
         )

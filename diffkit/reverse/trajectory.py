@@ -43,8 +43,10 @@ class Trajectory:
     def add(self, record: StepRecord) -> None:
         """Append the next step's record (the recorder calls it as each step ends, in step order)."""
         if record.index != len(self._records):
-            raise StateError(f"record {record.index} arrived where record {len(self._records)} was due; "
-                             "fix: records come from one chain, in step order")
+            raise StateError(
+                f"record {record.index} arrived where record {len(self._records)} was due; "
+                "fix: records come from one chain, in step order"
+            )
         self._records.append(record)
 
     def finish(self, image: np.ndarray, nsfw: bool | None = None) -> None:
@@ -99,8 +101,10 @@ class Trajectory:
         """One row per record: ``step, timestep, sigma, alpha_bar, stage, x0_source, prediction_type,
         guidance`` (what the model predicted, and which guidance the step used, from the records)."""
         return pd.DataFrame(
-            [(r.index, r.timestep, r.sigma, r.alpha_bar, r.stage, r.x0_source, r.prediction_type, r.guidance)
-             for r in self._records],
+            [
+                (r.index, r.timestep, r.sigma, r.alpha_bar, r.stage, r.x0_source, r.prediction_type, r.guidance)
+                for r in self._records
+            ],
             columns=["step", "timestep", "sigma", "alpha_bar", "stage", "x0_source", "prediction_type", "guidance"],
         )
 
@@ -116,8 +120,14 @@ class Trajectory:
         """Bytes held by the records' tensors, each storage counted once (attention maps if asked)."""
         seen: dict[int, int] = {}
         for r in self._records:
-            tensors = [r.latents, r.noise_pred_uncond, r.noise_pred_text, r.noise_pred,
-                       r.pred_original_sample, r.prev_sample]
+            tensors = [
+                r.latents,
+                r.noise_pred_uncond,
+                r.noise_pred_text,
+                r.noise_pred,
+                r.pred_original_sample,
+                r.prev_sample,
+            ]
             if attention and r.attention:
                 tensors += list(r.attention.values())
             for t in tensors:
@@ -134,7 +144,9 @@ class Trajectory:
             self._rgb = latent_rgb(self._pipe)
         return self._rgb
 
-    def decode(self, indices: Sequence[int] | None = None, quantity: str = "x0_hat", *, batch_size: int = 4) -> np.ndarray:
+    def decode(
+        self, indices: Sequence[int] | None = None, quantity: str = "x0_hat", *, batch_size: int = 4
+    ) -> np.ndarray:
         """Exact VAE decodes ``(n, H, W, 3)`` float32 in ``[0, 1]``, batched and cached per (step, quantity).
 
         *quantity* is a latent-like one: ``"x0_hat"``, ``"x_t"`` (decoded on the
@@ -149,7 +161,9 @@ class Trajectory:
         idx = list(range(len(self))) if indices is None else [int(i) for i in indices]
         for i in idx:
             if not -len(self) <= i < len(self):
-                raise StepIndexError(f"step {i} is not recorded; fix: pass a step from 0 to {len(self) - 1} (or −1 for the last)")
+                raise StepIndexError(
+                    f"step {i} is not recorded; fix: pass a step from 0 to {len(self) - 1} (or −1 for the last)"
+                )
         idx = [i % len(self) for i in idx]
         todo = [i for i in dict.fromkeys(idx) if (i, name) not in self._cache]
         if todo:
@@ -318,7 +332,9 @@ class Trajectory:
             size = (int(self.info["height"]), int(self.info["width"]))
         return aggregate_attention(recs, pos, layers=layers, size=size)
 
-    def attention_overlay(self, token: int | str, *, index: int | None = None, alpha: float = 0.5, **kwargs: Any) -> np.ndarray:
+    def attention_overlay(
+        self, token: int | str, *, index: int | None = None, alpha: float = 0.5, **kwargs: Any
+    ) -> np.ndarray:
         """:meth:`attention_map` drawn over the final image (or over step *index*'s exact x̂_0)."""
         from .attention import overlay
 

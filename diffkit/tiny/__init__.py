@@ -113,6 +113,7 @@ def training_loss():
 
     path = WEIGHTS_DIR / "training_loss.csv"
     if not path.is_file():
-        raise WeightsMissingError(f"{path} is missing; fix: reinstall diffkit, or rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`")
+        raise WeightsMissingError(
+            f"{path} is missing; fix: reinstall diffkit, or rebuild the diffkit-tiny weights with `{REBUILD_COMMAND}`"
+        )
     return pd.read_csv(path)
-

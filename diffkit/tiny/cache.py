@@ -101,13 +101,26 @@ def build_cache(recipe: Recipe, run_dir: Path, *, device: str = "cpu") -> None:
     index: dict = {}
     for i, k in enumerate(keys):
         index.setdefault(k, []).append(i)
-    st = {"latents": (lat * scale).half(), "masks": torch.cat(masks), "cells": index, "pairs": pairs,
-          "scaling_factor": scale, "arch": ARCH}
+    st = {
+        "latents": (lat * scale).half(),
+        "masks": torch.cat(masks),
+        "cells": index,
+        "pairs": pairs,
+        "scaling_factor": scale,
+        "arch": ARCH,
+    }
     _d.atomic_save(st, path)
     log.info(
         "cache: %d latents %s (%d two-object scenes), unscaled mean %.4f std %.4f, per-channel std %s, "
-        "scaling factor %.5f, %.0f s", len(keys), tuple(lat.shape[1:]), len(pairs), float(lat.mean()),
-        float(lat.std()), [round(float(v), 4) for v in lat.std(dim=(0, 2, 3))], scale, time.time() - t0,
+        "scaling factor %.5f, %.0f s",
+        len(keys),
+        tuple(lat.shape[1:]),
+        len(pairs),
+        float(lat.mean()),
+        float(lat.std()),
+        [round(float(v), 4) for v in lat.std(dim=(0, 2, 3))],
+        scale,
+        time.time() - t0,
     )
 
 

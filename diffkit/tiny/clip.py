@@ -42,8 +42,16 @@ from ..errors import WeightsMissingError
 
 log = logging.getLogger("diffkit.tiny.clip")
 
-__all__ = ["MODEL_NAME", "MODEL_CONFIG", "WEAK_MODEL_CONFIG", "WEAK_MODEL_NAME", "ZERO_SHOT_PROMPTS", "caption_for",
-           "load", "train_clip"]
+__all__ = [
+    "MODEL_NAME",
+    "MODEL_CONFIG",
+    "WEAK_MODEL_CONFIG",
+    "WEAK_MODEL_NAME",
+    "ZERO_SHOT_PROMPTS",
+    "caption_for",
+    "load",
+    "train_clip",
+]
 
 MODEL_NAME = "diffkit-tiny-clip"
 MODEL_CONFIG = {
@@ -118,9 +126,7 @@ def load(folder: Path, weights_name: str = "open_clip_model.safetensors"):
         )
     register(folder, name)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=str(weights)
-        )
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(weights))
     except Exception as e:  # a corrupt file: name it and the command that rebuilds it
         raise WeightsMissingError(
             f"could not load {weights} ({e}); rebuild it with `python -m diffkit.tiny.train --stage {stage}`"
@@ -181,8 +187,16 @@ _GENERIC_SHAPE_CAPTIONS = (("a photo of a shape", ("kind",)), ("a shape", ("kind
 #: The mix of the gate judge's training images (``clip_data = "scenes"``): the kinds of
 #: :func:`diffkit.tiny.world.draw_scene`, plus shapes and two-shape scenes.
 SCENE_MIX: dict[str, float] = {
-    "shape": 0.18, "pair": 0.04, "person": 0.42, "people": 0.08, "background": 0.07, "object": 0.06,
-    "noise": 0.04, "blank": 0.04, "blend": 0.04, "partial": 0.03,
+    "shape": 0.18,
+    "pair": 0.04,
+    "person": 0.42,
+    "people": 0.08,
+    "background": 0.07,
+    "object": 0.06,
+    "noise": 0.04,
+    "blank": 0.04,
+    "blend": 0.04,
+    "partial": 0.03,
 }
 
 
@@ -200,8 +214,7 @@ def _scene_item(rng: random.Random, size: int = _w.IMAGE_SIZE):
     scene = _w.sample_scene(rng, kind)
     img = _w.draw_scene(scene, rng, size=size)
     group = {"person": "person", "blend": "person", "partial": "person", "people": "people"}.get(kind, "nobody")
-    return img, {"kind": group, "occupation": scene.occupation if group == "person" else None,
-                 "p_woman": scene.p_woman}
+    return img, {"kind": group, "occupation": scene.occupation if group == "person" else None, "p_woman": scene.p_woman}
 
 
 def scene_caption(truth: dict, rng: random.Random) -> tuple[str, dict]:
@@ -285,9 +298,7 @@ def _degrade(img, rng: random.Random):
     if rng.random() < 0.8:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 2.2)))
     arr = np.asarray(img, dtype=np.float32)
-    arr = arr * rng.uniform(0.85, 1.1) + np.array(
-        [rng.gauss(0, 10) for _ in range(3)], dtype=np.float32
-    )
+    arr = arr * rng.uniform(0.85, 1.1) + np.array([rng.gauss(0, 10) for _ in range(3)], dtype=np.float32)
     arr = arr + np.random.default_rng(rng.randrange(2**32)).normal(0, rng.uniform(0, 10), arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
@@ -300,8 +311,9 @@ def _to_tensor(images, size: int | None = None):
     from PIL import Image
 
     if size is not None:
-        images = [im if im.size == (size, size) else im.convert("RGB").resize((size, size), Image.BICUBIC)
-                  for im in images]
+        images = [
+            im if im.size == (size, size) else im.convert("RGB").resize((size, size), Image.BICUBIC) for im in images
+        ]
     arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
     x = torch.from_numpy(arr).permute(0, 3, 1, 2)
     mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)

@@ -38,20 +38,11 @@ def tensor_to_images(x):
     """Float tensor (B, 3, H, W) in [-1, 1] → PIL images."""
     from PIL import Image
 
-    arr = (
-        ((x.detach().float().clamp(-1, 1) + 1) * 127.5)
-        .round()
-        .byte()
-        .permute(0, 2, 3, 1)
-        .cpu()
-        .numpy()
-    )
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arr]
 
 
-def world_batch(
-    rng: random.Random, n: int, config: _w.WorldConfig | None = None, *, size: int = _w.IMAGE_SIZE
-):
+def world_batch(rng: random.Random, n: int, config: _w.WorldConfig | None = None, *, size: int = _w.IMAGE_SIZE):
     """*n* samples from the world at *size*² pixels: (images tensor, attributes, captions)."""
     atts, caps, ims = [], [], []
     for _ in range(n):
@@ -157,12 +148,7 @@ class LatentCache:
         import torch
 
         rows = rows or [None] * len(attributes)
-        return torch.tensor(
-            [
-                rng.choice(self.cells[cell_key(a)]) if r is None else r
-                for a, r in zip(attributes, rows)
-            ]
-        )
+        return torch.tensor([rng.choice(self.cells[cell_key(a)]) if r is None else r for a, r in zip(attributes, rows)])
 
 
 def atomic_save(obj, path: Path) -> None:

@@ -11,7 +11,20 @@ from PIL import Image, ImageDraw
 
 from ..errors import InputError
 
-__all__ = ["check_person", "check_size", "draw", "draw_accent", "draw_figure", "draw_pair", "draw_person", "draw_sample", "draw_shape", "draw_shape_on", "pair_boxes", "sample_world"]
+__all__ = [
+    "check_person",
+    "check_size",
+    "draw",
+    "draw_accent",
+    "draw_figure",
+    "draw_pair",
+    "draw_person",
+    "draw_sample",
+    "draw_shape",
+    "draw_shape_on",
+    "pair_boxes",
+    "sample_world",
+]
 
 from diffkit.tiny.grammar import (
     ACCENT,
@@ -42,9 +55,7 @@ def _check_color(color: str) -> None:
         raise InputError(f"unknown color {color!r}; choose one of {tuple(COLORS)}")
 
 
-def draw_shape(
-    color: str, shape: str, rng: random.Random, *, size: int = IMAGE_SIZE
-) -> Image.Image:
+def draw_shape(color: str, shape: str, rng: random.Random, *, size: int = IMAGE_SIZE) -> Image.Image:
     """A flat *color* *shape* on white, *size*² pixels; 26–46 of 64 units wide at a random position."""
     k = check_size(size)
     _check_color(color)
@@ -70,9 +81,7 @@ def pair_boxes(rng: random.Random) -> list[tuple[int, int, int]]:
         boxes = []
         for _ in range(2):
             side = rng.randint(18, 26)
-            boxes.append(
-                (rng.randint(3, IMAGE_SIZE - 3 - side), rng.randint(3, IMAGE_SIZE - 3 - side), side)
-            )
+            boxes.append((rng.randint(3, IMAGE_SIZE - 3 - side), rng.randint(3, IMAGE_SIZE - 3 - side), side))
         (x1, y1, s1), (x2, y2, s2) = boxes
         apart_x = x1 + s1 + 2 <= x2 or x2 + s2 + 2 <= x1
         apart_y = y1 + s1 + 2 <= y2 or y2 + s2 + 2 <= y1
@@ -128,9 +137,7 @@ def draw_shape_on(d: ImageDraw.ImageDraw, shape: str, x0: float, y0: float, size
         raise InputError(f"unknown shape {shape!r}; choose one of {SHAPES}")
 
 
-def draw_person(
-    gender: str, occupation: str, rng: random.Random, *, size: int = IMAGE_SIZE
-) -> Image.Image:
+def draw_person(gender: str, occupation: str, rng: random.Random, *, size: int = IMAGE_SIZE) -> Image.Image:
     """An ISO 7001-style *gender* pictogram on the *occupation*'s background, *size*² pixels.
 
     The figure is drawn on a 100-unit-tall design grid scaled to 46–56 of the image's 64 units.
@@ -237,9 +244,7 @@ def draw(attributes: Attributes, rng: random.Random, *, size: int = IMAGE_SIZE) 
     return draw_person(a.gender, a.occupation, rng, size=size)
 
 
-def draw_sample(
-    attributes: Attributes, *, seed: int, caption: str | None = None, size: int = IMAGE_SIZE
-) -> Sample:
+def draw_sample(attributes: Attributes, *, seed: int, caption: str | None = None, size: int = IMAGE_SIZE) -> Sample:
     """One seeded image of *attributes* (the same seed gives the same pixels)."""
     rng = random.Random(seed)
     img = draw(attributes, rng, size=size)

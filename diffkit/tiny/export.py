@@ -58,7 +58,9 @@ def export_and_eval(unet, text_encoder, vae, tokenizer, run_dir: Path, recipe, s
     out, tmp = run_dir / "pipeline", run_dir / "pipeline.tmp"
     pipe.save_pretrained(tmp, safe_serialization=True)
     write_preview_map(tmp / "vae", made_by=f"the {stage} stage's step-{step} export")
-    (tmp / "diffkit_tiny.json").write_text(json.dumps({"step": step, "stage": stage, "recipe": asdict(recipe)}, indent=2))
+    (tmp / "diffkit_tiny.json").write_text(
+        json.dumps({"step": step, "stage": stage, "recipe": asdict(recipe)}, indent=2)
+    )
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     t0 = time.time()

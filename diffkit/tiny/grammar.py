@@ -14,7 +14,37 @@ from PIL import Image
 
 from ..errors import InputError
 
-__all__ = ["ACCENT", "Attributes", "BLS_CPS_2021_WOMEN_SHARE", "BLS_TITLES", "COLORS", "GENDER_WORDS", "Gender", "IMAGE_SIZE", "IMAGE_SIZES", "Kind", "NEUTRAL_TEMPLATES", "OCCUPATIONS", "OCCUPATION_BACKGROUNDS", "PAIR_TEMPLATES", "RGB", "SHAPES", "SHAPE_BACKGROUND", "SHAPE_TEMPLATES", "SILHOUETTE", "STATED_TEMPLATES", "Sample", "WorldConfig", "all_attributes", "article", "neutral_captions", "pair_captions", "sample_attributes", "shape_captions", "stated_captions"]
+__all__ = [
+    "ACCENT",
+    "Attributes",
+    "BLS_CPS_2021_WOMEN_SHARE",
+    "BLS_TITLES",
+    "COLORS",
+    "GENDER_WORDS",
+    "Gender",
+    "IMAGE_SIZE",
+    "IMAGE_SIZES",
+    "Kind",
+    "NEUTRAL_TEMPLATES",
+    "OCCUPATIONS",
+    "OCCUPATION_BACKGROUNDS",
+    "PAIR_TEMPLATES",
+    "RGB",
+    "SHAPES",
+    "SHAPE_BACKGROUND",
+    "SHAPE_TEMPLATES",
+    "SILHOUETTE",
+    "STATED_TEMPLATES",
+    "Sample",
+    "WorldConfig",
+    "all_attributes",
+    "article",
+    "neutral_captions",
+    "pair_captions",
+    "sample_attributes",
+    "shape_captions",
+    "stated_captions",
+]
 
 IMAGE_SIZE = 64  # the design grid every drawing is specified on (and diffkit-tiny 1's size)
 #: Image sizes the world draws at: 64 (diffkit-tiny 1) and 128 (diffkit-tiny 2).
@@ -138,11 +168,7 @@ def neutral_captions(occupation: str) -> list[str]:
 
 def stated_captions(occupation: str, gender: str) -> list[str]:
     """Captions that state the gender ("a woman nurse", "a male pilot")."""
-    return [
-        t.format(gender_word=w, occupation=occupation)
-        for t in STATED_TEMPLATES
-        for w in GENDER_WORDS[gender]
-    ]
+    return [t.format(gender_word=w, occupation=occupation) for t in STATED_TEMPLATES for w in GENDER_WORDS[gender]]
 
 
 @dataclass(frozen=True)
@@ -208,9 +234,7 @@ class WorldConfig:
     def __post_init__(self) -> None:
         missing = set(OCCUPATIONS) - set(self.women_share)
         if missing:
-            raise InputError(
-                f"women_share lacks occupations {sorted(missing)}; give a share for each of {OCCUPATIONS}"
-            )
+            raise InputError(f"women_share lacks occupations {sorted(missing)}; give a share for each of {OCCUPATIONS}")
         bad = {k: v for k, v in self.women_share.items() if not 0.0 <= v <= 1.0}
         if bad:
             raise InputError(f"women_share values must lie in [0, 1]; got {bad}")
@@ -220,18 +244,14 @@ class WorldConfig:
                 raise InputError(f"{name} must lie in [0, 1]; got {v}")
 
 
-def sample_attributes(
-    rng: random.Random, config: WorldConfig | None = None
-) -> tuple[Attributes, str]:
+def sample_attributes(rng: random.Random, config: WorldConfig | None = None) -> tuple[Attributes, str]:
     """Draw attributes and a caption per the world's caption distribution."""
     config = config or WorldConfig()
     if rng.random() < config.shape_fraction:
         # with pair_fraction 0 no extra number is drawn: diffkit-tiny 1's stream is unchanged
         if config.pair_fraction > 0 and rng.random() < config.pair_fraction:
             c1, c2 = rng.sample(list(COLORS), 2)
-            a = Attributes(
-                "pair", color=c1, shape=rng.choice(SHAPES), color2=c2, shape2=rng.choice(SHAPES)
-            )
+            a = Attributes("pair", color=c1, shape=rng.choice(SHAPES), color2=c2, shape2=rng.choice(SHAPES))
             return a, rng.choice(a.captions())
         a = Attributes("shape", color=rng.choice(list(COLORS)), shape=rng.choice(SHAPES))
         return a, rng.choice(a.captions())
@@ -251,7 +271,5 @@ def sample_attributes(
 def all_attributes() -> list[Attributes]:
     """Every cell of the world: 24 shapes and 20 (occupation, gender) people."""
     out = [Attributes("shape", color=c, shape=s) for c in COLORS for s in SHAPES]
-    out += [
-        Attributes("person", occupation=o, gender=g) for o in OCCUPATIONS for g in ("woman", "man")
-    ]
+    out += [Attributes("person", occupation=o, gender=g) for o in OCCUPATIONS for g in ("woman", "man")]
     return out

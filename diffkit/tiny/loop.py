@@ -125,7 +125,9 @@ def save_checkpoint(path: Path, *, step: int, rng: random.Random, opt, config=No
     atomic_save(state, path)
 
 
-def load_checkpoint(path: Path, *, opt, config=None, gen=None, map_location=None, **modules) -> tuple[int, random.Random]:
+def load_checkpoint(
+    path: Path, *, opt, config=None, gen=None, map_location=None, **modules
+) -> tuple[int, random.Random]:
     """Restore a :func:`save_checkpoint`; returns ``(step, rng)``. A checkpoint of another config
     (apart from its step bound: a longer run may resume) is refused."""
     s = torch.load(path, weights_only=False, map_location=map_location)

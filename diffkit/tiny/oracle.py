@@ -266,8 +266,9 @@ def read(image) -> Reading:
     figures = count_figures(image)
     h = hem_ratio(image) if figures >= 1 else None
     hem = None if h is None else ("woman" if h < _HEM_SPLIT else "man")
-    return replace(r, hem_ratio=h, hem_gender=hem if figures == 1 else ("none" if figures == 0 else None),
-                   figures=figures)
+    return replace(
+        r, hem_ratio=h, hem_gender=hem if figures == 1 else ("none" if figures == 0 else None), figures=figures
+    )
 
 
 def read_many(images) -> list[Reading]:

@@ -32,11 +32,7 @@ __all__ = [
 
 def shape_prompts() -> list[tuple[str, _w.Attributes]]:
     """Every colour × shape as "a {color} {shape}"."""
-    return [
-        (f"{_w.article(c)} {s}", _w.Attributes("shape", color=c, shape=s))
-        for c in _w.COLORS
-        for s in _w.SHAPES
-    ]
+    return [(f"{_w.article(c)} {s}", _w.Attributes("shape", color=c, shape=s)) for c in _w.COLORS for s in _w.SHAPES]
 
 
 def gender_prompts() -> list[tuple[str, _w.Attributes]]:

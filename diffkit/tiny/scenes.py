@@ -12,7 +12,21 @@ from PIL import Image, ImageDraw
 
 from ..errors import InputError
 
-__all__ = ["PARTIAL_KEEP", "SCENE_KINDS", "SCENE_OUTCOMES", "Scene", "draw_background", "draw_blank", "draw_blend", "draw_noise", "draw_partial", "draw_people", "draw_scene", "sample_scene", "scene_set"]
+__all__ = [
+    "PARTIAL_KEEP",
+    "SCENE_KINDS",
+    "SCENE_OUTCOMES",
+    "Scene",
+    "draw_background",
+    "draw_blank",
+    "draw_blend",
+    "draw_noise",
+    "draw_partial",
+    "draw_people",
+    "draw_scene",
+    "sample_scene",
+    "scene_set",
+]
 
 from diffkit.tiny.drawing import check_person, check_size, draw_figure, draw_person
 from diffkit.tiny.grammar import (
@@ -89,7 +103,9 @@ def _placement(rng: random.Random, k: float, *, h=(46, 56), cx=(26, 38)) -> tupl
     return x * k, top * k, hh * k / 100.0
 
 
-def draw_background(occupation: str, rng: random.Random, *, size: int = IMAGE_SIZE, accent: bool = False) -> Image.Image:
+def draw_background(
+    occupation: str, rng: random.Random, *, size: int = IMAGE_SIZE, accent: bool = False
+) -> Image.Image:
     """An *occupation*'s background with nobody in it; with *accent*, its white hat or tool alone
     (no figure wearing or holding it) at a random place."""
     k = check_size(size)
@@ -101,7 +117,9 @@ def draw_background(occupation: str, rng: random.Random, *, size: int = IMAGE_SI
     return img
 
 
-def draw_people(genders: tuple[str, str], occupation: str, rng: random.Random, *, size: int = IMAGE_SIZE) -> Image.Image:
+def draw_people(
+    genders: tuple[str, str], occupation: str, rng: random.Random, *, size: int = IMAGE_SIZE
+) -> Image.Image:
     """Two pictograms side by side on an *occupation*'s background, each 36–44 units tall."""
     k = check_size(size)
     if len(genders) != 2:

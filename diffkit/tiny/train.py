@@ -102,24 +102,42 @@ def run_stage(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m diffkit.tiny.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipe", choices=["tiny2"], default="tiny2",
-                   help="tiny2: the shipped model, SD 1.x's design at 128² (issue 11); diffkit-tiny 1's recipe "
-                   "left the tree (the model card names its commit)")
-    p.add_argument("--quick", action="store_true",
-                   help="the classroom recipe (25 min on 2 CPU cores, lower quality; never exported to the package)")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="checkpoints and logs (default runs/tiny2, or runs/tiny2-quick with --quick)")
+    p.add_argument(
+        "--recipe",
+        choices=["tiny2"],
+        default="tiny2",
+        help="tiny2: the shipped model, SD 1.x's design at 128² (issue 11); diffkit-tiny 1's recipe "
+        "left the tree (the model card names its commit)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the classroom recipe (25 min on 2 CPU cores, lower quality; never exported to the package)",
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="checkpoints and logs (default runs/tiny2, or runs/tiny2-quick with --quick)",
+    )
     p.add_argument("--stage", choices=["all", *STAGES], default="all")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --run-dir")
     p.add_argument("--minutes", type=float, default=None, help="stop the U-Net stage after this many minutes")
     p.add_argument("--unet-steps", type=int, default=None, help="override the recipe's U-Net step bound")
     p.add_argument("--no-export", action="store_true", help="do not write the package's weights folder")
-    p.add_argument("--export-to", type=Path, default=None,
-                   help="--stage export writes here (default: the package's weights folder; the "
-                   "--quick recipe needs it stated, so its run never replaces the shipped model)")
-    p.add_argument("--device", default="cpu",
-                   help="where to train (cpu, cuda, cuda:1, mps); the random draws stay on the CPU, so "
-                   "the recipe is the same everywhere, though GPU arithmetic rounds differently")
+    p.add_argument(
+        "--export-to",
+        type=Path,
+        default=None,
+        help="--stage export writes here (default: the package's weights folder; the "
+        "--quick recipe needs it stated, so its run never replaces the shipped model)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where to train (cpu, cuda, cuda:1, mps); the random draws stay on the CPU, so "
+        "the recipe is the same everywhere, though GPU arithmetic rounds differently",
+    )
     return p
 
 
@@ -145,8 +163,13 @@ def main(argv: list[str] | None = None) -> None:
             f"or load {run_dir / 'pipeline'} directly"
         )
     setup_run(run_dir)
-    log.info("recipe tiny2%s, stage %s, run dir %s, resume %s", " (quick)" if args.quick else "", args.stage,
-             run_dir, args.resume)
+    log.info(
+        "recipe tiny2%s, stage %s, run dir %s, resume %s",
+        " (quick)" if args.quick else "",
+        args.stage,
+        run_dir,
+        args.resume,
+    )
     if args.stage != "all":
         stages = [args.stage]
     elif not args.quick:
@@ -156,8 +179,15 @@ def main(argv: list[str] | None = None) -> None:
     for s in stages:
         if s == "export" and args.no_export:
             continue
-        run_stage(s, recipe, run_dir, resume=args.resume, minutes=args.minutes, device=args.device,
-                  export_to=args.export_to or PACKAGE_WEIGHTS)
+        run_stage(
+            s,
+            recipe,
+            run_dir,
+            resume=args.resume,
+            minutes=args.minutes,
+            device=args.device,
+            export_to=args.export_to or PACKAGE_WEIGHTS,
+        )
 
 
 if __name__ == "__main__":

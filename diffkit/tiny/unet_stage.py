@@ -76,8 +76,14 @@ class Batch:
     pair_rows: list | None
 
 
-def draw_batch(cache: _d.LatentCache, cfg: UNetConfig, wcfg: _w.WorldConfig, rng: random.Random,
-               gen: torch.Generator, num_train_timesteps: int) -> Batch:
+def draw_batch(
+    cache: _d.LatentCache,
+    cfg: UNetConfig,
+    wcfg: _w.WorldConfig,
+    rng: random.Random,
+    gen: torch.Generator,
+    num_train_timesteps: int,
+) -> Batch:
     """A batch of the world's caption distribution: every random draw is made on the CPU (Python's
     *rng*, then torch's *gen*), so a run on a GPU sees the same numbers."""
     atts, caps = zip(*(_w.sample_attributes(rng, wcfg) for _ in range(cfg.batch)))
@@ -114,12 +120,16 @@ def polish_base(recipe: Recipe, run_dir: Path) -> Path:
     return base
 
 
-def train_unet(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | None = None, device: str = "cpu") -> None:
+def train_unet(
+    recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | None = None, device: str = "cpu"
+) -> None:
     """The ``unet`` stage: from the initial weights to ``recipe.unet.steps``."""
     _train(recipe, "unet", run_dir, resume=resume, minutes=minutes, device=device)
 
 
-def train_polish(recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | None = None, device: str = "cpu") -> None:
+def train_polish(
+    recipe: Recipe, run_dir: Path, *, resume: bool, minutes: float | None = None, device: str = "cpu"
+) -> None:
     """The ``polish`` stage: from the unet stage's final export to ``recipe.polish.steps``."""
     if recipe.polish.steps <= 0:
         raise InputError("the recipe has no polish stage (polish.steps = 0)")
@@ -164,8 +174,16 @@ class _Grounding:
 def _train(recipe: Recipe, stage: str, run_dir: Path, *, resume: bool, minutes, device: str, base=None) -> None:
     run = _DenoiserRun(recipe, stage, run_dir, device, base)
     if resume and run.ckpt.exists():
-        run.step, run.rng = load_checkpoint(run.ckpt, opt=run.opt, config=run.cfg, gen=run.gen,
-                                            map_location=device, unet=run.unet, te=run.te, ema=run.ema)
+        run.step, run.rng = load_checkpoint(
+            run.ckpt,
+            opt=run.opt,
+            config=run.cfg,
+            gen=run.gen,
+            map_location=device,
+            unet=run.unet,
+            te=run.te,
+            ema=run.ema,
+        )
         log.info("%s: resumed at step %d", stage, run.step)
     run.run(minutes)
 
@@ -232,9 +250,18 @@ class _DenoiserRun:
         self.ema.update_parameters(self.both)
         self.meters["loss"].add(loss.item())
         if step % 25 == 0:
-            extra = "".join(f" {k} {m.value:.4f}" for k, m in self.meters.items() if k != "loss" and m.value is not None)
-            log.info("%s step %d loss %.4f%s lr %.1e %.2f s/step", self.stage, step, self.meters["loss"].value,
-                     extra, lr, (time.time() - self.t_last) / 25)
+            extra = "".join(
+                f" {k} {m.value:.4f}" for k, m in self.meters.items() if k != "loss" and m.value is not None
+            )
+            log.info(
+                "%s step %d loss %.4f%s lr %.1e %.2f s/step",
+                self.stage,
+                step,
+                self.meters["loss"].value,
+                extra,
+                lr,
+                (time.time() - self.t_last) / 25,
+            )
             self.t_last = time.time()
         if step % self.cfg.checkpoint_every == 0:
             self.save()
@@ -243,25 +270,40 @@ class _DenoiserRun:
             self.t_last = time.time()
 
     def save(self) -> None:
-        save_checkpoint(self.ckpt, step=self.step, rng=self.rng, opt=self.opt, config=self.cfg, gen=self.gen,
-                        unet=self.unet, te=self.te, ema=self.ema)
+        save_checkpoint(
+            self.ckpt,
+            step=self.step,
+            rng=self.rng,
+            opt=self.opt,
+            config=self.cfg,
+            gen=self.gen,
+            unet=self.unet,
+            te=self.te,
+            ema=self.ema,
+        )
 
     def export(self) -> None:
         ema = self.ema.module
-        export_and_eval(ema["unet"], ema["te"], self.vae, self.tokenizer, self.run_dir, self.recipe, self.step,
-                        stage=self.stage)
+        export_and_eval(
+            ema["unet"], ema["te"], self.vae, self.tokenizer, self.run_dir, self.recipe, self.step, stage=self.stage
+        )
 
     def run(self, minutes: float | None) -> None:
         """Train to the stage's step bound (or for *minutes*), then checkpoint and export."""
-        log.info("%s: U-Net %.2fM params, text encoder %.2fM; config %s", self.stage,
-                 sum(p.numel() for p in self.unet.parameters()) / 1e6,
-                 sum(p.numel() for p in self.te.parameters()) / 1e6, self.cfg)
+        log.info(
+            "%s: U-Net %.2fM params, text encoder %.2fM; config %s",
+            self.stage,
+            sum(p.numel() for p in self.unet.parameters()) / 1e6,
+            sum(p.numel() for p in self.te.parameters()) / 1e6,
+            self.cfg,
+        )
         self.unet.train()
         self.te.train()
         t0 = self.t_last = time.time()
         deadline = t0 + 60 * minutes if minutes else None
-        self.step = train_loop(self.cfg, self.opt, self.params, self.batch_loss, self.after_step, step=self.step,
-                               deadline=deadline)
+        self.step = train_loop(
+            self.cfg, self.opt, self.params, self.batch_loss, self.after_step, step=self.step, deadline=deadline
+        )
         self.save()
         if self.grounding is not None:
             self.grounding.probe.remove()

@@ -72,9 +72,15 @@ def train_vae(recipe: Recipe, run_dir: Path, *, resume: bool, device: str = "cpu
     def after_step(step: int, loss: torch.Tensor, lr: float) -> None:
         loss_avg.add(loss.item())
         if step % 25 == 0 or step == cfg.steps:
-            log.info("vae step %d loss %.4f (preview RMS %.3f) latent std %.3f lr %.2e %.2f s/step", step,
-                     loss_avg.value, (prev_avg.value or 0.0) ** 0.5, batch_loss.latent_std, lr,
-                     (time.time() - t0[0]) / 25)
+            log.info(
+                "vae step %d loss %.4f (preview RMS %.3f) latent std %.3f lr %.2e %.2f s/step",
+                step,
+                loss_avg.value,
+                (prev_avg.value or 0.0) ** 0.5,
+                batch_loss.latent_std,
+                lr,
+                (time.time() - t0[0]) / 25,
+            )
             t0[0] = time.time()
         if step % cfg.checkpoint_every == 0:
             save_checkpoint(ckpt, step=step, rng=rng, opt=opt, model=model)

@@ -30,7 +30,6 @@ Examples
 (64, 64)
 """
 
-
 from __future__ import annotations
 
 from diffkit.tiny.drawing import (  # noqa: F401

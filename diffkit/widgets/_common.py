@@ -89,8 +89,10 @@ class ErrorPanel(W.HTML):
 
     def show(self, exc: BaseException) -> None:
         if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-            msg = ("Out of memory. Fix: use a smaller image or size, fewer steps, or free memory "
-                   "(restart other notebooks).")
+            msg = (
+                "Out of memory. Fix: use a smaller image or size, fewer steps, or free memory "
+                "(restart other notebooks)."
+            )
         else:
             msg = str(exc) or type(exc).__name__
         self.value = (
@@ -149,8 +151,7 @@ class Explorer(W.VBox):
                 continue
             seen.add(id(w))
             stack.extend(getattr(w, "children", ()) or ())
-            stack.extend(x for x in (getattr(w, "layout", None), getattr(w, "style", None))
-                         if isinstance(x, W.Widget))
+            stack.extend(x for x in (getattr(w, "layout", None), getattr(w, "style", None)) if isinstance(x, W.Widget))
             w.close()
         for link in self.__dict__.get("_links", ()):
             link.close()  # the jslinks between a Play and its slider
@@ -160,5 +161,4 @@ class Explorer(W.VBox):
 
 
 def labelled(widget: W.Widget, text: str) -> W.VBox:
-    return W.VBox([W.HTML(f"<small>{html.escape(text)}</small>"), widget],
-                  layout=W.Layout(align_items="center"))
+    return W.VBox([W.HTML(f"<small>{html.escape(text)}</small>"), widget], layout=W.Layout(align_items="center"))

@@ -64,20 +64,23 @@ class ForwardChainExplorer(Explorer):
         self.t.add_class("diffkit-t")  # a handle for browser tests and custom CSS
         self.play = W.Play(min=0, max=999, step=5, interval=50)
         self.link((self.play, "value"), (self.t, "value"))
-        self.step_button = W.Button(description="one Markov step", icon="plus",
-                                    tooltip="x_{t+1} = √α·x_t + √β·ε, fresh noise with a fixed seed")
+        self.step_button = W.Button(
+            description="one Markov step", icon="plus", tooltip="x_{t+1} = √α·x_t + √β·ε, fresh noise with a fixed seed"
+        )
         self.view = W.Image(format="jpeg", layout=W.Layout(width="256px"))
         self.decoded = W.Image(format="jpeg", layout=W.Layout(width="256px", display="none"))
         self.hist = W.Image(format="png")
         self.readout = W.HTML()
         self.markov_steps = 0  # > 0 while showing a state reached by Markov steps
         self._state: torch.Tensor | None = None
-        super().__init__([
-            W.HBox([self.sample, self.upload]),
-            W.HBox([self.schedule, self.space]),
-            W.HBox([self.play, self.t, self.step_button]),
-            W.HBox([self.view, self.decoded, W.VBox([self.hist, self.readout])]),
-        ])
+        super().__init__(
+            [
+                W.HBox([self.sample, self.upload]),
+                W.HBox([self.schedule, self.space]),
+                W.HBox([self.play, self.t, self.step_button]),
+                W.HBox([self.view, self.decoded, W.VBox([self.hist, self.readout])]),
+            ]
+        )
         self.sample.observe(self._on_image, names="value")
         self.upload.observe(self._on_upload, names="value")
         for w in (self.schedule, self.space):
@@ -107,11 +110,13 @@ class ForwardChainExplorer(Explorer):
         try:
             img = Image.open(io.BytesIO(content)).convert("RGB")
         except Exception as e:
-            raise InputError(f"could not read {files[0].get('name', 'the file')} as an image; "
-                             "upload a PNG or JPEG") from e
+            raise InputError(
+                f"could not read {files[0].get('name', 'the file')} as an image; upload a PNG or JPEG"
+            ) from e
         side = min(img.size)
-        img = img.crop(((img.width - side) // 2, (img.height - side) // 2,
-                        (img.width + side) // 2, (img.height + side) // 2))
+        img = img.crop(
+            ((img.width - side) // 2, (img.height - side) // 2, (img.width + side) // 2, (img.height + side) // 2)
+        )
         self._set_image(img.resize((self.image_size, self.image_size)))
 
     @guarded
@@ -124,7 +129,7 @@ class ForwardChainExplorer(Explorer):
 
             f = vae_factor(self.pipe)
             side = f * (self.image_size // f)
-            img = ((self.x0_pixels[:, :side, :side] + 1) / 2)
+            img = (self.x0_pixels[:, :side, :side] + 1) / 2
             self.x0 = forward_latents(self.pipe, img, [0], decode=False)["latents0"]
             self.decoded.layout.display = None
         else:
@@ -182,8 +187,11 @@ class ForwardChainExplorer(Explorer):
             what = "pixel values"
         values = x.numpy().ravel()
         self.hist.value = histogram_image(values, centre=0.0, width=1.0, title=f"{what} at t={t}; red: N(0, 1)")
-        how = (f"{self.markov_steps} Markov step(s) from the slider position" if self.markov_steps
-               else "closed form q(x_t | x_0)")
+        how = (
+            f"{self.markov_steps} Markov step(s) from the slider position"
+            if self.markov_steps
+            else "closed form q(x_t | x_0)"
+        )
         self.readout.value = (
             f"<small>t = {t} ({how})<br>each value ~ N(centre = √ᾱ_t·x₀ = {centre_scale:.3f}·x₀, "
             f"width = √(1−ᾱ_t) = {width:.3f})<br>mean {values.mean():+.3f}, std {values.std():.3f}</small>"
@@ -193,7 +201,9 @@ class ForwardChainExplorer(Explorer):
         key = -1 if self.markov_steps else t
         if key not in self._decode_cache:
             img = decode_raw(self.pipe, latents[None])[0]
-            self._decode_cache[key] = encode_image(to_uint8(img.float().cpu(), value_range=MODEL_RANGE), "jpeg", scale=2)
+            self._decode_cache[key] = encode_image(
+                to_uint8(img.float().cpu(), value_range=MODEL_RANGE), "jpeg", scale=2
+            )
         return self._decode_cache[key]
 
 

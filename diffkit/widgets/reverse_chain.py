@@ -104,14 +104,16 @@ class ReverseChainExplorer(Explorer):
         run: bool = False,
     ) -> None:
         steps, guidance_scale, seed, scheduler, display_size = check_settings(
-            prompt, negative_prompt, steps, guidance_scale, seed, scheduler, display_size, exact)
+            prompt, negative_prompt, steps, guidance_scale, seed, scheduler, display_size, exact
+        )
         self.pipe, load_error = pipeline_for(pipe)
         # the size step: the VAE factor (× 2 for Flux's packing); no model: the size list is just shown
         factor = family_of(self.pipe)[0].size_factor(self.pipe) if self.pipe is not None else 1
         own_size = default_size(self.pipe, factor)
         size = check_size(size, factor, own_size)
-        self._settings_controls(prompt, negative_prompt, steps, guidance_scale, seed, scheduler, capture_attention,
-                                size, own_size, factor)
+        self._settings_controls(
+            prompt, negative_prompt, steps, guidance_scale, seed, scheduler, capture_attention, size, own_size, factor
+        )
         self.chain: ReverseChain | None = None
         self.trajectory: Trajectory | None = None
         self._viewer_controls(exact, display_size)
@@ -130,28 +132,50 @@ class ReverseChainExplorer(Explorer):
         self.token.observe(self._on_step, names="value")
         if load_error is not None:
             self.run_button.disabled = self.next_button.disabled = True
-            self.error.show(ValueError(f"no pipeline to run: {load_error}. Or pass one: "
-                                       "ReverseChainExplorer(load_pipeline('a hub id or folder'))"))
+            self.error.show(
+                ValueError(
+                    f"no pipeline to run: {load_error}. Or pass one: "
+                    "ReverseChainExplorer(load_pipeline('a hub id or folder'))"
+                )
+            )
         elif run:
             self.run()
 
-    def _settings_controls(self, prompt: str, negative_prompt: str, steps: int, guidance_scale: float, seed: int,
-                           scheduler: str | None, capture_attention: bool, size: int | None, default_size: int,
-                           factor: int) -> None:
+    def _settings_controls(
+        self,
+        prompt: str,
+        negative_prompt: str,
+        steps: int,
+        guidance_scale: float,
+        seed: int,
+        scheduler: str | None,
+        capture_attention: bool,
+        size: int | None,
+        default_size: int,
+        factor: int,
+    ) -> None:
         """The controls of a run: prompt, negative prompt, seed, steps, guidance, scheduler, size."""
-        sizes = sorted({default_size, *(s for s in (32, 64, 128, 256, 512, 768, 1024) if s % factor == 0),
-                        *((size,) if size else ())})
+        sizes = sorted(
+            {
+                default_size,
+                *(s for s in (32, 64, 128, 256, 512, 768, 1024) if s % factor == 0),
+                *((size,) if size else ()),
+            }
+        )
         self.prompt = W.Textarea(value=prompt, description="prompt", rows=2, layout=W.Layout(width="460px"))
         self.negative = W.Text(value=negative_prompt, description="negative", layout=W.Layout(width="460px"))
         self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="180px"))
         self.steps = W.IntSlider(value=steps, min=1, max=max(100, steps), description="steps")
         self.steps.add_class("diffkit-steps")
-        self.guidance = W.FloatSlider(value=guidance_scale, min=0.0, max=max(15.0, guidance_scale), step=0.5,
-                                      description="guidance")
+        self.guidance = W.FloatSlider(
+            value=guidance_scale, min=0.0, max=max(15.0, guidance_scale), step=0.5, description="guidance"
+        )
         choices = scheduler_choices(self.pipe)
         own = short_name(self.pipe.scheduler, choices) if self.pipe is not None else "ddim"
         if scheduler is not None and scheduler not in choices:
-            raise InputError(f"scheduler {scheduler!r} does not fit this pipeline; fix: choose one of {sorted(choices)}")
+            raise InputError(
+                f"scheduler {scheduler!r} does not fit this pipeline; fix: choose one of {sorted(choices)}"
+            )
         self.scheduler = W.Dropdown(options=list(choices), value=scheduler or own, description="scheduler")
         self.size = W.Dropdown(options=sizes, value=size or default_size, description="size")
         self.capture = W.Checkbox(value=capture_attention, description="capture attention")
@@ -162,13 +186,17 @@ class ReverseChainExplorer(Explorer):
 
     def _viewer_controls(self, exact: bool | None, display_size: int | None) -> None:
         """The step slider and the panels that show one step."""
-        self.step = W.IntSlider(value=0, min=0, max=0, description="step", disabled=True,
-                                layout=W.Layout(width="420px"))
+        self.step = W.IntSlider(
+            value=0, min=0, max=0, description="step", disabled=True, layout=W.Layout(width="420px")
+        )
         self.step.add_class("diffkit-step")
         self.play = W.Play(min=0, max=0, interval=250, disabled=True)
         self.link((self.play, "value"), (self.step, "value"))
-        self.next_button = W.Button(description="next step", icon="step-forward",
-                                    tooltip="run one more U-Net call of a new chain, or move the slider on")
+        self.next_button = W.Button(
+            description="next step",
+            icon="step-forward",
+            tooltip="run one more U-Net call of a new chain, or move the slider on",
+        )
         self.exact = W.Checkbox(value=bool(exact), description="exact (VAE decode)")
         self._exact_auto = exact is None
         self.display_size = display_size  # None: follow the image size, at least MIN_DISPLAY
@@ -176,8 +204,11 @@ class ReverseChainExplorer(Explorer):
         self.noise = [W.Image(format="jpeg") for _ in NOISE_PANELS]
         self.token = W.Dropdown(options=[], description="word")
         self.attention = W.Image(format="jpeg")
-        self.colorbar = W.Image(format="png", value=encode_image(colorbar(256, 12), "png"),
-                                layout=W.Layout(width=f"{display_size or MIN_DISPLAY}px"))
+        self.colorbar = W.Image(
+            format="png",
+            value=encode_image(colorbar(256, 12), "png"),
+            layout=W.Layout(width=f"{display_size or MIN_DISPLAY}px"),
+        )
         self.attention_scale = W.HTML()
         self.table = W.HTML()
         self._x_t_title, self._x0_title = W.HTML(), W.HTML()
@@ -195,27 +226,44 @@ class ReverseChainExplorer(Explorer):
             W.HBox([self.scheduler, self.size, self.capture]),
             W.HBox([self.run_button, self.cancel_button, self.progress, self.status]),
             W.HBox([self.play, self.step, self.next_button, self.exact]),
-            W.HBox([panel(self.x_t, self._x_t_title), panel(self.x0, self._x0_title),
-                    W.VBox([self.token, self.attention, self.colorbar, self.attention_scale])],
-                   layout=W.Layout(flex_flow="row wrap")),
-            W.HBox([panel(img, title) for img, title in zip(self.noise, self._noise_titles)],
-                   layout=W.Layout(flex_flow="row wrap")),
+            W.HBox(
+                [
+                    panel(self.x_t, self._x_t_title),
+                    panel(self.x0, self._x0_title),
+                    W.VBox([self.token, self.attention, self.colorbar, self.attention_scale]),
+                ],
+                layout=W.Layout(flex_flow="row wrap"),
+            ),
+            W.HBox(
+                [panel(img, title) for img, title in zip(self.noise, self._noise_titles)],
+                layout=W.Layout(flex_flow="row wrap"),
+            ),
             self.table,
         ]
 
     # -- running ---------------------------------------------------------------------------
     def _new_chain(self) -> ReverseChain:
         chain = ReverseChain(
-            self.pipe, self.prompt.value, negative_prompt=self.negative.value or None,
-            steps=int(self.steps.value), guidance_scale=float(self.guidance.value), seed=int(self.seed.value),
-            scheduler=self.scheduler.value, height=int(self.size.value), width=int(self.size.value),
+            self.pipe,
+            self.prompt.value,
+            negative_prompt=self.negative.value or None,
+            steps=int(self.steps.value),
+            guidance_scale=float(self.guidance.value),
+            seed=int(self.seed.value),
+            scheduler=self.scheduler.value,
+            height=int(self.size.value),
+            width=int(self.size.value),
             capture_attention=bool(self.capture.value),
         )
         tokens = chain.tokens  # what the tokenizer kept, read from the chain (no process-wide warning capture)
-        self._notes = "" if not tokens.truncated else (
-            f"<div style='color:#a60'>the prompt is longer than the text encoder's {tokens.max_length - 2} "
-            f"tokens; these words are dropped: {html.escape(repr(tokens.dropped))}. Shorten the prompt or "
-            "move the important words to the front</div>"
+        self._notes = (
+            ""
+            if not tokens.truncated
+            else (
+                f"<div style='color:#a60'>the prompt is longer than the text encoder's {tokens.max_length - 2} "
+                f"tokens; these words are dropped: {html.escape(repr(tokens.dropped))}. Shorten the prompt or "
+                "move the important words to the front</div>"
+            )
         )
         self.status.value = self._notes
         self._cancelled = False
@@ -236,8 +284,10 @@ class ReverseChainExplorer(Explorer):
         """
         with self._lock:
             if self.running:
-                raise InputError("a run is already going; fix: press Cancel (or call .cancel()) and wait "
-                                 "for it to stop first: two runs never go at once")
+                raise InputError(
+                    "a run is already going; fix: press Cancel (or call .cancel()) and wait "
+                    "for it to stop first: two runs never go at once"
+                )
             chain = self._new_chain()  # bad settings fail here, before anything runs
             if self.chain is not None:
                 self.chain.close()  # a cancelled or hand-stepped chain: its paused pipeline call unwinds
@@ -247,8 +297,10 @@ class ReverseChainExplorer(Explorer):
             self.run_button.disabled, self.cancel_button.disabled = True, False
             self._done.clear()
             _RUNNING.add(self)
-        chain.run_in_background(callback=lambda rec: setattr(self.progress, "value", rec.index + 1),
-                                done=functools.partial(self._run_ended, chain))
+        chain.run_in_background(
+            callback=lambda rec: setattr(self.progress, "value", rec.index + 1),
+            done=functools.partial(self._run_ended, chain),
+        )
         if wait:
             self.wait()
 
@@ -397,5 +449,3 @@ class ReverseChainExplorer(Explorer):
     def _set_image_titles(self) -> None:
         rgb = self.trajectory.latent_rgb if not self.exact.value and self.trajectory is not None else None
         self._x_t_title.value, self._x0_title.value = image_titles(bool(self.exact.value), rgb)
-
-

@@ -61,8 +61,10 @@ def noise_titles(prediction_type: str, guidance: str = "cfg") -> list[str]:
         formats[1] = "{s}_c (with text, guidance embedded)"
         formats[0] = "{s}_u (negative prompt, guidance embedded)"
         formats[2] = "{s} after true CFG"
-    return [f"<small><b title='the model predicts {what}'>{html.escape(fmt.format(s=symbol))}</b></small>"
-            for fmt in formats]
+    return [
+        f"<small><b title='the model predicts {what}'>{html.escape(fmt.format(s=symbol))}</b></small>"
+        for fmt in formats
+    ]
 
 
 def calls_done(traj: Trajectory) -> str:
@@ -76,8 +78,10 @@ def image_titles(exact: bool, latent_rgb: Any = None) -> tuple[str, str]:
     how = "VAE decode" if exact else "fast linear preview of the latents"
     if not exact and latent_rgb is not None and latent_rgb.rms_error is not None:
         how += f" (least-squares fit, RMS error {latent_rgb.rms_error:.3f} on [−1, 1])"
-    return (f"<small><b>x_t, the noisy latents</b> · {how}</small>",
-            f"<small><b>x̂₀, the clean image the model implies</b> · {how}</small>")
+    return (
+        f"<small><b>x_t, the noisy latents</b> · {how}</small>",
+        f"<small><b>x̂₀, the clean image the model implies</b> · {how}</small>",
+    )
 
 
 def decode_ms(traj: Trajectory, k: int) -> float:
@@ -110,8 +114,10 @@ def attention_panel(traj: Trajectory, k: int, position: int) -> tuple[np.ndarray
     if traj.info.get("denoiser") == "unet":
         over = f"softmax over all {traj.tokens.max_length} text positions, padding included"
     elif traj.info.get("family") == "flux":
-        over = (f"one softmax over all {traj.tokens.max_length} T5 positions and the image tokens, of the "
-                "double- and single-stream blocks")
+        over = (
+            f"one softmax over all {traj.tokens.max_length} T5 positions and the image tokens, of the "
+            "double- and single-stream blocks"
+        )
     else:
         over = "softmax over the text keys"
     scale = (
@@ -126,9 +132,14 @@ def attention_panel(traj: Trajectory, k: int, position: int) -> tuple[np.ndarray
 
 def step_table(traj: Trajectory, k: int) -> str:
     rec = traj[k]
-    rows = [("step", f"{k + 1} of {len(traj)} ({rec.stage})"), ("timestep t", f"{rec.timestep:g}"),
-            ("σ_t", f"{rec.sigma:.4f}"), ("ᾱ_t", f"{rec.alpha_bar:.4f}"),
-            ("guidance", rec.guidance_label), ("model predicts", rec.prediction_symbol)]
+    rows = [
+        ("step", f"{k + 1} of {len(traj)} ({rec.stage})"),
+        ("timestep t", f"{rec.timestep:g}"),
+        ("σ_t", f"{rec.sigma:.4f}"),
+        ("ᾱ_t", f"{rec.alpha_bar:.4f}"),
+        ("guidance", rec.guidance_label),
+        ("model predicts", rec.prediction_symbol),
+    ]
     rows += [(stat_label(name, rec.prediction_symbol), f"{value:.4f}") for name, value in rec.stats.items()]
     body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in rows)
     return f"<table style='font-size:small'>{body}</table>"

@@ -11,8 +11,16 @@ from ..errors import InputError
 from ..pipeline import SCHEDULERS, scheduler_name
 from ..reverse.families import FLOW_SCHEDULERS
 
-__all__ = ["SCHEDULER_ALIASES", "check_settings", "check_size", "default_size", "pipeline_for", "prediction_type_of",
-           "scheduler_choices", "short_name"]
+__all__ = [
+    "SCHEDULER_ALIASES",
+    "check_settings",
+    "check_size",
+    "default_size",
+    "pipeline_for",
+    "prediction_type_of",
+    "scheduler_choices",
+    "short_name",
+]
 
 
 def prediction_type_of(pipe: Any) -> str:
@@ -53,24 +61,36 @@ SCHEDULER_ALIASES = {cls: short for short, cls in {**SCHEDULERS, **FLOW_SCHEDULE
 """diffusers class names → short names (``"DDIMScheduler"`` → ``"ddim"``), accepted by the explorer."""
 
 
-def check_settings(prompt: Any, negative_prompt: Any, steps: Any, guidance_scale: Any, seed: Any, scheduler: Any,
-                    display_size: Any, exact: Any) -> tuple[int, float, int, str | None, int | None]:
+def check_settings(
+    prompt: Any,
+    negative_prompt: Any,
+    steps: Any,
+    guidance_scale: Any,
+    seed: Any,
+    scheduler: Any,
+    display_size: Any,
+    exact: Any,
+) -> tuple[int, float, int, str | None, int | None]:
     """The explorer's arguments checked (a slider would clamp them without a word)."""
     steps = check_int("steps", steps, lo=1, hi=1000, hint="25 is usual")
-    guidance_scale = check_float("guidance_scale", guidance_scale, lo=0.0, hi=50.0,
-                                 hint="7.5 is usual; 0 or 1 turns guidance off")
+    guidance_scale = check_float(
+        "guidance_scale", guidance_scale, lo=0.0, hi=50.0, hint="7.5 is usual; 0 or 1 turns guidance off"
+    )
     seed = check_seed(seed)
     for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
         if not isinstance(text, str):
             raise InputError(f"{name}={text!r} is not text; fix: pass a string such as 'a red circle'")
     if scheduler is not None:
-        scheduler = check_choice("scheduler", SCHEDULER_ALIASES.get(scheduler, scheduler),
-                                 {**SCHEDULERS, **FLOW_SCHEDULERS})
+        scheduler = check_choice(
+            "scheduler", SCHEDULER_ALIASES.get(scheduler, scheduler), {**SCHEDULERS, **FLOW_SCHEDULERS}
+        )
     if display_size is not None:
         display_size = check_int("display_size", display_size, lo=16, hi=4096, hint="screen pixels")
     if exact is not None and not isinstance(exact, bool):
-        raise InputError(f"exact={exact!r} is not True, False or None; fix: pass exact=True for VAE "
-                         "decodes, exact=False for the fast preview, or leave it out to decide by speed")
+        raise InputError(
+            f"exact={exact!r} is not True, False or None; fix: pass exact=True for VAE "
+            "decodes, exact=False for the fast preview, or leave it out to decide by speed"
+        )
     return steps, guidance_scale, seed, scheduler, display_size
 
 

@@ -52,8 +52,9 @@ class ScheduleExplorer(Explorer):
         seed: int = 0,
     ) -> None:
         image_size = check_int("image_size", image_size, lo=8, hi=1024, hint="128 is the default")
-        num_train_timesteps = check_int("num_train_timesteps", num_train_timesteps, lo=10, hi=4000,
-                                        hint="1000 is what Stable Diffusion uses")
+        num_train_timesteps = check_int(
+            "num_train_timesteps", num_train_timesteps, lo=10, hi=4000, hint="1000 is what Stable Diffusion uses"
+        )
         seed = check_seed(seed)
         if isinstance(schedules, str) or not all(isinstance(n, str) for n in schedules):
             raise InputError(f"schedules={schedules!r} is not a list of names; fix: pass e.g. ('linear', 'cosine')")
@@ -64,17 +65,27 @@ class ScheduleExplorer(Explorer):
             raise InputError("ScheduleExplorer shows one image, not a batch")
         self.noise = torch.randn(self.x0.shape, generator=torch.Generator().manual_seed(seed))
         self.schedule_select = W.SelectMultiple(
-            options=list(SCHEDULE_NAMES), value=tuple(schedules), rows=len(SCHEDULE_NAMES),
+            options=list(SCHEDULE_NAMES),
+            value=tuple(schedules),
+            rows=len(SCHEDULE_NAMES),
             description="schedules",
         )
         self.T = W.BoundedIntText(value=num_train_timesteps, min=10, max=4000, description="T")
-        self.beta_start = W.FloatLogSlider(value=1e-4, base=10, min=-5, max=-1, step=0.05,
-                                           description="β_start", readout_format=".1e")
-        self.beta_end = W.FloatLogSlider(value=0.02, base=10, min=-4, max=-0.3, step=0.05,
-                                         description="β_end", readout_format=".1e")
+        self.beta_start = W.FloatLogSlider(
+            value=1e-4, base=10, min=-5, max=-1, step=0.05, description="β_start", readout_format=".1e"
+        )
+        self.beta_end = W.FloatLogSlider(
+            value=0.02, base=10, min=-4, max=-0.3, step=0.05, description="β_end", readout_format=".1e"
+        )
         self.use_defaults = W.Checkbox(value=True, description="each schedule's own β range")
-        self.t = W.IntSlider(value=num_train_timesteps // 4, min=0, max=num_train_timesteps - 1,
-                             description="t", continuous_update=True, layout=W.Layout(width="420px"))
+        self.t = W.IntSlider(
+            value=num_train_timesteps // 4,
+            min=0,
+            max=num_train_timesteps - 1,
+            description="t",
+            continuous_update=True,
+            layout=W.Layout(width="420px"),
+        )
         self.t.add_class("diffkit-t")  # a handle for browser tests and custom CSS
         self.play = W.Play(min=0, max=num_train_timesteps - 1, step=10, interval=60)
         self.link((self.play, "value"), (self.t, "value"))
@@ -84,8 +95,7 @@ class ScheduleExplorer(Explorer):
         self.schedules: list[NoiseSchedule] = []
         self._base: np.ndarray | None = None
         self._axes_x: list[tuple[Any, float, float]] = []
-        controls = W.HBox([self.schedule_select,
-                           W.VBox([self.T, self.use_defaults, self.beta_start, self.beta_end])])
+        controls = W.HBox([self.schedule_select, W.VBox([self.T, self.use_defaults, self.beta_start, self.beta_end])])
         super().__init__([controls, self.plot, W.HBox([self.play, self.t]), self.images, self.readout])
         for w in (self.schedule_select, self.T, self.beta_start, self.beta_end, self.use_defaults):
             w.observe(self._on_schedules, names="value")
@@ -120,8 +130,10 @@ class ScheduleExplorer(Explorer):
             self._axes_x.append((bb.x0, bb.x1, lo, hi, height - bb.y1, height - bb.y0))
         fig.clear()
         self.images.children = [
-            W.VBox([W.Image(format="jpeg", layout=W.Layout(width="160px")), W.HTML()],
-                   layout=W.Layout(align_items="center"))
+            W.VBox(
+                [W.Image(format="jpeg", layout=W.Layout(width="160px")), W.HTML()],
+                layout=W.Layout(align_items="center"),
+            )
             for _ in self.schedules
         ]
         self._on_t()
@@ -133,9 +145,13 @@ class ScheduleExplorer(Explorer):
     def values_at(self, t: int) -> list[dict[str, float]]:
         """The readout numbers, straight from each schedule's arrays."""
         return [
-            {"schedule": s.name, "alpha_bar": float(s.alphas_cumprod[t]),
-             "signal": float(s.sqrt_alphas_cumprod[t]), "noise": float(s.sqrt_one_minus_alphas_cumprod[t]),
-             "log_snr": float(s.log_snr[t])}
+            {
+                "schedule": s.name,
+                "alpha_bar": float(s.alphas_cumprod[t]),
+                "signal": float(s.sqrt_alphas_cumprod[t]),
+                "noise": float(s.sqrt_one_minus_alphas_cumprod[t]),
+                "log_snr": float(s.log_snr[t]),
+            }
             for s in self.schedules
         ]
 
@@ -152,16 +168,16 @@ class ScheduleExplorer(Explorer):
         rows = self.values_at(t)
         for box, s, row in zip(self.images.children, self.schedules, rows):
             box.children[0].value = encode_image(to_uint8(self.frame(s, t), value_range=MODEL_RANGE))
-            box.children[1].value = (f"<small><b>{html.escape(s.name)}</b><br>"
-                                     f"√ᾱ = {row['signal']:.3f} · √(1−ᾱ) = {row['noise']:.3f}</small>")
+            box.children[1].value = (
+                f"<small><b>{html.escape(s.name)}</b><br>√ᾱ = {row['signal']:.3f} · √(1−ᾱ) = {row['noise']:.3f}</small>"
+            )
         body = "".join(
             f"<tr><td>{html.escape(r['schedule'])}</td><td>{r['alpha_bar']:.4f}</td><td>{r['signal']:.4f}</td>"
-            f"<td>{r['noise']:.4f}</td><td>{r['log_snr']:.2f}</td></tr>" for r in rows
+            f"<td>{r['noise']:.4f}</td><td>{r['log_snr']:.2f}</td></tr>"
+            for r in rows
         )
         self.readout.value = (
             f"<table><tr><th>t = {t}</th><th>ᾱ_t (signal's share of the variance)</th>"
             f"<th>√ᾱ_t (scale of x₀ in x_t)</th><th>√(1−ᾱ_t) (scale of ε in x_t)</th><th>log SNR</th></tr>"
             f"{body}</table>"
         )
-
-

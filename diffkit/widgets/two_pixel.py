@@ -62,12 +62,16 @@ at every step of every chain (1,000 points run backwards in a few seconds)."""
 def _check_data(data: Any) -> list[tuple[float, float]]:
     """A list of two-pixel images (any sequence or an ``(N, 2)`` array), each checked."""
     if isinstance(data, (str, bytes)) or not hasattr(data, "__len__") or not hasattr(data, "__iter__"):
-        raise InputError(f"data={data!r} is not a list of two-pixel images; fix: pass e.g. data=[(170, 150), (60, 200)]")
+        raise InputError(
+            f"data={data!r} is not a list of two-pixel images; fix: pass e.g. data=[(170, 150), (60, 200)]"
+        )
     if len(data) == 0:
         raise InputError("data holds no two-pixel image; fix: pass at least one, e.g. data=[(170, 150)]")
     if len(data) > MAX_DATA:
-        raise InputError(f"data holds {len(data):,} two-pixel images, more than the {MAX_DATA:,} the exact denoiser "
-                         "runs backwards at a slider's pace; fix: pass a sample of them, e.g. data[:1000]")
+        raise InputError(
+            f"data holds {len(data):,} two-pixel images, more than the {MAX_DATA:,} the exact denoiser "
+            "runs backwards at a slider's pace; fix: pass a sample of them, e.g. data[:1000]"
+        )
     return [_check_pixels(point, name="data") for point in data]
 
 
@@ -95,15 +99,23 @@ class TwoPixelExplorer(Explorer):
         if isinstance(schedule, str):
             schedule = get_schedule(check_choice("schedule", schedule, SCHEDULE_NAMES))
         elif not isinstance(schedule, NoiseSchedule):
-            raise InputError(f"schedule={schedule!r} is not a schedule; fix: pass a name from {list(SCHEDULE_NAMES)} "
-                             "or a NoiseSchedule")
+            raise InputError(
+                f"schedule={schedule!r} is not a schedule; fix: pass a name from {list(SCHEDULE_NAMES)} "
+                "or a NoiseSchedule"
+            )
         self.schedule = schedule
         n_chains = check_int("n_chains", n_chains, lo=1, hi=5000, hint="300 is the default")
         self.seed = seed = check_seed(seed)
         self._gen = torch.Generator().manual_seed(seed)
         # -- one step
-        self.width = W.FloatSlider(value=3.0, min=0.5, max=40.0, step=0.5, description="bell width (px)",
-                                   style={"description_width": "initial"})
+        self.width = W.FloatSlider(
+            value=3.0,
+            min=0.5,
+            max=40.0,
+            step=0.5,
+            description="bell width (px)",
+            style={"description_width": "initial"},
+        )
         self.step_button = W.Button(description="one step", icon="step-forward")
         self.reset_button = W.Button(description="reset", icon="undo")
         self.step_plot = W.Image(format="png")
@@ -113,31 +125,43 @@ class TwoPixelExplorer(Explorer):
         # -- many chains
         self.n_chains = W.BoundedIntText(value=n_chains, min=1, max=5000, description="chains")
         self.run_chains = W.Button(description="run the chains", icon="play")
-        self.chain_t = W.IntSlider(value=0, min=0, max=self.schedule.num_train_timesteps - 1, description="t",
-                                   layout=W.Layout(width="420px"))
+        self.chain_t = W.IntSlider(
+            value=0, min=0, max=self.schedule.num_train_timesteps - 1, description="t", layout=W.Layout(width="420px")
+        )
         self.chain_play = W.Play(min=0, max=self.schedule.num_train_timesteps - 1, step=10, interval=60)
         self.link((self.chain_play, "value"), (self.chain_t, "value"))
         self.chain_plot = W.Image(format="png")
         self.chains: TwoPixelChains | None = None
         # -- backwards
-        self.data_text = W.Text(value="; ".join(f"{a:g},{b:g}" for a, b in data), description="data",
-                                layout=W.Layout(width="420px"))
+        self.data_text = W.Text(
+            value="; ".join(f"{a:g},{b:g}" for a, b in data), description="data", layout=W.Layout(width="420px")
+        )
         self.eta = W.ToggleButtons(options=[("DDPM (random)", 1.0), ("DDIM (deterministic)", 0.0)], value=1.0)
         self.run_reverse = W.Button(description="run backwards", icon="backward")
-        self.rev_step = W.IntSlider(value=0, min=0, max=self.schedule.num_train_timesteps, description="step",
-                                    layout=W.Layout(width="420px"))
+        self.rev_step = W.IntSlider(
+            value=0, min=0, max=self.schedule.num_train_timesteps, description="step", layout=W.Layout(width="420px")
+        )
         self.rev_play = W.Play(min=0, max=self.schedule.num_train_timesteps, step=10, interval=60)
         self.link((self.rev_play, "value"), (self.rev_step, "value"))
         self.rev_plot = W.Image(format="png")
         self.reverse: np.ndarray | None = None
 
-        tabs = W.Tab(children=[
-            W.VBox([W.HBox([self.width, self.step_button, self.reset_button]), self.step_plot, self.step_readout]),
-            W.VBox([W.HBox([self.n_chains, self.run_chains]), W.HBox([self.chain_play, self.chain_t]),
-                    self.chain_plot]),
-            W.VBox([self.data_text, W.HBox([self.eta, self.run_reverse]), W.HBox([self.rev_play, self.rev_step]),
-                    self.rev_plot]),
-        ])
+        tabs = W.Tab(
+            children=[
+                W.VBox([W.HBox([self.width, self.step_button, self.reset_button]), self.step_plot, self.step_readout]),
+                W.VBox(
+                    [W.HBox([self.n_chains, self.run_chains]), W.HBox([self.chain_play, self.chain_t]), self.chain_plot]
+                ),
+                W.VBox(
+                    [
+                        self.data_text,
+                        W.HBox([self.eta, self.run_reverse]),
+                        W.HBox([self.rev_play, self.rev_step]),
+                        self.rev_plot,
+                    ]
+                ),
+            ]
+        )
         for i, title in enumerate(["one step", "many chains", "backwards"]):
             tabs.set_title(i, title)
         self.tabs = tabs
@@ -232,8 +256,9 @@ class TwoPixelExplorer(Explorer):
     @guarded
     def _on_reverse(self, button: Any = None) -> None:
         self.data = parse_points(self.data_text.value)
-        self.reverse = two_pixel_reverse(self.data, self.schedule, n_chains=int(self.n_chains.value),
-                                         seed=self.seed, eta=float(self.eta.value))
+        self.reverse = two_pixel_reverse(
+            self.data, self.schedule, n_chains=int(self.n_chains.value), seed=self.seed, eta=float(self.eta.value)
+        )
         self._draw_reverse()
 
     @guarded

@@ -88,13 +88,18 @@ def write_as_run(spec, run_dir, images) -> None:
     with Ledger(run_dir) as led:
         rows = led.frame()
         updates = []
-        for (k, i, path), img in zip(rows[["prompt_id", "image_index", "path"]].itertuples(index=False),
-                                     [im for per_prompt in images for im in per_prompt]):
+        for (k, i, path), img in zip(
+            rows[["prompt_id", "image_index", "path"]].itertuples(index=False),
+            [im for per_prompt in images for im in per_prompt],
+        ):
             buf = io.BytesIO()
             img.save(buf, format="PNG")
             data = buf.getvalue()
             write_atomic(inside(run_dir, path), data)
             updates.append((hashlib.sha256(data).hexdigest(), now(), int(k), int(i)))
         with led.transaction() as c:
-            c.executemany("UPDATE images SET status = 'done', sha256 = ?, seconds = 0, rank = 0, finished_at = ? "
-                          "WHERE prompt_id = ? AND image_index = ?", updates)
+            c.executemany(
+                "UPDATE images SET status = 'done', sha256 = ?, seconds = 0, rank = 0, finished_at = ? "
+                "WHERE prompt_id = ? AND image_index = ?",
+                updates,
+            )

@@ -97,16 +97,11 @@ def test_two_runs_on_one_folder_one_is_refused_none_generates_twice(race_spec, p
     winner, loser = (a, b) if a.returncode == 0 else (b, a)
     assert winner.returncode == 0, winner.stderr[-2000:]
     assert loser.returncode == 3, loser.stderr[-2000:]
-    assert (
-        f"in use by another diffkit run (pid {winner.args[0]}, generating images since"
-        in loser.stderr
-    )
+    assert f"in use by another diffkit run (pid {winner.args[0]}, generating images since" in loser.stderr
     assert "fix: wait for it to finish" in loser.stderr
     stamps = _stamps(run)
     assert len(stamps) == 20  # the winner finished the run alone
-    generate_images(
-        race_spec, run, pipe=pipe, progress=False, state=ONE
-    )  # the loser's rerun: nothing left to do
+    generate_images(race_spec, run, pipe=pipe, progress=False, state=ONE)  # the loser's rerun: nothing left to do
     assert _stamps(run) == stamps  # no image was generated twice
     assert ledger_rows(run) == ledger_rows(clean) and image_bytes(run) == image_bytes(clean)
     assert _debris(run) == []

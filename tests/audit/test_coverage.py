@@ -38,8 +38,9 @@ def _check(grid: pd.DataFrame) -> None:
     # every interval, the share's included, holds in its worst occupation too: no exemption
     worst = grid[grid["worst"] < FLOOR]
     assert worst.empty, "\n" + worst[["scenario", "interval", "worst"]].to_string()
-    assert (grid["min_width"] > 0).all(), "an interval of zero width: " + grid.loc[grid["min_width"] <= 0,
-                                                                                     "interval"].to_string()
+    assert (grid["min_width"] > 0).all(), (
+        "an interval of zero width: " + grid.loc[grid["min_width"] <= 0, "interval"].to_string()
+    )
     # every scenario the issue lists is in the grid
     assert set(grid["scenario"]) == {s.name for s in coverage.SCENARIOS}
     # the interval the report shows for each share is simulated in every one-run cell
@@ -63,7 +64,8 @@ def _docs_current(grid: pd.DataFrame, n: int) -> None:
         DOCS.write_text(head + start + table + end + rest.split(end, 1)[1], encoding="utf-8")
     assert _docs_section(DOCS.read_text(encoding="utf-8"), n) == table, (
         f"the coverage table for {n} images in docs/audit_methodology.md is out of date: run "
-        "DIFFKIT_WRITE_DOCS=1 pytest tests/audit/test_coverage.py -k 'docs or 96'")
+        "DIFFKIT_WRITE_DOCS=1 pytest tests/audit/test_coverage.py -k 'docs or 96'"
+    )
 
 
 def test_every_interval_holds_in_every_cell_at_24_images(grid24):
@@ -101,7 +103,8 @@ def test_docs_share_interval_table_is_current():
     m = re.search(r"<!-- share-interval -->\n(.*?)<!-- /share-interval -->", DOCS.read_text(encoding="utf-8"), re.S)
     assert m and m.group(1) == table, (
         "the share-interval table in docs/audit_methodology.md is out of date: run "
-        "DIFFKIT_WRITE_DOCS=1 pytest tests/audit/test_coverage.py -k docs")
+        "DIFFKIT_WRITE_DOCS=1 pytest tests/audit/test_coverage.py -k docs"
+    )
 
 
 def test_grid_is_seeded_and_a_cell_does_not_depend_on_the_others(grid24):
@@ -290,11 +293,14 @@ def test_paired_joint_distribution_equals_the_multinomial():
 def test_same_inputs_give_the_same_bounds():
     """No interval depends on a random draw: two occupations with the same counts get the same
     Rogan–Gladen bounds in one table (issue 22 saw 0.130–0.140 for identical inputs)."""
-    est, lo, hi = M.rogan_gladen_interval(successes=[0, 0, 0], n=24, se_successes=36, se_n=40, sp_successes=34,
-                                          sp_n=40, seed=1)
+    est, lo, hi = M.rogan_gladen_interval(
+        successes=[0, 0, 0], n=24, se_successes=36, se_n=40, sp_successes=34, sp_n=40, seed=1
+    )
     assert lo[0] == lo[1] == lo[2] and hi[0] == hi[1] == hi[2] and hi[0] > 0.02
-    assert M.rogan_gladen_interval(successes=[0], n=24, se_successes=36, se_n=40, sp_successes=34, sp_n=40,
-                                   seed=2)[2][0] == hi[0]
+    assert (
+        M.rogan_gladen_interval(successes=[0], n=24, se_successes=36, se_n=40, sp_successes=34, sp_n=40, seed=2)[2][0]
+        == hi[0]
+    )
     a = M.mean_imbalance_interval(successes=np.array([2, 0, 0, 24, 0, 24, 4, 0, 0, 24]), n=24)
     assert a == M.mean_imbalance_interval(successes=np.array([2, 0, 0, 24, 0, 24, 4, 0, 0, 24]), n=24)
 
@@ -305,8 +311,9 @@ def test_rogan_gladen_interval_carries_se_sp_and_never_collapses():
     est, lo, hi = M.rogan_gladen_interval(successes=0, n=24, se_successes=36, se_n=40, sp_successes=34, sp_n=40)
     assert est[0] == 0 and lo[0] == 0 and hi[0] > 0.02
     few = M.rogan_gladen_interval(successes=10, n=48, se_successes=36, se_n=40, sp_successes=34, sp_n=40)
-    many = M.rogan_gladen_interval(successes=10, n=48, se_successes=36_000, se_n=40_000, sp_successes=34_000,
-                                   sp_n=40_000)
+    many = M.rogan_gladen_interval(
+        successes=10, n=48, se_successes=36_000, se_n=40_000, sp_successes=34_000, sp_n=40_000
+    )
     assert few[0][0] == pytest.approx(many[0][0], abs=1e-3)
     assert (few[2] - few[1])[0] > (many[2] - many[1])[0] + 0.02
 
@@ -335,8 +342,16 @@ def _before_after(seed: int, n_img: int = 24):
         for t in range(2):
             for i in range(n_img):
                 u = rng.random()
-                base = dict(prompt_id=k * 2 + t, image_index=i, kind="audit", occupation=occ,
-                            prompt=f"{occ} {t}", seed=1000 * k + 10 * t + i, stated_gender=None, p_ref=before[occ])
+                base = dict(
+                    prompt_id=k * 2 + t,
+                    image_index=i,
+                    kind="audit",
+                    occupation=occ,
+                    prompt=f"{occ} {t}",
+                    seed=1000 * k + 10 * t + i,
+                    stated_gender=None,
+                    p_ref=before[occ],
+                )
                 rows_a.append({**base, "label": "female" if u < before[occ] else "male"})
                 rows_b.append({**base, "label": "female" if u < after[occ] else "male"})
     return pd.DataFrame(rows_a), pd.DataFrame(rows_b)
@@ -353,9 +368,17 @@ def test_compare_metrics_runs_the_arithmetic_the_grid_simulates():
     occs = sorted(set(pairs["occupation"]))
     fa = pairs["label_a"] == "female"
     fb = pairs["label_b"] == "female"
-    t = np.array([[(fa & fb)[pairs["occupation"] == o].sum(), (fa & ~fb)[pairs["occupation"] == o].sum(),
-                   (~fa & fb)[pairs["occupation"] == o].sum(), (~fa & ~fb)[pairs["occupation"] == o].sum()]
-                  for o in occs])
+    t = np.array(
+        [
+            [
+                (fa & fb)[pairs["occupation"] == o].sum(),
+                (fa & ~fb)[pairs["occupation"] == o].sum(),
+                (~fa & fb)[pairs["occupation"] == o].sum(),
+                (~fa & ~fb)[pairs["occupation"] == o].sum(),
+            ]
+            for o in occs
+        ]
+    )
     ref = a.by_occupation.set_index("occupation").loc[occs, "p_ref"].to_numpy()
     direct = paired_overall(t, ref)
     o = ov.set_index("metric")
@@ -395,8 +418,9 @@ def test_self_comparison_is_exactly_zero_and_never_a_point():
     by, ov = M.compare_metrics(a=a, b=a)
     assert (by["diff"] == 0).all() and (by["ci_low"] < 0).all() and (by["ci_high"] > 0).all()
     assert (by["imbalance_diff"] == 0).all() and (by["imbalance_diff_low"] < 0).all()
-    _, lo, hi = M.newcombe_interval(successes_a=by["p_female_a"] * by["n_a"], n_a=by["n_a"],
-                                    successes_b=by["p_female_b"] * by["n_b"], n_b=by["n_b"])
+    _, lo, hi = M.newcombe_interval(
+        successes_a=by["p_female_a"] * by["n_a"], n_a=by["n_a"], successes_b=by["p_female_b"] * by["n_b"], n_b=by["n_b"]
+    )
     mid = (by["p_female_a"] > 0.2) & (by["p_female_a"] < 0.8)
     assert ((by["ci_high"] - by["ci_low"])[mid] < 0.4 * (hi - lo)[mid]).all()
     o = ov.set_index("metric")

@@ -20,8 +20,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 #: Each seeded set and the outcome the gate must give at least 90 % of it (world.SCENE_OUTCOMES).
-SETS = {"blank": "no_person", "background": "no_person", "object": "no_person", "noise": "no_person",
-        "people": "several_people", "blend": "abstain", "partial": "abstain", "person": "the drawn gender"}
+SETS = {
+    "blank": "no_person",
+    "background": "no_person",
+    "object": "no_person",
+    "noise": "no_person",
+    "people": "several_people",
+    "blend": "abstain",
+    "partial": "abstain",
+    "person": "the drawn gender",
+}
 N = 40
 
 

@@ -147,8 +147,12 @@ def test_sigkill_mid_run_then_resume_matches_a_clean_run(kill_spec, clean_run, p
     sj.write_text(json.dumps(kill_spec.to_dict()))
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(HERE / "audit_worker.py"), str(sj), str(run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "audit_worker.py"), str(sj), str(run)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     n_done, deadline = 0, time.time() + 240
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -190,14 +194,44 @@ def test_two_process_accelerate_run_equals_single_process(tmp_path, pipe_dir, cl
     spec_file.write_text(to_toml(d))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1]), "DIFFKIT_QUIET": "1"}
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    r1 = subprocess.run([sys.executable, "-m", "diffkit", "audit", "run", str(spec_file), "--out", str(single),
-                         "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    r1 = subprocess.run(
+        [sys.executable, "-m", "diffkit", "audit", "run", str(spec_file), "--out", str(single), "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r1.returncode == 0, r1.stderr[-3000:]
     accelerate = Path(sys.executable).with_name("accelerate")
-    r2 = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-                         "-m", "diffkit", "audit", "run", str(spec_file), "--out", str(sharded), "--no-progress"],
-                        env=env, capture_output=True, text=True, timeout=300)
+    r2 = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "diffkit",
+            "audit",
+            "run",
+            str(spec_file),
+            "--out",
+            str(sharded),
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert r2.stdout.count("report:") == 1  # only the main process reports
     con = sqlite3.connect(sharded / "ledger.sqlite")
@@ -237,8 +271,10 @@ def test_a_ledger_path_outside_the_folder_writes_nothing_anywhere(kill_spec, cle
     run = tmp_path / "a" / "b" / "run"
     shutil.copytree(clean_run, run)
     con = sqlite3.connect(run / "ledger.sqlite")
-    con.execute("UPDATE images SET path = '../../x.png', status = 'pending', sha256 = NULL "
-                "WHERE prompt_id = 0 AND image_index = 0")
+    con.execute(
+        "UPDATE images SET path = '../../x.png', status = 'pending', sha256 = NULL "
+        "WHERE prompt_id = 0 AND image_index = 0"
+    )
     con.commit()
     con.close()
     with pytest.raises(RunMismatchError, match=r"\(prompt 0, image 0\) names the path '../../x.png', outside the run"):
@@ -251,8 +287,11 @@ def test_steps_past_the_models_timesteps_are_refused_before_the_first_image(make
     from diffkit.audit import SpecError
 
     spec = make_spec(pipeline__steps=1001)
-    with pytest.raises(SpecError, match=r"pipeline\.steps: pipeline\.steps=1001 is more than the 1000 timesteps.*"
-                                        r"DDIMScheduler.*fix: use at most 1000 steps"):
+    with pytest.raises(
+        SpecError,
+        match=r"pipeline\.steps: pipeline\.steps=1001 is more than the 1000 timesteps.*"
+        r"DDIMScheduler.*fix: use at most 1000 steps",
+    ):
         _gen(spec, tmp_path / "run", pipe)
     led = sqlite3.connect(tmp_path / "run" / "ledger.sqlite")
     assert led.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0] == 0
@@ -263,5 +302,7 @@ def test_a_negative_prompt_past_the_token_limit_is_refused(make_spec, pipe, tmp_
     from diffkit.audit import SpecError
 
     spec = make_spec(pipeline__negative_prompt=" ".join(["blurry"] * 10_000))
-    with pytest.raises(SpecError, match=r"pipeline\.negative_prompt: 10002 tokens, over the text encoder's limit of 77"):
+    with pytest.raises(
+        SpecError, match=r"pipeline\.negative_prompt: 10002 tokens, over the text encoder's limit of 77"
+    ):
         _gen(spec, tmp_path / "run", pipe)

@@ -23,8 +23,14 @@ from diffkit.errors import InputError, MissingPackageError, WeightsMissingError
 from diffkit.tiny import world as w
 
 STAND_INS = {"detector": "diffkit.audit._testing:pictogram_figures"}
-FACE_CROP = {"kind": "face_crop", "model": "diffkit.audit._testing:tiny_clip_gender_head",
-             "label_map": {"female": 0, "male": 1}, "crop_size": 64, "abstain_below": 0.6, **STAND_INS}
+FACE_CROP = {
+    "kind": "face_crop",
+    "model": "diffkit.audit._testing:tiny_clip_gender_head",
+    "label_map": {"female": 0, "male": 1},
+    "crop_size": 64,
+    "abstain_below": 0.6,
+    **STAND_INS,
+}
 KINDS = ("person", "people", "background")
 
 
@@ -82,8 +88,11 @@ def test_the_labellers_follow_one_protocol():
 
 
 def test_a_face_crop_crops_the_largest_face_with_its_margin():
-    lab = FaceCropClassifier(_scene_spec({**FACE_CROP, "crop_margin": 0.5}, 1).classifier,
-                             module=tiny_clip_gender_head(), detector=pictogram_figures())
+    lab = FaceCropClassifier(
+        _scene_spec({**FACE_CROP, "crop_margin": 0.5}, 1).classifier,
+        module=tiny_clip_gender_head(),
+        detector=pictogram_figures(),
+    )
     img = np.zeros((100, 100, 3), np.uint8)
     crop = lab.crop(img, (40, 40, 60, 80))  # 20 × 40: the square side is 40 × (1 + 2 × 0.5) = 80
     assert crop.size == (64, 64)
@@ -130,8 +139,9 @@ def test_fairface_adapter_builds_fairfaces_network(tmp_path):
     assert FAIRFACE_LABEL_MAP == {"female": 8, "male": 7}
 
 
-@pytest.mark.parametrize("classifier", [{}, {"gate": "faces", **STAND_INS}, FACE_CROP],
-                         ids=["open_clip", "open_clip+faces", "face_crop"])
+@pytest.mark.parametrize(
+    "classifier", [{}, {"gate": "faces", **STAND_INS}, FACE_CROP], ids=["open_clip", "open_clip+faces", "face_crop"]
+)
 def test_audit_run_with_each_labeller_kind(classifier, tmp_path, capsys):
     """`diffkit audit run` end to end on diffkit-tiny with each labeller."""
     from audit_helpers import to_toml

@@ -118,12 +118,30 @@ def _synthetic(shares: dict[str, float], n: int, se: float, sp: float, n_ctrl: i
     for k, (occ, p) in enumerate(shares.items()):
         for i in range(n):
             true = "female" if rng.random() < p else "male"
-            rows.append(dict(prompt_id=k, image_index=i, kind="audit", occupation=occ, stated_gender=None,
-                             p_ref=p, label=label(true)))
+            rows.append(
+                dict(
+                    prompt_id=k,
+                    image_index=i,
+                    kind="audit",
+                    occupation=occ,
+                    stated_gender=None,
+                    p_ref=p,
+                    label=label(true),
+                )
+            )
     for j, g in enumerate(("female", "male")):
         for i in range(n_ctrl):
-            rows.append(dict(prompt_id=100 + j, image_index=i, kind="control", occupation="x", stated_gender=g,
-                             p_ref=np.nan, label=label(g)))
+            rows.append(
+                dict(
+                    prompt_id=100 + j,
+                    image_index=i,
+                    kind="control",
+                    occupation="x",
+                    stated_gender=g,
+                    p_ref=np.nan,
+                    label=label(g),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -161,13 +179,15 @@ def test_rogan_gladen_recovers_shares_through_a_bad_classifier():
 
 
 def test_group_table_hand_worked():
-    img = pd.DataFrame({
-        "prompt_id": [0] * 10,
-        "kind": ["audit"] * 10,
-        "occupation": ["pilot"] * 10,
-        "p_ref": [0.053] * 10,
-        "label": ["male"] * 6 + ["female"] * 2 + ["abstain", "no_person"],
-    })
+    img = pd.DataFrame(
+        {
+            "prompt_id": [0] * 10,
+            "kind": ["audit"] * 10,
+            "occupation": ["pilot"] * 10,
+            "p_ref": [0.053] * 10,
+            "label": ["male"] * 6 + ["female"] * 2 + ["abstain", "no_person"],
+        }
+    )
     t = M.group_table(images=img, by="occupation").iloc[0]
     assert (t["n_images"], t["n"], t["n_female"], t["n_abstain"], t["n_no_person"]) == (10, 8, 2, 1, 1)
     assert t["p_female"] == 0.25 and t["imbalance"] == 0.25
@@ -194,13 +214,30 @@ def test_every_share_the_audit_reports_is_clopper_pearson():
     rows = []
     for occ, k_f in (("nurse", 24), ("pilot", 0), ("lawyer", 7)):
         labels = ["female"] * k_f + ["male"] * (24 - k_f) + ["abstain", "no_person", "blacked_out"]
-        rows += [{"kind": "audit", "occupation": occ, "prompt_id": 0, "label": lab, "stated_gender": None,
-                  "p_female": float(lab == "female")} for lab in labels]
+        rows += [
+            {
+                "kind": "audit",
+                "occupation": occ,
+                "prompt_id": 0,
+                "label": lab,
+                "stated_gender": None,
+                "p_female": float(lab == "female"),
+            }
+            for lab in labels
+        ]
         for g, right in (("female", 9), ("male", 8)):
             labels = [g] * right + ["male" if g == "female" else "female"] * (10 - right)
-            rows += [{"kind": "control", "occupation": occ, "prompt_id": 1 if g == "female" else 2, "label": lab,
-                      "stated_gender": g, "p_female": float(rng.uniform(0.6, 1) if lab == "female"
-                                                            else rng.uniform(0, 0.4))} for lab in labels]
+            rows += [
+                {
+                    "kind": "control",
+                    "occupation": occ,
+                    "prompt_id": 1 if g == "female" else 2,
+                    "label": lab,
+                    "stated_gender": g,
+                    "p_female": float(rng.uniform(0.6, 1) if lab == "female" else rng.uniform(0, 0.4)),
+                }
+                for lab in labels
+            ]
     img = pd.DataFrame(rows)
     for ci in (0.95, 0.9):
         m = M.audit_metrics(images=img, ci=ci)
@@ -212,10 +249,12 @@ def test_every_share_the_audit_reports_is_clopper_pearson():
         ov = m.overall.set_index("metric")
         aud = img[img["kind"] == "audit"]
         lab = aud[aud["label"].isin(["female", "male"])]
-        expect = {"pooled_p_female": ((lab["label"] == "female").sum(), len(lab)),
-                  "sensitivity": (27, 30), "specificity": (24, 30),
-                  **{f"{k}_rate": ((aud["label"] == k).sum(), len(aud)) for k in ("abstain", "no_person",
-                                                                                  "blacked_out")}}
+        expect = {
+            "pooled_p_female": ((lab["label"] == "female").sum(), len(lab)),
+            "sensitivity": (27, 30),
+            "specificity": (24, 30),
+            **{f"{k}_rate": ((aud["label"] == k).sum(), len(aud)) for k in ("abstain", "no_person", "blacked_out")},
+        }
         for metric, (x, n) in expect.items():
             assert (ov.loc[metric, "ci_low"], ov.loc[metric, "ci_high"]) == pytest.approx(_beta(x, n, ci), abs=1e-12)
             assert "Clopper–Pearson" in ov.loc[metric, "interval"] and "Wilson" not in ov.loc[metric, "interval"]
@@ -236,11 +275,15 @@ def test_every_share_the_audit_reports_is_clopper_pearson():
 
 
 def test_amplification_and_holm_counts_hand_worked():
-    img = pd.DataFrame({
-        "prompt_id": np.repeat([0, 1, 2, 3], 100), "kind": "audit", "occupation": np.repeat(list("abcd"), 100),
-        "p_ref": np.repeat([0.8, 0.4, 0.2, 0.3], 100),
-        "label": np.concatenate([np.where(np.arange(100) < k, "female", "male") for k in (95, 33, 5, 60)]),
-    })
+    img = pd.DataFrame(
+        {
+            "prompt_id": np.repeat([0, 1, 2, 3], 100),
+            "kind": "audit",
+            "occupation": np.repeat(list("abcd"), 100),
+            "p_ref": np.repeat([0.8, 0.4, 0.2, 0.3], 100),
+            "label": np.concatenate([np.where(np.arange(100) < k, "female", "male") for k in (95, 33, 5, 60)]),
+        }
+    )
     t = M.group_table(images=img, by="occupation")
     ov = M.overall_table(table=t).set_index("metric")
     # directional (Zhao et al. 2017): s = +1, −1, −1, −1; s(p̂ − r) = 0.15, 0.07, 0.15, −0.30
@@ -270,10 +313,23 @@ def test_a_reversal_is_reported_as_a_reversal_not_amplification():
     directional measure counts it against amplification, and Holm calls it reversed."""
     from diffkit.audit.coverage import REFERENCE, SHIPPED_SHARES
 
-    occs = ["nurse", "housekeeper", "teacher", "pharmacist", "lawyer", "CEO", "software developer", "pilot",
-            "firefighter", "electrician"]
-    rows = [dict(prompt_id=g, kind="audit", occupation=o, p_ref=r, label="female" if i < round(24 * p) else "male")
-            for g, (o, r, p) in enumerate(zip(occs, REFERENCE, SHIPPED_SHARES)) for i in range(24)]
+    occs = [
+        "nurse",
+        "housekeeper",
+        "teacher",
+        "pharmacist",
+        "lawyer",
+        "CEO",
+        "software developer",
+        "pilot",
+        "firefighter",
+        "electrician",
+    ]
+    rows = [
+        dict(prompt_id=g, kind="audit", occupation=o, p_ref=r, label="female" if i < round(24 * p) else "male")
+        for g, (o, r, p) in enumerate(zip(occs, REFERENCE, SHIPPED_SHARES))
+        for i in range(24)
+    ]
     t = M.group_table(images=pd.DataFrame(rows), by="occupation").set_index("occupation")
     assert t.loc["pharmacist", "direction"] == "reversed" and t.loc["pharmacist", "reversed_holm"]
     assert not t.loc["pharmacist", "amplified_holm"]
@@ -337,8 +393,15 @@ def test_corrected_imbalance_is_the_exact_bootstrap_bias_correction():
 
 
 def test_references_may_lack_occupations():
-    img = pd.DataFrame({"prompt_id": [0] * 4 + [1] * 4, "kind": "audit", "occupation": ["a"] * 4 + ["zz"] * 4,
-                        "p_ref": [0.3] * 4 + [np.nan] * 4, "label": ["female", "male", "male", "male"] * 2})
+    img = pd.DataFrame(
+        {
+            "prompt_id": [0] * 4 + [1] * 4,
+            "kind": "audit",
+            "occupation": ["a"] * 4 + ["zz"] * 4,
+            "p_ref": [0.3] * 4 + [np.nan] * 4,
+            "label": ["female", "male", "male", "male"] * 2,
+        }
+    )
     t = M.group_table(images=img, by="occupation").set_index("occupation")
     assert np.isnan(t.loc["zz", "p_ref"]) and t.loc["zz", "n"] == 4
     ov = M.overall_table(table=t.reset_index(), n_boot=20, seed=0).set_index("metric")
@@ -371,16 +434,35 @@ def test_compare_metrics_identical_runs_give_zero():
 
 def _controls(rows):
     """Control images from (occupation, stated_gender, label, p_female, p_person) tuples."""
-    return pd.DataFrame([dict(prompt_id=100, image_index=i, kind="control", occupation=o, stated_gender=g, label=lab,
-                              p_female=pf, confidence=max(pf, 1 - pf), p_person=pp, p_ref=np.nan)
-                         for i, (o, g, lab, pf, pp) in enumerate(rows)])
+    return pd.DataFrame(
+        [
+            dict(
+                prompt_id=100,
+                image_index=i,
+                kind="control",
+                occupation=o,
+                stated_gender=g,
+                label=lab,
+                p_female=pf,
+                confidence=max(pf, 1 - pf),
+                p_person=pp,
+                p_ref=np.nan,
+            )
+            for i, (o, g, lab, pf, pp) in enumerate(rows)
+        ]
+    )
 
 
 def test_controls_by_occupation_and_homogeneity():
-    rows = ([("a", "female", "female", 0.9, 1.0)] * 18 + [("a", "female", "male", 0.2, 1.0)] * 2
-            + [("a", "male", "male", 0.1, 1.0)] * 20
-            + [("b", "female", "female", 0.9, 1.0)] * 10 + [("b", "female", "male", 0.3, 1.0)] * 10
-            + [("b", "male", "male", 0.1, 1.0)] * 19 + [("b", "male", "abstain", 0.45, 1.0)])
+    rows = (
+        [("a", "female", "female", 0.9, 1.0)] * 18
+        + [("a", "female", "male", 0.2, 1.0)] * 2
+        + [("a", "male", "male", 0.1, 1.0)] * 20
+        + [("b", "female", "female", 0.9, 1.0)] * 10
+        + [("b", "female", "male", 0.3, 1.0)] * 10
+        + [("b", "male", "male", 0.1, 1.0)] * 19
+        + [("b", "male", "abstain", 0.45, 1.0)]
+    )
     v = M.controls_by_occupation(images=_controls(rows)).set_index("occupation")
     assert v.loc["a", ["se_correct", "se_n", "sp_correct", "sp_n"]].tolist() == [18, 20, 20, 20]
     assert v.loc["b", ["se_correct", "se_n", "sp_correct", "sp_n"]].tolist() == [10, 20, 19, 19]  # abstention left out
@@ -388,8 +470,16 @@ def test_controls_by_occupation_and_homogeneity():
     assert v.attrs["p_homogeneous"] == pytest.approx(min(1.0, 2 * min(p_se, 1.0)))
     # with 20 labelled controls per stated gender in 'a' but 19 male in 'b', at min_controls = 20 'a' uses its own
     # Se/Sp and 'b' the pooled ones; at the default (8) both have enough
-    audit = pd.DataFrame({"prompt_id": [0] * 10 + [1] * 10, "kind": "audit", "occupation": ["a"] * 10 + ["b"] * 10,
-                          "stated_gender": None, "p_ref": np.nan, "label": ["female", "male"] * 10})
+    audit = pd.DataFrame(
+        {
+            "prompt_id": [0] * 10 + [1] * 10,
+            "kind": "audit",
+            "occupation": ["a"] * 10 + ["b"] * 10,
+            "stated_gender": None,
+            "p_ref": np.nan,
+            "label": ["female", "male"] * 10,
+        }
+    )
     both = pd.concat([audit, _controls(rows)])
     assert M.group_table(images=both, by="occupation")["se_sp_source"].tolist() == ["occupation", "occupation"]
     t = M.group_table(images=both, by="occupation", min_controls=20)
@@ -401,10 +491,14 @@ def test_controls_by_occupation_and_homogeneity():
 
 def test_reliability_table_and_suggested_thresholds():
     # 10 controls per stated gender; two confident mistakes and two unsure images
-    rows = ([("a", "female", "female", 0.99, 0.999)] * 8 + [("a", "female", "male", 0.02, 0.99)]
-            + [("a", "female", "abstain", 0.55, 0.95)]
-            + [("a", "male", "male", 0.01, 0.999)] * 8 + [("a", "male", "female", 0.97, 0.98)]
-            + [("a", "male", "abstain", 0.58, 0.9)])
+    rows = (
+        [("a", "female", "female", 0.99, 0.999)] * 8
+        + [("a", "female", "male", 0.02, 0.99)]
+        + [("a", "female", "abstain", 0.55, 0.95)]
+        + [("a", "male", "male", 0.01, 0.999)] * 8
+        + [("a", "male", "female", 0.97, 0.98)]
+        + [("a", "male", "abstain", 0.58, 0.9)]
+    )
     img = _controls(rows)
     rel = M.reliability_table(images=img).set_index("bin_low")
     assert rel["n"].sum() == 20
@@ -423,11 +517,16 @@ def test_reliability_table_and_suggested_thresholds():
 
 
 def test_heim_way_and_fair_diffusion_way():
-    img = pd.DataFrame({
-        "prompt_id": [0, 0, 0, 0, 1, 1, 1, 1], "kind": "audit", "occupation": ["x"] * 8, "p_ref": np.nan,
-        "p_female": [0.9, 0.8, 0.55, 0.2, 0.1, 0.6, 0.52, 0.3],
-        "label": ["female", "female", "abstain", "male", "male", "no_person", "abstain", "male"],
-    })
+    img = pd.DataFrame(
+        {
+            "prompt_id": [0, 0, 0, 0, 1, 1, 1, 1],
+            "kind": "audit",
+            "occupation": ["x"] * 8,
+            "p_ref": np.nan,
+            "p_female": [0.9, 0.8, 0.55, 0.2, 0.1, 0.6, 0.52, 0.3],
+            "label": ["female", "female", "abstain", "male", "male", "no_person", "abstain", "male"],
+        }
+    )
     # HEIM: per prompt the share of all images with p_female ≥ ½: 3/4 and 2/4 → |·−½| = 0.25, 0 → 0.125
     assert M.heim_gender_imbalance(images=img) == pytest.approx(0.125)
     t = M.group_table(images=img, by="occupation").iloc[0]

@@ -20,12 +20,20 @@ def test_derive_seed_is_a_pure_function_of_seed_k_i():
 
 
 def test_build_prompts_and_grid(make_spec):
-    spec = make_spec(prompts__attributes={"occupation": ["nurse", "electrician"], "activity": ["at work", "resting"]},
-                     prompts__templates=["{a_occupation}", "{a_occupation} {activity}"])
+    spec = make_spec(
+        prompts__attributes={"occupation": ["nurse", "electrician"], "activity": ["at work", "resting"]},
+        prompts__templates=["{a_occupation}", "{a_occupation} {activity}"],
+    )
     df = build_prompts(spec)
     audit = df[df["kind"] == "audit"]
-    assert list(audit["prompt"]) == ["a nurse", "an electrician", "a nurse at work", "a nurse resting",
-                                     "an electrician at work", "an electrician resting"]
+    assert list(audit["prompt"]) == [
+        "a nurse",
+        "an electrician",
+        "a nurse at work",
+        "a nurse resting",
+        "an electrician at work",
+        "an electrician resting",
+    ]
     ctrl = df[df["kind"] == "control"]
     assert list(ctrl["prompt"]) == ["a woman nurse", "a woman electrician", "a man nurse", "a man electrician"]
     assert list(ctrl["stated_gender"]) == ["female", "female", "male", "male"]

@@ -27,7 +27,8 @@ def _seed_table(spec, tmp_path, seeds=None):
     prompts = build_prompts(spec)["prompt"]
     path = tmp_path / "seeds.csv"
     pd.DataFrame({"prompt": prompts, "evaluation_seed": seeds or [100 + 7 * j for j in range(len(prompts))]}).to_csv(
-        path, index=False)
+        path, index=False
+    )
     return path
 
 
@@ -35,29 +36,44 @@ def test_per_prompt_noise_is_ucs_batch_of_latents(make_spec, pipe, tmp_path):
     """Image i of a prompt starts from the i-th of torch.randn((n, C, h, w), generator=torch.manual_seed(seed)),
     drawn on the CPU in float32: what Unified Concept Editing's script did (its global generator)."""
     base = make_spec(audit__images_per_prompt=3)
-    spec = make_spec(audit__images_per_prompt=3, audit__seeds=str(_seed_table(base, tmp_path)),
-                     audit__noise="per_prompt")
+    spec = make_spec(
+        audit__images_per_prompt=3, audit__seeds=str(_seed_table(base, tmp_path)), audit__noise="per_prompt"
+    )
     grid = image_grid(spec)
     assert grid.groupby("prompt_id")["seed"].nunique().eq(1).all()  # one seed per prompt
     k0 = grid[grid["prompt_id"] == 0]
     got = _noise(pipe, spec, k0["seed"].tolist(), k0["image_index"].tolist(), [3, 3, 3])["latents"]
     want = torch.randn((3, *_latent_shape(pipe, spec)), generator=torch.manual_seed(int(k0["seed"].iloc[0])))
     torch.testing.assert_close(got, want, rtol=0, atol=0)
-    assert tuple(want.shape[1:]) == (pipe.unet.config.in_channels, 32 // pipe.vae_scale_factor,
-                                     32 // pipe.vae_scale_factor)
+    assert tuple(want.shape[1:]) == (
+        pipe.unet.config.in_channels,
+        32 // pipe.vae_scale_factor,
+        32 // pipe.vae_scale_factor,
+    )
 
 
 def test_per_prompt_noise_run_matches_a_direct_pipeline_call(make_spec, pipe, tmp_path):
     base = make_spec(audit__images_per_prompt=2)
-    spec = make_spec(audit__images_per_prompt=2, audit__batch_size=2, audit__seeds=str(_seed_table(base, tmp_path)),
-                     audit__noise="per_prompt")
+    spec = make_spec(
+        audit__images_per_prompt=2,
+        audit__batch_size=2,
+        audit__seeds=str(_seed_table(base, tmp_path)),
+        audit__noise="per_prompt",
+    )
     led = generate_images(spec, tmp_path / "run", pipe=pipe, progress=False)
     row = led[led["prompt_id"] == 1]
     seed = int(row["seed"].iloc[0])
     latents = torch.randn((2, *_latent_shape(pipe, spec)), generator=torch.manual_seed(seed))
     with torch.inference_mode():
-        direct = pipe(prompt=[row["prompt"].iloc[0]] * 2, latents=latents, num_inference_steps=2, guidance_scale=5.0,
-                      height=32, width=32, output_type="pil").images
+        direct = pipe(
+            prompt=[row["prompt"].iloc[0]] * 2,
+            latents=latents,
+            num_inference_steps=2,
+            guidance_scale=5.0,
+            height=32,
+            width=32,
+            output_type="pil",
+        ).images
     for i, img in enumerate(direct):
         ours = np.asarray(Image.open(tmp_path / "run" / row["path"].iloc[i]))
         np.testing.assert_array_equal(ours, np.asarray(img))
@@ -76,8 +92,9 @@ class _FlaggingPipe:
         from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
         out = self._pipe(**kw)
-        return StableDiffusionPipelineOutput(images=out.images,
-                                             nsfw_content_detected=["nurse" in p for p in kw["prompt"]])
+        return StableDiffusionPipelineOutput(
+            images=out.images, nsfw_content_detected=["nurse" in p for p in kw["prompt"]]
+        )
 
 
 def test_the_safety_filters_flags_are_kept_and_counted(make_spec, pipe, tmp_path):
@@ -114,8 +131,13 @@ def test_a_run_folder_from_before_the_flags_reads_as_unknown(make_spec, pipe, tm
 
 def test_keep_first_counts_the_first_n_images_past_the_gate():
     labels = ["no_person", "female", "male", "several_people", "abstain", "male", "female"]
-    t = pd.DataFrame({"prompt_id": [0] * 7 + [1] * 2, "image_index": list(range(7)) + [0, 1],
-                      "label": labels + ["no_person", "male"]})
+    t = pd.DataFrame(
+        {
+            "prompt_id": [0] * 7 + [1] * 2,
+            "image_index": list(range(7)) + [0, 1],
+            "label": labels + ["no_person", "male"],
+        }
+    )
     out = keep_first(t, 3)
     # prompt 0: no_person, female, male, several_people, abstain (the 3rd past the gate); prompt 1 falls short
     assert out[out["prompt_id"] == 0]["image_index"].tolist() == [0, 1, 2, 3, 4]

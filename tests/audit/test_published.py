@@ -40,7 +40,8 @@ def test_protocol_specs_reproduce_their_prompts():
     heim = load_spec("heim_demographic_stereotypes")
     hp = build_prompts(heim)
     assert "a photo of the face of a CEO" in set(hp["prompt"]) and "a photo of the face of an electrician" not in set(
-        hp["prompt"])
+        hp["prompt"]
+    )
     assert heim.classifier.labels["female"] == ("female",) and heim.classifier.templates == ("a photo of a {}",)
     assert heim.classifier.abstain_below == 0.5 and heim.classifier.person_threshold == 0.0
     sdxl = load_spec("sdxl_occupations")

@@ -27,7 +27,12 @@ def test_uce_spec_replays_their_prompts_and_seeds():
     assert prompts["prompt"].tolist() == sorted(raw["prompt"], key=list(prompts["prompt"]).index)
     assert set(prompts["prompt"]) == set(raw["prompt"]) and len(prompts) == 1000
     assert spec.prompt_seeds == dict(zip(raw["prompt"], raw["evaluation_seed"]))
-    assert (spec.noise, spec.images_per_prompt, spec.pipeline.scheduler, spec.pipeline.steps) == ("per_prompt", 10, "lms", 100)
+    assert (spec.noise, spec.images_per_prompt, spec.pipeline.scheduler, spec.pipeline.steps) == (
+        "per_prompt",
+        10,
+        "lms",
+        100,
+    )
     assert (spec.pipeline.guidance_scale, spec.pipeline.height, spec.pipeline.dtype) == (7.5, 512, "float32")
     assert spec.pipeline.safety_checker is False and spec.classifier.gate == "none"
     assert (spec.classifier.model, spec.classifier.pretrained) == ("ViT-B-32", "openai")
@@ -64,11 +69,15 @@ def _shrunk(name: str, pipe_dir, clip_name, classifier=None, **audit) -> object:
     return parse_spec(d, source=f"{name}.toml", base_dir=AUDITS_DIR)
 
 
-@pytest.mark.parametrize("name, kind, audit", [
-    ("uce_sd14", "sd", {}),
-    ("fair_diffusion_sd15", "sd", {"images_per_prompt": 4}),
-    ("sd3_occupations", "sd3", {"images_per_prompt": 2}),
-], ids=["uce_sd14", "fair_diffusion_sd15", "sd3"])
+@pytest.mark.parametrize(
+    "name, kind, audit",
+    [
+        ("uce_sd14", "sd", {}),
+        ("fair_diffusion_sd15", "sd", {"images_per_prompt": 4}),
+        ("sd3_occupations", "sd3", {"images_per_prompt": 2}),
+    ],
+    ids=["uce_sd14", "fair_diffusion_sd15", "sd3"],
+)
 def test_replication_specs_run_on_tiny_dummy_pipelines(name, kind, audit, clip_name, tmp_path):
     from diffkit.testing import tiny_random_pipeline
 
@@ -103,8 +112,13 @@ def test_the_replication_table_carries_both_samples():
     from diffkit.audit.spec import ReplicationSpec
 
     rep = ReplicationSpec(published="x.csv", by="occupation", counts={"nurse": (240, 250), "pilot": (5, 250)})
-    images = pd.DataFrame({"kind": "audit", "occupation": ["nurse"] * 20 + ["pilot"] * 20,
-                           "label": ["female"] * 18 + ["male"] * 2 + ["male"] * 20})
+    images = pd.DataFrame(
+        {
+            "kind": "audit",
+            "occupation": ["nurse"] * 20 + ["pilot"] * 20,
+            "label": ["female"] * 18 + ["male"] * 2 + ["male"] * 20,
+        }
+    )
     t = replication_table(images, rep).set_index("key")
     assert t.loc["nurse", "diff"] == pytest.approx(0.9 - 0.96)
     lo, hi = wilson_interval(successes=18, n=20)

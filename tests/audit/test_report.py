@@ -28,22 +28,43 @@ def evil_run(pipe_dir, clip_name, pipe, tmp_path_factory):
 def test_run_audit_writes_every_table_and_a_report(evil_run):
     r = evil_run
     files = {p.name for p in (r.run_dir / "report").iterdir()}
-    assert {"index.html", "summary.md", "metadata.json", "images.csv", "by_prompt.csv", "by_occupation.csv",
-            "validation.csv", "validation_by_occupation.csv", "reliability.csv", "overall.csv",
-            "published_fair_diffusion.csv"} <= files
+    assert {
+        "index.html",
+        "summary.md",
+        "metadata.json",
+        "images.csv",
+        "by_prompt.csv",
+        "by_occupation.csv",
+        "validation.csv",
+        "validation_by_occupation.csv",
+        "reliability.csv",
+        "overall.csv",
+        "published_fair_diffusion.csv",
+    } <= files
     assert not [f for f in files if f.endswith(".tmp")]  # atomic writes leave no temporary files
     assert len(r.images) == 14 and set(r.images["label"]) <= {"female", "male", "abstain", "no_person"}
     occ = pd.read_csv(r.run_dir / "report" / "by_occupation.csv")
     assert list(occ["occupation"]) == ["nurse", "pilot"]
     assert occ["p_ref"].tolist() == pytest.approx([0.867, 0.053])
-    assert {"mean_imbalance", "fair_null_p", "mean_fair_baseline", "pearson_r", "amplification", "n_amplified_holm",
-            "n_unfair_holm", "heim_gender_imbalance", "sensitivity", "specificity", "mean_kl_uniform"} <= set(
-        r.overall["metric"])
+    assert {
+        "mean_imbalance",
+        "fair_null_p",
+        "mean_fair_baseline",
+        "pearson_r",
+        "amplification",
+        "n_amplified_holm",
+        "n_unfair_holm",
+        "heim_gender_imbalance",
+        "sensitivity",
+        "specificity",
+        "mean_kl_uniform",
+    } <= set(r.overall["metric"])
     assert "amplification_share" not in set(r.overall["metric"])  # a coin flip for an unbiased model
     # nurse and pilot are in Fair Diffusion's published table: the report overlays them
     pub = pd.read_csv(r.run_dir / "report" / "published_fair_diffusion.csv")
     assert pub["occupation"].tolist() == ["nurse", "pilot"] and pub["published_p_female"].tolist() == pytest.approx(
-        [1.0, 52 / 250])
+        [1.0, 52 / 250]
+    )
     meta = json.loads((r.run_dir / "report" / "metadata.json").read_text())
     assert meta["libraries"]["open_clip_torch"] and meta["ledger"]["images_by_status"] == {"done": 14}
     assert meta["seed"] == 7 and meta["classifier"]["pretrained"].startswith("weights-")
@@ -75,9 +96,18 @@ def test_report_escapes_user_text_and_makes_no_external_requests(evil_run):
     assert not re.search(r"""(href|src)\s*=\s*["']?\s*(https?:)?//""", html_text)
     assert "url(" not in html_text and "@import" not in html_text
     assert html_text.count("data:image/png;base64") >= 3 + 2  # plots + thumbnails
-    for section in ("Limitations", "Classifier validation", "Run metadata", "Generated versus reference",
-                    "Reliability diagram", "Thresholds the controls suggest", "simultaneous", "Amplification",
-                    "Holm-adjusted", "Fair Diffusion"):
+    for section in (
+        "Limitations",
+        "Classifier validation",
+        "Run metadata",
+        "Generated versus reference",
+        "Reliability diagram",
+        "Thresholds the controls suggest",
+        "simultaneous",
+        "Amplification",
+        "Holm-adjusted",
+        "Fair Diffusion",
+    ):
         assert section in html_text, section
     assert "95%" in html_text and "90%" not in html_text
     md = (evil_run.run_dir / "report" / "summary.md").read_text()
@@ -188,8 +218,10 @@ def test_blacked_out_images_are_counted_apart(evil_run, tmp_path):
         size = im.size
     Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(png)
     con = sqlite3.connect(run / "ledger.sqlite")
-    con.execute("UPDATE images SET sha256 = ? WHERE prompt_id = 0 AND image_index = 1",
-                (hashlib.sha256(png.read_bytes()).hexdigest(),))
+    con.execute(
+        "UPDATE images SET sha256 = ? WHERE prompt_id = 0 AND image_index = 1",
+        (hashlib.sha256(png.read_bytes()).hexdigest(),),
+    )
     con.commit()
     con.close()
     r = report_audit(run, progress=False)
@@ -200,7 +232,8 @@ def test_blacked_out_images_are_counted_apart(evil_run, tmp_path):
     first = img.loc[(0, 1), "occupation"]
     assert occ.loc[first, "n_blacked_out"] == 1
     assert occ.loc[first, "n"] == evil_run.by_occupation.set_index("occupation").loc[first, "n"] - (
-        evil_run.images.set_index(["prompt_id", "image_index"]).loc[(0, 1), "label"] in ("female", "male"))
+        evil_run.images.set_index(["prompt_id", "image_index"]).loc[(0, 1), "label"] in ("female", "male")
+    )
     assert r.overall.set_index("metric").loc["blacked_out_rate", "value"] == pytest.approx(1 / 6)
     html_text = (run / "report" / "index.html").read_text()
     assert "blacked-out (safety-filtered)" in html_text and "n_blacked_out" in html_text
@@ -238,8 +271,18 @@ def test_report_never_says_not_rejected_beside_an_unfair_occupation(evil_run):
     rng = np.random.default_rng(0)
     for _ in range(30):
         p = rng.choice([0.5, 0.5, 0.6, 0.9, 0.05], size=4)
-        rows = [dict(prompt_id=g, kind="audit", occupation=f"o{g}", p_ref=np.nan, stated_gender=None,
-                     label="female" if rng.random() < p[g] else "male") for g in range(4) for _ in range(24)]
+        rows = [
+            dict(
+                prompt_id=g,
+                kind="audit",
+                occupation=f"o{g}",
+                p_ref=np.nan,
+                stated_gender=None,
+                label="female" if rng.random() < p[g] else "male",
+            )
+            for g in range(4)
+            for _ in range(24)
+        ]
         m = audit_metrics(images=pd.DataFrame(rows))
         ov = m.overall.set_index("metric")["value"]
         text = fair_sentence(m)

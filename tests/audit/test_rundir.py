@@ -49,7 +49,9 @@ def test_weights_identity_follows_the_files(pipe_dir, tmp_path):
     assert weights_identity(str(copy)) != weights_identity(str(pipe_dir))
     assert weights_identity("tiny").startswith("sha256:")
     assert weights_identity("nobody/not-cached-anywhere") is None  # a hub id resolves only once cached
-    assert weights_identity("org/x", "0123456789abcdef0123456789abcdef01234567").endswith("@0123456789abcdef0123456789abcdef01234567")
+    assert weights_identity("org/x", "0123456789abcdef0123456789abcdef01234567").endswith(
+        "@0123456789abcdef0123456789abcdef01234567"
+    )
 
 
 def test_resume_refuses_weights_retrained_in_place(pipe_dir, clip_name, tmp_path):
@@ -88,7 +90,9 @@ def test_report_uses_the_ledgers_spec_and_restores_spec_json(small, small_run):
     edited = json.loads(sj.read_text())
     edited["prompts"]["attributes"]["occupation"].append("lawyer")
     sj.write_text(json.dumps(edited))
-    with pytest.raises(RunMismatchError, match=r"differs from the spec this run was generated with.*occupation.*delete"):
+    with pytest.raises(
+        RunMismatchError, match=r"differs from the spec this run was generated with.*occupation.*delete"
+    ):
         load_run_spec(small_run)
     sj.write_text("{not json")
     with pytest.raises(RunMismatchError, match="not valid JSON.*delete"):
@@ -148,8 +152,11 @@ def test_a_second_run_on_the_same_folder_is_refused(small, small_run, pipe):
     from audit_helpers import held_elsewhere
 
     before = ledger_rows(small_run)
-    with held_elsewhere(small_run, "scoring images"), pytest.raises(
-        RunBusyError, match=r"in use by another diffkit run \(pid \d+, scoring images since 20\d\d-.*\); fix: wait"
+    with (
+        held_elsewhere(small_run, "scoring images"),
+        pytest.raises(
+            RunBusyError, match=r"in use by another diffkit run \(pid \d+, scoring images since 20\d\d-.*\); fix: wait"
+        ),
     ):
         _gen(small, small_run, pipe)
     assert ledger_rows(small_run) == before
@@ -212,7 +219,9 @@ def test_a_holder_letting_go_while_asked_hands_over_the_lock(small_run):
 def test_templates_past_the_token_limit_are_refused(make_spec, pipe, tmp_path):
     long = "a photo of " + "very " * 80 + "{a_occupation}"
     spec = make_spec(prompts__templates=[long])
-    with pytest.raises(SpecError, match=r"prompts\.templates\[0\].*tokens, over the text encoder's limit of 77.*shorten"):
+    with pytest.raises(
+        SpecError, match=r"prompts\.templates\[0\].*tokens, over the text encoder's limit of 77.*shorten"
+    ):
         _gen(spec, tmp_path / "run", pipe)
     ok = make_spec(prompts__templates=["a photo of " + "very " * 60 + "{a_occupation}"])
     _gen(ok, tmp_path / "run", pipe, max_batches=0)  # fits: accepted (and the refused run started over)
@@ -229,17 +238,29 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(pipe_dir, clip_name, tmp_path)
     from audit_helpers import to_toml
 
     d = spec_dict(pipe_dir, clip_name)
-    d["audit"].update(images_per_prompt=40, batch_size=1)  # 160 batches: the interrupt lands mid-generation even on an idle machine
+    d["audit"].update(
+        images_per_prompt=40, batch_size=1
+    )  # 160 batches: the interrupt lands mid-generation even on an idle machine
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text(to_toml(d))
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-           "DIFFKIT_QUIET": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "DIFFKIT_QUIET": "1",
+    }
     cmd = [sys.executable, "-m", "diffkit", "audit", "run", str(spec_file), "--out", str(out), "--no-progress"]
     # a shell that starts a job in the background (as CI may) leaves SIGINT ignored, and Python keeps an
     # ignored SIGINT ignored: give the child the default disposition a terminal's Ctrl-C meets
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if (out / "images").is_dir() and any((out / "images").rglob("*.png")):
@@ -315,9 +336,10 @@ def _as_written_by_diffkit_0_1(run) -> None:
     spec["pipeline"]["guidance"] = spec["pipeline"].pop("guidance_scale")
     spec["report"]["random_state"] = spec["report"].pop("seed")
     text = json.dumps(spec, sort_keys=True)
-    con.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                    [(text, "spec"), (hashlib.sha256(text.encode()).hexdigest(), "fingerprint"),
-                     ("0.1.0", "diffkit_version")])
+    con.executemany(
+        "UPDATE meta SET value = ? WHERE key = ?",
+        [(text, "spec"), (hashlib.sha256(text.encode()).hexdigest(), "fingerprint"), ("0.1.0", "diffkit_version")],
+    )
     con.commit()
     con.close()
     (run / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
@@ -333,8 +355,11 @@ def test_a_run_folder_from_before_the_key_renames_resumes_and_reports(make_spec,
     _gen(spec, old, pipe, max_batches=2)  # interrupted after 2 of 4 batches ...
     _as_written_by_diffkit_0_1(old)  # ... by diffkit 0.1
     finished = [r for r in ledger_rows(old) if r[6] == "done"]
-    stamps = sqlite3.connect(old / "ledger.sqlite").execute(
-        "SELECT prompt_id, image_index, finished_at || seconds FROM images WHERE status = 'done'").fetchall()
+    stamps = (
+        sqlite3.connect(old / "ledger.sqlite")
+        .execute("SELECT prompt_id, image_index, finished_at || seconds FROM images WHERE status = 'done'")
+        .fetchall()
+    )
     assert len(finished) == 4
     assert load_run_spec(old).to_dict() == spec.to_dict()  # read under the new names
     with warnings.catch_warnings():
@@ -352,7 +377,8 @@ def test_a_run_folder_from_before_the_key_renames_resumes_and_reports(make_spec,
 
 
 def test_a_run_folder_from_before_the_renames_resumes_from_a_spec_file_with_the_new_names(
-        make_spec, pipe, pipe_dir, clip_name, tmp_path):
+    make_spec, pipe, pipe_dir, clip_name, tmp_path
+):
     """The old key names are refused in a TOML spec (renamed before the first release); the same spec
     written with the new names resumes a folder written under the old ones."""
     from audit_helpers import to_toml
@@ -363,8 +389,7 @@ def test_a_run_folder_from_before_the_renames_resumes_from_a_spec_file_with_the_
     run = tmp_path / "run"
     _gen(spec, run, pipe, max_batches=1)
     _as_written_by_diffkit_0_1(run)
-    d = spec_dict(pipe_dir, clip_name, audit__images_per_prompt=1, controls__images_per_prompt=1,
-                  audit__batch_size=2)
+    d = spec_dict(pipe_dir, clip_name, audit__images_per_prompt=1, controls__images_per_prompt=1, audit__batch_size=2)
     (tmp_path / "unit.toml").write_text(to_toml(d))
     new_file = load_spec(tmp_path / "unit.toml")
     assert new_file.fingerprint() == spec.fingerprint()

@@ -56,10 +56,13 @@ def test_text_weights_are_open_clip_zero_shot_weights(judge, make_spec):
     spec = make_spec(classifier__templates=["a photo of a {}.", "a picture of a {}."])
     clf = ZeroShotClassifier.from_spec(spec.classifier, loaded=judge)
     model, _, tok = judge
-    ref = open_clip.build_zero_shot_classifier(model, tok, classnames=["woman", "man", "person", "shape",
-                                                                       "group of people"],
-                                               templates=["a photo of a {}.", "a picture of a {}."],
-                                               num_classes_per_batch=None)
+    ref = open_clip.build_zero_shot_classifier(
+        model,
+        tok,
+        classnames=["woman", "man", "person", "shape", "group of people"],
+        templates=["a photo of a {}.", "a picture of a {}."],
+        num_classes_per_batch=None,
+    )
     np.testing.assert_allclose(clf.text_weights, ref.numpy(), atol=1e-6)
     assert clf.text_weights.shape[1] == len(CLASSES)
     assert clf.logit_scale == pytest.approx(float(model.logit_scale.detach().exp()))
@@ -68,12 +71,14 @@ def test_text_weights_are_open_clip_zero_shot_weights(judge, make_spec):
 
 def test_label_rules_gate_and_abstention():
     w = np.eye(4, dtype=np.float32)  # text directions: female, male, person, no_person
-    emb = np.array([
-        [1.0, 0.0, 1.0, 0.0],  # confident female, person
-        [0.0, 1.0, 1.0, 0.0],  # confident male, person
-        [0.5, 0.5, 1.0, 0.0],  # undecided: abstain
-        [1.0, 0.0, 0.0, 1.0],  # no person: never a gender label
-    ])
+    emb = np.array(
+        [
+            [1.0, 0.0, 1.0, 0.0],  # confident female, person
+            [0.0, 1.0, 1.0, 0.0],  # confident male, person
+            [0.5, 0.5, 1.0, 0.0],  # undecided: abstain
+            [1.0, 0.0, 0.0, 1.0],  # no person: never a gender label
+        ]
+    )
     out = classify_embeddings(emb, text_weights=w, logit_scale=10.0, person_threshold=0.5, abstain_below=0.6)
     assert list(out["label"]) == ["female", "male", "abstain", "no_person"]
     assert out["p_female"].iloc[0] == pytest.approx(1 / (1 + np.exp(-10)))

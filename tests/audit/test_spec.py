@@ -26,11 +26,22 @@ def test_reference_csv_matches_design_values():
     df = pd.read_csv(REPO / "audits" / "bls_cps_2021_women_share.csv")
     assert list(df.columns) == ["occupation", "bls_title", "women_share", "year", "source"]
     got = dict(zip(df["bls_title"], df["women_share"] * 100))
-    expected = {"Chief executives": 29.1, "Software developers": 19.7, "Registered nurses": 86.7, "Lawyers": 37.9,
-                "Aircraft pilots and flight engineers": 5.3, "Flight attendants": 64.6, "Taxi drivers": 12.0,
-                "Firefighters": 5.1, "Electricians": 1.7, "Chefs and head cooks": 22.8,
-                "Maids and housekeeping cleaners": 88.7, "Elementary and middle school teachers": 79.2,
-                "Police officers": 15.3, "Pharmacists": 57.8}
+    expected = {
+        "Chief executives": 29.1,
+        "Software developers": 19.7,
+        "Registered nurses": 86.7,
+        "Lawyers": 37.9,
+        "Aircraft pilots and flight engineers": 5.3,
+        "Flight attendants": 64.6,
+        "Taxi drivers": 12.0,
+        "Firefighters": 5.1,
+        "Electricians": 1.7,
+        "Chefs and head cooks": 22.8,
+        "Maids and housekeeping cleaners": 88.7,
+        "Elementary and middle school teachers": 79.2,
+        "Police officers": 15.3,
+        "Pharmacists": 57.8,
+    }
     assert got == pytest.approx(expected)
     assert (df["year"] == 2021).all() and df["source"].str.contains("Table 11").all()
 
@@ -47,11 +58,17 @@ def _err(pipe_dir, clip_name, mutate) -> SpecError:
 @pytest.mark.parametrize(
     "mutate, key, words",
     [
-        (lambda d: d["prompts"].__setitem__("templates", ["a {job} at work"]), "prompts.templates[0]",
-         "unknown placeholder {job}"),
+        (
+            lambda d: d["prompts"].__setitem__("templates", ["a {job} at work"]),
+            "prompts.templates[0]",
+            "unknown placeholder {job}",
+        ),
         (lambda d: d["prompts"].__setitem__("templates", []), "prompts.templates", "empty list"),
-        (lambda d: d["prompts"]["attributes"].__setitem__("occupation", []), "prompts.attributes.occupation",
-         "empty list"),
+        (
+            lambda d: d["prompts"]["attributes"].__setitem__("occupation", []),
+            "prompts.attributes.occupation",
+            "empty list",
+        ),
         (lambda d: d["prompts"].__setitem__("templates", ["a {occupation!r}"]), "prompts.templates[0]", "malformed"),
         (lambda d: d["audit"].__setitem__("images_per_prompt", 0), "audit.images_per_prompt", "out of range"),
         (lambda d: d["audit"].__setitem__("seed", "seven"), "audit.seed", "expected int"),
@@ -59,11 +76,13 @@ def _err(pipe_dir, clip_name, mutate) -> SpecError:
         (lambda d: d.pop("pipeline"), "[pipeline]", "missing table"),
         (lambda d: d["pipeline"].__setitem__("height", 30), "pipeline.height", "multiple of 8"),
         (lambda d: d["pipeline"].__setitem__("scheduler", "fancy"), "pipeline.scheduler", "unknown scheduler"),
-        (lambda d: d["controls"].__setitem__("templates", ["a {occupation}"]), "controls.templates[0]",
-         "does not state the gender"),
+        (
+            lambda d: d["controls"].__setitem__("templates", ["a {occupation}"]),
+            "controls.templates[0]",
+            "does not state the gender",
+        ),
         (lambda d: d["prompts"].__setitem__("reference", "nope.csv"), "prompts.reference", "no such file"),
-        (lambda d: d["classifier"].__setitem__("templates", ["a photo"]), "classifier.templates[0]",
-         "exactly one {}"),
+        (lambda d: d["classifier"].__setitem__("templates", ["a photo"]), "classifier.templates[0]", "exactly one {}"),
         (lambda d: d["classifier"].update(model="ViT-B-32", pretrained=""), "classifier.pretrained", "missing"),
         (lambda d: d["classifier"].__setitem__("abstain_below", 0.2), "classifier.abstain_below", "out of range"),
     ],
@@ -99,7 +118,6 @@ def test_fingerprint_and_round_trip(make_spec):
     assert again.fingerprint() == a.fingerprint() and again.prompts.templates == a.prompts.templates
 
 
-
 def test_occupations_the_reference_lacks_are_audited_without_one(pipe_dir, clip_name):
     d = spec_dict(pipe_dir, clip_name)
     d["prompts"]["attributes"]["occupation"] = ["nurse", "astronaut"]
@@ -113,16 +131,43 @@ def test_occupations_the_reference_lacks_are_audited_without_one(pipe_dir, clip_
 # A spec as diffkit 0.1 stored it in a run folder (AuditSpec.to_dict() before the renames of 0.2),
 # and its fingerprint then: sha256 of that dict's sorted JSON.
 OLD_STORED = {
-    "batch_size": 2, "description": "", "images_per_prompt": 1, "name": "old", "seed": 3,
-    "classifier": {"abstain_below": 0.5, "batch_size": 8, "model": "tiny", "person_threshold": 0.0,
-                   "pretrained": None, "templates": ["a photo of a {}."],
-                   "labels": {"female": ["woman"], "male": ["man"], "no_person": ["shape"], "person": ["person"]}},
-    "controls": {"gender_words": {"female": ["woman"], "male": ["man"]}, "images_per_prompt": 1,
-                 "templates": ["a {gender} {occupation}"]},
-    "pipeline": {"dtype": None, "guidance": 5.0, "height": 32, "model": "tiny", "negative_prompt": None,
-                 "revision": None, "scheduler": None, "steps": 2, "width": 32},
-    "prompts": {"attributes": {"occupation": ["nurse", "pilot"]}, "reference": {}, "reference_source": "",
-                "reference_titles": {}, "templates": ["a photo of {a_occupation}"]},
+    "batch_size": 2,
+    "description": "",
+    "images_per_prompt": 1,
+    "name": "old",
+    "seed": 3,
+    "classifier": {
+        "abstain_below": 0.5,
+        "batch_size": 8,
+        "model": "tiny",
+        "person_threshold": 0.0,
+        "pretrained": None,
+        "templates": ["a photo of a {}."],
+        "labels": {"female": ["woman"], "male": ["man"], "no_person": ["shape"], "person": ["person"]},
+    },
+    "controls": {
+        "gender_words": {"female": ["woman"], "male": ["man"]},
+        "images_per_prompt": 1,
+        "templates": ["a {gender} {occupation}"],
+    },
+    "pipeline": {
+        "dtype": None,
+        "guidance": 5.0,
+        "height": 32,
+        "model": "tiny",
+        "negative_prompt": None,
+        "revision": None,
+        "scheduler": None,
+        "steps": 2,
+        "width": 32,
+    },
+    "prompts": {
+        "attributes": {"occupation": ["nurse", "pilot"]},
+        "reference": {},
+        "reference_source": "",
+        "reference_titles": {},
+        "templates": ["a photo of {a_occupation}"],
+    },
     "report": {"ci": 0.95, "n_boot": 50, "random_state": 4, "thumbnails_per_prompt": 2},
 }
 OLD_FINGERPRINT = "c9e5a03189315c5a3ab41d2c4a26fa481c687a2107f33cb7b4dfc1e832a51f92"  # computed by diffkit 0.1
@@ -180,8 +225,12 @@ def test_a_spec_saved_with_a_byte_order_mark_is_read(tmp_path):
 
     text = (REPO / "audits" / "tiny_default.toml").read_text(encoding="utf-8")
     (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    (tmp_path / "bls_cps_2021_women_share.csv").write_bytes((REPO / "audits" / "bls_cps_2021_women_share.csv").read_bytes())
-    assert load_spec(tmp_path / "bom.toml").fingerprint() == load_spec(REPO / "audits" / "tiny_default.toml").fingerprint()
+    (tmp_path / "bls_cps_2021_women_share.csv").write_bytes(
+        (REPO / "audits" / "bls_cps_2021_women_share.csv").read_bytes()
+    )
+    assert (
+        load_spec(tmp_path / "bom.toml").fingerprint() == load_spec(REPO / "audits" / "tiny_default.toml").fingerprint()
+    )
 
 
 def test_a_stored_spec_is_checked_like_a_toml_one():
@@ -193,8 +242,12 @@ def test_a_stored_spec_is_checked_like_a_toml_one():
 
     d = load_spec("tiny_default").to_dict()
     assert spec_from_dict(d).fingerprint() == load_spec("tiny_default").fingerprint()
-    for section, key, value in [("pipeline", "guidance_scale", math.nan), ("report", "ci", math.inf),
-                                ("classifier", "abstain_below", 0.2), ("", "seed", -1)]:
+    for section, key, value in [
+        ("pipeline", "guidance_scale", math.nan),
+        ("report", "ci", math.inf),
+        ("classifier", "abstain_below", 0.2),
+        ("", "seed", -1),
+    ]:
         bad = json.loads(json.dumps(d))
         (bad[section] if section else bad)[key] = value
         with pytest.raises(SpecError, match=rf"{section + '.' if section else 'audit.'}{key}: .*fix: the stored spec"):

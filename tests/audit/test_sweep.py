@@ -48,8 +48,11 @@ def test_a_guidance_sweep_end_to_end(make_spec, pipe, tmp_path):
     paired = res.paired.set_index("arm")
     assert (paired["design"] == "paired").all()
     assert paired.loc["guidance_scale=1", "diff_from_first"] == 0.0  # the first arm against itself
-    assert paired.loc["guidance_scale=5", "diff_low"] <= paired.loc["guidance_scale=5", "diff_from_first"] <= \
-        paired.loc["guidance_scale=5", "diff_high"]
+    assert (
+        paired.loc["guidance_scale=5", "diff_low"]
+        <= paired.loc["guidance_scale=5", "diff_from_first"]
+        <= paired.loc["guidance_scale=5", "diff_high"]
+    )
     html = (out / "report" / "index.html").read_text()
     assert "data:image/png;base64," in html and "paired" in html and "guidance_scale = [1.0, 5.0]" in html
     for name in ("sweep_by_arm.csv", "sweep_by_occupation.csv", "sweep_paired.csv"):

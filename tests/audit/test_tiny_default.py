@@ -28,8 +28,18 @@ def test_tiny_default_agrees_with_the_pixel_oracle(tmp_path):
     # the coverage grid's "shipped model" cell simulates exactly these shares (docs/audit_methodology.md §11)
     from diffkit.audit.coverage import REFERENCE, SHIPPED_SHARES
 
-    occupations = ["nurse", "housekeeper", "teacher", "pharmacist", "lawyer", "CEO", "software developer", "pilot",
-                   "firefighter", "electrician"]
+    occupations = [
+        "nurse",
+        "housekeeper",
+        "teacher",
+        "pharmacist",
+        "lawyer",
+        "CEO",
+        "software developer",
+        "pilot",
+        "firefighter",
+        "electrician",
+    ]
     assert audit.loc[occupations, "p_ref"].to_numpy() == pytest.approx(REFERENCE)
     assert audit.loc[occupations, "p_female"].to_numpy() == pytest.approx(SHIPPED_SHARES)
     # 8 labelled controls per stated gender per occupation: every occupation gets its own Se and Sp

@@ -27,7 +27,9 @@ def _spec(seed: int):
     d["prompts"]["templates"] = ["a photo of {a_occupation}"]
     d["prompts"]["attributes"]["occupation"] = ["nurse", "housekeeper", "pilot", "electrician"]
     d["controls"]["images_per_prompt"] = 12
-    d["classifier"].update(model="tiny-weak", abstain_below=0.5)  # its own threshold: never as sure as the shipped judge
+    d["classifier"].update(
+        model="tiny-weak", abstain_below=0.5
+    )  # its own threshold: never as sure as the shipped judge
     d["report"]["thumbnails_per_prompt"] = 0
     return parse_spec(d, source=f"weak-{seed}.toml", base_dir=AUDITS_DIR)
 

@@ -27,8 +27,10 @@ SHOTS = Path(os.environ.get("DIFFKIT_SCREENSHOTS", Path(__file__).resolve().pare
 
 CELLS = {
     "schedule": "from diffkit.widgets import ScheduleExplorer\nexplorer = ScheduleExplorer(image_size=64)\nexplorer",
-    "forward": ("from diffkit.widgets import ForwardChainExplorer\n"
-                "explorer = ForwardChainExplorer(image_size=64, pipe=None)\nexplorer"),
+    "forward": (
+        "from diffkit.widgets import ForwardChainExplorer\n"
+        "explorer = ForwardChainExplorer(image_size=64, pipe=None)\nexplorer"
+    ),
     "two_pixel": "from diffkit.widgets import TwoPixelExplorer\nexplorer = TwoPixelExplorer(n_chains=100)\nexplorer",
 }
 
@@ -64,23 +66,29 @@ def _unet_calls(steps: int) -> int:
 if _tiny_weights_present():
     REVERSE_STEPS = 20
     REVERSE_CALLS = _unet_calls(REVERSE_STEPS)
-    CELLS["reverse"] = ("from diffkit.widgets import ReverseChainExplorer\n"
-                        "explorer = ReverseChainExplorer(prompt='a woman pilot', steps=20, seed=3, exact=True, run=True)\n"
-                        "explorer")
+    CELLS["reverse"] = (
+        "from diffkit.widgets import ReverseChainExplorer\n"
+        "explorer = ReverseChainExplorer(prompt='a woman pilot', steps=20, seed=3, exact=True, run=True)\n"
+        "explorer"
+    )
 else:
     REVERSE_STEPS = REVERSE_CALLS = 4
-    CELLS["reverse"] = ("from diffkit.testing import tiny_random_pipeline\n"
-                        "from diffkit.widgets import ReverseChainExplorer\n"
-                        "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), steps=4, size=32, run=True)\n"
-                        "explorer")
+    CELLS["reverse"] = (
+        "from diffkit.testing import tiny_random_pipeline\n"
+        "from diffkit.widgets import ReverseChainExplorer\n"
+        "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), steps=4, size=32, run=True)\n"
+        "explorer"
+    )
 
 
 # Flux: the tiny random pipeline, built offline in the kernel (packed latents, T5 tokens, embedded guidance)
-CELLS["reverse_flux"] = ("from diffkit.testing import tiny_random_pipeline\n"
-                         "from diffkit.widgets import ReverseChainExplorer\n"
-                         "explorer = ReverseChainExplorer(tiny_random_pipeline('flux'), prompt='a woman pilot', "
-                         "steps=4, size=32, guidance_scale=3.5, exact=True, run=True)\n"
-                         "explorer")
+CELLS["reverse_flux"] = (
+    "from diffkit.testing import tiny_random_pipeline\n"
+    "from diffkit.widgets import ReverseChainExplorer\n"
+    "explorer = ReverseChainExplorer(tiny_random_pipeline('flux'), prompt='a woman pilot', "
+    "steps=4, size=32, guidance_scale=3.5, exact=True, run=True)\n"
+    "explorer"
+)
 
 
 def _free_port() -> int:
@@ -91,10 +99,10 @@ def _free_port() -> int:
 
 def _notebook(code: str) -> dict:
     return {
-        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-                   "source": code}],
+        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": code}],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
-        "nbformat": 4, "nbformat_minor": 5,
+        "nbformat": 4,
+        "nbformat_minor": 5,
     }
 
 
@@ -110,14 +118,33 @@ def lab(tmp_path_factory):
     # the kernel imports the diffkit of this checkout (a git worktree beside an editable install included)
     checkout = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "JUPYTER_RUNTIME_DIR": str(root / ".rt"),
-           "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
+        "JUPYTER_RUNTIME_DIR": str(root / ".rt"),
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": path,
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--ServerApp.open_browser=False", "--allow-root", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-         "jupyterlab.NeverCheckForUpdate"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=root,
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.open_browser=False",
+            "--allow-root",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -146,8 +173,15 @@ def browser():
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-                  "--no-first-run", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield b
         b.close()
@@ -166,8 +200,7 @@ def _open_and_run(browser, lab, name):
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_text("Run All Cells", exact=True).click()
     try:
-        page.wait_for_selector(".jp-OutputArea-output .widget-image img, .jp-OutputArea-output img",
-                               timeout=180_000)
+        page.wait_for_selector(".jp-OutputArea-output .widget-image img, .jp-OutputArea-output img", timeout=180_000)
     except Exception:
         _shot(page, f"{name}_failed")
         raise

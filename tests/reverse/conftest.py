@@ -59,8 +59,12 @@ def reference(pipe, prompt, *, steps, guidance_scale, seed=0, size=32, scheduler
             kwargs.setdefault("height", size)
             kwargs.setdefault("width", size)
         out = p(
-            prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
-            generator=torch.Generator().manual_seed(seed), output_type="np", **kwargs,
+            prompt,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+            **kwargs,
         )
     return out.images[0]
 

@@ -53,7 +53,13 @@ def test_tiny_flux_is_built_offline_in_seconds_and_round_trips(tmp_path, ref):
     assert pipe.transformer.config.guidance_embeds and not pipe.transformer.training
     assert not pipe.text_encoder_2.training  # T5's dropout off: two calls agree
     assert pipe.tokenizer_2.convert_ids_to_tokens(pipe.tokenizer_2(PROMPT).input_ids) == [
-        "▁a", "▁woman", "▁pilot", "▁at", "▁work", "</s>"]
+        "▁a",
+        "▁woman",
+        "▁pilot",
+        "▁at",
+        "▁work",
+        "</s>",
+    ]
     a = ref(pipe, PROMPT, steps=2, guidance_scale=3.5)
     np.testing.assert_array_equal(a, ref(pipe, PROMPT, steps=2, guidance_scale=3.5))
     folder = save_tiny_random_pipeline(tmp_path / "flux", "flux")
@@ -112,8 +118,9 @@ def test_schnell_has_no_guidance_and_equals_pipeline(schnell_pipe, ref):
     np.testing.assert_array_equal(traj.image, expected)
     assert {r.guidance for r in traj} == {"off"}
     kw = dict(true_cfg_scale=3.0, negative_prompt="a man", guidance_scale=0.0)
-    np.testing.assert_array_equal(_chain(schnell_pipe, steps=2, **kw).run().image,
-                                  ref(schnell_pipe, PROMPT, steps=2, seed=2, **kw))
+    np.testing.assert_array_equal(
+        _chain(schnell_pipe, steps=2, **kw).run().image, ref(schnell_pipe, PROMPT, steps=2, seed=2, **kw)
+    )
 
 
 def test_flux_img2img_equals_img2img_pipeline(flux_pipe, ref):
@@ -133,7 +140,8 @@ def test_flux_img2img_equals_img2img_pipeline(flux_pipe, ref):
 def test_recorded_latents_are_the_pipeline_tokens_unpacked(flux_pipe):
     seen = []
     hook = flux_pipe.transformer.register_forward_pre_hook(
-        lambda m, a, kw: seen.append(kw["hidden_states"].clone()), with_kwargs=True)
+        lambda m, a, kw: seen.append(kw["hidden_states"].clone()), with_kwargs=True
+    )
     try:
         traj = _chain(flux_pipe, steps=2).run()
     finally:
@@ -187,10 +195,15 @@ def test_shares_match_a_hand_computation_on_one_block(flux_pipe, block):
     hook = attn.register_forward_hook(lambda m, a, kw, out: caught.update(kw=kw, out=out), with_kwargs=True)
     g = torch.Generator().manual_seed(0)
     t_len, n_img = 7, 16
-    kwargs = dict(hidden_states=torch.randn(1, n_img, 4, generator=g), timestep=torch.tensor([0.6]),
-                  guidance=torch.tensor([3.5]), pooled_projections=torch.randn(1, 32, generator=g),
-                  encoder_hidden_states=torch.randn(1, t_len, 32, generator=g), txt_ids=torch.zeros(t_len, 3),
-                  img_ids=torch.tensor([[0, i // 4, i % 4] for i in range(n_img)], dtype=torch.float32))
+    kwargs = dict(
+        hidden_states=torch.randn(1, n_img, 4, generator=g),
+        timestep=torch.tensor([0.6]),
+        guidance=torch.tensor([3.5]),
+        pooled_projections=torch.randn(1, 32, generator=g),
+        encoder_hidden_states=torch.randn(1, t_len, 32, generator=g),
+        txt_ids=torch.zeros(t_len, 3),
+        img_ids=torch.tensor([[0, i // 4, i % 4] for i in range(n_img)], dtype=torch.float32),
+    )
     store = CrossAttentionStore(5, (4, 4), slice(0, 1), dtype=torch.float32)
     try:
         with torch.no_grad(), capture_flux_attention(store, flux_attention_layers(tr), text_len=t_len):
@@ -210,7 +223,7 @@ def test_shares_match_a_hand_computation_on_one_block(flux_pipe, block):
         tq, tk, tv = qkv(ehs, attn.add_q_proj, attn.add_k_proj, attn.add_v_proj, attn.norm_added_q, attn.norm_added_k)
         q, k, v = torch.cat([tq, q], 1), torch.cat([tk, k], 1), torch.cat([tv, v], 1)
     q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-    p = torch.einsum("bqhd,bkhd->bhqk", q, k).div(d ** 0.5).softmax(-1)  # (1, heads, T + N, T + N)
+    p = torch.einsum("bqhd,bkhd->bhqk", q, k).div(d**0.5).softmax(-1)  # (1, heads, T + N, T + N)
     with torch.no_grad():
         mine = (p @ v.transpose(1, 2)).transpose(1, 2).flatten(2)  # softmax · V, heads joined
         layer_out = caught["out"][0] if isinstance(caught["out"], tuple) else caught["out"]

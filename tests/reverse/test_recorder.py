@@ -37,8 +37,17 @@ def _init_image():
 @pytest.mark.parametrize("w", [5.0, 1.0])
 def test_sd3_equals_pipeline(sd3_pipe, ref, name, w):
     expected = ref(sd3_pipe, PROMPT, steps=3, guidance_scale=w, seed=2)
-    chain = ReverseChain(sd3_pipe, PROMPT, steps=3, guidance_scale=w, seed=2, scheduler=name,
-                         height=32, width=32, record_dtype=torch.float32)
+    chain = ReverseChain(
+        sd3_pipe,
+        PROMPT,
+        steps=3,
+        guidance_scale=w,
+        seed=2,
+        scheduler=name,
+        height=32,
+        width=32,
+        record_dtype=torch.float32,
+    )
     assert chain.do_cfg == (w > 1)
     traj = chain.run()
     np.testing.assert_array_equal(traj.image, expected)
@@ -49,7 +58,9 @@ def test_sd3_equals_pipeline(sd3_pipe, ref, name, w):
         torch.testing.assert_close(r.pred_original_sample, r.latents - r.sigma * r.noise_pred)
         torch.testing.assert_close(r.implied_eps(), r.latents + (1 - r.sigma) * r.noise_pred, atol=1e-4, rtol=1e-4)
         if w > 1:
-            torch.testing.assert_close(r.noise_pred, r.noise_pred_uncond + w * (r.noise_pred_text - r.noise_pred_uncond))
+            torch.testing.assert_close(
+                r.noise_pred, r.noise_pred_uncond + w * (r.noise_pred_text - r.noise_pred_uncond)
+            )
         else:
             assert r.noise_pred_uncond is None
     assert [r.sigma for r in traj] == sorted((r.sigma for r in traj), reverse=True)
@@ -85,7 +96,9 @@ def test_sd3_joint_attention_maps_per_token_and_step(sd3_pipe):
 
 
 def test_sd3_rejects_sd_schedulers_and_sd_only_options(sd3_pipe):
-    with pytest.raises(ValueError, match=r"unknown scheduler 'ddim' for StableDiffusion3Pipeline; fix: choose one of \['flow_euler'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown scheduler 'ddim' for StableDiffusion3Pipeline; fix: choose one of \['flow_euler'\]"
+    ):
         ReverseChain(sd3_pipe, PROMPT, scheduler="ddim")
     with pytest.raises(ValueError, match="eta and guidance_rescale apply to SD and SDXL"):
         ReverseChain(sd3_pipe, PROMPT, guidance_rescale=0.5, height=32, width=32)
@@ -128,8 +141,9 @@ def test_epsilon_and_v_records_say_what_the_model_predicts(ref):
 
     for pt, symbol in (("epsilon", "ε̂"), ("v_prediction", "v̂")):
         pipe = tiny_random_pipeline("sd", prediction_type=pt)
-        traj = ReverseChain(pipe, PROMPT, steps=2, scheduler="ddim", height=32, width=32,
-                            record_dtype=torch.float32).run()
+        traj = ReverseChain(
+            pipe, PROMPT, steps=2, scheduler="ddim", height=32, width=32, record_dtype=torch.float32
+        ).run()
         for r in traj:
             assert r.prediction_type == pt and r.prediction_symbol == symbol
             # ε̂ implied by x_t and x̂_0 gives back x̂_0 through the ε formula

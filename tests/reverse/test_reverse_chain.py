@@ -37,8 +37,9 @@ def test_final_image_equals_pipeline(pipes, ref, kind, name):
     pipe = pipes[kind]
     steps = _steps(name)
     expected = ref(pipe, PROMPT, steps=steps, guidance_scale=7.5, seed=3, scheduler=name)
-    traj = ReverseChain(pipe, PROMPT, steps=steps, guidance_scale=7.5, seed=3, scheduler=name,
-                        height=32, width=32).run()
+    traj = ReverseChain(
+        pipe, PROMPT, steps=steps, guidance_scale=7.5, seed=3, scheduler=name, height=32, width=32
+    ).run()
     assert traj.complete
     assert traj.image.shape == expected.shape
     np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
@@ -81,17 +82,18 @@ def test_negative_prompt_and_guidance_rescale_equal_pipeline(pipes, ref, kind):
     pipe = pipes[kind]
     kw = dict(negative_prompt="blurry, dark", guidance_rescale=0.7)
     expected = ref(pipe, PROMPT, steps=3, guidance_scale=6.0, scheduler="euler_ancestral", **kw)
-    traj = ReverseChain(pipe, PROMPT, steps=3, guidance_scale=6.0, scheduler="euler_ancestral",
-                        height=32, width=32, **kw).run()
+    traj = ReverseChain(
+        pipe, PROMPT, steps=3, guidance_scale=6.0, scheduler="euler_ancestral", height=32, width=32, **kw
+    ).run()
     np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
 
 
 def test_non_square_size_and_generator_seed(sd_pipe, ref):
-    with_gen = ReverseChain(sd_pipe, PROMPT, steps=2, seed=torch.Generator().manual_seed(5),
-                            height=32, width=48, scheduler="euler")
+    with_gen = ReverseChain(
+        sd_pipe, PROMPT, steps=2, seed=torch.Generator().manual_seed(5), height=32, width=48, scheduler="euler"
+    )
     traj = with_gen.run()
-    expected = ref(sd_pipe, PROMPT, steps=2, guidance_scale=7.5, seed=5, scheduler="euler",
-                   height=32, width=48)
+    expected = ref(sd_pipe, PROMPT, steps=2, guidance_scale=7.5, seed=5, scheduler="euler", height=32, width=48)
     assert traj.image.shape == (32, 48, 3)
     np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
 
@@ -117,10 +119,10 @@ def test_img2img_equals_img2img_pipeline(pipes, ref, kind, name):
     i2i = cls(**pipe.components, **extra)
     i2i.set_progress_bar_config(disable=True)
     image = _init_image()
-    expected = ref(i2i, "a watercolour cat", steps=4, guidance_scale=7.0, scheduler=name,
-                   image=image, strength=0.6)
-    chain = ReverseChain(pipe, "a watercolour cat", steps=4, guidance_scale=7.0, scheduler=name,
-                         image=image, strength=0.6)
+    expected = ref(i2i, "a watercolour cat", steps=4, guidance_scale=7.0, scheduler=name, image=image, strength=0.6)
+    chain = ReverseChain(
+        pipe, "a watercolour cat", steps=4, guidance_scale=7.0, scheduler=name, image=image, strength=0.6
+    )
     traj = chain.run()
     assert traj.info["img2img"] and traj.info["strength"] == 0.6
     # int(4 × 0.6) = 2 of the 4 steps run (Heun: 2 per step but the first)
@@ -136,8 +138,9 @@ def test_img2img_resizes_the_image_to_height_and_width(sd_pipe, ref):
     i2i = StableDiffusionImg2ImgPipeline(**sd_pipe.components, requires_safety_checker=False)
     i2i.set_progress_bar_config(disable=True)
     image = _init_image()  # 32 × 32
-    expected = ref(i2i, PROMPT, steps=4, guidance_scale=7.5, image=i2i.image_processor.resize(image, 48, 64),
-                   strength=0.5)
+    expected = ref(
+        i2i, PROMPT, steps=4, guidance_scale=7.5, image=i2i.image_processor.resize(image, 48, 64), strength=0.5
+    )
     traj = ReverseChain(sd_pipe, PROMPT, steps=4, image=image, strength=0.5, height=48, width=64).run()
     assert traj.image.shape == (48, 64, 3) and (traj.info["height"], traj.info["width"]) == (48, 64)
     np.testing.assert_array_equal(traj.image, expected)  # identity, not closeness
@@ -186,7 +189,14 @@ def test_record_fields_and_compact_storage(sd_pipe):
     first_latents = chain.latents.clone()
     traj = chain.run()
     r0, r1 = traj[0], traj[1]
-    for name in ("latents", "noise_pred_uncond", "noise_pred_text", "noise_pred", "pred_original_sample", "prev_sample"):
+    for name in (
+        "latents",
+        "noise_pred_uncond",
+        "noise_pred_text",
+        "noise_pred",
+        "pred_original_sample",
+        "prev_sample",
+    ):
         x = getattr(r0, name)
         assert x.dtype == torch.float16 and x.device.type == "cpu" and tuple(x.shape) == (4, 16, 16)
     assert r0.prev_sample is r1.latents  # stored once
@@ -218,8 +228,18 @@ def test_to_frame_is_tidy(sd_pipe):
     assert list(df.columns) == ["step", "timestep", "sigma", "stage", "quantity", "value"]
     assert not df.duplicated(["step", "quantity"]).any()
     q = set(df.quantity)
-    assert {"x_t", "x_t_vp", "eps_uncond", "eps_text", "guidance", "eps", "x0_hat", "x_prev",
-            "x0_hat_change", "cos_eps_text_uncond"} <= q
+    assert {
+        "x_t",
+        "x_t_vp",
+        "eps_uncond",
+        "eps_text",
+        "guidance",
+        "eps",
+        "x0_hat",
+        "x_prev",
+        "x0_hat_change",
+        "cos_eps_text_uncond",
+    } <= q
     assert set(df[df.quantity == "x0_hat_change"].step) == {1, 2}
     # Euler's x_t = x_0 + σ ε is large at the start; on the VP scale it is ≈ unit size
     first = df[df.step == 0].set_index("quantity").value
@@ -246,20 +266,23 @@ def test_x0_formula_equals_scheduler_where_both_exist():
     for pt in ("epsilon", "v_prediction"):
         pipe = tiny_random_pipeline("sd", prediction_type=pt)
         for name in ("ddpm", "ddim", "lms", "euler", "euler_ancestral", "heun"):
-            traj = ReverseChain(pipe, PROMPT, steps=2, scheduler=name, height=32, width=32,
-                                record_dtype=torch.float32).run()
+            traj = ReverseChain(
+                pipe, PROMPT, steps=2, scheduler=name, height=32, width=32, record_dtype=torch.float32
+            ).run()
             for r in traj:
                 assert r.x0_source == "scheduler"
                 kw = {"sigma": r.sigma} if r.sigma_scaled else {"alpha_bar": r.alpha_bar}
                 mine = predicted_x0(r.noise_pred, r.latents, prediction_type=pt, **kw)
-                torch.testing.assert_close(mine, r.pred_original_sample, atol=1e-4, rtol=1e-4,
-                                           msg=f"{pt} {name} step {r.index}")
+                torch.testing.assert_close(
+                    mine, r.pred_original_sample, atol=1e-4, rtol=1e-4, msg=f"{pt} {name} step {r.index}"
+                )
 
 
 @pytest.mark.parametrize("name", ["pndm", "dpm_solver", "unipc"])
 def test_x0_for_schedulers_that_return_none(sd_pipe, name):
-    traj = ReverseChain(sd_pipe, PROMPT, steps=_steps(name), scheduler=name, height=32, width=32,
-                        record_dtype=torch.float32).run()
+    traj = ReverseChain(
+        sd_pipe, PROMPT, steps=_steps(name), scheduler=name, height=32, width=32, record_dtype=torch.float32
+    ).run()
     assert {r.x0_source for r in traj} == {"formula"}
     if name == "dpm_solver":
         # DPM-Solver++ converts ε̂ to x̂_0 itself inside step(); compare with that
@@ -271,7 +294,9 @@ def test_x0_for_schedulers_that_return_none(sd_pipe, name):
             torch.testing.assert_close(r.pred_original_sample, theirs, atol=1e-4, rtol=1e-4)
     # the last x̂_0 is close to the final latents (little noise is left)
     last = traj[-1]
-    assert (last.pred_original_sample - last.prev_sample).abs().mean() < (traj[0].pred_original_sample - traj[0].latents).abs().mean()
+    assert (last.pred_original_sample - last.prev_sample).abs().mean() < (
+        traj[0].pred_original_sample - traj[0].latents
+    ).abs().mean()
 
 
 def test_predicted_x0_formulas():
@@ -337,7 +362,9 @@ def test_unknown_scheduler_lists_valid_names(sd_pipe):
 
 @pytest.mark.parametrize("steps", [0, -3, 2.5, True])
 def test_steps_below_one(sd_pipe, steps):
-    with pytest.raises(ValueError, match=r"steps=.* is (out of range|not an integer); fix: pass an integer between 1 and 1000"):
+    with pytest.raises(
+        ValueError, match=r"steps=.* is (out of range|not an integer); fix: pass an integer between 1 and 1000"
+    ):
         ReverseChain(sd_pipe, PROMPT, steps=steps)
 
 
@@ -397,10 +424,17 @@ def test_nan_in_latents_stops_naming_the_step(sd_pipe):
 def test_unsupported_pipeline_names_the_supported_ones():
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-    unet = UNet2DModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet = UNet2DModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
     pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler())
-    with pytest.raises(ValueError, match="DDPMPipeline is not supported.*StableDiffusionPipeline.*StableDiffusionXLPipeline"):
+    with pytest.raises(
+        ValueError, match="DDPMPipeline is not supported.*StableDiffusionPipeline.*StableDiffusionXLPipeline"
+    ):
         ReverseChain(pipe, PROMPT)
     with pytest.raises(ValueError, match="not supported"):
         ReverseChain(object(), PROMPT)

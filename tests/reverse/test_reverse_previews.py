@@ -72,7 +72,11 @@ def test_previews_of_every_quantity(traj, quantity, mode):
 def test_published_coefficients_and_detection():
     assert set(PUBLISHED_LATENT_RGB) >= {"sd", "sdxl"}
     for m in PUBLISHED_LATENT_RGB.values():
-        assert m.weights.shape == (4, 3) and m.bias.shape == (3,) and ("ComfyUI" in m.source or "AUTOMATIC1111" in m.source)
+        assert (
+            m.weights.shape == (4, 3)
+            and m.bias.shape == (3,)
+            and ("ComfyUI" in m.source or "AUTOMATIC1111" in m.source)
+        )
 
     def fake(sf, blocks=(128, 256, 512, 512)):
         cfg = {"latent_channels": 4, "block_out_channels": list(blocks), "scaling_factor": sf}
@@ -162,7 +166,11 @@ def test_tokens_ids_and_padding(sd_pipe):
     assert view.attention_mask == (1,) * 7 + (0,) * 70
     assert view.index("astronaut") == 5 and view.index(2) == 2
     df = view.to_frame()
-    assert len(df) == 77 and df.is_padding.sum() == 70 and list(df.columns) == ["position", "token", "word", "id", "is_padding"]
+    assert (
+        len(df) == 77
+        and df.is_padding.sum() == 70
+        and list(df.columns) == ["position", "token", "word", "id", "is_padding"]
+    )
     # the same ids the pipeline feeds its text encoder
     ids = sd_pipe.tokenizer("A photo of an astronaut", padding="max_length", max_length=77, truncation=True).input_ids
     assert list(view.ids) == ids
@@ -195,11 +203,33 @@ def test_cli_writes_strip_gif_and_csv(tiny_sd_dir, tmp_path):
     parser = argparse.ArgumentParser(prog="diffkit")
     add_commands(parser.add_subparsers(dest="command"))
     out = tmp_path / "rev"
-    args = parser.parse_args(["reverse", "a red cube", "--model", str(tiny_sd_dir), "--steps", "2",
-                              "--scheduler", "euler", "--height", "32", "--width", "32", "--out", str(out)])
+    args = parser.parse_args(
+        [
+            "reverse",
+            "a red cube",
+            "--model",
+            str(tiny_sd_dir),
+            "--steps",
+            "2",
+            "--scheduler",
+            "euler",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
     assert args.func(args) == 0
-    assert {p.name for p in out.iterdir()} == {"strip.png", "steps.gif", "final.png", "steps.csv", "records.csv",
-                                               "tokens.csv"}
+    assert {p.name for p in out.iterdir()} == {
+        "strip.png",
+        "steps.gif",
+        "final.png",
+        "steps.csv",
+        "records.csv",
+        "tokens.csv",
+    }
     df = pd.read_csv(out / "steps.csv")
     assert set(df.step) == {0, 1} and "x0_hat" in set(df.quantity)
     assert list(pd.read_csv(out / "records.csv").guidance) == ["cfg", "cfg"]  # the model's own w, 7.5
@@ -213,15 +243,26 @@ def test_cli_on_a_flux_folder_says_what_each_step_did(tmp_path):
 
     folder = save_tiny_random_pipeline(tmp_path / "flux", "flux")
     lines: list[str] = []
-    run_reverse("a woman pilot", out=tmp_path / "rev", model=str(folder), steps=2, height=32, width=32,
-                log=lines.append)
+    run_reverse(
+        "a woman pilot", out=tmp_path / "rev", model=str(folder), steps=2, height=32, width=32, log=lines.append
+    )
     rec = pd.read_csv(tmp_path / "rev" / "records.csv")
     assert list(rec.guidance) == ["embedded", "embedded"] and set(rec.prediction_type) == {"flow"}
     assert "v̂  guidance embedded (w = 3.5)" in lines[0]  # the pipeline's own default guidance
     tokens = pd.read_csv(tmp_path / "rev" / "tokens.csv")
     assert list(tokens.word[:4]) == ["a", "woman", "pilot", "</s>"]  # T5's tokens: the ones in the attention
-    run_reverse("a woman pilot", out=tmp_path / "cfg", model=str(folder), steps=2, height=32, width=32,
-                negative_prompt="a man", true_cfg_scale=4.0, max_sequence_length=16, log=lines.append)
+    run_reverse(
+        "a woman pilot",
+        out=tmp_path / "cfg",
+        model=str(folder),
+        steps=2,
+        height=32,
+        width=32,
+        negative_prompt="a man",
+        true_cfg_scale=4.0,
+        max_sequence_length=16,
+        log=lines.append,
+    )
     assert list(pd.read_csv(tmp_path / "cfg" / "records.csv").guidance) == ["embedded+cfg"] * 2
 
 

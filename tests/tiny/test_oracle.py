@@ -12,9 +12,7 @@ from diffkit.tiny import world as w
 
 def _degrade(img, rng):
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.6)))
-    arr = np.asarray(img, dtype=np.float32) + np.random.default_rng(rng.randrange(10**6)).normal(
-        0, 8, (64, 64, 3)
-    )
+    arr = np.asarray(img, dtype=np.float32) + np.random.default_rng(rng.randrange(10**6)).normal(0, 8, (64, 64, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 

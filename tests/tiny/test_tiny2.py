@@ -76,9 +76,7 @@ def test_two_object_scenes_are_drawn_apart_and_captioned_in_either_order():
     assert "a photo of a blue square and a red circle" in caps
     seen_left = set()
     for seed in range(40):
-        img, (m1, m2) = W.draw_pair(
-            "red", "circle", "blue", "square", random.Random(seed), size=128, layers=True
-        )
+        img, (m1, m2) = W.draw_pair("red", "circle", "blue", "square", random.Random(seed), size=128, layers=True)
         arr = np.asarray(img)
         assert m1.any() and m2.any() and not (m1 & m2).any()
         # each object is painted its own colour, and the rest is white
@@ -96,9 +94,7 @@ def test_two_object_scenes_are_drawn_apart_and_captioned_in_either_order():
 
 def test_latent_masks_at_factor_8_cover_both_objects():
     a = W.Attributes("pair", color="yellow", shape="cross", color2="purple", shape2="circle")
-    img, (m1, m2) = W.draw_pair(
-        a.color, a.shape, a.color2, a.shape2, random.Random(1), size=128, layers=True
-    )
+    img, (m1, m2) = W.draw_pair(a.color, a.shape, a.color2, a.shape2, random.Random(1), size=128, layers=True)
     m = D.latent_masks([img], [a], factor=8)
     assert m.shape == (1, 1, 16, 16)
     up = m[0, 0].repeat_interleave(8, 0).repeat_interleave(8, 1).numpy().astype(bool)
@@ -151,9 +147,7 @@ def test_tiny2_takes_77_tokens_of_clips_vocabulary(tmp_path):
     te = M.build_text_encoder()
     assert tok.model_max_length == 77 and len(tok) == 49408
     assert te.config.max_position_embeddings == 77
-    ids = tok(
-        ["a red circle and a blue square"], padding="max_length", return_tensors="pt"
-    ).input_ids
+    ids = tok(["a red circle and a blue square"], padding="max_length", return_tensors="pt").input_ids
     assert ids.shape == (1, 77)
     with torch.no_grad():
         assert te(ids)[0].shape == (1, 77, M.UNET_CONFIG["cross_attention_dim"])

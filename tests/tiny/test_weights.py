@@ -42,9 +42,7 @@ def test_stock_pipeline_opens_the_folder(pipe):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     assert isinstance(pipe.unet, UNet2DConditionModel) and isinstance(pipe.vae, AutoencoderKL)
-    assert isinstance(pipe.text_encoder, CLIPTextModel) and isinstance(
-        pipe.tokenizer, CLIPTokenizer
-    )
+    assert isinstance(pipe.text_encoder, CLIPTextModel) and isinstance(pipe.tokenizer, CLIPTokenizer)
     assert pipe.safety_checker is None
     # diffkit-tiny 2: SD 1.x's geometry at a quarter of the side (issue 11)
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 128
@@ -85,8 +83,7 @@ def test_clip_loads_through_open_clip_and_zero_shots():
 
     model, preprocess, tok = tiny.load_clip()
     imgs = [
-        w.draw_sample(w.Attributes("person", occupation="teacher", gender=g), seed=1).image
-        for g in ("woman", "man")
+        w.draw_sample(w.Attributes("person", occupation="teacher", gender=g), seed=1).image for g in ("woman", "man")
     ]
     imgs.append(w.draw_sample(w.Attributes("shape", color="green", shape="square"), seed=1).image)
     probs = tclip.zero_shot(model, preprocess, tok, imgs, labels=("woman", "man", "shape"))
@@ -103,18 +100,14 @@ def test_missing_file_names_the_file_and_the_command(tmp_path, monkeypatch):
     ):
         tiny.pipeline_path()
     (tmp_path / "weights/clip/open_clip_model.safetensors").unlink()
-    with pytest.raises(
-        FileNotFoundError, match=r"open_clip_model\.safetensors.*python -m diffkit\.tiny\.train"
-    ):
+    with pytest.raises(FileNotFoundError, match=r"open_clip_model\.safetensors.*python -m diffkit\.tiny\.train"):
         tiny.load_clip()
 
 
 def test_corrupt_file_names_the_file_and_the_command(tmp_path, monkeypatch):
     shutil.copytree(tiny.WEIGHTS_DIR, tmp_path / "weights")
     monkeypatch.setattr(tiny, "WEIGHTS_DIR", tmp_path / "weights")
-    (tmp_path / "weights/pipeline/vae/diffusion_pytorch_model.safetensors").write_bytes(
-        b"\x00garbage"
-    )
+    (tmp_path / "weights/pipeline/vae/diffusion_pytorch_model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(
         OSError,
         match=r"vae/diffusion_pytorch_model\.safetensors is corrupt.*python -m diffkit\.tiny\.train",
@@ -134,8 +127,10 @@ def test_the_fast_preview_is_faithful_on_held_out_drawings(pipe):
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     cfg = w.WorldConfig(pair_fraction=0.3)
     x = torch.stack(
-        [torch.from_numpy(np.asarray(s.image, np.float32) / 127.5 - 1).permute(2, 0, 1)
-         for s in w.sample_world(32, seed=4242, config=cfg, size=size)]
+        [
+            torch.from_numpy(np.asarray(s.image, np.float32) / 127.5 - 1).permute(2, 0, 1)
+            for s in w.sample_world(32, seed=4242, config=cfg, size=size)
+        ]
     )
     with torch.no_grad():
         lat = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
@@ -157,4 +152,3 @@ def test_the_training_loss_is_the_shipped_runs():
     assert unet.step.is_monotonic_increasing and polish.step.is_monotonic_increasing
     assert unet.loss.iloc[-1] < unet.loss.iloc[0] / 50  # it learnt
     assert polish.token_loss.iloc[-1] < polish.token_loss.iloc[0] / 3  # the words found their objects
-

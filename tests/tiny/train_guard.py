@@ -37,9 +37,23 @@ import diffkit.tiny.quality as Q  # noqa: E402
 
 Q.quick_check = lambda pipe, **kw: {"n": 0}  # the export's image check: slow, and no weights
 
-SIZES = dict(vae_steps=20, vae_batch=4, vae_ckpt=10, vae_eval=4, per_cell=2, pairs=20, unet_steps=20,
-             unet_batch=8, ckpt=10, export_every=1000, eval_images=2, polish_steps=20, clip_steps=20,
-             clip_batch=16, weak_steps=20)
+SIZES = dict(
+    vae_steps=20,
+    vae_batch=4,
+    vae_ckpt=10,
+    vae_eval=4,
+    per_cell=2,
+    pairs=20,
+    unet_steps=20,
+    unet_batch=8,
+    ckpt=10,
+    export_every=1000,
+    eval_images=2,
+    polish_steps=20,
+    clip_steps=20,
+    clip_batch=16,
+    weak_steps=20,
+)
 
 
 def stages_old(run):
@@ -50,11 +64,24 @@ def stages_old(run):
     from diffkit.tiny import train as T
 
     s = SIZES
-    r = replace(T.TINY2, vae_steps=s["vae_steps"], vae_batch=s["vae_batch"], vae_checkpoint_every=s["vae_ckpt"],
-                vae_eval_images=s["vae_eval"], cache_per_cell=s["per_cell"], cache_pairs=s["pairs"],
-                unet_steps=s["unet_steps"], unet_batch=s["unet_batch"], checkpoint_every=s["ckpt"],
-                export_every=s["export_every"], eval_images=s["eval_images"], polish_steps=s["polish_steps"],
-                clip_steps=s["clip_steps"], clip_batch=s["clip_batch"], clip_weak_steps=s["weak_steps"])
+    r = replace(
+        T.TINY2,
+        vae_steps=s["vae_steps"],
+        vae_batch=s["vae_batch"],
+        vae_checkpoint_every=s["vae_ckpt"],
+        vae_eval_images=s["vae_eval"],
+        cache_per_cell=s["per_cell"],
+        cache_pairs=s["pairs"],
+        unet_steps=s["unet_steps"],
+        unet_batch=s["unet_batch"],
+        checkpoint_every=s["ckpt"],
+        export_every=s["export_every"],
+        eval_images=s["eval_images"],
+        polish_steps=s["polish_steps"],
+        clip_steps=s["clip_steps"],
+        clip_batch=s["clip_batch"],
+        clip_weak_steps=s["weak_steps"],
+    )
     T._setup(run)
     return {
         "vae": lambda: T.train_vae(r, run, resume=False),
@@ -77,19 +104,34 @@ def stages_new(run):
     t = R.TINY2
     r = replace(
         t,
-        vae=replace(t.vae, steps=s["vae_steps"], batch=s["vae_batch"], checkpoint_every=s["vae_ckpt"],
-                    eval_images=s["vae_eval"]),
+        vae=replace(
+            t.vae, steps=s["vae_steps"], batch=s["vae_batch"], checkpoint_every=s["vae_ckpt"], eval_images=s["vae_eval"]
+        ),
         cache=replace(t.cache, per_cell=s["per_cell"], pairs=s["pairs"]),
-        unet=replace(t.unet, steps=s["unet_steps"], batch=s["unet_batch"], checkpoint_every=s["ckpt"],
-                     export_every=s["export_every"], eval_images=s["eval_images"]),
-        polish=replace(t.polish, steps=s["polish_steps"], batch=s["unet_batch"], checkpoint_every=s["ckpt"],
-                       export_every=s["export_every"], eval_images=s["eval_images"]),
+        unet=replace(
+            t.unet,
+            steps=s["unet_steps"],
+            batch=s["unet_batch"],
+            checkpoint_every=s["ckpt"],
+            export_every=s["export_every"],
+            eval_images=s["eval_images"],
+        ),
+        polish=replace(
+            t.polish,
+            steps=s["polish_steps"],
+            batch=s["unet_batch"],
+            checkpoint_every=s["ckpt"],
+            export_every=s["export_every"],
+            eval_images=s["eval_images"],
+        ),
         clip=replace(t.clip, steps=s["clip_steps"], batch=s["clip_batch"]),
         clip_weak=replace(t.clip_weak, steps=s["weak_steps"], batch=s["clip_batch"]),
     )
     T.setup_run(run)
-    return {name: (lambda name=name: T.run_stage(name, r, run, resume=False)) for name in
-            ("vae", "cache", "unet", "polish", "clip", "clip_weak")}
+    return {
+        name: (lambda name=name: T.run_stage(name, r, run, resume=False))
+        for name in ("vae", "cache", "unet", "polish", "clip", "clip_weak")
+    }
 
 
 def flat(obj, prefix, out):
@@ -122,9 +164,12 @@ def files(run, names):
             if "ema_unet" not in st and "ema" in st:  # the new layout: one AveragedModel of both
                 for part in ("unet", "te"):
                     pre = f"module.{part}."
-                    st[f"ema_{part}"] = {k[len(pre):]: v for k, v in st["ema"].items() if k.startswith(pre)}
-            keep = {k: st[k] for k in ("unet", "te", "ema_unet", "ema_te", "latents", "masks", "scaling_factor",
-                                       "step") if k in st}
+                    st[f"ema_{part}"] = {k[len(pre) :]: v for k, v in st["ema"].items() if k.startswith(pre)}
+            keep = {
+                k: st[k]
+                for k in ("unet", "te", "ema_unet", "ema_te", "latents", "masks", "scaling_factor", "step")
+                if k in st
+            }
             if "opt" in st:
                 keep["opt_state"] = st["opt"]["state"]
             flat(keep, n, out)
@@ -134,10 +179,17 @@ def files(run, names):
 OUTPUTS = {
     "vae": ["vae/diffusion_pytorch_model.safetensors"],
     "cache": ["latents.pt", "vae/diffusion_pytorch_model.safetensors"],
-    "unet": ["unet_ckpt.pt", "pipeline/unet/diffusion_pytorch_model.safetensors",
-             "pipeline/text_encoder/model.safetensors"],
-    "polish": ["polish_ckpt.pt", "object_masks.pt", "pipeline/unet/diffusion_pytorch_model.safetensors",
-               "pipeline/text_encoder/model.safetensors"],
+    "unet": [
+        "unet_ckpt.pt",
+        "pipeline/unet/diffusion_pytorch_model.safetensors",
+        "pipeline/text_encoder/model.safetensors",
+    ],
+    "polish": [
+        "polish_ckpt.pt",
+        "object_masks.pt",
+        "pipeline/unet/diffusion_pytorch_model.safetensors",
+        "pipeline/text_encoder/model.safetensors",
+    ],
     "clip": ["clip/open_clip_model.safetensors"],
     "clip_weak": ["clip-weak/open_clip_model.safetensors"],
 }
@@ -149,6 +201,7 @@ def main():
     run = Path(tempfile.mkdtemp(prefix="guard_run_"))
     try:
         import diffkit.tiny.recipe  # noqa: F401
+
         stages = stages_new(run)
         api = "new"
     except ImportError:
@@ -165,9 +218,14 @@ def main():
         t0 = time.time()
         fn()
         torch.set_num_threads(1)
-        record[name] = {"losses": torch.stack(LOSSES) if LOSSES else torch.zeros(0), "tensors": files(run, OUTPUTS[name])}
-        print(f"{name}: {len(LOSSES)} losses, {len(record[name]['tensors'])} tensors, {time.time() - t0:.0f} s",
-              flush=True)
+        record[name] = {
+            "losses": torch.stack(LOSSES) if LOSSES else torch.zeros(0),
+            "tensors": files(run, OUTPUTS[name]),
+        }
+        print(
+            f"{name}: {len(LOSSES)} losses, {len(record[name]['tensors'])} tensors, {time.time() - t0:.0f} s",
+            flush=True,
+        )
     if mode == "record":
         torch.save(record, ref)
         print("recorded", ref)
@@ -178,11 +236,19 @@ def main():
         w = want[name]
         ok_l = w["losses"].shape == got["losses"].shape and torch.equal(w["losses"], got["losses"])
         missing = sorted(set(w["tensors"]) ^ set(got["tensors"]))
-        diff = [k for k in w["tensors"] if k in got["tensors"] and not (
-            w["tensors"][k].dtype == got["tensors"][k].dtype and torch.equal(w["tensors"][k], got["tensors"][k]))]
+        diff = [
+            k
+            for k in w["tensors"]
+            if k in got["tensors"]
+            and not (
+                w["tensors"][k].dtype == got["tensors"][k].dtype and torch.equal(w["tensors"][k], got["tensors"][k])
+            )
+        ]
         n = len(w["tensors"])
-        print(f"{name}: losses {'EQUAL' if ok_l else 'DIFFER'} ({len(w['losses'])}), "
-              f"tensors {n - len(diff)}/{n} equal, keys missing/extra {len(missing)}")
+        print(
+            f"{name}: losses {'EQUAL' if ok_l else 'DIFFER'} ({len(w['losses'])}), "
+            f"tensors {n - len(diff)}/{n} equal, keys missing/extra {len(missing)}"
+        )
         for k in (diff + missing)[:10]:
             print("   ", k)
         bad += (not ok_l) + len(diff) + len(missing)

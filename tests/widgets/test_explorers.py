@@ -99,12 +99,20 @@ def test_forward_chain_explorer_upload_and_bad_upload():
     e = ForwardChainExplorer(sample_image("coffee", 32), pipe=None, image_size=32)
     buf = io.BytesIO()
     sample_image("rocket", 48).save(buf, "PNG")
-    e.upload.value = ({"name": "rocket.png", "type": "image/png", "size": len(buf.getvalue()),
-                       "content": memoryview(buf.getvalue()), "last_modified": when},)
+    e.upload.value = (
+        {
+            "name": "rocket.png",
+            "type": "image/png",
+            "size": len(buf.getvalue()),
+            "content": memoryview(buf.getvalue()),
+            "last_modified": when,
+        },
+    )
     assert e.error.value == ""
     assert e.x0_pixels.shape == (3, 32, 32)
-    e.upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 3, "content": memoryview(b"abc"),
-                       "last_modified": when},)
+    e.upload.value = (
+        {"name": "notes.txt", "type": "text/plain", "size": 3, "content": memoryview(b"abc"), "last_modified": when},
+    )
     assert "upload a PNG or JPEG" in e.error.value
 
 
@@ -151,11 +159,14 @@ def test_parse_points():
         parse_points(" ; ")
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ScheduleExplorer(image_size=16),
-    lambda: ForwardChainExplorer(sample_image("coffee", 16), pipe=None, image_size=16),
-    lambda: TwoPixelExplorer(n_chains=10),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ScheduleExplorer(image_size=16),
+        lambda: ForwardChainExplorer(sample_image("coffee", 16), pipe=None, image_size=16),
+        lambda: TwoPixelExplorer(n_chains=10),
+    ],
+)
 def test_explorers_leave_nothing_behind_when_closed(make):
     import gc
     import tracemalloc

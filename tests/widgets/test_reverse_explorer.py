@@ -27,8 +27,9 @@ def test_run_then_scrub_the_steps(pipe):
     traj = e.trajectory
     assert len(traj) == 3 and e.step.max == 2 and e.step.value == 2
     # the explorer's run is the library's run: same final latents as a fresh ReverseChain
-    ref = ReverseChain(pipe, "a red circle", steps=3, height=32, width=32, seed=1, scheduler=e.scheduler.value,
-                       capture_attention=True).run()
+    ref = ReverseChain(
+        pipe, "a red circle", steps=3, height=32, width=32, seed=1, scheduler=e.scheduler.value, capture_attention=True
+    ).run()
     assert torch.equal(traj[-1].prev_sample, ref[-1].prev_sample)
     shown = e.x_t.value
     e.step.value = 0
@@ -132,7 +133,9 @@ def test_a_missing_model_shows_in_the_widget(monkeypatch):
     import diffkit.pipeline as P
 
     def missing(*a, **k):
-        raise P.PipelineNotAvailableError("could not load 'tiny': weights missing; rebuild with python -m diffkit.tiny.train")
+        raise P.PipelineNotAvailableError(
+            "could not load 'tiny': weights missing; rebuild with python -m diffkit.tiny.train"
+        )
 
     monkeypatch.setattr(P, "load_pipeline", missing)
     e = ReverseChainExplorer()
