@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .convolutions import NATIVE_CONV_MAX_BATCH, NATIVE_CONV_MAX_CHANNELS, is_small_unet, native_cpu_convolutions
 from .errors import DiffkitError, GatedModelError, InputError, ModelUnavailableError
 
 __all__ = [
@@ -267,7 +268,7 @@ def load_pipeline(
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    if torch.device(device).type == "cpu" and _is_small(pipe):
+    if torch.device(device).type == "cpu" and is_small_unet(pipe):
         native_cpu_convolutions(pipe)
     return pipe
 
@@ -317,94 +318,6 @@ def _load_error(
         "to fill the cache, or pass a local folder saved with save_pretrained; "
         "load_pipeline('tiny') always works offline"
     )
-
-
-NATIVE_CONV_MAX_CHANNELS = 256
-"""On the CPU, a U-Net whose widest block has at most this many channels runs its convolutions
-with PyTorch's own kernel instead of oneDNN on small batches (see :func:`native_cpu_convolutions`).
-One U-Net call, batch 2, 2 threads, this repository's 2-core Xeon, PyTorch's native convolutions
-against oneDNN's: 32–128 channels at 16² 0.78×, 64–256 at 16² 0.90×, 128–512 at 32² 1.06×, SD 1.5's
-320–1,280 at 64² 1.06× (``python benchmarks/bench_cpu_convolutions.py``, 2026-11-27)."""
-
-NATIVE_CONV_MAX_BATCH = 4
-"""...and only on float32 calls whose batch has at most this many samples (one or two images
-with guidance). diffkit-tiny 2's U-Net, native / oneDNN, same run: batch 2 0.79×, 4 0.94×,
-8 1.10×, 16 2.59×, 32 2.03×: oneDNN's fixed cost is paid once per call, and large batches
-repay it."""
-
-
-def _is_small(pipe: Any) -> bool:
-    unet = getattr(pipe, "unet", None)
-    channels = getattr(getattr(unet, "config", None), "block_out_channels", None)
-    return bool(channels) and max(channels) <= NATIVE_CONV_MAX_CHANNELS
-
-
-def _plain_conv2d(module: Any) -> bool:
-    """A ``torch.nn.Conv2d`` whose forward is the stock one, with what ``aten::thnn_conv2d`` takes."""
-    return (
-        isinstance(module, torch.nn.Conv2d)
-        and type(module).forward is torch.nn.Conv2d.forward
-        and module.groups == 1
-        and tuple(module.dilation) == (1, 1)
-        and module.padding_mode == "zeros"
-        and not isinstance(module.padding, str)
-    )
-
-
-class _NativeConv2d:
-    """A ``Conv2d``'s forward that calls PyTorch's own CPU convolution on small float32 batches.
-
-    ``aten::thnn_conv2d`` is the kernel ``F.conv2d`` itself dispatches to on the CPU when oneDNN
-    is switched off (the "slow 2d" backend); calling it directly gives the same numbers bit for
-    bit (``tests/test_pipeline.py`` asserts it) without touching the process-wide
-    ``torch.backends.mkldnn.enabled``, so another thread's convolutions, an audit's batch of 16
-    say, never change. Every other call (a larger batch, float16/bfloat16, another device,
-    channels-last memory) runs the module's own forward, oneDNN included. A class, not a
-    closure, so that ``copy.deepcopy`` binds the copy's own weights.
-    """
-
-    def __init__(self, conv: torch.nn.Conv2d) -> None:
-        self.conv = conv
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.conv
-        w = c.weight
-        if (
-            x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and w.dtype == torch.float32
-            and x.dim() == 4
-            and x.shape[0] <= NATIVE_CONV_MAX_BATCH
-            and x.is_contiguous()
-        ):
-            # (B, C_in, H, W) ⊛ (C_out, C_in, k, k) → (B, C_out, H', W'), zero padding
-            return torch.ops.aten.thnn_conv2d(x, w.contiguous(), c.kernel_size, c.bias, c.stride, c.padding)
-        return torch.nn.Conv2d.forward(c, x)
-
-
-def native_cpu_convolutions(pipe: Any) -> Any:
-    """Run the pipeline's U-Net convolutions with PyTorch's own CPU kernel on small batches.
-
-    oneDNN (PyTorch's default CPU convolution) pays a fixed cost per call that dominates at
-    diffkit-tiny's size and one image at a time: one 25-step image with guidance took 0.80 of
-    plain diffusers' time with native convolutions in the same run on this repository's 2-core
-    machine. Calls on more than :data:`NATIVE_CONV_MAX_BATCH` samples keep oneDNN, which is up
-    to 2.6× faster there, as do float16 and bfloat16 calls and calls on another device.
-
-    Each of the U-Net's ``Conv2d`` modules gets a forward that calls the native kernel itself
-    (:class:`_NativeConv2d`); no process-wide flag is touched, so chains in several threads and
-    an audit beside them each compute exactly what they would alone. :func:`load_pipeline`
-    applies it on the CPU to U-Nets no wider than :data:`NATIVE_CONV_MAX_CHANNELS`; images
-    agree with oneDNN's to 2e-5. The VAE keeps oneDNN (its decode took 23 ms with it, 34 ms
-    without). Returns ``pipe``; calling it twice is harmless.
-    """
-    unet = getattr(pipe, "unet", None)
-    if unet is None:
-        return pipe
-    for module in unet.modules():
-        if _plain_conv2d(module) and not isinstance(module.__dict__.get("forward"), _NativeConv2d):
-            module.forward = _NativeConv2d(module)
-    return pipe
 
 
 def _one_line(e: BaseException) -> str:

@@ -129,11 +129,11 @@ def test_a_small_unet_runs_native_cpu_convolutions_without_touching_process_stat
     import copy
     from types import SimpleNamespace
 
-    from diffkit.pipeline import (
+    from diffkit.convolutions import (
         NATIVE_CONV_MAX_BATCH,
         NATIVE_CONV_MAX_CHANNELS,
-        _is_small,
-        _NativeConv2d,
+        NativeConv2d,
+        is_small_unet,
         native_cpu_convolutions,
     )
 
@@ -141,7 +141,7 @@ def test_a_small_unet_runs_native_cpu_convolutions_without_touching_process_stat
 
     pipe = load_pipeline(tiny_sd_dir, device="cpu")
     convs = [m for m in pipe.unet.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(isinstance(m.__dict__.get("forward"), _NativeConv2d) for m in convs)
+    assert convs and all(isinstance(m.__dict__.get("forward"), NativeConv2d) for m in convs)
     assert not any("forward" in m.__dict__ for m in pipe.vae.modules())  # the VAE keeps oneDNN
     flags = []  # the process-wide flag, read inside every U-Net convolution
     for m in convs:
@@ -181,7 +181,7 @@ def test_a_small_unet_runs_native_cpu_convolutions_without_touching_process_stat
         pipe.unet(torch.zeros(1, 7, 4, 4), 1, encoder_hidden_states=torch.zeros(1, 77, 32))
 
     native_cpu_convolutions(pipe)  # twice: still one wrapper per conv, around the stock forward
-    assert all(type(m.forward) is _NativeConv2d and m.forward.conv is m for m in convs)
+    assert all(type(m.forward) is NativeConv2d and m.forward.conv is m for m in convs)
     twin = copy.deepcopy(pipe.unet)  # the copy runs its own weights, not the original's
     assert twin.conv_in.forward.conv is twin.conv_in
     x, e = torch.randn(1, 4, 4, 4, generator=g), torch.zeros(1, 77, 32)
@@ -205,7 +205,7 @@ def test_a_small_unet_runs_native_cpu_convolutions_without_touching_process_stat
     assert abs(out - ref).max() < 1e-4
 
     wide = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(block_out_channels=(320, 640, 1280))))
-    assert not _is_small(wide) and _is_small(pipe)
+    assert not is_small_unet(wide) and is_small_unet(pipe)
     assert NATIVE_CONV_MAX_CHANNELS < 320  # SD 1.5 keeps oneDNN
     meta = load_pipeline(tiny_sd_dir, device="meta")
     assert not any("forward" in m.__dict__ for m in meta.unet.modules())

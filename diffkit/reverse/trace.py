@@ -61,6 +61,39 @@ SUPPORTED_PIPELINES: tuple[str, ...] = tuple(n for f in FAMILIES for n in (f.txt
 """The diffusers pipeline classes :class:`ReverseChain` records (and their subclasses)."""
 
 
+def _call_kwargs(
+    work: Any,
+    prompt: str,
+    negative_prompt: str | None,
+    steps: int,
+    guidance_scale: float,
+    generator: Any,
+    height: int | None,
+    width: int | None,
+    image: Any,
+    strength: float | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The keyword arguments of the pipeline call the chain records (img2img: the image at the asked size)."""
+    kwargs = dict(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        generator=generator,
+        height=height,
+        width=width,
+        output_type="np",
+    )
+    if image is not None:
+        if height is not None:  # img2img pipelines take the image's own size: resize it as diffusers does
+            image = work.image_processor.resize(image, height=int(height), width=int(width))
+        kwargs.update(image=image, strength=strength)
+        kwargs.pop("height"), kwargs.pop("width")
+    kwargs.update(options)
+    return kwargs
+
+
 class ReverseChain:
     """Walk the reverse diffusion chain of a Stable Diffusion pipeline one denoiser call at a time.
 
@@ -185,22 +218,9 @@ class ReverseChain:
         self.steps, self.guidance_scale, self.guidance_rescale = steps, guidance_scale, guidance_rescale
         self.strength, self.scheduler, self.generator = strength, sched, generator
         self.capture_attention, self.record_dtype = bool(capture_attention), record_dtype
-        kwargs = dict(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
-            generator=generator,
-            height=height,
-            width=width,
-            output_type="np",
+        kwargs = _call_kwargs(
+            work, prompt, negative_prompt, steps, guidance_scale, generator, height, width, image, strength, options
         )
-        if img2img:
-            if height is not None:  # img2img pipelines take the image's own size: resize it as diffusers does
-                image = work.image_processor.resize(image, height=int(height), width=int(width))
-            kwargs.update(image=image, strength=strength)
-            kwargs.pop("height"), kwargs.pop("width")
-        kwargs.update(options)
         self._recorder = rec = Recorder(
             work,
             family,

@@ -75,6 +75,16 @@ def _check_data(data: Any) -> list[tuple[float, float]]:
     return [_check_pixels(point, name="data") for point in data]
 
 
+def _check_schedule(schedule: str | NoiseSchedule) -> NoiseSchedule:
+    if isinstance(schedule, str):
+        return get_schedule(check_choice("schedule", schedule, SCHEDULE_NAMES))
+    if not isinstance(schedule, NoiseSchedule):
+        raise InputError(
+            f"schedule={schedule!r} is not a schedule; fix: pass a name from {list(SCHEDULE_NAMES)} or a NoiseSchedule"
+        )
+    return schedule
+
+
 class TwoPixelExplorer(Explorer):
     """A two-pixel image (170, 150) is a point in the plane.
 
@@ -96,14 +106,7 @@ class TwoPixelExplorer(Explorer):
     ) -> None:
         self.pixels = _check_pixels(pixels)
         data = _check_data(data)
-        if isinstance(schedule, str):
-            schedule = get_schedule(check_choice("schedule", schedule, SCHEDULE_NAMES))
-        elif not isinstance(schedule, NoiseSchedule):
-            raise InputError(
-                f"schedule={schedule!r} is not a schedule; fix: pass a name from {list(SCHEDULE_NAMES)} "
-                "or a NoiseSchedule"
-            )
-        self.schedule = schedule
+        self.schedule = schedule = _check_schedule(schedule)
         n_chains = check_int("n_chains", n_chains, lo=1, hi=5000, hint="300 is the default")
         self.seed = seed = check_seed(seed)
         self._gen = torch.Generator().manual_seed(seed)
@@ -146,6 +149,21 @@ class TwoPixelExplorer(Explorer):
         self.rev_plot = W.Image(format="png")
         self.reverse: np.ndarray | None = None
 
+        self.tabs = tabs = self._tabs()
+        super().__init__([tabs])
+        self.step_button.on_click(self._on_step)
+        self.reset_button.on_click(self._on_reset)
+        self.width.observe(self._draw_step, names="value")
+        self.run_chains.on_click(self._on_chains)
+        self.chain_t.observe(self._draw_chains, names="value")
+        self.run_reverse.on_click(self._on_reverse)
+        self.rev_step.observe(self._draw_reverse, names="value")
+        self._draw_step()
+        self._on_chains()
+        self._on_reverse()
+
+    def _tabs(self) -> W.Tab:
+        """The three tabs: one step, many chains, backwards."""
         tabs = W.Tab(
             children=[
                 W.VBox([W.HBox([self.width, self.step_button, self.reset_button]), self.step_plot, self.step_readout]),
@@ -164,18 +182,7 @@ class TwoPixelExplorer(Explorer):
         )
         for i, title in enumerate(["one step", "many chains", "backwards"]):
             tabs.set_title(i, title)
-        self.tabs = tabs
-        super().__init__([tabs])
-        self.step_button.on_click(self._on_step)
-        self.reset_button.on_click(self._on_reset)
-        self.width.observe(self._draw_step, names="value")
-        self.run_chains.on_click(self._on_chains)
-        self.chain_t.observe(self._draw_chains, names="value")
-        self.run_reverse.on_click(self._on_reverse)
-        self.rev_step.observe(self._draw_reverse, names="value")
-        self._draw_step()
-        self._on_chains()
-        self._on_reverse()
+        return tabs
 
     # -- one step ------------------------------------------------------------------------
     def step_schedule(self) -> NoiseSchedule:

@@ -187,16 +187,16 @@ def test_panels_are_classroom_sized_and_keep_the_models_pixels(pipe):
 
 
 def test_exact_previews_are_the_default_where_they_fit_the_slider_budget(pipe, monkeypatch):
-    from diffkit.widgets import reverse_chain
+    from diffkit.widgets import reverse_view
 
-    monkeypatch.setattr(reverse_chain, "EXACT_BUDGET_MS", 1e9)  # any decode fits
+    monkeypatch.setattr(reverse_view, "EXACT_BUDGET_MS", 1e9)  # any decode fits
     e = ReverseChainExplorer(pipe, steps=2, size=32)
     e.run(wait=True)
     assert e.exact.value is True and "ms)" in e.exact.description
     assert "VAE decode" in e._x0_title.value
     assert e.x0.value  # shown
     e.close()
-    monkeypatch.setattr(reverse_chain, "EXACT_BUDGET_MS", 0.0)  # a model too slow to decode per move
+    monkeypatch.setattr(reverse_view, "EXACT_BUDGET_MS", 0.0)  # a model too slow to decode per move
     slow = ReverseChainExplorer(pipe, steps=2, size=32)
     slow.run(wait=True)
     assert slow.exact.value is False and "fast linear preview" in slow._x0_title.value
