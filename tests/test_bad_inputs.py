@@ -1795,7 +1795,7 @@ def test_good_widget_arguments_are_kept_not_clamped(tiny_pipe):
 # Raises of a bare builtin that are not a user's input: each is a bug if it ever fires.
 _BUGS_NOT_INPUT = {
     ("diffkit/audit/_spec_schema.py", "KeyError"),  # default_of() a field without a default: a schema bug
-    ("diffkit/tiny/world.py", "RuntimeError"),  # no placement in 1,000 tries: cannot happen at the world's sizes
+    ("diffkit/tiny/drawing.py", "RuntimeError"),  # no placement in 1,000 tries: cannot happen at the world's sizes
     ("diffkit/audit/_testing.py", "TypeError"),  # to_toml of a value the test helper does not write
     ("diffkit/reverse/recorder.py", "RuntimeError"),  # the pipeline broke its own timestep count: "please report"
 }

@@ -33,6 +33,7 @@ def _lines(p: subprocess.CompletedProcess) -> list[str]:
     return p.stdout.splitlines()
 
 
+@pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
 def test_chains_in_threads_leave_the_next_audit_bit_identical(tmp_path):
     """A ReverseChainCompare run in the background and two chains in two threads, then an audit
     (batches of 16 U-Net samples, oneDNN's side of the rule): the same PNG bytes as a clean process."""
@@ -43,6 +44,7 @@ def test_chains_in_threads_leave_the_next_audit_bit_identical(tmp_path):
     assert after == clean
 
 
+@pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
 def test_ctrl_c_in_run_wait_stops_the_worker_first():
     out = _lines(_worker("ctrl-c"))
     first, second = out[0].split(), out[1]
@@ -53,6 +55,7 @@ def test_ctrl_c_in_run_wait_stops_the_worker_first():
     assert second == "second 4 True error ''", out  # PNDM: 3 steps, 4 U-Net calls
 
 
+@pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
 @pytest.mark.parametrize("mode", ["exit-background", "exit-stepped", "exit-closed"])
 def test_an_unfinished_chain_never_aborts_the_interpreter(mode):
     p = _worker(mode)

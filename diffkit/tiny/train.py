@@ -56,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from diffkit.errors import InputError
 from diffkit.tiny.cache import build_cache
 from diffkit.tiny.export import PACKAGE_WEIGHTS, export
 from diffkit.tiny.loop import setup_run
@@ -97,7 +98,7 @@ def run_stage(
     elif stage == "export":
         export(run_dir, dest=export_to)
     else:
-        raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+        raise InputError(f"unknown stage {stage!r}; fix: choose one of {STAGES}")
 
 
 def _parser() -> argparse.ArgumentParser:

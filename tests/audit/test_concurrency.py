@@ -87,6 +87,7 @@ def _debris(run: Path) -> list[Path]:
     return sorted(p for p in run.rglob("*.tmp"))
 
 
+@pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
 def test_two_runs_on_one_folder_one_is_refused_none_generates_twice(race_spec, pipe, tmp_path):
     clean = tmp_path / "clean"
     generate_images(race_spec, clean, pipe=pipe, progress=False, state=ONE)
@@ -107,6 +108,7 @@ def test_two_runs_on_one_folder_one_is_refused_none_generates_twice(race_spec, p
     assert _debris(run) == []
 
 
+@pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
 def test_two_report_writers_one_complete_report_no_debris(make_spec, pipe, tmp_path):
     spec = make_spec()
     run = tmp_path / "run"

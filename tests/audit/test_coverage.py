@@ -68,6 +68,7 @@ def _docs_current(grid: pd.DataFrame, n: int) -> None:
     )
 
 
+@pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
 def test_every_interval_holds_in_every_cell_at_24_images(grid24):
     _check(grid24)
     # the cells the issue found failing, by name: each interval now covers

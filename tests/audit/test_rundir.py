@@ -227,6 +227,7 @@ def test_templates_past_the_token_limit_are_refused(make_spec, pipe, tmp_path):
     _gen(ok, tmp_path / "run", pipe, max_batches=0)  # fits: accepted (and the refused run started over)
 
 
+@pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
 def test_ctrl_c_is_one_line_and_the_rerun_resumes(pipe_dir, clip_name, tmp_path):
     import os
     import signal

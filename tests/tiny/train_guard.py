@@ -128,6 +128,11 @@ def stages_new(run):
         clip_weak=replace(t.clip_weak, steps=s["weak_steps"], batch=s["clip_batch"]),
     )
     T.setup_run(run)
+    from diffkit.tiny import clip as C
+
+    # the weak judge's image tower changed after the rewrite (issue 23: 3 × 3 pixels, not 8 × 8); the
+    # guard checks the training code, so it trains the tower the reference trained
+    C.WEAK_MODEL_CONFIG["vision_cfg"] = {**C.WEAK_MODEL_CONFIG["vision_cfg"], "image_size": 8, "patch_size": 2}
     return {
         name: (lambda name=name: T.run_stage(name, r, run, resume=False))
         for name in ("vae", "cache", "unet", "polish", "clip", "clip_weak")

@@ -159,6 +159,7 @@ def test_parse_points():
         parse_points(" ; ")
 
 
+@pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
 @pytest.mark.parametrize(
     "make",
     [

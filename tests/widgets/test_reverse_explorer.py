@@ -104,6 +104,7 @@ def test_compare_mode_links_the_step_sliders(pipe):
     c.close()
 
 
+@pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
 def test_twenty_runs_keep_memory_flat(pipe):
     import tracemalloc
 
