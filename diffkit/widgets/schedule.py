@@ -168,9 +168,8 @@ class ScheduleExplorer(Explorer):
         rows = self.values_at(t)
         for box, s, row in zip(self.images.children, self.schedules, rows):
             box.children[0].value = encode_image(to_uint8(self.frame(s, t), value_range=MODEL_RANGE))
-            box.children[1].value = (
-                f"<small><b>{html.escape(s.name)}</b><br>√ᾱ = {row['signal']:.3f} · √(1−ᾱ) = {row['noise']:.3f}</small>"
-            )
+            name, signal, noise = html.escape(s.name), row["signal"], row["noise"]
+            box.children[1].value = f"<small><b>{name}</b><br>√ᾱ = {signal:.3f} · √(1−ᾱ) = {noise:.3f}</small>"
         body = "".join(
             f"<tr><td>{html.escape(r['schedule'])}</td><td>{r['alpha_bar']:.4f}</td><td>{r['signal']:.4f}</td>"
             f"<td>{r['noise']:.4f}</td><td>{r['log_snr']:.2f}</td></tr>"
