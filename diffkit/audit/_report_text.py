@@ -175,7 +175,7 @@ def summary_md(spec: AuditSpec, m: AuditMetrics, meta: dict) -> str:
         return v.get(name, "–")
 
     def md(x: Any) -> str:  # user text: no raw HTML, no table breaks
-        return html.escape(str(x)).replace("|", "\\|").replace("`", "'")
+        return html.escape(str(x), quote=False).replace("|", "\\|").replace("`", "'")
 
     t = m.by_occupation
     lines = [

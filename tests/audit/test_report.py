@@ -112,6 +112,7 @@ def test_report_escapes_user_text_and_makes_no_external_requests(evil_run):
     assert "95%" in html_text and "90%" not in html_text
     md = (evil_run.run_dir / "report" / "summary.md").read_text()
     assert "<script" not in md
+    assert "&#x27;" not in md and "&#39;" not in md  # Markdown shows an apostrophe as it is ("Holm's")
 
 
 def test_report_and_compare_from_folders(evil_run, tmp_path):
