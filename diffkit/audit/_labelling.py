@@ -7,6 +7,8 @@ see :mod:`diffkit.audit.score` for the formulas.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -20,6 +22,7 @@ __all__ = [
     "is_blacked_out",
     "keep_first",
     "label_rule",
+    "mark_blacked_out",
     "relabel",
     "softmax",
     "softmax2",
@@ -157,6 +160,14 @@ def is_blacked_out(image) -> bool:
     """Whether every pixel of *image* (PIL) is black: what a safety checker (SD's
     ``StableDiffusionSafetyChecker``) puts in place of an image it flags, and what HEIM leaves out."""
     return image.convert("RGB").getbbox() is None
+
+
+def mark_blacked_out(scores: pd.DataFrame, black: Sequence[bool] | np.ndarray) -> pd.DataFrame:
+    """Add the ``blacked_out`` column and label those images ``blacked_out`` (in place; returned): a
+    safety checker's black image shows nobody, so it is counted apart and never given a gender."""
+    scores["blacked_out"] = np.asarray(black, dtype=bool)
+    scores.loc[scores["blacked_out"].to_numpy(bool), "label"] = "blacked_out"
+    return scores
 
 
 def keep_first(images: pd.DataFrame, n: int | None) -> pd.DataFrame:

@@ -42,7 +42,7 @@ import pandas as pd
 
 from ..errors import InputError, MissingPackageError, ModelUnavailableError
 from ._clip_judge import ZeroShotClassifier, to_pil
-from ._labelling import is_blacked_out, label_rule
+from ._labelling import is_blacked_out, label_rule, mark_blacked_out
 from .spec import ClassifierSpec
 
 __all__ = [
@@ -329,7 +329,4 @@ def label_images(images: Any, spec: ClassifierSpec | Any, *, labeller: Any = Non
     pil = [to_pil(im) for im in images]
     feats = lab.features([lab.prepare(im) for im in pil]) if pil else np.zeros((0, lab.feature_dim), np.float32)
     out = lab.classify(feats)
-    black = np.array([is_blacked_out(im) for im in pil], dtype=bool)
-    out["blacked_out"] = black
-    out.loc[black, "label"] = "blacked_out"
-    return out
+    return mark_blacked_out(out, [is_blacked_out(im) for im in pil])

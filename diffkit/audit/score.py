@@ -57,6 +57,7 @@ from ._labelling import (
     classify_embeddings,
     is_blacked_out,
     keep_first,
+    mark_blacked_out,
     relabel,
 )
 from .rundir import Ledger, check_ledger, inside, read_verified, run_lock
@@ -260,9 +261,7 @@ def _image_table(
     dim = clf.feature_dim
     emb = np.stack([known[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, dim), np.float32)
     scores = clf.classify(emb)
-    # a blacked-out image (a safety checker's output) shows nobody: counted apart, never given a gender
-    scores["blacked_out"] = [flags.get(sha, False) for sha in rows["sha256"]]
-    scores.loc[scores["blacked_out"].to_numpy(bool), "label"] = "blacked_out"
+    mark_blacked_out(scores, [flags.get(sha, False) for sha in rows["sha256"]])
     prompts = build_prompts(spec).drop(columns=["prompt"])
     table = rows[["prompt_id", "image_index", "prompt", "seed", "path", "sha256"]].merge(
         prompts, on="prompt_id", how="left"
