@@ -118,19 +118,19 @@ def test_model_facts_are_read_from_the_model():
         # the written answers are measured on the model that ships, not on an earlier one
         stale = re.search(r"\*\*Answer: [^*]+\*\*[^.]{0,40}diffkit-tiny 1", text)
         assert not stale, f"{name} credits a written answer to diffkit-tiny 1: {stale.group(0)!r}; re-measure it"
-    for name in ("02_unet_and_the_reverse_chain.ipynb", "03_text_conditioning.ipynb"):
+    for name in ("02_the_reverse_chain.ipynb", "04_text_conditioning.ipynb"):
         assert "prediction_type" in course[name], f"{name} must read pipe.scheduler.config.prediction_type"
-    assert "model_max_length" in course["03_text_conditioning.ipynb"]
+    assert "model_max_length" in course["04_text_conditioning.ipynb"]
     # hand checks against the records promise identity: float32 records and exact equality
-    text02 = course["02_unet_and_the_reverse_chain.ipynb"]
+    text02 = course["02_the_reverse_chain.ipynb"]
     assert "record_dtype=torch.float32" in text02 and "assert_array_equal" in text02
     assert "largest difference to the scheduler" not in text02
     # the fast preview hides the denoising on diffkit-tiny: the step-by-step pictures are exact decodes
-    for name in ("00_tour.ipynb", "02_unet_and_the_reverse_chain.ipynb"):
+    for name in ("00_tour.ipynb", "02_the_reverse_chain.ipynb"):
         assert 'preview(k, "x_t", "fast")' not in course[name] and 'preview(k, "x_t", "exact")' in course[name]
         assert "latent_rgb.source" in course[name], f"{name}: say what the fast preview is and its error"
     # cross-attention maps: the first content word, one colour scale with a colour bar
-    text03 = course["03_text_conditioning.ipynb"]
+    text03 = course["04_text_conditioning.ipynb"]
     assert "first_content_position" in text03 and "colorbar" in text03 and "vmax=vmax" in text03
     assert "which pixels each word looked at" not in text03
 
