@@ -91,5 +91,7 @@ def warm_course(
         seconds[what] = time.perf_counter() - t
         log(f"  done in {seconds[what]:.1f} s")
     total = sum(seconds.values())
-    log(f"warm: {len(seconds) - 1} parts in {total:.1f} s; the notebooks read them from {out}")
+    log(
+        f"warm: {len(seconds) - 1} parts in {total:.1f} s with loading diffkit-tiny; the notebooks read them from {out}"
+    )
     return seconds
