@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.diffkit-installed
 OUT ?= out/demo
 
-.PHONY: demo test test-all wheel-check docs lint bench clean-venv chromium
+.PHONY: demo test test-all wheel-check docs lint bench clean-venv chromium course course-warm course-time
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,19 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m diffkit demo --out $(OUT)
+
+# The course's two editions from notebooks/: course/student/ (answers and solutions out, outputs
+# cleared) and course/teacher/ (executed copies from out/notebooks/ when newer). See docs/howto/classroom.md.
+course: $(STAMP)
+	$(PY) -m diffkit course --out course
+
+# Before class: the audit runs the notebooks read, into out/ (resumes; minutes the first time).
+course-warm: $(STAMP)
+	$(PY) -m diffkit course warm
+
+# Each notebook's and each section's seconds as a Markdown table (ONLY="01 04" for some).
+course-time: $(STAMP)
+	$(PY) -m diffkit course time $(if $(ONLY),--only $(ONLY))
 
 # The fast loop (about 4 minutes on 2 cores): lint, then every test but the notebooks, the browser
 # and the slow ones, on two workers (pytest-xdist).

@@ -11,6 +11,8 @@ The public API, by topic:
 - the reverse chain: :mod:`diffkit.reverse` (``ReverseChain``, ``Trajectory``, ``StepRecord``, ``tokenize_prompt``)
 - plots: :mod:`diffkit.plots`
 - sample images: :mod:`diffkit.samples`
+- the course: :mod:`diffkit.course` (student and teacher editions, ``diffkit course warm``);
+  ``shared_out`` is the folder the course and ``diffkit demo`` share, whatever the working directory
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ _PUBLIC = {
     "step_density": "toy",
     "two_pixel_chains": "toy",
     "two_pixel_reverse": "toy",
+    "shared_out": "_files",
     "ToyDenoiser": "toy_training",
     "train_toy_denoiser": "toy_training",
 }
@@ -70,6 +73,7 @@ _SUBMODULES = frozenset(
         "anatomy",
         "audit",
         "checks",
+        "course",
         "demo",
         "errors",
         "forward",

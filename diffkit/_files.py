@@ -10,6 +10,9 @@ never a mix, and two writers never share a temporary file.
 Injection" page recommends, so ``=HYPERLINK(...)`` is shown as text rather than run. Numbers
 are written as numbers (a negative number is not a formula). :func:`read_csv` reads such a file
 back to the values that were written.
+
+:func:`shared_out` is the one folder for what the course and ``diffkit demo`` share (audit runs,
+executed notebooks), whatever the working directory: a checkout's ``out/``, else a user cache.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -36,11 +40,47 @@ __all__ = [
     "is_disk_full",
     "read_csv",
     "safe_cell",
+    "checkout_root",
+    "shared_out",
     "write_csv",
 ]
 
 #: First characters that make a spreadsheet treat a cell as a formula (OWASP, "CSV Injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def checkout_root() -> Path | None:
+    """The repository's root when diffkit is imported from a checkout (editable install or
+    ``PYTHONPATH``), else ``None`` (an installed wheel). A checkout is the package folder's parent
+    holding ``notebooks/`` and a ``pyproject.toml`` whose project is named diffkit."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    named = re.search(r'^name\s*=\s*["\']diffkit["\']', text, re.M)
+    return root if named and (root / "notebooks").is_dir() else None
+
+
+def shared_out(*parts: str) -> Path:
+    """The folder the course, ``make demo`` and ``diffkit course warm`` share, joined with *parts*.
+
+    Independent of the working directory, so a notebook run from ``notebooks/`` finds the audit
+    ``make demo`` ran from the repository's root. In order: ``$DIFFKIT_OUT`` when set; the
+    checkout's ``out/`` when diffkit runs from a checkout (:func:`checkout_root`); else the user
+    cache, ``$XDG_CACHE_HOME/diffkit`` (``~/.cache/diffkit``). Nothing is created.
+
+    >>> run_dir = shared_out("audit", "tiny_default")   # doctest: +SKIP
+    """
+    env = os.environ.get("DIFFKIT_OUT", "").strip()
+    if env:
+        base = Path(env).expanduser()
+    elif (root := checkout_root()) is not None:
+        base = root / "out"
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+        base = (Path(cache).expanduser() if cache else Path.home() / ".cache") / "diffkit"
+    return base.joinpath(*parts).absolute()
 
 
 def _tmp_name(path: Path) -> Path:

@@ -1,7 +1,8 @@
-"""The ``diffkit`` command line: ``diffkit demo``, ``diffkit unet``, ``diffkit reverse`` and ``diffkit audit …``.
+"""The ``diffkit`` command line: ``diffkit demo``, ``diffkit unet``, ``diffkit reverse``, ``diffkit audit …``
+and ``diffkit course …``.
 
 ``demo`` and ``unet`` are defined here; the sub-packages with commands of their own expose
-``add_commands(subparsers)`` (``diffkit.reverse.cli``, ``diffkit.audit.cli``). This module wires
+``add_commands(subparsers)`` (``diffkit.reverse.cli``, ``diffkit.audit.cli``, ``diffkit.course.cli``). This module wires
 them together and decides how a failure looks. Every failure the commands can meet
 ends the same way: one line on stderr, ``diffkit <command>: error: <what happened>; fix: …``,
 and exit status 2. Anything else is a bug in diffkit: its traceback is printed, then one line
@@ -40,6 +41,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .audit.cli import add_commands as add_audit
+    from .course.cli import add_commands as add_course
     from .reverse.cli import add_commands as add_reverse
 
     parser = _Parser(
@@ -52,13 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_reverse(sub)
     _add_unet(sub)
     add_audit(sub)
+    add_course(sub)
     return parser
 
 
 def _add_demo(sub: Any) -> None:
     """``diffkit demo``: the tour's figures, a diffkit-tiny grid and the embedded audit (:func:`diffkit.demo.run_demo`)."""
     p = sub.add_parser("demo", help="write the tour's figures for the embedded defaults to a folder")
-    p.add_argument("--out", default="out/demo", help="folder to write into (default: out/demo)")
+    p.add_argument(
+        "--out",
+        help="folder to write into (default: the checkout's out/demo whatever the working folder, "
+        "else out/demo under it; see diffkit.demo.default_demo_out)",
+    )
     p.add_argument(
         "--no-model", action="store_true", help="only the forward-chain figures (skip diffkit-tiny and the audit)"
     )
@@ -66,10 +73,11 @@ def _add_demo(sub: Any) -> None:
     def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
-        from .demo import run_demo
+        from .demo import default_demo_out, run_demo
 
-        run_demo(args.out, with_model=not args.no_model)
-        print(f"demo written to {Path(args.out).resolve()}")
+        out = Path(args.out) if args.out else default_demo_out()
+        run_demo(out, with_model=not args.no_model)
+        print(f"demo written to {out.resolve()}")
         return 0
 
     p.set_defaults(func=run)
@@ -145,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ndiffkit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     debug = bool(getattr(args, "debug", False)) or os.environ.get("DIFFKIT_DEBUG", "") not in ("", "0")
-    name = " ".join(x for x in (args.command, getattr(args, "audit_command", None)) if x)
+    sub = getattr(args, "audit_command", None) or getattr(args, "course_command", None)
+    name = " ".join(x for x in (args.command, sub) if x)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -3,6 +3,10 @@
 Writes the noise-schedule figures, a forward-chain strip of a bundled photograph, the
 two-pixel toy and its tidy schedule table; later stages add to the same folder. Prints
 where everything is.
+
+The default folder is :func:`default_demo_out`: in a checkout the repository's ``out/demo``
+whatever the working directory, so the audit it runs (``out/audit/tiny_default``) is the one the
+notebooks and ``diffkit course warm`` use (:func:`~diffkit.shared_out`).
 """
 
 from __future__ import annotations
@@ -10,9 +14,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ._files import ensure_folder, save_figure, write_csv
+from ._files import checkout_root, ensure_folder, save_figure, shared_out, write_csv
 
-__all__ = ["run_demo"]
+__all__ = ["default_demo_out", "run_demo"]
+
+
+def default_demo_out() -> Path:
+    """Where ``diffkit demo`` writes when given no folder: ``shared_out("demo")`` in a checkout or
+    with ``$DIFFKIT_OUT`` set (the course's cache then holds the demo's audit), else ``out/demo``
+    under the working directory (an installed diffkit's figures go where its user looks, not into
+    a cache folder)."""
+    import os
+
+    if checkout_root() is not None or os.environ.get("DIFFKIT_OUT", "").strip():
+        return shared_out("demo")
+    return Path("out") / "demo"
 
 
 def _save_figure(fig, path: Path) -> Path:
@@ -21,9 +37,9 @@ def _save_figure(fig, path: Path) -> Path:
 
 
 def run_demo(
-    out: str | Path = "out/demo", *, with_model: bool = True, log: Callable[[str], None] = print
+    out: str | Path | None = None, *, with_model: bool = True, log: Callable[[str], None] = print
 ) -> list[Path]:
-    """Write the demo's figures and tables into *out*; returns the paths written.
+    """Write the demo's figures and tables into *out* (default: :func:`default_demo_out`); returns the paths written.
 
     With *with_model*, also the diffkit-tiny tour: a grid of generated images, a reverse-chain
     strip of predicted x̂_0, and the embedded bias audit (its report under ``out/../audit``).
@@ -33,7 +49,9 @@ def run_demo(
     from .schedules import schedules_frame
     from .toy import two_pixel_chains
 
-    out = ensure_folder(out)  # a read-only or blocked --out fails here, before any work
+    out = ensure_folder(
+        out if out is not None else default_demo_out()
+    )  # a read-only or blocked --out fails here, before any work
     written: list[Path] = []
 
     names = ["linear", "scaled_linear", "cosine", "sigmoid", "karras"]

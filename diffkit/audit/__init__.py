@@ -64,7 +64,7 @@ from .score import (
     relabel,
     score_images,
 )
-from .spec import AuditSpec, SpecError, bundled_specs, load_spec, parse_spec
+from .spec import AuditSpec, SpecError, bundled_specs, load_spec, parse_spec, tour_spec
 from .sweep import SweepResult, run_sweep
 from .truth import correction_check, correction_figure, oracle_check
 
@@ -139,6 +139,7 @@ __all__ = [
     "score_images",
     "spearman",
     "squared_imbalance",
+    "tour_spec",
     "wilson_interval",
     "write_comparison",
     "write_report",

@@ -107,6 +107,7 @@ __all__ = [
     "spec_from_dict",
     "spec_image_count",
     "template_fields",
+    "tour_spec",
     "upgrade_spec_dict",
 ]
 
@@ -152,6 +153,28 @@ def load_spec(path: str | Path = "tiny_default", *, model: str | None = None) ->
     except tomllib.TOMLDecodeError as e:
         raise SpecError(str(p), "(syntax)", f"not valid TOML ({e})", "correct the TOML syntax at that line") from None
     return parse_spec(data, source=str(p), base_dir=p.parent).with_model(model)
+
+
+def tour_spec() -> AuditSpec:
+    """The tour's small audit (notebook 00): ``tiny_default`` cut to one template and three
+    occupations (nurse, pilot, teacher), 6 images per prompt and 2 per control, named ``tour_small``.
+    One definition for the notebook and ``diffkit course warm``, so the warmed run is the one it reads.
+    """
+    from dataclasses import replace
+
+    spec = load_spec("tiny_default")
+    prompts = replace(
+        spec.prompts,
+        templates=spec.prompts.templates[:1],
+        attributes={"occupation": ("nurse", "pilot", "teacher")},
+    )
+    return replace(
+        spec,
+        name="tour_small",
+        images_per_prompt=6,
+        prompts=prompts,
+        controls=replace(spec.controls, images_per_prompt=2),
+    )
 
 
 #: The fix every error in a stored spec names.

@@ -1,0 +1,71 @@
+"""``diffkit course [--out DIR]``, ``diffkit course warm`` and ``diffkit course time``: registered by
+:func:`add_commands`."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_commands"]
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``course`` and its sub-commands to the ``diffkit`` parser's *subparsers*."""
+    course = subparsers.add_parser(
+        "course",
+        help="write the course's student and teacher editions; `warm` fills its caches, `time` times it",
+        description="Without a sub-command: write <out>/student/ (answers and solutions removed, outputs "
+        "cleared) and <out>/teacher/ (the notebooks as they are, executed when an executed copy is newer).",
+    )
+    course.add_argument("--out", dest="course_out", metavar="DIR", help="default: the checkout's course/")
+    course.add_argument(
+        "--executed", metavar="DIR", help="executed copies of the notebooks (default: the checkout's out/notebooks/)"
+    )
+    course.add_argument("--notebooks", metavar="DIR", help="the notebooks' folder (default: the checkout's notebooks/)")
+    course.set_defaults(func=_write)
+    sub = course.add_subparsers(dest="course_command", metavar="{warm,time}")
+
+    warm = sub.add_parser(
+        "warm",
+        help="fill every cache the notebooks read (the audit runs), so each runs fast in class; resumes",
+    )
+    warm.add_argument(
+        "--out", dest="warm_out", metavar="DIR", help="default: diffkit.shared_out(), the checkout's out/"
+    )
+    warm.set_defaults(func=_warm)
+
+    time = sub.add_parser(
+        "time",
+        help="run the notebooks in fresh kernels and print each one's and each section's seconds (Markdown)",
+        description="Runs every notebook (or those --only names) one after another from the checkout's root, "
+        "with the caches as they are (run `diffkit course warm` first for in-class times; --cold removes "
+        "the tour's audit first, as the notebook tests do).",
+    )
+    time.add_argument("--only", nargs="*", default=[], metavar="NN", help="notebook name prefixes, e.g. 01 04")
+    time.add_argument("--cold", action="store_true", help="remove the tour's small audit (tour_small) first")
+    time.set_defaults(func=_time)
+
+
+def _write(args: argparse.Namespace) -> int:
+    from .editions import write_course
+
+    write_course(args.course_out, executed=args.executed, notebooks=args.notebooks)
+    return 0
+
+
+def _warm(args: argparse.Namespace) -> int:
+    from .warm import warm_course
+
+    warm_course(args.warm_out)
+    return 0
+
+
+def _time(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .._files import shared_out
+    from .timing import time_course
+
+    if args.cold:
+        shutil.rmtree(shared_out("audit", "tour_small"), ignore_errors=True)
+    time_course(args.only)
+    return 0

@@ -1,0 +1,204 @@
+"""The student and teacher editions of the course, written from the one source in ``notebooks/``.
+
+Two cell tags mark what a student must not read (add them in JupyterLab's property inspector,
+or to the cell's ``metadata.tags``):
+
+- ``answer``: a markdown cell that answers a predict-then-run question (it opens with
+  ``**Answer: …**``). The student edition replaces its text up to its first heading with
+  :data:`ANSWER_PLACEHOLDER`; a heading and what follows it stay, since they open the next
+  section. An untagged markdown cell that opens with ``**Answer:`` is treated the same way, so
+  a forgotten tag cannot leak an answer.
+- ``solution``: a code cell that solves an exercise. The student edition keeps the cell's
+  leading comment lines (the exercise's statement) and puts ``...  # ← your code here`` in
+  place of the code; the cell is tagged ``exercise`` instead.
+
+Every output and execution count is cleared in the student edition (a truth cell's output
+prints the answer). The teacher edition is the notebooks as they are, with their outputs when
+an executed copy (``out/notebooks/``, written by the notebook tests) is newer than the source
+and has the same cells.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._files import atomic_write_text, checkout_root, ensure_folder
+
+__all__ = [
+    "ANSWER_PLACEHOLDER",
+    "SCAFFOLD",
+    "course_notebooks",
+    "is_answer",
+    "student_notebook",
+    "teacher_notebook",
+    "write_course",
+]
+
+ANSWER_PLACEHOLDER = (
+    "**Answer:** not in the student edition: run the cell above, compare with your guess, "
+    "and check with your teacher (the teacher edition has it)."
+)
+SCAFFOLD = "...  # ← your code here"
+_ANSWER_START = re.compile(r"\A\s*\*\*Answer:")
+_HEADING = re.compile(r"^#{1,6} ", re.M)
+
+
+def _source(cell: Any) -> str:
+    src = cell.get("source", "")
+    return src if isinstance(src, str) else "".join(src)
+
+
+def _tags(cell: Any) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def is_answer(cell: Any) -> bool:
+    """Whether *cell* is an answer: tagged ``answer``, or a markdown cell opening with ``**Answer:``."""
+    if "answer" in _tags(cell):
+        return True
+    return cell.get("cell_type") == "markdown" and bool(_ANSWER_START.match(_source(cell)))
+
+
+def _set_tags(cell: Any, drop: str, add: str | None = None) -> None:
+    tags = [t for t in _tags(cell) if t != drop] + ([add] if add else [])
+    if tags:
+        cell.metadata["tags"] = tags
+    else:
+        cell.metadata.pop("tags", None)
+
+
+def student_notebook(nb: Any) -> Any:
+    """A copy of the notebook *nb* (nbformat 4) with answers and solutions removed and every output
+    cleared (see the module's doc)."""
+    import nbformat
+
+    out = copy.deepcopy(nb)
+    cells = []
+    for cell in out.cells:
+        if is_answer(cell):
+            text = _source(cell)
+            heading = _HEADING.search(text)
+            rest = text[heading.start() :] if heading else ""
+            new = nbformat.v4.new_markdown_cell(ANSWER_PLACEHOLDER + ("\n\n" + rest if rest else ""))
+            new.metadata = copy.deepcopy(cell.metadata)
+            _set_tags(new, "answer")
+            cell = new
+        elif cell.cell_type == "code" and "solution" in _tags(cell):
+            lines = _source(cell).splitlines()
+            keep = []
+            for line in lines:
+                if line.strip() and not line.lstrip().startswith("#"):
+                    break
+                keep.append(line)
+            cell.source = "\n".join([*keep, SCAFFOLD]).lstrip("\n")
+            _set_tags(cell, "solution", "exercise")
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+        cells.append(cell)
+    out.cells = cells
+    out.metadata.pop("widgets", None)  # saved widget state would show the teacher's run
+    return out
+
+
+def _cells(nb: Any) -> list[tuple[str, str]]:
+    return [(c.cell_type, _source(c)) for c in nb.cells]
+
+
+def teacher_notebook(source: Path, executed: Path | None) -> tuple[Any, str]:
+    """The teacher's copy of the notebook *source*: its executed copy when *executed* exists, is
+    newer than the source and has the same cells, else the source. Returns it and where it came from."""
+    import nbformat
+
+    nb = nbformat.read(source, as_version=4)
+    if executed is not None and executed.is_file() and executed.stat().st_mtime >= source.stat().st_mtime:
+        ran = nbformat.read(executed, as_version=4)
+        if _cells(ran) == _cells(nb):
+            ran.metadata.pop("widgets", None)
+            return ran, f"executed copy {executed}"
+    return nb, "source (no executed copy newer than it with the same cells)"
+
+
+def course_notebooks(folder: str | Path | None = None) -> list[Path]:
+    """The course's notebooks, ``[0-9][0-9]_*.ipynb`` in *folder* (default: the checkout's ``notebooks/``)."""
+    from ..errors import InputError
+
+    if folder is None:
+        root = checkout_root()
+        if root is None:
+            raise InputError(
+                "the course's notebooks are in the repository, not in the installed package; "
+                "fix: run this from a checkout of diffkit, or pass the notebooks' folder"
+            )
+        folder = root / "notebooks"
+    paths = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
+        raise InputError(f"no notebook named like 00_name.ipynb in {folder}; fix: pass the course's notebooks folder")
+    return paths
+
+
+_QUOTED = re.compile(r"""["']([^"'\n]+)["']""")
+
+
+def _data_files(nb: Any, folder: Path) -> set[str]:
+    """Files under *folder* a notebook's code names by a relative path in a string literal."""
+    found = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for name in _QUOTED.findall(_source(cell)):
+            p = Path(name)
+            if not p.is_absolute() and ".." not in p.parts and (folder / p).is_file():
+                found.add(p.as_posix())
+    return found
+
+
+def write_course(
+    out: str | Path | None = None,
+    *,
+    executed: str | Path | None = None,
+    notebooks: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, list[Path]]:
+    """Write ``<out>/student/`` and ``<out>/teacher/``, one copy of every course notebook in each.
+
+    *out* defaults to the checkout's ``course/``; *notebooks* to its ``notebooks/``; *executed*
+    (the executed copies) to ``out/notebooks/`` beside the notebooks' folder. A data file a
+    notebook names by a path relative to its folder is copied beside both editions (none today:
+    the notebooks read their pictures and specs from the package). Returns the paths written.
+    """
+    import nbformat
+
+    paths = course_notebooks(notebooks)
+    folder = paths[0].parent
+    if out is None:
+        out = (checkout_root() or Path.cwd()) / "course"
+    executed = Path(executed) if executed is not None else folder.parent / "out" / "notebooks"
+    written: dict[str, list[Path]] = {"student": [], "teacher": []}
+    dirs = {k: ensure_folder(Path(out) / k) for k in written}
+    data: set[str] = set()
+    for path in paths:
+        teacher, origin = teacher_notebook(path, executed / path.name)
+        source = nbformat.read(path, as_version=4)
+        data |= _data_files(source, folder)
+        student = student_notebook(source)
+        nbformat.validate(student)
+        for kind, nb in (("student", student), ("teacher", teacher)):
+            written[kind].append(atomic_write_text(dirs[kind] / path.name, nbformat.writes(nb) + "\n"))
+        log(f"{path.name}: student edition written; teacher edition from the {origin}")
+    for name in sorted(data):
+        for kind in written:
+            target = dirs[kind] / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / name, target)
+            written[kind].append(target)
+        log(f"copied {name} beside both editions")
+    log(f"student edition: {os.fspath(dirs['student'])}; teacher edition: {os.fspath(dirs['teacher'])}")
+    return written

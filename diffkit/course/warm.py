@@ -1,0 +1,97 @@
+"""``diffkit course warm``: fill the caches the notebooks read, so each runs fast in class.
+
+Every part writes under :func:`~diffkit.shared_out` (a checkout's ``out/``), where ``make demo``
+writes its audit and where the notebooks read, whatever folder Jupyter was started from:
+
+- ``audit/tiny_default``: the embedded audit (``make demo``'s; notebook 04 reads it);
+- ``audit/tour_small``: the tour's small audit (:func:`diffkit.audit.tour_spec`, notebook 00);
+- the weak judge's reading of ``tiny_default`` (``rescore_audit(…, judge="tiny-weak")``, notebook
+  04): its embeddings go to the run's embedding cache;
+- ``audit/tiny_guidance_sweep``: the guidance sweep, only when a notebook names it.
+
+Each part resumes: an audit run picks up from its ledger, a rescore from its embedding cache,
+so a finished part takes seconds and an interrupted warm continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._files import shared_out
+
+__all__ = ["WEAK_JUDGE", "warm_course"]
+
+#: The weak judge and its own threshold, as notebook 04 reads the run with it.
+WEAK_JUDGE = {"judge": "tiny-weak", "abstain_below": 0.5}
+
+
+def _named_in_notebooks(word: str, notebooks: list[Path]) -> bool:
+    return any(word in p.read_text(encoding="utf-8") for p in notebooks)
+
+
+def _parts(notebooks: list[Path], out: Path) -> list[tuple[str, Callable[[Any], Any]]]:
+    """(what, how) for each cache to fill; *how* takes the pipeline, loaded once."""
+    from ..audit import load_spec, rescore_audit, run_audit, tour_spec
+
+    default = out / "audit" / "tiny_default"
+    parts = [
+        (
+            f"embedded audit tiny_default → {default}",
+            lambda pipe: run_audit("tiny_default", out=default, progress=False, pipe=pipe),
+        ),
+        (
+            f"tour's audit tour_small → {out / 'audit' / 'tour_small'}",
+            lambda pipe: run_audit(tour_spec(), out=out / "audit" / "tour_small", progress=False, pipe=pipe),
+        ),
+        (
+            f"weak judge's reading of tiny_default ({WEAK_JUDGE['judge']}) → {default}",
+            lambda pipe: rescore_audit(default, **WEAK_JUDGE),
+        ),
+    ]
+    if _named_in_notebooks("tiny_guidance_sweep", notebooks):
+        sweep = out / "audit" / "tiny_guidance_sweep"
+        parts.append(
+            (
+                f"guidance sweep tiny_guidance_sweep → {sweep}",
+                lambda pipe: run_audit(load_spec("tiny_guidance_sweep"), out=sweep, progress=False, pipe=pipe),
+            )
+        )
+    return parts
+
+
+def warm_course(
+    out: str | Path | None = None, *, notebooks: list[Path] | None = None, log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Fill every cache the notebooks use (see the module's doc) under *out* (default:
+    :func:`~diffkit.shared_out`); returns the seconds each part took, and logs them as it goes.
+
+    *notebooks* (default: the checkout's, none when diffkit is installed) decide the optional parts.
+    """
+    from ..errors import InputError
+    from ..pipeline import load_pipeline
+    from .editions import course_notebooks
+
+    out = Path(out) if out is not None else shared_out()
+    if notebooks is None:
+        try:
+            notebooks = course_notebooks()
+        except InputError:  # an installed diffkit has no notebooks: the fixed parts only
+            notebooks = []
+    t0 = time.perf_counter()
+    pipe = load_pipeline("tiny")
+    seconds = {"load diffkit-tiny": time.perf_counter() - t0}
+    log(f"loaded diffkit-tiny in {seconds['load diffkit-tiny']:.1f} s")
+    for what, how in _parts(notebooks, out):
+        log(f"{what} …")
+        t = time.perf_counter()
+        how(pipe)
+        seconds[what] = time.perf_counter() - t
+        log(f"  done in {seconds[what]:.1f} s")
+    total = sum(seconds.values())
+    log(
+        f"warm: {len(seconds) - 1} parts in {total:.1f} s with loading diffkit-tiny; the notebooks read them from {out}"
+    )
+    return seconds
