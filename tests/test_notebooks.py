@@ -27,7 +27,10 @@ def test_notebook_runs(path):
     if path.stem == "00_tour":  # the tour must run cold within the bar: no audit left by an earlier run
         shutil.rmtree(ROOT / "out" / "audit" / "tour_small", ignore_errors=True)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    # run from notebooks/, as JupyterLab runs a notebook (its folder is the working directory): the
+    # runs the course shares with `make demo` must be found from there (dk.shared_out)
+    here = {"metadata": {"path": str(path.parent)}}
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources=here).execute()
     seconds = time.perf_counter() - t0
     # every lesson draws figures; they must reach the page as pictures, not as "<Figure size …>"
     kinds = {k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})}
@@ -195,3 +198,25 @@ def test_docs_build_strictly(tmp_path):
         if hits:
             found[str(page.relative_to(tmp_path / "site"))] = sorted(set(hits))[:3]
     assert not found, found
+
+
+def test_the_attention_demo_draws_the_object_its_text_names():
+    """04 §2 reads the word "circle"'s map over the picture: the seed it runs must draw a circle
+    (seed 0 draws a square with the default sampler, and the text would describe a picture it is not)."""
+    import diffkit as dk
+    from diffkit.tiny import oracle
+
+    text = _sources("04_text_conditioning.ipynb")
+    seed = int(re.search(r"^ATTN_SEED = (\d+)", text, re.M).group(1))
+    assert "seed=ATTN_SEED" in text and 'PROMPT = "a red circle" if MODEL == "tiny"' in text
+    pipe = dk.load_pipeline("tiny")
+    traj = dk.ReverseChain(pipe, "a red circle", steps=20, seed=seed, height=128, width=128).run()
+    drawn = oracle.read(traj.image)
+    assert (drawn.color, drawn.shape) == ("red", "circle"), drawn
+
+
+def test_img2img_titles_count_steps_as_diffusers_does():
+    """04 §4: with steps=20 diffusers' img2img runs int(20·s) steps; the U-Net calls are said apart."""
+    text = _sources("04_text_conditioning.ipynb")
+    assert "{int(20 * s)} steps" in text and "U-Net calls" in text
+    assert 'f"strength {s}: {len(t)} steps"' not in text

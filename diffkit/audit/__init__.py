@@ -64,7 +64,7 @@ from .score import (
     relabel,
     score_images,
 )
-from .spec import AuditSpec, SpecError, bundled_specs, load_spec, parse_spec, tour_spec
+from .spec import AuditSpec, SpecError, bundled_specs, guidance_lesson_spec, load_spec, parse_spec, tour_spec
 from .sweep import SweepResult, run_sweep
 from .truth import correction_check, correction_figure, oracle_check
 
@@ -140,6 +140,7 @@ __all__ = [
     "spearman",
     "squared_imbalance",
     "tour_spec",
+    "guidance_lesson_spec",
     "wilson_interval",
     "write_comparison",
     "write_report",

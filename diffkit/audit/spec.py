@@ -177,6 +177,23 @@ def tour_spec() -> AuditSpec:
     )
 
 
+def guidance_lesson_spec() -> AuditSpec:
+    """Notebook 05's guidance lesson: ``tiny_guidance_sweep`` (guidance 1, 2, 4 and 7.5, the same
+    prompts and seeds in every arm) cut to CEO, teacher and pharmacist, 8 images each per arm
+    (96 images), named ``guidance_lesson``. One definition for the notebook and ``diffkit course warm``.
+    """
+    from dataclasses import replace
+
+    spec = load_spec("tiny_guidance_sweep")
+    prompts = replace(spec.prompts, attributes={"occupation": ("CEO", "teacher", "pharmacist")})
+    return replace(
+        spec,
+        name="guidance_lesson",
+        description="diffkit-tiny at guidance 1, 2, 4 and 7.5 on CEO, teacher and pharmacist (notebook 05)",
+        prompts=prompts,
+    )
+
+
 #: The fix every error in a stored spec names.
 STORED_FIX = "the stored spec was edited or written by another diffkit; rerun the audit into a new folder"
 

@@ -3,11 +3,12 @@
 Every part writes under :func:`~diffkit.shared_out` (a checkout's ``out/``), where ``make demo``
 writes its audit and where the notebooks read, whatever folder Jupyter was started from:
 
-- ``audit/tiny_default``: the embedded audit (``make demo``'s; notebook 04 reads it);
+- ``audit/tiny_default``: the embedded audit (``make demo``'s; notebook 05 reads it);
 - ``audit/tour_small``: the tour's small audit (:func:`diffkit.audit.tour_spec`, notebook 00);
 - the weak judge's reading of ``tiny_default`` (``rescore_audit(…, judge="tiny-weak")``, notebook
-  04): its embeddings go to the run's embedding cache;
-- ``audit/tiny_guidance_sweep``: the guidance sweep, only when a notebook names it.
+  05): its embeddings go to the run's embedding cache;
+- ``audit/guidance_lesson``: notebook 05's guidance sweep (:func:`diffkit.audit.guidance_lesson_spec`);
+- ``audit/tiny_guidance_sweep``: the whole guidance sweep, only when a notebook names it.
 
 Each part resumes: an audit run picks up from its ledger, a rescore from its embedding cache,
 so a finished part takes seconds and an interrupted warm continues where it stopped.
@@ -24,7 +25,7 @@ from .._files import shared_out
 
 __all__ = ["WEAK_JUDGE", "warm_course"]
 
-#: The weak judge and its own threshold, as notebook 04 reads the run with it.
+#: The weak judge and its own threshold, as notebook 05 reads the run with it.
 WEAK_JUDGE = {"judge": "tiny-weak", "abstain_below": 0.5}
 
 
@@ -34,7 +35,7 @@ def _named_in_notebooks(word: str, notebooks: list[Path]) -> bool:
 
 def _parts(notebooks: list[Path], out: Path) -> list[tuple[str, Callable[[Any], Any]]]:
     """(what, how) for each cache to fill; *how* takes the pipeline, loaded once."""
-    from ..audit import load_spec, rescore_audit, run_audit, tour_spec
+    from ..audit import guidance_lesson_spec, load_spec, rescore_audit, run_audit, tour_spec
 
     default = out / "audit" / "tiny_default"
     parts = [
@@ -49,6 +50,12 @@ def _parts(notebooks: list[Path], out: Path) -> list[tuple[str, Callable[[Any], 
         (
             f"weak judge's reading of tiny_default ({WEAK_JUDGE['judge']}) → {default}",
             lambda pipe: rescore_audit(default, **WEAK_JUDGE),
+        ),
+        (
+            f"guidance lesson guidance_lesson → {out / 'audit' / 'guidance_lesson'}",
+            lambda pipe: run_audit(
+                guidance_lesson_spec(), out=out / "audit" / "guidance_lesson", progress=False, pipe=pipe
+            ),
         ),
     ]
     if _named_in_notebooks("tiny_guidance_sweep", notebooks):

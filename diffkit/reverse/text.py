@@ -168,7 +168,9 @@ def tokenize_prompt(
         raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
     tok = _tokenizer_of(pipe_or_tokenizer)
     max_length = int(tok.model_max_length if max_length is None else max_length)
-    full = list(tok(prompt, truncation=False, add_special_tokens=True).input_ids)
+    # verbose=False: the length is measured here on purpose, so transformers' "indexing errors" notice
+    # (about running an over-long sequence through the model, which diffkit never does) stays out
+    full = list(tok(prompt, truncation=False, add_special_tokens=True, verbose=False).input_ids)
     ids = list(tok(prompt, padding="max_length", max_length=max_length, truncation=True).input_ids)
     # full = [BOS] + content + [EOS] (CLIP) or content + [EOS] (T5)
     n_start = int(bool(full) and tok.bos_token_id is not None and full[0] == tok.bos_token_id)

@@ -296,3 +296,50 @@ def test_a_vae_folder_can_carry_its_own_map(tiny_sd_dir, tmp_path):
     assert "least-squares" in latent_rgb(vae, "fit").source  # "fit" still fits
     (folder / LATENT_RGB_FILE).unlink()
     assert "least-squares" in latent_rgb(AutoencoderKL.from_pretrained(folder)).source
+
+
+class _Collect:
+    """A logging handler that keeps the messages it sees (for library loggers that do not propagate)."""
+
+    def __init__(self, name):
+        import logging
+
+        self.logger, self.messages = logging.getLogger(name), []
+        self.handler = logging.Handler()
+        self.handler.emit = lambda record: self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        # the library's level may have been raised by an earlier test's setup: show warnings here
+        self.level = self.logger.level
+        self.logger.setLevel("WARNING")
+        self.logger.addHandler(self.handler)
+        return self.messages
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+
+
+def test_measuring_a_long_prompt_prints_no_library_notice(sd_pipe):
+    """tokenize_prompt measures an over-long prompt on purpose: transformers' "indexing errors" notice
+    (03's student output once showed it) stays out, and diffkit's own warning names the dropped words."""
+    with _Collect("transformers") as seen, pytest.warns(UserWarning, match="dropped"):
+        tokenize_prompt(sd_pipe, " ".join(["dog"] * 100))
+    assert not [m for m in seen if "indexing errors" in m], seen
+
+
+def test_an_img2img_chain_prints_no_empty_float32_notice(sd_pipe):
+    """diffusers' from_pipe warns about modules "that should be kept in float32: []" even when there are
+    none; diffkit drops that one notice (six lines per img2img chain in 04's output) and nothing else."""
+    import logging
+
+    from diffkit import ReverseChain
+
+    image = np.full((64, 64, 3), 200, dtype=np.uint8)
+    with _Collect("diffusers") as seen:
+        ReverseChain(sd_pipe, "a cat", image=image, strength=0.5, steps=2, seed=0, height=64, width=64).run()
+        logging.getLogger("diffusers.models.modeling_utils").warning(
+            "There are modules in X that should be kept in float32: ['norm']. Casting directly …"
+        )
+    assert not [m for m in seen if "kept in float32: []" in m], seen
+    assert [m for m in seen if "kept in float32: ['norm']" in m], "a notice naming real modules must still show"
