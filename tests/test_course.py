@@ -284,6 +284,7 @@ def test_warm_fills_the_runs_the_notebooks_read(tmp_path, monkeypatch, sweep):
         ("run", "tiny_default", audit / "tiny_default", "pipe:tiny"),
         ("run", "tour_small", audit / "tour_small", "pipe:tiny"),
         ("rescore", "tiny-weak", audit / "tiny_default", None),
+        ("run", "guidance_lesson", audit / "guidance_lesson", "pipe:tiny"),
     ]
     if sweep:
         expected.append(("run", "tiny_guidance_sweep", audit / "tiny_guidance_sweep", "pipe:tiny"))
@@ -337,3 +338,26 @@ def test_time_notebook_runs_it_in_a_fresh_kernel(tmp_path):
     t = time_notebook(tmp_path / "notebooks" / "01_sleep.ipynb")
     assert t.name == "01_sleep" and list(t.sections) == ["1. Sleep", OVERHEAD]
     assert 0.5 <= t.sections["1. Sleep"] < t.seconds
+
+
+def test_the_times_of_executed_copies_are_read_without_running(tmp_path):
+    from diffkit.course.timing import OVERHEAD, read_executed
+
+    cell = new_code_cell("import time; time.sleep(100)")  # never run: only its recorded times are read
+    cell.metadata["execution"] = {
+        "iopub.status.busy": "2025-01-01T00:00:00.000000Z",
+        "shell.execute_reply": "2025-01-01T00:00:02.500000Z",
+    }
+    for folder in ("notebooks", "executed"):
+        (tmp_path / folder).mkdir()
+        nbformat.write(new_notebook(cells=[new_markdown_cell("## 1. Sleep"), cell]), tmp_path / folder / "01_s.ipynb")
+    (tmp_path / "executed" / "01_s.seconds").write_text("4.0\n")
+    t = read_executed(tmp_path / "executed" / "01_s.ipynb")
+    assert t.seconds == 4.0 and t.sections == {"1. Sleep": 2.5, OVERHEAD: 1.5}
+    from diffkit.course.timing import time_course
+
+    lines = []
+    assert [
+        x.name for x in time_course(notebooks=tmp_path / "notebooks", executed=tmp_path / "executed", log=lines.append)
+    ] == ["01_s"]
+    assert "| **01_s** | **whole notebook** | **4.0** |" in lines[-1]

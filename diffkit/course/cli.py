@@ -36,12 +36,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     time = sub.add_parser(
         "time",
         help="run the notebooks in fresh kernels and print each one's and each section's seconds (Markdown)",
-        description="Runs every notebook (or those --only names) one after another from the checkout's root, "
+        description="Runs every notebook (or those --only names) one after another from its own folder, "
         "with the caches as they are (run `diffkit course warm` first for in-class times; --cold removes "
         "the tour's audit first, as the notebook tests do).",
     )
     time.add_argument("--only", nargs="*", default=[], metavar="NN", help="notebook name prefixes, e.g. 01 04")
     time.add_argument("--cold", action="store_true", help="remove the tour's small audit (tour_small) first")
+    time.add_argument(
+        "--executed",
+        dest="time_executed",
+        metavar="DIR",
+        help="read the times recorded in executed copies (e.g. out/notebooks, written by the notebook tests) "
+        "instead of running the notebooks",
+    )
     time.set_defaults(func=_time)
 
 
@@ -65,7 +72,7 @@ def _time(args: argparse.Namespace) -> int:
     from .._files import shared_out
     from .timing import time_course
 
-    if args.cold:
+    if args.cold and not args.time_executed:
         shutil.rmtree(shared_out("audit", "tour_small"), ignore_errors=True)
-    time_course(args.only)
+    time_course(args.only, executed=args.time_executed)
     return 0

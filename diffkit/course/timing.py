@@ -1,6 +1,6 @@
 """``diffkit course time``: each notebook's run time, and each section's, as a Markdown table.
 
-A notebook runs in a fresh kernel (as in class) from the checkout's root; each code cell's time is
+A notebook runs in a fresh kernel (as in class) from its own folder, as JupyterLab runs it; each code cell's time is
 read from the timestamps nbclient records (``iopub.status.busy`` to ``shell.execute_reply``) and
 summed per section, a section being the cells from one ``## `` heading to the next. What the cells
 do not account for (starting the kernel, sending the cells) is its own row. The lesson plans'
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["NotebookTiming", "sections_of", "time_course", "time_notebook", "timings_table"]
+__all__ = ["NotebookTiming", "read_executed", "sections_of", "time_course", "time_notebook", "timings_table"]
 
 OPENING = "(opening cells)"
 OVERHEAD = "(kernel start and between cells)"
@@ -61,18 +61,32 @@ def sections_of(nb) -> dict[str, float]:
 
 def time_notebook(path: str | Path, *, cwd: str | Path | None = None, timeout: int = 900) -> NotebookTiming:
     """Run the notebook *path* in a fresh kernel with *cwd* as its working folder (default: the
-    folder above the notebook's, the checkout's root) and time it."""
+    notebook's own folder, as JupyterLab runs it) and time it."""
     import nbformat
     from nbclient import NotebookClient
 
     path = Path(path)
-    cwd = Path(cwd) if cwd is not None else path.resolve().parent.parent
+    cwd = Path(cwd) if cwd is not None else path.resolve().parent
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
     client.execute()
     total = time.perf_counter() - t0
     sections = sections_of(nb)
+    sections[OVERHEAD] = max(0.0, total - sum(sections.values()))
+    return NotebookTiming(path.stem, total, sections)
+
+
+def read_executed(path: str | Path) -> NotebookTiming:
+    """The timing of an executed copy *path* (as ``make test-all``'s notebook tests write them to
+    ``out/notebooks/``, with ``<name>.seconds`` beside it for the whole run), without running it."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    sections = sections_of(nb)
+    stamp = path.with_suffix(".seconds")
+    total = float(stamp.read_text()) if stamp.is_file() else sum(sections.values())
     sections[OVERHEAD] = max(0.0, total - sum(sections.values()))
     return NotebookTiming(path.stem, total, sections)
 
@@ -88,15 +102,26 @@ def timings_table(timings: list[NotebookTiming]) -> str:
 
 
 def time_course(
-    only: list[str] | None = None, *, notebooks: str | Path | None = None, log: Callable[[str], None] = print
+    only: list[str] | None = None,
+    *,
+    notebooks: str | Path | None = None,
+    executed: str | Path | None = None,
+    log: Callable[[str], None] = print,
 ) -> list[NotebookTiming]:
     """Time the course's notebooks (those whose names start with one of *only*, default all) one
-    after another, logging each as it finishes, then the Markdown table."""
+    after another, logging each as it finishes, then the Markdown table. With *executed* (a folder
+    of executed copies, e.g. ``out/notebooks``), read the times they recorded instead of running."""
     from .editions import course_notebooks
 
     paths = course_notebooks(notebooks)
     if only:
         paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
+    if executed is not None:
+        found = [Path(executed) / p.name for p in paths if (Path(executed) / p.name).is_file()]
+        timings = [read_executed(p) for p in found]
+        log(f"(read from {len(found)} executed copies in {executed})")
+        log(timings_table(timings))
+        return timings
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     log(f"(machine: {os.cpu_count()} CPUs, load average {load:.1f} before the first notebook)")
     timings = []
