@@ -67,6 +67,16 @@ def test_every_answer_cell_carries_the_answer_tag(path):
         if c.cell_type == "markdown" and "**Answer:" in _src(c) and "answer" not in c.metadata.get("tags", [])
     ]
     assert not untagged, f"{path.name}: cells {untagged} hold **Answer: …** without the cell tag `answer`"
+    # in the teacher's copy too, an answer sits collapsed under its question: a click shows it
+    shown = [i for i, c in enumerate(nb.cells) if "answer" in c.metadata.get("tags", [])]
+    shown = [i for i in shown if not nb.cells[i].metadata.get("jupyter", {}).get("source_hidden")]
+    assert not shown, f"{path.name}: answer cells {shown} are not collapsed (metadata.jupyter.source_hidden)"
+    # an answer cell holds the answer only: the next question or section is a cell of its own
+    for i, c in enumerate(nb.cells):
+        if "answer" in c.metadata.get("tags", []):
+            assert "**Predict.**" not in _src(c) and not re.search(r"^#", _src(c), re.M), (
+                f"{path.name}: answer cell {i} also holds what follows it; split it"
+            )
 
 
 # --- the student edition, on synthetic notebooks -------------------------------------------------
