@@ -108,7 +108,7 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         self.chain: ReverseChain | None = None
         self.trajectory: Trajectory | None = None
         self._decoder: StepDecoder | None = None  # the background decoding of the trajectory's steps
-        self._pictures: dict[tuple[int, int, str], bytes] = {}  # (id(trajectory), step, quantity) → PNG
+        self._pictures: dict[tuple, Any] = {}  # (id(trajectory), step, what) → PNG bytes, or a step's other panels
         self._view_lock = threading.RLock()  # the slider and the decoder both show pictures
         self._held = False  # Cancel held the decoding until the next move of the slider
         self._own_move = False  # the explorer itself moves the slider (a finished run)

@@ -128,21 +128,36 @@ class ReverseChainView:
         rec = traj[k]
         for title, text in zip(self._noise_titles, noise_titles(rec.prediction_type, rec.guidance)):
             title.value = text
-        ds = self._side(traj)
-        half = (max(ds // 2, 32),) * 2
-        self._size_panels(ds)
+        self._size_panels(self._side(traj))
         self._show_pictures(k)
-        for img, (q, _) in zip(self.noise, NOISE_PANELS):
-            if rec.noise_pred_uncond is None and q in ("eps_uncond", "guidance"):
-                img.value = b""  # guidance ≤ 1: no unconditional branch was run
-                img.layout.visibility = "hidden"
-                continue
-            img.layout.visibility = "visible"
-            img.value = encode_image(traj.preview(k, q, "fast", size=half))
-        if self.token.value is not None and rec.attention:
-            pic, self.attention_scale.value = attention_panel(traj, k, int(self.token.value))
-            self.attention.value = encode_image(resize(pic, ds))
-        self.table.value = step_table(traj, k)
+        noise, attention, table = self._step_panels(traj, k, self.token.value)
+        for img, data in zip(self.noise, noise):
+            img.layout.visibility = "visible" if data else "hidden"  # guidance ≤ 1: no unconditional branch
+            img.value = data
+        if attention is not None:
+            self.attention.value, self.attention_scale.value = attention
+        self.table.value = table
+
+    def _step_panels(self, traj: Any, k: int, token: int | None) -> tuple[list[bytes], Any, str]:
+        """Step *k*'s noise panels, the attention of the word at *token* (picture and scale, or None)
+        and the table, made once per step and word (the decoder makes them ahead of the slider)."""
+        key = (id(traj), k, "panels", token)
+        panels = self._pictures.get(key)
+        if panels is None:
+            rec, ds = traj[k], self._side(traj)
+            half = (max(ds // 2, 32),) * 2
+            noise = [
+                b""
+                if rec.noise_pred_uncond is None and q in ("eps_uncond", "guidance")
+                else encode_image(traj.preview(k, q, "fast", size=half))
+                for q, _ in NOISE_PANELS
+            ]
+            attention = None
+            if token is not None and rec.attention:
+                pic, scale = attention_panel(traj, k, int(token))
+                attention = (encode_image(resize(pic, ds)), scale)
+            panels = self._pictures[key] = (noise, attention, step_table(traj, k))
+        return panels
 
     def _size_panels(self, ds: int) -> None:
         """Fix each panel's on-screen size (a flex row must not shrink a picture to fit)."""
@@ -250,6 +265,7 @@ class ReverseChainView:
             return
         for q in DECODED:
             self._exact_picture(traj, k, q)
+        self._step_panels(traj, k, self.token.value)  # so that a move of the slider only sends bytes
         d = self._decoder
         ms = d.ms_per_step if d is not None else None
         self.exact.description = "exact (VAE decode" + (f", {ms:.0f} ms a step)" if ms is not None else ")")
