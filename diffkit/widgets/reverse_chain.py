@@ -196,8 +196,11 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         self.exact = W.Checkbox(
             value=exact is not False, description="exact (VAE decode)", indent=False, layout=W.Layout(width="auto")
         )
+        self.exact.add_class("diffkit-exact")
         self.display_size = display_size  # None: follow the image size, at least MIN_DISPLAY
         self.x_t, self.x0 = W.Image(format="jpeg"), W.Image(format="jpeg")
+        self.x_t.add_class("diffkit-x-t")
+        self.x0.add_class("diffkit-x0")
         self.noise = [W.Image(format="jpeg") for _ in NOISE_PANELS]
         self.token = W.Dropdown(options=[], description="word")
         self.attention = W.Image(format="jpeg")
@@ -209,6 +212,8 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         self.attention_scale = W.HTML()
         self.table = W.HTML()
         self._x_t_title, self._x0_title = W.HTML(), W.HTML()
+        self._x_t_title.add_class("diffkit-title")
+        self._x0_title.add_class("diffkit-title")
         self._noise_titles = [W.HTML() for _ in NOISE_PANELS]
         self._set_image_titles()
         self._set_noise_titles(prediction_type_of(self.pipe))
