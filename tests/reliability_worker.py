@@ -7,6 +7,7 @@
     reliability_worker.py exit-background      exit while an explorer's run is going
     reliability_worker.py exit-stepped         exit with a chain stepped half-way by hand
     reliability_worker.py exit-closed          the same after chain.close()
+    reliability_worker.py exit-decoding        exit while an explorer decodes its steps in the background
 
 The audit modes print one line per image, ``path sha256``; the other modes print what they saw.
 """
@@ -99,6 +100,12 @@ def exit_modes(mode: str, pipe) -> None:
         ex.run()
         threading.Event().wait(0.5)  # mid-run, inside a U-Net call most likely
         print("running", ex.running)
+    elif mode == "exit-decoding":
+        from diffkit.widgets import ReverseChainExplorer
+
+        ex = ReverseChainExplorer(pipe, steps=30)
+        ex.run(wait=True)  # then every step's x_t and x̂_0 is decoded in a thread of the explorer's own
+        print("decoding", ex._decoder.running)
     else:
         chain = dk.ReverseChain(pipe, "a woman pilot", steps=50, seed=0)
         for _ in range(25):

@@ -56,12 +56,14 @@ def test_ctrl_c_in_run_wait_stops_the_worker_first():
 
 
 @pytest.mark.slow  # in make test-all (a subprocess or a long run: the fast loop stays under 5 min)
-@pytest.mark.parametrize("mode", ["exit-background", "exit-stepped", "exit-closed"])
+@pytest.mark.parametrize("mode", ["exit-background", "exit-stepped", "exit-closed", "exit-decoding"])
 def test_an_unfinished_chain_never_aborts_the_interpreter(mode):
     p = _worker(mode)
     assert p.returncode == 0, f"exit {p.returncode}: {p.stderr[-2000:]}"
     assert "terminate called" not in p.stderr
     assert p.stdout.splitlines()[-1] == "exiting"
+    if mode == "exit-decoding":
+        assert "decoding True" in p.stdout, p.stdout  # it was still decoding when the interpreter exited
     if mode == "exit-closed":
         assert "closed: the chain was closed" in p.stdout or "closed: this chain was closed" in p.stdout
 

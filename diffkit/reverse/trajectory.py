@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ class Trajectory:
         self._pipe = work_pipe
         self._records: list[StepRecord] = []
         self._cache: dict[tuple[int, str], np.ndarray] = {}
+        self._decoding = threading.Lock()  # one VAE decode at a time (an explorer decodes in a thread of its own)
         self._rgb = None
         self.info: Mapping[str, Any] = types.MappingProxyType(dict(info))
         self.tokens = tokens
@@ -165,13 +167,21 @@ class Trajectory:
                     f"step {i} is not recorded; fix: pass a step from 0 to {len(self) - 1} (or −1 for the last)"
                 )
         idx = [i % len(self) for i in idx]
-        todo = [i for i in dict.fromkeys(idx) if (i, name) not in self._cache]
-        if todo:
-            lat = torch.stack([self._records[i].vp_latents(name).float() for i in todo])
-            imgs = decode_latents(self._pipe, lat, batch_size=batch_size)
-            for i, im in zip(todo, imgs):
-                self._cache[(i, name)] = im
+        if any((i, name) not in self._cache for i in idx):
+            with self._decoding:
+                todo = [i for i in dict.fromkeys(idx) if (i, name) not in self._cache]  # another thread's may be in
+                if todo:
+                    lat = torch.stack([self._records[i].vp_latents(name).float() for i in todo])
+                    imgs = decode_latents(self._pipe, lat, batch_size=batch_size)
+                    for i, im in zip(todo, imgs):
+                        self._cache[(i, name)] = im
         return np.stack([self._cache[(i, name)] for i in idx]) if idx else np.zeros((0, 0, 0, 3), np.float32)
+
+    def decoded(self, index: int, quantity: str = "x0_hat") -> bool:
+        """Whether step *index*'s exact decode of *quantity* is cached (:meth:`decode`, ``preview(..., "exact")``),
+        so that ``preview(index, quantity, "exact")`` returns without running the VAE."""
+        n = len(self)
+        return -n <= index < n and (index % n, QUANTITIES.get(quantity, quantity)) in self._cache
 
     def preview(
         self,

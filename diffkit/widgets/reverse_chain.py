@@ -17,6 +17,7 @@ from ..reverse import ReverseChain, Trajectory
 from ..reverse.attention import colorbar
 from ..reverse.families import family_of
 from ._common import Explorer, encode_image, guarded
+from .reverse_decoder import StepDecoder
 from .reverse_panels import (
     NOISE_PANELS,
 )
@@ -51,8 +52,9 @@ def _stop_runs() -> None:
 class ReverseChainExplorer(ReverseChainView, Explorer):
     """Type a prompt, press Run, then scrub the reverse chain one denoising step at a time.
 
-    Panels: the noisy latents x_t (fast preview), the clean image the U-Net implies x̂_0 (fast,
-    or the exact VAE decode, cached), the noise predictions without and with the text, the
+    Panels: the noisy latents x_t and the clean image the U-Net implies x̂_0 (the exact VAE
+    decodes, made in the background once a run has ended; the fast preview until a step is
+    decoded), the noise predictions without and with the text, the
     guided one and the guidance direction ε̂_c − ε̂_u, the cross-attention of a chosen prompt
     word, and the step's numbers. Everything shown comes from :class:`diffkit.ReverseChain`
     and its :class:`diffkit.Trajectory`.
@@ -68,9 +70,10 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         Side, in screen pixels, of the x_t and x̂_0 panels (default: the image size, at least
         256; smaller images are enlarged with nearest neighbour). The noise panels are half.
     exact
-        Show x_t and x̂_0 as exact VAE decodes (True) or the fast linear preview (False). The
-        default, None, decides at the first picture: exact when decoding both panels takes
-        under 50 ms (the slider's budget; diffkit-tiny on a laptop), else fast.
+        Show x_t and x̂_0 as exact VAE decodes (None, the default, or True): every step is
+        decoded in a thread of the explorer's own after the run (the shown step first, one
+        decode at a time, stopped by Cancel, a new Run and :meth:`close`), and the fast linear
+        preview stands in until a step is decoded. False: the fast preview only, nothing decoded.
     run
         Start a run at once (in the background).
     """
@@ -104,6 +107,12 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         )
         self.chain: ReverseChain | None = None
         self.trajectory: Trajectory | None = None
+        self._decoder: StepDecoder | None = None  # the background decoding of the trajectory's steps
+        self._pictures: dict[tuple, Any] = {}  # (id(trajectory), step, what) → PNG bytes, or a step's other panels
+        self._view_lock = threading.RLock()  # the slider and the decoder both show pictures
+        self._held = False  # Cancel held the decoding until the next move of the slider
+        self._own_move = False  # the explorer itself moves the slider (a finished run)
+        self._shown = "pending"
         self._viewer_controls(exact, display_size)
         self._done = threading.Event()  # set while no background run is going
         self._done.set()
@@ -115,8 +124,7 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         self.cancel_button.on_click(self._on_cancel)
         self.next_button.on_click(self._on_next)
         self.step.observe(self._on_step, names="value")
-        self.exact.observe(lambda change: self._set_image_titles(), names="value")
-        self.exact.observe(self._on_step, names="value")
+        self.exact.observe(self._on_exact, names="value")
         self.token.observe(self._on_step, names="value")
         if load_error is not None:
             self.run_button.disabled = self.next_button.disabled = True
@@ -185,10 +193,14 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
             icon="step-forward",
             tooltip="run one more U-Net call of a new chain, or move the slider on",
         )
-        self.exact = W.Checkbox(value=bool(exact), description="exact (VAE decode)")
-        self._exact_auto = exact is None
+        self.exact = W.Checkbox(
+            value=exact is not False, description="exact (VAE decode)", indent=False, layout=W.Layout(width="auto")
+        )
+        self.exact.add_class("diffkit-exact")
         self.display_size = display_size  # None: follow the image size, at least MIN_DISPLAY
         self.x_t, self.x0 = W.Image(format="jpeg"), W.Image(format="jpeg")
+        self.x_t.add_class("diffkit-x-t")
+        self.x0.add_class("diffkit-x0")
         self.noise = [W.Image(format="jpeg") for _ in NOISE_PANELS]
         self.token = W.Dropdown(options=[], description="word")
         self.attention = W.Image(format="jpeg")
@@ -200,6 +212,8 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         self.attention_scale = W.HTML()
         self.table = W.HTML()
         self._x_t_title, self._x0_title = W.HTML(), W.HTML()
+        self._x_t_title.add_class("diffkit-title")
+        self._x0_title.add_class("diffkit-title")
         self._noise_titles = [W.HTML() for _ in NOISE_PANELS]
         self._set_image_titles()
         self._set_noise_titles(prediction_type_of(self.pipe))
@@ -252,6 +266,9 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
                     "for it to stop first: two runs never go at once"
                 )
             chain = self._new_chain()  # bad settings fail here, before anything runs
+            self._stop_decoding()  # the old trajectory's decodes are dropped with it
+            self._pictures.clear()
+            self._held = False
             if self.chain is not None:
                 self.chain.close()  # a cancelled or hand-stepped chain: its paused pipeline call unwinds
             self.chain = chain
@@ -276,7 +293,10 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         return wait_or_cancel(self._done.wait, self.cancel, timeout)
 
     def cancel(self) -> None:
-        """Stop a background run after the U-Net call in flight (what the Cancel button does)."""
+        """Stop a background run after the U-Net call in flight (what the Cancel button does), and
+        the background decoding after the decode in flight (it goes on at the next move of the slider)."""
+        self._held = True
+        self._stop_decoding(wait=False)
         if self.chain is not None and self.running:
             self._cancelled = True
             self.chain.cancel()
@@ -291,6 +311,8 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
             self.run_button.disabled, self.cancel_button.disabled = False, True
             if not chain.closed and self.chain is chain:
                 self._show_trajectory(chain)
+                if error is None and not self._cancelled:
+                    self._start_decoding(run_over=True)  # before the run counts as over: wait_decoded() sees it
         finally:
             _RUNNING.discard(self)
             self._done.set()
@@ -309,20 +331,26 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         """Step a chain by hand: one U-Net call at a time (a new chain if none is going)."""
         if self.running:
             raise InputError("a run is going; fix: wait for it, or press Cancel, then step by hand")
+        self._stop_decoding()  # the chain computes alone; decoding goes on after the step
+        self._held = False
         if self.chain is None or self.chain.done or self.chain.closed:
+            self._pictures.clear()
             self.chain = self._new_chain()
             self.trajectory = self.chain.trajectory
             self.progress.max, self.progress.value = len(self.chain), 0
         rec = self.chain.step()
         self.progress.value = rec.index + 1
         self._show_trajectory(self.chain)
+        self._start_decoding()
 
     def close(self) -> None:
-        """Stop a background run, let the chain's pipeline call unwind, and close every widget."""
+        """Stop a background run and the background decoding, let the chain's pipeline call unwind,
+        and close every widget."""
         if "error" not in self.__dict__:  # a constructor that failed: nothing was built
             return
         self.cancel()
         self._done.wait(120)
+        self._stop_decoding()  # and wait for it: no thread of the explorer's outlives it
         if self.chain is not None:
             self.chain.close()
         super().close()

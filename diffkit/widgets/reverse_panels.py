@@ -9,7 +9,6 @@ words, and the step's numbers as a small table.
 from __future__ import annotations
 
 import html
-import time
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,6 @@ __all__ = [
     "NOISE_PANELS",
     "attention_panel",
     "calls_done",
-    "decode_ms",
     "image_titles",
     "noise_titles",
     "resize",
@@ -73,30 +71,28 @@ def calls_done(traj: Trajectory) -> str:
     return "U-Net calls" if traj.info.get("denoiser") == "unet" else "steps"
 
 
-def image_titles(exact: bool, latent_rgb: Any = None) -> tuple[str, str]:
-    """The x_t and x̂_0 panels' titles (HTML), saying which picture they show."""
-    how = "VAE decode" if exact else "fast linear preview of the latents"
-    if not exact and latent_rgb is not None and latent_rgb.rms_error is not None:
-        how += f" (least-squares fit, RMS error {latent_rgb.rms_error:.3f} on [−1, 1])"
+def image_titles(shown: str, latent_rgb: Any = None, note: str = "") -> tuple[str, str]:
+    """The x_t and x̂_0 panels' titles (HTML), saying which picture they show.
+
+    *shown* is ``"exact"`` (the VAE's decode), ``"pending"`` (the fast preview until this step's
+    decode is ready; *note* says how far the decoding is) or ``"fast"`` (the fast preview, chosen).
+    The fast preview's least-squares fit error is given where the map was fitted.
+    """
+    fit = latent_rgb is not None and latent_rgb.rms_error is not None
+    if shown == "exact":
+        how = "exact VAE decode"
+    elif shown == "pending":
+        how = (
+            "fast preview"
+            + (f" (fit RMS error {latent_rgb.rms_error:.3f})" if fit else "")
+            + (f"; {note}" if note else "")
+        )
+    else:
+        how = "fast linear preview" + (f" (fit RMS error {latent_rgb.rms_error:.3f} on [−1, 1])" if fit else "")
     return (
-        f"<small><b>x_t, the noisy latents</b> · {how}</small>",
-        f"<small><b>x̂₀, the clean image the model implies</b> · {how}</small>",
+        f"<div style='line-height:1.3'><small><b>x_t, the noisy latents</b><br>{how}</small></div>",
+        f"<div style='line-height:1.3'><small><b>x̂₀, the clean image the model implies</b><br>{how}</small></div>",
     )
-
-
-def decode_ms(traj: Trajectory, k: int) -> float:
-    """Milliseconds to decode x_t and x̂_0 exactly: the best of up to 3 steps other than *k*
-    (decoded first, which warms the VAE up), so a busy machine's noise is left out. Decodes are
-    cached by the trajectory, so the time is spent once."""
-    traj.decode([k], "x_t")
-    traj.decode([k], "x0_hat")
-    times = []
-    for j in [i for i in range(len(traj)) if i != k][:3] or [k]:
-        t0 = time.perf_counter()
-        traj.decode([j], "x_t")
-        traj.decode([j], "x0_hat")
-        times.append((time.perf_counter() - t0) * 1e3)
-    return min(times)
 
 
 def attention_panel(traj: Trajectory, k: int, position: int) -> tuple[np.ndarray, str]:

@@ -89,7 +89,7 @@ def check_settings(
     if exact is not None and not isinstance(exact, bool):
         raise InputError(
             f"exact={exact!r} is not True, False or None; fix: pass exact=True for VAE "
-            "decodes, exact=False for the fast preview, or leave it out to decide by speed"
+            "decodes, exact=False for the fast preview only, or leave it out (exact decodes)"
         )
     return steps, guidance_scale, seed, scheduler, display_size
 

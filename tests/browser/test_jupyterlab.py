@@ -46,8 +46,9 @@ def _tiny_weights_present() -> bool:
 
 
 # The reverse explorer on diffkit-tiny when its weights are here (the README's picture comes
-# from this screenshot), else on a tiny random pipeline. exact=True: the picture must not depend
-# on how busy the machine is (the timed default is tested headlessly).
+# from this screenshot), else on a tiny random pipeline, with its default: exact pictures,
+# decoded in the background after the run. A second cell waits for the decodes and prints the
+# SHA-256 of the PNG the explorer must show at step 0 (the library's exact decode, enlarged).
 def _unet_calls(steps: int) -> int:
     """U-Net calls of a *steps*-step chain under diffkit-tiny's own sampler (PNDM makes one more)."""
     import json
@@ -68,7 +69,7 @@ if _tiny_weights_present():
     REVERSE_CALLS = _unet_calls(REVERSE_STEPS)
     CELLS["reverse"] = (
         "from diffkit.widgets import ReverseChainExplorer\n"
-        "explorer = ReverseChainExplorer(prompt='a woman pilot', steps=20, seed=3, exact=True, run=True)\n"
+        "explorer = ReverseChainExplorer(prompt='a woman pilot', steps=20, seed=3, run=True)\n"
         "explorer"
     )
 else:
@@ -79,6 +80,16 @@ else:
         "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), steps=4, size=32, run=True)\n"
         "explorer"
     )
+EXPECTED = (
+    "import hashlib\n"
+    "from diffkit.widgets._common import encode_image\n"
+    "from diffkit.widgets.reverse_panels import resize\n"
+    "explorer.wait()\n"
+    "assert explorer.wait_decoded(300)\n"
+    "for q in ('x_t', 'x0_hat'):\n"
+    "    png = encode_image(resize(explorer.trajectory.preview(0, q, 'exact'), 256), 'png')\n"
+    "    print('expected', q, hashlib.sha256(png).hexdigest())\n"
+)
 
 
 # Flux: the tiny random pipeline, built offline in the kernel (packed latents, T5 tokens, embedded guidance)
@@ -97,9 +108,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _notebook(code: str) -> dict:
+def _notebook(*code: str) -> dict:
     return {
-        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": code}],
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": c} for c in code
+        ],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
         "nbformat": 4,
         "nbformat_minor": 5,
@@ -113,7 +126,8 @@ def lab(tmp_path_factory):
     pytest.importorskip("jupyterlab")
     root = tmp_path_factory.mktemp("lab")
     for name, code in CELLS.items():
-        (root / f"{name}.ipynb").write_text(json.dumps(_notebook(code)))
+        cells = (code, EXPECTED) if name == "reverse" else (code,)
+        (root / f"{name}.ipynb").write_text(json.dumps(_notebook(*cells)))
     port, token = _free_port(), secrets.token_hex(16)
     # the kernel imports the diffkit of this checkout (a git worktree beside an editable install included)
     checkout = str(Path(__file__).resolve().parents[2])
@@ -265,13 +279,60 @@ def test_two_pixel_explorer_in_jupyterlab(browser, lab):
     page.close()
 
 
+_SHA256 = """async el => {
+    const data = await (await fetch(el.src)).arrayBuffer();
+    const digest = await crypto.subtle.digest("SHA-256", data);
+    return Array.from(new Uint8Array(digest)).map(b => b.toString(16).padStart(2, "0")).join("");
+}"""
+
+# whether an element's content overflows its box (cut off), for each of *texts* put in its place
+_OVERFLOWS = """(el, texts) => {
+    const box = el.querySelector(".widget-html-content");
+    const kept = box ? box.innerHTML : null;
+    const out = texts.map(t => {
+        if (t !== null) box.innerHTML = t;
+        return el.scrollHeight > el.clientHeight + 1 || el.scrollWidth > el.clientWidth + 1;
+    });
+    if (texts.some(t => t !== null)) box.innerHTML = kept;  // a title's own text back (null: nothing touched)
+    return out;
+}"""
+
+
+def _longest_titles() -> list[str]:
+    """The x̂_0 panel's longest titles: the fast preview with a fitted map's error, pending or chosen."""
+    from types import SimpleNamespace
+
+    from diffkit.widgets.reverse_panels import image_titles
+
+    rgb = SimpleNamespace(rms_error=0.0504)
+    return [
+        image_titles("pending", rgb, "decoding paused (100 of 100): move the slider")[1],
+        image_titles("pending", rgb, "decoding: 100 of 100 steps done")[1],
+        image_titles("fast", rgb)[1],
+        image_titles("exact")[1],
+    ]
+
+
 def test_reverse_chain_explorer_in_jupyterlab(browser, lab):
     page = _open_and_run(browser, lab, "reverse")
     page.get_by_text(f"done: {REVERSE_CALLS} U-Net calls").wait_for(timeout=120_000)
+    expected = page.get_by_text("expected x0_hat")
+    expected.wait_for(timeout=300_000)  # the second cell: every step decoded in the background
+    want = dict(line.split()[1:] for line in expected.inner_text().splitlines() if line.startswith("expected"))
     page.set_viewport_size({"width": 1400, "height": 1500})  # the whole explorer, noise panels too
     page.wait_for_timeout(1000)
     before = _image_sources(page)
     _shot(page, "reverse_chain")  # the finished chain, at its last step (the README's picture)
+    titles = page.locator(".jp-OutputArea-output .diffkit-title")
+    assert titles.count() == 2
+    assert all("exact VAE decode" in t for t in titles.all_inner_texts()), titles.all_inner_texts()
+    # no title cut off, not even the longest the panels can show; the checkbox's label whole
+    for i in range(2):
+        assert titles.nth(i).evaluate(_OVERFLOWS, [None]) == [False], f"title {i} is cut off"
+    assert titles.nth(1).evaluate(_OVERFLOWS, _longest_titles()) == [False] * 4, "a longer title would be cut off"
+    label = page.locator(".jp-OutputArea-output .diffkit-exact").first
+    assert label.evaluate(_OVERFLOWS, [None]) == [False] and "exact (VAE decode" in label.inner_text()
+    assert label.locator("input").is_checked()  # the default: exact pictures
     # the constructor's arguments read back faithfully in the browser
     readout = page.locator(".jp-OutputArea-output .diffkit-steps .widget-readout").first
     assert readout.inner_text().strip() == str(REVERSE_STEPS), readout.inner_text()
@@ -282,6 +343,16 @@ def test_reverse_chain_explorer_in_jupyterlab(browser, lab):
     handle.focus()
     page.keyboard.press("Home")
     assert _wait_changed(page, before), "moving the step slider did not change the panels"
+    # step 0 in the browser is the VAE's own picture: the PNG the kernel's library call makes, byte for byte
+    for css, q in ((".diffkit-x-t", "x_t"), (".diffkit-x0", "x0_hat")):
+        img = page.locator(f".jp-OutputArea-output img{css}").first
+        deadline = time.time() + 30
+        while img.evaluate(_SHA256) != want[q] and time.time() < deadline:
+            page.wait_for_timeout(250)
+        assert img.evaluate(_SHA256) == want[q], f"the {q} panel at step 0 is not the exact decode"
+        assert img.evaluate("el => [el.naturalWidth, el.naturalHeight]") == [256, 256]
+    assert all("exact VAE decode" in t for t in titles.all_inner_texts()), titles.all_inner_texts()
+    assert label.locator("input").is_checked()
     _shot(page, "reverse_chain_first_step")
     page.close()
 

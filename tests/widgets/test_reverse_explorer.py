@@ -43,8 +43,9 @@ def test_run_then_scrub_the_steps(pipe):
         assert img.value
     # exact x̂_0 and the attention of one word
     fast = e.x0.value
-    e.exact.value = True
-    assert e.x0.value != fast and e.error.value == ""
+    e.exact.value = True  # ticked: decoded in the background, then shown
+    assert e.wait_decoded(60)
+    assert e.x0.value != fast and e.x0.format == "png" and e.error.value == ""
     words = [label for label, _ in e.token.options]
     assert any("red" in w for w in words)
     e.token.value = 2
@@ -172,6 +173,7 @@ def test_panels_are_classroom_sized_and_keep_the_models_pixels(pipe):
 
     e = ReverseChainExplorer(pipe, prompt="a red circle", steps=2, size=32, seed=1, exact=True)
     e.run(wait=True)
+    assert e.wait_decoded(60)
     assert _png_side(e.x_t.value) == (256, 256) and _png_side(e.x0.value) == (256, 256)
     assert all(_png_side(img.value) == (128, 128) for img in e.noise)
     # nearest neighbour: the 32-px decode scaled ×8 (JPEG adds little noise to flat 8×8 blocks)
@@ -187,21 +189,102 @@ def test_panels_are_classroom_sized_and_keep_the_models_pixels(pipe):
     wide.close()
 
 
-def test_exact_previews_are_the_default_where_they_fit_the_slider_budget(pipe, monkeypatch):
-    from diffkit.widgets import reverse_view
+def _decoder_threads() -> list[str]:
+    import threading
 
-    monkeypatch.setattr(reverse_view, "EXACT_BUDGET_MS", 1e9)  # any decode fits
-    e = ReverseChainExplorer(pipe, steps=2, size=32)
+    return [t.name for t in threading.enumerate() if t.name == "diffkit-reverse-decode"]
+
+
+def test_every_step_is_decoded_in_the_background_and_the_slider_shows_the_decodes(pipe):
+    """After a run, every step's x_t and x̂_0 is decoded in the background; a move of the slider
+    then shows the VAE's own picture (PNG, lossless), exactly ``traj.preview(k, q, "exact")``
+    enlarged with nearest neighbour, and the titles say so."""
+    import io
+
+    from PIL import Image
+
+    e = ReverseChainExplorer(pipe, prompt="a red circle", steps=4, size=32, seed=1)  # the default: exact
+    assert e.exact.value is True
     e.run(wait=True)
-    assert e.exact.value is True and "ms)" in e.exact.description
-    assert "VAE decode" in e._x0_title.value
-    assert e.x0.value  # shown
+    assert e.wait_decoded(60) and e.error.value == ""
+    traj = e.trajectory
+    assert all(traj.decoded(k, q) for k in range(len(traj)) for q in ("x_t", "x0_hat"))
+    for k in (0, 2, 1, 3):
+        e.step.value = k
+        for img, q in ((e.x_t, "x_t"), (e.x0, "x0_hat")):
+            want = np.asarray(Image.fromarray(traj.preview(k, q, "exact")).resize((256, 256), Image.Resampling.NEAREST))
+            assert img.format == "png"
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(img.value)).convert("RGB")), want), (k, q)
+        assert "exact VAE decode" in e._x_t_title.value and "exact VAE decode" in e._x0_title.value
+        assert "fast" not in e._x0_title.value
+    assert "ms a step" in e.exact.description
     e.close()
-    monkeypatch.setattr(reverse_view, "EXACT_BUDGET_MS", 0.0)  # a model too slow to decode per move
-    slow = ReverseChainExplorer(pipe, steps=2, size=32)
-    slow.run(wait=True)
-    assert slow.exact.value is False and "fast linear preview" in slow._x0_title.value
-    slow.close()
+    assert _decoder_threads() == []
+
+
+def test_the_fast_preview_stands_in_until_a_step_is_decoded(pipe, monkeypatch):
+    from diffkit.reverse import Trajectory
+
+    gate = __import__("threading").Event()
+    decode = Trajectory.decode
+
+    def held(self, *a, **k):  # the VAE waits for the test
+        gate.wait(30)
+        return decode(self, *a, **k)
+
+    monkeypatch.setattr(Trajectory, "decode", held)
+    e = ReverseChainExplorer(pipe, steps=3, size=32)
+    e.run(wait=True)
+    assert e.x0.format == "jpeg" and "fast preview" in e._x0_title.value and "decoding: 0 of 3" in e._x0_title.value
+    assert e._decoder.running and _decoder_threads() == ["diffkit-reverse-decode"]
+    gate.set()
+    assert e.wait_decoded(60)
+    assert e.x0.format == "png" and "exact VAE decode" in e._x0_title.value  # the shown step, redrawn
+    e.close()
+
+
+def test_cancel_a_new_run_and_close_stop_the_decoding(pipe, monkeypatch):
+    import time
+
+    from diffkit.reverse import Trajectory
+
+    decode = Trajectory.decode
+
+    def slow(self, *a, **k):
+        time.sleep(0.02)
+        return decode(self, *a, **k)
+
+    monkeypatch.setattr(Trajectory, "decode", slow)
+    e = ReverseChainExplorer(pipe, steps=30, size=32)
+    e.run(wait=True)
+    first, old = e.trajectory, e._decoder
+    assert old.running
+    e.cancel()  # stops after the decode in flight
+    assert old.stop(30) and not old.running and _decoder_threads() == []
+    done = sum(first.decoded(k, "x_t") for k in range(len(first)))
+    assert done < len(first) and "decoding paused" in e._x0_title.value
+    e.step.value = 3  # the user moves on: the decoding goes on, from the shown step outwards
+    assert e._decoder.running and e._decoder is not old
+    e.run(wait=True)  # a second run drops the first one's decodes
+    assert e.trajectory is not first and not old.running
+    assert sum(first.decoded(k, "x_t") for k in range(len(first))) < len(first)
+    assert all(key[0] == id(e.trajectory) for key in e._pictures)
+    assert e._decoder.trajectory is e.trajectory and e._decoder.running
+    e.close()  # stops and waits for the decoder: nothing keeps running
+    assert _decoder_threads() == [] and not e._decoder.running
+
+
+def test_exact_false_forces_the_fast_preview_and_decodes_nothing(pipe):
+    e = ReverseChainExplorer(pipe, steps=2, size=32, exact=False)
+    e.run(wait=True)
+    assert e._decoder is None and not any(e.trajectory.decoded(k, "x_t") for k in range(2))
+    assert e.x0.format == "jpeg" and "fast linear preview" in e._x0_title.value
+    assert "exact" not in e._x0_title.value
+    e.exact.value = True  # the checkbox turns the decoding on ...
+    assert e.wait_decoded(60) and e.x0.format == "png"
+    e.exact.value = False  # ... and forces the preview again
+    assert e.x0.format == "jpeg" and "fast linear preview" in e._x0_title.value
+    e.close()
 
 
 def test_attention_opens_on_the_first_content_word_with_a_stated_shared_scale(pipe):
