@@ -8,6 +8,8 @@ The public API, by topic:
 - pipelines: ``load_pipeline`` (hub id, local folder, or ``"tiny"``)
 - training on the two-pixel toy: :func:`diffkit.train_toy_denoiser` (L_simple against the exact denoiser)
 - the U-Net opened up: :func:`diffkit.unet_anatomy` (its parts in call order, shapes read by hooks)
+- the lessons: :mod:`diffkit.lessons` (``check_sampler`` for a hand-written DDIM loop; the theory
+  bridge on the toy: ``chain_moments``, ``toy_posterior``, ``toy_score``, ``toy_log_density``)
 - the reverse chain: :mod:`diffkit.reverse` (``ReverseChain``, ``Trajectory``, ``StepRecord``, ``tokenize_prompt``)
 - plots: :mod:`diffkit.plots`
 - sample images: :mod:`diffkit.samples`
@@ -41,6 +43,12 @@ _PUBLIC = {
     "SCHEDULERS": "pipeline",
     "load_pipeline": "pipeline",
     "make_scheduler": "pipeline",
+    "chain_moments": "lessons",
+    "check_sampler": "lessons",
+    "posterior_coefficients": "lessons",
+    "toy_log_density": "lessons",
+    "toy_posterior": "lessons",
+    "toy_score": "lessons",
     "ReverseChain": "reverse",
     "StepRecord": "reverse",
     "Trajectory": "reverse",
@@ -78,6 +86,7 @@ _SUBMODULES = frozenset(
         "errors",
         "forward",
         "images",
+        "lessons",
         "pipeline",
         "plots",
         "reverse",
