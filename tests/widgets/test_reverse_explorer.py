@@ -225,11 +225,14 @@ def test_every_step_is_decoded_in_the_background_and_the_slider_shows_the_decode
 def test_the_fast_preview_stands_in_until_a_step_is_decoded(pipe, monkeypatch):
     from diffkit.reverse import Trajectory
 
-    gate = __import__("threading").Event()
+    import threading
+
+    gate = threading.Event()
     decode = Trajectory.decode
 
-    def held(self, *a, **k):  # the VAE waits for the test
-        gate.wait(30)
+    def held(self, *a, **k):  # the decoder thread's VAE waits for the test (a decode elsewhere does not)
+        if threading.current_thread().name == "diffkit-reverse-decode":
+            gate.wait(30)
         return decode(self, *a, **k)
 
     monkeypatch.setattr(Trajectory, "decode", held)
