@@ -223,9 +223,9 @@ def test_every_step_is_decoded_in_the_background_and_the_slider_shows_the_decode
 
 
 def test_the_fast_preview_stands_in_until_a_step_is_decoded(pipe, monkeypatch):
-    from diffkit.reverse import Trajectory
-
     import threading
+
+    from diffkit.reverse import Trajectory
 
     gate = threading.Event()
     decode = Trajectory.decode
