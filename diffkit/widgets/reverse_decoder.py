@@ -20,10 +20,16 @@ from typing import Any
 
 from ..reverse import Trajectory
 
-__all__ = ["DECODED", "StepDecoder"]
+__all__ = ["DECODED", "StepDecoder", "undecoded"]
 
 DECODED = ("x_t", "x0_hat")
 """The quantities decoded per step: the explorer's two big panels."""
+
+
+def undecoded(trajectory: Trajectory) -> list[int]:
+    """The recorded steps whose x_t and x̂_0 are not both decoded yet, in step order."""
+    return [k for k in range(len(trajectory)) if not all(trajectory.decoded(k, q) for q in DECODED)]
+
 
 _LIVE: weakref.WeakSet[StepDecoder] = weakref.WeakSet()
 """Decoders whose thread has started and not yet ended."""
@@ -93,11 +99,9 @@ class StepDecoder:
 
     def todo(self) -> list[int]:
         """The steps not yet decoded, nearest the shown one first."""
-        traj = self.trajectory
-        n = len(traj)
+        n = len(self.trajectory)
         shown = min(max(int(self._shown()), 0), n - 1) if n else 0
-        left = [k for k in range(n) if not all(traj.decoded(k, q) for q in DECODED)]
-        return sorted(left, key=lambda k: (abs(k - shown), k))
+        return sorted(undecoded(self.trajectory), key=lambda k: (abs(k - shown), k))
 
     def cancel(self) -> None:
         """Ask the thread to stop after the decode in flight; return at once."""

@@ -16,7 +16,7 @@ import ipywidgets as W
 from ..errors import InputError
 from ..reverse import ReverseChain
 from ._common import encode_image, guarded
-from .reverse_decoder import DECODED, StepDecoder
+from .reverse_decoder import DECODED, StepDecoder, undecoded
 from .reverse_panels import (
     NOISE_PANELS,
     attention_panel,
@@ -219,7 +219,7 @@ class ReverseChainView:
         traj, d = self.trajectory, self._decoder
         if traj is None or not len(traj):
             return ""
-        done = sum(all(traj.decoded(k, q) for q in DECODED) for k in range(len(traj)))
+        done = len(traj) - len(undecoded(traj))
         if d is not None and d.running and not d.stopping and d.trajectory is traj:
             return f"decoding: {done} of {len(traj)} steps done"
         if self.running:
@@ -234,16 +234,14 @@ class ReverseChainView:
             return
         if self._decoder is not None and self._decoder.running and self._decoder.trajectory is traj:
             return
-        if all(traj.decoded(k, q) for k in range(len(traj)) for q in DECODED):
+        if not undecoded(traj):
             return
         self._stop_decoding()
         self._decoder = StepDecoder(
             traj, shown=lambda: self.step.value, on_decoded=self._step_decoded, on_error=self._decoding_failed
         )
         self._decoder.start()
-        with self._view_lock:
-            if self._shown != "exact":
-                self._set_image_titles()  # the fast preview's title says the decoding runs
+        self._refresh_pending_title()  # the fast preview's title says the decoding runs
 
     def _stop_decoding(self, *, wait: bool = True) -> None:
         """Stop the background decoding after the decode in flight (and wait for that, by default)."""
@@ -253,9 +251,7 @@ class ReverseChainView:
             self._decoder.stop()
         else:
             self._decoder.cancel()
-        with self._view_lock:
-            if self._shown != "exact":
-                self._set_image_titles()  # the fast preview's title says the decoding paused
+        self._refresh_pending_title()  # the fast preview's title says the decoding paused
 
     def _step_decoded(self, k: int) -> None:
         """The decoder's callback (its thread): encode step *k*'s pictures once, show them if the
@@ -280,6 +276,11 @@ class ReverseChainView:
         self.error.show(error)
         if self._decoder is not None:
             self._decoder.cancel()
+        self._refresh_pending_title()
+
+    def _refresh_pending_title(self) -> None:
+        """Bring the fast preview's title (the decoding's progress) up to date; an exact picture's
+        title says nothing of the decoding and stays."""
         with self._view_lock:
             if self._shown != "exact":
                 self._set_image_titles()
