@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 __all__ = ["NotebookTiming", "read_executed", "sections_of", "time_course", "time_notebook", "timings_table"]
 
@@ -59,6 +60,16 @@ def sections_of(nb) -> dict[str, float]:
     return out
 
 
+def _timing(name: str, nb: Any, total: float | None) -> NotebookTiming:
+    """The executed notebook *nb*'s sections, and what they leave of *total* (the whole run's
+    seconds; None: their sum) as the overhead row."""
+    sections = sections_of(nb)
+    if total is None:
+        total = sum(sections.values())
+    sections[OVERHEAD] = max(0.0, total - sum(sections.values()))
+    return NotebookTiming(name, total, sections)
+
+
 def time_notebook(path: str | Path, *, cwd: str | Path | None = None, timeout: int = 900) -> NotebookTiming:
     """Run the notebook *path* in a fresh kernel with *cwd* as its working folder (default: the
     notebook's own folder, as JupyterLab runs it) and time it."""
@@ -71,10 +82,7 @@ def time_notebook(path: str | Path, *, cwd: str | Path | None = None, timeout: i
     t0 = time.perf_counter()
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
     client.execute()
-    total = time.perf_counter() - t0
-    sections = sections_of(nb)
-    sections[OVERHEAD] = max(0.0, total - sum(sections.values()))
-    return NotebookTiming(path.stem, total, sections)
+    return _timing(path.stem, nb, time.perf_counter() - t0)
 
 
 def read_executed(path: str | Path) -> NotebookTiming:
@@ -84,11 +92,8 @@ def read_executed(path: str | Path) -> NotebookTiming:
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    sections = sections_of(nb)
     stamp = path.with_suffix(".seconds")
-    total = float(stamp.read_text()) if stamp.is_file() else sum(sections.values())
-    sections[OVERHEAD] = max(0.0, total - sum(sections.values()))
-    return NotebookTiming(path.stem, total, sections)
+    return _timing(path.stem, nb, float(stamp.read_text()) if stamp.is_file() else None)
 
 
 def timings_table(timings: list[NotebookTiming]) -> str:

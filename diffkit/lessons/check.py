@@ -135,9 +135,10 @@ def check_sampler(
     kind, mine = _as_result(result, pipe.unet.config.in_channels)
     ref = ref_image if kind == "image" else ref_latents[0].float().cpu().numpy()
 
+    diff = np.abs(mine.astype(np.float64) - ref) if mine.shape == ref.shape else np.full(1, np.inf)
+
     def verdict(cause: str | None, hint: str, certain: bool = False, equal: bool = False) -> SamplerCheck:
-        d = np.abs(mine.astype(np.float64) - ref) if mine.shape == ref.shape else np.full(1, np.inf)
-        return SamplerCheck(equal, kind, float(d.max()), float(d.mean()), cause, certain, hint)
+        return SamplerCheck(equal, kind, float(diff.max()), float(diff.mean()), cause, certain, hint)
 
     if mine.shape != ref.shape:
         return verdict(
@@ -154,7 +155,7 @@ def check_sampler(
         )
     if not diagnose:
         return verdict(None, CHECKLIST)
-    d_ref = float(np.abs(mine.astype(np.float64) - ref).max())
+    d_ref = float(diff.max())
     inp = loop_inputs(pipe, prompt, negative_prompt, guidance_scale, seed, hw)
     best, best_d = _closest_mistake(pipe, inp, mine, kind, steps, guidance_scale)
     if best is not None and best_d == 0.0:
