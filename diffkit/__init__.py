@@ -33,6 +33,8 @@ except PackageNotFoundError:  # a source tree that was never installed
 # U-Net anatomy and the toy with it.
 _PUBLIC = {
     "unet_anatomy": "anatomy",
+    "get_language": "i18n",
+    "set_language": "i18n",
     "forward_latents": "forward",
     "markov_trajectory": "forward",
     "q_sample": "forward",
@@ -85,6 +87,7 @@ _SUBMODULES = frozenset(
         "demo",
         "errors",
         "forward",
+        "i18n",
         "images",
         "lessons",
         "pipeline",
