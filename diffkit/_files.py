@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .i18n import gettext as _
+
 __all__ = [
     "FORMULA_PREFIXES",
     "atomic_write_bytes",
@@ -248,22 +250,27 @@ def environment_error(error: OSError, *, writing: str | os.PathLike, fix_full: s
         extra = f"; {fix_full}" if fix_full else ""
         return DiskFullError(
             error.errno,
-            f"the disk is full: cannot write {where}; nothing half-written was kept; "
-            f"fix: free space on that disk or write to another one{extra}, then "
-            "rerun the same command",
+            _(
+                "the disk is full: cannot write {path}; nothing half-written was kept; "
+                "fix: free space on that disk or write to another one{extra}, then "
+                "rerun the same command"
+            ).format(path=where, extra=extra),
         )
     if error.errno in _READ_ONLY:
         return ReadOnlyError(
             error.errno,
-            f"cannot write {where}: {os.strerror(error.errno).lower()} (a read-only "
-            "or someone else's folder); fix: pass an output folder you can write "
-            "to (e.g. --out ~/diffkit-out), or change that folder's permissions",
+            _(
+                "cannot write {path}: {reason} (a read-only "
+                "or someone else's folder); fix: pass an output folder you can write "
+                "to (e.g. --out ~/diffkit-out), or change that folder's permissions"
+            ).format(path=where, reason=os.strerror(error.errno).lower()),
         )
     if isinstance(error, (FileExistsError, NotADirectoryError, IsADirectoryError)):
-        what = "a folder is in the way" if isinstance(error, IsADirectoryError) else "a file is in the way"
+        what = _("a folder is in the way") if isinstance(error, IsADirectoryError) else _("a file is in the way")
         return OutputExistsError(
             error.errno,
-            f"cannot write {where}: {what} ({error.filename or where}); "
-            "fix: choose another output path, or move that file or folder aside",
+            _(
+                "cannot write {path}: {what} ({name}); fix: choose another output path, or move that file or folder aside"
+            ).format(path=where, what=what, name=error.filename or where),
         )
     return None

@@ -20,36 +20,33 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from .cli_parser import Parser
+from .i18n import gettext as _
+
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "build_parser", "describe_error", "main"]
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that takes ``--debug`` anywhere: every sub-command's parser is one too
-    (``add_subparsers`` makes its parsers of the parent's class), so ``diffkit audit run spec.toml
-    --debug`` works as ``diffkit --debug audit run spec.toml`` does."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.add_argument(
-            "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error"
-        )
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``diffkit`` parser, its help in the language diffkit speaks now (:mod:`diffkit.cli_parser`)."""
     from . import __version__
     from .audit.cli import add_commands as add_audit
     from .course.cli import add_commands as add_course
     from .reverse.cli import add_commands as add_reverse
 
-    parser = _Parser(
+    parser = Parser(
         prog="diffkit",
-        description="Touch Stable Diffusion to learn how it works, and audit it for gender bias.",
+        description=_("Touch Stable Diffusion to learn how it works, and audit it for gender bias."),
     )
-    parser.add_argument("--version", action="version", version=f"diffkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"diffkit {__version__}",
+        help=_("show program's version number and exit"),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar=_("COMMAND"))
     _add_demo(sub)
     add_reverse(sub)
     _add_unet(sub)
@@ -60,14 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_demo(sub: Any) -> None:
     """``diffkit demo``: the tour's figures, a diffkit-tiny grid and the embedded audit (:func:`diffkit.demo.run_demo`)."""
-    p = sub.add_parser("demo", help="write the tour's figures for the embedded defaults to a folder")
+    p = sub.add_parser("demo", help=_("write the tour's figures for the embedded defaults to a folder"))
     p.add_argument(
         "--out",
-        help="folder to write into (default: the checkout's out/demo whatever the working folder, "
-        "else out/demo under it; see diffkit.demo.default_demo_out)",
+        help=_(
+            "folder to write into (default: the checkout's out/demo whatever the working folder, "
+            "else out/demo under it; see diffkit.demo.default_demo_out)"
+        ),
     )
     p.add_argument(
-        "--no-model", action="store_true", help="only the forward-chain figures (skip diffkit-tiny and the audit)"
+        "--no-model",
+        action="store_true",
+        help=_("only the forward-chain figures (skip diffkit-tiny and the audit)"),
     )
 
     def run(args: argparse.Namespace) -> int:
@@ -77,7 +78,7 @@ def _add_demo(sub: Any) -> None:
 
         out = Path(args.out) if args.out else default_demo_out()
         run_demo(out, with_model=not args.no_model)
-        print(f"demo written to {out.resolve()}")
+        print(_("demo written to {path}").format(path=out.resolve()))
         return 0
 
     p.set_defaults(func=run)
@@ -85,10 +86,10 @@ def _add_demo(sub: Any) -> None:
 
 def _add_unet(sub: Any) -> None:
     """``diffkit unet``: a pipeline's U-Net part by part (:func:`diffkit.unet_anatomy`), its table and plot saved."""
-    p = sub.add_parser("unet", help="open a U-Net up: its parts in call order, with the shapes read by hooks")
-    p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id, or a pipeline folder")
-    p.add_argument("--prompt", default="a red circle", help="the text of the call (its length sets the text shape)")
-    p.add_argument("--out", default="out/unet", help="folder for unet_anatomy.csv and .png (default: out/unet)")
+    p = sub.add_parser("unet", help=_("open a U-Net up: its parts in call order, with the shapes read by hooks"))
+    p.add_argument("--model", default="tiny", help=_("'tiny' (default), a hub id, or a pipeline folder"))
+    p.add_argument("--prompt", default="a red circle", help=_("the text of the call (its length sets the text shape)"))
+    p.add_argument("--out", default="out/unet", help=_("folder for unet_anatomy.csv and .png (default: out/unet)"))
 
     def run(args: argparse.Namespace) -> int:
         from pathlib import Path
@@ -105,11 +106,13 @@ def _add_unet(sub: Any) -> None:
         with pd.option_context("display.width", 200, "display.max_colwidth", 80):
             print(df.drop(columns=["kind"]).to_string(index=False))
         print(
-            f"timestep {df.attrs['timestep']:g}, text {df.attrs['text']}, time embedding {df.attrs['time_embedding']}"
+            _("timestep {timestep:g}, text {text}, time embedding {embedding}").format(
+                timestep=df.attrs["timestep"], text=df.attrs["text"], embedding=df.attrs["time_embedding"]
+            )
         )
         write_csv(df.assign(input=df.input.astype(str), output=df.output.astype(str)), out / "unet_anatomy.csv")
         save_figure(plot_unet_anatomy(df), out / "unet_anatomy.png")
-        print(f"wrote {out / 'unet_anatomy.csv'} and {out / 'unet_anatomy.png'}")
+        print(_("wrote {csv} and {png}").format(csv=out / "unet_anatomy.csv", png=out / "unet_anatomy.png"))
         return 0
 
     p.set_defaults(func=run)
@@ -135,13 +138,14 @@ def describe_error(error: BaseException) -> str | None:
             return _one_line(error.strerror)  # the message, without "[Errno 11] "
         return msg
     if isinstance(error, OSError):
-        env = environment_error(error, writing=error.filename or "a file")
+        env = environment_error(error, writing=error.filename or _("a file"))
         if env is not None:
             return _one_line(env.strerror or str(env))
     if isinstance(error, ModuleNotFoundError):
-        return f"{msg}; fix: install it with `pip install {error.name or 'the missing package'}`"
+        package = error.name or _("the missing package")
+        return _("{message}; fix: install it with `pip install {package}`").format(message=msg, package=package)
     if isinstance(error, MemoryError):
-        return "out of memory; fix: use fewer images per batch (audit.batch_size), smaller images or fewer steps"
+        return _("out of memory; fix: use fewer images per batch (audit.batch_size), smaller images or fewer steps")
     return None
 
 
@@ -150,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # importing torch can take a while: Ctrl-C here too
     except KeyboardInterrupt:
-        print("\ndiffkit: interrupted", file=sys.stderr)
+        print("\n" + _("diffkit: interrupted"), file=sys.stderr)
         return EXIT_INTERRUPTED
     debug = bool(getattr(args, "debug", False)) or os.environ.get("DIFFKIT_DEBUG", "") not in ("", "0")
     sub = getattr(args, "audit_command", None) or getattr(args, "course_command", None)
@@ -160,9 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print(
-            f"\ndiffkit {name}: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr
-        )
+        text = _("diffkit {command}: interrupted; finished work is kept, rerun the same command to resume")
+        print("\n" + text.format(command=name), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - every failure ends in one line unless --debug
         if debug:
@@ -170,11 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = describe_error(e)
         if msg is None:  # not a failure diffkit knows: a bug, shown with its traceback
             traceback.print_exception(e, file=sys.stderr)
-            msg = (
-                f"unexpected {type(e).__name__}: {_one_line(str(e))}; this is a bug in diffkit, please report "
+            msg = _(
+                "unexpected {error_type}: {message}; this is a bug in diffkit, please report "
                 "it to the diffkit developers with the traceback above (--debug raises it instead)"
-            )
-        print(f"diffkit {name}: error: {msg}", file=sys.stderr)
+            ).format(error_type=type(e).__name__, message=_one_line(str(e)))
+        print(_("diffkit {command}: error: {message}").format(command=name, message=msg), file=sys.stderr)
         return EXIT_ERROR
 
 

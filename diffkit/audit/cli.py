@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..i18n import gettext as _
+
 __all__ = ["add_commands"]
 
 
@@ -12,62 +14,66 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``audit`` with its three sub-commands to the ``diffkit`` parser's *subparsers*."""
     audit = subparsers.add_parser(
         "audit",
-        help="audit a text-to-image model for gender bias",
-        description="Generate prompt sets, classify perceived gender with CLIP, report honest statistics.",
+        help=_("audit a text-to-image model for gender bias"),
+        description=_("Generate prompt sets, classify perceived gender with CLIP, report honest statistics."),
     )
     sub = audit.add_subparsers(dest="audit_command", required=True, metavar="{run,report,compare,plan}")
 
     run = sub.add_parser(
         "run",
-        help="generate, score and report one audit (resumes an interrupted run)",
-        description="Run an audit spec end to end. Under `accelerate launch` (or torchrun) the images are "
-        "sharded across processes, e.g. `accelerate launch --multi_gpu --num_processes 2 -m diffkit audit run SPEC`.",
+        help=_("generate, score and report one audit (resumes an interrupted run)"),
+        description=_(
+            "Run an audit spec end to end. Under `accelerate launch` (or torchrun) the images are "
+            "sharded across processes, e.g. `accelerate launch --multi_gpu --num_processes 2 -m diffkit audit run SPEC`."
+        ),
     )
     run.add_argument(
         "spec",
         nargs="?",
         default="tiny_default",
-        help="a TOML spec, or a bundled name (default: tiny_default, diffkit-tiny on its pictogram world)",
+        help=_("a TOML spec, or a bundled name (default: tiny_default, diffkit-tiny on its pictogram world)"),
     )
-    run.add_argument("--out", metavar="DIR", help="run folder (default: out/audit/<spec name>)")
+    run.add_argument("--out", metavar="DIR", help=_("run folder (default: out/audit/<spec name>)"))
     run.add_argument(
-        "--model", metavar="ID", help="pipeline to audit instead of the spec's: 'tiny', a hub id or a folder"
+        "--model", metavar="ID", help=_("pipeline to audit instead of the spec's: 'tiny', a hub id or a folder")
     )
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    run.add_argument("--no-progress", action="store_true", help=_("hide the progress bars"))
     run.set_defaults(func=_run)
 
-    rep = sub.add_parser("report", help="rewrite the report of a run folder")
+    rep = sub.add_parser("report", help=_("rewrite the report of a run folder"))
     rep.add_argument("run_dir", metavar="DIR")
     rep.add_argument("--no-progress", action="store_true")
     rep.set_defaults(func=_report)
 
-    cmp_ = sub.add_parser("compare", help="compare two runs (DIR_B − DIR_A, with intervals)")
+    cmp_ = sub.add_parser("compare", help=_("compare two runs (DIR_B − DIR_A, with intervals)"))
     cmp_.add_argument("run_a", metavar="DIR_A")
     cmp_.add_argument("run_b", metavar="DIR_B")
-    cmp_.add_argument("--out", metavar="DIR", help="where to write compare.html (default: DIR_B/compare)")
+    cmp_.add_argument("--out", metavar="DIR", help=_("where to write compare.html (default: DIR_B/compare)"))
     cmp_.set_defaults(func=_compare)
 
     plan = sub.add_parser(
         "plan",
-        help="images per prompt for a chosen interval half-width, or for a chosen power",
-        description="How many images an audit needs (exact binomial arithmetic; see diffkit.audit.plan). "
-        "Give --half-width, or --power with --imbalance.",
+        help=_("images per prompt for a chosen interval half-width, or for a chosen power"),
+        description=_(
+            "How many images an audit needs (exact binomial arithmetic; see diffkit.audit.plan). "
+            "Give --half-width, or --power with --imbalance."
+        ),
     )
     plan.add_argument(
         "--half-width",
         type=float,
-        help="half-width of each occupation's Clopper–Pearson interval (the report's) at p̂ = ½, e.g. 0.1",
+        help=_("half-width of each occupation's Clopper–Pearson interval (the report's) at p̂ = ½, e.g. 0.1"),
     )
-    plan.add_argument("--power", type=float, help="power of the exact test of p = ½ per occupation, e.g. 0.8")
-    plan.add_argument("--imbalance", type=float, help="|p − ½| to detect with --power, e.g. 0.2")
-    plan.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95)")
-    plan.add_argument("--occupations", type=int, default=1, help="occupations audited (Bonferroni for --power)")
-    plan.add_argument("--templates", type=int, default=1, help="prompt templates per occupation")
+    plan.add_argument("--power", type=float, help=_("power of the exact test of p = ½ per occupation, e.g. 0.8"))
+    plan.add_argument("--imbalance", type=float, help=_("|p − ½| to detect with --power, e.g. 0.2"))
+    plan.add_argument("--ci", type=float, default=0.95, help=_("confidence level (default 0.95)"))
+    plan.add_argument("--occupations", type=int, default=1, help=_("occupations audited (Bonferroni for --power)"))
+    plan.add_argument("--templates", type=int, default=1, help=_("prompt templates per occupation"))
     plan.add_argument(
         "--unlabelled-rate",
         type=float,
         default=0.0,
-        help="expected share of abstentions and no-person images, e.g. 0.05",
+        help=_("expected share of abstentions and no-person images, e.g. 0.05"),
     )
     plan.set_defaults(func=_plan)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._files import ensure_folder, removed_on_failure, save_pil, write_csv
+from ..i18n import gettext as _
 
 __all__ = ["add_commands", "run_reverse"]
 
@@ -69,7 +70,8 @@ def run_reverse(
     )
     traj = chain.run(
         callback=lambda r: log(
-            f"step {r.index + 1}/{len(chain)}  t={r.timestep}  σ={r.sigma:.3f}  {r.prediction_symbol}  {r.guidance_label}"
+            _("step {k}/{n}").format(k=r.index + 1, n=len(chain))
+            + f"  t={r.timestep}  σ={r.sigma:.3f}  {r.prediction_symbol}  {r.guidance_label}"
         )
     )
     from PIL import Image
@@ -82,7 +84,7 @@ def run_reverse(
         written.append(write_csv(traj.steps_frame(), out / "records.csv"))
         written.append(write_csv(traj.tokens.to_frame(), out / "tokens.csv"))
     for p in written:
-        log(f"wrote {p}")
+        log(_("wrote {path}").format(path=p))
     return written
 
 
@@ -91,15 +93,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from ..pipeline import SCHEDULERS
     from .families import FLOW_SCHEDULERS
 
-    p = sub.add_parser("reverse", help="step through the reverse chain for a prompt and save what each step saw")
-    p.add_argument("prompt", help="the text prompt")
-    p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id, or a pipeline folder")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    p = sub.add_parser("reverse", help=_("step through the reverse chain for a prompt and save what each step saw"))
+    p.add_argument("prompt", help=_("the text prompt"))
+    p.add_argument("--model", default="tiny", help=_("'tiny' (default), a hub id, or a pipeline folder"))
+    p.add_argument("--steps", type=int, default=25, help=_("denoising steps (default 25)"))
     p.add_argument(
         "--scheduler",
         choices=sorted({**SCHEDULERS, **FLOW_SCHEDULERS}),
         default=None,
-        help="default: the model's own (SD 3 and Flux take flow_euler)",
+        help=_("default: the model's own (SD 3 and Flux take flow_euler)"),
     )
     p.add_argument(
         "--guidance-scale",
@@ -107,27 +109,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         dest="guidance_scale",
         type=float,
         default=None,
-        help="guidance scale w (default: the model's own, 7.5 for SD, 3.5 for Flux, where it is "
-        "embedded in the transformer; --guidance is its old name)",
+        help=_(
+            "guidance scale w (default: the model's own, 7.5 for SD, 3.5 for Flux, where it is "
+            "embedded in the transformer; --guidance is its old name)"
+        ),
     )
     p.add_argument(
         "--true-cfg-scale",
         type=float,
         default=1.0,
-        help="Flux only: true classifier-free guidance with --negative (two calls a step; default 1, off)",
+        help=_("Flux only: true classifier-free guidance with --negative (two calls a step; default 1, off)"),
     )
     p.add_argument(
         "--max-sequence-length",
         type=int,
         default=None,
-        help="Flux only: T5 tokens of the prompt (default: the pipeline's, 512)",
+        help=_("Flux only: T5 tokens of the prompt (default: the pipeline's, 512)"),
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--negative", default=None, help="negative prompt")
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--preview", choices=["exact", "fast"], default="exact", help="how frames are drawn")
-    p.add_argument("--out", default="out/reverse", help="folder to write into (default: out/reverse)")
+    p.add_argument("--seed", type=int, default=0, help=_("random seed (default 0)"))
+    p.add_argument("--negative", default=None, help=_("negative prompt"))
+    p.add_argument("--height", type=int, default=None, help=_("image height in pixels (default: the model's own)"))
+    p.add_argument("--width", type=int, default=None, help=_("image width in pixels (default: the model's own)"))
+    p.add_argument("--preview", choices=["exact", "fast"], default="exact", help=_("how frames are drawn"))
+    p.add_argument("--out", default="out/reverse", help=_("folder to write into (default: out/reverse)"))
 
     def _run(a: argparse.Namespace) -> int:
         run_reverse(
@@ -145,7 +149,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             max_sequence_length=a.max_sequence_length,
             preview=a.preview,
         )
-        print(f"reverse chain written to {Path(a.out).resolve()}")
+        print(_("reverse chain written to {path}").format(path=Path(a.out).resolve()))
         return 0
 
     p.set_defaults(func=_run)
