@@ -139,6 +139,7 @@ def check_steps(scheduler: Any, steps: Any, *, name: str = "steps") -> int:
     a class or a config; *name* is how the error names the setting (``"pipeline.steps"``).
     """
     from .checks import check_int
+    from .i18n import N_
 
     config = getattr(scheduler, "config", scheduler)
     T = int(config.get("num_train_timesteps", 1000)) if hasattr(config, "get") else 1000
@@ -148,7 +149,7 @@ def check_steps(scheduler: Any, steps: Any, *, name: str = "steps") -> int:
             f"{name}={steps} is more than the {T} timesteps the model's forward chain has "
             f"({cls}: past them there is no new timestep to visit); fix: use at most {T} steps (25–50 is usual)"
         )
-    return check_int(name, steps, lo=1, hi=T, hint="25–50 is usual")
+    return check_int(name, steps, lo=1, hi=T, hint=N_("25–50 is usual"))
 
 
 def _check_local_folder(path: Path) -> None:

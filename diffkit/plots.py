@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 
 from .errors import InputError
 from .forward import q_sample_all, to_model_range
+from .i18n import N_
+from .i18n import gettext as _
 from .schedules import NoiseSchedule, get_schedule, schedules_frame
 from .toy import TWO_PIXEL_IMAGE, TwoPixelChains, two_pixel_chains
 
@@ -63,8 +65,8 @@ __all__ = [
 ]
 
 _QUANTITIES = {
-    "beta": "β_t (noise added per step)",
-    "alpha_bar": "ᾱ_t (signal's share of the variance)",
+    "beta": N_("β_t (noise added per step)"),
+    "alpha_bar": N_("ᾱ_t (signal's share of the variance)"),
     "log_snr": "log SNR_t",
     "sqrt_alpha_bar": "√ᾱ_t",
     "sqrt_one_minus_alpha_bar": "√(1 − ᾱ_t)",
@@ -78,7 +80,7 @@ def _schedules(schedules: Iterable[NoiseSchedule | str] | NoiseSchedule | str) -
         schedules = [schedules]
     out = [get_schedule(s) if isinstance(s, str) else s for s in schedules]
     if not out:
-        raise InputError("give at least one schedule, e.g. ['linear', 'cosine']")
+        raise InputError(_("give at least one schedule, e.g. ['linear', 'cosine']"))
     return out
 
 
@@ -93,21 +95,23 @@ def plot_schedules(
 
     bad = [q for q in quantities if q not in _QUANTITIES]
     if bad or not quantities:
-        raise InputError(f"unknown quantities {bad}; choose from {list(_QUANTITIES)}")
+        raise InputError(
+            _("unknown quantities {bad}; choose from {choices}").format(bad=bad, choices=list(_QUANTITIES))
+        )
     frame = schedules_frame(_schedules(schedules))
     fig = _figure(figsize=figsize or (4.2 * len(quantities), 3.4), layout="constrained")
     axes = fig.subplots(1, len(quantities), squeeze=False)[0]
     for ax, q in zip(axes, quantities):
         sns.lineplot(data=frame, x="t", y=q, hue="schedule", ax=ax, legend=ax is axes[-1])
-        ax.set_title(_QUANTITIES[q])
-        ax.set_xlabel("timestep t")
+        ax.set_title(_(_QUANTITIES[q]))
+        ax.set_xlabel(_("timestep t"))
         ax.set_ylabel("")
         if q in ("beta", "snr", "sigma"):
             ax.set_yscale("log")
     if axes[-1].get_legend() is not None:
         # (not sns.move_legend: it keeps every figure it touched alive)
         handles, labels = axes[-1].get_legend_handles_labels()
-        axes[-1].legend(handles, labels, title="schedule", loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+        axes[-1].legend(handles, labels, title=_("schedule"), loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     return fig
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from .checks import check_int
 from .errors import InputError
+from .i18n import N_
 
 __all__ = ["SAMPLE_NAMES", "sample_image"]
 
@@ -32,8 +33,8 @@ def sample_image(name: str = "astronaut", size: int | tuple[int, int] | None = 2
     side = min(w, h)
     img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
     if isinstance(size, (tuple, list)) and len(size) == 2:
-        size = tuple(check_int(nm, v, lo=1, hi=8192, hint="pixels") for nm, v in zip(("width", "height"), size))
+        size = tuple(check_int(nm, v, lo=1, hi=8192, hint=N_("pixels")) for nm, v in zip(("width", "height"), size))
     else:
-        side = check_int("size", size, lo=1, hi=8192, hint="the side in pixels, or (width, height)")
+        side = check_int("size", size, lo=1, hi=8192, hint=N_("the side in pixels, or (width, height)"))
         size = (side, side)
     return img.resize(size, Image.Resampling.LANCZOS)

@@ -26,6 +26,7 @@ from scipy import stats
 
 from ..checks import check_probability
 from ..errors import InputError
+from ..i18n import N_
 from ._intervals import share_interval, z_quantile
 
 __all__ = ["SamplePlan", "plan_sample_size", "power_exact", "share_half_width", "wilson_half_width"]
@@ -162,7 +163,7 @@ def plan_sample_size(
             f"templates and occupations must be at least 1, got {templates} and {occupations}; fix: count "
             "them in your spec"
         )
-    check_probability("ci", ci, open_ends=True, hint="0.95 is usual")
+    check_probability("ci", ci, open_ends=True, hint=N_("0.95 is usual"))
     if half_width is not None:
         n, achieved, goal, rule = _plan_precision(half_width, p, ci)
     else:

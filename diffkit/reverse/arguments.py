@@ -11,6 +11,7 @@ import torch
 
 from ..checks import check_float, check_seed
 from ..errors import InputError
+from ..i18n import N_
 
 __all__ = ["check_flux_options", "check_numbers", "check_size", "check_text", "generator_for", "img2img_strength"]
 
@@ -35,7 +36,7 @@ def check_numbers(guidance_scale: Any, guidance_rescale: Any, eta: Any) -> tuple
         raise InputError(
             f"guidance_rescale must be in [0, 1], got {guidance_rescale}; fix: 0 (off) or 0.7 (Lin et al. 2023)"
         )
-    eta = check_float("eta", eta, lo=0.0, hi=1.0, hint="DDIM's η: 0 deterministic, 1 as noisy as DDPM")
+    eta = check_float("eta", eta, lo=0.0, hi=1.0, hint=N_("DDIM's η: 0 deterministic, 1 as noisy as DDPM"))
     return guidance_scale, float(guidance_rescale), eta
 
 

@@ -135,16 +135,19 @@ class StepRecord:
 
     @property
     def guidance_label(self) -> str:
-        """The step's guidance in words, with its scale(s): what the explorer shows."""
+        """The step's guidance in words, with its scale(s): what the explorer shows (in the language
+        diffkit speaks; no file diffkit writes holds it)."""
+        from ..i18n import gettext as _
+
         w = f"{self.guidance_scale:g}"
         if self.guidance == "embedded":
-            return f"guidance embedded (w = {w}): one call, no unconditional branch"
+            return _("guidance embedded (w = {w}): one call, no unconditional branch").format(w=w)
         if self.guidance == "embedded+cfg":
-            return f"guidance embedded (w = {w}) + true CFG ({self.true_cfg_scale:g}): two calls"
+            return _("guidance embedded (w = {w}) + true CFG ({cfg:g}): two calls").format(w=w, cfg=self.true_cfg_scale)
         if self.guidance == "cfg":
             scale = self.true_cfg_scale if self.true_cfg_scale is not None else self.guidance_scale
-            return f"classifier-free guidance (w = {scale:g}): two branches"
-        return "no guidance: one branch"
+            return _("classifier-free guidance (w = {w:g}): two branches").format(w=scale)
+        return _("no guidance: one branch")
 
     @property
     def prediction_symbol(self) -> str:

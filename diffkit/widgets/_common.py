@@ -17,6 +17,8 @@ import ipywidgets as W
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..i18n import gettext as _
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["ErrorPanel", "Explorer", "encode_image", "guarded", "histogram_image"]
@@ -89,7 +91,7 @@ class ErrorPanel(W.HTML):
 
     def show(self, exc: BaseException) -> None:
         if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-            msg = (
+            msg = _(
                 "Out of memory. Fix: use a smaller image or size, fewer steps, or free memory "
                 "(restart other notebooks)."
             )
@@ -97,7 +99,7 @@ class ErrorPanel(W.HTML):
             msg = str(exc) or type(exc).__name__
         self.value = (
             '<div style="color:#a00;border:1px solid #e0b4b4;background:#fff6f6;padding:6px;'
-            f'border-radius:4px"><b>Could not do that.</b> {html.escape(msg)}</div>'
+            f'border-radius:4px"><b>{html.escape(_("Could not do that."))}</b> {html.escape(msg)}</div>'
         )
 
     def clear(self) -> None:

@@ -13,6 +13,8 @@ from PIL import Image
 from ..checks import check_choice, check_int, check_seed
 from ..errors import InputError
 from ..forward import q_sample, q_step, to_model_range
+from ..i18n import N_
+from ..i18n import gettext as _
 from ..images import MODEL_RANGE, decode_raw, to_uint8, vae_factor
 from ..samples import SAMPLE_NAMES, sample_image
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, from_diffusers, get_schedule
@@ -50,22 +52,24 @@ class ForwardChainExplorer(Explorer):
         seed: int = 0,
     ) -> None:
         self.seed = check_seed(seed)
-        self.image_size = check_int("image_size", image_size, lo=8, hi=1024, hint="128 is the default")
+        self.image_size = check_int("image_size", image_size, lo=8, hi=1024, hint=N_("128 is the default"))
         check_choice("schedule", schedule, SCHEDULE_NAMES)
         self.pipe = pipe if pipe is not None else _default_pipe()
-        self.sample = W.Dropdown(options=list(SAMPLE_NAMES), value="astronaut", description="sample")
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="your image")
-        self.schedule = W.Dropdown(options=list(SCHEDULE_NAMES), value=schedule, description="schedule")
-        self.space = W.ToggleButtons(options=["pixels", "latents"], value="pixels")
+        self.sample = W.Dropdown(options=list(SAMPLE_NAMES), value="astronaut", description=_("sample"))
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description=_("your image"))
+        self.schedule = W.Dropdown(options=list(SCHEDULE_NAMES), value=schedule, description=_("schedule"))
+        self.space = W.ToggleButtons(options=[(_("pixels"), "pixels"), (_("latents"), "latents")], value="pixels")
         if self.pipe is None:
             self.space.disabled = True
-            self.space.tooltip = "pass pipe=load_pipeline(...) to noise in latent space"
+            self.space.tooltip = _("pass pipe=load_pipeline(...) to noise in latent space")
         self.t = W.IntSlider(value=0, min=0, max=999, description="t", layout=W.Layout(width="420px"))
         self.t.add_class("diffkit-t")  # a handle for browser tests and custom CSS
         self.play = W.Play(min=0, max=999, step=5, interval=50)
         self.link((self.play, "value"), (self.t, "value"))
         self.step_button = W.Button(
-            description="one Markov step", icon="plus", tooltip="x_{t+1} = √α·x_t + √β·ε, fresh noise with a fixed seed"
+            description=_("one Markov step"),
+            icon="plus",
+            tooltip=_("x_{t+1} = √α·x_t + √β·ε, fresh noise with a fixed seed"),
         )
         self.view = W.Image(format="jpeg", layout=W.Layout(width="256px"))
         self.decoded = W.Image(format="jpeg", layout=W.Layout(width="256px", display="none"))
@@ -93,7 +97,7 @@ class ForwardChainExplorer(Explorer):
     def _set_image(self, image: Any) -> None:
         x0 = to_model_range(image)
         if x0.ndim != 3:
-            raise InputError("ForwardChainExplorer shows one image, not a batch")
+            raise InputError(_("ForwardChainExplorer shows one image, not a batch"))
         self.x0_pixels = x0
         self._on_setup()
 
@@ -110,9 +114,8 @@ class ForwardChainExplorer(Explorer):
         try:
             img = Image.open(io.BytesIO(content)).convert("RGB")
         except Exception as e:
-            raise InputError(
-                f"could not read {files[0].get('name', 'the file')} as an image; upload a PNG or JPEG"
-            ) from e
+            name = files[0].get("name") or _("the file")
+            raise InputError(_("could not read {name} as an image; upload a PNG or JPEG").format(name=name)) from e
         side = min(img.size)
         img = img.crop(
             ((img.width - side) // 2, (img.height - side) // 2, (img.width + side) // 2, (img.height + side) // 2)
@@ -163,7 +166,7 @@ class ForwardChainExplorer(Explorer):
     def _on_step(self, button: Any = None) -> None:
         t = int(self.t.value)
         if t + 1 >= self.sched.num_train_timesteps:
-            raise InputError("already at the last step; move the slider back first")
+            raise InputError(_("already at the last step; move the slider back first"))
         x = self.current()
         self._state = q_step(x, t + 1, self.sched, seed=self.seed + t + 1)
         self.markov_steps += 1
@@ -181,20 +184,22 @@ class ForwardChainExplorer(Explorer):
         if self.space.value == "latents":
             self.view.value = encode_image(_latent_grid(x), "png", scale=4)
             self.decoded.value = self._decode(x, t)
-            what = "latent values"
+            title = _("latent values at t={t}; red: N(0, 1)")
         else:
             self.view.value = encode_image(to_uint8(x, value_range=MODEL_RANGE))
-            what = "pixel values"
+            title = _("pixel values at t={t}; red: N(0, 1)")
         values = x.numpy().ravel()
-        self.hist.value = histogram_image(values, centre=0.0, width=1.0, title=f"{what} at t={t}; red: N(0, 1)")
+        self.hist.value = histogram_image(values, centre=0.0, width=1.0, title=title.format(t=t))
         how = (
-            f"{self.markov_steps} Markov step(s) from the slider position"
+            _("{n} Markov step(s) from the slider position").format(n=self.markov_steps)
             if self.markov_steps
-            else "closed form q(x_t | x_0)"
+            else _("closed form q(x_t | x_0)")
         )
-        self.readout.value = (
-            f"<small>t = {t} ({how})<br>each value ~ N(centre = √ᾱ_t·x₀ = {centre_scale:.3f}·x₀, "
-            f"width = √(1−ᾱ_t) = {width:.3f})<br>mean {values.mean():+.3f}, std {values.std():.3f}</small>"
+        self.readout.value = "<small>{}</small>".format(
+            _(
+                "t = {t} ({how})<br>each value ~ N(centre = √ᾱ_t·x₀ = {centre:.3f}·x₀, "
+                "width = √(1−ᾱ_t) = {width:.3f})<br>mean {mean:+.3f}, std {std:.3f}"
+            ).format(t=t, how=how, centre=centre_scale, width=width, mean=values.mean(), std=values.std())
         )
 
     def _decode(self, latents: torch.Tensor, t: int) -> bytes:

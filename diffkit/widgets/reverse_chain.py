@@ -13,6 +13,7 @@ import ipywidgets as W
 
 from ..checks import wait_or_cancel
 from ..errors import InputError
+from ..i18n import gettext as _
 from ..reverse import ReverseChain, Trajectory
 from ..reverse.attention import colorbar
 from ..reverse.families import family_of
@@ -130,8 +131,10 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
             self.run_button.disabled = self.next_button.disabled = True
             self.error.show(
                 ValueError(
-                    f"no pipeline to run: {load_error}. Or pass one: "
-                    "ReverseChainExplorer(load_pipeline('a hub id or folder'))"
+                    _(
+                        "no pipeline to run: {error}. Or pass one: "
+                        "ReverseChainExplorer(load_pipeline('a hub id or folder'))"
+                    ).format(error=load_error)
                 )
             )
         elif run:
@@ -158,43 +161,45 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
                 *((size,) if size else ()),
             }
         )
-        self.prompt = W.Textarea(value=prompt, description="prompt", rows=2, layout=W.Layout(width="460px"))
-        self.negative = W.Text(value=negative_prompt, description="negative", layout=W.Layout(width="460px"))
-        self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="180px"))
-        self.steps = W.IntSlider(value=steps, min=1, max=max(100, steps), description="steps")
+        self.prompt = W.Textarea(value=prompt, description=_("prompt"), rows=2, layout=W.Layout(width="460px"))
+        self.negative = W.Text(value=negative_prompt, description=_("negative"), layout=W.Layout(width="460px"))
+        self.seed = W.IntText(value=seed, description=_("seed"), layout=W.Layout(width="180px"))
+        self.steps = W.IntSlider(value=steps, min=1, max=max(100, steps), description=_("steps"))
         self.steps.add_class("diffkit-steps")
         self.guidance = W.FloatSlider(
-            value=guidance_scale, min=0.0, max=max(15.0, guidance_scale), step=0.5, description="guidance"
+            value=guidance_scale, min=0.0, max=max(15.0, guidance_scale), step=0.5, description=_("guidance")
         )
         choices = scheduler_choices(self.pipe)
         own = short_name(self.pipe.scheduler, choices) if self.pipe is not None else "ddim"
         if scheduler is not None and scheduler not in choices:
             raise InputError(
-                f"scheduler {scheduler!r} does not fit this pipeline; fix: choose one of {sorted(choices)}"
+                _("scheduler {scheduler!r} does not fit this pipeline; fix: choose one of {choices}").format(
+                    scheduler=scheduler, choices=sorted(choices)
+                )
             )
-        self.scheduler = W.Dropdown(options=list(choices), value=scheduler or own, description="scheduler")
-        self.size = W.Dropdown(options=sizes, value=size or default_size, description="size")
-        self.capture = W.Checkbox(value=capture_attention, description="capture attention")
-        self.run_button = W.Button(description="Run", icon="play", button_style="primary")
-        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.scheduler = W.Dropdown(options=list(choices), value=scheduler or own, description=_("scheduler"))
+        self.size = W.Dropdown(options=sizes, value=size or default_size, description=_("size"))
+        self.capture = W.Checkbox(value=capture_attention, description=_("capture attention"))
+        self.run_button = W.Button(description=_("Run"), icon="play", button_style="primary")
+        self.cancel_button = W.Button(description=_("Cancel"), icon="stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="240px"))
         self.status = W.HTML()
 
     def _viewer_controls(self, exact: bool | None, display_size: int | None) -> None:
         """The step slider and the panels that show one step."""
         self.step = W.IntSlider(
-            value=0, min=0, max=0, description="step", disabled=True, layout=W.Layout(width="420px")
+            value=0, min=0, max=0, description=_("step"), disabled=True, layout=W.Layout(width="420px")
         )
         self.step.add_class("diffkit-step")
         self.play = W.Play(min=0, max=0, interval=250, disabled=True)
         self.link((self.play, "value"), (self.step, "value"))
         self.next_button = W.Button(
-            description="next step",
+            description=_("next step"),
             icon="step-forward",
-            tooltip="run one more U-Net call of a new chain, or move the slider on",
+            tooltip=_("run one more U-Net call of a new chain, or move the slider on"),
         )
         self.exact = W.Checkbox(
-            value=exact is not False, description="exact (VAE decode)", indent=False, layout=W.Layout(width="auto")
+            value=exact is not False, description=_("exact (VAE decode)"), indent=False, layout=W.Layout(width="auto")
         )
         self.exact.add_class("diffkit-exact")
         self.display_size = display_size  # None: follow the image size, at least MIN_DISPLAY
@@ -202,7 +207,7 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         self.x_t.add_class("diffkit-x-t")
         self.x0.add_class("diffkit-x0")
         self.noise = [W.Image(format="jpeg") for _ in NOISE_PANELS]
-        self.token = W.Dropdown(options=[], description="word")
+        self.token = W.Dropdown(options=[], description=_("word"))
         self.attention = W.Image(format="jpeg")
         self.colorbar = W.Image(
             format="png",
@@ -236,10 +241,11 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         self._notes = (
             ""
             if not tokens.truncated
-            else (
-                f"<div style='color:#a60'>the prompt is longer than the text encoder's {tokens.max_length - 2} "
-                f"tokens; these words are dropped: {html.escape(repr(tokens.dropped))}. Shorten the prompt or "
-                "move the important words to the front</div>"
+            else "<div style='color:#a60'>{}</div>".format(
+                _(
+                    "the prompt is longer than the text encoder's {n} tokens; these words are dropped: {words}. "
+                    "Shorten the prompt or move the important words to the front"
+                ).format(n=tokens.max_length - 2, words=html.escape(repr(tokens.dropped)))
             )
         )
         self.status.value = self._notes
@@ -262,8 +268,10 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
         with self._lock:
             if self.running:
                 raise InputError(
-                    "a run is already going; fix: press Cancel (or call .cancel()) and wait "
-                    "for it to stop first: two runs never go at once"
+                    _(
+                        "a run is already going; fix: press Cancel (or call .cancel()) and wait "
+                        "for it to stop first: two runs never go at once"
+                    )
                 )
             chain = self._new_chain()  # bad settings fail here, before anything runs
             self._stop_decoding()  # the old trajectory's decodes are dropped with it
@@ -330,7 +338,7 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
     def _on_next(self, button: Any = None) -> None:
         """Step a chain by hand: one U-Net call at a time (a new chain if none is going)."""
         if self.running:
-            raise InputError("a run is going; fix: wait for it, or press Cancel, then step by hand")
+            raise InputError(_("a run is going; fix: wait for it, or press Cancel, then step by hand"))
         self._stop_decoding()  # the chain computes alone; decoding goes on after the step
         self._held = False
         if self.chain is None or self.chain.done or self.chain.closed:

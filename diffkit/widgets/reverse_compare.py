@@ -9,6 +9,7 @@ import ipywidgets as W
 
 from ..checks import wait_or_cancel
 from ..errors import InputError
+from ..i18n import gettext as _
 from .reverse_chain import ReverseChainExplorer
 
 __all__ = ["ReverseChainCompare"]
@@ -27,10 +28,18 @@ class ReverseChainCompare(W.HBox):
         allowed = set(inspect.signature(ReverseChainExplorer.__init__).parameters) - {"self", "pipe"}
         for name, settings in (("common settings", common), ("left", left or {}), ("right", right or {})):
             if not isinstance(settings, dict):
-                raise InputError(f"{name}={settings!r} is not a dict; fix: pass e.g. {name}=dict(scheduler='ddim')")
+                raise InputError(
+                    _("{name}={settings!r} is not a dict; fix: pass e.g. {name}=dict(scheduler='ddim')").format(
+                        name=name, settings=settings
+                    )
+                )
             unknown = sorted(set(settings) - allowed)
             if unknown:
-                raise InputError(f"{name} has the unknown setting {unknown[0]!r}; fix: use any of {sorted(allowed)}")
+                raise InputError(
+                    _("{name} has the unknown setting {setting!r}; fix: use any of {allowed}").format(
+                        name=name, setting=unknown[0], allowed=sorted(allowed)
+                    )
+                )
         if pipe is None or isinstance(pipe, (str, os.PathLike)):  # one pipeline, shared by both sides
             from ..pipeline import load_pipeline
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..i18n import N_
+from ..i18n import gettext as _
 from ..reverse import Trajectory
 from ..reverse.records import prediction_symbol
 
@@ -29,14 +31,19 @@ __all__ = [
 ]
 
 NOISE_PANELS = (
-    ("eps_uncond", "{s}_u (no text)"),
-    ("eps_text", "{s}_c (with text)"),
-    ("eps", "{s} guided"),
+    ("eps_uncond", N_("{s}_u (no text)")),
+    ("eps_text", N_("{s}_c (with text)")),
+    ("eps", N_("{s} guided")),
     ("guidance", "{s}_c − {s}_u"),
 )
-"""The model-output panels; ``{s}`` is what the model predicts (ε̂ or v̂), read from its records."""
+"""The model-output panels; ``{s}`` is what the model predicts (ε̂ or v̂), read from its records
+(the titles are marked for translation, and translated where shown)."""
 
-_PREDICTS = {"epsilon": "the noise ε", "v_prediction": "v = √ᾱ ε − √(1−ᾱ) x₀", "flow": "the velocity v = ε − x₀"}
+_PREDICTS = {
+    "epsilon": N_("the noise ε"),
+    "v_prediction": "v = √ᾱ ε − √(1−ᾱ) x₀",
+    "flow": N_("the velocity v = ε − x₀"),
+}
 
 
 def resize(arr: np.ndarray, size: int | None) -> np.ndarray:
@@ -51,24 +58,23 @@ def noise_titles(prediction_type: str, guidance: str = "cfg") -> list[str]:
     """The model-output panels' titles (HTML) in what this model predicts (never assumed to be ε),
     and, where the guidance is embedded (Flux), saying that the one output is already guided."""
     symbol = prediction_symbol(prediction_type)
-    what = html.escape(_PREDICTS.get(prediction_type, prediction_type))
-    formats = [fmt for _, fmt in NOISE_PANELS]
+    what = _("the model predicts {what}").format(what=_(_PREDICTS.get(prediction_type, prediction_type)))
+    formats = [fmt for _key, fmt in NOISE_PANELS]
     if guidance == "embedded":
-        formats[1] = formats[2] = "{s} (with text, guidance embedded: one call)"
+        formats[1] = formats[2] = N_("{s} (with text, guidance embedded: one call)")
     elif guidance == "embedded+cfg":
-        formats[1] = "{s}_c (with text, guidance embedded)"
-        formats[0] = "{s}_u (negative prompt, guidance embedded)"
-        formats[2] = "{s} after true CFG"
+        formats[1] = N_("{s}_c (with text, guidance embedded)")
+        formats[0] = N_("{s}_u (negative prompt, guidance embedded)")
+        formats[2] = N_("{s} after true CFG")
     return [
-        f"<small><b title='the model predicts {what}'>{html.escape(fmt.format(s=symbol))}</b></small>"
-        for fmt in formats
+        f"<small><b title='{html.escape(what)}'>{html.escape(_(fmt).format(s=symbol))}</b></small>" for fmt in formats
     ]
 
 
 def calls_done(traj: Trajectory) -> str:
     """What the progress counts: ``"U-Net calls"`` (one record each), or a transformer's ``"steps"``
     (Flux's true CFG makes two calls a step)."""
-    return "U-Net calls" if traj.info.get("denoiser") == "unet" else "steps"
+    return _("U-Net calls") if traj.info.get("denoiser") == "unet" else _("steps")
 
 
 def image_titles(shown: str, latent_rgb: Any = None, note: str = "") -> tuple[str, str]:
@@ -80,18 +86,21 @@ def image_titles(shown: str, latent_rgb: Any = None, note: str = "") -> tuple[st
     """
     fit = latent_rgb is not None and latent_rgb.rms_error is not None
     if shown == "exact":
-        how = "exact VAE decode"
+        how = _("exact VAE decode")
     elif shown == "pending":
         how = (
-            "fast preview"
-            + (f" (fit RMS error {latent_rgb.rms_error:.3f})" if fit else "")
+            _("fast preview")
+            + (_(" (fit RMS error {error:.3f})").format(error=latent_rgb.rms_error) if fit else "")
             + (f"; {note}" if note else "")
         )
     else:
-        how = "fast linear preview" + (f" (fit RMS error {latent_rgb.rms_error:.3f} on [−1, 1])" if fit else "")
+        how = _("fast linear preview") + (
+            _(" (fit RMS error {error:.3f} on [−1, 1])").format(error=latent_rgb.rms_error) if fit else ""
+        )
+    x_t, x0 = _("x_t, the noisy latents"), _("x̂₀, the clean image the model implies")
     return (
-        f"<div style='line-height:1.3'><small><b>x_t, the noisy latents</b><br>{how}</small></div>",
-        f"<div style='line-height:1.3'><small><b>x̂₀, the clean image the model implies</b><br>{how}</small></div>",
+        f"<div style='line-height:1.3'><small><b>{x_t}</b><br>{how}</small></div>",
+        f"<div style='line-height:1.3'><small><b>{x0}</b><br>{how}</small></div>",
     )
 
 
@@ -107,34 +116,33 @@ def attention_panel(traj: Trajectory, k: int, position: int) -> tuple[np.ndarray
     words = maps[traj.tokens.content] if n > traj.tokens.n_start + 1 else maps[:1]  # no start or end token
     vmax = max(float(words.max()), float(heat.max()), 1e-6)
     pic = overlay(traj.decode([k])[0], heat, vmax=vmax, vmin=0.0)
+    n_keys = traj.tokens.max_length
     if traj.info.get("denoiser") == "unet":
-        over = f"softmax over all {traj.tokens.max_length} text positions, padding included"
+        over = _("softmax over all {n} text positions, padding included").format(n=n_keys)
     elif traj.info.get("family") == "flux":
-        over = (
-            f"one softmax over all {traj.tokens.max_length} T5 positions and the image tokens, of the "
-            "double- and single-stream blocks"
-        )
+        over = _(
+            "one softmax over all {n} T5 positions and the image tokens, of the double- and single-stream blocks"
+        ).format(n=n_keys)
     else:
-        over = "softmax over the text keys"
-    scale = (
-        f"<small>share of each pixel's attention that goes to this word ({over}, mean of the "
-        f"{'attention' if traj.info.get('family') == 'flux' else 'cross-attention'} layers and heads, "
-        f"step {k + 1}): 0 (left) … {vmax:.3f} "
-        "(right), the largest value of any word of the prompt at this step, so the words can be "
-        "compared</small>"
-    )
-    return pic, scale
+        over = _("softmax over the text keys")
+    layers = _("attention") if traj.info.get("family") == "flux" else _("cross-attention")
+    scale = _(
+        "share of each pixel's attention that goes to this word ({over}, mean of the {layers} layers and heads, "
+        "step {step}): 0 (left) … {vmax:.3f} (right), the largest value of any word of the prompt at this step, "
+        "so the words can be compared"
+    ).format(over=over, layers=layers, step=k + 1, vmax=vmax)
+    return pic, f"<small>{scale}</small>"
 
 
 def step_table(traj: Trajectory, k: int) -> str:
     rec = traj[k]
     rows = [
-        ("step", f"{k + 1} of {len(traj)} ({rec.stage})"),
-        ("timestep t", f"{rec.timestep:g}"),
+        (_("step"), _("{k} of {n} ({stage})").format(k=k + 1, n=len(traj), stage=rec.stage)),
+        (_("timestep t"), f"{rec.timestep:g}"),
         ("σ_t", f"{rec.sigma:.4f}"),
         ("ᾱ_t", f"{rec.alpha_bar:.4f}"),
-        ("guidance", rec.guidance_label),
-        ("model predicts", rec.prediction_symbol),
+        (_("guidance"), rec.guidance_label),
+        (_("model predicts"), rec.prediction_symbol),
     ]
     rows += [(stat_label(name, rec.prediction_symbol), f"{value:.4f}") for name, value in rec.stats.items()]
     body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in rows)
@@ -144,15 +152,17 @@ def step_table(traj: Trajectory, k: int) -> str:
 def stat_label(name: str, symbol: str) -> str:
     """A readable row label for one of :attr:`StepRecord.stats`, in the model's own symbol (ε̂ or v̂)."""
     labels = {
-        "x_t": "rms of x_t",
-        "x_t_vp": "rms of x_t on the variance-preserving scale",
-        "eps_text": f"rms of {symbol}_c (with text)",
-        "eps_uncond": f"rms of {symbol}_u (no text)",
-        "eps": f"rms of {symbol} guided",
-        "guidance": f"rms of {symbol}_c − {symbol}_u",
-        "cos_eps_text_uncond": f"cosine of {symbol}_c and {symbol}_u",
-        "x0_hat": "rms of x̂₀ (latents)",
-        "x0_hat_change": "rms of x̂₀'s change since the last step",
-        "x_prev": "rms of the next latents",
+        "x_t": N_("rms of x_t"),
+        "x_t_vp": N_("rms of x_t on the variance-preserving scale"),
+        "eps_text": N_("rms of {s}_c (with text)"),
+        "eps_uncond": N_("rms of {s}_u (no text)"),
+        "eps": N_("rms of {s} guided"),
+        "guidance": N_("rms of {s}_c − {s}_u"),
+        "cos_eps_text_uncond": N_("cosine of {s}_c and {s}_u"),
+        "x0_hat": N_("rms of x̂₀ (latents)"),
+        "x0_hat_change": N_("rms of x̂₀'s change since the last step"),
+        "x_prev": N_("rms of the next latents"),
     }
-    return labels.get(name, f"rms of {name}")
+    if name in labels:
+        return _(labels[name]).format(s=symbol)
+    return _("rms of {name}").format(name=name)

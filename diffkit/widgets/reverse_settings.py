@@ -8,6 +8,8 @@ from typing import Any
 
 from ..checks import check_choice, check_float, check_int, check_seed
 from ..errors import InputError
+from ..i18n import N_
+from ..i18n import gettext as _
 from ..pipeline import SCHEDULERS, scheduler_name
 from ..reverse.families import FLOW_SCHEDULERS
 
@@ -72,24 +74,28 @@ def check_settings(
     exact: Any,
 ) -> tuple[int, float, int, str | None, int | None]:
     """The explorer's arguments checked (a slider would clamp them without a word)."""
-    steps = check_int("steps", steps, lo=1, hi=1000, hint="25 is usual")
+    steps = check_int("steps", steps, lo=1, hi=1000, hint=N_("25 is usual"))
     guidance_scale = check_float(
-        "guidance_scale", guidance_scale, lo=0.0, hi=50.0, hint="7.5 is usual; 0 or 1 turns guidance off"
+        "guidance_scale", guidance_scale, lo=0.0, hi=50.0, hint=N_("7.5 is usual; 0 or 1 turns guidance off")
     )
     seed = check_seed(seed)
     for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
         if not isinstance(text, str):
-            raise InputError(f"{name}={text!r} is not text; fix: pass a string such as 'a red circle'")
+            raise InputError(
+                _("{name}={text!r} is not text; fix: pass a string such as 'a red circle'").format(name=name, text=text)
+            )
     if scheduler is not None:
         scheduler = check_choice(
             "scheduler", SCHEDULER_ALIASES.get(scheduler, scheduler), {**SCHEDULERS, **FLOW_SCHEDULERS}
         )
     if display_size is not None:
-        display_size = check_int("display_size", display_size, lo=16, hi=4096, hint="screen pixels")
+        display_size = check_int("display_size", display_size, lo=16, hi=4096, hint=N_("screen pixels"))
     if exact is not None and not isinstance(exact, bool):
         raise InputError(
-            f"exact={exact!r} is not True, False or None; fix: pass exact=True for VAE "
-            "decodes, exact=False for the fast preview only, or leave it out (exact decodes)"
+            _(
+                "exact={exact!r} is not True, False or None; fix: pass exact=True for VAE "
+                "decodes, exact=False for the fast preview only, or leave it out (exact decodes)"
+            ).format(exact=exact)
         )
     return steps, guidance_scale, seed, scheduler, display_size
 
@@ -112,10 +118,14 @@ def pipeline_for(pipe: Any) -> tuple[Any, BaseException | None]:
 def check_size(size: Any, factor: int, default: int) -> int | None:
     if size is None:
         return None
-    size = check_int("size", size, lo=factor, hi=2048, hint=f"the model's own size is {default}")
+    hint = _("the model's own size is {size}").format(size=default)
+    size = check_int("size", size, lo=factor, hi=2048, hint=hint)
     if size % factor:
         raise InputError(
-            f"size={size} is not a multiple of {factor} (the VAE's scale factor); fix: pass "
-            f"{max(factor, size - size % factor)} or {size - size % factor + factor}"
+            _(
+                "size={size} is not a multiple of {factor} (the VAE's scale factor); fix: pass {lower} or {upper}"
+            ).format(
+                size=size, factor=factor, lower=max(factor, size - size % factor), upper=size - size % factor + factor
+            )
         )
     return size

@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..errors import InputError
+from ..i18n import gettext as _
 from ..reverse import ReverseChain
 from ._common import encode_image, guarded
 from .reverse_decoder import DECODED, StepDecoder, undecoded
@@ -66,11 +67,11 @@ class ReverseChainView:
         n = len(traj)
         calls = calls_done(traj)  # "U-Net calls", or a transformer's steps
         if chain.done:
-            done = f"done: {n} {calls}"
+            done = _("done: {n} {calls}").format(n=n, calls=calls)
         elif self._cancelled:
-            done = f"cancelled after {n} of {len(chain)} {calls}"
+            done = _("cancelled after {n} of {total} {calls}").format(n=n, total=len(chain), calls=calls)
         else:
-            done = f"stepping by hand: {n} of {len(chain)} {calls}"
+            done = _("stepping by hand: {n} of {total} {calls}").format(n=n, total=len(chain), calls=calls)
         self.status.value = self._notes + f"<small>{done}</small>"
         if n == 0:
             return
@@ -124,7 +125,7 @@ class ReverseChainView:
         """Show record *k* of the current trajectory in every panel."""
         traj = self.trajectory
         if traj is None or not len(traj):
-            raise InputError("nothing to show yet; fix: press Run (or call .run()) first")
+            raise InputError(_("nothing to show yet; fix: press Run (or call .run()) first"))
         rec = traj[k]
         for title, text in zip(self._noise_titles, noise_titles(rec.prediction_type, rec.guidance)):
             title.value = text
@@ -221,10 +222,10 @@ class ReverseChainView:
             return ""
         done = len(traj) - len(undecoded(traj))
         if d is not None and d.running and not d.stopping and d.trajectory is traj:
-            return f"decoding: {done} of {len(traj)} steps done"
+            return _("decoding: {done} of {n} steps done").format(done=done, n=len(traj))
         if self.running:
-            return "decoded after the run"
-        return f"decoding paused ({done} of {len(traj)}): move the slider"
+            return _("decoded after the run")
+        return _("decoding paused ({done} of {n}): move the slider").format(done=done, n=len(traj))
 
     def _start_decoding(self, *, run_over: bool = False) -> None:
         """Decode every recorded step in the background, unless it is all done, the checkbox is off,
@@ -264,7 +265,9 @@ class ReverseChainView:
         self._step_panels(traj, k, self.token.value)  # so that a move of the slider only sends bytes
         d = self._decoder
         ms = d.ms_per_step if d is not None else None
-        self.exact.description = "exact (VAE decode" + (f", {ms:.0f} ms a step)" if ms is not None else ")")
+        self.exact.description = (
+            _("exact (VAE decode)") if ms is None else _("exact (VAE decode, {ms:.0f} ms a step)").format(ms=ms)
+        )
         with self._view_lock:
             if int(self.step.value) == k:
                 self._show_pictures(k)

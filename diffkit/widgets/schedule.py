@@ -15,6 +15,8 @@ from PIL import Image, ImageDraw
 from ..checks import check_choice, check_int, check_seed
 from ..errors import InputError
 from ..forward import q_sample, to_model_range
+from ..i18n import N_
+from ..i18n import gettext as _
 from ..images import MODEL_RANGE, to_uint8
 from ..plots import plot_schedules
 from ..samples import sample_image
@@ -51,24 +53,28 @@ class ScheduleExplorer(Explorer):
         image_size: int = 128,
         seed: int = 0,
     ) -> None:
-        image_size = check_int("image_size", image_size, lo=8, hi=1024, hint="128 is the default")
+        image_size = check_int("image_size", image_size, lo=8, hi=1024, hint=N_("128 is the default"))
         num_train_timesteps = check_int(
-            "num_train_timesteps", num_train_timesteps, lo=10, hi=4000, hint="1000 is what Stable Diffusion uses"
+            "num_train_timesteps", num_train_timesteps, lo=10, hi=4000, hint=N_("1000 is what Stable Diffusion uses")
         )
         seed = check_seed(seed)
         if isinstance(schedules, str) or not all(isinstance(n, str) for n in schedules):
-            raise InputError(f"schedules={schedules!r} is not a list of names; fix: pass e.g. ('linear', 'cosine')")
+            raise InputError(
+                _("schedules={schedules!r} is not a list of names; fix: pass e.g. ('linear', 'cosine')").format(
+                    schedules=schedules
+                )
+            )
         for n in schedules:
             check_choice("schedules", n, SCHEDULE_NAMES)
         self.x0 = to_model_range(image if image is not None else sample_image("astronaut", image_size))
         if self.x0.ndim != 3:
-            raise InputError("ScheduleExplorer shows one image, not a batch")
+            raise InputError(_("ScheduleExplorer shows one image, not a batch"))
         self.noise = torch.randn(self.x0.shape, generator=torch.Generator().manual_seed(seed))
         self.schedule_select = W.SelectMultiple(
             options=list(SCHEDULE_NAMES),
             value=tuple(schedules),
             rows=len(SCHEDULE_NAMES),
-            description="schedules",
+            description=_("schedules"),
         )
         self.T = W.BoundedIntText(value=num_train_timesteps, min=10, max=4000, description="T")
         self.beta_start = W.FloatLogSlider(
@@ -77,7 +83,7 @@ class ScheduleExplorer(Explorer):
         self.beta_end = W.FloatLogSlider(
             value=0.02, base=10, min=-4, max=-0.3, step=0.05, description="β_end", readout_format=".1e"
         )
-        self.use_defaults = W.Checkbox(value=True, description="each schedule's own β range")
+        self.use_defaults = W.Checkbox(value=True, description=_("each schedule's own β range"))
         self.t = W.IntSlider(
             value=num_train_timesteps // 4,
             min=0,
@@ -113,7 +119,7 @@ class ScheduleExplorer(Explorer):
     def _on_schedules(self, change: Any = None) -> None:
         names = list(self.schedule_select.value)
         if not names:
-            raise InputError("pick at least one schedule (hold Ctrl or Shift to pick several)")
+            raise InputError(_("pick at least one schedule (hold Ctrl or Shift to pick several)"))
         self.schedules = [self._build(n) for n in names]
         T = int(self.T.value)
         self.t.max = self.play.max = T - 1
@@ -175,8 +181,12 @@ class ScheduleExplorer(Explorer):
             f"<td>{r['noise']:.4f}</td><td>{r['log_snr']:.2f}</td></tr>"
             for r in rows
         )
-        self.readout.value = (
-            f"<table><tr><th>t = {t}</th><th>ᾱ_t (signal's share of the variance)</th>"
-            f"<th>√ᾱ_t (scale of x₀ in x_t)</th><th>√(1−ᾱ_t) (scale of ε in x_t)</th><th>log SNR</th></tr>"
-            f"{body}</table>"
+        heads = (
+            f"t = {t}",
+            _("ᾱ_t (signal's share of the variance)"),
+            _("√ᾱ_t (scale of x₀ in x_t)"),
+            _("√(1−ᾱ_t) (scale of ε in x_t)"),
+            "log SNR",
         )
+        head = "".join(f"<th>{html.escape(h, quote=False)}</th>" for h in heads)
+        self.readout.value = f"<table><tr>{head}</tr>{body}</table>"

@@ -14,6 +14,8 @@ from matplotlib.patches import Circle
 from ..checks import check_choice, check_int, check_seed
 from ..errors import InputError
 from ..forward import q_step
+from ..i18n import N_
+from ..i18n import gettext as _
 from ..schedules import SCHEDULE_NAMES, NoiseSchedule, get_schedule
 from ..toy import TWO_PIXEL_IMAGE, TwoPixelChains, step_density, two_pixel_chains, two_pixel_reverse
 from ._common import Explorer, figure_png, guarded
@@ -32,12 +34,14 @@ def parse_points(text: str) -> list[tuple[float, float]]:
         try:
             a, b = (float(v) for v in chunk.replace("(", "").replace(")", "").split(","))
         except ValueError:
-            raise InputError(f"could not read {chunk.strip()!r}; write points as 170,150; 60,200") from None
+            raise InputError(
+                _("could not read {text!r}; write points as 170,150; 60,200").format(text=chunk.strip())
+            ) from None
         if not (0 <= a <= 255 and 0 <= b <= 255):
-            raise InputError(f"pixel values must lie in [0, 255], got ({a:g}, {b:g})")
+            raise InputError(_("pixel values must lie in [0, 255], got ({a:g}, {b:g})").format(a=a, b=b))
         pts.append((a, b))
     if not pts:
-        raise InputError("give at least one two-pixel image, e.g. 170,150")
+        raise InputError(_("give at least one two-pixel image, e.g. 170,150"))
     return pts
 
 
@@ -49,7 +53,9 @@ def _check_pixels(pixels: Any, *, name: str = "pixels") -> tuple[float, float]:
         values = ()
     if len(values) != 2 or not all(np.isfinite(v) and 0 <= v <= 255 for v in values):
         raise InputError(
-            f"{name} holds {pixels!r}, not a two-pixel image; fix: pass two values in [0, 255], e.g. (170, 150)"
+            _(
+                "{name} holds {pixels!r}, not a two-pixel image; fix: pass two values in [0, 255], e.g. (170, 150)"
+            ).format(name=name, pixels=pixels)
         )
     return values
 
@@ -63,14 +69,18 @@ def _check_data(data: Any) -> list[tuple[float, float]]:
     """A list of two-pixel images (any sequence or an ``(N, 2)`` array), each checked."""
     if isinstance(data, (str, bytes)) or not hasattr(data, "__len__") or not hasattr(data, "__iter__"):
         raise InputError(
-            f"data={data!r} is not a list of two-pixel images; fix: pass e.g. data=[(170, 150), (60, 200)]"
+            _("data={data!r} is not a list of two-pixel images; fix: pass e.g. data=[(170, 150), (60, 200)]").format(
+                data=data
+            )
         )
     if len(data) == 0:
-        raise InputError("data holds no two-pixel image; fix: pass at least one, e.g. data=[(170, 150)]")
+        raise InputError(_("data holds no two-pixel image; fix: pass at least one, e.g. data=[(170, 150)]"))
     if len(data) > MAX_DATA:
         raise InputError(
-            f"data holds {len(data):,} two-pixel images, more than the {MAX_DATA:,} the exact denoiser "
-            "runs backwards at a slider's pace; fix: pass a sample of them, e.g. data[:1000]"
+            _(
+                "data holds {n:,} two-pixel images, more than the {most:,} the exact denoiser "
+                "runs backwards at a slider's pace; fix: pass a sample of them, e.g. data[:1000]"
+            ).format(n=len(data), most=MAX_DATA)
         )
     return [_check_pixels(point, name="data") for point in data]
 
@@ -80,7 +90,9 @@ def _check_schedule(schedule: str | NoiseSchedule) -> NoiseSchedule:
         return get_schedule(check_choice("schedule", schedule, SCHEDULE_NAMES))
     if not isinstance(schedule, NoiseSchedule):
         raise InputError(
-            f"schedule={schedule!r} is not a schedule; fix: pass a name from {list(SCHEDULE_NAMES)} or a NoiseSchedule"
+            _("schedule={schedule!r} is not a schedule; fix: pass a name from {names} or a NoiseSchedule").format(
+                schedule=schedule, names=list(SCHEDULE_NAMES)
+            )
         )
     return schedule
 
@@ -107,7 +119,7 @@ class TwoPixelExplorer(Explorer):
         self.pixels = _check_pixels(pixels)
         data = _check_data(data)
         self.schedule = schedule = _check_schedule(schedule)
-        n_chains = check_int("n_chains", n_chains, lo=1, hi=5000, hint="300 is the default")
+        n_chains = check_int("n_chains", n_chains, lo=1, hi=5000, hint=N_("300 is the default"))
         self.seed = seed = check_seed(seed)
         self._gen = torch.Generator().manual_seed(seed)
         # -- one step
@@ -116,18 +128,18 @@ class TwoPixelExplorer(Explorer):
             min=0.5,
             max=40.0,
             step=0.5,
-            description="bell width (px)",
+            description=_("bell width (px)"),
             style={"description_width": "initial"},
         )
-        self.step_button = W.Button(description="one step", icon="step-forward")
-        self.reset_button = W.Button(description="reset", icon="undo")
+        self.step_button = W.Button(description=_("one step"), icon="step-forward")
+        self.reset_button = W.Button(description=_("reset"), icon="undo")
         self.step_plot = W.Image(format="png")
         self.step_readout = W.HTML()
         self.path: list[np.ndarray] = [np.asarray(self.pixels)]
         self.likely: list[bool] = []
         # -- many chains
-        self.n_chains = W.BoundedIntText(value=n_chains, min=1, max=5000, description="chains")
-        self.run_chains = W.Button(description="run the chains", icon="play")
+        self.n_chains = W.BoundedIntText(value=n_chains, min=1, max=5000, description=_("chains"))
+        self.run_chains = W.Button(description=_("run the chains"), icon="play")
         self.chain_t = W.IntSlider(
             value=0, min=0, max=self.schedule.num_train_timesteps - 1, description="t", layout=W.Layout(width="420px")
         )
@@ -137,12 +149,12 @@ class TwoPixelExplorer(Explorer):
         self.chains: TwoPixelChains | None = None
         # -- backwards
         self.data_text = W.Text(
-            value="; ".join(f"{a:g},{b:g}" for a, b in data), description="data", layout=W.Layout(width="420px")
+            value="; ".join(f"{a:g},{b:g}" for a, b in data), description=_("data"), layout=W.Layout(width="420px")
         )
-        self.eta = W.ToggleButtons(options=[("DDPM (random)", 1.0), ("DDIM (deterministic)", 0.0)], value=1.0)
-        self.run_reverse = W.Button(description="run backwards", icon="backward")
+        self.eta = W.ToggleButtons(options=[(_("DDPM (random)"), 1.0), (_("DDIM (deterministic)"), 0.0)], value=1.0)
+        self.run_reverse = W.Button(description=_("run backwards"), icon="backward")
         self.rev_step = W.IntSlider(
-            value=0, min=0, max=self.schedule.num_train_timesteps, description="step", layout=W.Layout(width="420px")
+            value=0, min=0, max=self.schedule.num_train_timesteps, description=_("step"), layout=W.Layout(width="420px")
         )
         self.rev_play = W.Play(min=0, max=self.schedule.num_train_timesteps, step=10, interval=60)
         self.link((self.rev_play, "value"), (self.rev_step, "value"))
@@ -180,7 +192,7 @@ class TwoPixelExplorer(Explorer):
                 ),
             ]
         )
-        for i, title in enumerate(["one step", "many chains", "backwards"]):
+        for i, title in enumerate([_("one step"), _("many chains"), _("backwards")]):
             tabs.set_title(i, title)
         return tabs
 
@@ -226,15 +238,15 @@ class TwoPixelExplorer(Explorer):
         ax.set_xlim(path[0][0] - span, path[0][0] + span)
         ax.set_ylim(path[0][1] - span, path[0][1] + span)
         ax.set_aspect("equal")
-        ax.set_xlabel("pixel 1")
-        ax.set_ylabel("pixel 2")
-        ax.set_title("next point ~ N(√α·x, β·I): green likely (< 2σ), red unlikely", fontsize=8)
+        ax.set_xlabel(_("pixel 1"))
+        ax.set_ylabel(_("pixel 2"))
+        ax.set_title(_("next point ~ N(√α·x, β·I): green likely (< 2σ), red unlikely"), fontsize=8)
         self.step_plot.value = figure_png(fig)
-        self.step_readout.value = (
-            f"<small>now at ({cur[0]:.1f}, {cur[1]:.1f}) after {len(self.path) - 1} step(s); "
-            f"bell centre ({mean_px[0]:.1f}, {mean_px[1]:.1f}), width √β = {sd_px:.2f} px "
-            f"(β = {s.betas[0]:.2e})</small>"
-        )
+        readout = _(
+            "now at ({x:.1f}, {y:.1f}) after {n} step(s); "
+            "bell centre ({cx:.1f}, {cy:.1f}), width √β = {width:.2f} px (β = {beta:.2e})"
+        ).format(x=cur[0], y=cur[1], n=len(self.path) - 1, cx=mean_px[0], cy=mean_px[1], width=sd_px, beta=s.betas[0])
+        self.step_readout.value = f"<small>{readout}</small>"
 
     # -- many chains -------------------------------------------------------------------
     @guarded
@@ -252,11 +264,12 @@ class TwoPixelExplorer(Explorer):
         ax = fig.subplots()
         g = np.linspace(0, 2 * np.pi, 200)
         ax.plot(127.5 + 255 * np.cos(g), 127.5 + 255 * np.sin(g), "k--", lw=0.8, label="N(0, I), 2σ")
-        ax.scatter(pts[:, 0], pts[:, 1], s=5, alpha=0.6, label=f"{len(pts)} chains at t={t}")
+        ax.scatter(pts[:, 0], pts[:, 1], s=5, alpha=0.6, label=_("{n} chains at t={t}").format(n=len(pts), t=t))
         ax.plot(*self.pixels, "k*", ms=12)
         _finish_plane(ax)
         ab = self.schedule.alphas_cumprod[t]
-        ax.set_title(f"ᾱ_t = {ab:.4f}: centre {ab**0.5:.3f}·x₀, width {(1 - ab) ** 0.5:.3f}", fontsize=8)
+        title = _("ᾱ_t = {alpha_bar:.4f}: centre {centre:.3f}·x₀, width {width:.3f}")
+        ax.set_title(title.format(alpha_bar=ab, centre=ab**0.5, width=(1 - ab) ** 0.5), fontsize=8)
         self.chain_plot.value = figure_png(fig)
 
     # -- backwards ---------------------------------------------------------------------
@@ -278,12 +291,18 @@ class TwoPixelExplorer(Explorer):
         fig = Figure(figsize=(4.6, 4.2), layout="constrained")
         ax = fig.subplots()
         d = np.asarray(self.data)
-        ax.plot(d[:, 0], d[:, 1], "*", ms=16, mfc="none", mec="k", label="training images", zorder=1)
+        ax.plot(d[:, 0], d[:, 1], "*", ms=16, mfc="none", mec="k", label=_("training images"), zorder=1)
         ax.scatter(pts[:, 0], pts[:, 1], s=5, alpha=0.6, color="tab:purple", zorder=2)
         _finish_plane(ax)
         # row k holds x_t for t = T − 1 − k; the last row is the clean x_0 the chain ends on
-        t_label = "x₀, the end" if k == T else f"x_t, t = {T - 1 - k}" + (" (pure noise)" if k == 0 else "")
-        ax.set_title(f"reverse step {k}/{T} ({t_label}) with the exact optimal denoiser", fontsize=8)
+        if k == T:
+            t_label = _("x₀, the end")
+        elif k == 0:
+            t_label = _("x_t, t = {t} (pure noise)").format(t=T - 1 - k)
+        else:
+            t_label = f"x_t, t = {T - 1 - k}"
+        title = _("reverse step {k}/{T} ({where}) with the exact optimal denoiser")
+        ax.set_title(title.format(k=k, T=T, where=t_label), fontsize=8)
         self.rev_plot.value = figure_png(fig)
 
 
