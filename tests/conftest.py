@@ -9,6 +9,9 @@ matplotlib.use("Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+# The tests read diffkit in English whatever the machine's locale (LANG=es_ES… would make it speak
+# Spanish); tests/test_i18n.py asks for Spanish itself (set_language, DIFFKIT_LANG=es).
+os.environ["DIFFKIT_LANG"] = "en"
 
 
 @pytest.fixture(scope="session")

@@ -97,9 +97,10 @@ class ErrorPanel(W.HTML):
             )
         else:
             msg = str(exc) or type(exc).__name__
+        could_not = html.escape(_("Could not do that."))
         self.value = (
             '<div style="color:#a00;border:1px solid #e0b4b4;background:#fff6f6;padding:6px;'
-            f'border-radius:4px"><b>{html.escape(_("Could not do that."))}</b> {html.escape(msg)}</div>'
+            f'border-radius:4px"><b>{could_not}</b> {html.escape(msg)}</div>'
         )
 
     def clear(self) -> None:
