@@ -257,7 +257,7 @@ def test_schedule_explorer_in_spanish():
     set_language("es")
     e = ScheduleExplorer(schedules=("linear",), image_size=16)
     assert e.schedule_select.description == "calendarios"
-    assert e.use_defaults.description == "el rango de β propio de cada calendario"
+    assert e.use_defaults.description == "rango de β de cada calendario"
     assert "ᾱ_t (parte de la varianza que es señal)" in e.readout.value and "share" not in e.readout.value
     e.schedule_select.value = ()
     assert "No se pudo hacer." in e.error.value and "elige al menos un calendario" in e.error.value
@@ -285,7 +285,7 @@ def test_forward_chain_explorer_in_spanish(monkeypatch):
     set_language("es")
     e = fc.ForwardChainExplorer(sample_image("coffee", 16), pipe=None)
     assert (e.sample.description, e.schedule.description, e.upload.description) == ("imagen", "calendario", "tu imagen")
-    assert e.step_button.description == "un paso de Markov" and [label for label, _v in e.space.options] == [
+    assert e.step_button.description == "paso de Markov" and [label for label, _v in e.space.options] == [
         "píxeles",
         "latentes",
     ]

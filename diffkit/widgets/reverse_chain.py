@@ -177,7 +177,12 @@ class ReverseChainExplorer(ReverseChainView, Explorer):
                     scheduler=scheduler, choices=sorted(choices)
                 )
             )
-        self.scheduler = W.Dropdown(options=list(choices), value=scheduler or own, description=_("scheduler"))
+        self.scheduler = W.Dropdown(
+            options=list(choices),
+            value=scheduler or own,
+            description=_("scheduler"),
+            style={"description_width": "initial"},  # Spanish's "programador" is wider than a label's 80 px
+        )
         self.size = W.Dropdown(options=sizes, value=size or default_size, description=_("size"))
         self.capture = W.Checkbox(value=capture_attention, description=_("capture attention"))
         self.run_button = W.Button(description=_("Run"), icon="play", button_style="primary")

@@ -102,6 +102,17 @@ CELLS["reverse_flux"] = (
 )
 
 
+# The reverse explorer in Spanish (diffkit.set_language("es") before it is built), on the tiny random pipeline
+CELLS["reverse_es"] = (
+    "import diffkit\n"
+    "diffkit.set_language('es')\n"
+    "from diffkit.testing import tiny_random_pipeline\n"
+    "from diffkit.widgets import ReverseChainExplorer\n"
+    "explorer = ReverseChainExplorer(tiny_random_pipeline('sd'), prompt='a woman pilot', steps=4, size=32, run=True)\n"
+    "explorer"
+)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -298,19 +309,28 @@ _OVERFLOWS = """(el, texts) => {
 }"""
 
 
-def _longest_titles() -> list[str]:
-    """The x̂_0 panel's longest titles: the fast preview with a fitted map's error, pending or chosen."""
+def _longest_titles(language: str = "en") -> list[str]:
+    """The x̂_0 panel's longest titles in *language*: the fast preview with a fitted map's error,
+    pending or chosen."""
     from types import SimpleNamespace
 
+    from diffkit.i18n import gettext as _
+    from diffkit.i18n import set_language
     from diffkit.widgets.reverse_panels import image_titles
 
     rgb = SimpleNamespace(rms_error=0.0504)
-    return [
-        image_titles("pending", rgb, "decoding paused (100 of 100): move the slider")[1],
-        image_titles("pending", rgb, "decoding: 100 of 100 steps done")[1],
-        image_titles("fast", rgb)[1],
-        image_titles("exact")[1],
-    ]
+    set_language(language)
+    try:
+        paused = _("decoding paused ({done} of {n}): move the slider").format(done=100, n=100)
+        decoding = _("decoding: {done} of {n} steps done").format(done=100, n=100)
+        return [
+            image_titles("pending", rgb, paused)[1],
+            image_titles("pending", rgb, decoding)[1],
+            image_titles("fast", rgb)[1],
+            image_titles("exact")[1],
+        ]
+    finally:
+        set_language(None)
 
 
 def test_reverse_chain_explorer_in_jupyterlab(browser, lab):
@@ -373,6 +393,31 @@ def test_reverse_chain_explorer_on_flux_in_jupyterlab(browser, lab):
     page.keyboard.press("Home")
     assert _wait_changed(page, before), "moving the step slider did not change the panels"
     _shot(page, "reverse_chain_flux_first_step")
+    page.close()
+
+
+def test_reverse_chain_explorer_in_spanish_in_jupyterlab(browser, lab):
+    page = _open_and_run(browser, lab, "reverse_es")
+    page.get_by_text("hecho: 4 llamadas a la U-Net").wait_for(timeout=120_000)
+    page.set_viewport_size({"width": 1400, "height": 1500})
+    titles = page.locator(".jp-OutputArea-output .diffkit-title")
+    deadline = time.time() + 120  # the exact decodes, made in the background after the run
+    while not all("decodificación exacta del VAE" in t for t in titles.all_inner_texts()) and time.time() < deadline:
+        page.wait_for_timeout(500)
+    assert all("decodificación exacta del VAE" in t for t in titles.all_inner_texts()), titles.all_inner_texts()
+    _shot(page, "reverse_chain_es")
+    text = page.locator(".jp-OutputArea-output").first.inner_text()
+    for label in ("Ejecutar", "Cancelar", "paso siguiente", "programador", "semilla", "x_t, los latentes con ruido"):
+        assert label in text, label
+    for label in ("instante t", "el modelo predice", "guía libre de clasificador", "(sin texto)", "palabra"):
+        assert label in text, label
+    assert "Run" not in [t.strip() for t in page.locator(".jp-OutputArea-output button").all_inner_texts()]
+    # no Spanish title cut off, not even the longest the panels can show; the checkbox's label whole
+    for i in range(2):
+        assert titles.nth(i).evaluate(_OVERFLOWS, [None]) == [False], f"title {i} is cut off"
+    assert titles.nth(1).evaluate(_OVERFLOWS, _longest_titles("es")) == [False] * 4, "a longer title would be cut off"
+    label = page.locator(".jp-OutputArea-output .diffkit-exact").first
+    assert label.evaluate(_OVERFLOWS, [None]) == [False] and "exacto (decodificación del VAE" in label.inner_text()
     page.close()
 
 
