@@ -325,9 +325,10 @@ def test_reverse_chain_explorer_in_spanish():
     assert e.scheduler.description == "programador" and e.next_button.description == "paso siguiente"
     e.run(wait=True)
     assert e.error.value == "" and "hecho: 2 llamadas a la U-Net" in e.status.value
-    assert "x_t, los latentes con ruido" in e._x_t_title.value and "vista previa lineal rápida" in e._x_t_title.value
+    assert "x_t, los latentes con ruido" in e._x_t_title.value and "vista rápida lineal" in e._x_t_title.value
     assert "(sin texto)" in e._noise_titles[0].value and "el modelo predice" in e._noise_titles[0].value
-    assert "instante t" in e.table.value and "guía libre de clasificador" in e.table.value
+    assert "instante t" in e.table.value and "guía libre de clasificador" in e.table.value and "(paso)" in e.table.value
+    assert e.exact.description == "exacto (VAE)"
     assert "parte de la atención de cada píxel" in e.attention_scale.value
     e.close()
     set_language(None)

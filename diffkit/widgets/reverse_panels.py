@@ -137,7 +137,7 @@ def attention_panel(traj: Trajectory, k: int, position: int) -> tuple[np.ndarray
 def step_table(traj: Trajectory, k: int) -> str:
     rec = traj[k]
     rows = [
-        (_("step"), _("{k} of {n} ({stage})").format(k=k + 1, n=len(traj), stage=rec.stage)),
+        (_("step"), _("{k} of {n} ({stage})").format(k=k + 1, n=len(traj), stage=_(rec.stage))),  # "step" translated
         (_("timestep t"), f"{rec.timestep:g}"),
         ("σ_t", f"{rec.sigma:.4f}"),
         ("ᾱ_t", f"{rec.alpha_bar:.4f}"),

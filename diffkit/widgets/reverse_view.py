@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..errors import InputError
+from ..i18n import get_language
 from ..i18n import gettext as _
 from ..reverse import ReverseChain
 from ._common import encode_image, guarded
@@ -167,8 +168,10 @@ class ReverseChainView:
             img.layout.width = img.layout.height = img.layout.min_width = f"{side}px"
         for box in (self._x_t_title, self._x0_title, self.colorbar, self.attention_scale):
             box.layout.width = f"{ds}px"
-        for title in (self._x_t_title, self._x0_title):  # equal heights keep the two pictures level
-            title.layout.height = "4.5em"
+        # equal heights keep the two pictures level: three lines hold the longest English title, Spanish needs four
+        height = "4.5em" if get_language() == "en" else "5.5em"
+        for title in (self._x_t_title, self._x0_title):
+            title.layout.height = height
         self.colorbar.layout.height = "12px"
 
     def _side(self, traj: Any) -> int:
