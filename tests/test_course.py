@@ -285,6 +285,8 @@ def test_warm_fills_the_runs_the_notebooks_read(tmp_path, monkeypatch, sweep):
         "rescore_audit",
         lambda run_dir, **kw: calls.append(("rescore", kw["judge"], Path(run_dir), None)),
     )
+    monkeypatch.setattr(warm, "chain_images", lambda pipe, prompt, seeds, cache, **kw: drawn.append((prompt, cache)))
+    drawn = []
     nb = tmp_path / "04_x.ipynb"
     nb.write_text('{"cells": ["run_audit(\\"tiny_guidance_sweep\\")"]}' if sweep else "{}")
     lines = []
@@ -299,8 +301,10 @@ def test_warm_fills_the_runs_the_notebooks_read(tmp_path, monkeypatch, sweep):
     if sweep:
         expected.append(("run", "tiny_guidance_sweep", audit / "tiny_guidance_sweep", "pipe:tiny"))
     assert calls == expected
-    assert len(seconds) == len(expected) + 1 and sum("done in" in s for s in lines) == len(expected)
-    assert lines[-1].startswith(f"warm: {len(expected)} parts in")
+    assert drawn == [(prompt, tmp_path / "o" / "course_cache") for prompt, _, _ in warm.LESSON_IMAGES]
+    parts = len(expected) + 1  # and the lessons' pictures
+    assert len(seconds) == parts + 1 and sum("done in" in s for s in lines) == parts
+    assert lines[-1].startswith(f"warm: {parts} parts in")
 
 
 def test_diffkit_course_warm_command(tmp_path, monkeypatch):
