@@ -72,6 +72,9 @@ def test_warm_draws_what_the_notebooks_ask_for():
         assert seeds == tuple(range(8))
         if "scheduler" in options:
             assert prompt == "a red circle" and options["scheduler"] in ("pndm", "ddim")
-        else:
+        elif options:
             assert f'"{prompt}"' in nb04 and options["guidance_scale"] in (1.0, 3.0, 7.5)
-    assert len(LESSON_IMAGES) == 2 + 3 * 3
+        else:  # §6, at the default guidance
+            assert f'"{prompt}"' in nb04 and prompt in ("a nurse", "una enfermera")
+    assert "chain_images(pipe, prompt, range(8), steps=20, size=SIZE) for prompt in PAIR" in nb04
+    assert len(LESSON_IMAGES) == 2 + 3 * 3 + 2

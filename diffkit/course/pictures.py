@@ -36,6 +36,8 @@ LESSON_IMAGES: tuple[tuple[str, tuple[int, ...], dict[str, Any]], ...] = (
         for prompt in ("a man nurse", "a woman firefighter", "a purple triangle")
         for w in (1.0, 3.0, 7.5)
     ),
+    # 04 §6: a nurse in English and in Spanish
+    *((prompt, tuple(range(8)), {}) for prompt in ("a nurse", "una enfermera")),
 )
 
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
