@@ -35,12 +35,13 @@ def test_notebook_runs(path):
     # every lesson draws figures; they must reach the page as pictures, not as "<Figure size …>"
     kinds = {k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})}
     assert "image/png" in kinds, f"{path.name} displayed no picture"
-    for question, truth, answer in predict_answers(nb):
-        printed = cell_text(truth)
-        assert answer in printed, (
-            f"{path.name}: the written answer {answer!r} to {question!r} is not what the code printed:\n{printed[-800:]}"
-            "\nupdate the answer in the notebook (or find why the code changed)"
-        )
+    for lang in ("en", "es"):  # the code is shared: both editions' answers quote what it printed
+        for question, truth, answer in predict_answers(nb, lang):
+            printed = cell_text(truth)
+            assert answer in printed, (
+                f"{path.name} ({lang}): the written answer {answer!r} to {question!r} is not what the code printed:"
+                f"\n{printed[-800:]}\nupdate the answer in the notebook (or find why the code changed)"
+            )
     EXECUTED.mkdir(parents=True, exist_ok=True)
     # the saved widget state would make the docs site load the widget renderer from a CDN; the
     # explorers need a kernel anyway, so the site shows the figures and not the widgets
@@ -50,8 +51,43 @@ def test_notebook_runs(path):
     print(f"{path.name}: {seconds:.1f} s")
 
 
-PREDICT = "**Predict.**"
-ANSWER = re.compile(r"\*\*Answer: (.+?)\*\*", re.S)
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_spanish_edition_runs(path, tmp_path):
+    """The Spanish edition as a student gets it (course/teacher/es/), run in a kernel where diffkit
+    speaks Spanish (DIFFKIT_LANG=es): it runs top to bottom and its answers quote what it printed."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from diffkit.course import language_edition
+
+    nb = language_edition(nbformat.read(path, as_version=4), "es")
+    assert not any("lang-en" in c.metadata.get("tags", []) for c in nb.cells)
+    folder = tmp_path / "es"  # the edition's own folder, as a teacher hands it out
+    folder.mkdir()
+    env = {**os.environ, "DIFFKIT_LANG": "es"}
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute(
+        env=env
+    )
+    seconds = time.perf_counter() - t0
+    kinds = {k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})}
+    assert "image/png" in kinds, f"{path.name} (es) displayed no picture"
+    answers = predict_answers(nb, "es")
+    assert len(answers) >= 3
+    for question, truth, answer in answers:
+        printed = cell_text(truth)
+        assert answer in printed, (
+            f"{path.name} (es): la respuesta {answer!r} a {question!r} no es lo que imprimió el código"
+        )
+    (EXECUTED / "es").mkdir(parents=True, exist_ok=True)
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, EXECUTED / "es" / path.name)
+    print(f"{path.name} (es): {seconds:.1f} s")
+
+
+PREDICT = {"en": "**Predict.**", "es": "**Predice.**"}
+ANSWER = {"en": re.compile(r"\*\*Answer: (.+?)\*\*", re.S), "es": re.compile(r"\*\*Respuesta: (.+?)\*\*", re.S)}
 
 
 def _src(cell) -> str:
@@ -67,26 +103,29 @@ def cell_text(cell) -> str:
     return "".join(out)
 
 
-def predict_answers(nb):
-    """(question, truth cell, written answer) per predict-then-run question.
+def predict_answers(nb, lang="en"):
+    """(question, truth cell, written answer) per predict-then-run question of the *lang* edition.
 
-    The pattern: a markdown cell with **Predict.**, a code cell where the student writes a guess
-    (``guess… = None``), a code cell that computes the truth, and a markdown cell opening with
-    **Answer: …** (the bold text must appear in what the truth cell printed).
+    The pattern: a markdown cell with **Predict.** (Spanish: **Predice.**), a code cell where the
+    student writes a guess (``guess… = None``), a code cell that computes the truth, and a markdown
+    cell opening with **Answer: …** (**Respuesta: …**; the bold text must appear in what the truth
+    cell printed).
     """
-    cells = nb["cells"]
+    from diffkit.course import language_edition
+
+    cells = language_edition(nb, lang)["cells"]
     found = []
     for i, c in enumerate(cells):
-        if c["cell_type"] != "markdown" or PREDICT not in _src(c):
+        if c["cell_type"] != "markdown" or PREDICT[lang] not in _src(c):
             continue
-        question = _src(c).split(PREDICT, 1)[1].strip().split("\n")[0][:80]
+        question = _src(c).split(PREDICT[lang], 1)[1].strip().split("\n")[0][:80]
         guess, truth, answer = cells[i + 1], cells[i + 2], cells[i + 3]
         assert guess["cell_type"] == "code" and re.search(r"^guess\w* = None", _src(guess), re.M), (
             f"after {question!r} comes a cell for the student's guess: `guess_… = None  # ← your guess`"
         )
         assert truth["cell_type"] == "code", f"after the guess for {question!r} comes the cell that computes the truth"
-        m = ANSWER.search(_src(answer)) if answer["cell_type"] == "markdown" else None
-        assert m, f"after the truth for {question!r} comes a markdown cell with **Answer: …**"
+        m = ANSWER[lang].search(_src(answer)) if answer["cell_type"] == "markdown" else None
+        assert m, f"after the truth for {question!r} comes a markdown cell with {ANSWER[lang].pattern}"
         found.append((question, truth, m.group(1).strip()))
     return found
 
@@ -95,8 +134,14 @@ def predict_answers(nb):
 def test_three_predict_then_run_questions(path):
     import nbformat
 
+    from diffkit.course import language_problems
+
     nb = nbformat.read(path, as_version=4)
-    assert len(predict_answers(nb)) >= 3, f"{path.name}: give at least three predict-then-run questions"
+    assert not language_problems(nb), f"{path.name}: " + "; ".join(language_problems(nb))
+    for lang in ("en", "es"):
+        assert len(predict_answers(nb, lang)) >= 3, (
+            f"{path.name} ({lang}): give at least three predict-then-run questions"
+        )
 
 
 def _sources(name: str) -> str:
@@ -113,7 +158,9 @@ def test_model_facts_are_read_from_the_model():
     for name, text in course.items():
         # the token limit: 77 on SD's CLIP (and diffkit-tiny 2), 32 on diffkit-tiny 1: a hub model may
         # have another, so labels read pipe.tokenizer.model_max_length and prose names SD's figure as SD's
-        assert not re.search(r"\b77\b(?!\s+for\s+Stable\s+Diffusion)", text), f"{name} hard-codes SD's 77-token limit"
+        assert not re.search(r"\b77\b(?!\s+(?:for|en|de)\s+Stable\s+Diffusion)", text), (
+            f"{name} hard-codes SD's 77-token limit"
+        )
         # ε or v depends on the model loaded (diffkit-tiny 2 and SD 1.x: ε; diffkit-tiny 1, SD 2.x 768: v)
         assert "predicts the noise" not in text and "predict the noise" not in text, (
             f"{name} says the U-Net predicts the noise; say what prediction_type says"

@@ -16,7 +16,14 @@ The notebooks live in the repository, not in the installed package: these work f
 from __future__ import annotations
 
 from .._files import checkout_root, shared_out
-from .editions import course_notebooks, student_notebook, teacher_notebook, write_course
+from .editions import (
+    course_notebooks,
+    language_edition,
+    language_problems,
+    student_notebook,
+    teacher_notebook,
+    write_course,
+)
 from .pictures import LESSON_IMAGES, chain_images, model_fingerprint
 from .timing import NotebookTiming, time_course, time_notebook, timings_table
 from .warm import warm_course
@@ -28,6 +35,8 @@ __all__ = [
     "NotebookTiming",
     "checkout_root",
     "course_notebooks",
+    "language_edition",
+    "language_problems",
     "shared_out",
     "student_notebook",
     "teacher_notebook",
