@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m diffkit demo --out $(OUT)
 
-# The course's two editions from notebooks/: course/student/ (answers and solutions out, outputs
-# cleared) and course/teacher/ (executed copies from out/notebooks/ when newer). See docs/howto/classroom.md.
+# The course's editions from notebooks/: course/student/{en,es}/ (answers and solutions out, outputs
+# cleared) and course/teacher/{en,es}/ (executed copies from out/notebooks/ when newer). See docs/howto/classroom.md.
 course: $(STAMP)
 	$(PY) -m diffkit course --out course
 
