@@ -33,8 +33,8 @@ course-time: $(STAMP)
 # The fast loop (about 4 minutes on 2 cores): lint, then every test but the notebooks, the browser
 # and the slow ones, on two workers (pytest-xdist).
 test: $(STAMP)
-	$(PY) -m ruff check diffkit tests benchmarks
-	$(PY) -m ruff format --check diffkit tests benchmarks
+	$(PY) -m ruff check diffkit tests benchmarks mkdocs_hooks.py
+	$(PY) -m ruff format --check diffkit tests benchmarks mkdocs_hooks.py
 	$(PY) -m pytest -q -n 2 -m "not slow and not browser" --durations=10
 
 # Everything CI runs: the fast loop, then the course's notebooks executed cold, the JupyterLab
@@ -75,8 +75,8 @@ i18n: $(STAMP)
 	$(I18N) -q compile -d diffkit/locale -D diffkit --statistics
 
 lint: $(STAMP)
-	$(PY) -m ruff check diffkit tests benchmarks
-	$(PY) -m ruff format --check diffkit tests benchmarks
+	$(PY) -m ruff check diffkit tests benchmarks mkdocs_hooks.py
+	$(PY) -m ruff format --check diffkit tests benchmarks mkdocs_hooks.py
 
 # The site: notebooks rendered with their outputs (executed copies from `make test` when present).
 docs: $(STAMP)
