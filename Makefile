@@ -78,10 +78,16 @@ lint: $(STAMP)
 	$(PY) -m ruff check diffkit tests benchmarks mkdocs_hooks.py
 	$(PY) -m ruff format --check diffkit tests benchmarks mkdocs_hooks.py
 
-# The site: notebooks rendered with their outputs (executed copies from `make test` when present).
+# The site in English and Spanish (site/ and site/es/): the notebooks are the course's teacher editions,
+# with their outputs when out/notebooks/ holds current executed copies (`make test-all` writes them);
+# docs/notebooks/NN_name.ipynb is the English edition, NN_name.es.ipynb the Spanish one.
+DOCS_COURSE := .cache/docs-course
 docs: $(STAMP)
-	@mkdir -p docs/notebooks && cp notebooks/[0-9][0-9]_*.ipynb docs/notebooks/
-	@cp out/notebooks/[0-9][0-9]_*.ipynb docs/notebooks/ 2>/dev/null || true
+	@rm -rf $(DOCS_COURSE) docs/notebooks && mkdir -p docs/notebooks
+	$(PY) -m diffkit course --out $(DOCS_COURSE)
+	cp $(DOCS_COURSE)/teacher/en/[0-9][0-9]_*.ipynb docs/notebooks/
+	@for nb in $(DOCS_COURSE)/teacher/es/[0-9][0-9]_*.ipynb; do \
+	  cp "$$nb" "docs/notebooks/$$(basename "$$nb" .ipynb).es.ipynb" || exit 1; done
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 bench: $(STAMP)
