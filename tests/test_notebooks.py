@@ -211,6 +211,8 @@ def _site_notebooks(dest: Path, course: Path) -> None:
     copies from out/notebooks/ when current), English as NN_name.ipynb and Spanish as NN_name.es.ipynb."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "diffkit", "course", "--out", str(course)], check=True, env=env, cwd=ROOT)
+    for lang in ("en", "es"):
+        assert (course / "teacher" / lang).is_dir(), f"`diffkit course` wrote no teacher/{lang}/ edition"
     dest.mkdir(parents=True, exist_ok=True)
     for nb in NOTEBOOKS:
         shutil.copy(course / "teacher" / "en" / nb.name, dest / nb.name)
