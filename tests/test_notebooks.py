@@ -206,44 +206,79 @@ def test_schedule_words_agree_across_course_docs_and_code():
         assert f in texts["concepts.md"], f"concepts.md should give diffusers' laplace figure {f}"
 
 
+def _site_notebooks(dest: Path, course: Path) -> None:
+    """What `make docs` puts in docs/notebooks/: `diffkit course` writes the teacher editions (executed
+    copies from out/notebooks/ when current), English as NN_name.ipynb and Spanish as NN_name.es.ipynb."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "diffkit", "course", "--out", str(course)], check=True, env=env, cwd=ROOT)
+    for lang in ("en", "es"):
+        assert (course / "teacher" / lang).is_dir(), f"`diffkit course` wrote no teacher/{lang}/ edition"
+    dest.mkdir(parents=True, exist_ok=True)
+    for nb in NOTEBOOKS:
+        shutil.copy(course / "teacher" / "en" / nb.name, dest / nb.name)
+        shutil.copy(course / "teacher" / "es" / nb.name, dest / f"{nb.stem}.es.ipynb")
+
+
+def _title(notebook: Path) -> str:
+    import nbformat
+
+    first = next(c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "markdown")
+    return first.source.splitlines()[0].lstrip("# ").strip()
+
+
 @pytest.mark.slow
 def test_docs_build_strictly(tmp_path):
-    """mkdocs build --strict, with the executed notebooks (from the tests above) rendered in."""
+    """mkdocs build --strict in English and Spanish, with the executed notebooks (from the tests above)
+    rendered in each language; a language switcher links the two; nothing is loaded from elsewhere."""
+    import html
+
     pytest.importorskip("mkdocs")
-    site_src = tmp_path / "src"
+    site_src, site = tmp_path / "src", tmp_path / "site"
     shutil.copytree(ROOT / "docs", site_src / "docs")
-    shutil.copy(ROOT / "mkdocs.yml", site_src / "mkdocs.yml")
-    (site_src / "docs" / "notebooks").mkdir(exist_ok=True)
-    for nb in NOTEBOOKS:
-        executed = EXECUTED / nb.name
-        shutil.copy(executed if executed.exists() else nb, site_src / "docs" / "notebooks" / nb.name)
+    shutil.rmtree(site_src / "docs" / "notebooks", ignore_errors=True)
+    for name in ("mkdocs.yml", "mkdocs_hooks.py"):
+        shutil.copy(ROOT / name, site_src / name)
+    _site_notebooks(site_src / "docs" / "notebooks", tmp_path / "course")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mkdocs",
-            "build",
-            "--strict",
-            "-f",
-            str(site_src / "mkdocs.yml"),
-            "-d",
-            str(tmp_path / "site"),
-        ],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(site_src / "mkdocs.yml"), "-d", str(site)],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    # offline classrooms and school networks: the site loads nothing from elsewhere
-    external = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]+\.(?:js|css|woff2?|ttf)""", re.I)
+    # both languages, each home page linking the other through Material's language switcher
+    switcher = re.compile(r'<a href="([^"]*)" hreflang="(\w+)" class="md-select__link"')
+    for page, lang, other, other_home in (("index.html", "en", "es", "es"), ("es/index.html", "es", "en", ".")):
+        text = (site / page).read_text()
+        assert f'<html lang="{lang}"' in text, page
+        links = dict((code, href) for href, code in switcher.findall(text))
+        assert other in links, f"{page}: no language switcher link to {other}: {links}"
+        target = os.path.normpath(os.path.join(os.path.dirname(page), links[other]))
+        assert target == other_home, f"{page}: the {other} link goes to {links[other]!r}"
+    # every notebook is a rendered page in both languages (not its JSON copied as a file), in its language
+    for nb in NOTEBOOKS:
+        en = (site / "notebooks" / nb.stem / "index.html").read_text()
+        es = (site / "es" / "notebooks" / nb.stem / "index.html").read_text()
+        assert en.lstrip().lower().startswith("<!doctype html>") and '<html lang="en"' in en, nb.name
+        assert es.lstrip().lower().startswith("<!doctype html>") and '<html lang="es"' in es, nb.name
+        title_es = html.escape(_title(site_src / "docs" / "notebooks" / f"{nb.stem}.es.ipynb"), quote=False)
+        title_en = html.escape(_title(site_src / "docs" / "notebooks" / nb.name), quote=False)
+        assert title_es in es and title_en in en, f"{nb.name}: {title_en!r} / {title_es!r} not on their pages"
+    # offline classrooms and school networks: the site loads nothing from elsewhere, in either language
+    external = [
+        re.compile(r"""\bsrc\s*=\s*["']?(?:https?:)?//[^"'\s>]+""", re.I),  # a script, an image, a frame
+        re.compile(r"""\bhref\s*=\s*["']?(?:https?:)?//[^"'\s>]+\.(?:js|css|woff2?|ttf)\b""", re.I),
+        re.compile(r"""url\(\s*["']?(?:https?:)?//[^"')\s]+""", re.I),  # a stylesheet's font or image
+        re.compile(r"fonts\.(?:googleapis|gstatic)\.com"),
+    ]
     found = {}
-    for page in (tmp_path / "site").rglob("*.html"):
-        hits = external.findall(page.read_text(errors="replace"))
-        hits += re.findall(r"fonts\.(?:googleapis|gstatic)\.com", page.read_text(errors="replace"))
+    for page in site.rglob("*.html"):
+        text = page.read_text(errors="replace")
+        hits = [hit for pattern in external for hit in pattern.findall(text)]
         if hits:
-            found[str(page.relative_to(tmp_path / "site"))] = sorted(set(hits))[:3]
+            found[str(page.relative_to(site))] = sorted(set(hits))[:3]
     assert not found, found
 
 
