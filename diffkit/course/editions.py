@@ -197,6 +197,20 @@ def teacher_notebook(source: Path, executed: Path | None) -> tuple[Any, str]:
     return nb, "source (no executed copy newer than it with the same cells)"
 
 
+def _own_run(path: Path, source: Any, executed: Path, language: str) -> Any | None:
+    """The executed copy of *language*'s edition (the Spanish one, run with ``DIFFKIT_LANG=es``, is
+    ``out/notebooks/es/``) when it is newer than the source and has the edition's cells, else None."""
+    import nbformat
+
+    if language == "en" or not executed.is_file() or executed.stat().st_mtime < path.stat().st_mtime:
+        return None
+    ran = nbformat.read(executed, as_version=4)
+    if _cells(ran) != _cells(language_edition(source, language)):
+        return None
+    ran.metadata.pop("widgets", None)
+    return ran
+
+
 def course_notebooks(folder: str | Path | None = None) -> list[Path]:
     """The course's notebooks, ``[0-9][0-9]_*.ipynb`` in *folder* (default: the checkout's ``notebooks/``)."""
     from ..errors import InputError
@@ -271,7 +285,8 @@ def write_course(
         for lang in languages:
             editions = {
                 f"student/{lang}": student_notebook(language_edition(source, lang), lang),
-                f"teacher/{lang}": language_edition(teacher, lang),
+                f"teacher/{lang}": _own_run(path, source, executed / lang / path.name, lang)
+                or language_edition(teacher, lang),
             }
             for kind, nb in editions.items():
                 nbformat.validate(nb)
