@@ -97,3 +97,15 @@ def test_the_spanish_teacher_edition_takes_the_spanish_run(tmp_path):
     en = nbformat.read(tmp_path / "course" / "teacher" / "en" / "01_sums.ipynb", as_version=4)
     assert es.cells[3].outputs[0]["text"] == "42 (en español)\n"
     assert en.cells[3].outputs[0]["text"] == "42\n" and en.cells[0].source == "# Sums"
+
+
+@pytest.mark.parametrize("lang, page", [("en", "glossary.md"), ("es", "glossary.es.md")])
+def test_the_tours_glossary_appendix_holds_the_docs_glossary(lang, page):
+    """The glossary is written once for the docs; notebook 00's appendix carries the same rows
+    (all but the notebooks' own markers, which would read as questions there)."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    rows = [line for line in text[: text.rindex("\n## ")].split("\n") if line.startswith("| ") and "---" not in line]
+    tour = editions.language_edition(nbformat.read(ROOT / "notebooks" / "00_tour.ipynb", as_version=4), lang)
+    appendix = next(c.source for c in tour.cells if "glossary-appendix" in c.metadata.get("tags", []))
+    assert len(rows) > 30 and all(row in appendix for row in rows), [r for r in rows if r not in appendix][:3]
+    assert "espacio latente" in appendix and "**Predict" not in appendix and "**Predice" not in appendix
