@@ -296,7 +296,9 @@ def test_warm_fills_the_runs_the_notebooks_read(tmp_path, monkeypatch, sweep):
     monkeypatch.setattr(warm, "chain_images", lambda pipe, prompt, seeds, cache, **kw: drawn.append((prompt, cache)))
     drawn = []
     nb = tmp_path / "04_x.ipynb"
-    nb.write_text('{"cells": ["run_audit(\\"tiny_guidance_sweep\\")"]}' if sweep else "{}")
+    mention = new_markdown_cell("the bundled `tiny_guidance_sweep` is the whole sweep")  # prose runs nothing
+    code = [new_code_cell('run_audit("tiny_guidance_sweep")')] if sweep else []
+    nbformat.write(new_notebook(cells=[mention, *code]), nb)
     lines = []
     seconds = warm.warm_course(tmp_path / "o", notebooks=[nb], log=lines.append)
     audit = tmp_path / "o" / "audit"
