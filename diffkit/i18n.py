@@ -69,9 +69,9 @@ def set_language(language: str | None) -> str:
         from .errors import InputError
 
         raise InputError(
-            gettext("diffkit speaks {languages}, not {language!r}; fix: set_language(\"es\") or set_language(\"en\")").format(
-                languages=", ".join(LANGUAGES), language=language
-            )
+            gettext(
+                'diffkit speaks {languages}, not {language!r}; fix: set_language("es") or set_language("en")'
+            ).format(languages=", ".join(LANGUAGES), language=language)
         )
     _chosen = code
     return code
@@ -88,7 +88,7 @@ def get_language() -> str:
     return "en"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def translations(language: str | None = None) -> _gettext.NullTranslations:
     """The catalogue of *language* (default: :func:`get_language`); English is the identity.
 
