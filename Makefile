@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m diffkit demo --out $(OUT)
 
-# The course's two editions from notebooks/: course/student/ (answers and solutions out, outputs
-# cleared) and course/teacher/ (executed copies from out/notebooks/ when newer). See docs/howto/classroom.md.
+# The course's editions from notebooks/: course/student/{en,es}/ (answers and solutions out, outputs
+# cleared) and course/teacher/{en,es}/ (executed copies from out/notebooks/ when newer). See docs/howto/classroom.md.
 course: $(STAMP)
 	$(PY) -m diffkit course --out course
 
@@ -33,8 +33,8 @@ course-time: $(STAMP)
 # The fast loop (about 4 minutes on 2 cores): lint, then every test but the notebooks, the browser
 # and the slow ones, on two workers (pytest-xdist).
 test: $(STAMP)
-	$(PY) -m ruff check diffkit tests benchmarks
-	$(PY) -m ruff format --check diffkit tests benchmarks
+	$(PY) -m ruff check diffkit tests benchmarks mkdocs_hooks.py
+	$(PY) -m ruff format --check diffkit tests benchmarks mkdocs_hooks.py
 	$(PY) -m pytest -q -n 2 -m "not slow and not browser" --durations=10
 
 # Everything CI runs: the fast loop, then the course's notebooks executed cold, the JupyterLab
@@ -75,13 +75,19 @@ i18n: $(STAMP)
 	$(I18N) -q compile -d diffkit/locale -D diffkit --statistics
 
 lint: $(STAMP)
-	$(PY) -m ruff check diffkit tests benchmarks
-	$(PY) -m ruff format --check diffkit tests benchmarks
+	$(PY) -m ruff check diffkit tests benchmarks mkdocs_hooks.py
+	$(PY) -m ruff format --check diffkit tests benchmarks mkdocs_hooks.py
 
-# The site: notebooks rendered with their outputs (executed copies from `make test` when present).
+# The site in English and Spanish (site/ and site/es/): the notebooks are the course's teacher editions,
+# with their outputs when out/notebooks/ holds current executed copies (`make test-all` writes them);
+# docs/notebooks/NN_name.ipynb is the English edition, NN_name.es.ipynb the Spanish one.
+DOCS_COURSE := .cache/docs-course
 docs: $(STAMP)
-	@mkdir -p docs/notebooks && cp notebooks/[0-9][0-9]_*.ipynb docs/notebooks/
-	@cp out/notebooks/[0-9][0-9]_*.ipynb docs/notebooks/ 2>/dev/null || true
+	@rm -rf $(DOCS_COURSE) docs/notebooks && mkdir -p docs/notebooks
+	$(PY) -m diffkit course --out $(DOCS_COURSE)
+	cp $(DOCS_COURSE)/teacher/en/[0-9][0-9]_*.ipynb docs/notebooks/
+	@for nb in $(DOCS_COURSE)/teacher/es/[0-9][0-9]_*.ipynb; do \
+	  cp "$$nb" "docs/notebooks/$$(basename "$$nb" .ipynb).es.ipynb" || exit 1; done
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 bench: $(STAMP)

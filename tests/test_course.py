@@ -92,7 +92,7 @@ def test_student_edition_holds_no_answer_and_no_output(tagged):
     assert all(c.get("outputs", []) == [] and c.get("execution_count") is None for c in student.cells if "outputs" in c)
     assert "widgets" not in student.metadata
     placeholder = student.cells[5]
-    assert _src(placeholder).startswith(editions.ANSWER_PLACEHOLDER)
+    assert _src(placeholder).startswith(editions.ANSWER_PLACEHOLDER["en"])
     assert "## 2. Next section\n\nIntro." in _src(placeholder), "the section the answer cell opens stays"
     assert "answer" not in placeholder.metadata.get("tags", [])
     assert _src(nb.cells[5]).startswith("**Answer: forty-two**"), "the source notebook is not changed"
@@ -101,7 +101,7 @@ def test_student_edition_holds_no_answer_and_no_output(tagged):
 def test_a_solution_becomes_its_scaffold():
     student = editions.student_notebook(_lesson())
     cell = student.cells[6]
-    assert _src(cell) == "# Exercise: sum the list.\n# Use a loop.\n\n" + editions.SCAFFOLD
+    assert _src(cell) == "# Exercise: sum the list.\n# Use a loop.\n\n" + editions.SCAFFOLD["en"]
     assert cell.metadata["tags"] == ["exercise"]
     assert "total" not in _text(student)
 
@@ -135,18 +135,19 @@ def _course(tmp_path):
 def test_write_course_writes_both_editions(tmp_path):
     src = _course(tmp_path)
     written = editions.write_course(tmp_path / "course", notebooks=src, log=lambda s: None)
-    names = sorted(p.name for p in written["student"])
+    assert sorted(written) == ["student/en", "student/es", "teacher/en", "teacher/es"]
+    names = sorted(p.name for p in written["student/es"])
     assert names == ["01_lesson.ipynb", "02_data.ipynb", "table.csv"]
     for name in ("01_lesson.ipynb", "02_data.ipynb"):
         source = nbformat.read(src / name, as_version=4)
-        teacher = nbformat.read(tmp_path / "course" / "teacher" / name, as_version=4)
-        student = nbformat.read(tmp_path / "course" / "student" / name, as_version=4)
+        teacher = nbformat.read(tmp_path / "course" / "teacher" / "en" / name, as_version=4)
+        student = nbformat.read(tmp_path / "course" / "student" / "en" / name, as_version=4)
         nbformat.validate(student)
         assert [(c.cell_type, _src(c), c.get("outputs")) for c in teacher.cells] == [
             (c.cell_type, _src(c), c.get("outputs")) for c in source.cells
         ]
         assert "forty-two" not in _text(student)
-    assert (tmp_path / "course" / "student" / "data" / "table.csv").read_text() == "a,b\n"
+    assert (tmp_path / "course" / "student" / "es" / "data" / "table.csv").read_text() == "a,b\n"
 
 
 def test_the_teacher_edition_takes_an_executed_copy_only_when_newer_with_the_same_cells(tmp_path):
@@ -161,10 +162,10 @@ def test_the_teacher_edition_takes_an_executed_copy_only_when_newer_with_the_sam
     nbformat.write(stale, executed / "02_data.ipynb")
     lines = []
     editions.write_course(tmp_path / "course", notebooks=src, log=lines.append)
-    teacher = nbformat.read(tmp_path / "course" / "teacher" / "01_lesson.ipynb", as_version=4)
+    teacher = nbformat.read(tmp_path / "course" / "teacher" / "en" / "01_lesson.ipynb", as_version=4)
     assert teacher.cells[1].outputs[0]["text"] == "ran\n"
     assert "from the executed copy" in lines[0] and "from the source" in lines[1]
-    teacher2 = nbformat.read(tmp_path / "course" / "teacher" / "02_data.ipynb", as_version=4)
+    teacher2 = nbformat.read(tmp_path / "course" / "teacher" / "es" / "02_data.ipynb", as_version=4)
     assert _src(teacher2.cells[0]) == "# Lesson\n\n## 1. Sums"
     # a source edited after the run: its executed copy is out of date
     later = time.time() + 5
@@ -174,20 +175,24 @@ def test_the_teacher_edition_takes_an_executed_copy_only_when_newer_with_the_sam
     assert "from the source" in lines[0]
 
 
-def test_the_real_course_has_no_answer_in_the_student_edition(tmp_path):
-    written = editions.write_course(tmp_path / "course", executed=tmp_path / "none", log=lambda s: None)
-    assert sorted(p.name for p in written["student"]) == [p.name for p in NOTEBOOKS]
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_the_real_course_has_no_answer_in_the_student_edition(tmp_path, lang):
+    written = editions.write_course(
+        tmp_path / "course", executed=tmp_path / "none", languages=(lang,), log=lambda s: None
+    )
+    assert sorted(p.name for p in written[f"student/{lang}"]) == [p.name for p in NOTEBOOKS]
+    bold = BOLD_ANSWER if lang == "en" else re.compile(r"\*\*Respuesta: (.+?)\*\*", re.S)
     for path in NOTEBOOKS:
-        source = nbformat.read(path, as_version=4)
-        student = nbformat.read(tmp_path / "course" / "student" / path.name, as_version=4)
-        teacher = nbformat.read(tmp_path / "course" / "teacher" / path.name, as_version=4)
+        source = editions.language_edition(nbformat.read(path, as_version=4), lang)
+        student = nbformat.read(tmp_path / "course" / "student" / lang / path.name, as_version=4)
+        teacher = nbformat.read(tmp_path / "course" / "teacher" / lang / path.name, as_version=4)
         nbformat.validate(student)
         assert [(c.cell_type, _src(c)) for c in teacher.cells] == [(c.cell_type, _src(c)) for c in source.cells]
         assert not any(c.get("outputs") for c in student.cells), f"{path.name}: an output reached the student"
         # an answer's words may be in its question ("amplified, copied or reversed?"), never elsewhere
         asked = "\n".join(_src(c) for c in source.cells if not editions.is_answer(c))
         for cell in source.cells:
-            for answer in BOLD_ANSWER.findall(_src(cell)) if editions.is_answer(cell) else []:
+            for answer in bold.findall(_src(cell)) if editions.is_answer(cell) else []:
                 if answer not in asked:
                     assert answer not in _text(student), f"{path.name}: the answer {answer!r} reached the student"
 
@@ -197,8 +202,11 @@ def test_diffkit_course_command(tmp_path, capsys):
 
     src = _course(tmp_path)
     assert main(["course", "--out", str(tmp_path / "c"), "--notebooks", str(src)]) == 0
-    assert (tmp_path / "c" / "student" / "01_lesson.ipynb").is_file()
-    assert "student edition:" in capsys.readouterr().out
+    assert (tmp_path / "c" / "student" / "en" / "01_lesson.ipynb").is_file()
+    assert (tmp_path / "c" / "teacher" / "es" / "01_lesson.ipynb").is_file()
+    assert main(["course", "--out", str(tmp_path / "d"), "--notebooks", str(src), "--lang", "es"]) == 0
+    assert sorted(p.name for p in (tmp_path / "d" / "student").iterdir()) == ["es"]
+    assert "student edition " in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     assert main(["course", "--notebooks", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()
@@ -285,8 +293,12 @@ def test_warm_fills_the_runs_the_notebooks_read(tmp_path, monkeypatch, sweep):
         "rescore_audit",
         lambda run_dir, **kw: calls.append(("rescore", kw["judge"], Path(run_dir), None)),
     )
+    monkeypatch.setattr(warm, "chain_images", lambda pipe, prompt, seeds, cache, **kw: drawn.append((prompt, cache)))
+    drawn = []
     nb = tmp_path / "04_x.ipynb"
-    nb.write_text('{"cells": ["run_audit(\\"tiny_guidance_sweep\\")"]}' if sweep else "{}")
+    mention = new_markdown_cell("the bundled `tiny_guidance_sweep` is the whole sweep")  # prose runs nothing
+    code = [new_code_cell('run_audit("tiny_guidance_sweep")')] if sweep else []
+    nbformat.write(new_notebook(cells=[mention, *code]), nb)
     lines = []
     seconds = warm.warm_course(tmp_path / "o", notebooks=[nb], log=lines.append)
     audit = tmp_path / "o" / "audit"
@@ -299,8 +311,10 @@ def test_warm_fills_the_runs_the_notebooks_read(tmp_path, monkeypatch, sweep):
     if sweep:
         expected.append(("run", "tiny_guidance_sweep", audit / "tiny_guidance_sweep", "pipe:tiny"))
     assert calls == expected
-    assert len(seconds) == len(expected) + 1 and sum("done in" in s for s in lines) == len(expected)
-    assert lines[-1].startswith(f"warm: {len(expected)} parts in")
+    assert drawn == [(prompt, tmp_path / "o" / "course_cache") for prompt, _, _ in warm.LESSON_IMAGES]
+    parts = len(expected) + 1  # and the lessons' pictures
+    assert len(seconds) == parts + 1 and sum("done in" in s for s in lines) == parts
+    assert lines[-1].startswith(f"warm: {parts} parts in")
 
 
 def test_diffkit_course_warm_command(tmp_path, monkeypatch):

@@ -42,7 +42,13 @@ def _read_po():
 
 
 def _extracted_ids() -> set:
-    """Every message id in diffkit's code and templates, extracted afresh as ``make i18n`` does."""
+    """Every message id in diffkit's code and templates, extracted afresh as ``make i18n`` does
+    (a plural's id is its (singular, plural) pair)."""
+    return {msgid for msgid, _context in _extracted()}
+
+
+def _extracted() -> set:
+    """Every (message id, context) in diffkit's code and templates, extracted afresh as ``make i18n`` does."""
     from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
     from babel.messages.frontend import parse_mapping_cfg
 
@@ -50,18 +56,18 @@ def _extracted_ids() -> set:
         method_map, options_map = parse_mapping_cfg(f)
     keywords = {**DEFAULT_KEYWORDS, "N_": None, "ngettext": (1, 2)}
     found = extract_from_dir(str(ROOT / "diffkit"), method_map, options_map, keywords=keywords)
-    return {msg if isinstance(msg, str) else tuple(msg) for _file, _line, msg, _comments, _context in found}
+    return {(msg if isinstance(msg, str) else tuple(msg), context) for _file, _line, msg, _comments, context in found}
 
 
 # -- the catalogue ---------------------------------------------------------------------------------
 def test_every_message_in_the_code_has_a_spanish_translation():
-    ids = _extracted_ids()
-    assert len(ids) > 200  # the explorers, the CLI, the checkers at least
+    found = _extracted()
+    assert len(found) > 200  # the explorers, the CLI, the checkers at least
     catalogue = _read_po()
     untranslated = []
-    for msgid in sorted(ids, key=str):
+    for msgid, context in sorted(found, key=str):
         key = msgid[0] if isinstance(msgid, tuple) else msgid
-        m = catalogue.get(key)
+        m = catalogue.get(key, context=context)
         strings = () if m is None else (m.string if isinstance(m.string, tuple) else (m.string,))
         if m is None or m.fuzzy or not strings or not all(s.strip() for s in strings):
             untranslated.append(key)
@@ -97,7 +103,10 @@ def test_the_shipped_mo_is_the_compiled_po():
         shipped = read_mo(f)
 
     def messages(catalogue):
-        return {m.id: m.string for m in catalogue if m.id}
+        def frozen(x):
+            return tuple(x) if isinstance(x, (list, tuple)) else x
+
+        return {(frozen(m.id), m.context): frozen(m.string) for m in catalogue if m.id}
 
     assert messages(shipped) == messages(read_mo(fresh)), "the .mo is stale; run make i18n (pybabel compile)"
 

@@ -35,12 +35,13 @@ def test_notebook_runs(path):
     # every lesson draws figures; they must reach the page as pictures, not as "<Figure size …>"
     kinds = {k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})}
     assert "image/png" in kinds, f"{path.name} displayed no picture"
-    for question, truth, answer in predict_answers(nb):
-        printed = cell_text(truth)
-        assert answer in printed, (
-            f"{path.name}: the written answer {answer!r} to {question!r} is not what the code printed:\n{printed[-800:]}"
-            "\nupdate the answer in the notebook (or find why the code changed)"
-        )
+    for lang in ("en", "es"):  # the code is shared: both editions' answers quote what it printed
+        for question, truth, answer in predict_answers(nb, lang):
+            printed = cell_text(truth)
+            assert answer in printed, (
+                f"{path.name} ({lang}): the written answer {answer!r} to {question!r} is not what the code printed:"
+                f"\n{printed[-800:]}\nupdate the answer in the notebook (or find why the code changed)"
+            )
     EXECUTED.mkdir(parents=True, exist_ok=True)
     # the saved widget state would make the docs site load the widget renderer from a CDN; the
     # explorers need a kernel anyway, so the site shows the figures and not the widgets
@@ -50,8 +51,43 @@ def test_notebook_runs(path):
     print(f"{path.name}: {seconds:.1f} s")
 
 
-PREDICT = "**Predict.**"
-ANSWER = re.compile(r"\*\*Answer: (.+?)\*\*", re.S)
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_spanish_edition_runs(path, tmp_path):
+    """The Spanish edition as a student gets it (course/teacher/es/), run in a kernel where diffkit
+    speaks Spanish (DIFFKIT_LANG=es): it runs top to bottom and its answers quote what it printed."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from diffkit.course import language_edition
+
+    nb = language_edition(nbformat.read(path, as_version=4), "es")
+    assert not any("lang-en" in c.metadata.get("tags", []) for c in nb.cells)
+    folder = tmp_path / "es"  # the edition's own folder, as a teacher hands it out
+    folder.mkdir()
+    env = {**os.environ, "DIFFKIT_LANG": "es"}
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute(
+        env=env
+    )
+    seconds = time.perf_counter() - t0
+    kinds = {k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})}
+    assert "image/png" in kinds, f"{path.name} (es) displayed no picture"
+    answers = predict_answers(nb, "es")
+    assert len(answers) >= 3
+    for question, truth, answer in answers:
+        printed = cell_text(truth)
+        assert answer in printed, (
+            f"{path.name} (es): la respuesta {answer!r} a {question!r} no es lo que imprimió el código"
+        )
+    (EXECUTED / "es").mkdir(parents=True, exist_ok=True)
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, EXECUTED / "es" / path.name)
+    print(f"{path.name} (es): {seconds:.1f} s")
+
+
+PREDICT = {"en": "**Predict.**", "es": "**Predice.**"}
+ANSWER = {"en": re.compile(r"\*\*Answer: (.+?)\*\*", re.S), "es": re.compile(r"\*\*Respuesta: (.+?)\*\*", re.S)}
 
 
 def _src(cell) -> str:
@@ -67,26 +103,29 @@ def cell_text(cell) -> str:
     return "".join(out)
 
 
-def predict_answers(nb):
-    """(question, truth cell, written answer) per predict-then-run question.
+def predict_answers(nb, lang="en"):
+    """(question, truth cell, written answer) per predict-then-run question of the *lang* edition.
 
-    The pattern: a markdown cell with **Predict.**, a code cell where the student writes a guess
-    (``guess… = None``), a code cell that computes the truth, and a markdown cell opening with
-    **Answer: …** (the bold text must appear in what the truth cell printed).
+    The pattern: a markdown cell with **Predict.** (Spanish: **Predice.**), a code cell where the
+    student writes a guess (``guess… = None``), a code cell that computes the truth, and a markdown
+    cell opening with **Answer: …** (**Respuesta: …**; the bold text must appear in what the truth
+    cell printed).
     """
-    cells = nb["cells"]
+    from diffkit.course import language_edition
+
+    cells = language_edition(nb, lang)["cells"]
     found = []
     for i, c in enumerate(cells):
-        if c["cell_type"] != "markdown" or PREDICT not in _src(c):
+        if c["cell_type"] != "markdown" or PREDICT[lang] not in _src(c):
             continue
-        question = _src(c).split(PREDICT, 1)[1].strip().split("\n")[0][:80]
+        question = _src(c).split(PREDICT[lang], 1)[1].strip().split("\n")[0][:80]
         guess, truth, answer = cells[i + 1], cells[i + 2], cells[i + 3]
         assert guess["cell_type"] == "code" and re.search(r"^guess\w* = None", _src(guess), re.M), (
             f"after {question!r} comes a cell for the student's guess: `guess_… = None  # ← your guess`"
         )
         assert truth["cell_type"] == "code", f"after the guess for {question!r} comes the cell that computes the truth"
-        m = ANSWER.search(_src(answer)) if answer["cell_type"] == "markdown" else None
-        assert m, f"after the truth for {question!r} comes a markdown cell with **Answer: …**"
+        m = ANSWER[lang].search(_src(answer)) if answer["cell_type"] == "markdown" else None
+        assert m, f"after the truth for {question!r} comes a markdown cell with {ANSWER[lang].pattern}"
         found.append((question, truth, m.group(1).strip()))
     return found
 
@@ -95,8 +134,14 @@ def predict_answers(nb):
 def test_three_predict_then_run_questions(path):
     import nbformat
 
+    from diffkit.course import language_problems
+
     nb = nbformat.read(path, as_version=4)
-    assert len(predict_answers(nb)) >= 3, f"{path.name}: give at least three predict-then-run questions"
+    assert not language_problems(nb), f"{path.name}: " + "; ".join(language_problems(nb))
+    for lang in ("en", "es"):
+        assert len(predict_answers(nb, lang)) >= 3, (
+            f"{path.name} ({lang}): give at least three predict-then-run questions"
+        )
 
 
 def _sources(name: str) -> str:
@@ -113,7 +158,9 @@ def test_model_facts_are_read_from_the_model():
     for name, text in course.items():
         # the token limit: 77 on SD's CLIP (and diffkit-tiny 2), 32 on diffkit-tiny 1: a hub model may
         # have another, so labels read pipe.tokenizer.model_max_length and prose names SD's figure as SD's
-        assert not re.search(r"\b77\b(?!\s+for\s+Stable\s+Diffusion)", text), f"{name} hard-codes SD's 77-token limit"
+        assert not re.search(r"\b77\b(?!\s+(?:for|en|de)\s+Stable\s+Diffusion)", text), (
+            f"{name} hard-codes SD's 77-token limit"
+        )
         # ε or v depends on the model loaded (diffkit-tiny 2 and SD 1.x: ε; diffkit-tiny 1, SD 2.x 768: v)
         assert "predicts the noise" not in text and "predict the noise" not in text, (
             f"{name} says the U-Net predicts the noise; say what prediction_type says"
@@ -159,44 +206,79 @@ def test_schedule_words_agree_across_course_docs_and_code():
         assert f in texts["concepts.md"], f"concepts.md should give diffusers' laplace figure {f}"
 
 
+def _site_notebooks(dest: Path, course: Path) -> None:
+    """What `make docs` puts in docs/notebooks/: `diffkit course` writes the teacher editions (executed
+    copies from out/notebooks/ when current), English as NN_name.ipynb and Spanish as NN_name.es.ipynb."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "diffkit", "course", "--out", str(course)], check=True, env=env, cwd=ROOT)
+    for lang in ("en", "es"):
+        assert (course / "teacher" / lang).is_dir(), f"`diffkit course` wrote no teacher/{lang}/ edition"
+    dest.mkdir(parents=True, exist_ok=True)
+    for nb in NOTEBOOKS:
+        shutil.copy(course / "teacher" / "en" / nb.name, dest / nb.name)
+        shutil.copy(course / "teacher" / "es" / nb.name, dest / f"{nb.stem}.es.ipynb")
+
+
+def _title(notebook: Path) -> str:
+    import nbformat
+
+    first = next(c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "markdown")
+    return first.source.splitlines()[0].lstrip("# ").strip()
+
+
 @pytest.mark.slow
 def test_docs_build_strictly(tmp_path):
-    """mkdocs build --strict, with the executed notebooks (from the tests above) rendered in."""
+    """mkdocs build --strict in English and Spanish, with the executed notebooks (from the tests above)
+    rendered in each language; a language switcher links the two; nothing is loaded from elsewhere."""
+    import html
+
     pytest.importorskip("mkdocs")
-    site_src = tmp_path / "src"
+    site_src, site = tmp_path / "src", tmp_path / "site"
     shutil.copytree(ROOT / "docs", site_src / "docs")
-    shutil.copy(ROOT / "mkdocs.yml", site_src / "mkdocs.yml")
-    (site_src / "docs" / "notebooks").mkdir(exist_ok=True)
-    for nb in NOTEBOOKS:
-        executed = EXECUTED / nb.name
-        shutil.copy(executed if executed.exists() else nb, site_src / "docs" / "notebooks" / nb.name)
+    shutil.rmtree(site_src / "docs" / "notebooks", ignore_errors=True)
+    for name in ("mkdocs.yml", "mkdocs_hooks.py"):
+        shutil.copy(ROOT / name, site_src / name)
+    _site_notebooks(site_src / "docs" / "notebooks", tmp_path / "course")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mkdocs",
-            "build",
-            "--strict",
-            "-f",
-            str(site_src / "mkdocs.yml"),
-            "-d",
-            str(tmp_path / "site"),
-        ],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(site_src / "mkdocs.yml"), "-d", str(site)],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    # offline classrooms and school networks: the site loads nothing from elsewhere
-    external = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]+\.(?:js|css|woff2?|ttf)""", re.I)
+    # both languages, each home page linking the other through Material's language switcher
+    switcher = re.compile(r'<a href="([^"]*)" hreflang="(\w+)" class="md-select__link"')
+    for page, lang, other, other_home in (("index.html", "en", "es", "es"), ("es/index.html", "es", "en", ".")):
+        text = (site / page).read_text()
+        assert f'<html lang="{lang}"' in text, page
+        links = dict((code, href) for href, code in switcher.findall(text))
+        assert other in links, f"{page}: no language switcher link to {other}: {links}"
+        target = os.path.normpath(os.path.join(os.path.dirname(page), links[other]))
+        assert target == other_home, f"{page}: the {other} link goes to {links[other]!r}"
+    # every notebook is a rendered page in both languages (not its JSON copied as a file), in its language
+    for nb in NOTEBOOKS:
+        en = (site / "notebooks" / nb.stem / "index.html").read_text()
+        es = (site / "es" / "notebooks" / nb.stem / "index.html").read_text()
+        assert en.lstrip().lower().startswith("<!doctype html>") and '<html lang="en"' in en, nb.name
+        assert es.lstrip().lower().startswith("<!doctype html>") and '<html lang="es"' in es, nb.name
+        title_es = html.escape(_title(site_src / "docs" / "notebooks" / f"{nb.stem}.es.ipynb"), quote=False)
+        title_en = html.escape(_title(site_src / "docs" / "notebooks" / nb.name), quote=False)
+        assert title_es in es and title_en in en, f"{nb.name}: {title_en!r} / {title_es!r} not on their pages"
+    # offline classrooms and school networks: the site loads nothing from elsewhere, in either language
+    external = [
+        re.compile(r"""\bsrc\s*=\s*["']?(?:https?:)?//[^"'\s>]+""", re.I),  # a script, an image, a frame
+        re.compile(r"""\bhref\s*=\s*["']?(?:https?:)?//[^"'\s>]+\.(?:js|css|woff2?|ttf)\b""", re.I),
+        re.compile(r"""url\(\s*["']?(?:https?:)?//[^"')\s]+""", re.I),  # a stylesheet's font or image
+        re.compile(r"fonts\.(?:googleapis|gstatic)\.com"),
+    ]
     found = {}
-    for page in (tmp_path / "site").rglob("*.html"):
-        hits = external.findall(page.read_text(errors="replace"))
-        hits += re.findall(r"fonts\.(?:googleapis|gstatic)\.com", page.read_text(errors="replace"))
+    for page in site.rglob("*.html"):
+        text = page.read_text(errors="replace")
+        hits = [hit for pattern in external for hit in pattern.findall(text)]
         if hits:
-            found[str(page.relative_to(tmp_path / "site"))] = sorted(set(hits))[:3]
+            found[str(page.relative_to(site))] = sorted(set(hits))[:3]
     assert not found, found
 
 

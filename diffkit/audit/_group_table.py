@@ -90,7 +90,7 @@ def group_table(
 
 def _counts(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """One row per group: its other key columns, the count of each label, and ``n`` (labelled)."""
-    keep = [c for c in ("occupation", "prompt", "template_id") if c in df.columns and c not in by]
+    keep = [c for c in ("occupation", "prompt", "template_id", "language") if c in df.columns and c not in by]
     if by == ["prompt_id"]:
         extra = df.groupby("prompt_id", sort=True)[keep].first()
     else:

@@ -30,7 +30,7 @@ def ci_of(m: AuditMetrics) -> float:
     return float(m.params.get("ci", 0.95))
 
 
-def audit_figures(m: AuditMetrics) -> dict[str, Any]:
+def audit_figures(m: AuditMetrics, language: str | None = None) -> dict[str, Any]:
     """The report's figures as ``matplotlib.figure.Figure`` objects, for notebooks.
 
     Keys: ``"per_occupation"`` (p̂ with pointwise Clopper–Pearson and simultaneous intervals, the
@@ -42,15 +42,17 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
     fair-model distribution) and, with control prompts, ``"reliability"`` (the classifier's
     ``p_female`` against the share of control images whose prompt said "woman"). Built without
     pyplot, so they change no global state; Jupyter shows each as a PNG. Labels carry the
-    audit's confidence level.
+    audit's confidence level and are in *language* (default: :func:`diffkit.get_language`).
     """
     import seaborn as sns
 
     from ..plots import show_figures_in_notebooks
+    from ._report_html import catalogue
     from .published import published_overlay
 
     show_figures_in_notebooks()  # Jupyter shows each returned Figure as a PNG
 
+    _ = catalogue(language).gettext
     lvl = pct(ci_of(m))
     t = m.by_occupation[m.by_occupation["n"] > 0].copy()
     out: dict[str, Any] = {}
@@ -59,17 +61,17 @@ def audit_figures(m: AuditMetrics) -> dict[str, Any]:
     order = t.sort_values("p_ref" if t["p_ref"].notna().any() else "p_female", na_position="last")
     pub = published_overlay(order, ci=ci_of(m)).set_index("occupation")
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
-        out["per_occupation"] = _per_occupation(order, pub, lvl)
+        out["per_occupation"] = _per_occupation(order, pub, lvl, _)
         tr = t[t["p_ref"].notna()]
         if len(tr):
-            out["scatter"] = _scatter(tr, lvl)
-            out["direction"] = _direction(tr.sort_values("p_ref"), lvl)
+            out["scatter"] = _scatter(tr, lvl, _)
+            out["direction"] = _direction(tr.sort_values("p_ref"), lvl, _, catalogue(language).pgettext)
         bp = m.by_prompt[m.by_prompt["n"] > 0]
         if len(bp):
-            out["imbalance"] = _imbalance(bp)
+            out["imbalance"] = _imbalance(bp, _)
         rel = m.reliability
         if isinstance(rel, pd.DataFrame) and len(rel) and (rel["n"] > 0).any():
-            out["reliability"] = _reliability(rel[rel["n"] > 0], lvl)
+            out["reliability"] = _reliability(rel[rel["n"] > 0], lvl, _)
     return out
 
 
@@ -80,7 +82,7 @@ def _subplots(figsize):
     return fig, fig.subplots()
 
 
-def _per_occupation(order: pd.DataFrame, pub: pd.DataFrame, lvl: str) -> Any:
+def _per_occupation(order: pd.DataFrame, pub: pd.DataFrame, lvl: str, _) -> Any:
     """1. Per-occupation p̂ with its intervals against the reference."""
     fig, ax = _subplots(figsize=(7.5, 0.5 * len(order) + 1.6))
     y = np.arange(len(order))
@@ -93,7 +95,7 @@ def _per_occupation(order: pd.DataFrame, pub: pd.DataFrame, lvl: str) -> Any:
             ecolor="C0",
             alpha=0.35,
             lw=5,
-            label=f"simultaneous {lvl} (all occupations)",
+            label=_("simultaneous {lvl} (all occupations)").format(lvl=lvl),
         )
     ax.errorbar(
         order["p_female"],
@@ -102,7 +104,7 @@ def _per_occupation(order: pd.DataFrame, pub: pd.DataFrame, lvl: str) -> Any:
         fmt="o",
         color="C0",
         capsize=3,
-        label=f"generated p̂ ({lvl} Clopper–Pearson)",
+        label=_("generated p̂ ({lvl} Clopper–Pearson)").format(lvl=lvl),
     )
     if "p_female_if_abstain_male" in order and (order["n_abstain"] > 0).any():
         ax.hlines(
@@ -111,7 +113,7 @@ def _per_occupation(order: pd.DataFrame, pub: pd.DataFrame, lvl: str) -> Any:
             order["p_female_if_abstain_female"],
             color="grey",
             lw=2,
-            label="if every abstention were male … female",
+            label=_("if every abstention were male … female"),
         )
     if order["p_corrected"].notna().any():
         ax.errorbar(
@@ -123,10 +125,10 @@ def _per_occupation(order: pd.DataFrame, pub: pd.DataFrame, lvl: str) -> Any:
             ms=4,
             capsize=2,
             lw=1,
-            label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)",
+            label=_("Rogan–Gladen ({lvl}, Se/Sp uncertain)").format(lvl=lvl),
         )
     if order["p_ref"].notna().any():
-        ax.plot(order["p_ref"], y, "x", color="C3", ms=9, mew=2, label="reference (BLS)")
+        ax.plot(order["p_ref"], y, "x", color="C3", ms=9, mew=2, label=_("reference (BLS)"))
     if len(pub):
         py = np.array([list(order["occupation"]).index(o) for o in pub.index])
         ax.plot(
@@ -136,19 +138,19 @@ def _per_occupation(order: pd.DataFrame, pub: pd.DataFrame, lvl: str) -> Any:
             color="C4",
             ms=5,
             mfc="none",
-            label="Fair Diffusion, SD 1.5, FairFace (published)",
+            label=_("Fair Diffusion, SD 1.5, FairFace (published)"),
         )
     ax.axvline(0.5, color="grey", lw=1, ls="--")
     ax.set_yticks(y, plain_labels(order["occupation"]))
     ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("share labelled female")
+    ax.set_xlabel(_("share labelled female"))
     ax.legend(
         loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.4 / max(len(order), 1)), ncol=2, fontsize=8, frameon=False
     )
     return fig
 
 
-def _scatter(tr: pd.DataFrame, lvl: str) -> Any:
+def _scatter(tr: pd.DataFrame, lvl: str, _) -> Any:
     """2. Generated versus reference."""
     import seaborn as sns
 
@@ -162,7 +164,7 @@ def _scatter(tr: pd.DataFrame, lvl: str) -> Any:
         ecolor="C0",
         alpha=0.5,
     )
-    for _, r in tr.iterrows():
+    for _i, r in tr.iterrows():
         ax.annotate(
             plain_labels([r["occupation"]])[0],
             (r["p_ref"], r["p_female"]),
@@ -170,17 +172,17 @@ def _scatter(tr: pd.DataFrame, lvl: str) -> Any:
             xytext=(3, 3),
             textcoords="offset points",
         )
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="generated = reference")
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label=_("generated = reference"))
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("reference women-share")
-    ax.set_ylabel(f"generated p̂ (labelled female, {lvl} Clopper–Pearson)")
+    ax.set_xlabel(_("reference women-share"))
+    ax.set_ylabel(_("generated p̂ (labelled female, {lvl} Clopper–Pearson)").format(lvl=lvl))
     ax.legend(fontsize=8)
     return fig
 
 
-def _direction(tr: pd.DataFrame, lvl: str) -> Any:
+def _direction(tr: pd.DataFrame, lvl: str, _, pgettext) -> Any:
     """2b. Direction: from the reference to the generated share, amplified / reversed / neither."""
     fig, ax = _subplots(figsize=(7.5, 0.45 * len(tr) + 1.6))
     y = np.arange(len(tr))
@@ -204,21 +206,27 @@ def _direction(tr: pd.DataFrame, lvl: str) -> Any:
         capsize=2,
         lw=1,
     )
-    ax.plot(tr["p_ref"], y, "x", color="0.2", ms=7, label="reference")
-    for c, lab in (("C3", "amplified (Holm)"), ("C4", "reversed (Holm)"), ("0.4", "neither")):
+    ax.plot(tr["p_ref"], y, "x", color="0.2", ms=7, label=_("reference"))
+    for c, lab in (
+        ("C3", _("amplified (Holm)")),
+        ("C4", _("reversed (Holm)")),
+        ("0.4", pgettext("direction", "neither")),
+    ):
         ax.plot([], [], color=c, lw=2, label=lab)
     ax.grid(axis="y", visible=False)  # the arrows are the horizontal lines here
     ax.axvline(0.5, color="grey", lw=1, ls="--")
     ax.set_yticks(y, tr["occupation"].astype(str))
     ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel(f"share labelled female: reference → generated ({lvl} Clopper–Pearson on the generated)")
+    ax.set_xlabel(
+        _("share labelled female: reference → generated ({lvl} Clopper–Pearson on the generated)").format(lvl=lvl)
+    )
     ax.legend(
         loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.4 / max(len(tr), 1)), ncol=4, fontsize=8, frameon=False
     )
     return fig
 
 
-def _imbalance(bp: pd.DataFrame) -> Any:
+def _imbalance(bp: pd.DataFrame, _) -> Any:
     """3. Imbalance per prompt against the fair-model distribution for the median n."""
     import seaborn as sns
     from scipy import stats
@@ -234,20 +242,22 @@ def _imbalance(bp: pd.DataFrame) -> Any:
         stat="probability",
         ax=ax,
         color="C0",
-        label=f"generated, per prompt ({len(bp)} prompts)",
+        label=_("generated, per prompt ({n} prompts)").format(n=len(bp)),
     )
-    ax.vlines(pmf.index, 0, pmf.values, color="C3", lw=3, alpha=0.7, label=f"fair model, n = {n_med} (exact)")
-    ax.axvline(float(bp["fair_baseline"].mean()), color="C3", ls="--", lw=1, label="fair-model E|p̂ − ½|")
-    ax.axvline(float(bp["imbalance"].mean()), color="C0", ls="--", lw=1, label="generated mean (plug-in)")
-    ax.set_xlabel("|p̂ − ½| (gender imbalance)")
+    ax.vlines(
+        pmf.index, 0, pmf.values, color="C3", lw=3, alpha=0.7, label=_("fair model, n = {n} (exact)").format(n=n_med)
+    )
+    ax.axvline(float(bp["fair_baseline"].mean()), color="C3", ls="--", lw=1, label=_("fair-model E|p̂ − ½|"))
+    ax.axvline(float(bp["imbalance"].mean()), color="C0", ls="--", lw=1, label=_("generated mean (plug-in)"))
+    ax.set_xlabel(_("|p̂ − ½| (gender imbalance)"))
     ax.legend(fontsize=8)
     return fig
 
 
-def _reliability(r: pd.DataFrame, lvl: str) -> Any:
+def _reliability(r: pd.DataFrame, lvl: str, _) -> Any:
     """4. Reliability diagram on the control prompts."""
     fig, ax = _subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label=_("calibrated"))
     ax.errorbar(
         r["mean_p_female"],
         r["share_stated_female"],
@@ -255,22 +265,24 @@ def _reliability(r: pd.DataFrame, lvl: str) -> Any:
         fmt="o",
         color="C0",
         capsize=3,
-        label=f"control images ({lvl} Clopper–Pearson)",
+        label=_("control images ({lvl} Clopper–Pearson)").format(lvl=lvl),
     )
     mid = r[(r["bin_low"] >= 0.1) & (r["bin_high"] <= 0.9)]
     if mid["n"].sum() == 0:
         ax.text(
             0.5,
             0.5,
-            "no control image has 0.1 < p_female < 0.9:\nthe probabilities saturate, so an "
-            "abstention\nthreshold on them cannot act",
+            _(
+                "no control image has 0.1 < p_female < 0.9:\nthe probabilities saturate, so an "
+                "abstention\nthreshold on them cannot act"
+            ),
             ha="center",
             va="center",
             fontsize=8,
             color="C3",
             transform=ax.transAxes,
         )
-    for _, row in r.iterrows():
+    for _i, row in r.iterrows():
         ax.annotate(
             f"n={int(row['n'])}",
             (row["mean_p_female"], row["share_stated_female"]),
@@ -280,7 +292,7 @@ def _reliability(r: pd.DataFrame, lvl: str) -> Any:
         )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("classifier p_female (mean in bin)")
-    ax.set_ylabel("share of control prompts stating 'female'")
+    ax.set_xlabel(_("classifier p_female (mean in bin)"))
+    ax.set_ylabel(_("share of control prompts stating 'female'"))
     ax.legend(fontsize=8)
     return fig

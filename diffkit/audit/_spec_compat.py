@@ -33,6 +33,8 @@ ADDED: dict[str, dict[str, Any]] = {
         "sweep": {},
         "replication": {"published": "", "by": "", "counts": {}, "source": ""},
     },
+    "prompts": {"language": "en"},
+    "controls": {"language": "en"},
     "pipeline": {"generator_device": "cpu", "safety_checker": True},
     "classifier": {
         "kind": "open_clip",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._spec_classifier import read_classifier
+from ._spec_language import check_language, template_languages
 from ._spec_reader import KNOWN_KEYS, SpecReader, check_templates, num_at
 from ._spec_schema import (
     GENDER_CLASSES,
@@ -47,7 +48,7 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
     audit = _read_audit(r, source)
     prompts = _read_prompts(r, base_dir)
     allowed = {n for k in prompts.attributes for n in (k, f"a_{k}")}
-    controls = _read_controls(r, allowed, audit["images_per_prompt"])
+    controls = _read_controls(r, allowed, audit["images_per_prompt"], prompts.language)
     pipeline, sweep = _read_pipeline(r)
     classifier = read_classifier(r, audit["images_per_prompt"])
     report = _read_report(r)
@@ -140,6 +141,7 @@ def _read_prompts(r: SpecReader, base_dir: Path | None) -> PromptSpec:
         )
     allowed = {n for k in attributes for n in (k, f"a_{k}")}
     check_templates(r, "prompts.templates", templates, allowed)
+    language = _read_language(r, p, "prompts", templates, "en")
     if ref_values:
         # matched ignoring case ("ceo" finds the row "CEO", as the published overlay does); an occupation
         # the reference lacks is audited and reported without a reference (p_ref NaN)
@@ -153,10 +155,35 @@ def _read_prompts(r: SpecReader, base_dir: Path | None) -> PromptSpec:
         reference=ref_values,
         reference_titles=ref_titles,
         reference_source=ref_source,
+        language=language,
     )
 
 
-def _read_controls(r: SpecReader, allowed: set[str], n_img: int) -> ControlSpec:
+def _read_language(r: SpecReader, t: dict, table: str, templates: tuple[str, ...], default) -> str | tuple[str, ...]:
+    """``<table>.language``: one ISO 639-1 code, or one per template (:mod:`._spec_language`). A template
+    in another language than English may not use ``{a_…}``, which writes an English article."""
+    if "language" not in t and default is None:
+        raise r.err(
+            f"{table}.language",
+            "missing: prompts.language gives one language per prompt template, so it cannot apply here",
+            f"give {table}.language, one code for all its templates or a list with one per template",
+        )
+    value = t.get("language", default)
+    language, problem, fix = check_language(value, len(templates))
+    if language is None:
+        raise r.err(f"{table}.language", problem, fix)
+    for i, (tpl, lang) in enumerate(zip(templates, template_languages(language, len(templates)))):
+        english = [f for f in template_fields(tpl) if f.startswith("a_")]
+        if lang != "en" and english:
+            raise r.err(
+                f"{table}.templates[{i}]",
+                f"{{{english[0]}}} writes an English article ('a nurse') into a template in {lang!r}",
+                f"write the article into the template and use {{{english[0][2:]}}} instead",
+            )
+    return language
+
+
+def _read_controls(r: SpecReader, allowed: set[str], n_img: int, prompts_language) -> ControlSpec:
     """``[controls]``: templates that state the gender, and the gender words that fill them."""
     c = r.table("controls")
     c_templates = r.strings(c, "controls", "templates", (), nonempty=False) or ()
@@ -176,9 +203,11 @@ def _read_controls(r: SpecReader, allowed: set[str], n_img: int) -> ControlSpec:
                 f"{t!r} does not state the gender",
                 "control prompts must contain {gender} (e.g. 'a photo of a {gender} {occupation}')",
             )
+    inherited = prompts_language if isinstance(prompts_language, str) else (None if c_templates else "en")
     return ControlSpec(
         templates=c_templates,
         gender_words=gender_words,
+        language=_read_language(r, c, "controls", c_templates, inherited),
         images_per_prompt=r.num(c, "controls", "images_per_prompt", max(1, n_img // 2)),
     )
 

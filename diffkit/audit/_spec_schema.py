@@ -115,6 +115,8 @@ class PromptSpec:
     reference: dict[str, float] = field(default_factory=dict)  # TOML: a CSV path; here its women_share column
     reference_titles: dict[str, str] = field(default_factory=dict, metadata=DERIVED)
     reference_source: str = field(default="", metadata=DERIVED)
+    # the templates' language (ISO 639-1): one code for all, or one per template (_spec_language)
+    language: str | tuple[str, ...] = "en"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +126,7 @@ class ControlSpec:
     templates: tuple[str, ...] = ()
     gender_words: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"female": ("woman",), "male": ("man",)})
     images_per_prompt: int = 4  # in a TOML spec: half of audit.images_per_prompt unless given
+    language: str | tuple[str, ...] = "en"  # in a TOML spec: prompts.language unless given
 
 
 @dataclass(frozen=True, kw_only=True)

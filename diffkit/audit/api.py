@@ -77,6 +77,7 @@ def run_audit(
     pipe: Any = None,
     classifier: Any = None,
     report: bool = True,
+    language: str | None = None,
 ) -> AuditResult | None:
     """Generate, score, measure and report one audit (``diffkit audit run``).
 
@@ -88,14 +89,17 @@ def run_audit(
 
     A spec that lists several values of a pipeline setting is a sweep: each arm is run into
     ``<out>/arms/<arm>/`` and a :class:`~diffkit.audit.sweep.SweepResult` is returned
-    (:func:`~diffkit.audit.sweep.run_sweep`).
+    (:func:`~diffkit.audit.sweep.run_sweep`). The report's HTML and Markdown are in *language*
+    (``"en"``, ``"es"``; default :func:`diffkit.get_language`, e.g. ``DIFFKIT_LANG=es``).
     """
     spec = spec.with_model(model) if isinstance(spec, AuditSpec) else load_spec(spec, model=model)
     run_dir = Path(out) if out is not None else default_out(spec, model)
     if spec.sweep:
         from .sweep import run_sweep
 
-        return run_sweep(spec, out=run_dir, pipe=pipe, classifier=classifier, progress=progress, report=report)
+        return run_sweep(
+            spec, out=run_dir, pipe=pipe, classifier=classifier, progress=progress, report=report, language=language
+        )
     state = dist_state()
     # the main process holds the folder from the first image to the report: no other run,
     # scoring or report writer comes in between (the steps take the lock again, nested)
@@ -112,7 +116,9 @@ def run_audit(
         metrics = _metrics(spec, images, run_dir)
         path = None
         if report:
-            path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
+            path = write_report(
+                run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images), language=language
+            )
     return AuditResult(run_dir, spec, metrics, path)
 
 
@@ -121,8 +127,11 @@ def _classifier_id(images: pd.DataFrame) -> str | None:
     return images.attrs.get("classifier", {}).get("pretrained")
 
 
-def report_audit(run_dir: str | Path, *, classifier: Any = None, progress: bool = True) -> AuditResult:
-    """Rescore (from the embedding cache) and rewrite the report of a run folder (``diffkit audit report``).
+def report_audit(
+    run_dir: str | Path, *, classifier: Any = None, progress: bool = True, language: str | None = None
+) -> AuditResult:
+    """Rescore (from the embedding cache) and rewrite the report of a run folder (``diffkit audit report``),
+    in *language* (default :func:`diffkit.get_language`; ``diffkit audit report --lang es``).
 
     Holds the folder's lock throughout: a folder another process is writing into raises
     :class:`~diffkit.errors.RunBusyError` naming that process. A sweep's folder rewrites every
@@ -131,12 +140,14 @@ def report_audit(run_dir: str | Path, *, classifier: Any = None, progress: bool 
     from .sweep import is_sweep_folder, report_sweep
 
     if is_sweep_folder(run_dir):
-        return report_sweep(run_dir, classifier=classifier, progress=progress)
+        return report_sweep(run_dir, classifier=classifier, progress=progress, language=language)
     spec = load_run_spec(run_dir)
     with run_lock(run_dir, "rewriting the report", create=False):  # scoring and writing, as one writer
         images = score_images(spec, run_dir, classifier=classifier, progress=progress)
         metrics = _metrics(spec, images, run_dir)
-        path = write_report(run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images))
+        path = write_report(
+            run_dir, spec=spec, metrics=metrics, classifier_id=_classifier_id(images), language=language
+        )
     return AuditResult(run_dir, spec, metrics, path)
 
 
@@ -192,10 +203,12 @@ def compare_audits(
     *,
     out: str | Path | None = None,
     classifier: Any = None,
+    language: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """Compare run *b* with run *a* (``diffkit audit compare``): two models, or before and after a
     mitigation. Returns ``(by_occupation, overall, html_path)``; differences are b − a with
-    intervals. Written to *out* (default ``<run_b>/compare``)."""
+    intervals. Written to *out* (default ``<run_b>/compare``), in *language* (default
+    :func:`diffkit.get_language`)."""
     run_a, run_b = Path(run_a), Path(run_b)
     spec_a, ma = _load(run_a, classifier)
     spec_b, mb = _load(run_b, classifier)
@@ -211,5 +224,6 @@ def compare_audits(
         name_b=name_b,
         out_dir=Path(out) if out is not None else run_b / "compare",
         ci=spec_b.report.ci,
+        language=language,
     )
     return by_occ, overall, path

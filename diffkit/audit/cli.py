@@ -42,7 +42,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     rep = sub.add_parser("report", help=_("rewrite the report of a run folder"))
     rep.add_argument("run_dir", metavar="DIR")
-    rep.add_argument("--no-progress", action="store_true")
+    rep.add_argument("--no-progress", action="store_true", help=_("hide the progress bars"))
+    rep.add_argument(
+        "--lang",
+        choices=("en", "es"),
+        help=_("language of index.html and summary.md (default: DIFFKIT_LANG, the locale)"),
+    )
     rep.set_defaults(func=_report)
 
     cmp_ = sub.add_parser("compare", help=_("compare two runs (DIR_B − DIR_A, with intervals)"))
@@ -114,7 +119,7 @@ def _report(args: argparse.Namespace) -> int:
     from .sweep import is_sweep_folder, load_sweep_spec
 
     spec = load_sweep_spec(args.run_dir) if is_sweep_folder(args.run_dir) else load_run_spec(args.run_dir)
-    result = report_audit(args.run_dir, progress=not args.no_progress, classifier=_judge(spec))
+    result = report_audit(args.run_dir, progress=not args.no_progress, classifier=_judge(spec), language=args.lang)
     _print_headline(result)
     print(f"report: {result.report}")
     return 0

@@ -26,6 +26,7 @@ import itertools
 
 import pandas as pd
 
+from ._spec_language import template_languages
 from ._spec_schema import AuditSpec, SpecError, template_fields
 
 __all__ = ["article", "build_prompts", "derive_seed", "image_grid", "image_seed"]
@@ -64,31 +65,34 @@ def build_prompts(spec: AuditSpec) -> pd.DataFrame:
     """One row per prompt: the audit prompts, then the controls.
 
     Columns: ``prompt_id`` (k), ``kind`` (``"audit"`` or ``"control"``), ``template_id``,
-    ``template``, ``prompt``, ``occupation`` and any other attribute, ``stated_gender``
+    ``template``, ``language`` (the template's, ISO 639-1: ``prompts.language``, ``controls.language``), ``prompt``, ``occupation`` and any other attribute, ``stated_gender``
     (``"female"``/``"male"`` for controls, else missing), ``n_images`` and ``p_ref`` (the
     reference women-share of the occupation, when the spec has a reference table).
     """
     attrs = spec.prompts.attributes
     rows: list[dict] = []
 
-    def add(kind: str, tid: int, template: str, extra: dict[str, str], stated: str | None, n: int):
+    def add(kind: str, tid: int, template: str, lang: str, extra: dict[str, str], stated: str | None, n: int):
         used = [f[2:] if f.startswith("a_") else f for f in template_fields(template)]
         names = [a for a in attrs if a in used]
         for combo in itertools.product(*(attrs[a] for a in names)):
             values = dict(zip(names, combo)) | extra
-            row = {"kind": kind, "template_id": tid, "template": template, "prompt": _fill(template, values)}
+            row = {"kind": kind, "template_id": tid, "template": template, "language": lang}
+            row["prompt"] = _fill(template, values)
             row.update({a: values.get(a) for a in attrs})
             row["stated_gender"] = stated
             row["gender_word"] = extra.get("gender")
             row["n_images"] = n
             rows.append(row)
 
-    for t_id, t in enumerate(spec.prompts.templates):
-        add("audit", t_id, t, {}, None, spec.images_per_prompt)
-    for t_id, t in enumerate(spec.controls.templates):
+    p_lang = template_languages(spec.prompts.language, len(spec.prompts.templates))
+    c_lang = template_languages(spec.controls.language, len(spec.controls.templates))
+    for t_id, (t, lang) in enumerate(zip(spec.prompts.templates, p_lang)):
+        add("audit", t_id, t, lang, {}, None, spec.images_per_prompt)
+    for t_id, (t, lang) in enumerate(zip(spec.controls.templates, c_lang)):
         for g, words in spec.controls.gender_words.items():
             for w in words:
-                add("control", t_id, t, {"gender": w}, g, spec.controls.images_per_prompt)
+                add("control", t_id, t, lang, {"gender": w}, g, spec.controls.images_per_prompt)
     if not rows:
         raise SpecError(
             spec.source, "prompts.templates", "the prompt set is empty", "add at least one template and one occupation"

@@ -24,16 +24,18 @@ from ._report_compare import write_comparison
 from ._report_figures import audit_figures, ci_of
 from ._report_html import (
     CSS,
-    REPORT_HTML,
+    catalogue,
     fmt,
     jinja_env,
     png_data_uri,
+    report_language,
     table_html,
     thumbnail,
 )
 from ._report_text import (
     display_overall,
     fair_sentence,
+    language_note,
     library_versions,
     limitations,
     names_where,
@@ -70,9 +72,14 @@ def write_report(
     metrics: AuditMetrics,
     out_dir: str | Path | None = None,
     classifier_id: str | None = None,
+    language: str | None = None,
 ) -> Path:
     """Write ``index.html``, ``summary.md``, ``metadata.json`` and one CSV per tidy table
     into *out_dir* (default ``run_dir/report``), each atomically; return the HTML path.
+
+    ``index.html`` and ``summary.md`` are written in *language* (``"en"`` or ``"es"``; default:
+    :func:`diffkit.get_language`, so ``DIFFKIT_LANG=es diffkit audit run`` writes a Spanish report);
+    the CSVs and ``metadata.json`` are the same in every language.
 
     Holds the run folder's lock while writing (:func:`~diffkit.audit.rundir.run_lock`): a second
     writer is refused (:class:`~diffkit.errors.RunBusyError`), so two reports never interleave,
@@ -81,13 +88,19 @@ def write_report(
     from .rundir import clean_orphans, run_lock
 
     run_dir = Path(run_dir)
+    lang = report_language(language)
     with run_lock(run_dir, "writing the report", create=False):
         clean_orphans(run_dir)
-        return _write_report(run_dir, spec, metrics, out_dir, classifier_id)
+        return _write_report(run_dir, spec, metrics, out_dir, classifier_id, lang)
 
 
 def _write_report(
-    run_dir: Path, spec: AuditSpec, metrics: AuditMetrics, out_dir: str | Path | None, classifier_id: str | None
+    run_dir: Path,
+    spec: AuditSpec,
+    metrics: AuditMetrics,
+    out_dir: str | Path | None,
+    classifier_id: str | None,
+    lang: str,
 ) -> Path:
     out = ensure_folder(Path(out_dir) if out_dir is not None else run_dir / "report")
     for name, df in metrics.tables().items():
@@ -110,19 +123,30 @@ def _write_report(
         "suggested_thresholds": metrics.thresholds,
     }
     atomic_write_text(out / "metadata.json", json.dumps(meta, indent=2, default=str))
-    atomic_write_text(out / "summary.md", summary_md(spec, metrics, meta))
+    atomic_write_text(out / "summary.md", summary_md(spec, metrics, meta, lang))
     from .sections import report_sections
 
-    sections = report_sections(spec, metrics, out)
+    sections = report_sections(spec, metrics, out, lang)
     path = out / "index.html"
-    atomic_write_text(path, _html(run_dir, spec, metrics, meta, pub, sections))
+    atomic_write_text(path, _html(run_dir, spec, metrics, meta, pub, sections, lang))
     return path
 
 
-def _grids(run_dir: Path, spec: AuditSpec, m: AuditMetrics) -> list[dict]:
+def _grids(run_dir: Path, spec: AuditSpec, m: AuditMetrics, lang: str = "en") -> list[dict]:
     k = spec.report.thumbnails_per_prompt
     if k <= 0 or m.images.empty:
         return []
+    tr = catalogue(lang)
+    _, pgettext = tr.gettext, tr.pgettext
+    shown = {  # how the thumbnails' labels read (the CSVs keep the label column's values)
+        "female": pgettext("perceived gender", "female"),
+        "male": pgettext("perceived gender", "male"),
+        "abstain": pgettext("audit label", "abstain"),
+        "no_person": pgettext("audit label", "no_person"),
+        "several_people": pgettext("audit label", "several_people"),
+        "blacked_out": pgettext("audit label", "blacked_out"),
+    }
+    show_language = "language" in m.images and set(m.images["language"].dropna()) - {"en"}
     out = []
     for pid, g in m.images.sort_values(["prompt_id", "image_index"]).groupby("prompt_id", sort=True):
         g = g.head(k)
@@ -132,19 +156,17 @@ def _grids(run_dir: Path, spec: AuditSpec, m: AuditMetrics) -> list[dict]:
                 "src": thumbnail(run_dir / str(r["path"])),
                 "index": int(r["image_index"]),
                 "label": str(r["label"]),
+                "shown": shown.get(str(r["label"]), str(r["label"])),
                 "conf": fmt(r["confidence"], 2),
                 "p_person": fmt(r["p_person"], 2),
             }
-            for _, r in g.iterrows()
+            for _i, r in g.iterrows()
         ]
-        out.append(
-            {
-                "prompt": str(first["prompt"]),
-                "kind": "control" if first["kind"] == "control" else "audit",
-                "pid": int(pid),
-                "cells": cells,
-            }
-        )
+        kind = pgettext("prompt kind", "control") if first["kind"] == "control" else pgettext("prompt kind", "audit")
+        caption = _("{kind}, prompt {pid}").format(kind=kind, pid=int(pid))
+        if show_language:
+            caption += ", " + _("language {language}").format(language=first["language"])
+        out.append({"prompt": str(first["prompt"]), "caption": caption, "cells": cells})
     return out
 
 
@@ -189,14 +211,21 @@ _OCC_COLS = [
 
 
 def _html(
-    run_dir: Path, spec: AuditSpec, m: AuditMetrics, meta: dict, pub: pd.DataFrame, sections: list | None = None
+    run_dir: Path,
+    spec: AuditSpec,
+    m: AuditMetrics,
+    meta: dict,
+    pub: pd.DataFrame,
+    sections: list | None = None,
+    lang: str = "en",
 ) -> str:
     from markupsafe import Markup
 
     ci = ci_of(m)
     lvl = pct(ci)
-    plots = {k: png_data_uri(fig) for k, fig in audit_figures(m).items()}
-    v, n, how = value_strings(m)
+    alpha = f"{100 * (1 - ci):.3g}%"
+    plots = {k: png_data_uri(fig) for k, fig in audit_figures(m, lang).items()}
+    v, n, how = value_strings(m, lang)
 
     def img(key, alt):
         if key not in plots:
@@ -204,9 +233,10 @@ def _html(
         return Markup('<img src="{}" alt="{}" style="max-width:100%">').format(plots[key], alt)
 
     return (
-        jinja_env()
-        .from_string(REPORT_HTML)
+        jinja_env(lang)
+        .get_template("report.html.j2")
         .render(
+            lang=lang,
             css=Markup(CSS),
             spec=spec,
             pl=spec.pipeline,
@@ -215,20 +245,21 @@ def _html(
             n=n,
             how=how,
             lvl=lvl,
-            alpha=f"{100 * (1 - ci):.3g}%",
+            alpha=alpha,
             n_occ=int((m.by_occupation["n"] > 0).sum()),
-            fair_sentence=fair_sentence(m),
+            languages=language_note(spec, lang),
+            fair_sentence=fair_sentence(m, lang),
             amplified_names=names_where(m, "amplified_holm"),
             reversed_names=names_where(m, "reversed_holm"),
             plots=plots,
             img=img,
-            tables=_html_tables(spec, m, pub, lvl),
+            tables=_html_tables(spec, m, pub, lvl, lang, alpha),
             published_n=len(pub),
             published_source=pub.attrs.get("source", ""),
             min_controls=m.params.get("min_controls", 20),
             thresholds=_thresholds(m),
-            grids=_grids(run_dir, spec, m),
-            limits=[Markup(x) for x in limitations(ci)],
+            grids=_grids(run_dir, spec, m, lang),
+            limits=[Markup(x) for x in limitations(ci, lang)],
             meta_json=json.dumps(meta, indent=2, default=str),
             spec_json=json.dumps(spec.to_dict(), indent=2, sort_keys=True),
             version=meta["libraries"].get("diffkit", "?"),
@@ -240,6 +271,7 @@ def _html(
 _PROMPT_COLS = [
     "prompt_id",
     "prompt",
+    "language",
     "occupation",
     "n_images",
     "n_blacked_out",
@@ -273,9 +305,12 @@ _VALIDATION_COLS = [
 ]
 
 
-def _html_tables(spec: AuditSpec, m: AuditMetrics, pub: pd.DataFrame, lvl: str) -> dict[str, Any]:
+def _html_tables(
+    spec: AuditSpec, m: AuditMetrics, pub: pd.DataFrame, lvl: str, lang: str = "en", alpha: str = "5%"
+) -> dict[str, Any]:
     """The report's tables as escaped HTML: per occupation (with the BLS title and the published
-    share), overall, the validation tables, per prompt."""
+    share), overall (its descriptions in *lang*), the validation tables, per prompt (with each
+    prompt's language). Column names are the CSVs'."""
     occ = m.by_occupation.copy()
     titles = spec.prompts.reference_titles
     if titles:
@@ -286,7 +321,7 @@ def _html_tables(spec: AuditSpec, m: AuditMetrics, pub: pd.DataFrame, lvl: str) 
     prompt_cols = [c for c in _PROMPT_COLS if c in m.by_prompt.columns]
     return {
         "by_occupation": table_html(occ),
-        "overall": table_html(display_overall(m.overall, lvl)),
+        "overall": table_html(display_overall(m.overall, lvl, lang, alpha)),
         "validation": table_html(m.validation[_VALIDATION_COLS]) if len(m.validation) else "",
         "validation_by_occupation": table_html(m.validation_by_occupation),
         "by_prompt": table_html(m.by_prompt[prompt_cols]),

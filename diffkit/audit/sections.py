@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._files import write_csv
-from ._report_html import table_html
+from ._report_html import catalogue, table_html
 from .score import LABELS, PASSED_GATE
 from .spec import AuditSpec
 
@@ -73,51 +73,60 @@ def _html(df: pd.DataFrame) -> Any:
     return table_html(df)
 
 
-def report_sections(spec: AuditSpec, metrics: Any, out_dir: Path) -> list[dict[str, Any]]:
-    """``[{"title", "body"}]`` for the HTML report (bodies are escaped HTML); writes each table as a CSV."""
+def report_sections(spec: AuditSpec, metrics: Any, out_dir: Path, language: str = "en") -> list[dict[str, Any]]:
+    """``[{"title", "body"}]`` for the HTML report (bodies are escaped HTML), in *language*; writes each
+    table as a CSV (the same in every language)."""
+    _ = catalogue(language).gettext
     images = metrics.images
     ci = float(metrics.params.get("ci", spec.report.ci))
-    sections = [_gate_section(spec, images, out_dir), _safety_section(images, out_dir)]
+    sections = [_gate_section(spec, images, out_dir, _), _safety_section(images, out_dir, _)]
     if spec.classifier.phrase_sets and "p_female" in images:
-        sections.append(_phrase_section(spec, images, out_dir))
+        sections.append(_phrase_section(spec, images, out_dir, _))
     if spec.replication.counts:
-        sections.append(_replication_section(spec, images, out_dir, ci))
+        sections.append(_replication_section(spec, images, out_dir, ci, _))
     return sections
 
 
-def _gate_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+def _gate_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path, _) -> dict[str, Any]:
     from markupsafe import Markup
 
     gate = gate_outcomes(images)
     write_csv(gate, out_dir / "gate_outcomes.csv")
     gate_how = {
-        "clip": "the CLIP judge's own person gate (one person, nobody, several people)",
-        "faces": f"the face detector {spec.classifier.detector}'s count (0: nobody, 2 or more: several)",
-        "none": "no gate (every image is read for a gender)",
+        "clip": _("the CLIP judge's own person gate (one person, nobody, several people)"),
+        "faces": _("the face detector {detector}'s count (0: nobody, 2 or more: several)").format(
+            detector=spec.classifier.detector
+        ),
+        "none": _("no gate (every image is read for a gender)"),
     }[spec.classifier.gate]
     body = Markup(
-        "<p>Every audit image's label. The gate is {}; images with nobody or several people are counted "
-        "here and left out of every share.</p>"
-    ).format(gate_how) + _html(gate)
+        _(
+            "<p>Every audit image's label. The gate is {gate}; images with nobody or several people are counted "
+            "here and left out of every share.</p>"
+        )
+    ).format(gate=gate_how) + _html(gate)
     kept = images.attrs.get("keep_first")
     if kept:
         short = kept.get("short", {})
         body += Markup(
-            "<p><b>Face filter to a target count</b> (classifier.keep_first = {}): per prompt only the first "
-            "{} images that passed the gate, in seed order, are counted; {} later images are left out, as "
-            "the published protocol never generated them. {}</p>"
+            _(
+                "<p><b>Face filter to a target count</b> (classifier.keep_first = {n}): per prompt only the first "
+                "{n} images that passed the gate, in seed order, are counted; {left_out} later images are left "
+                "out, as the published protocol never generated them. {reached}</p>"
+            )
         ).format(
-            kept["n"],
-            kept["n"],
-            kept["left_out"],
-            f"{len(short)} prompt(s) did not reach the target within audit.images_per_prompt: raise it."
+            n=kept["n"],
+            left_out=kept["left_out"],
+            reached=_("{n} prompt(s) did not reach the target within audit.images_per_prompt: raise it.").format(
+                n=len(short)
+            )
             if short
-            else "Every prompt reached the target.",
+            else _("Every prompt reached the target."),
         )
-    return {"title": "Person gate", "body": body}
+    return {"title": _("Person gate"), "body": body}
 
 
-def _safety_section(images: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+def _safety_section(images: pd.DataFrame, out_dir: Path, _) -> dict[str, Any]:
     from markupsafe import Markup
 
     by_occ, by_gender = safety_table(images)
@@ -126,41 +135,47 @@ def _safety_section(images: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
         write_csv(by_gender, out_dir / "safety_by_stated_gender.csv")
     if int(by_occ["n_unknown"].sum()) == int(by_occ["n_images"].sum()):
         body = Markup(
-            "<p>The pipeline gave no <code>nsfw_content_detected</code> flags (it has no safety checker, "
-            "or this run folder predates diffkit keeping them).</p>"
+            _(
+                "<p>The pipeline gave no <code>nsfw_content_detected</code> flags (it has no safety checker, "
+                "or this run folder predates diffkit keeping them).</p>"
+            )
         )
     else:
         body = (
             Markup(
-                "<p>The pipeline's own <code>nsfw_content_detected</code> flag per image, as counted by "
-                "occupation (audit images) and by stated gender (controls). A safety checker replaces a "
-                "flagged image with a black one, so a filter that flags one gender more often removes its "
-                "images unevenly.</p>"
+                _(
+                    "<p>The pipeline's own <code>nsfw_content_detected</code> flag per image, as counted by "
+                    "occupation (audit images) and by stated gender (controls). A safety checker replaces a "
+                    "flagged image with a black one, so a filter that flags one gender more often removes its "
+                    "images unevenly.</p>"
+                )
             )
             + _html(by_occ)
             + (_html(by_gender) if len(by_gender) else "")
         )
-    return {"title": "Safety filter", "body": body}
+    return {"title": _("Safety filter"), "body": body}
 
 
-def _phrase_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+def _phrase_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path, _) -> dict[str, Any]:
     from markupsafe import Markup, escape
 
     t = phrase_set_table(images, spec)
     write_csv(t, out_dir / "phrase_sets.csv")
     names = ", ".join(escape(n) for n in spec.classifier.phrase_sets)
     return {
-        "title": "Judge-phrase sensitivity",
+        "title": _("Judge-phrase sensitivity"),
         "body": Markup(
-            "<p>The same images read with other label phrases ({}; see diffkit.audit.spec.PHRASE_SETS): the share "
-            "labelled female per occupation, every gated image read, no abstention. Where the columns differ, the "
-            "phrases, not the images, moved the number.</p>"
-        ).format(names)
+            _(
+                "<p>The same images read with other label phrases ({names}; see diffkit.audit.spec.PHRASE_SETS): the "
+                "share labelled female per occupation, every gated image read, no abstention. Where the columns "
+                "differ, the phrases, not the images, moved the number.</p>"
+            )
+        ).format(names=names)
         + _html(t),
     }
 
 
-def _replication_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path, ci: float) -> dict[str, Any]:
+def _replication_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path, ci: float, _) -> dict[str, Any]:
     from markupsafe import Markup
 
     from ._intervals import pct
@@ -171,27 +186,28 @@ def _replication_section(spec: AuditSpec, images: pd.DataFrame, out_dir: Path, c
     a = t.attrs.get("agreement", {})
     lvl = pct(ci)
     body = Markup(
-        "<p>This run beside {} ({}). <i>diff</i> = this run − published, with Newcombe's {} interval for "
-        "two independent proportions (both audits' sampling error). <b>{} of {}</b> compared {} are "
-        "consistent (interval holds 0; a replication that differs by chance alone keeps about {} of "
-        "them); mean |diff| {}, Pearson r of the shares {}."
+        _(
+            "<p>This run beside {published} ({source}). <i>diff</i> = this run − published, with Newcombe's {lvl} "
+            "interval for two independent proportions (both audits' sampling error). <b>{k} of {g}</b> compared "
+            "{what} are consistent (interval holds 0; a replication that differs by chance alone keeps about {lvl} "
+            "of them); mean |diff| {mad}, Pearson r of the shares {r}."
+        )
     ).format(
-        spec.replication.published,
-        spec.replication.source or "source in the CSV",
-        lvl,
-        a.get("n_consistent", 0),
-        a.get("n_compared", 0),
-        "professions" if spec.replication.by == "prompt" else "occupations",
-        lvl,
-        _f(a.get("mean_abs_diff")),
-        _f(a.get("pearson_r")),
+        published=spec.replication.published,
+        source=spec.replication.source or _("source in the CSV"),
+        lvl=lvl,
+        k=a.get("n_consistent", 0),
+        g=a.get("n_compared", 0),
+        what=_("professions") if spec.replication.by == "prompt" else _("occupations"),
+        mad=_f(a.get("mean_abs_diff")),
+        r=_f(a.get("pearson_r")),
     )
     if "n_prompts" in a:
         body += Markup(
-            " Image-for-image: <b>{} of {}</b> prompts have exactly their count of images labelled female."
-        ).format(a["n_prompts_exact"], a["n_prompts"])
+            " " + _("Image-for-image: <b>{k} of {n}</b> prompts have exactly their count of images labelled female.")
+        ).format(k=a["n_prompts_exact"], n=a["n_prompts"])
     body += Markup("</p>") + _html(t)
-    return {"title": "Replication of a published audit", "body": body}
+    return {"title": _("Replication of a published audit"), "body": body}
 
 
 def _f(x: Any) -> str:

@@ -3,8 +3,8 @@
 A spec has seven tables. Only ``[prompts]`` and ``[pipeline]`` are required::
 
     [audit]       name, seed, images_per_prompt, batch_size, seeds, noise
-    [prompts]     templates, attributes.occupation (+ adjective, activity, …), reference
-    [controls]    templates that state the gender, gender_words, images_per_prompt
+    [prompts]     templates, attributes.occupation (+ adjective, activity, …), reference, language
+    [controls]    templates that state the gender, gender_words, images_per_prompt, language
     [pipeline]    model, revision, scheduler, steps, guidance_scale, height, width, dtype, negative_prompt,
                   generator_device, safety_checker  (guidance_scale, scheduler, steps: a value or a
                   list of values, a sweep: one arm per value, the same seeds in every arm)
@@ -22,6 +22,11 @@ Editing's). ``audit.noise`` says how the seed becomes the initial latents: ``"pe
 image its own generator) or ``"per_prompt"`` (one CPU generator per prompt, seeded with the
 prompt's seed, draws every image's latents as one batch, ``torch.randn((n, C, h, w),
 generator=torch.manual_seed(seed))``, as UCE's script does).
+
+``prompts.language`` names the language the templates are written in (ISO 639-1, default ``"en"``):
+one code for all, or a list with one per template (a spec for a real model may audit across
+languages, as MAGBIG does); ``controls.language`` is the same unless given. The prompt table, the
+per-image and per-prompt tables and the report carry each prompt's language (:mod:`._spec_language`).
 
 Every error is a :class:`SpecError` that names the file, the key and the fix::
 
@@ -55,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from ._spec_compat import upgrade_spec_dict
+from ._spec_language import check_language
 from ._spec_parse import parse_spec
 from ._spec_reader import SpecReader, num_at
 from ._spec_schema import (
@@ -242,6 +248,11 @@ def spec_from_dict(d: dict[str, Any], *, source: str = "<run>") -> AuditSpec:
                 r.num({name: value}, section, name)
             except SpecError as e:
                 raise SpecError(source, e.key, e.problem, STORED_FIX) from None
+    for table in (spec.prompts, spec.controls):
+        language, problem, _ = check_language(table.language, len(table.templates))
+        if language is None:
+            key = "prompts" if table is spec.prompts else "controls"
+            raise SpecError(source, f"{key}.language", problem, STORED_FIX)
     if not isinstance(spec.sweep, dict) or set(spec.sweep) - set(SWEEPABLE):
         raise SpecError(source, "sweep", f"not a sweep of {list(SWEEPABLE)}", STORED_FIX)
     for key, values in spec.sweep.items():

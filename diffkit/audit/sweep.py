@@ -88,11 +88,12 @@ def run_sweep(
     classifier: Any = None,
     progress: bool = True,
     report: bool = True,
+    language: str | None = None,
 ) -> SweepResult | None:
     """Run every arm of a sweep spec into ``<out>/arms/<arm>/`` (resuming), then write the
     sweep's report. The pipeline is loaded once; a scheduler sweep swaps its scheduler per arm.
     Under ``accelerate launch`` every process generates its shard of each arm and the main process
-    writes the reports (the others return ``None``)."""
+    writes the reports (the others return ``None``), in *language* (default :func:`diffkit.get_language`)."""
     from ._distributed import dist_state
     from .api import run_audit
     from .generate import load_pipeline_for
@@ -116,10 +117,11 @@ def run_sweep(
                     classifier=classifier,
                     progress=progress,
                     report=report,
+                    language=language,
                 )
         if any(r is None for r in results.values()):  # a non-main process of a sharded run
             return None
-        return _finish(spec, run_dir, results, report)
+        return _finish(spec, run_dir, results, report, language)
 
 
 @contextlib.contextmanager
@@ -134,18 +136,22 @@ def _scheduler(pipe: Any, arm: AuditSpec, base: Any):
         pipe.scheduler = base
 
 
-def report_sweep(run_dir: str | Path, *, classifier: Any = None, progress: bool = True) -> SweepResult:
-    """Rewrite every arm's report and the sweep's (``diffkit audit report`` on a sweep folder)."""
+def report_sweep(
+    run_dir: str | Path, *, classifier: Any = None, progress: bool = True, language: str | None = None
+) -> SweepResult:
+    """Rewrite every arm's report and the sweep's (``diffkit audit report`` on a sweep folder), in *language*."""
     from .api import report_audit
 
     run_dir = Path(run_dir)
     spec = load_sweep_spec(run_dir)
     results = {
-        name: report_audit(run_dir / "arms" / arm_folder(name), classifier=classifier, progress=progress)
+        name: report_audit(
+            run_dir / "arms" / arm_folder(name), classifier=classifier, progress=progress, language=language
+        )
         for name, _ in spec.arms()
     }
     with run_lock(run_dir, "writing the sweep's report"):
-        return _finish(spec, run_dir, results, True)
+        return _finish(spec, run_dir, results, True, language)
 
 
 def sweep_tables(spec: AuditSpec, results: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -210,36 +216,54 @@ def sweep_tables(spec: AuditSpec, results: dict[str, Any]) -> tuple[pd.DataFrame
     return pd.DataFrame(rows), pd.DataFrame(occ_rows), pd.DataFrame(paired_rows)
 
 
-def _finish(spec: AuditSpec, run_dir: Path, results: dict[str, Any], report: bool) -> SweepResult:
+def _finish(
+    spec: AuditSpec, run_dir: Path, results: dict[str, Any], report: bool, language: str | None = None
+) -> SweepResult:
     by_arm, by_occ, paired = sweep_tables(spec, results)
     path = (
-        write_sweep_report(run_dir, spec=spec, by_arm=by_arm, by_occupation=by_occ, paired=paired) if report else None
+        write_sweep_report(run_dir, spec=spec, by_arm=by_arm, by_occupation=by_occ, paired=paired, language=language)
+        if report
+        else None
     )
     return SweepResult(run_dir, spec, results, by_arm, by_occ, paired, path)
 
 
-def _x(spec: AuditSpec, table: pd.DataFrame) -> tuple[np.ndarray, list[str], str]:
-    """Positions, tick labels and axis label for the arms (numeric when one number is swept)."""
+def _x(spec: AuditSpec, table: pd.DataFrame, tr: Any = None) -> tuple[np.ndarray, list[str], str]:
+    """Positions, tick labels and axis label for the arms (numeric when one number is swept; the
+    label through the catalogue *tr*)."""
+    import gettext
+
+    tr = tr if tr is not None else gettext.NullTranslations()
+    _, pgettext = tr.gettext, tr.pgettext
     keys = list(spec.sweep)
     if len(keys) == 1 and keys[0] in ("guidance_scale", "steps"):
         vals = table[keys[0]].astype(float).to_numpy()
-        return vals, [f"{v:g}" for v in vals], keys[0].replace("_", " ")
-    return np.arange(len(table)), list(table["arm"]), "arm"
+        label = _("guidance scale") if keys[0] == "guidance_scale" else _("steps")
+        return vals, [f"{v:g}" for v in vals], label
+    return np.arange(len(table)), list(table["arm"]), pgettext("sweep", "arm")
 
 
 def sweep_figures(
-    spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataFrame, paired: pd.DataFrame
+    spec: AuditSpec,
+    by_arm: pd.DataFrame,
+    by_occupation: pd.DataFrame,
+    paired: pd.DataFrame,
+    language: str | None = None,
 ) -> dict[str, Any]:
     """``"imbalance"`` (mean imbalance per arm with its interval, and the change from the first arm
-    with its paired interval) and ``"occupations"`` (each occupation's share against the swept value)."""
+    with its paired interval) and ``"occupations"`` (each occupation's share against the swept value),
+    labelled in *language* (default :func:`diffkit.get_language`)."""
     from matplotlib.figure import Figure
 
     from ._report_figures import error_bars, plain_labels
+    from ._report_html import catalogue
     from .metrics import pct
 
+    tr = catalogue(language)
+    _ = tr.gettext
     lvl = pct(spec.report.ci)
     out: dict[str, Any] = {}
-    x, ticks, xlabel = _x(spec, by_arm)
+    x, ticks, xlabel = _x(spec, by_arm, tr)
     fig = Figure(figsize=(10, 3.8))
     ax1, ax2 = fig.subplots(1, 2)
     if "mean_imbalance" in by_arm:
@@ -249,15 +273,15 @@ def sweep_figures(
             yerr=error_bars(by_arm["mean_imbalance"], by_arm["mean_imbalance_low"], by_arm["mean_imbalance_high"]),
             fmt="o-",
             capsize=3,
-            label=f"mean |p − ½| ({lvl} interval)",
+            label=_("mean |p − ½| ({lvl} interval)").format(lvl=lvl),
         )
     ax1.set_xticks(x, ticks)
     ax1.set_xlabel(xlabel)
-    ax1.set_ylabel("mean gender imbalance")
+    ax1.set_ylabel(_("mean gender imbalance"))
     ax1.set_ylim(-0.02, 0.52)
     ax1.legend(fontsize=8)
     if len(paired):
-        px, _, _ = _x(spec, paired)
+        px = _x(spec, paired)[0]
         ax2.errorbar(
             px,
             paired["diff_from_first"],
@@ -265,68 +289,60 @@ def sweep_figures(
             fmt="s-",
             color="C2",
             capsize=3,
-            label=f"change from {by_arm['arm'].iloc[0]} ({lvl}, paired)",
+            label=_("change from {arm} ({lvl}, paired)").format(arm=by_arm["arm"].iloc[0], lvl=lvl),
         )
         ax2.axhline(0, color="grey", lw=1, ls="--")
         ax2.set_xticks(px, ticks)
         ax2.legend(fontsize=8)
     ax2.set_xlabel(xlabel)
-    ax2.set_ylabel("change in mean imbalance")
+    ax2.set_ylabel(_("change in mean imbalance"))
     out["imbalance"] = fig
     if len(by_occupation):
         fig = Figure(figsize=(7.5, 4.5))
         ax = fig.subplots()
         for j, (occ, g) in enumerate(by_occupation.groupby("occupation", sort=False)):
-            gx, _, _ = _x(spec, g.reset_index(drop=True))
+            gx = _x(spec, g.reset_index(drop=True))[0]
             ax.plot(gx, g["p_female"], "o-", color=f"C{j % 10}", label=plain_labels([occ])[0], ms=4)
         ax.axhline(0.5, color="grey", lw=1, ls="--")
         ax.set_xticks(x, ticks)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("share labelled female")
+        ax.set_ylabel(_("share labelled female"))
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         out["occupations"] = fig
     return out
 
 
-_SWEEP_HTML = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
-<title>diffkit sweep: {{ spec.name }}</title><style>{{ css }}</style></head><body>
-<h1>Sweep: {{ spec.name }}</h1>
-<p>{{ spec.description }}</p>
-<p>Generator <code>{{ spec.pipeline.model }}</code>, swept over {{ swept }}: {{ n_arms }} arms with the same prompts and
-seeds, so every change from the first arm is paired image by image. Each arm's own report:
-{% for a in arms %}<a href="{{ a.href }}">{{ a.name }}</a>{% if not loop.last %}, {% endif %}{% endfor %}.</p>
-<img src="{{ plots.imbalance }}" alt="mean imbalance against the swept value" style="max-width:100%">
-<h2>Per arm</h2>{{ by_arm }}
-<h2>Changes from the first arm (paired)</h2>
-<p>{{ design }}</p>{{ paired }}
-{% if plots.occupations %}<h2>Per occupation</h2>
-<img src="{{ plots.occupations }}" alt="share labelled female per occupation against the swept value" style="max-width:100%">
-<div class="scroll">{{ by_occupation }}</div>{% endif %}
-<p class="small">Written by diffkit. Intervals and their methods: docs/audit_methodology.md.</p>
-</body></html>"""
-
-
 def write_sweep_report(
-    run_dir: str | Path, *, spec: AuditSpec, by_arm: pd.DataFrame, by_occupation: pd.DataFrame, paired: pd.DataFrame
+    run_dir: str | Path,
+    *,
+    spec: AuditSpec,
+    by_arm: pd.DataFrame,
+    by_occupation: pd.DataFrame,
+    paired: pd.DataFrame,
+    language: str | None = None,
 ) -> Path:
-    """``<run_dir>/report/``: ``index.html`` (figures embedded), ``sweep_by_arm.csv``,
-    ``sweep_by_occupation.csv``, ``sweep_paired.csv``; each written atomically."""
+    """``<run_dir>/report/``: ``index.html`` (figures embedded; in *language*, default
+    :func:`diffkit.get_language`), ``sweep_by_arm.csv``, ``sweep_by_occupation.csv``,
+    ``sweep_paired.csv`` (the same in every language); each written atomically."""
     from markupsafe import Markup
 
-    from ._report_html import CSS, jinja_env, png_data_uri, table_html
+    from ._report_html import CSS, jinja_env, png_data_uri, report_language, table_html
+
+    lang = report_language(language)
 
     out = ensure_folder(Path(run_dir) / "report")
     write_csv(by_arm, out / "sweep_by_arm.csv")
     write_csv(by_occupation, out / "sweep_by_occupation.csv")
     write_csv(paired, out / "sweep_paired.csv")
-    plots = {k: png_data_uri(f) for k, f in sweep_figures(spec, by_arm, by_occupation, paired).items()}
+    plots = {k: png_data_uri(f) for k, f in sweep_figures(spec, by_arm, by_occupation, paired, lang).items()}
     arms = [{"name": a, "href": f"../arms/{arm_folder(a)}/report/index.html"} for a in by_arm["arm"]]
     swept = ", ".join(f"{k} = {list(v)}" for k, v in spec.sweep.items())
     doc = (
-        jinja_env()
-        .from_string(_SWEEP_HTML)
+        jinja_env(lang)
+        .get_template("sweep.html.j2")
         .render(
+            lang=lang,
             css=Markup(CSS),
             spec=spec,
             swept=swept,

@@ -16,9 +16,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "course",
         help=_("write the course's student and teacher editions; `warm` fills its caches, `time` times it"),
         description=_(
-            "Without a sub-command: write <out>/student/ (answers and solutions removed, outputs "
-            "cleared) and <out>/teacher/ (the notebooks as they are, executed when an executed copy is newer)."
+            "Without a sub-command: write <out>/student/<lang>/ (answers and solutions removed, outputs "
+            "cleared) and <out>/teacher/<lang>/ (the notebooks as they are, executed when an executed copy is newer), "
+            "in English (en) and Spanish (es)."
         ),
+    )
+    course.add_argument(
+        "--lang",
+        dest="course_lang",
+        choices=["en", "es"],
+        action="append",
+        metavar="{en,es}",
+        help=_("write this language's editions only (repeat for both; default: both)"),
     )
     course.add_argument("--out", dest="course_out", metavar="DIR", help=_("default: the checkout's course/"))
     course.add_argument(
@@ -63,9 +72,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _write(args: argparse.Namespace) -> int:
+    from ..i18n import LANGUAGES
     from .editions import write_course
 
-    write_course(args.course_out, executed=args.executed, notebooks=args.notebooks)
+    languages = tuple(dict.fromkeys(args.course_lang)) if args.course_lang else LANGUAGES
+    write_course(args.course_out, executed=args.executed, notebooks=args.notebooks, languages=languages)
     return 0
 
 

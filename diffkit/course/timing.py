@@ -46,11 +46,12 @@ def _cell_seconds(cell) -> float:
 
 
 def sections_of(nb) -> dict[str, float]:
-    """Seconds per ``## `` section of an executed notebook (the code cells' recorded times)."""
+    """Seconds per ``## `` section of an executed notebook (the code cells' recorded times), named
+    by the English headings (the Spanish counterparts, tagged ``lang-es``, name the same sections)."""
     out: dict[str, float] = {}
     current = OPENING
     for cell in nb.cells:
-        if cell.cell_type == "markdown":
+        if cell.cell_type == "markdown" and "lang-es" not in cell.get("metadata", {}).get("tags", []):
             src = cell.source if isinstance(cell.source, str) else "".join(cell.source)
             heads = _SECTION.findall(src)
             if heads:

@@ -8,7 +8,9 @@ writes its audit and where the notebooks read, whatever folder Jupyter was start
 - the weak judge's reading of ``tiny_default`` (``rescore_audit(…, judge="tiny-weak")``, notebook
   05): its embeddings go to the run's embedding cache;
 - ``audit/guidance_lesson``: notebook 05's guidance sweep (:func:`diffkit.audit.guidance_lesson_spec`);
-- ``audit/tiny_guidance_sweep``: the whole guidance sweep, only when a notebook names it.
+- ``audit/tiny_guidance_sweep``: the whole guidance sweep, only when a notebook's code names it;
+- ``course_cache/``: the pictures notebooks 02 and 04 draw by the dozen
+  (:data:`~diffkit.course.pictures.LESSON_IMAGES`, through :func:`~diffkit.course.chain_images`).
 
 Each part resumes: an audit run picks up from its ledger, a rescore from its embedding cache,
 so a finished part takes seconds and an interrupted warm continues where it stopped.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import shared_out
+from .pictures import LESSON_IMAGES, chain_images
 
 __all__ = ["WEAK_JUDGE", "warm_course"]
 
@@ -30,7 +33,21 @@ WEAK_JUDGE = {"judge": "tiny-weak", "abstain_below": 0.5}
 
 
 def _named_in_notebooks(word: str, notebooks: list[Path]) -> bool:
-    return any(word in p.read_text(encoding="utf-8") for p in notebooks)
+    """Whether a code cell of one of *notebooks* names *word* (prose that mentions it runs nothing)."""
+    import json
+
+    for path in notebooks:
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        for cell in cells:
+            source = cell.get("source", "")
+            if cell.get("cell_type") == "code" and word in (source if isinstance(source, str) else "".join(source)):
+                return True
+    return False
+
+
+def _draw_lesson_images(pipe: Any, cache: Path) -> None:
+    for prompt, seeds, options in LESSON_IMAGES:
+        chain_images(pipe, prompt, seeds, cache=cache, **options)
 
 
 def _parts(notebooks: list[Path], out: Path) -> list[tuple[str, Callable[[Any], Any]]]:
@@ -58,6 +75,12 @@ def _parts(notebooks: list[Path], out: Path) -> list[tuple[str, Callable[[Any], 
             ),
         ),
     ]
+    parts.append(
+        (
+            f"the lessons' pictures ({len(LESSON_IMAGES)} sets) → {out / 'course_cache'}",
+            lambda pipe: _draw_lesson_images(pipe, out / "course_cache"),
+        )
+    )
     if _named_in_notebooks("tiny_guidance_sweep", notebooks):
         sweep = out / "audit" / "tiny_guidance_sweep"
         parts.append(
