@@ -131,8 +131,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         ensure_folder(args.out)  # before the comparison is computed: a file in the way fails now
-    _, overall, path = compare_audits(args.run_a, args.run_b, out=args.out)
-    for _, r in overall.iterrows():
+    _result, overall, path = compare_audits(args.run_a, args.run_b, out=args.out)
+    for _row, r in overall.iterrows():
         ci = "" if r["ci_low"] != r["ci_low"] else f"  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         print(f"{r['metric']:>22}: a {r['a']:.3f}  b {r['b']:.3f}  b − a {r['diff']:+.3f}{ci}")
     print(f"design: {overall.attrs.get('design', 'unknown')}")
@@ -170,7 +170,7 @@ def _print_headline(result) -> None:
     if os.environ.get("DIFFKIT_QUIET"):
         return
     if hasattr(result, "by_arm"):  # a sweep: one line per arm
-        for _, r in result.by_arm.iterrows():
+        for _row, r in result.by_arm.iterrows():
             ci = (
                 ""
                 if r.get("mean_imbalance_low") != r.get("mean_imbalance_low")
@@ -178,7 +178,7 @@ def _print_headline(result) -> None:
             )
             print(f"{r['arm']:>28}: mean_imbalance {r.get('mean_imbalance', float('nan')):.3f}{ci}")
         return
-    ov = {r["metric"]: r for _, r in result.overall.iterrows()}
+    ov = {r["metric"]: r for _row, r in result.overall.iterrows()}
     t = result.by_occupation
     for name in (
         "mean_imbalance",
