@@ -65,6 +65,9 @@ assert load_spec("tiny_default").prompts.reference["nurse"] > 0.5
 print(f"   diffkit {diffkit.__version__} from {here.parent}")
 PY
 
+echo "== diffkit speaks Spanish from the wheel's compiled catalogue"
+DIFFKIT_LANG=es "$VENV/bin/diffkit" --help | grep -q "^uso:" || { echo "diffkit --help is not in Spanish"; exit 1; }
+
 echo "== diffkit demo"
 "$VENV/bin/diffkit" demo --out out/demo > demo.log 2>&1 || { tail -30 demo.log; exit 1; }
 test -s out/demo/tiny_grid.png && test -s out/audit/tiny_default/report/index.html

@@ -68,6 +68,9 @@ def test_wheel_holds_specs_tables_and_weights(wheel):
     ):
         assert f"diffkit/tiny/weights/{rel}" in names
     assert "diffkit/py.typed" in names and "diffkit/tiny/MODEL_CARD.md" in names
+    # the Spanish catalogue, compiled, and the report's templates (issue 26)
+    assert "diffkit/locale/es/LC_MESSAGES/diffkit.mo" in names
+    assert {"diffkit/audit/templates/report.html.j2", "diffkit/audit/templates/compare.html.j2"} <= names
     assert not [n for n in names if n.startswith(("tests/", "audits/", "notebooks/"))]
 
 
