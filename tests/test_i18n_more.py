@@ -1,0 +1,130 @@
+"""diffkit in Spanish, beyond the explorers and the CLI's help: the figures the notebooks draw, the
+audit's printed lines and the errors users meet first. English stays as it was (the other tests
+read it); here each message is asked for in Spanish, and in English where it matters."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from diffkit.errors import InputError
+from diffkit.i18n import set_language
+
+LOCALE_VARS = ("DIFFKIT_LANG", "LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE")
+
+
+@pytest.fixture(autouse=True)
+def english_environment(monkeypatch):
+    """No language chosen and none in the environment at the start; the process left as found."""
+    for var in LOCALE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    set_language(None)
+    yield
+    set_language(None)
+
+
+def _texts(fig) -> list[str]:
+    """Every piece of text on a figure: titles, axis labels, legend entries, free text."""
+    out = [fig._suptitle.get_text()] if fig._suptitle is not None else []
+    for ax in fig.axes:
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()] + [t.get_text() for t in ax.texts]
+        legend = ax.get_legend()
+        if legend is not None:
+            out += [t.get_text() for t in legend.get_texts()]
+    return [t for t in out if t]
+
+
+# -- the figures of the notebooks ------------------------------------------------------------------
+def test_forward_strip_in_spanish_and_english():
+    from diffkit import sample_image
+    from diffkit.plots import plot_forward_strip
+
+    image = sample_image("coffee", 16)
+    fig = plot_forward_strip(image, "linear", timesteps=[0, 999])
+    assert fig._suptitle.get_text() == "forward chain, linear schedule" and fig.axes[0].get_title() == "x₀ (clean)"
+    set_language("es")
+    fig = plot_forward_strip(image, "linear", timesteps=[0, 999])
+    assert fig._suptitle.get_text() == "cadena directa, calendario linear"
+    assert [ax.get_title() for ax in fig.axes][:2] == ["x₀ (limpia)", "t=0\nᾱ=1.000"]
+    with pytest.raises(InputError, match="recibe una sola imagen, no un lote"):
+        plot_forward_strip(torch.zeros(2, 3, 8, 8))
+
+
+def test_two_pixel_plot_in_spanish():
+    from diffkit.plots import plot_two_pixel
+    from diffkit.toy import two_pixel_chains
+
+    set_language("es")
+    fig = plot_two_pixel(two_pixel_chains(n_chains=20), show_paths=2)
+    left, right = fig.axes[:2]
+    assert left.get_title().startswith("un paso de Markov: campana de anchura √β₀ = ")
+    assert left.get_title().endswith("y los primeros 60 pasos de 2 cadenas")
+    assert right.get_title() == "20 cadenas derivan hacia N(0, I)"
+    assert (left.get_xlabel(), right.get_ylabel()) == ("píxel 1", "píxel 2")
+    assert "N(0, I) en píxeles: 2σ = 255 alrededor de 127.5" in _texts(fig)
+    assert not [t for t in _texts(fig) if "chains" in t or "pixel" in t]
+
+
+def test_paint_drop_and_gaussian_bells_in_spanish():
+    from diffkit import paint_drop
+    from diffkit.plots import plot_gaussian_bells, plot_paint_drop
+
+    set_language("es")
+    fig = plot_paint_drop(paint_drop(200, 20), steps=(0, 10))
+    assert fig.axes[1].get_title().startswith("paso 10: anchura ") and "(√10·1 = 3.2)" in fig.axes[1].get_title()
+    with pytest.raises(InputError, match=r"^steps debe ser menor que 21, la duración de la simulación$"):
+        plot_paint_drop(paint_drop(200, 20), steps=(50,))
+    fig = plot_gaussian_bells(170, (2, 5), draws=(173, 190))
+    texts = _texts(fig)
+    assert {"valor del píxel", "densidad", "anchura σ = 2", " 173 (probable)", " 190 (improbable)"} <= set(texts)
+    set_language("en")
+    assert {"pixel value", " 190 (unlikely)", "width σ = 5"} <= set(_texts(plot_gaussian_bells(170, (2, 5))))
+
+
+def _anatomy() -> pd.DataFrame:
+    """A two-level U as diffkit.unet_anatomy describes one (only the columns the plot reads)."""
+    rows = [
+        ("conv_in", "in", "conv", "8×8", 4, ""),
+        ("down_blocks.0", "down 1", "resnet", "4×4", 8, ""),
+        ("up_blocks.0", "up 1", "transformer", "8×8", 4, "conv_in"),
+    ]
+    df = pd.DataFrame(rows, columns=["part", "stage", "kind", "resolution", "channels", "skip_from"])
+    df.attrs.update(timestep=999.0, text="(1, 77, 32)")
+    return df
+
+
+def test_unet_anatomy_plot_in_spanish():
+    from diffkit.plots import plot_unet_anatomy
+
+    set_language("es")
+    ax = plot_unet_anatomy(_anatomy()).axes[0]
+    assert ax.get_ylabel() == "mapa de características"
+    assert ax.get_title().startswith("la U-Net, una llamada (t = 999): los números son canales; T, un transformer")
+    assert "atiende al texto (1, 77, 32)" in ax.get_title()
+    set_language("en")
+    assert plot_unet_anatomy(_anatomy()).axes[0].get_title() == (
+        "the U-Net, one call (t = 999): numbers are channels, T a transformer attending to the text (1, 77, 32), "
+        "dashed arcs skip connections"
+    )
+
+
+def test_correction_figure_in_spanish():
+    from diffkit.audit import correction_figure
+
+    table = pd.DataFrame(
+        {
+            "occupation": ["nurse", "pilot"],
+            "p_female": [0.8, 0.2],
+            "ci_low": [0.6, 0.1],
+            "ci_high": [0.9, 0.4],
+            "p_corrected": [0.85, 0.15],
+            "corrected_low": [0.6, 0.0],
+            "corrected_high": [1.0, 0.4],
+            "oracle_p_female": [0.9, 0.1],
+        }
+    )
+    set_language("es")
+    texts = _texts(correction_figure(table))
+    assert "proporción femenina" in texts and "la verdad del oráculo (las mismas imágenes)" in texts
+    assert "proporción bruta (Clopper–Pearson al 95%)" in texts and "Rogan–Gladen (95%, Se/Sp inciertas)" in texts
