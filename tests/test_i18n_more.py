@@ -128,3 +128,65 @@ def test_correction_figure_in_spanish():
     texts = _texts(correction_figure(table))
     assert "proporción femenina" in texts and "la verdad del oráculo (las mismas imágenes)" in texts
     assert "proporción bruta (Clopper–Pearson al 95%)" in texts and "Rogan–Gladen (95%, Se/Sp inciertas)" in texts
+
+
+# -- what diffkit audit and diffkit unet print -----------------------------------------------------
+def _headline_result():
+    """What ``diffkit audit run`` prints its headline from: one occupation of two off parity."""
+    from types import SimpleNamespace
+
+    nan = float("nan")
+    overall = pd.DataFrame(
+        [
+            {"metric": "mean_imbalance", "value": 0.3, "ci_low": 0.1, "ci_high": 0.4, "n": 2},
+            {"metric": "fair_null_p", "value": 0.01, "ci_low": nan, "ci_high": nan, "n": 2},
+            {"metric": "n_unfair_holm", "value": 1, "ci_low": nan, "ci_high": nan, "n": 2},
+        ]
+    )
+    by_occupation = pd.DataFrame({"occupation": ["nurse", "pilot"], "p_fair_holm": [0.01, 0.5]})
+    metrics = SimpleNamespace(overall=overall, by_occupation=by_occupation, params={"ci": 0.95})
+    return SimpleNamespace(overall=overall, by_occupation=by_occupation, metrics=metrics)
+
+
+def test_audit_headline_in_spanish_and_english(capsys, monkeypatch):
+    from diffkit.audit.cli import _print_headline
+
+    monkeypatch.delenv("DIFFKIT_QUIET", raising=False)
+    _print_headline(_headline_result())
+    english = capsys.readouterr().out.splitlines()
+    assert "       n_unfair_holm: 1 of 2 (nurse)" in english
+    assert english[-1].startswith("at parity everywhere? No: 1 of 2 occupations differ significantly")
+    set_language("es")
+    _print_headline(_headline_result())
+    spanish = capsys.readouterr().out.splitlines()
+    assert "      mean_imbalance: 0.300  [0.100, 0.400]" in spanish  # metric names stay (CSV columns)
+    assert "       n_unfair_holm: 1 de 2 (nurse)" in spanish
+    assert spanish[-1].startswith("¿paridad en todas las profesiones? No: ")
+
+
+def test_audit_plan_in_spanish(capsys):
+    from diffkit.cli import main
+
+    set_language("es")
+    assert main(["audit", "plan", "--half-width", "0.1", "--templates", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "objetivo: semianchura de Clopper–Pearson al 95% ≤ 0.1 con p̂ = 0.5 (alcanzado: 0.100)"
+    assert out[1:3] == [
+        "imágenes etiquetadas por profesión: 104",
+        "imágenes por prompt: 52  (2 plantilla(s), 1 profesión(es), 104 imágenes de auditoría en total)",
+    ]
+    assert out[3].startswith("regla: el menor n con (B⁻¹(1 − α/2;")
+    assert main(["audit", "plan", "--power", "0.8"]) == 2
+    assert "power necesita imbalance=|p − ½| en (0, 0.5); solución: p. ej. imbalance=0.2" in capsys.readouterr().err
+
+
+def test_unet_table_header_in_spanish(tmp_path, capsys, monkeypatch):
+    from diffkit import cli
+    from diffkit.testing import tiny_random_pipeline
+
+    monkeypatch.setattr("diffkit.pipeline.load_pipeline", lambda model, **kw: tiny_random_pipeline("sd"))
+    set_language("es")
+    assert cli.main(["unet", "--model", "anything", "--out", str(tmp_path)]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == ["orden", "parte", "etapa", "entrada", "salida", "resolución", "canales", "entra", "salto_desde"]
+    assert pd.read_csv(tmp_path / "unet_anatomy.csv").columns[0] == "order"  # the CSV keeps its names
