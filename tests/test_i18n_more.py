@@ -190,3 +190,38 @@ def test_unet_table_header_in_spanish(tmp_path, capsys, monkeypatch):
     header = capsys.readouterr().out.splitlines()[0].split()
     assert header == ["orden", "parte", "etapa", "entrada", "salida", "resolución", "canales", "entra", "salto_desde"]
     assert pd.read_csv(tmp_path / "unet_anatomy.csv").columns[0] == "order"  # the CSV keeps its names
+
+
+# -- the errors users meet first -------------------------------------------------------------------
+def test_reverse_chain_errors_in_spanish():
+    from diffkit import ReverseChain
+    from diffkit.testing import tiny_random_pipeline
+
+    pipe = tiny_random_pipeline("sd")
+    set_language("es")
+    with pytest.raises(InputError, match=r"^guidance_scale debe ser ≥ 0 y finito, y es -1.0; solución: 0–1 desactiva"):
+        ReverseChain(pipe, "a red circle", guidance_scale=-1)
+    with pytest.raises(InputError, match=r"^programador de ruido \(scheduler\) desconocido 'nope' para "):
+        ReverseChain(pipe, "a red circle", scheduler="nope")
+    with pytest.raises(InputError, match=r"^height=31 no es múltiplo del factor del VAE, \d+; solución: usa "):
+        ReverseChain(pipe, "a red circle", height=31, width=32)
+    with pytest.raises(InputError, match=r"^strength solo se aplica a img2img; solución: pasa también image="):
+        ReverseChain(pipe, "a red circle", strength=0.5)
+    with pytest.raises(InputError, match=r"^steps=2000 supera los 1000 instantes t que tiene la cadena directa"):
+        ReverseChain(pipe, "a red circle", steps=2000)
+    set_language("en")
+    with pytest.raises(InputError, match=r"^guidance_scale must be ≥ 0 and finite, got -1.0; fix: 0–1 turns"):
+        ReverseChain(pipe, "a red circle", guidance_scale=-1)
+
+
+def test_load_pipeline_errors_in_spanish(tmp_path):
+    from diffkit import load_pipeline
+    from diffkit.errors import ModelUnavailableError
+
+    set_language("es")
+    with pytest.raises(ModelUnavailableError, match=r"^no existe la carpeta .*nope; solución: revisa la ruta"):
+        load_pipeline(str(tmp_path / "nope"))
+    with pytest.raises(InputError, match=r"^dispositivo desconocido 'warp'; solución: usa 'cpu', 'cuda'"):
+        load_pipeline("tiny", device="warp")
+    with pytest.raises(ModelUnavailableError, match="no es una carpeta de pipeline de diffusers"):
+        load_pipeline(str(tmp_path))
