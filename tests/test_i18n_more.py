@@ -225,3 +225,31 @@ def test_load_pipeline_errors_in_spanish(tmp_path):
         load_pipeline("tiny", device="warp")
     with pytest.raises(ModelUnavailableError, match="no es una carpeta de pipeline de diffusers"):
         load_pipeline(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("data", "spanish"),
+    [
+        ({"bogus": {}}, "<spec>: [bogus]: tabla desconocida; solución: usa las tablas ['audit', "),
+        ({"audit": {}}, "<spec>: [prompts]: falta la tabla; solución: añade una tabla [prompts] (mira audits/"),
+        (
+            {"audit": {"images_per_prompt": 0}},
+            "<spec>: audit.images_per_prompt: 0 está fuera de rango; solución: usa un valor entre 1 y ",
+        ),
+        (
+            {"audit": {}, "prompts": {"templates": ["a {job}"], "attributes": {"occupation": ["nurse"]}}},
+            "<spec>: prompts.templates[0]: marcador desconocido {job} en 'a {job}'; solución: usa uno de "
+            "{a_occupation}, {occupation}",
+        ),
+    ],
+)
+def test_spec_errors_in_spanish(data, spanish):
+    from diffkit.audit.spec import SpecError, parse_spec
+
+    set_language("es")
+    with pytest.raises(SpecError) as e:
+        parse_spec(data)
+    assert str(e.value).startswith(spanish), str(e.value)
+    set_language("en")
+    with pytest.raises(SpecError, match="; fix: "):
+        parse_spec(data)
