@@ -241,6 +241,14 @@ def test_load_pipeline_errors_in_spanish(tmp_path):
             "<spec>: prompts.templates[0]: marcador desconocido {job} en 'a {job}'; solución: usa uno de "
             "{a_occupation}, {occupation}",
         ),
+        (
+            {
+                "audit": {"seeds": "random"},
+                "prompts": {"templates": ["a {occupation}"], "attributes": {"occupation": ["nurse"]}},
+                "pipeline": {"model": "tiny"},
+            },
+            "<spec>: audit.seeds: esquema de semillas desconocido 'random'; solución: usa 'derived', 'counting' o ",
+        ),
     ],
 )
 def test_spec_errors_in_spanish(data, spanish):
@@ -253,3 +261,15 @@ def test_spec_errors_in_spanish(data, spanish):
     set_language("en")
     with pytest.raises(SpecError, match="; fix: "):
         parse_spec(data)
+
+
+def test_a_reference_csv_error_in_spanish(tmp_path):
+    from diffkit.audit.spec import SpecError, parse_spec
+
+    (tmp_path / "ref.csv").write_text("occupation,women_share\nnurse,86.7\n")
+    data = {"prompts": {"templates": ["a {occupation}"], "reference": "ref.csv"}, "pipeline": {"model": "tiny"}}
+    set_language("es")
+    with pytest.raises(
+        SpecError, match=r"ref.csv: women_share debe ser una fracción en \[0, 1\]; solución: escribe 86.7% como"
+    ):
+        parse_spec(data, base_dir=tmp_path)
