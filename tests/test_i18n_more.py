@@ -249,6 +249,22 @@ def test_load_pipeline_errors_in_spanish(tmp_path):
             },
             "<spec>: audit.seeds: esquema de semillas desconocido 'random'; solución: usa 'derived', 'counting' o ",
         ),
+        (
+            {
+                "prompts": {"templates": ["a {occupation}"], "attributes": {"occupation": ["x"]}, "language": "es-MX"},
+                "pipeline": {"model": "tiny"},
+            },
+            "<spec>: prompts.language: 'es-MX' no es un código ISO 639-1 de dos letras; solución: escribe 'es' (el "
+            "idioma sin su región)",
+        ),
+        (
+            {
+                "prompts": {"templates": ["a {occupation}"], "attributes": {"occupation": ["nurse"]}},
+                "pipeline": {"model": "tiny"},
+                "classifier": {"kind": "bogus"},
+            },
+            "<spec>: classifier.kind: tipo de etiquetador desconocido 'bogus'; solución: usa uno de ['open_clip', ",
+        ),
     ],
 )
 def test_spec_errors_in_spanish(data, spanish):
