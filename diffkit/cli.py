@@ -21,12 +21,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from .cli_parser import Parser
+from .i18n import N_
 from .i18n import gettext as _
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "build_parser", "describe_error", "main"]
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+#: ``diffkit unet``'s printed header (the CSV keeps the column names).
+_UNET_HEADER = {
+    "order": N_("order"),
+    "part": N_("part"),
+    "stage": N_("stage"),
+    "input": N_("input"),
+    "output": N_("output"),
+    "resolution": N_("resolution"),
+    "channels": N_("channels"),
+    "enters": N_("enters"),
+    "skip_from": N_("skip_from"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +117,8 @@ def _add_unet(sub: Any) -> None:
         out = ensure_folder(Path(args.out))  # fails here, before the model loads, on a bad folder
         df = unet_anatomy(load_pipeline(args.model), args.prompt)
         with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-            print(df.drop(columns=["kind"]).to_string(index=False))
+            shown = df.drop(columns=["kind"])
+            print(shown.rename(columns={c: _(_UNET_HEADER.get(c, c)) for c in shown.columns}).to_string(index=False))
         print(
             _("timestep {timestep:g}, text {text}, time embedding {embedding}").format(
                 timestep=df.attrs["timestep"], text=df.attrs["text"], embedding=df.attrs["time_embedding"]

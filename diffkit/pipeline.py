@@ -17,6 +17,7 @@ import torch
 
 from .convolutions import NATIVE_CONV_MAX_BATCH, NATIVE_CONV_MAX_CHANNELS, is_small_unet, native_cpu_convolutions
 from .errors import DiffkitError, GatedModelError, InputError, ModelUnavailableError
+from .i18n import gettext as _
 
 __all__ = [
     "GATED_MODELS",
@@ -88,7 +89,9 @@ def default_device_and_dtype(
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputError(f"unknown device {device!r}; fix: use 'cpu', 'cuda', 'cuda:0' or 'mps'") from None
+        raise InputError(
+            _("unknown device {device!r}; fix: use 'cpu', 'cuda', 'cuda:0' or 'mps'").format(device=device)
+        ) from None
     if isinstance(dtype, str):
         try:
             dtype = {
@@ -100,13 +103,17 @@ def default_device_and_dtype(
                 "bf16": torch.bfloat16,
             }[dtype]
         except KeyError:
-            raise InputError(f"unknown dtype {dtype!r}; fix: use 'float32', 'float16' or 'bfloat16'") from None
+            raise InputError(
+                _("unknown dtype {dtype!r}; fix: use 'float32', 'float16' or 'bfloat16'").format(dtype=dtype)
+            ) from None
     if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise InputError(f"dtype {dtype!r} cannot run a pipeline; fix: use 'float32', 'float16' or 'bfloat16'")
+        raise InputError(
+            _("dtype {dtype!r} cannot run a pipeline; fix: use 'float32', 'float16' or 'bfloat16'").format(dtype=dtype)
+        )
     if dtype is None:
         dtype = torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if device.type == "cpu" and dtype == torch.float16:
-        warnings.warn("float16 on the CPU is slow and lossy; float32 is the usual choice there", stacklevel=3)
+        warnings.warn(_("float16 on the CPU is slow and lossy; float32 is the usual choice there"), stacklevel=3)
     return device, dtype
 
 
@@ -126,7 +133,9 @@ def make_scheduler(name: str, config: Any) -> Any:
 
     cls_name = SCHEDULERS.get(name, name)
     if cls_name not in SCHEDULERS.values():
-        raise InputError(f"unknown scheduler {name!r}; fix: choose one of {sorted(SCHEDULERS)}")
+        raise InputError(
+            _("unknown scheduler {name!r}; fix: choose one of {names}").format(name=name, names=sorted(SCHEDULERS))
+        )
     return getattr(diffusers, cls_name).from_config(config)
 
 
@@ -146,8 +155,10 @@ def check_steps(scheduler: Any, steps: Any, *, name: str = "steps") -> int:
     if isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps > T:
         cls = scheduler.__name__ if isinstance(scheduler, type) else type(scheduler).__name__
         raise InputError(
-            f"{name}={steps} is more than the {T} timesteps the model's forward chain has "
-            f"({cls}: past them there is no new timestep to visit); fix: use at most {T} steps (25–50 is usual)"
+            _(
+                "{name}={steps} is more than the {T} timesteps the model's forward chain has "
+                "({cls}: past them there is no new timestep to visit); fix: use at most {T} steps (25–50 is usual)"
+            ).format(name=name, steps=steps, T=T, cls=cls)
         )
     return check_int(name, steps, lo=1, hi=T, hint=N_("25–50 is usual"))
 
@@ -155,8 +166,10 @@ def check_steps(scheduler: Any, steps: Any, *, name: str = "steps") -> int:
 def _check_local_folder(path: Path) -> None:
     if not (path / "model_index.json").is_file():
         raise PipelineNotAvailableError(
-            f"{path} is not a diffusers pipeline folder (no model_index.json); fix: save one with "
-            "pipe.save_pretrained(folder), or pass a Hugging Face hub id"
+            _(
+                "{path} is not a diffusers pipeline folder (no model_index.json); fix: save one with "
+                "pipe.save_pretrained(folder), or pass a Hugging Face hub id"
+            ).format(path=path)
         )
     pickled = []
     for folder in [path, *(p for p in path.iterdir() if p.is_dir())]:
@@ -165,10 +178,12 @@ def _check_local_folder(path: Path) -> None:
             pickled += [str(p.relative_to(path)) for p in files if p.suffix in _PICKLE_SUFFIXES]
     if pickled:
         raise PickledWeightsError(
-            f"{path} holds pickled weights with no safetensors beside them ({', '.join(sorted(pickled)[:4])}); pickles can run code, so "
-            "diffkit loads safetensors only. Convert them once: "
-            "fix: DiffusionPipeline.from_pretrained(folder, use_safetensors=False).save_pretrained(new_folder, "
-            "safe_serialization=True)"
+            _(
+                "{path} holds pickled weights with no safetensors beside them ({files}); pickles can run code, so "
+                "diffkit loads safetensors only. Convert them once: "
+                "fix: DiffusionPipeline.from_pretrained(folder, use_safetensors=False).save_pretrained(new_folder, "
+                "safe_serialization=True)"
+            ).format(path=path, files=", ".join(sorted(pickled)[:4]))
         )
 
 
@@ -176,8 +191,10 @@ def _resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
     """(what to pass to from_pretrained, whether it is a local folder)."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InputError(
-            f"name_or_path={name_or_path!r} is not a model name; fix: pass 'tiny', a hub id such as "
-            "'stable-diffusion-v1-5/stable-diffusion-v1-5', or a folder saved with save_pretrained"
+            _(
+                "name_or_path={name!r} is not a model name; fix: pass 'tiny', a hub id such as "
+                "'stable-diffusion-v1-5/stable-diffusion-v1-5', or a folder saved with save_pretrained"
+            ).format(name=name_or_path)
         )
     if str(name_or_path) == "tiny":
         try:
@@ -191,7 +208,9 @@ def _resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
     s = str(name_or_path)
     if s.startswith((".", "/", "~")) or s.count("/") > 1 or os.sep in s and os.sep != "/":
         raise PipelineNotAvailableError(
-            f"no such folder: {p}; fix: check the path, or pass a hub id such as 'org/name' or 'tiny'"
+            _("no such folder: {path}; fix: check the path, or pass a hub id such as 'org/name' or 'tiny'").format(
+                path=p
+            )
         )
     return s, False
 
@@ -239,8 +258,10 @@ def load_pipeline(
 
     if "use_safetensors" in kwargs and not kwargs.pop("use_safetensors"):
         raise PickledWeightsError(
-            "diffkit loads safetensors only; use_safetensors=False is refused; fix: leave "
-            "use_safetensors out (a repository without safetensors: convert it once)"
+            _(
+                "diffkit loads safetensors only; use_safetensors=False is refused; fix: leave "
+                "use_safetensors out (a repository without safetensors: convert it once)"
+            )
         )
     device, dtype = default_device_and_dtype(device, dtype)
     source, is_local = _resolve(name_or_path)
@@ -282,42 +303,58 @@ def _load_error(
         if not is_local:
             return e
         return PipelineNotAvailableError(
-            f"{source} is not a usable diffusers pipeline folder ({_one_line(e)}); fix: check model_index.json "
-            "(its _class_name and components), or save the pipeline again with pipe.save_pretrained(folder)"
+            _(
+                "{source} is not a usable diffusers pipeline folder ({error}); fix: check model_index.json "
+                "(its _class_name and components), or save the pipeline again with pipe.save_pretrained(folder)"
+            ).format(source=source, error=_one_line(e))
         )
     msg = str(e).lower()
     if "safetensors" in msg and ("not found" in msg or "could not find" in msg):
         return PickledWeightsError(
-            f"{name_or_path!r} has no safetensors weights; diffkit refuses pickled weights. "
-            "fix: pick a repository or revision that ships .safetensors files"
+            _(
+                "{name!r} has no safetensors weights; diffkit refuses pickled weights. "
+                "fix: pick a repository or revision that ships .safetensors files"
+            ).format(name=name_or_path)
         )
     if is_local:
         return PipelineNotAvailableError(
-            f"{source} is not a usable diffusers pipeline folder ({_one_line(e)}); fix: save the pipeline "
-            "again with pipe.save_pretrained(folder), or pass a hub id"
+            _(
+                "{source} is not a usable diffusers pipeline folder ({error}); fix: save the pipeline "
+                "again with pipe.save_pretrained(folder), or pass a hub id"
+            ).format(source=source, error=_one_line(e))
         )
     hint = (
-        "the hub is unreachable or offline mode is on"
+        _("the hub is unreachable or offline mode is on")
         if local_files_only
-        else "it could not be fetched from the Hugging Face hub"
+        else _("it could not be fetched from the Hugging Face hub")
     )
     gated = str(name_or_path) in GATED_MODELS or "gated" in msg or "401" in msg or "403" in msg
     if gated:
         return GatedPipelineError(
-            f"could not load {str(name_or_path)!r}: it is a gated model on the Hugging Face hub, not in the "
-            f"cache ({_hf_cache()}), and {hint}; fix: on a machine with network, open "
-            f"https://huggingface.co/{name_or_path}, log in and accept its licence, then `hf auth login` with a "
-            f"read token and `hf download {name_or_path}` to fill the cache (or pass a local folder saved with "
-            "save_pretrained); FLUX.1-schnell (Apache-2.0) is not gated, and "
-            "diffkit.testing.tiny_random_pipeline('flux') runs offline"
+            _(
+                "could not load {name!r}: it is a gated model on the Hugging Face hub, not in the "
+                "cache ({cache}), and {hint}; fix: on a machine with network, open "
+                "https://huggingface.co/{id}, log in and accept its licence, then `hf auth login` with a "
+                "read token and `hf download {id}` to fill the cache (or pass a local folder saved with "
+                "save_pretrained); FLUX.1-schnell (Apache-2.0) is not gated, and "
+                "diffkit.testing.tiny_random_pipeline('flux') runs offline"
+            ).format(name=str(name_or_path), cache=_hf_cache(), hint=hint, id=name_or_path)
         )
     return PipelineNotAvailableError(
-        f"could not load {str(name_or_path)!r}: it is not in the Hugging Face cache "
-        f"({_hf_cache()}) and {hint}; fix: on a machine with network run "
-        f"`hf download {name_or_path}{f' --revision {revision}' if revision else ''}` (the command of "
-        f"huggingface_hub; in Python: huggingface_hub.snapshot_download({str(name_or_path)!r})) "
-        "to fill the cache, or pass a local folder saved with save_pretrained; "
-        "load_pipeline('tiny') always works offline"
+        _(
+            "could not load {name!r}: it is not in the Hugging Face cache "
+            "({cache}) and {hint}; fix: on a machine with network run "
+            "`hf download {id}{revision}` (the command of "
+            "huggingface_hub; in Python: huggingface_hub.snapshot_download({name!r})) "
+            "to fill the cache, or pass a local folder saved with save_pretrained; "
+            "load_pipeline('tiny') always works offline"
+        ).format(
+            name=str(name_or_path),
+            cache=_hf_cache(),
+            hint=hint,
+            id=name_or_path,
+            revision=f" --revision {revision}" if revision else "",
+        )
     )
 
 

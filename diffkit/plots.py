@@ -118,7 +118,7 @@ def plot_schedules(
 def strip_timesteps(num_train_timesteps: int = 1000, n: int = 10) -> list[int]:
     """Timesteps for a forward strip: every T/n steps, ending at the last (99, 199, …, 999 for T = 1000)."""
     if n < 1:
-        raise InputError(f"n must be ≥ 1, got {n}")
+        raise InputError(_("n must be ≥ 1, got {n}").format(n=n))
     return [int(round(num_train_timesteps * (i + 1) / n)) - 1 for i in range(n)]
 
 
@@ -138,7 +138,7 @@ def plot_forward_strip(
     ts = list(timesteps) if timesteps is not None else strip_timesteps(s.num_train_timesteps)
     x0 = to_model_range(image)
     if x0.ndim != 3:
-        raise InputError("plot_forward_strip takes one image, not a batch")
+        raise InputError(_("plot_forward_strip takes one image, not a batch"))
     frames = q_sample_all(x0, s, timesteps=ts, seed=seed)
     n = len(ts) + 1
     fig = _figure(figsize=(panel_size * n, panel_size + 0.5), layout="constrained")
@@ -146,12 +146,12 @@ def plot_forward_strip(
     for ax, x, title in zip(
         axes,
         [x0, *frames],
-        ["x₀ (clean)"] + [f"t={t}\nᾱ={s.alphas_cumprod[t]:.3f}" for t in ts],
+        [_("x₀ (clean)")] + [f"t={t}\nᾱ={s.alphas_cumprod[t]:.3f}" for t in ts],
     ):
         ax.imshow(((x.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
         ax.set_title(title, fontsize=8)
         ax.set_axis_off()
-    fig.suptitle(f"forward chain, {s.name} schedule", fontsize=10)
+    fig.suptitle(_("forward chain, {name} schedule").format(name=s.name), fontsize=10)
     return fig
 
 
@@ -181,9 +181,13 @@ def plot_two_pixel(
         path = px(ch.points[:60, i])
         ax0.plot(path[:, 0], path[:, 1], "-", lw=0.8, alpha=0.8)
     ax0.plot(*start, "k*", ms=12, label=f"x₀ = ({start[0]:.0f}, {start[1]:.0f})")
-    ax0.set_title(f"one Markov step: bell of width √β₀ = {sd:.2f} px\nand the first 60 steps of {show_paths} chains")
-    ax0.set_xlabel("pixel 1")
-    ax0.set_ylabel("pixel 2")
+    ax0.set_title(
+        _("one Markov step: bell of width √β₀ = {sd:.2f} px\nand the first 60 steps of {n} chains").format(
+            sd=sd, n=show_paths
+        )
+    )
+    ax0.set_xlabel(_("pixel 1"))
+    ax0.set_ylabel(_("pixel 2"))
     ax0.set_aspect("equal")
     ax0.legend(loc="lower right", fontsize=8)
     cmap = __import__("matplotlib").colormaps["viridis"]
@@ -197,12 +201,12 @@ def plot_two_pixel(
         127.5 + 127.5 * 2 * np.sin(g),
         "k--",
         lw=0.8,
-        label="N(0, I) in pixels: 2σ = 255 around 127.5",
+        label=_("N(0, I) in pixels: 2σ = 255 around 127.5"),
     )
     ax1.plot(*start, "k*", ms=12)
-    ax1.set_title(f"{ch.points.shape[1]} chains drift to N(0, I)")
-    ax1.set_xlabel("pixel 1")
-    ax1.set_ylabel("pixel 2")
+    ax1.set_title(_("{n} chains drift to N(0, I)").format(n=ch.points.shape[1]))
+    ax1.set_xlabel(_("pixel 1"))
+    ax1.set_ylabel(_("pixel 2"))
     ax1.set_aspect("equal")
     ax1.legend(loc="upper left", fontsize=7, markerscale=2)
     return fig
@@ -219,7 +223,7 @@ def image_grid(
 ) -> Figure:
     """A grid of images (PIL, NumPy HWC uint8, or torch (3, H, W) in [−1, 1]) with optional titles."""
     if not images:
-        raise InputError("no images to show")
+        raise InputError(_("no images to show"))
     n = len(images)
     nrows = (n + ncols - 1) // ncols
     fig = _figure(figsize=(panel_size * min(n, ncols), (panel_size + 0.3) * nrows), layout="constrained")
@@ -247,7 +251,7 @@ def plot_paint_drop(
     """
     steps = [k for k in steps if k < len(positions)]
     if not steps:
-        raise InputError(f"steps must be below {len(positions)}, the length of the simulation")
+        raise InputError(_("steps must be below {n}, the length of the simulation").format(n=len(positions)))
     lim = 2.5 * step_size * np.sqrt(max(steps)) + 1
     fig = _figure(figsize=(2.6 * len(steps), 2.8), layout="constrained")
     axes = fig.subplots(1, len(steps), squeeze=False)[0]
@@ -262,7 +266,12 @@ def plot_paint_drop(
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"step {k}: width {p.std():.1f} (√{k}·{step_size:g} = {step_size * np.sqrt(k):.1f})", fontsize=8)
+        ax.set_title(
+            _("step {k}: width {width:.1f} (√{k}·{step_size:g} = {expected:.1f})").format(
+                k=k, width=p.std(), step_size=step_size, expected=step_size * np.sqrt(k)
+            ),
+            fontsize=8,
+        )
     return fig
 
 
@@ -277,13 +286,13 @@ def plot_gaussian_bells(
     from scipy.stats import norm
 
     if not widths or min(widths) <= 0:
-        raise InputError(f"widths must be positive numbers, got {widths}")
+        raise InputError(_("widths must be positive numbers, got {widths}").format(widths=widths))
     span = 4 * max(widths)
     x = np.linspace(centre - span, centre + span, 600)
     fig = _figure(figsize=(6.5, 3.0), layout="constrained")
     ax = fig.subplots()
     for w in widths:
-        ax.plot(x, norm.pdf(x, centre, w), label=f"width σ = {w:g}")
+        ax.plot(x, norm.pdf(x, centre, w), label=_("width σ = {w:g}").format(w=w))
     w0 = min(widths)
     for d in draws:
         likely = abs(d - centre) <= 2 * w0
@@ -291,13 +300,13 @@ def plot_gaussian_bells(
         ax.text(
             d,
             ax.get_ylim()[1] * 0.9,
-            f" {d:g} ({'likely' if likely else 'unlikely'})",
+            " " + (_("{d:g} (likely)") if likely else _("{d:g} (unlikely)")).format(d=d),
             fontsize=8,
             color="tab:green" if likely else "tab:red",
         )
     ax.axvline(centre, color="k", lw=0.8)
-    ax.set_xlabel("pixel value")
-    ax.set_ylabel("density")
+    ax.set_xlabel(_("pixel value"))
+    ax.set_ylabel(_("density"))
     ax.legend(fontsize=8, loc="upper left")
     return fig
 
@@ -314,7 +323,7 @@ def plot_unet_anatomy(anatomy) -> Figure:
 
     df = anatomy[anatomy.resolution != ""].reset_index(drop=True)
     if df.empty:
-        raise InputError("the table has no feature-map rows; pass the output of diffkit.unet_anatomy")
+        raise InputError(_("the table has no feature-map rows; pass the output of diffkit.unet_anatomy"))
     sides = sorted({int(r.split("×")[0]) for r in df.resolution}, reverse=True)
     level = {s: i for i, s in enumerate(sides)}
     fig = _figure(figsize=(max(7.0, 0.42 * len(df)), 1.1 * len(sides) + 1.6), layout="constrained")
@@ -355,11 +364,13 @@ def plot_unet_anatomy(anatomy) -> Figure:
     )
     ax.set_xlim(-0.7, len(df) - 0.3)
     ax.set_ylim(-len(sides) + 0.4, 1.6)  # room for the arcs over the top level
-    ax.set_ylabel("feature map")
+    ax.set_ylabel(_("feature map"))
     text = anatomy.attrs.get("text")
     ax.set_title(
-        f"the U-Net, one call (t = {anatomy.attrs.get('timestep', 0):g}): numbers are channels, "
-        f"T a transformer attending to the text {text}, dashed arcs skip connections",
+        _(
+            "the U-Net, one call (t = {t:g}): numbers are channels, "
+            "T a transformer attending to the text {text}, dashed arcs skip connections"
+        ).format(t=anatomy.attrs.get("timestep", 0), text=text),
         fontsize=8,
     )
     for side in ("top", "right"):

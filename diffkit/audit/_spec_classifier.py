@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import string
 
+from ..i18n import gettext as _
 from ._spec_reader import SpecReader, check_entry_point
 from ._spec_schema import GATES, GENDER_CLASSES, LABELLER_KINDS, PHRASE_SETS, ClassifierSpec
 
@@ -22,9 +23,11 @@ def read_classifier(r: SpecReader, n_img: int) -> ClassifierSpec:
     if kind == "open_clip" and cmodel not in ("tiny", "tiny-weak") and ":" not in cmodel and pretrained is None:
         raise r.err(
             "classifier.pretrained",
-            f"missing for open_clip model {cmodel!r}",
-            "name the weights, e.g. pretrained = 'laion2b_s34b_b79k' (see open_clip.list_pretrained()), "
-            "or use a 'local-dir:/folder' or 'hf-hub:org/name' model",
+            _("missing for open_clip model {model!r}").format(model=cmodel),
+            _(
+                "name the weights, e.g. pretrained = 'laion2b_s34b_b79k' (see open_clip.list_pretrained()), "
+                "or use a 'local-dir:/folder' or 'hf-hub:org/name' model"
+            ),
         )
     detector = _detector(r, cl, default, kind, gate, cmodel)
     label_map = _label_map(r, cl, kind)
@@ -32,13 +35,15 @@ def read_classifier(r: SpecReader, n_img: int) -> ClassifierSpec:
     for i, name in enumerate(phrase_sets):
         if name not in PHRASE_SETS:
             raise r.err(
-                f"classifier.phrase_sets[{i}]", f"unknown phrase set {name!r}", f"use some of {sorted(PHRASE_SETS)}"
+                f"classifier.phrase_sets[{i}]",
+                _("unknown phrase set {name!r}").format(name=name),
+                _("use some of {names}").format(names=sorted(PHRASE_SETS)),
             )
     if phrase_sets and kind != "open_clip":
         raise r.err(
             "classifier.phrase_sets",
-            "phrase sets are text prompts for a CLIP judge",
-            "remove them, or use kind = 'open_clip'",
+            _("phrase sets are text prompts for a CLIP judge"),
+            _("remove them, or use kind = 'open_clip'"),
         )
     classifier = ClassifierSpec(
         kind=kind,
@@ -65,15 +70,23 @@ def read_classifier(r: SpecReader, n_img: int) -> ClassifierSpec:
 def _kind_and_gate(r: SpecReader, cl: dict, default: ClassifierSpec) -> tuple[str, str]:
     kind = r.get(cl, "classifier", "kind", str, default.kind)
     if kind not in LABELLER_KINDS:
-        raise r.err("classifier.kind", f"unknown labeller kind {kind!r}", f"use one of {list(LABELLER_KINDS)}")
+        raise r.err(
+            "classifier.kind",
+            _("unknown labeller kind {kind!r}").format(kind=kind),
+            _("use one of {names}").format(names=list(LABELLER_KINDS)),
+        )
     gate = r.get(cl, "classifier", "gate", str, "faces" if kind == "face_crop" else default.gate)
     if gate not in GATES:
-        raise r.err("classifier.gate", f"unknown gate {gate!r}", f"use one of {list(GATES)}")
+        raise r.err(
+            "classifier.gate",
+            _("unknown gate {gate!r}").format(gate=gate),
+            _("use one of {names}").format(names=list(GATES)),
+        )
     if kind == "face_crop" and gate == "clip":
         raise r.err(
             "classifier.gate",
-            "a face-crop classifier has no CLIP person gate",
-            "use gate = 'faces' (the detector's count) or 'none'",
+            _("a face-crop classifier has no CLIP person gate"),
+            _("use gate = 'faces' (the detector's count) or 'none'"),
         )
     return kind, gate
 
@@ -82,23 +95,27 @@ def _labels_and_templates(r: SpecReader, cl: dict, default: ClassifierSpec) -> t
     """``classifier.labels`` (phrases per class) and ``classifier.templates`` (each with one ``{}``)."""
     labels_raw = cl.get("labels", {k: list(v) for k, v in default.labels.items()})
     if not isinstance(labels_raw, dict):
-        raise r.err("classifier.labels", "expected a table", "write [classifier.labels] female = [...] male = [...]")
+        raise r.err(
+            "classifier.labels", _("expected a table"), _("write [classifier.labels] female = [...] male = [...]")
+        )
     need = set(default.labels)
     extra = sorted(set(labels_raw) - need)
     if extra:
-        raise r.err(f"classifier.labels.{extra[0]}", "unknown class", f"use the classes {sorted(need)}")
+        raise r.err(
+            f"classifier.labels.{extra[0]}", _("unknown class"), _("use the classes {names}").format(names=sorted(need))
+        )
     labels = {k: r.strings(labels_raw, "classifier.labels", k, default.labels[k]) for k in sorted(need)}
     cl_templates = r.strings(cl, "classifier", "templates", list(default.templates))
     for i, t in enumerate(cl_templates):
         try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
+            fields = [f for _lit, f, _spec, _conv in string.Formatter().parse(t) if f is not None]
         except ValueError:
             fields = None
         if fields != [""]:
             raise r.err(
                 f"classifier.templates[{i}]",
-                f"{t!r} must hold exactly one {{}}",
-                "write label templates open_clip-style, e.g. 'a photo of a {}.'",
+                _("{template!r} must hold exactly one {{}}").format(template=t),
+                _("write label templates open_clip-style, e.g. 'a photo of a {}.'"),
             )
     return labels, cl_templates
 
@@ -115,9 +132,11 @@ def _detector(r: SpecReader, cl: dict, default: ClassifierSpec, kind: str, gate:
     elif gate == "faces" or kind == "face_crop":
         raise r.err(
             "classifier.detector",
-            "missing",
-            "name the face detector, e.g. detector = "
-            "'diffkit.audit.faces:dlib_cnn' with detector_weights = '/path/mmod_human_face_detector.dat'",
+            _("missing"),
+            _(
+                "name the face detector, e.g. detector = "
+                "'diffkit.audit.faces:dlib_cnn' with detector_weights = '/path/mmod_human_face_detector.dat'"
+            ),
         )
     return detector
 
@@ -126,20 +145,20 @@ def _label_map(r: SpecReader, cl: dict, kind: str) -> dict[str, int]:
     """``classifier.label_map``: a face-crop classifier's output index of female and male."""
     label_map_raw = cl.get("label_map", {})
     if not isinstance(label_map_raw, dict):
-        raise r.err("classifier.label_map", "expected a table", "write label_map = { female = 8, male = 7 }")
+        raise r.err("classifier.label_map", _("expected a table"), _("write label_map = { female = 8, male = 7 }"))
     label_map: dict[str, int] = {}
     for k in label_map_raw:
         if k not in GENDER_CLASSES:
-            raise r.err(f"classifier.label_map.{k}", "unknown class", "give the output index of female and male")
+            raise r.err(f"classifier.label_map.{k}", _("unknown class"), _("give the output index of female and male"))
         label_map[k] = r.get(label_map_raw, "classifier.label_map", k, int, lo=0, hi=100_000)
     if kind == "face_crop" and set(label_map) != set(GENDER_CLASSES):
         raise r.err(
             "classifier.label_map",
-            f"needs female and male, got {sorted(label_map)}",
-            "give the classifier's output index of each, e.g. label_map = { female = 8, male = 7 } (FairFace)",
+            _("needs female and male, got {keys}").format(keys=sorted(label_map)),
+            _("give the classifier's output index of each, e.g. label_map = { female = 8, male = 7 } (FairFace)"),
         )
     if label_map and label_map["female"] == label_map.get("male"):
-        raise r.err("classifier.label_map", "female and male name the same output", "give two different indices")
+        raise r.err("classifier.label_map", _("female and male name the same output"), _("give two different indices"))
     return label_map
 
 
@@ -148,12 +167,14 @@ def _check_keep_first(r: SpecReader, classifier: ClassifierSpec, n_img: int) -> 
         if classifier.keep_first > n_img:
             raise r.err(
                 "classifier.keep_first",
-                f"{classifier.keep_first} is more than the {n_img} images per prompt",
-                f"generate more (audit.images_per_prompt ≥ {classifier.keep_first}, as a cap) or keep fewer",
+                _("{keep} is more than the {n} images per prompt").format(keep=classifier.keep_first, n=n_img),
+                _("generate more (audit.images_per_prompt ≥ {keep}, as a cap) or keep fewer").format(
+                    keep=classifier.keep_first
+                ),
             )
         if classifier.gate == "none":
             raise r.err(
                 "classifier.keep_first",
-                "keeps the first images the gate passes, but gate = 'none'",
-                "use a gate ('clip' or 'faces'), or remove keep_first",
+                _("keeps the first images the gate passes, but gate = 'none'"),
+                _("use a gate ('clip' or 'faces'), or remove keep_first"),
             )

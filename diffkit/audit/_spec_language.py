@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..i18n import N_
+from ..i18n import gettext as _
+
 __all__ = ["ISO_639_1", "check_language", "template_languages"]
 
 #: The two-letter codes of ISO 639-1 (the language of a template).
@@ -27,7 +30,7 @@ ISO_639_1 = frozenset(
     vi vo wa wo xh yi yo za zh zu""".split()
 )
 
-_FIX = (
+_FIX = N_(
     'give an ISO 639-1 code for all templates (language = "es") or a list with one code per template, '
     'in the templates\' order (language = ["en", "es"])'
 )
@@ -36,7 +39,7 @@ _FIX = (
 def _one(value: Any) -> tuple[str | None, str, str]:
     """*value* as a lower-case ISO 639-1 code: ``(code, "", "")``, or ``(None, problem, fix)``."""
     if not isinstance(value, str):
-        return None, f'expected a language code such as "es", got {type(value).__name__}', _FIX
+        return None, _('expected a language code such as "es", got {type}').format(type=type(value).__name__), _(_FIX)
     code = value.strip().lower()
     if code in ISO_639_1:
         return code, "", ""
@@ -44,13 +47,13 @@ def _one(value: Any) -> tuple[str | None, str, str]:
     if head in ISO_639_1:  # "es-MX", "pt_BR": a region or script the template table does not keep
         return (
             None,
-            f"{value!r} is not a two-letter ISO 639-1 code",
-            f"write {head!r} (the language without its region)",
+            _("{value!r} is not a two-letter ISO 639-1 code").format(value=value),
+            _("write {code!r} (the language without its region)").format(code=head),
         )
     return (
         None,
-        f"{value!r} is not an ISO 639-1 language code",
-        'use a two-letter code such as "en", "es", "de" or "fr"',
+        _("{value!r} is not an ISO 639-1 language code").format(value=value),
+        _('use a two-letter code such as "en", "es", "de" or "fr"'),
     )
 
 
@@ -60,7 +63,11 @@ def check_language(value: Any, n_templates: int) -> tuple[str | tuple[str, ...] 
     ``(None, problem, fix)`` for the caller to raise as a :class:`~diffkit.audit.spec.SpecError`."""
     if isinstance(value, (list, tuple)):
         if len(value) != n_templates:
-            return None, f"{len(value)} language(s) for {n_templates} template(s)", _FIX
+            return (
+                None,
+                _("{n} language(s) for {templates} template(s)").format(n=len(value), templates=n_templates),
+                _(_FIX),
+            )
         codes = []
         for i, v in enumerate(value):
             code, problem, fix = _one(v)

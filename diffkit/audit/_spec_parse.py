@@ -7,6 +7,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from ..i18n import gettext as _
 from ._spec_classifier import read_classifier
 from ._spec_language import check_language, template_languages
 from ._spec_reader import KNOWN_KEYS, SpecReader, check_templates, num_at
@@ -36,14 +37,14 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
         raise SpecError(
             source,
             "(spec)",
-            f"expected a table of tables, got {type(data).__name__}",
-            "write the spec as TOML tables [audit], [prompts], [pipeline] (see audits/tiny_default.toml)",
+            _("expected a table of tables, got {type}").format(type=type(data).__name__),
+            _("write the spec as TOML tables [audit], [prompts], [pipeline] (see audits/tiny_default.toml)"),
         )
     data = copy.deepcopy(data)
     r = SpecReader(data, source)
     unknown = sorted(set(data) - set(KNOWN_KEYS))
     if unknown:
-        raise r.err(f"[{unknown[0]}]", "unknown table", f"use the tables {sorted(KNOWN_KEYS)}")
+        raise r.err(f"[{unknown[0]}]", _("unknown table"), _("use the tables {names}").format(names=sorted(KNOWN_KEYS)))
     base_dir = Path(base_dir) if base_dir is not None else None
     audit = _read_audit(r, source)
     prompts = _read_prompts(r, base_dir)
@@ -59,8 +60,8 @@ def parse_spec(data: dict, *, source: str = "<spec>", base_dir: str | Path | Non
     elif audit["noise"] == "per_prompt":
         raise r.err(
             "audit.noise",
-            "'per_prompt' draws one batch of latents from each prompt's own seed",
-            "give audit.seeds a CSV of per-prompt seeds (columns prompt, evaluation_seed), or use 'per_image'",
+            _("'per_prompt' draws one batch of latents from each prompt's own seed"),
+            _("give audit.seeds a CSV of per-prompt seeds (columns prompt, evaluation_seed), or use 'per_image'"),
         )
     spec = AuditSpec(
         **audit,
@@ -87,8 +88,10 @@ def _read_audit(r: SpecReader, source: str) -> dict[str, Any]:
         slug = NAME_JUNK.sub("-", name).strip("-.") or "my_audit"
         raise r.err(
             "audit.name",
-            f"{name!r} is not a plain folder name (it names the run folder out/audit/<name>)",
-            f"use letters, digits, '.', '_' and '-' only, at most 100, e.g. name = {slug[:100]!r}",
+            _("{name!r} is not a plain folder name (it names the run folder out/audit/<name>)").format(name=name),
+            _("use letters, digits, '.', '_' and '-' only, at most 100, e.g. name = {example!r}").format(
+                example=slug[:100]
+            ),
         )
     out = {
         "name": name,
@@ -102,8 +105,8 @@ def _read_audit(r: SpecReader, source: str) -> dict[str, Any]:
     if out["noise"] not in ("per_image", "per_prompt"):
         raise r.err(
             "audit.noise",
-            f"unknown noise scheme {out['noise']!r}",
-            "use 'per_image' (each image its own generator) or 'per_prompt' (one batch of latents per prompt)",
+            _("unknown noise scheme {noise!r}").format(noise=out["noise"]),
+            _("use 'per_image' (each image its own generator) or 'per_prompt' (one batch of latents per prompt)"),
         )
     return out
 
@@ -114,7 +117,9 @@ def _read_prompts(r: SpecReader, base_dir: Path | None) -> PromptSpec:
     templates = r.strings(p, "prompts", "templates", required=True)
     attrs_raw = p.get("attributes", {})
     if not isinstance(attrs_raw, dict):
-        raise r.err("prompts.attributes", "expected a table", "write [prompts.attributes] with occupation = [...]")
+        raise r.err(
+            "prompts.attributes", _("expected a table"), _("write [prompts.attributes] with occupation = [...]")
+        )
     attrs_raw = dict(attrs_raw)
     if "occupations" in p:
         attrs_raw.setdefault("occupation", p["occupations"])
@@ -123,8 +128,8 @@ def _read_prompts(r: SpecReader, base_dir: Path | None) -> PromptSpec:
         if not k.isidentifier() or k.startswith("a_") or k == "gender":
             raise r.err(
                 f"prompts.attributes.{k}",
-                "not a usable attribute name",
-                "use a plain name such as occupation, adjective or activity",
+                _("not a usable attribute name"),
+                _("use a plain name such as occupation, adjective or activity"),
             )
         attributes[k] = r.strings(attrs_raw, "prompts.attributes", k)
     ref_values, ref_titles, ref_source = {}, {}, ""
@@ -136,8 +141,8 @@ def _read_prompts(r: SpecReader, base_dir: Path | None) -> PromptSpec:
     if "occupation" not in attributes:
         raise r.err(
             "prompts.attributes.occupation",
-            "missing",
-            "list the occupations to audit, or set prompts.reference to a CSV whose rows are used",
+            _("missing"),
+            _("list the occupations to audit, or set prompts.reference to a CSV whose rows are used"),
         )
     allowed = {n for k in attributes for n in (k, f"a_{k}")}
     check_templates(r, "prompts.templates", templates, allowed)
@@ -165,8 +170,10 @@ def _read_language(r: SpecReader, t: dict, table: str, templates: tuple[str, ...
     if "language" not in t and default is None:
         raise r.err(
             f"{table}.language",
-            "missing: prompts.language gives one language per prompt template, so it cannot apply here",
-            f"give {table}.language, one code for all its templates or a list with one per template",
+            _("missing: prompts.language gives one language per prompt template, so it cannot apply here"),
+            _("give {table}.language, one code for all its templates or a list with one per template").format(
+                table=table
+            ),
         )
     value = t.get("language", default)
     language, problem, fix = check_language(value, len(templates))
@@ -177,8 +184,10 @@ def _read_language(r: SpecReader, t: dict, table: str, templates: tuple[str, ...
         if lang != "en" and english:
             raise r.err(
                 f"{table}.templates[{i}]",
-                f"{{{english[0]}}} writes an English article ('a nurse') into a template in {lang!r}",
-                f"write the article into the template and use {{{english[0][2:]}}} instead",
+                _("{{{field}}} writes an English article ('a nurse') into a template in {language!r}").format(
+                    field=english[0], language=lang
+                ),
+                _("write the article into the template and use {{{field}}} instead").format(field=english[0][2:]),
             )
     return language
 
@@ -191,8 +200,8 @@ def _read_controls(r: SpecReader, allowed: set[str], n_img: int, prompts_languag
     if not isinstance(gw_raw, dict) or set(gw_raw) != set(GENDER_CLASSES):
         raise r.err(
             "controls.gender_words",
-            f"expected keys female and male, got {gw_raw!r}",
-            'write [controls.gender_words] female = ["woman"] male = ["man"]',
+            _("expected keys female and male, got {value!r}").format(value=gw_raw),
+            _('write [controls.gender_words] female = ["woman"] male = ["man"]'),
         )
     gender_words = {g: r.strings(gw_raw, "controls.gender_words", g) for g in GENDER_CLASSES}
     check_templates(r, "controls.templates", c_templates, allowed | {"gender", "a_gender"})
@@ -200,8 +209,8 @@ def _read_controls(r: SpecReader, allowed: set[str], n_img: int, prompts_languag
         if "gender" not in template_fields(t) and "a_gender" not in template_fields(t):
             raise r.err(
                 f"controls.templates[{i}]",
-                f"{t!r} does not state the gender",
-                "control prompts must contain {gender} (e.g. 'a photo of a {gender} {occupation}')",
+                _("{template!r} does not state the gender").format(template=t),
+                _("control prompts must contain {gender} (e.g. 'a photo of a {gender} {occupation}')"),
             )
     inherited = prompts_language if isinstance(prompts_language, str) else (None if c_templates else "en")
     return ControlSpec(
@@ -219,10 +228,16 @@ def _read_pipeline(r: SpecReader) -> tuple[PipelineSpec, dict[str, tuple]]:
     size_w = r.num(pp, "pipeline", "width", default_of(PipelineSpec, "width"))
     for key, v in (("height", size_h), ("width", size_w)):
         if v is not None and v % 8:
-            raise r.err(f"pipeline.{key}", f"{v} is not a multiple of 8", f"use {v - v % 8 or 8} or {v - v % 8 + 8}")
+            raise r.err(
+                f"pipeline.{key}",
+                _("{value} is not a multiple of 8").format(value=v),
+                _("use {lo} or {hi}").format(lo=v - v % 8 or 8, hi=v - v % 8 + 8),
+            )
     dtype = r.get(pp, "pipeline", "dtype", str, default_of(PipelineSpec, "dtype"))
     if dtype not in (None, "float32", "float16", "bfloat16"):
-        raise r.err("pipeline.dtype", f"unknown dtype {dtype!r}", "use float32, float16 or bfloat16")
+        raise r.err(
+            "pipeline.dtype", _("unknown dtype {dtype!r}").format(dtype=dtype), _("use float32, float16 or bfloat16")
+        )
     sweep: dict[str, tuple] = {}
     sched = _sweepable(r, pp, sweep, "scheduler", lambda t, at="": _scheduler(r, t, at))
     steps = _sweepable(
@@ -236,13 +251,13 @@ def _read_pipeline(r: SpecReader) -> tuple[PipelineSpec, dict[str, tuple]]:
         lambda t, at="": num_at(r, t, "pipeline", "guidance_scale", at, default_of(PipelineSpec, "guidance_scale")),
     )
     if "scheduler" in sweep and any(x is None for x in sweep["scheduler"]):
-        raise r.err("pipeline.scheduler", "an empty scheduler name in the sweep", "name each scheduler")
+        raise r.err("pipeline.scheduler", _("an empty scheduler name in the sweep"), _("name each scheduler"))
     gen_dev = r.get(pp, "pipeline", "generator_device", str, default_of(PipelineSpec, "generator_device"))
     if gen_dev not in ("cpu", "pipeline"):
         raise r.err(
             "pipeline.generator_device",
-            f"unknown generator device {gen_dev!r}",
-            "use 'cpu' (the same noise on every machine) or 'pipeline' (the pipeline's device, e.g. CUDA)",
+            _("unknown generator device {device!r}").format(device=gen_dev),
+            _("use 'cpu' (the same noise on every machine) or 'pipeline' (the pipeline's device, e.g. CUDA)"),
         )
     pipeline = PipelineSpec(
         model=r.get(pp, "pipeline", "model", str, required=True),
@@ -268,11 +283,13 @@ def _sweepable(r: SpecReader, pp: dict, sweep: dict[str, tuple], key: str, read)
     if not isinstance(v, list):
         return read(pp)
     if not v:
-        raise r.err(f"pipeline.{key}", "empty list", "give one value, or a list of values to sweep over")
+        raise r.err(f"pipeline.{key}", _("empty list"), _("give one value, or a list of values to sweep over"))
     values = tuple(read({key: x}, f"[{i}]") for i, x in enumerate(v))
     if len(set(values)) != len(values):
         dup = next(x for x in values if values.count(x) > 1)
-        raise r.err(f"pipeline.{key}", f"{dup!r} is listed twice", "list each value of the sweep once")
+        raise r.err(
+            f"pipeline.{key}", _("{value!r} is listed twice").format(value=dup), _("list each value of the sweep once")
+        )
     if len(values) > 1:
         sweep[key] = values
     return values[0]
@@ -285,7 +302,11 @@ def _scheduler(r: SpecReader, t: dict, at: str = "") -> str | None:
         from ..pipeline import SCHEDULERS
 
         if v not in SCHEDULERS and v not in SCHEDULERS.values():
-            raise r.err(f"pipeline.scheduler{at}", f"unknown scheduler {v!r}", f"use one of {sorted(SCHEDULERS)}")
+            raise r.err(
+                f"pipeline.scheduler{at}",
+                _("unknown scheduler {name!r}").format(name=v),
+                _("use one of {names}").format(names=sorted(SCHEDULERS)),
+            )
     return v
 
 
@@ -310,13 +331,17 @@ def _check_whole(r: SpecReader, spec: AuditSpec) -> None:
         if lacking:
             raise r.err(
                 "audit.seeds",
-                f"{spec.seeds} has no seed for the prompt {lacking[0]!r} ({len(lacking)} prompt(s) lack one)",
-                "add a row for every prompt the spec makes (controls included), or use seeds = 'derived'",
+                _("{seeds} has no seed for the prompt {prompt!r} ({n} prompt(s) lack one)").format(
+                    seeds=spec.seeds, prompt=lacking[0], n=len(lacking)
+                ),
+                _("add a row for every prompt the spec makes (controls included), or use seeds = 'derived'"),
             )
     total = spec_image_count(spec)
     if total > MAX_IMAGES:
         raise r.err(
             "audit.images_per_prompt",
-            f"the spec asks for {total:,} images, over the {MAX_IMAGES:,} one run folder holds",
-            "lower images_per_prompt (or controls.images_per_prompt), or split the audit into several specs",
+            _("the spec asks for {total:,} images, over the {most:,} one run folder holds").format(
+                total=total, most=MAX_IMAGES
+            ),
+            _("lower images_per_prompt (or controls.images_per_prompt), or split the audit into several specs"),
         )

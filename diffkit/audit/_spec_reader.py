@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+from ..i18n import gettext as _
 from ._spec_schema import (
     AUDITS_DIR,
     BOUNDS,
@@ -55,34 +56,58 @@ class SpecReader:
         t = self.data.get(name)
         if t is None:
             if required:
-                raise self.err(f"[{name}]", "missing table", f"add a [{name}] table (see audits/tiny_default.toml)")
+                raise self.err(
+                    f"[{name}]",
+                    _("missing table"),
+                    _("add a [{name}] table (see audits/tiny_default.toml)").format(name=name),
+                )
             return {}
         if not isinstance(t, dict):
-            raise self.err(name, f"expected a table, got {type(t).__name__}", f"write it as [{name}]")
+            raise self.err(
+                name,
+                _("expected a table, got {type}").format(type=type(t).__name__),
+                _("write it as [{name}]").format(name=name),
+            )
         unknown = sorted(set(t) - KNOWN_KEYS[name])
         if unknown:
-            raise self.err(f"{name}.{unknown[0]}", "unknown key", f"use one of {sorted(CURRENT_KEYS[name])}")
+            raise self.err(
+                f"{name}.{unknown[0]}",
+                _("unknown key"),
+                _("use one of {names}").format(names=sorted(CURRENT_KEYS[name])),
+            )
         return t
 
     def get(self, t: dict, section: str, key: str, typ, default=None, *, required=False, lo=None, hi=None):
         full = f"{section}.{key}"
         if key not in t:
             if required:
-                raise self.err(full, "missing", f"set {full}")
+                raise self.err(full, _("missing"), _("set {key}").format(key=full))
             return default
         v = t[key]
         types = typ if isinstance(typ, tuple) else (typ,)
         if float in types and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if isinstance(v, bool) and bool not in types or not isinstance(v, types):
-            names = " or ".join(x.__name__ for x in types)
-            raise self.err(full, f"expected {names}, got {type(v).__name__} {v!r}", f"give {full} a {names} value")
+            names = _(" or ").join(x.__name__ for x in types)
+            raise self.err(
+                full,
+                _("expected {types}, got {type} {value!r}").format(types=names, type=type(v).__name__, value=v),
+                _("give {key} a {types} value").format(key=full, types=names),
+            )
         if isinstance(v, float) and not math.isfinite(v):  # TOML's nan and inf pass every comparison below
-            rng = "" if lo is None else (f" of at least {lo}" if hi is None else f" between {lo} and {hi}")
-            raise self.err(full, f"{v!r} is not a finite number", f"write a number{rng}")
+            if lo is None:
+                fix = _("write a number")
+            elif hi is None:
+                fix = _("write a number of at least {lo}").format(lo=lo)
+            else:
+                fix = _("write a number between {lo} and {hi}").format(lo=lo, hi=hi)
+            raise self.err(full, _("{value!r} is not a finite number").format(value=v), fix)
         if lo is not None and v < lo or hi is not None and v > hi:
-            rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-            raise self.err(full, f"{v!r} is out of range", f"use a value {rng}")
+            if hi is None:
+                fix = _("use a value at least {lo}").format(lo=lo)
+            else:
+                fix = _("use a value between {lo} and {hi}").format(lo=lo, hi=hi)
+            raise self.err(full, _("{value!r} is out of range").format(value=v), fix)
         return v
 
     def num(self, t: dict, section: str, key: str, default=None):
@@ -95,21 +120,25 @@ class SpecReader:
         v = t.get(key, default)
         if v is None:
             if required:
-                raise self.err(full, "missing", f"set {full} to a list of strings")
+                raise self.err(full, _("missing"), _("set {key} to a list of strings").format(key=full))
             return None
         if isinstance(v, str):
             v = [v]
         if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
-            raise self.err(full, f"expected a list of strings, got {v!r}", f'write {full} = ["…", "…"]')
+            raise self.err(
+                full,
+                _("expected a list of strings, got {value!r}").format(value=v),
+                _('write {key} = ["…", "…"]').format(key=full),
+            )
         v = [s.strip() for s in v]
         for i, s in enumerate(v):
             if not s:
-                raise self.err(f"{full}[{i}]", "empty string", "remove it or write the text")
+                raise self.err(f"{full}[{i}]", _("empty string"), _("remove it or write the text"))
         if nonempty and not v:
-            raise self.err(full, "empty list", f"give {full} at least one entry")
+            raise self.err(full, _("empty list"), _("give {key} at least one entry").format(key=full))
         if len(set(v)) != len(v):
             dup = next(s for s in v if v.count(s) > 1)
-            raise self.err(full, f"duplicate entry {dup!r}", "list each entry once")
+            raise self.err(full, _("duplicate entry {entry!r}").format(entry=dup), _("list each entry once"))
         return tuple(v)
 
 
@@ -119,7 +148,11 @@ def find_csv(r: SpecReader, key: str, ref: str, base_dir: Path | None, example: 
     candidates = [p] if p.is_absolute() else [(base_dir or Path.cwd()) / p, AUDITS_DIR / p]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise r.err(key, f"no such file {ref!r}", f"give a CSV path relative to the spec file, e.g. {example}")
+        raise r.err(
+            key,
+            _("no such file {ref!r}").format(ref=ref),
+            _("give a CSV path relative to the spec file, e.g. {example}").format(example=example),
+        )
     return found
 
 
@@ -138,11 +171,15 @@ def load_csv(r: SpecReader, key: str, found: Path, header: str):
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, csv.Error) as e:
         raise r.err(
             key,
-            f"{found} is not a readable CSV table ({one_line(e)})",
-            f"the CSV needs a header row {header} and one row per entry",
+            _("{path} is not a readable CSV table ({error})").format(path=found, error=one_line(e)),
+            _("the CSV needs a header row {header} and one row per entry").format(header=header),
         ) from None
     except OSError as e:
-        raise r.err(key, f"{found} cannot be read ({e.strerror or e})", "check the file's permissions") from None
+        raise r.err(
+            key,
+            _("{path} cannot be read ({error})").format(path=found, error=e.strerror or e),
+            _("check the file's permissions"),
+        ) from None
 
 
 def num_at(r: SpecReader, t: dict, section: str, key: str, at: str, default=None):
@@ -163,8 +200,8 @@ def check_entry_point(r: SpecReader, key: str, value: str, what: str, example: s
     if not _ENTRY.fullmatch(value):
         raise r.err(
             key,
-            f"{value!r} is not a 'module:callable' name of {what}",
-            f"name an importable factory, e.g. {example!r} (see docs/howto/audit.md)",
+            _("{value!r} is not a 'module:callable' name of {what}").format(value=value, what=what),
+            _("name an importable factory, e.g. {example!r} (see docs/howto/audit.md)").format(example=example),
         )
 
 
@@ -176,13 +213,13 @@ def check_templates(r: SpecReader, key: str, templates: tuple[str, ...], allowed
         except ValueError as e:
             raise r.err(
                 f"{key}[{i}]",
-                f"malformed {e} in {t!r}",
-                "placeholders are plain names in braces, e.g. {occupation}; write {{ }} for literal braces",
+                _("malformed {what} in {template!r}").format(what=e, template=t),
+                _("placeholders are plain names in braces, e.g. {occupation}; write {{ }} for literal braces"),
             ) from None
         bad = [n for n in names if n not in allowed]
         if bad:
             raise r.err(
                 f"{key}[{i}]",
-                f"unknown placeholder {{{bad[0]}}} in {t!r}",
-                "use one of " + ", ".join("{" + a + "}" for a in sorted(allowed)),
+                _("unknown placeholder {{{name}}} in {template!r}").format(name=bad[0], template=t),
+                _("use one of {names}").format(names=", ".join("{" + a + "}" for a in sorted(allowed))),
             )

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..checks import MAX_SEED
 from ..errors import DiffkitError, InputError
+from ..i18n import gettext as _
 from ._spec_compat import canonical_form
 
 __all__ = [
@@ -99,7 +100,9 @@ class SpecError(DiffkitError, ValueError):
 
     def __init__(self, source: str, key: str, problem: str, fix: str):
         self.source, self.key, self.problem, self.fix = source, key, problem, fix
-        super().__init__(f"{source}: {key}: {problem}; fix: {fix}")
+        super().__init__(
+            _("{source}: {key}: {problem}; fix: {fix}").format(source=source, key=key, problem=problem, fix=fix)
+        )
 
 
 # Field metadata: a field diffkit fills (not a TOML key).
@@ -298,7 +301,7 @@ class AuditSpec:
 def template_fields(template: str) -> list[str]:
     """The placeholder names in a format-string template (``"{a_occupation} at work"`` → ``["a_occupation"]``)."""
     names = []
-    for _, name, spec, conv in string.Formatter().parse(template):
+    for _lit, name, spec, conv in string.Formatter().parse(template):
         if name is None:
             continue
         if name == "" or not name.isidentifier() or spec or conv:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checks import MAX_SEED
+from ..i18n import gettext as _
 from ._spec_reader import SpecReader, find_csv, load_csv
 from ._spec_schema import ReplicationSpec
 
@@ -22,19 +23,21 @@ def read_reference(r: SpecReader, ref: str, base_dir: Path | None) -> tuple[dict
     if missing:
         raise r.err(
             "prompts.reference",
-            f"{found.name} lacks column(s) {missing}",
-            "the CSV needs columns occupation, women_share (a fraction in [0, 1]), year, source",
+            _("{file} lacks column(s) {missing}").format(file=found.name, missing=missing),
+            _("the CSV needs columns occupation, women_share (a fraction in [0, 1]), year, source"),
         )
     share = pd.to_numeric(df["women_share"], errors="coerce")
     if df.empty:
         raise r.err(
             "prompts.reference",
-            f"{found.name} has a header but no rows",
-            "add one row per occupation: occupation,women_share,year,source",
+            _("{file} has a header but no rows").format(file=found.name),
+            _("add one row per occupation: occupation,women_share,year,source"),
         )
     if share.isna().any() or ((share < 0) | (share > 1)).any():
         raise r.err(
-            "prompts.reference", f"{found.name}: women_share must be a fraction in [0, 1]", "write 86.7% as 0.867"
+            "prompts.reference",
+            _("{file}: women_share must be a fraction in [0, 1]").format(file=found.name),
+            _("write 86.7% as 0.867"),
         )
     values = dict(zip(df["occupation"].astype(str), share.astype(float)))
     titles = dict(zip(df["occupation"].astype(str), df.get("bls_title", df["occupation"]).astype(str)))
@@ -46,14 +49,14 @@ def read_reference(r: SpecReader, ref: str, base_dir: Path | None) -> tuple[dict
             bad = df.loc[year.isna() & df["year"].notna(), "year"].iloc[0]
             raise r.err(
                 "prompts.reference",
-                f"{found.name}: year {bad!r} is not a year",
-                "write the year of the statistics as a number, e.g. 2021",
+                _("{file}: year {year!r} is not a year").format(file=found.name, year=bad),
+                _("write the year of the statistics as a number, e.g. 2021"),
             )
         if ((year.dropna() != year.dropna().round()) | (year.dropna() < 1800) | (year.dropna() > 2200)).any():
             raise r.err(
                 "prompts.reference",
-                f"{found.name}: a year is not a plausible whole year",
-                "write the year of the statistics as a whole number, e.g. 2021",
+                _("{file}: a year is not a plausible whole year").format(file=found.name),
+                _("write the year of the statistics as a whole number, e.g. 2021"),
             )
         yrs = year.dropna().astype(int).astype(str).unique()
         source = "; ".join(src) + (f" ({', '.join(yrs)})" if len(yrs) else "")
@@ -67,8 +70,8 @@ def read_prompt_seeds(r: SpecReader, ref: str, base_dir: Path | None) -> dict[st
     if not ref.lower().endswith(".csv"):
         raise r.err(
             "audit.seeds",
-            f"unknown seed scheme {ref!r}",
-            "use 'derived', 'counting', or a CSV file of per-prompt seeds (columns prompt, evaluation_seed)",
+            _("unknown seed scheme {ref!r}").format(ref=ref),
+            _("use 'derived', 'counting', or a CSV file of per-prompt seeds (columns prompt, evaluation_seed)"),
         )
     found = find_csv(r, "audit.seeds", ref, base_dir, "uce_sd14_original_bias.csv")
     df = load_csv(r, "audit.seeds", found, "prompt,evaluation_seed")
@@ -76,23 +79,27 @@ def read_prompt_seeds(r: SpecReader, ref: str, base_dir: Path | None) -> dict[st
     if "prompt" not in df.columns or col not in df.columns:
         raise r.err(
             "audit.seeds",
-            f"{found.name} lacks a prompt or a seed column",
-            "the CSV needs columns prompt and evaluation_seed (or seed)",
+            _("{file} lacks a prompt or a seed column").format(file=found.name),
+            _("the CSV needs columns prompt and evaluation_seed (or seed)"),
         )
     seeds = pd.to_numeric(df[col], errors="coerce")
     if seeds.isna().any() or (seeds != seeds.round()).any() or (seeds < 0).any() or (seeds > MAX_SEED).any():
         bad = df.loc[seeds.isna() | (seeds != seeds.round()) | (seeds < 0) | (seeds > MAX_SEED), col].iloc[0]
         raise r.err(
             "audit.seeds",
-            f"{found.name}: seed {bad!r} is not a whole number in [0, {MAX_SEED}]",
-            "give every prompt a whole, non-negative seed",
+            _("{file}: seed {seed!r} is not a whole number in [0, {most}]").format(
+                file=found.name, seed=bad, most=MAX_SEED
+            ),
+            _("give every prompt a whole, non-negative seed"),
         )
     prompts = df["prompt"].astype(str)
     if prompts.duplicated().any():
         raise r.err(
             "audit.seeds",
-            f"{found.name}: the prompt {prompts[prompts.duplicated()].iloc[0]!r} has two rows",
-            "give each prompt one seed",
+            _("{file}: the prompt {prompt!r} has two rows").format(
+                file=found.name, prompt=prompts[prompts.duplicated()].iloc[0]
+            ),
+            _("give each prompt one seed"),
         )
     return dict(zip(prompts, seeds.astype(int).tolist()))
 
@@ -113,8 +120,8 @@ def read_replication(r: SpecReader, t: dict, base_dir: Path | None) -> Replicati
         if man.isna().any() or woman.isna().any() or (man < 0).any() or (woman < 0).any():
             raise r.err(
                 "replication.published",
-                f"{found.name}: man and woman must be counts",
-                "write whole, non-negative numbers of images",
+                _("{file}: man and woman must be counts").format(file=found.name),
+                _("write whole, non-negative numbers of images"),
             )
         counts = {str(o): (int(w), int(w) + int(m)) for o, m, w in zip(df["occupation"], man, woman)}
         return ReplicationSpec(published=found.name, by="occupation", counts=counts, source=source)
@@ -126,8 +133,8 @@ def read_replication(r: SpecReader, t: dict, base_dir: Path | None) -> Replicati
         if share.isna().any() or ((k - k.round()).abs() > 1e-6).any() or (share < 0).any() or (share > 1).any():
             raise r.err(
                 "replication.published",
-                f"{found.name}: male_bias must be a share of {UCE_IMAGES_PER_PROMPT} images",
-                "write 3 of 10 as 0.3",
+                _("{file}: male_bias must be a share of {n} images").format(file=found.name, n=UCE_IMAGES_PER_PROMPT),
+                _("write 3 of 10 as 0.3"),
             )
         counts = {
             str(p): (UCE_IMAGES_PER_PROMPT - int(round(x)), UCE_IMAGES_PER_PROMPT) for p, x in zip(df["prompt"], k)
@@ -135,6 +142,6 @@ def read_replication(r: SpecReader, t: dict, base_dir: Path | None) -> Replicati
         return ReplicationSpec(published=found.name, by="prompt", counts=counts, source=source)
     raise r.err(
         "replication.published",
-        f"{found.name} has neither occupation,man,woman nor prompt,male_bias columns",
-        "give Fair Diffusion's counts per occupation or UCE's male_bias per prompt (see diffkit/audits/)",
+        _("{file} has neither occupation,man,woman nor prompt,male_bias columns").format(file=found.name),
+        _("give Fair Diffusion's counts per occupation or UCE's male_bias per prompt (see diffkit/audits/)"),
     )

@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     if result is None:  # a non-main process of a sharded run
         return 0
     _print_headline(result)
-    print(f"report: {result.report}")
+    print(_("report: {path}").format(path=result.report))
     return 0
 
 
@@ -121,7 +121,7 @@ def _report(args: argparse.Namespace) -> int:
     spec = load_sweep_spec(args.run_dir) if is_sweep_folder(args.run_dir) else load_run_spec(args.run_dir)
     result = report_audit(args.run_dir, progress=not args.no_progress, classifier=_judge(spec), language=args.lang)
     _print_headline(result)
-    print(f"report: {result.report}")
+    print(_("report: {path}").format(path=result.report))
     return 0
 
 
@@ -135,8 +135,8 @@ def _compare(args: argparse.Namespace) -> int:
     for _row, r in overall.iterrows():
         ci = "" if r["ci_low"] != r["ci_low"] else f"  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         print(f"{r['metric']:>22}: a {r['a']:.3f}  b {r['b']:.3f}  b − a {r['diff']:+.3f}{ci}")
-    print(f"design: {overall.attrs.get('design', 'unknown')}")
-    print(f"comparison: {path}")
+    print(_("design: {design}").format(design=overall.attrs.get("design", _("unknown"))))
+    print(_("comparison: {path}").format(path=path))
     return 0
 
 
@@ -152,13 +152,15 @@ def _plan(args: argparse.Namespace) -> int:
         templates=args.templates,
         unlabelled_rate=args.unlabelled_rate,
     )
-    print(f"goal: {p.goal} (achieved {p.achieved:.3f})")
-    print(f"labelled images per occupation: {p.labelled_per_occupation}")
+    print(_("goal: {goal} (achieved {achieved:.3f})").format(goal=p.goal, achieved=p.achieved))
+    print(_("labelled images per occupation: {n}").format(n=p.labelled_per_occupation))
     print(
-        f"images per prompt: {p.images_per_prompt}  ({p.templates} template(s), {p.occupations} occupation(s), "
-        f"{p.total_images} audit images in all)"
+        _(
+            "images per prompt: {n}  ({templates} template(s), {occupations} occupation(s), "
+            "{total} audit images in all)"
+        ).format(n=p.images_per_prompt, templates=p.templates, occupations=p.occupations, total=p.total_images)
     )
-    print(f"rule: {p.rule}")
+    print(_("rule: {rule}").format(rule=p.rule))
     return 0
 
 
@@ -203,10 +205,11 @@ def _print_headline(result) -> None:
             }[name]
             hit = t[flag] <= 1 - result.metrics.params.get("ci", 0.95) if flag == "p_fair_holm" else t[flag]
             names = ", ".join(str(o) for o in t.loc[hit.fillna(False).astype(bool), "occupation"])
-            print(f"{name:>20}: {int(r['value'])} of {int(r['n'])}" + (f" ({names})" if names else ""))
+            count = _("{k} of {n}").format(k=int(r["value"]), n=int(r["n"]))
+            print(f"{name:>20}: {count}" + (f" ({names})" if names else ""))
         elif name == "fair_null_p":
             print(f"{name:>20}: {format_p_value(r['value'])}")
         else:
             ci = "" if r["ci_low"] != r["ci_low"] else f"  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
             print(f"{name:>20}: {r['value']:.3f}{ci}")
-    print(f"{'at parity everywhere?':>20} {fair_sentence(result.metrics)}")
+    print(_("at parity everywhere?").rjust(20) + " " + fair_sentence(result.metrics))

@@ -27,6 +27,7 @@ from scipy import stats
 from ..checks import check_probability
 from ..errors import InputError
 from ..i18n import N_
+from ..i18n import gettext as _
 from ._intervals import share_interval, z_quantile
 
 __all__ = ["SamplePlan", "plan_sample_size", "power_exact", "share_half_width", "wilson_half_width"]
@@ -153,15 +154,21 @@ def plan_sample_size(
     """
     if (half_width is None) == (power is None):
         raise InputError(
-            "give exactly one goal; fix: half_width=… (e.g. 0.1), or power=… with imbalance=… (e.g. 0.8 and "
-            "0.2; on the command line --half-width 0.1, or --power 0.8 --imbalance 0.2)"
+            _(
+                "give exactly one goal; fix: half_width=… (e.g. 0.1), or power=… with imbalance=… (e.g. 0.8 and "
+                "0.2; on the command line --half-width 0.1, or --power 0.8 --imbalance 0.2)"
+            )
         )
     if not 0 <= unlabelled_rate < 1:
-        raise InputError(f"unlabelled_rate must be in [0, 1), got {unlabelled_rate}; fix: use e.g. 0.05 for 5%")
+        raise InputError(
+            _("unlabelled_rate must be in [0, 1), got {rate}; fix: use e.g. 0.05 for 5%").format(rate=unlabelled_rate)
+        )
     if templates < 1 or occupations < 1:
         raise InputError(
-            f"templates and occupations must be at least 1, got {templates} and {occupations}; fix: count "
-            "them in your spec"
+            _(
+                "templates and occupations must be at least 1, got {templates} and {occupations}; fix: count "
+                "them in your spec"
+            ).format(templates=templates, occupations=occupations)
         )
     check_probability("ci", ci, open_ends=True, hint=N_("0.95 is usual"))
     if half_width is not None:
@@ -186,19 +193,27 @@ def plan_sample_size(
 def _plan_precision(half_width: float, p: float, ci: float) -> tuple[int, float, str, str]:
     """``(labelled n, achieved half-width, goal, rule)`` for a Clopper–Pearson half-width."""
     if not 0 < half_width < 0.5:
-        raise InputError(f"half_width must be in (0, 0.5), got {half_width}; fix: e.g. 0.1 for ±10 points")
+        raise InputError(
+            _("half_width must be in (0, 0.5), got {half_width}; fix: e.g. 0.1 for ±10 points").format(
+                half_width=half_width
+            )
+        )
     if not 0 < p < 1:
-        raise InputError(f"p must be in (0, 1), got {p}; fix: 0.5 plans for the widest case")
+        raise InputError(_("p must be in (0, 1), got {p}; fix: 0.5 plans for the widest case").format(p=p))
     n = _smallest_precise_n(half_width, p, ci)
     if n is None:
         best = float(share_half_width(n=_MAX_N, p=p, ci=ci))
         raise InputError(
-            f"a half-width of {half_width} needs more than {_MAX_N:,} labelled images per "
-            f"occupation; fix: ask for a half-width of at least {math.ceil(best * 1e4) / 1e4}"
+            _(
+                "a half-width of {half_width} needs more than {most:,} labelled images per "
+                "occupation; fix: ask for a half-width of at least {least}"
+            ).format(half_width=half_width, most=_MAX_N, least=math.ceil(best * 1e4) / 1e4)
         )
     achieved = float(share_half_width(n=n, p=p, ci=ci))
-    goal = f"Clopper–Pearson {100 * ci:.10g}% half-width ≤ {half_width} at p̂ = {p}"
-    rule = (
+    goal = _("Clopper–Pearson {level:.10g}% half-width ≤ {half_width} at p̂ = {p}").format(
+        level=100 * ci, half_width=half_width, p=p
+    )
+    rule = _(
         "smallest n with (B⁻¹(1 − α/2; np + 1, n − np) − B⁻¹(α/2; np, n − np + 1))/2 ≤ half-width, "
         "B⁻¹ the Beta quantile, α = 1 − ci"
     )
@@ -208,20 +223,26 @@ def _plan_precision(half_width: float, p: float, ci: float) -> tuple[int, float,
 def _plan_power(power: float, imbalance: float | None, ci: float, occupations: int) -> tuple[int, float, str, str]:
     """``(labelled n, achieved power, goal, rule)`` for the exact test's power against an imbalance."""
     if imbalance is None or not 0 < imbalance < 0.5:
-        raise InputError("power needs imbalance=|p − ½| in (0, 0.5); fix: e.g. imbalance=0.2 (a 70/30 split)")
+        raise InputError(_("power needs imbalance=|p − ½| in (0, 0.5); fix: e.g. imbalance=0.2 (a 70/30 split)"))
     if not 0 < power < 1:
-        raise InputError(f"power must be in (0, 1), got {power}; fix: e.g. 0.8")
+        raise InputError(_("power must be in (0, 1), got {power}; fix: e.g. 0.8").format(power=power))
     alpha = (1 - ci) / occupations
     # exact power saw-tooths in n: take the smallest n from which it stays ≥ power for 10 steps
     n = _smallest_stable_n(power, 0.5 + imbalance, alpha)
     if n is None:
         raise InputError(
-            f"more than {_MAX_N:,} labelled images per occupation would be needed for power "
-            f"{power} against |p − ½| = {imbalance}; fix: ask for less power or a larger imbalance"
+            _(
+                "more than {most:,} labelled images per occupation would be needed for power "
+                "{power} against |p − ½| = {imbalance}; fix: ask for less power or a larger imbalance"
+            ).format(most=_MAX_N, power=power, imbalance=imbalance)
         )
     achieved = power_exact(n=n, p=0.5 + imbalance, alpha=alpha)
-    goal = f"power ≥ {power} against |p − ½| = {imbalance}, exact two-sided binomial test at α = {alpha:.4g}" + (
-        f" ({1 - ci:.3g}/{occupations} occupations, Bonferroni)" if occupations > 1 else ""
+    goal = _("power ≥ {power} against |p − ½| = {imbalance}, exact two-sided binomial test at α = {alpha:.4g}").format(
+        power=power, imbalance=imbalance, alpha=alpha
     )
-    rule = "smallest n from which the exact test's power stays ≥ the goal for 10 further n"
+    if occupations > 1:
+        goal += " " + _("({share:.3g}/{occupations} occupations, Bonferroni)").format(
+            share=1 - ci, occupations=occupations
+        )
+    rule = _("smallest n from which the exact test's power stays ≥ the goal for 10 further n")
     return n, achieved, goal, rule

@@ -179,6 +179,7 @@ def correction_figure(table: pd.DataFrame, *, ci: float = 0.95) -> Any:
     drawn without pyplot)."""
     from matplotlib.figure import Figure
 
+    from ..i18n import gettext as _
     from ..plots import show_figures_in_notebooks
     from ._report_figures import error_bars, plain_labels
     from .metrics import pct
@@ -196,7 +197,7 @@ def correction_figure(table: pd.DataFrame, *, ci: float = 0.95) -> Any:
         fmt="o",
         color="C0",
         capsize=3,
-        label=f"raw share ({lvl} Clopper–Pearson)",
+        label=_("raw share ({lvl} Clopper–Pearson)").format(lvl=lvl),
     )
     ax.errorbar(
         t["p_corrected"],
@@ -205,11 +206,11 @@ def correction_figure(table: pd.DataFrame, *, ci: float = 0.95) -> Any:
         fmt="s",
         color="C2",
         capsize=3,
-        label=f"Rogan–Gladen ({lvl}, Se/Sp uncertain)",
+        label=_("Rogan–Gladen ({lvl}, Se/Sp uncertain)").format(lvl=lvl),
     )
-    ax.plot(t["oracle_p_female"], y, "x", color="C3", ms=9, mew=2, label="oracle's truth (the same images)")
+    ax.plot(t["oracle_p_female"], y, "x", color="C3", ms=9, mew=2, label=_("oracle's truth (the same images)"))
     ax.set_yticks(y, plain_labels(t["occupation"]))
     ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("share female")
+    ax.set_xlabel(_("share female"))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(t), 1)), ncol=2, fontsize=8, frameon=False)
     return fig

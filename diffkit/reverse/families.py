@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..i18n import gettext as _
 
 __all__ = [
     "FAMILIES",
@@ -81,15 +82,17 @@ class Family:
         """The family's own keyword arguments of ``pipe(...)``, checked (each error names the fix)."""
         if true_cfg_scale != 1.0 or max_sequence_length is not None:
             raise InputError(
-                f"true_cfg_scale and max_sequence_length apply to Flux pipelines, not "
-                f"{type(pipe).__name__}; fix: leave them out"
+                _(
+                    "true_cfg_scale and max_sequence_length apply to Flux pipelines, not {pipeline}; fix: leave them out"
+                ).format(pipeline=type(pipe).__name__)
             )
         if self.denoiser == "unet":
             return dict(eta=eta, guidance_rescale=guidance_rescale)
         if eta or guidance_rescale:
             raise InputError(
-                f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}; "
-                "fix: leave them at 0"
+                _(
+                    "eta and guidance_rescale apply to SD and SDXL pipelines, not {pipeline}; fix: leave them at 0"
+                ).format(pipeline=type(pipe).__name__)
             )
         return {}
 
@@ -168,8 +171,9 @@ class FluxFamily(Family):
     ) -> dict[str, Any]:
         if eta or guidance_rescale:
             raise InputError(
-                f"eta and guidance_rescale apply to SD and SDXL pipelines, not {type(pipe).__name__}; "
-                "fix: leave them at 0"
+                _(
+                    "eta and guidance_rescale apply to SD and SDXL pipelines, not {pipeline}; fix: leave them at 0"
+                ).format(pipeline=type(pipe).__name__)
             )
         options: dict[str, Any] = dict(true_cfg_scale=true_cfg_scale)
         if max_sequence_length is not None:
@@ -241,8 +245,10 @@ def family_of(pipe: Any) -> tuple[Family, bool]:
                 return fam, img2img
     names = ", ".join(n for f in FAMILIES for n in (f.txt2img, f.img2img))
     raise InputError(
-        f"{type(pipe).__name__} is not supported: ReverseChain records {names}; fix: load one with "
-        "diffkit.load_pipeline (a Stable Diffusion 1.x/2.x, SDXL or SD 3 model, or 'tiny')"
+        _(
+            "{pipeline} is not supported: ReverseChain records {names}; fix: load one with "
+            "diffkit.load_pipeline (a Stable Diffusion 1.x/2.x, SDXL or SD 3 model, or 'tiny')"
+        ).format(pipeline=type(pipe).__name__, names=names)
     )
 
 
@@ -256,14 +262,17 @@ def scheduler_for(pipe: Any, family: Family, scheduler: str | Any | None) -> Any
         names = family.schedulers
         if scheduler not in names:
             raise InputError(
-                f"unknown scheduler {scheduler!r} for {type(pipe).__name__}; fix: choose one of {sorted(names)}"
+                _("unknown scheduler {scheduler!r} for {pipeline}; fix: choose one of {names}").format(
+                    scheduler=scheduler, pipeline=type(pipe).__name__, names=sorted(names)
+                )
             )
         return getattr(diffusers, names[scheduler]).from_config(pipe.scheduler.config)
     if hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "config"):
         return type(scheduler).from_config(scheduler.config)
     raise InputError(
-        f"scheduler must be a name or a diffusers scheduler, got {type(scheduler).__name__}; "
-        "fix: pass a name such as 'ddim'"
+        _("scheduler must be a name or a diffusers scheduler, got {type}; fix: pass a name such as 'ddim'").format(
+            type=type(scheduler).__name__
+        )
     )
 
 

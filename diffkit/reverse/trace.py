@@ -40,6 +40,7 @@ import torch
 
 from ..checks import wait_or_cancel
 from ..errors import InputError, StateError
+from ..i18n import gettext as _
 from ..images import prepare_init_image, vae_factor
 from ..pipeline import check_steps
 from .arguments import (
@@ -190,13 +191,13 @@ class ReverseChain:
         capture_attention: bool = False,
         record_dtype: torch.dtype = torch.float16,
     ) -> None:
-        family, _ = family_of(pipe)
+        family = family_of(pipe)[0]
         guidance_scale, guidance_rescale, eta = check_numbers(guidance_scale, guidance_rescale, eta)
         check_text(prompt, negative_prompt, record_dtype)
         generator, seed_value = generator_for(seed)
         img2img = image is not None
         if not img2img and strength is not None:
-            raise InputError("strength applies to img2img only; fix: pass image=... too, or drop strength")
+            raise InputError(_("strength applies to img2img only; fix: pass image=... too, or drop strength"))
         sched = scheduler_for(pipe, family, scheduler)
         steps = check_steps(sched, steps)  # 1 … the scheduler's num_train_timesteps
         work = working_pipeline(pipe, family, img2img, sched)
