@@ -66,7 +66,8 @@ print(f"   diffkit {diffkit.__version__} from {here.parent}")
 PY
 
 echo "== diffkit speaks Spanish from the wheel's compiled catalogue"
-DIFFKIT_LANG=es "$VENV/bin/diffkit" --help | grep -q "^uso:" || { echo "diffkit --help is not in Spanish"; exit 1; }
+help_es=$(DIFFKIT_LANG=es "$VENV/bin/diffkit" --help)
+grep -q "^uso:" <<<"$help_es" || { echo "diffkit --help is not in Spanish:"; echo "$help_es" | head -5; exit 1; }
 
 echo "== diffkit demo"
 "$VENV/bin/diffkit" demo --out out/demo > demo.log 2>&1 || { tail -30 demo.log; exit 1; }
