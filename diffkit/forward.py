@@ -25,6 +25,7 @@ import torch
 
 from .checks import check_seed
 from .errors import InputError
+from .i18n import gettext as _
 from .schedules import NoiseSchedule, from_diffusers, get_schedule
 
 __all__ = [
@@ -48,7 +49,9 @@ def _generator(seed: int | torch.Generator | None, device: torch.device | str = 
 
 def _check_finite(x: torch.Tensor, what: str = "x") -> None:
     if not torch.isfinite(x).all():
-        raise InputError(f"{what} contains NaN or inf; clean the input (e.g. torch.nan_to_num) first")
+        raise InputError(
+            _("{what} contains NaN or inf; clean the input (e.g. torch.nan_to_num) first").format(what=what)
+        )
 
 
 def to_model_range(image: ImageLike, *, value_range: tuple[float, float] | None = None) -> torch.Tensor:
@@ -66,39 +69,53 @@ def to_model_range(image: ImageLike, *, value_range: tuple[float, float] | None 
 
     if isinstance(image, Image.Image):
         if image.mode != "RGB":
-            raise InputError(f"expected an RGB image, got mode {image.mode!r}; convert it with image.convert('RGB')")
+            raise InputError(
+                _("expected an RGB image, got mode {mode!r}; convert it with image.convert('RGB')").format(
+                    mode=image.mode
+                )
+            )
         x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
     elif isinstance(image, np.ndarray):
         if image.ndim not in (3, 4) or image.shape[-1] != 3:
             raise InputError(
-                f"expected a NumPy RGB image of shape (H, W, 3) or (B, H, W, 3), got {image.shape}; "
-                "stack grey images to 3 channels or drop alpha with image[..., :3]"
+                _(
+                    "expected a NumPy RGB image of shape (H, W, 3) or (B, H, W, 3), got {shape}; "
+                    "stack grey images to 3 channels or drop alpha with image[..., :3]"
+                ).format(shape=image.shape)
             )
         x = torch.from_numpy(np.array(image, copy=True, order="C"))
         x = x.permute(2, 0, 1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
     elif isinstance(image, torch.Tensor):
         if image.ndim not in (3, 4) or image.shape[-3] != 3:
             raise InputError(
-                f"expected a torch RGB image of shape (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}; "
-                "channels come first in torch (use x.permute(2, 0, 1))"
+                _(
+                    "expected a torch RGB image of shape (3, H, W) or (B, 3, H, W), got {shape}; "
+                    "channels come first in torch (use x.permute(2, 0, 1))"
+                ).format(shape=tuple(image.shape))
             )
         x = image.detach().cpu()
     else:
-        raise InputError(f"expected a PIL image, NumPy array or torch tensor, got {type(image).__name__}")
+        raise InputError(
+            _("expected a PIL image, NumPy array or torch tensor, got {kind}").format(kind=type(image).__name__)
+        )
     if x.dtype == torch.bool or x.dtype.is_complex:
-        raise InputError(f"unsupported image dtype {x.dtype}; use uint8 (0–255) or float (0–1)")
+        raise InputError(_("unsupported image dtype {dtype}; use uint8 (0–255) or float (0–1)").format(dtype=x.dtype))
     if value_range is None:
         value_range = (0.0, 255.0) if x.dtype == torch.uint8 else (0.0, 1.0)
     lo, hi = (float(v) for v in value_range)
     if not hi > lo:
-        raise InputError(f"value_range must be (low, high) with low < high, got {value_range}")
+        raise InputError(
+            _("value_range must be (low, high) with low < high, got {value_range}").format(value_range=value_range)
+        )
     x = x.to(torch.float32)
     _check_finite(x, "image")
     tol = 1e-6 * (hi - lo)
     if x.numel() and (x.min() < lo - tol or x.max() > hi + tol):
         raise InputError(
-            f"image values span [{x.min():.4g}, {x.max():.4g}], outside the assumed range [{lo:g}, {hi:g}]; "
-            "pass value_range=(low, high), e.g. (0, 255) for floats holding 8-bit values"
+            _(
+                "image values span [{vmin:.4g}, {vmax:.4g}], outside the assumed range [{lo:g}, {hi:g}]; "
+                "pass value_range=(low, high), e.g. (0, 255) for floats holding 8-bit values"
+            ).format(vmin=x.min(), vmax=x.max(), lo=lo, hi=hi)
         )
     return ((x - lo) / (hi - lo) * 2.0 - 1.0).clamp_(-1.0, 1.0)
 
@@ -108,7 +125,7 @@ def to_pil(x: torch.Tensor) -> Any:
     from PIL import Image
 
     if x.ndim != 3 or x.shape[0] != 3:
-        raise InputError(f"expected a (3, H, W) tensor, got {tuple(x.shape)}")
+        raise InputError(_("expected a (3, H, W) tensor, got {shape}").format(shape=tuple(x.shape)))
     from .images import MODEL_RANGE, to_uint8
 
     return Image.fromarray(to_uint8(x, value_range=MODEL_RANGE), mode="RGB")
@@ -141,12 +158,20 @@ def q_sample(
     _check_finite(x0, "x0")
     tt = s.check_timestep(t)
     if tt.ndim > 1 or (tt.ndim == 1 and tt.shape[0] != x0.shape[0]):
-        raise InputError(f"t must be a scalar or have one entry per item of x0 ({x0.shape[0]}), got shape {tt.shape}")
+        raise InputError(
+            _("t must be a scalar or have one entry per item of x0 ({n}), got shape {shape}").format(
+                n=x0.shape[0], shape=tt.shape
+            )
+        )
     x0 = x0 if x0.is_floating_point() else x0.float()
     if noise is None:
         noise = torch.randn(x0.shape, generator=_generator(seed, x0.device), device=x0.device, dtype=x0.dtype)
     elif noise.shape != x0.shape:
-        raise InputError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        raise InputError(
+            _("noise must have the shape of x0 {shape}, got {got}").format(
+                shape=tuple(x0.shape), got=tuple(noise.shape)
+            )
+        )
     return _coef(s.sqrt_alphas_cumprod, tt, x0) * x0 + _coef(s.sqrt_one_minus_alphas_cumprod, tt, x0) * noise
 
 
@@ -167,7 +192,7 @@ def q_step(
     _check_finite(x_prev, "x_prev")
     tt = s.check_timestep(t)
     if tt.ndim != 0:
-        raise InputError(f"q_step takes one timestep, got {t!r}; loop over steps for a trajectory")
+        raise InputError(_("q_step takes one timestep, got {t!r}; loop over steps for a trajectory").format(t=t))
     x_prev = x_prev if x_prev.is_floating_point() else x_prev.float()
     if noise is None:
         noise = torch.randn(
@@ -181,7 +206,7 @@ def _timesteps_arg(s: NoiseSchedule, timesteps: Sequence[int] | np.ndarray | Non
         return np.arange(s.num_train_timesteps)
     tt = s.check_timestep(timesteps)
     if tt.ndim != 1:
-        raise InputError(f"timesteps must be a 1-D list of timesteps, got shape {tt.shape}")
+        raise InputError(_("timesteps must be a 1-D list of timesteps, got shape {shape}").format(shape=tt.shape))
     return tt
 
 
@@ -189,9 +214,11 @@ def _check_budget(n_frames: int, x0: torch.Tensor, dtype: torch.dtype, max_bytes
     need = n_frames * x0.numel() * torch.empty((), dtype=dtype).element_size()
     if need > max_bytes:
         raise InputError(
-            f"{n_frames} frames of shape {tuple(x0.shape)} need {need / 2**20:.0f} MiB, over max_bytes="
-            f"{max_bytes / 2**20:.0f} MiB; pass fewer timesteps (e.g. timesteps=range(0, T, 10)), "
-            "a smaller image, dtype=torch.float16, or a larger max_bytes"
+            _(
+                "{n_frames} frames of shape {shape} need {need:.0f} MiB, over max_bytes="
+                "{max_mib:.0f} MiB; pass fewer timesteps (e.g. timesteps=range(0, T, 10)), "
+                "a smaller image, dtype=torch.float16, or a larger max_bytes"
+            ).format(n_frames=n_frames, shape=tuple(x0.shape), need=need / 2**20, max_mib=max_bytes / 2**20)
         )
 
 
@@ -254,7 +281,11 @@ def q_sample_all(
     if noise is None:
         noise = torch.randn(x0.shape, generator=_generator(seed, x0.device), device=x0.device, dtype=x0.dtype)
     elif noise.shape != x0.shape:
-        raise InputError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        raise InputError(
+            _("noise must have the shape of x0 {shape}, got {got}").format(
+                shape=tuple(x0.shape), got=tuple(noise.shape)
+            )
+        )
     a = torch.as_tensor(s.sqrt_alphas_cumprod[tt], dtype=x0.dtype, device=x0.device)
     b = torch.as_tensor(s.sqrt_one_minus_alphas_cumprod[tt], dtype=x0.dtype, device=x0.device)
     # x_t for all t is one matrix product: [√ᾱ_t, √(1−ᾱ_t)] (n, 2) @ [x_0; ε] (2, numel)
@@ -264,7 +295,11 @@ def q_sample_all(
     if out is None:
         out = torch.empty((len(tt), *x0.shape), dtype=out_dtype, device=x0.device)
     elif tuple(out.shape) != (len(tt), *x0.shape) or not out.is_contiguous():
-        raise InputError(f"out must be a contiguous tensor of shape {(len(tt), *x0.shape)}, got {tuple(out.shape)}")
+        raise InputError(
+            _("out must be a contiguous tensor of shape {shape}, got {got}").format(
+                shape=(len(tt), *x0.shape), got=tuple(out.shape)
+            )
+        )
     flat = out.view(shape)
     if flat.dtype == x0.dtype:
         torch.mm(coef, basis, out=flat)
@@ -300,17 +335,19 @@ def forward_latents(
     x = to_model_range(image)
     x = x[None] if x.ndim == 3 else x
     if x.shape[0] != 1:
-        raise InputError("forward_latents takes one image")
+        raise InputError(_("forward_latents takes one image"))
     from .images import decode_raw, encode_image, vae_factor
 
     factor = vae_factor(vae)
     if x.shape[-1] % factor or x.shape[-2] % factor:
         raise InputError(
-            f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {factor}; resize or crop it"
+            _("image size {size} must be a multiple of the VAE factor {factor}; resize or crop it").format(
+                size=tuple(x.shape[-2:]), factor=factor
+            )
         )
     ts = from_diffusers(sched).check_timestep(timesteps)
     if ts.ndim != 1:
-        raise InputError("timesteps must be a list of timesteps")
+        raise InputError(_("timesteps must be a list of timesteps"))
     device, dtype = vae.device, vae.dtype
     with torch.no_grad():
         lat0 = encode_image(vae, x)

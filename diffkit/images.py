@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .i18n import gettext as _
 
 __all__ = [
     "MODEL_RANGE",
@@ -81,7 +82,11 @@ def to_uint8(image: Any, *, value_range: tuple[float, float] = (0.0, 1.0)) -> np
         a = a.transpose(0, 2, 3, 1)
     lo, hi = value_range
     if not hi > lo:
-        raise InputError(f"value_range must be (low, high) with high > low, got {value_range}; fix: e.g. (-1, 1)")
+        raise InputError(
+            _("value_range must be (low, high) with high > low, got {value_range}; fix: e.g. (-1, 1)").format(
+                value_range=value_range
+            )
+        )
     a = (np.clip(a, lo, hi) - lo) / (hi - lo)
     out = (a * 255 + 0.5).astype(np.uint8)
     return np.repeat(out, 3, axis=-1) if out.ndim >= 3 and out.shape[-1] == 1 else out
@@ -91,7 +96,11 @@ def vae_of(pipe_or_vae: Any) -> Any:
     """The VAE of a pipeline (its ``vae``), or *pipe_or_vae* itself when it is one."""
     vae = getattr(pipe_or_vae, "vae", pipe_or_vae)
     if not hasattr(vae, "decode") or not hasattr(vae, "config"):
-        raise InputError(f"{type(pipe_or_vae).__name__} has no VAE; fix: pass a diffusers pipeline or AutoencoderKL")
+        raise InputError(
+            _("{kind} has no VAE; fix: pass a diffusers pipeline or AutoencoderKL").format(
+                kind=type(pipe_or_vae).__name__
+            )
+        )
     return vae
 
 
@@ -140,7 +149,8 @@ def pack_latents(z: Any) -> Any:
     pixels, channel first then row then column, is one token (as ``FluxPipeline`` packs them)."""
     b, c, h, w = z.shape
     if h % 2 or w % 2:
-        raise InputError(f"latents {tuple(z.shape)} cannot be packed 2×2; fix: use an even latent height and width")
+        msg = _("latents {shape} cannot be packed 2×2; fix: use an even latent height and width")
+        raise InputError(msg.format(shape=tuple(z.shape)))
     z = z.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)  # (B, h/2, w/2, C, 2, 2)
     return z.reshape(b, (h // 2) * (w // 2), c * 4)
 
@@ -152,8 +162,10 @@ def unpack_latents(tokens: Any, grid: tuple[int, int]) -> Any:
     gh, gw = int(grid[0]), int(grid[1])
     if gh * gw != n or d % 4:
         raise InputError(
-            f"{n} tokens of width {d} do not fill a {gh}×{gw} grid of 2×2 patches; "
-            "fix: pass the grid the pipeline used (its img_ids)"
+            _(
+                "{n} tokens of width {d} do not fill a {gh}×{gw} grid of 2×2 patches; "
+                "fix: pass the grid the pipeline used (its img_ids)"
+            ).format(n=n, d=d, gh=gh, gw=gw)
         )
     z = tokens.view(b, gh, gw, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # (B, C, h/2, 2, w/2, 2)
     return z.reshape(b, d // 4, gh * 2, gw * 2)
@@ -174,9 +186,8 @@ def encode_image(pipe_or_vae: Any, x: Any) -> Any:
     vae = vae_of(pipe_or_vae)
     f = vae_factor(vae)
     if x.shape[-1] % f or x.shape[-2] % f:
-        raise InputError(
-            f"image size {tuple(x.shape[-2:])} must be a multiple of the VAE factor {f}; fix: resize or crop it"
-        )
+        msg = _("image size {size} must be a multiple of the VAE factor {factor}; fix: resize or crop it")
+        raise InputError(msg.format(size=tuple(x.shape[-2:]), factor=f))
     param = next(vae.parameters())
     with torch.no_grad():
         mean = vae.encode(x.to(param.device, param.dtype)).latent_dist.mean
@@ -224,15 +235,14 @@ def decode_latents(pipe: Any, latents: Any, *, batch_size: int = 4, generator: A
     import torch
 
     if batch_size < 1:
-        raise InputError(f"batch_size must be ≥ 1, got {batch_size}; fix: pass e.g. 8")
+        raise InputError(_("batch_size must be ≥ 1, got {batch_size}; fix: pass e.g. 8").format(batch_size=batch_size))
     x = torch.as_tensor(latents)
     single = x.ndim == 3
     if single:
         x = x[None]
     if x.ndim != 4:
-        raise InputError(
-            f"latents must be (C, h, w) or (B, C, h, w), got shape {tuple(x.shape)}; fix: add or drop the batch axis"
-        )
+        msg = _("latents must be (C, h, w) or (B, C, h, w), got shape {shape}; fix: add or drop the batch axis")
+        raise InputError(msg.format(shape=tuple(x.shape)))
     out = []
     for start in range(0, x.shape[0], batch_size):
         img = decode_raw(pipe, x[start : start + batch_size], generator=generator)
@@ -250,16 +260,20 @@ def _pil_rgb(img: Any) -> Any:
         a = np.asarray(img).astype(np.float64)
         if a.min() < 0 or a.max() > 65535:
             raise InputError(
-                f"a mode {img.mode} image must hold 16-bit values 0–65535, got {a.min():g}–{a.max():g}; "
-                "fix: rescale it, or pass floats in [0, 1]"
+                _(
+                    "a mode {mode} image must hold 16-bit values 0–65535, got {lo:g}–{hi:g}; "
+                    "fix: rescale it, or pass floats in [0, 1]"
+                ).format(mode=img.mode, lo=a.min(), hi=a.max())
             )
         if img.mode == "I" and 0 < a.max() <= 255:
             # 32-bit integer pixels that never pass 255: 8-bit values (as many converters leave
             # them), or a 16-bit picture darker than 0.4 %; read as 16-bit it would be near-black
             raise InputError(
-                f"a mode 'I' image whose values only reach {a.max():g} is ambiguous: 8-bit values (0–255) in a "
-                "32-bit image, or a nearly black 16-bit one; fix: img.convert('L') for 8-bit values, or pass "
-                "np.asarray(img) / 65535 as floats for 16-bit ones"
+                _(
+                    "a mode 'I' image whose values only reach {hi:g} is ambiguous: 8-bit values (0–255) in a "
+                    "32-bit image, or a nearly black 16-bit one; fix: img.convert('L') for 8-bit values, or pass "
+                    "np.asarray(img) / 65535 as floats for 16-bit ones"
+                ).format(hi=a.max())
             )
         return np.repeat((a / 65535.0).astype(np.float32)[..., None], 3, axis=-1)
     if img.mode == "F":
@@ -272,17 +286,23 @@ def _pil_rgb(img: Any) -> Any:
         return img.convert("RGB")
     except (ValueError, OSError) as e:
         raise InputError(
-            f"cannot read a PIL image of mode {img.mode!r} as RGB ({e}); fix: convert it with img.convert('RGB')"
+            _(
+                "cannot read a PIL image of mode {mode!r} as RGB ({error}); fix: convert it with img.convert('RGB')"
+            ).format(mode=img.mode, error=e)
         ) from e
 
 
 def _float_array(a: np.ndarray) -> np.ndarray:
     if not np.isfinite(a).all():
-        raise InputError("the image holds NaN or inf values; fix: replace them (np.nan_to_num) or pass another picture")
+        raise InputError(
+            _("the image holds NaN or inf values; fix: replace them (np.nan_to_num) or pass another picture")
+        )
     lo, hi = float(a.min()), float(a.max())
     if lo < 0.0 or hi > 1.0:
-        hint = "divide a 0–255 array by 255" if hi <= 255 and lo >= 0 else "rescale it to [0, 1]"
-        raise InputError(f"a float image must lie in [0, 1], got values {lo:g}–{hi:g}; fix: {hint}")
+        hint = _("divide a 0–255 array by 255") if hi <= 255 and lo >= 0 else _("rescale it to [0, 1]")
+        raise InputError(
+            _("a float image must lie in [0, 1], got values {lo:g}–{hi:g}; fix: {hint}").format(lo=lo, hi=hi, hint=hint)
+        )
     if a.ndim == 2:
         a = a[..., None]
     if a.shape[-1] == 1:
@@ -314,13 +334,17 @@ def prepare_init_image(image: Any) -> Any:
             t = t[None]
         if t.ndim != 4 or t.shape[0] != 1:
             raise InputError(
-                f"an image tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}; fix: pass one picture"
+                _("an image tensor must be (3, H, W) or (1, 3, H, W), got {shape}; fix: pass one picture").format(
+                    shape=tuple(image.shape)
+                )
             )
         if t.shape[1] != 3:
-            what = "latents" if t.shape[1] == 4 else "an image"
+            what = _("latents") if t.shape[1] == 4 else _("an image")
             raise InputError(
-                f"an image tensor must have 3 colour channels first, got shape {tuple(image.shape)} "
-                f"(this looks like {what}); fix: pass an RGB picture (3, H, W) in [0, 1]"
+                _(
+                    "an image tensor must have 3 colour channels first, got shape {shape} "
+                    "(this looks like {what}); fix: pass an RGB picture (3, H, W) in [0, 1]"
+                ).format(shape=tuple(image.shape), what=what)
             )
         if not t.is_floating_point():
             t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
@@ -330,12 +354,15 @@ def prepare_init_image(image: Any) -> Any:
         a = image
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)):
             hint = (
-                ": transpose a (3, H, W) array with a.transpose(1, 2, 0)"
+                _(": transpose a (3, H, W) array with a.transpose(1, 2, 0)")
                 if a.ndim == 3 and a.shape[0] in (3, 4)
                 else ""
             )
             raise InputError(
-                f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}; fix: pass one RGB picture{hint}"
+                _(
+                    "an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {shape}; "
+                    "fix: pass one RGB picture{hint}"
+                ).format(shape=a.shape, hint=hint)
             )
         if a.dtype == np.uint8:
             if a.ndim == 3 and a.shape[-1] == 1:
@@ -345,16 +372,22 @@ def prepare_init_image(image: Any) -> Any:
             return _float_array(a.astype(np.float64) / 65535.0)
         if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
             raise InputError(
-                f"an image array must hold real numbers (uint8, uint16 or float in [0, 1]), got dtype {a.dtype}; "
-                "fix: convert it, e.g. a.astype(np.uint8)"
+                _(
+                    "an image array must hold real numbers (uint8, uint16 or float in [0, 1]), got dtype {dtype}; "
+                    "fix: convert it, e.g. a.astype(np.uint8)"
+                ).format(dtype=a.dtype)
             )
         if np.issubdtype(a.dtype, np.integer):
             raise InputError(
-                f"an integer image array must be uint8 (0–255) or uint16 (0–65535), got {a.dtype}; "
-                "fix: cast it with a.astype(np.uint8) or pass floats in [0, 1]"
+                _(
+                    "an integer image array must be uint8 (0–255) or uint16 (0–65535), got {dtype}; "
+                    "fix: cast it with a.astype(np.uint8) or pass floats in [0, 1]"
+                ).format(dtype=a.dtype)
             )
         return _float_array(a.astype(np.float32))
     raise InputError(
-        f"image must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}; "
-        "fix: open a file with PIL.Image.open(path)"
+        _(
+            "image must be a PIL image, a numpy array or a torch tensor, got {kind}; "
+            "fix: open a file with PIL.Image.open(path)"
+        ).format(kind=type(image).__name__)
     )

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .i18n import gettext as _
 
 __all__ = [
     "SCHEDULE_NAMES",
@@ -60,18 +61,22 @@ __all__ = [
 
 def _check_T(num_train_timesteps: int) -> int:
     if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, (int, np.integer)):
-        raise InputError(f"num_train_timesteps must be a whole number ≥ 2, got {num_train_timesteps!r}")
+        raise InputError(_("num_train_timesteps must be a whole number ≥ 2, got {T!r}").format(T=num_train_timesteps))
     if num_train_timesteps < 2:
-        raise InputError(f"num_train_timesteps must be ≥ 2, got {num_train_timesteps}")
+        raise InputError(_("num_train_timesteps must be ≥ 2, got {T}").format(T=num_train_timesteps))
     return int(num_train_timesteps)
 
 
 def _check_beta_range(beta_start: float, beta_end: float) -> None:
     for name, v in (("beta_start", beta_start), ("beta_end", beta_end)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 < v < 1.0):
-            raise InputError(f"{name} must be a number in (0, 1), got {v!r}")
+            raise InputError(_("{name} must be a number in (0, 1), got {v!r}").format(name=name, v=v))
     if beta_start > beta_end:
-        raise InputError(f"beta_start must not exceed beta_end, got {beta_start} > {beta_end}; swap them")
+        raise InputError(
+            _("beta_start must not exceed beta_end, got {beta_start} > {beta_end}; swap them").format(
+                beta_start=beta_start, beta_end=beta_end
+            )
+        )
 
 
 def linear_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -98,9 +103,9 @@ def cosine_betas(num_train_timesteps: int = 1000, s: float = 0.008, max_beta: fl
     """
     T = _check_T(num_train_timesteps)
     if not (0.0 <= s < 1.0):
-        raise InputError(f"s must be in [0, 1), got {s!r}")
+        raise InputError(_("s must be in [0, 1), got {s!r}").format(s=s))
     if not (0.0 < max_beta <= 1.0):
-        raise InputError(f"max_beta must be in (0, 1], got {max_beta!r}")
+        raise InputError(_("max_beta must be in (0, 1], got {max_beta!r}").format(max_beta=max_beta))
 
     def alpha_bar(u: np.ndarray) -> np.ndarray:
         return np.cos((u + s) / (1 + s) * math.pi / 2) ** 2
@@ -141,11 +146,15 @@ def sigmoid_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, bet
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> np.ndarray:
     """Karras et al. 2022, eq. 5: *n* σ's from σ_max down to σ_min, spaced uniformly in σ^(1/ρ)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise InputError(f"n must be a whole number ≥ 2, got {n!r}")
+        raise InputError(_("n must be a whole number ≥ 2, got {n!r}").format(n=n))
     if not (0.0 < sigma_min < sigma_max):
-        raise InputError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+        raise InputError(
+            _("need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}").format(
+                sigma_min=sigma_min, sigma_max=sigma_max
+            )
+        )
     if rho <= 0:
-        raise InputError(f"rho must be > 0, got {rho!r}")
+        raise InputError(_("rho must be > 0, got {rho!r}").format(rho=rho))
     ramp = np.linspace(0.0, 1.0, int(n), dtype=np.float64)
     min_inv, max_inv = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
     return (max_inv + ramp * (min_inv - max_inv)) ** rho
@@ -173,11 +182,13 @@ class NoiseSchedule:
         """Derive α, ᾱ, SNR and σ from the per-step variances β_t."""
         b = np.array(betas, dtype=np.float64).reshape(-1)
         if b.size < 2:
-            raise InputError(f"a schedule needs at least 2 betas, got {b.size}")
+            raise InputError(_("a schedule needs at least 2 betas, got {size}").format(size=b.size))
         if not np.all(np.isfinite(b)):
-            raise InputError("betas must be finite; found NaN or inf")
+            raise InputError(_("betas must be finite; found NaN or inf"))
         if np.any(b <= 0) or np.any(b > 1):
-            raise InputError(f"every beta must be in (0, 1], got min {b.min():g} and max {b.max():g}")
+            raise InputError(
+                _("every beta must be in (0, 1], got min {lo:g} and max {hi:g}").format(lo=b.min(), hi=b.max())
+            )
         return cls._from_alphas_cumprod(np.cumprod(1.0 - b), name=name, betas=b)
 
     @classmethod
@@ -185,9 +196,9 @@ class NoiseSchedule:
         """Derive β_t back from ᾱ_t (β_t = 1 − ᾱ_t / ᾱ_{t−1}, with ᾱ_{−1} = 1)."""
         ab = np.array(alphas_cumprod, dtype=np.float64).reshape(-1)
         if ab.size < 2 or not np.all(np.isfinite(ab)):
-            raise InputError("alphas_cumprod must hold at least 2 finite values")
+            raise InputError(_("alphas_cumprod must hold at least 2 finite values"))
         if np.any(ab <= 0) or np.any(ab > 1) or np.any(np.diff(ab) > 0):
-            raise InputError("alphas_cumprod must lie in (0, 1] and never increase")
+            raise InputError(_("alphas_cumprod must lie in (0, 1] and never increase"))
         prev = np.concatenate([[1.0], ab[:-1]])
         return cls._from_alphas_cumprod(ab, name=name, betas=1.0 - ab / prev)
 
@@ -222,14 +233,16 @@ class NoiseSchedule:
         arr = np.asarray(t.detach().cpu() if hasattr(t, "detach") else t)
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-                raise InputError(f"t must be whole numbers in [0, {T}), got {t!r}")
+                raise InputError(_("t must be whole numbers in [0, {T}), got {t!r}").format(T=T, t=t))
             arr = arr.astype(np.int64)
         if arr.dtype.kind not in "iu":
-            raise InputError(f"t must be whole numbers in [0, {T}), got {t!r}")
+            raise InputError(_("t must be whole numbers in [0, {T}), got {t!r}").format(T=T, t=t))
         if arr.size and (arr.min() < 0 or arr.max() >= T):
             raise InputError(
-                f"t must be in [0, {T}) for this {T}-step schedule, got {t!r}; "
-                f"use 0 for one step of noise and {T - 1} for the last"
+                _(
+                    "t must be in [0, {T}) for this {T}-step schedule, got {t!r}; "
+                    "use 0 for one step of noise and {last} for the last"
+                ).format(T=T, t=t, last=T - 1)
             )
         return arr.astype(np.int64)
 
@@ -303,19 +316,25 @@ def get_schedule(name: str | NoiseSchedule, num_train_timesteps: int = 1000, **k
     if isinstance(name, NoiseSchedule):
         return name
     if not isinstance(name, str):
-        raise InputError(f"schedule name must be a string, one of {list(SCHEDULE_NAMES)}; got {name!r}")
+        raise InputError(
+            _("schedule name must be a string, one of {names}; got {name!r}").format(
+                names=list(SCHEDULE_NAMES), name=name
+            )
+        )
     key = _ALIASES.get(name, name)
     if key == "karras":
         return karras_schedule(num_train_timesteps, **kwargs)
     if key not in _BETA_SCHEDULES:
         raise InputError(
-            f"unknown schedule {name!r}; choose one of {list(SCHEDULE_NAMES)} "
-            "(or build one with from_diffusers(scheduler) or NoiseSchedule.from_betas(betas))"
+            _(
+                "unknown schedule {name!r}; choose one of {names} "
+                "(or build one with from_diffusers(scheduler) or NoiseSchedule.from_betas(betas))"
+            ).format(name=name, names=list(SCHEDULE_NAMES))
         )
     try:
         betas = _BETA_SCHEDULES[key](num_train_timesteps, **kwargs)
     except TypeError as e:
-        raise InputError(f"bad argument for schedule {name!r}: {e}") from None
+        raise InputError(_("bad argument for schedule {name!r}: {error}").format(name=name, error=e)) from None
     return NoiseSchedule.from_betas(betas, name=key)
 
 
@@ -333,13 +352,15 @@ def from_diffusers(scheduler_or_config: Any, name: str | None = None) -> NoiseSc
         cls_name = sched.get("_class_name", "DDPMScheduler")
         cls = getattr(diffusers, cls_name, None)
         if cls is None:
-            raise InputError(f"unknown diffusers scheduler class {cls_name!r} in config")
+            raise InputError(_("unknown diffusers scheduler class {cls_name!r} in config").format(cls_name=cls_name))
         sched = cls.from_config(dict(sched))
     ab = getattr(sched, "alphas_cumprod", None)
     if ab is None:
         raise InputError(
-            f"{type(sched).__name__} has no alphas_cumprod (flow-matching schedulers have no "
-            "Gaussian β schedule); pass a DDPM-family scheduler such as DDIMScheduler"
+            _(
+                "{kind} has no alphas_cumprod (flow-matching schedulers have no "
+                "Gaussian β schedule); pass a DDPM-family scheduler such as DDIMScheduler"
+            ).format(kind=type(sched).__name__)
         )
     ab = np.asarray(ab.double().cpu() if hasattr(ab, "double") else ab, dtype=np.float64)
     label = name or f"{type(sched).__name__}({sched.config.get('beta_schedule', 'custom')})"
@@ -352,5 +373,5 @@ def schedules_frame(schedules: Iterable[NoiseSchedule | str], **kwargs: Any) -> 
     """A tidy frame of several schedules: one row per (schedule, t). Strings are looked up."""
     frames = [(get_schedule(s, **kwargs) if isinstance(s, str) else s).to_frame() for s in schedules]
     if not frames:
-        raise InputError("give at least one schedule, e.g. ['linear', 'cosine']")
+        raise InputError(_("give at least one schedule, e.g. ['linear', 'cosine']"))
     return pd.concat(frames, ignore_index=True)

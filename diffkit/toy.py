@@ -20,6 +20,7 @@ import torch
 from .checks import check_seed
 from .errors import InputError
 from .forward import markov_trajectory
+from .i18n import gettext as _
 from .schedules import NoiseSchedule, get_schedule
 
 __all__ = [
@@ -42,9 +43,13 @@ def pixels_to_model(pixels: Any) -> torch.Tensor:
     """Two-pixel images ``(..., 2)`` in 0–255 as float64 model values in [−1, 1] (the toy's units)."""
     p = torch.as_tensor(np.asarray(pixels, dtype=np.float64))
     if p.shape[-1:] != (2,):
-        raise InputError(f"a two-pixel image has 2 values, got shape {tuple(p.shape)}; fix: pass e.g. (170, 150)")
+        raise InputError(
+            _("a two-pixel image has 2 values, got shape {shape}; fix: pass e.g. (170, 150)").format(
+                shape=tuple(p.shape)
+            )
+        )
     if not torch.isfinite(p).all() or p.min() < 0 or p.max() > 255:
-        raise InputError(f"pixel values must lie in [0, 255], got {pixels!r}")
+        raise InputError(_("pixel values must lie in [0, 255], got {pixels!r}").format(pixels=pixels))
     return p / 127.5 - 1.0
 
 
@@ -82,7 +87,7 @@ def two_pixel_chains(
     The points wander off the image and all end near N(0, I), whatever they started from.
     """
     if isinstance(n_chains, bool) or not isinstance(n_chains, (int, np.integer)) or n_chains < 1:
-        raise InputError(f"n_chains must be ≥ 1, got {n_chains!r}")
+        raise InputError(_("n_chains must be ≥ 1, got {n_chains!r}").format(n_chains=n_chains))
     s = get_schedule(schedule)
     x0 = pixels_to_model(pixels).reshape(1, 2).expand(n_chains, 2).contiguous()
     traj = markov_trajectory(x0, s, seed=seed)
@@ -130,7 +135,7 @@ def two_pixel_reverse(
     s = get_schedule(schedule)
     data = pixels_to_model(data_pixels).reshape(-1, 2)
     if not 0.0 <= eta <= 1.0:
-        raise InputError(f"eta must be in [0, 1] (1 = DDPM, 0 = DDIM), got {eta}")
+        raise InputError(_("eta must be in [0, 1] (1 = DDPM, 0 = DDIM), got {eta}").format(eta=eta))
     gen = torch.Generator().manual_seed(check_seed(seed))
     x = torch.randn((n_chains, 2), generator=gen, dtype=torch.float64)
     out = [x.clone()]
@@ -165,7 +170,11 @@ def paint_drop(n_particles: int = 2000, steps: int = 400, *, step_size: float = 
     starting at the origin.
     """
     if n_particles < 1 or steps < 1:
-        raise InputError(f"n_particles and steps must be ≥ 1, got {n_particles} and {steps}")
+        raise InputError(
+            _("n_particles and steps must be ≥ 1, got {n_particles} and {steps}").format(
+                n_particles=n_particles, steps=steps
+            )
+        )
     rng = np.random.default_rng(check_seed(seed))
     kicks = rng.normal(0.0, step_size, size=(steps, n_particles, 2))
     return np.concatenate([np.zeros((1, n_particles, 2)), np.cumsum(kicks, axis=0)])
