@@ -26,6 +26,7 @@ from pathlib import Path
 
 __all__ = [
     "DOMAIN",
+    "ENVIRONMENT",
     "LANGUAGES",
     "LOCALE_DIR",
     "N_",
@@ -38,6 +39,8 @@ __all__ = [
 
 #: The languages diffkit speaks, the source language first.
 LANGUAGES: tuple[str, ...] = ("en", "es")
+#: The environment variables that choose the language when set_language was not called, in order.
+ENVIRONMENT: tuple[str, ...] = ("DIFFKIT_LANG", "LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE")
 #: The gettext domain of diffkit's catalogues.
 DOMAIN = "diffkit"
 #: Where the compiled catalogues live (inside the package, so the wheel carries them).
@@ -81,7 +84,7 @@ def get_language() -> str:
     """The language diffkit speaks now (see the module's doc for the order it is decided in)."""
     if _chosen is not None:
         return _chosen
-    for var in ("DIFFKIT_LANG", "LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
+    for var in ENVIRONMENT:
         code = _normalise(os.environ.get(var))
         if code is not None:
             return code if code in LANGUAGES else "en"

@@ -28,3 +28,16 @@ def tiny_sd(tiny_sd_dir):
     from diffkit import load_pipeline
 
     return load_pipeline(tiny_sd_dir, device="cpu")
+
+
+@pytest.fixture
+def english_environment(monkeypatch):
+    """No language chosen and none in the environment at the start (DIFFKIT_LANG, the locale
+    variables), and the process left as found (``set_language(None)``): the i18n tests use it."""
+    from diffkit.i18n import ENVIRONMENT, set_language
+
+    for var in ENVIRONMENT:
+        monkeypatch.delenv(var, raising=False)
+    set_language(None)
+    yield
+    set_language(None)

@@ -20,18 +20,9 @@ from diffkit.i18n import LOCALE_DIR, get_language, set_language
 ROOT = Path(__file__).resolve().parents[1]
 PO = LOCALE_DIR / "es" / "LC_MESSAGES" / "diffkit.po"
 MO = PO.with_suffix(".mo")
-LOCALE_VARS = ("DIFFKIT_LANG", "LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE")
 
 
-@pytest.fixture(autouse=True)
-def english_environment(monkeypatch):
-    """Every test starts with no language chosen and no language in the environment, and leaves
-    the process as it found it (``set_language(None)``)."""
-    for var in LOCALE_VARS:
-        monkeypatch.delenv(var, raising=False)
-    set_language(None)
-    yield
-    set_language(None)
+pytestmark = pytest.mark.usefixtures("english_environment")
 
 
 def _read_po():

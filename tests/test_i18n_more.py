@@ -11,17 +11,7 @@ import torch
 from diffkit.errors import InputError
 from diffkit.i18n import set_language
 
-LOCALE_VARS = ("DIFFKIT_LANG", "LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE")
-
-
-@pytest.fixture(autouse=True)
-def english_environment(monkeypatch):
-    """No language chosen and none in the environment at the start; the process left as found."""
-    for var in LOCALE_VARS:
-        monkeypatch.delenv(var, raising=False)
-    set_language(None)
-    yield
-    set_language(None)
+pytestmark = pytest.mark.usefixtures("english_environment")
 
 
 def _texts(fig) -> list[str]:

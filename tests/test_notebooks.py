@@ -36,12 +36,7 @@ def test_notebook_runs(path):
     kinds = {k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})}
     assert "image/png" in kinds, f"{path.name} displayed no picture"
     for lang in ("en", "es"):  # the code is shared: both editions' answers quote what it printed
-        for question, truth, answer in predict_answers(nb, lang):
-            printed = cell_text(truth)
-            assert answer in printed, (
-                f"{path.name} ({lang}): the written answer {answer!r} to {question!r} is not what the code printed:"
-                f"\n{printed[-800:]}\nupdate the answer in the notebook (or find why the code changed)"
-            )
+        assert_answers_printed(nb, lang, path.name)
     EXECUTED.mkdir(parents=True, exist_ok=True)
     # the saved widget state would make the docs site load the widget renderer from a CDN; the
     # explorers need a kernel anyway, so the site shows the figures and not the widgets
@@ -73,13 +68,7 @@ def test_spanish_edition_runs(path, tmp_path):
     seconds = time.perf_counter() - t0
     kinds = {k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})}
     assert "image/png" in kinds, f"{path.name} (es) displayed no picture"
-    answers = predict_answers(nb, "es")
-    assert len(answers) >= 3
-    for question, truth, answer in answers:
-        printed = cell_text(truth)
-        assert answer in printed, (
-            f"{path.name} (es): la respuesta {answer!r} a {question!r} no es lo que imprimió el código"
-        )
+    assert len(assert_answers_printed(nb, "es", path.name)) >= 3
     (EXECUTED / "es").mkdir(parents=True, exist_ok=True)
     nb.metadata.pop("widgets", None)
     nbformat.write(nb, EXECUTED / "es" / path.name)
@@ -101,6 +90,19 @@ def cell_text(cell) -> str:
         t = o.get("text") or o.get("data", {}).get("text/plain") or ""
         out.append(t if isinstance(t, str) else "".join(t))
     return "".join(out)
+
+
+def assert_answers_printed(nb, lang, name):
+    """Every written answer of the *lang* edition of the executed *nb* appears in what its truth
+    cell printed; returns the (question, truth, answer) triples checked."""
+    answers = predict_answers(nb, lang)
+    for question, truth, answer in answers:
+        printed = cell_text(truth)
+        assert answer in printed, (
+            f"{name} ({lang}): the written answer {answer!r} to {question!r} is not what the code printed:"
+            f"\n{printed[-800:]}\nupdate the answer in the notebook (or find why the code changed)"
+        )
+    return answers
 
 
 def predict_answers(nb, lang="en"):

@@ -92,14 +92,18 @@ def _language(cell: Any) -> str | None:
     return found[0] if found else None
 
 
-def language_edition(nb: Any, language: str) -> Any:
-    """A copy of the notebook *nb* with the prose of *language* only (markdown cells tagged
-    ``lang-<language>``, or untagged) and every code cell, with their outputs; the ``lang-`` tags
-    are dropped and ``metadata.diffkit.language`` says which edition it is."""
+def _check_language(language: str) -> None:
     if language not in LANGUAGES:
         from ..errors import InputError
 
         raise InputError(f"the course is written in {', '.join(LANGUAGES)}, not {language!r}; fix: --lang en or es")
+
+
+def language_edition(nb: Any, language: str) -> Any:
+    """A copy of the notebook *nb* with the prose of *language* only (markdown cells tagged
+    ``lang-<language>``, or untagged) and every code cell, with their outputs; the ``lang-`` tags
+    are dropped and ``metadata.diffkit.language`` says which edition it is."""
+    _check_language(language)
     out = copy.deepcopy(nb)
     kept = []
     for cell in out.cells:
@@ -183,32 +187,38 @@ def _cells(nb: Any) -> list[tuple[str, str]]:
     return [(c.cell_type, _source(c)) for c in nb.cells]
 
 
+def _current_run(executed: Path | None, source: Path, expected: Any) -> Any | None:
+    """The executed copy *executed* when it exists, is not older than the notebook *source* and has
+    the cells of *expected* (the source, or one language's edition of it), else None."""
+    import nbformat
+
+    if executed is None or not executed.is_file() or executed.stat().st_mtime < source.stat().st_mtime:
+        return None
+    ran = nbformat.read(executed, as_version=4)
+    if _cells(ran) != _cells(expected):
+        return None
+    ran.metadata.pop("widgets", None)
+    return ran
+
+
 def teacher_notebook(source: Path, executed: Path | None) -> tuple[Any, str]:
     """The teacher's copy of the notebook *source*: its executed copy when *executed* exists, is
     newer than the source and has the same cells, else the source. Returns it and where it came from."""
     import nbformat
 
     nb = nbformat.read(source, as_version=4)
-    if executed is not None and executed.is_file() and executed.stat().st_mtime >= source.stat().st_mtime:
-        ran = nbformat.read(executed, as_version=4)
-        if _cells(ran) == _cells(nb):
-            ran.metadata.pop("widgets", None)
-            return ran, f"executed copy {executed}"
+    ran = _current_run(executed, source, nb)
+    if ran is not None:
+        return ran, f"executed copy {executed}"
     return nb, "source (no executed copy newer than it with the same cells)"
 
 
 def _own_run(path: Path, source: Any, executed: Path, language: str) -> Any | None:
     """The executed copy of *language*'s edition (the Spanish one, run with ``DIFFKIT_LANG=es``, is
     ``out/notebooks/es/``) when it is newer than the source and has the edition's cells, else None."""
-    import nbformat
-
-    if language == "en" or not executed.is_file() or executed.stat().st_mtime < path.stat().st_mtime:
+    if language == "en":
         return None
-    ran = nbformat.read(executed, as_version=4)
-    if _cells(ran) != _cells(language_edition(source, language)):
-        return None
-    ran.metadata.pop("widgets", None)
-    return ran
+    return _current_run(executed, path, language_edition(source, language))
 
 
 def course_notebooks(folder: str | Path | None = None) -> list[Path]:
@@ -265,7 +275,7 @@ def write_course(
     import nbformat
 
     for language in languages:
-        language_edition(nbformat.v4.new_notebook(), language)  # an unknown language fails before any write
+        _check_language(language)  # an unknown language fails before any write
     paths = course_notebooks(notebooks)
     folder = paths[0].parent
     if out is None:

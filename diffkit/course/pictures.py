@@ -46,6 +46,8 @@ _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def model_fingerprint(pipe: Any) -> str:
     """A hash of every parameter and buffer of *pipe*'s U-Net, VAE and text encoder (and their
     classes): two pipelines share it only when they hold the same weights."""
+    import torch
+
     if pipe in _FINGERPRINTS:
         return _FINGERPRINTS[pipe]
     h = hashlib.sha256()
@@ -56,15 +58,9 @@ def model_fingerprint(pipe: Any) -> str:
         h.update(f"{name}:{type(module).__name__}".encode())
         for key, tensor in module.state_dict().items():
             h.update(key.encode())
-            h.update(tensor.detach().to("cpu").contiguous().view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
+            h.update(tensor.detach().to("cpu").contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
     _FINGERPRINTS[pipe] = h.hexdigest()[:20]
     return _FINGERPRINTS[pipe]
-
-
-def _byte_dtype():
-    import torch
-
-    return torch.uint8
 
 
 def _key(prompt: str, seed: int, options: dict[str, Any]) -> str:
